@@ -1,0 +1,3 @@
+from ehrdx.cli import app
+
+app()

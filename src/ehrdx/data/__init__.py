@@ -1,0 +1,1 @@
+"""Readers, the patient table, and the synthetic cohort generator."""

@@ -1,0 +1,367 @@
+"""Read a patient table (one row per patient) from CSV or Parquet, infer column roles, validate.
+
+This is the single validation layer for tables: everything after it trusts its arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ehrdx.errors import DataError
+
+ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
+LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")
+
+
+@dataclass
+class TableSchema:
+    """Which column plays which role. Empty lists mean 'infer'."""
+
+    id_column: str | None = None
+    label_column: str | None = None
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TableSchema:
+        return cls(**d)
+
+    def feature_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.codes]
+
+
+@dataclass
+class PatientTable:
+    """A validated patient table: one row (one prediction time) per patient."""
+
+    source: str
+    schema: TableSchema
+    patient_ids: list[str]
+    numeric: np.ndarray  # [N, F] float64, NaN where the cell was empty
+    categorical: dict[str, list[str | None]]
+    codes: dict[str, list[list[str]]]
+    labels: list[list[str]] | None
+    notes: dict[str, int] = field(default_factory=dict)  # counted exclusions / oddities
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def subset(self, rows: np.ndarray) -> PatientTable:
+        rows = np.asarray(rows, dtype=np.int64)
+        return PatientTable(
+            source=self.source,
+            schema=self.schema,
+            patient_ids=[self.patient_ids[i] for i in rows],
+            numeric=self.numeric[rows],
+            categorical={k: [v[i] for i in rows] for k, v in self.categorical.items()},
+            codes={k: [v[i] for i in rows] for k, v in self.codes.items()},
+            labels=None if self.labels is None else [self.labels[i] for i in rows],
+            notes=dict(self.notes),
+        )
+
+
+def _read_frame(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise DataError(
+            "file not found", file=str(path), fix="check the path; tables are read from .csv or .parquet files"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            return pl.read_csv(path, separator=sep, infer_schema_length=None, try_parse_dates=False)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"could not be read as {suffix[1:]}: {exc}", file=str(path)) from exc
+    raise DataError(
+        f"unsupported file type '{suffix}'", file=str(path), fix="give a .csv, .tsv or .parquet file"
+    )
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    return None
+
+
+def _looks_like_code_list(values: pl.Series) -> bool:
+    s = values.drop_nulls().cast(pl.Utf8).str.strip_chars()
+    if s.len() == 0:
+        return False
+    return bool((s.str.starts_with("[") | s.str.contains(";", literal=True)).any())
+
+
+def _numeric_share(values: pl.Series) -> float:
+    s = values.drop_nulls().cast(pl.Utf8).str.strip_chars()
+    s = s.filter(s != "")
+    if s.len() == 0:
+        return 0.0
+    parsed = s.cast(pl.Float64, strict=False)
+    return float(parsed.is_not_null().sum()) / s.len()
+
+
+def parse_code_list(value: object) -> list[str] | None:
+    """Parse one cell holding a list of codes: a JSON list, a ';'-separated string, or a list.
+
+    Returns None when the cell cannot be parsed. Empty cells are an empty list (no codes is valid).
+    """
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        items = value
+    elif isinstance(value, pl.Series):
+        items = value.to_list()
+    else:
+        text = str(value).strip()
+        if text == "":
+            return []
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError:
+                # Python-style lists with single quotes are common in exports: accept them too.
+                try:
+                    items = json.loads(text.replace("'", '"'))
+                except json.JSONDecodeError:
+                    return None
+            if not isinstance(items, list):
+                return None
+        else:
+            items = text.split(";")
+    out = []
+    for it in items:
+        if it is None or isinstance(it, (list, dict)):
+            return None
+        if isinstance(it, float) and not math.isfinite(it):
+            return None
+        code = str(it).strip()
+        if code:
+            out.append(code)
+    # A code listed twice in one cell is one code: keep first-seen order.
+    return list(dict.fromkeys(out))
+
+
+def _parse_code_column(frame: pl.DataFrame, column: str, file: str) -> list[list[str]]:
+    raw = frame.get_column(column).to_list()
+    parsed, bad, bad_values = [], [], []
+    for i, v in enumerate(raw):
+        p = parse_code_list(v)
+        if p is None:
+            bad.append(i)
+            bad_values.append(v)
+            parsed.append([])
+        else:
+            parsed.append(p)
+    if bad:
+        raise DataError(
+            f"{len(bad)} cell(s) are not a code list",
+            file=file,
+            column=column,
+            rows=bad,
+            values=bad_values,
+            fix='write each cell as a JSON list like ["D1","D2"] or as D1;D2 (empty cell = no codes)',
+        )
+    return parsed
+
+
+def _numeric_column(frame: pl.DataFrame, column: str, file: str) -> np.ndarray:
+    s = frame.get_column(column)
+    if s.dtype == pl.Boolean:
+        s = s.cast(pl.Float64)
+    if not s.dtype.is_numeric():
+        text = s.cast(pl.Utf8).str.strip_chars()
+        parsed = text.cast(pl.Float64, strict=False)
+        bad_mask = (parsed.is_null() & text.is_not_null() & (text != "")).to_numpy()
+        if bad_mask.any():
+            rows = np.flatnonzero(bad_mask).tolist()
+            raise DataError(
+                f"text in a numeric column ({len(rows)} cell(s) are not numbers)",
+                file=file,
+                column=column,
+                rows=rows,
+                values=[text[i] for i in rows[:5]],
+                fix="correct or empty those cells (an empty cell is a missing value), "
+                "or declare the column categorical",
+            )
+        s = parsed
+    arr = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
+    # polars gives NaN for nulls after to_numpy on floats; distinguish real NaN/inf written in the file.
+    null_mask = s.is_null().to_numpy()
+    bad_mask = ~np.isfinite(arr) & ~null_mask
+    if bad_mask.any():
+        rows = np.flatnonzero(bad_mask).tolist()
+        raise DataError(
+            f"NaN or infinite values ({len(rows)} cell(s))",
+            file=file,
+            column=column,
+            rows=rows,
+            values=[float(arr[i]) for i in rows[:5]],
+            fix="leave a cell empty for a missing value; ehrdx imputes it and adds a missing indicator",
+        )
+    arr[null_mask] = np.nan
+    return arr
+
+
+def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, require_labels: bool) -> TableSchema:
+    """Fill in the roles the user did not set. Raises DataError for unknown or missing columns."""
+    given = given or TableSchema()
+    columns = frame.columns
+    named = [given.id_column, given.label_column, *given.numeric, *given.categorical, *given.codes, *given.ignore]
+    for c in named:
+        if c is not None and c not in columns:
+            raise DataError(
+                f"column '{c}' was named but is not in the file (columns: {', '.join(columns)})",
+                file=file,
+                column=c,
+                fix="check the spelling or the column flags",
+            )
+    id_col = given.id_column or _find(columns, ID_NAMES)
+    if id_col is None:
+        raise DataError(
+            f"no patient id column found (looked for {', '.join(ID_NAMES)}; columns: {', '.join(columns)})",
+            file=file,
+            fix="name the id column with --id-col (Python: TableSchema(id_column=...))",
+        )
+    label_col = given.label_column or _find([c for c in columns if c != id_col], LABEL_NAMES)
+    if label_col is None and require_labels:
+        raise DataError(
+            f"no label column found (looked for {', '.join(LABEL_NAMES)}; columns: {', '.join(columns)})",
+            file=file,
+            fix="name the column holding each patient's disease list with --label-col",
+        )
+    assigned = {id_col, label_col, *given.numeric, *given.categorical, *given.codes, *given.ignore}
+    numeric, categorical, codes = list(given.numeric), list(given.categorical), list(given.codes)
+    for c in columns:
+        if c in assigned:
+            continue
+        s = frame.get_column(c)
+        if s.dtype.is_numeric() or s.dtype == pl.Boolean:
+            numeric.append(c)
+        elif isinstance(s.dtype, pl.List) or _looks_like_code_list(s) or "code" in c.lower():
+            codes.append(c)
+        elif _numeric_share(s) >= 0.8:
+            # Mostly numbers with a few words: a numeric column with typos, not a category.
+            numeric.append(c)
+        else:
+            categorical.append(c)
+    return TableSchema(
+        id_column=id_col,
+        label_column=label_col,
+        numeric=numeric,
+        categorical=categorical,
+        codes=codes,
+        ignore=list(given.ignore),
+    )
+
+
+def table_from_frame(
+    frame: pl.DataFrame,
+    *,
+    source: str = "<table>",
+    schema: TableSchema | None = None,
+    require_labels: bool = True,
+    fixed_schema: bool = False,
+) -> PatientTable:
+    """Validate a polars DataFrame as a patient table.
+
+    With ``fixed_schema`` (prediction with a trained model) the roles are taken as given and every
+    feature column must be present; the label column is optional.
+    """
+    if frame.height == 0:
+        raise DataError("the table is empty (no data rows)", file=source, fix="give a table with at least one patient")
+    if fixed_schema:
+        assert schema is not None
+        missing = [c for c in [schema.id_column, *schema.feature_columns()] if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"columns the model was trained on are missing: {', '.join(missing)} "
+                f"(columns present: {', '.join(frame.columns)})",
+                file=source,
+                column=missing[0],
+                fix="give a table with the same columns as the training table (extra columns are ignored)",
+            )
+        label_col = schema.label_column if schema.label_column in frame.columns else None
+        schema = TableSchema(**{**schema.to_dict(), "label_column": label_col})
+    else:
+        schema = infer_schema(frame, schema, source, require_labels)
+
+    ids = frame.get_column(schema.id_column)
+    null_ids = ids.is_null().to_numpy()
+    if null_ids.any():
+        raise DataError(
+            "empty patient ids", file=source, column=schema.id_column, rows=np.flatnonzero(null_ids).tolist(),
+            fix="give every row a patient id",
+        )
+    if ids.dtype.is_float():
+        bad = ~np.isfinite(ids.to_numpy())
+        if bad.any():
+            raise DataError("NaN or infinite patient ids", file=source, column=schema.id_column,
+                            rows=np.flatnonzero(bad).tolist(), fix="give every row a patient id")
+    id_str = ids.cast(pl.Utf8).to_list()
+    dup = pl.Series(id_str).is_duplicated().to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup).tolist()
+        raise DataError(
+            f"duplicated patient ids ({len(set(id_str[i] for i in rows))} id(s) on {len(rows)} rows)",
+            file=source,
+            column=schema.id_column,
+            rows=rows,
+            values=[id_str[i] for i in rows[:5]],
+            fix="a patient table has one row per patient: merge or remove the duplicates "
+            "(for many rows per patient, use an events table)",
+        )
+
+    numeric = (
+        np.column_stack([_numeric_column(frame, c, source) for c in schema.numeric])
+        if schema.numeric
+        else np.zeros((frame.height, 0))
+    )
+    categorical = {}
+    for c in schema.categorical:
+        vals = frame.get_column(c).cast(pl.Utf8).str.strip_chars().to_list()
+        categorical[c] = [v if v not in ("", None) else None for v in vals]
+    codes = {c: _parse_code_column(frame, c, source) for c in schema.codes}
+    labels = _parse_code_column(frame, schema.label_column, source) if schema.label_column else None
+    notes = {}
+    ignored = [c for c in frame.columns if c not in {schema.id_column, schema.label_column, *schema.feature_columns()}]
+    if ignored:
+        notes["ignored_columns"] = len(ignored)
+    return PatientTable(
+        source=source,
+        schema=schema,
+        patient_ids=id_str,
+        numeric=numeric,
+        categorical=categorical,
+        codes=codes,
+        labels=labels,
+        notes=notes,
+    )
+
+
+def read_table(
+    path: str | Path,
+    *,
+    schema: TableSchema | None = None,
+    require_labels: bool = True,
+    fixed_schema: bool = False,
+) -> PatientTable:
+    """Read and validate a CSV or Parquet patient table. See :func:`table_from_frame`."""
+    path = Path(path)
+    frame = _read_frame(path)
+    return table_from_frame(
+        frame, source=str(path), schema=schema, require_labels=require_labels, fixed_schema=fixed_schema
+    )

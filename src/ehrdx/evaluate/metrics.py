@@ -1,0 +1,164 @@
+"""Multi-label metrics that respect the label mask.
+
+Only known (unmasked) elements count anywhere. A label with no positives (or no negatives) among its
+known elements in the evaluated set has no AUROC/AUPRC/F1: it is reported as such and left out of
+macro averages rather than turning them into NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+HEADLINE = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro")
+
+
+def _nanmean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def tune_thresholds(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-label threshold that maximises F1 on (validation) data; `default` where a label has no positives."""
+    grid = np.linspace(0.01, 0.99, 99)
+    out = np.full(y.shape[1], default, dtype=np.float64)
+    for j in range(y.shape[1]):
+        m = mask[:, j]
+        yj, pj = y[m, j] > 0.5, proba[m, j]
+        if yj.sum() == 0:
+            continue
+        pred = pj[:, None] >= grid[None, :]
+        tp = (pred & yj[:, None]).sum(0)
+        fp = (pred & ~yj[:, None]).sum(0)
+        fn = yj.sum() - tp
+        f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        out[j] = grid[int(np.argmax(f1))]
+    return out
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
+    """ECE over the given (known) elements with equal-width probability bins."""
+    if len(y) == 0:
+        return float("nan")
+    bins = np.minimum((proba * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=proba, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=y, minlength=n_bins)
+    nz = count > 0
+    return float(np.sum(np.abs(sum_p[nz] - sum_y[nz])) / len(y))
+
+
+def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int) -> float | None:
+    """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|."""
+    pos = (y > 0.5) & mask
+    n_pos = pos.sum(1)
+    keep = n_pos > 0
+    if not keep.any():
+        return None
+    scores = np.where(mask, proba, -np.inf)[keep]
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    hits = np.take_along_axis(pos[keep], top, axis=1).sum(1)
+    return float(np.mean(hits / n_pos[keep]))
+
+
+def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_label_ok: np.ndarray) -> dict:
+    yb = y > 0.5
+    known = mask.sum()
+    correct = ((pred == yb) & mask).sum()
+    tp_l = (pred & yb & mask).sum(0)
+    fp_l = (pred & ~yb & mask).sum(0)
+    fn_l = (~pred & yb & mask).sum(0)
+    tp, fp, fn = tp_l.sum(), fp_l.sum(), fn_l.sum()
+    prec_l = np.where(tp_l + fp_l > 0, tp_l / np.maximum(tp_l + fp_l, 1), 0.0)
+    rec_l = np.where(tp_l + fn_l > 0, tp_l / np.maximum(tp_l + fn_l, 1), 0.0)
+    f1_l = 2 * tp_l / np.maximum(2 * tp_l + fp_l + fn_l, 1)
+    # Per-sample F1 over known labels; a sample with no true and no predicted positives scores 1.
+    tp_s = (pred & yb & mask).sum(1)
+    denom_s = (pred & mask).sum(1) + (yb & mask).sum(1)
+    f1_s = np.where(denom_s > 0, 2 * tp_s / np.maximum(denom_s, 1), 1.0)
+    has_known = mask.any(1)
+    subset = (((pred == yb) | ~mask).all(1))[has_known]
+    return {
+        "element_accuracy": float(correct / known) if known else None,
+        "hamming_loss": float(1 - correct / known) if known else None,
+        "subset_accuracy": float(subset.mean()) if subset.size else None,
+        "precision_micro": float(tp / (tp + fp)) if tp + fp else 0.0,
+        "recall_micro": float(tp / (tp + fn)) if tp + fn else 0.0,
+        "f1_micro": float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0,
+        "f1_macro": _nanmean([float(f) for f, ok in zip(f1_l, per_label_ok) if ok]),
+        "f1_samples": float(f1_s[has_known].mean()) if has_known.any() else None,
+        "_per_label": {"precision": prec_l, "recall": rec_l, "f1": f1_l},
+    }
+
+
+def evaluate_predictions(
+    y: np.ndarray,
+    mask: np.ndarray,
+    proba: np.ndarray,
+    label_names: list[str],
+    thresholds: np.ndarray | None = None,
+    k_values: tuple[int, ...] = (1, 3, 5),
+) -> dict:
+    """All metrics for one set. `thresholds` are per-label tuned thresholds (e.g. from validation)."""
+    y = np.asarray(y, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    proba = np.asarray(proba, dtype=np.float64)
+    n_labels = y.shape[1]
+    per_label, aurocs, auprcs = [], [], []
+    ok = np.zeros(n_labels, dtype=bool)
+    for j, name in enumerate(label_names):
+        m = mask[:, j]
+        yj, pj = y[m, j], proba[m, j]
+        n_pos = int(yj.sum())
+        row = {"label": name, "known": int(m.sum()), "positives": n_pos, "auroc": None, "auprc": None}
+        if n_pos == 0:
+            row["status"] = "no positives in this set"
+        elif n_pos == len(yj):
+            row["status"] = "no negatives in this set"
+        else:
+            row["status"] = "ok"
+            row["auroc"] = float(roc_auc_score(yj, pj))
+            row["auprc"] = float(average_precision_score(yj, pj))
+            aurocs.append(row["auroc"])
+            auprcs.append(row["auprc"])
+            ok[j] = True
+        row["prevalence"] = n_pos / len(yj) if len(yj) else None
+        per_label.append(row)
+
+    flat_y, flat_p = y[mask], proba[mask]
+    both = 0 < flat_y.sum() < len(flat_y)
+    result = {
+        "n_samples": int(y.shape[0]),
+        "n_known_elements": int(mask.sum()),
+        "n_masked_elements": int((~mask).sum()),
+        "macro_auroc": _nanmean(aurocs),
+        "micro_auroc": float(roc_auc_score(flat_y, flat_p)) if both else None,
+        "macro_auprc": _nanmean(auprcs),
+        "micro_auprc": float(average_precision_score(flat_y, flat_p)) if both else None,
+        "brier": float(np.mean((flat_p - flat_y) ** 2)) if len(flat_y) else None,
+        "ece": expected_calibration_error(flat_y, flat_p) if len(flat_y) else None,
+        "labels_in_macro": int(ok.sum()),
+        "labels_left_out_of_macro": [r["label"] for r, o in zip(per_label, ok) if not o],
+    }
+    for k in k_values:
+        result[f"recall_at_{k}"] = recall_at_k(y, mask, proba, k)
+
+    sets = {"threshold_0.5": np.full(n_labels, 0.5)}
+    if thresholds is not None:
+        sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
+    for name, thr in sets.items():
+        tm = _threshold_metrics(y, mask, proba >= thr[None, :], ok)
+        pl = tm.pop("_per_label")
+        result[name] = tm
+        for j, row in enumerate(per_label):
+            row[name] = {
+                "threshold": float(thr[j]),
+                "precision": float(pl["precision"][j]),
+                "recall": float(pl["recall"][j]),
+                "f1": float(pl["f1"][j]) if ok[j] else None,
+            }
+    # The headline F1 is at the tuned thresholds when there are any, else at 0.5.
+    result["f1_micro"] = result["tuned" if thresholds is not None else "threshold_0.5"]["f1_micro"]
+    result["per_label"] = per_label
+    return result

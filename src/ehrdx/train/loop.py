@@ -1,0 +1,136 @@
+"""The training loop: one readable function, masked loss, AdamW, early stopping on validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ehrdx.data.batches import SampleSet, iterate_batches
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 4  # epochs without validation improvement before stopping
+    pos_weight: bool = False  # up-weight positives of rare labels (capped), see label_pos_weight
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainHistory:
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def masked_bce_with_logits(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of element-wise BCE over known labels, and how many elements were known.
+
+    Masked elements are removed before reduction (not multiplied into the outputs), so their targets
+    and logits cannot influence the value or the gradient.
+    """
+    loss = nn.functional.binary_cross_entropy_with_logits(
+        logits, targets, pos_weight=pos_weight, reduction="none"
+    )
+    loss = torch.where(mask, loss, torch.zeros_like(loss))
+    return loss.sum(), mask.sum()
+
+
+def label_pos_weight(y: np.ndarray, mask: np.ndarray, cap: float = 20.0) -> torch.Tensor:
+    """neg/pos ratio per label over known training elements, capped so very rare labels stay stable."""
+    pos = (y * mask).sum(0)
+    neg = ((1 - y) * mask).sum(0)
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int = 2048) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for batch in iterate_batches(samples, batch_size):
+        s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"])
+        total += float(s)
+        count += int(n)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int = 4096) -> np.ndarray:
+    model.eval()
+    out = [model(batch).float().numpy() for batch in iterate_batches(samples, batch_size)]
+    return np.concatenate(out, axis=0) if out else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
+
+
+def train_model(
+    model: nn.Module,
+    train: SampleSet,
+    val: SampleSet | None,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+) -> TrainHistory:
+    """Train in place; on return the model holds the weights of the best validation epoch."""
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    pos_weight = label_pos_weight(train.y, train.y_mask) if config.pos_weight else None
+    history = TrainHistory()
+    best_val, best_state, stale = math.inf, None, 0
+    use_val = val is not None and len(val) > 0 and bool(val.y_mask.any())
+    start = time.perf_counter()
+    seen = 0
+    for epoch in range(config.max_epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in iterate_batches(train, config.batch_size, shuffle=True, generator=generator):
+            s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"], pos_weight)
+            loss = s / n.clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(s.detach())
+            count += int(n)
+            seen += batch["dense"].shape[0]
+        train_loss = total / max(count, 1)
+        history.train_loss.append(train_loss)
+        history.epochs_run = epoch + 1
+        val_loss = evaluate_loss(model, val) if use_val else None
+        if on_epoch is not None:
+            on_epoch(epoch, train_loss, val_loss)
+        if val_loss is None:
+            history.best_epoch = epoch
+            continue
+        history.val_loss.append(val_loss)
+        if val_loss < best_val - 1e-5:
+            best_val, stale, history.best_epoch = val_loss, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    history.samples_per_second = seen / max(history.seconds, 1e-9)
+    model.eval()
+    return history
