@@ -93,7 +93,7 @@ def test_save_load_round_trip_gives_identical_probabilities(trained, tmp_path):
 
 
 def test_unknown_codes_and_categories_are_mapped_and_counted(trained):
-    table, clf, _ = trained
+    _, clf, _ = trained
     frame = pl.DataFrame({
         "patient_id": [1, 2], "age": [50.0, 60.0], "sex": ["F", "X"], "hba1c": [6.0, None],
         "systolic_bp": [120.0, 150.0], "cholesterol": [None, 180.0], "bmi": [30.0, 25.0],

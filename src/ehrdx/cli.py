@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+if not console.is_terminal:  # piped or captured output: wide enough for the per-label table
+    console = Console(width=120)
 err = Console(stderr=True)
 
 
@@ -107,13 +109,13 @@ def synth(
 def train(
     data: Annotated[Path, typer.Argument(help="Patient table (.csv or .parquet), one row per patient.")],
     out: Annotated[Path, typer.Option(help="Model directory to write.")],
-    id_col: Annotated[Optional[str], typer.Option(help="Patient id column (inferred if not given).")] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="Column with each patient's disease list.")] = None,
-    numeric: Annotated[Optional[str], typer.Option(help="Comma-separated numeric columns.")] = None,
-    categorical: Annotated[Optional[str], typer.Option(help="Comma-separated categorical columns.")] = None,
-    codes: Annotated[Optional[str], typer.Option(help="Comma-separated code-list columns.")] = None,
-    ignore: Annotated[Optional[str], typer.Option(help="Comma-separated columns to ignore.")] = None,
-    oracle: Annotated[Optional[Path], typer.Option(help="Oracle probabilities (from ehrdx synth) to compare with.")] = None,
+    id_col: Annotated[str | None, typer.Option(help="Patient id column (inferred if not given).")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Column with each patient's disease list.")] = None,
+    numeric: Annotated[str | None, typer.Option(help="Comma-separated numeric columns.")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns.")] = None,
+    codes: Annotated[str | None, typer.Option(help="Comma-separated code-list columns.")] = None,
+    ignore: Annotated[str | None, typer.Option(help="Comma-separated columns to ignore.")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="Oracle probabilities (from ehrdx synth) to compare with.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of patients for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of patients for the test set.")] = 0.15,
     cv: Annotated[int, typer.Option(help="Run K-fold cross-validation by patient instead (0 = off).")] = 0,
@@ -131,16 +133,17 @@ def train(
     """Train a model on a patient table: split by patient into train/validation/test, fit on train,
     stop early and tune thresholds on validation, evaluate on test, save the model directory with
     metrics.json. With --cv K, report K-fold mean and spread instead (cv_metrics.json)."""
+    import polars as pl
+
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.evaluate.report import print_report
     from ehrdx.pipeline import cross_validate, train_and_evaluate
 
-    import polars as pl
-
     schema = TableSchema(id_column=id_col, label_column=label_col, numeric=_split_list(numeric),
                          categorical=_split_list(categorical), codes=_split_list(codes), ignore=_split_list(ignore))
-    params = dict(hidden=hidden, depth=depth, dropout=dropout, weight_decay=weight_decay, lr=lr,
-                  max_epochs=epochs, patience=patience, batch_size=batch_size, pos_weight=pos_weight, seed=seed)
+    params = {"hidden": hidden, "depth": depth, "dropout": dropout, "weight_decay": weight_decay, "lr": lr,
+              "max_epochs": epochs, "patience": patience, "batch_size": batch_size, "pos_weight": pos_weight,
+              "seed": seed}
     try:
         table = read_table(data, schema=schema)
         console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
@@ -175,7 +178,7 @@ def train(
 def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled patient table with the training columns.")],
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")],
-    out: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
 ) -> None:
     """Evaluate a saved model on a labelled table: AUROC/AUPRC, F1, recall@k, calibration, per label."""
     import ehrdx
@@ -206,7 +209,7 @@ def predict(
     data: Annotated[Path, typer.Argument(help="Patient table with the training columns (labels not needed).")],
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")],
     out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")],
-    threshold: Annotated[Optional[float], typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
 ) -> None:
     """Predict every disease's probability for each patient; writes patient id, one probability column
     per disease (p_<label>) and the predicted set."""

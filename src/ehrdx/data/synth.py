@@ -36,10 +36,7 @@ LABS = {
     "LAB//EGFR": ("egfr", 80.0),
 }
 SYMPTOMS = ["DX//R73.0", "DX//Z72.0", "DX//R05", "DX//R07.4", "DX//F41.9", "DX//G47.0", "DX//R53"]
-NOISE_CODES = [f"DX//{c}" for c in (
-    "Z00.0 J06.9 M54.5 K21.9 H52.4 L30.9 J30.4 N39.0 R51 M25.5 B34.9 K59.0 Z23 R10.4 H10.9 "
-    "L70.0 M79.6 R11.2 J20.9 R42 T14.1 Z30.0 K52.9 H61.2 R21 M54.2 Z01.4 J02.9 L02.9 R50.9"
-).split()]
+NOISE_CODES = [f"DX//{c}" for c in ["Z00.0", "J06.9", "M54.5", "K21.9", "H52.4", "L30.9", "J30.4", "N39.0", "R51", "M25.5", "B34.9", "K59.0", "Z23", "R10.4", "H10.9", "L70.0", "M79.6", "R11.2", "J20.9", "R42", "T14.1", "Z30.0", "K52.9", "H61.2", "R21", "M54.2", "Z01.4", "J02.9", "L02.9", "R50.9"]]
 
 DISEASES = {
     "E11": "Type 2 diabetes mellitus",
@@ -200,7 +197,7 @@ def disease_logits(table: pl.DataFrame) -> tuple[dict[str, np.ndarray], dict[str
     def has(code: str) -> np.ndarray:
         return code_lists.list.contains(code).to_numpy().astype(np.float64)
 
-    relu = lambda x: np.maximum(x, 0.0)  # noqa: E731
+    relu = lambda x: np.maximum(x, 0.0)
     primary = {
         "E11": -3.0 + 2.8 * relu(lab["hba1c"] - 6.0) + 0.9 * has("R73.0") + 0.05 * (lab["bmi"] - 27.5)
         + 0.015 * (age - 55),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -316,7 +316,7 @@ def table_from_frame(
     if dup.any():
         rows = np.flatnonzero(dup).tolist()
         raise DataError(
-            f"duplicated patient ids ({len(set(id_str[i] for i in rows))} id(s) on {len(rows)} rows)",
+            f"duplicated patient ids ({len({id_str[i] for i in rows})} id(s) on {len(rows)} rows)",
             file=source,
             column=schema.id_column,
             rows=rows,
