@@ -87,17 +87,22 @@ def synth(
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 20_000,
     seed: Seed = 0,
     table_format: Annotated[str, typer.Option(help="Patient table format: parquet or csv.")] = "parquet",
+    format: Annotated[str, typer.Option("--format", help="Events as 'events' (one events.parquet) or 'meds' "
+                                        "(a MEDS dataset in OUT/meds with splits and code metadata).")] = "events",
 ) -> None:
-    """Generate a synthetic cohort: event streams (MEDS-style events.parquet), the patient table at the
-    index date (patients.parquet/csv), and the oracle probability of every disease (oracle.parquet)."""
+    """Generate a synthetic cohort: event streams (events.parquet, or a MEDS dataset with --format meds),
+    the patient table at the index date (patients.parquet/csv), and the oracle probability of every
+    disease (oracle.parquet)."""
     from ehrdx.data.synth import generate_cohort, write_cohort
 
     if table_format not in ("parquet", "csv"):
         _fail(EhrdxError("--table-format must be parquet or csv"))
+    if format not in ("events", "meds"):
+        _fail(EhrdxError("--format must be events or meds"))
     try:
         with console.status(f"generating {patients:,} patients"):
             cohort = generate_cohort(patients, seed)
-            paths = write_cohort(cohort, out, table_format)
+            paths = write_cohort(cohort, out, table_format, meds=format == "meds")
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")

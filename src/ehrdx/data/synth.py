@@ -110,17 +110,17 @@ def _history_events(n: int, rng: np.random.Generator) -> tuple[pl.DataFrame, dic
         np.full(n_v, np.nan)]
     for code, values in lab_values.items():
         m = rng.random(n_v) < measure_p[code]
-        parts_pat.append(v_pat[m]); parts_t.append(visit_time_s[m] + 60)
+        parts_pat.append(v_pat[m]); parts_t.append(visit_time_s[m])
         parts_code.append(np.full(m.sum(), code, dtype=object)); parts_val.append(np.round(values[m], 2))
     for code, p in symptom_p.items():
         m = rng.random(n_v) < p
-        parts_pat.append(v_pat[m]); parts_t.append(visit_time_s[m] + 120)
+        parts_pat.append(v_pat[m]); parts_t.append(visit_time_s[m])
         parts_code.append(np.full(m.sum(), code, dtype=object)); parts_val.append(np.full(m.sum(), np.nan))
     zipf = 1.0 / np.arange(1, len(NOISE_CODES) + 1)
     n_noise = rng.poisson(1.2, n_v)
     noise_pat = np.repeat(np.arange(n_v), n_noise)
     noise_codes = np.asarray(NOISE_CODES, dtype=object)[rng.choice(len(NOISE_CODES), len(noise_pat), p=zipf / zipf.sum())]
-    parts_pat.append(v_pat[noise_pat]); parts_t.append(visit_time_s[noise_pat] + 180)
+    parts_pat.append(v_pat[noise_pat]); parts_t.append(visit_time_s[noise_pat])
     parts_code.append(noise_codes); parts_val.append(np.full(len(noise_pat), np.nan))
 
     index_s = int(INDEX_DATE.timestamp())
@@ -303,12 +303,22 @@ def table_to_csv_frame(table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_cohort(cohort: SyntheticCohort, out_dir: str | Path, table_format: str = "parquet") -> dict[str, Path]:
-    """Write events.parquet, patients.{parquet,csv}, oracle.parquet and cohort.json into out_dir."""
+def write_cohort(
+    cohort: SyntheticCohort, out_dir: str | Path, table_format: str = "parquet", meds: bool = False
+) -> dict[str, Path]:
+    """Write events.parquet, patients.{parquet,csv}, oracle.parquet and cohort.json into out_dir.
+
+    With `meds`, the events go to a MEDS dataset in out_dir/meds instead of events.parquet, with
+    subject splits train/tuning/held_out (70/15/15, stratified by disease) and code descriptions.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"events": out / "events.parquet", "oracle": out / "oracle.parquet", "info": out / "cohort.json"}
-    cohort.events.write_parquet(paths["events"])
+    paths = {"oracle": out / "oracle.parquet", "info": out / "cohort.json"}
+    if meds:
+        paths["meds"] = _write_meds_cohort(cohort, out / "meds")
+    else:
+        paths["events"] = out / "events.parquet"
+        cohort.events.write_parquet(paths["events"])
     cohort.oracle.write_parquet(paths["oracle"])
     if table_format == "csv":
         paths["table"] = out / "patients.csv"
@@ -322,3 +332,23 @@ def write_cohort(cohort: SyntheticCohort, out_dir: str | Path, table_format: str
 
 def label_window_end() -> datetime:
     return INDEX_DATE + timedelta(days=LABEL_WINDOW_DAYS)
+
+
+def _write_meds_cohort(cohort: SyntheticCohort, root: Path) -> Path:
+    from ehrdx.data.meds import MEDS_SPLITS, write_meds
+    from ehrdx.tasks.labels import LabelVocab
+    from ehrdx.tasks.splits import split_patients
+
+    labels = cohort.table.get_column("diseases").to_list()
+    y, _ = LabelVocab.fit(labels).encode(labels)
+    parts = split_patients(y, seed=cohort.info["seed"])
+    ids = cohort.table.get_column("patient_id").to_numpy()
+    splits = pl.concat([pl.DataFrame({"subject_id": ids[rows], "split": [name] * len(rows)})
+                        for name, rows in zip(MEDS_SPLITS, parts)])
+    codes = cohort.events.select(pl.col("code").unique().sort()).with_columns(
+        pl.col("code").str.strip_prefix("DX//").replace_strict(DISEASES, default=None).alias("description"),
+        pl.when(pl.col("code").str.starts_with("DX//"))
+        .then(pl.concat_list(pl.lit("DX//") + pl.col("code").str.slice(4, 3)))
+        .otherwise(None).alias("parent_codes"),
+    )
+    return write_meds(root, cohort.events, splits=splits, codes=codes)

@@ -1,0 +1,254 @@
+"""Read and write event streams: MEDS datasets and long events tables (CSV/Parquet).
+
+MEDS (Medical Event Data Standard, schema 0.4): `data/**/*.parquet` with `subject_id` (int64), `time`
+(timestamp, null for static facts), `code` (string), `numeric_value` (float, nullable), optional
+`text_value`; `metadata/codes.parquet`, optional `metadata/subject_splits.parquet` (splits `train`,
+`tuning`, `held_out`) and `metadata/dataset.json`. Only polars/pyarrow are used, not MEDS tooling.
+
+Every reader returns frames normalised to (subject_id i64, time datetime[us], code str,
+numeric_value f32) and a dict of counted exclusions; bad data raises DataError naming file, subject
+and column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from ehrdx.errors import DataError
+
+MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
+MEDS_SPLITS = ("train", "tuning", "held_out")
+
+
+@dataclass
+class EventShard:
+    """One chunk of events, normalised, with what was excluded or repaired in it."""
+
+    source: str
+    frame: pl.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _first_rows(mask: pl.Series, frame: pl.DataFrame, k: int = 5) -> tuple[list[int], list[object]]:
+    rows = mask.arg_true().head(k).to_list()
+    return rows, [frame.get_column("subject_id")[r] if "subject_id" in frame.columns else None for r in rows]
+
+
+ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+               "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
+    """Parse text times row by row with the given format, or the first ISO 8601 form that fits."""
+    text = text.str.strip_chars()
+    formats = (time_format,) if time_format else ISO_FORMATS
+    tries = [text.str.to_datetime(format=f, strict=False, exact=True, time_unit="us") for f in formats]
+    return pl.select(pl.coalesce(tries)).to_series()
+
+
+def normalise_events(
+    frame: pl.DataFrame,
+    source: str,
+    *,
+    subject_col: str = "subject_id",
+    time_col: str = "time",
+    code_col: str = "code",
+    value_col: str | None = "numeric_value",
+    time_format: str | None = None,
+) -> EventShard:
+    """Validate and normalise one frame of events. Static rows (null time) are kept."""
+    counts: dict[str, int] = {}
+    for role, col in (("subject id", subject_col), ("time", time_col), ("code", code_col)):
+        if col not in frame.columns:
+            raise DataError(
+                f"no {role} column '{col}' (columns: {', '.join(frame.columns)})",
+                file=source, column=col, fix=f"name the {role} column in the column mapping",
+            )
+    extra = [c for c in frame.columns if c not in {subject_col, time_col, code_col, value_col, "text_value"}]
+    if extra:
+        counts["ignored_columns"] = len(extra)
+
+    subj = frame.get_column(subject_col)
+    if not subj.dtype.is_integer():
+        cast = subj.cast(pl.Int64, strict=False)
+        bad = cast.is_null() & subj.is_not_null()
+        if bad.any():
+            rows = bad.arg_true().head(5).to_list()
+            raise DataError("subject ids must be integers", file=source, column=subject_col, rows=rows,
+                            values=[subj[r] for r in rows], fix="map subject ids to integers (MEDS uses int64)")
+        subj = cast
+    if subj.is_null().any():
+        rows = subj.is_null().arg_true().head(5).to_list()
+        raise DataError("empty subject ids", file=source, column=subject_col, rows=rows,
+                        fix="every event needs a subject id")
+
+    t = frame.get_column(time_col)
+    if t.dtype == pl.Utf8:
+        parsed = _parse_times(t, time_format)
+        bad = parsed.is_null() & t.is_not_null() & (t.str.strip_chars() != "")
+        if bad.any():
+            rows = bad.arg_true().head(5).to_list()
+            raise DataError(
+                f"unparseable times ({int(bad.sum())} cell(s)); first subject {subj[rows[0]]}",
+                file=source, column=time_col, rows=rows, values=[t[r] for r in rows],
+                fix="write times as ISO 8601 (2024-01-31 or 2024-01-31T08:15:00) or give --time-format",
+            )
+        t = parsed
+    elif t.dtype == pl.Date:
+        t = t.cast(pl.Datetime("us"))
+    elif isinstance(t.dtype, pl.Datetime):
+        if t.dtype.time_zone is not None:
+            t = t.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        t = t.cast(pl.Datetime("us"))
+    elif t.dtype == pl.Null:
+        t = t.cast(pl.Datetime("us"))
+    else:
+        raise DataError(f"times have type {t.dtype}, expected timestamps or ISO 8601 text",
+                        file=source, column=time_col, fix="store times as timestamps")
+
+    code = frame.get_column(code_col)
+    if code.dtype != pl.Utf8:
+        code = code.cast(pl.Utf8)
+    code = code.str.strip_chars()
+
+    if value_col and value_col in frame.columns:
+        v = frame.get_column(value_col)
+        if not v.dtype.is_numeric():
+            cast = v.cast(pl.Float64, strict=False)
+            bad = cast.is_null() & v.is_not_null()
+            if bad.any():
+                rows = bad.arg_true().head(5).to_list()
+                raise DataError(f"text in the numeric value column; first subject {subj[rows[0]]}",
+                                file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
+                                fix="put text results in text_value, or empty the cell")
+            v = cast
+        v = v.cast(pl.Float64)
+        nonfinite = v.is_not_null() & ~v.is_finite()
+        if nonfinite.any():
+            counts["nonfinite_values_set_to_null"] = int(nonfinite.sum())
+            v = pl.when(nonfinite).then(None).otherwise(v)
+            v = pl.select(v).to_series()
+        v = v.cast(pl.Float32)
+    else:
+        v = pl.Series("numeric_value", [None] * frame.height, dtype=pl.Float32)
+
+    out = pl.DataFrame({"subject_id": subj.cast(pl.Int64), "time": t, "code": code, "numeric_value": v})
+    null_code = out.get_column("code").is_null() | (out.get_column("code") == "")
+    if null_code.any():
+        counts["null_codes_excluded"] = int(null_code.sum())
+        out = out.filter(~null_code)
+    # Events out of order (by subject, then time with static rows first) are sorted, and counted.
+    key_t = out.get_column("time").dt.epoch("us").fill_null(-(2**63))
+    key = pl.DataFrame({"s": out.get_column("subject_id"), "t": key_t})
+    backwards = (key["s"] < key["s"].shift(1)) | ((key["s"] == key["s"].shift(1)) & (key["t"] < key["t"].shift(1)))
+    n_back = int(backwards.fill_null(False).sum())
+    if n_back:
+        counts["events_out_of_order_sorted"] = n_back
+        out = out.sort("subject_id", "time", nulls_last=False, maintain_order=True)
+    return EventShard(source=source, frame=out, counts=counts)
+
+
+def meds_shard_paths(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("MEDS directory not found", file=str(root), fix="give the dataset root (it holds data/)")
+    shards = sorted((root / "data").glob("**/*.parquet"))
+    if not shards:
+        raise DataError("no data/**/*.parquet files", file=str(root),
+                        fix="a MEDS dataset keeps its events in data/<split>/<n>.parquet")
+    return shards
+
+
+def iter_meds(root: str | Path) -> Iterator[EventShard]:
+    """Yield the dataset's shards one at a time (memory is bounded by the largest shard)."""
+    for path in meds_shard_paths(root):
+        try:
+            frame = pl.read_parquet(path)
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"not a readable parquet file ({exc})", file=str(path)) from exc
+        yield normalise_events(frame, str(path))
+
+
+def iter_event_table(
+    path: str | Path,
+    *,
+    subject_col: str = "subject_id",
+    time_col: str = "time",
+    code_col: str = "code",
+    value_col: str | None = "numeric_value",
+    time_format: str | None = None,
+) -> Iterator[EventShard]:
+    """A long events table (one row per event) from CSV or Parquet, with a column mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", file=str(path), fix="check the path")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_csv(path, infer_schema_length=10000,
+                                schema_overrides={time_col: pl.Utf8, code_col: pl.Utf8})
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"could not be read ({exc})", file=str(path)) from exc
+    yield normalise_events(frame, str(path), subject_col=subject_col, time_col=time_col, code_col=code_col,
+                           value_col=value_col, time_format=time_format)
+
+
+def read_subject_splits(root: str | Path) -> pl.DataFrame | None:
+    path = Path(root) / "metadata" / "subject_splits.parquet"
+    if not path.exists():
+        return None
+    frame = pl.read_parquet(path)
+    for col in ("subject_id", "split"):
+        if col not in frame.columns:
+            raise DataError(f"no '{col}' column", file=str(path), column=col,
+                            fix="subject_splits.parquet holds subject_id and split")
+    return frame.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.Utf8))
+
+
+def write_meds(
+    root: str | Path,
+    events: pl.DataFrame,
+    *,
+    splits: pl.DataFrame | None = None,
+    codes: pl.DataFrame | None = None,
+    dataset_name: str = "ehrdx_synthetic",
+    shard_size: int = 50_000,
+) -> Path:
+    """Write events as a MEDS dataset: data/<split>/<n>.parquet sharded by subject, plus metadata."""
+    root = Path(root)
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    events = events.select(
+        pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")), pl.col("code").cast(pl.Utf8),
+        pl.col("numeric_value").cast(pl.Float32),
+    )
+    subjects = events.select(pl.col("subject_id").unique().sort())
+    if splits is None:
+        splits = subjects.with_columns(pl.lit("train").alias("split"))
+    splits = splits.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.Utf8))
+    splits.write_parquet(root / "metadata" / "subject_splits.parquet")
+    for split in splits.get_column("split").unique().sort():
+        ids = splits.filter(pl.col("split") == split).get_column("subject_id").sort()
+        for n, start in enumerate(range(0, len(ids), shard_size)):
+            chunk = ids.slice(start, shard_size)
+            out = root / "data" / split / f"{n}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            events.filter(pl.col("subject_id").is_in(chunk.implode())).sort(
+                "subject_id", "time", nulls_last=False, maintain_order=True).write_parquet(out)
+    if codes is None:
+        codes = events.select(pl.col("code").unique().sort()).with_columns(
+            pl.lit(None, dtype=pl.Utf8).alias("description"),
+            pl.lit(None, dtype=pl.List(pl.Utf8)).alias("parent_codes"),
+        )
+    codes.write_parquet(root / "metadata" / "codes.parquet")
+    (root / "metadata" / "dataset.json").write_text(json.dumps({
+        "dataset_name": dataset_name, "dataset_version": "1", "etl_name": "ehrdx", "etl_version": "0.1.0",
+        "meds_version": "0.4.0", "created_at": datetime.now(UTC).isoformat(),
+    }, indent=2))
+    return root

@@ -1,0 +1,172 @@
+"""The compact event store: flat arrays plus per-patient offsets, memory-mapped when read.
+
+Layout of a store directory (all arrays little-endian raw binary, described in meta.json):
+  subject_ids  int64 [P]       patients in store order
+  offsets      int64 [P + 1]   patient p's events are [offsets[p], offsets[p + 1])
+  times        int64 [E]       seconds since 1970-01-01; static facts (null time) hold STATIC_TIME
+  codes        int32 [E]       index into codes.json (a data-level index, not a model vocabulary)
+  values       float32 [E]     numeric value, NaN where there is none
+  visit_starts int64 [V]       event index where each visit starts (see visit_gap_seconds)
+  visit_offsets int64 [P + 1]  patient p's visits are [visit_offsets[p], visit_offsets[p + 1])
+
+Built shard by shard, so memory is bounded by the largest shard, not the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ehrdx.data.meds import EventShard
+from ehrdx.errors import DataError
+
+STATIC_TIME = np.iinfo(np.int64).min
+ARRAYS = {
+    "subject_ids": np.int64, "offsets": np.int64, "times": np.int64, "codes": np.int32,
+    "values": np.float32, "visit_starts": np.int64, "visit_offsets": np.int64,
+}
+STORE_VERSION = 1
+
+
+def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0) -> EventStore:
+    """Convert normalised event shards into a store. Subjects must not span shards.
+
+    A visit is a run of a patient's timed events in which each follows the previous one by at most
+    `visit_gap_seconds` (0: events sharing a timestamp form a visit). Static facts and MEDS_BIRTH
+    belong to no visit.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    sources: list[str] = []
+    n_events = n_visits = 0
+    seen_subjects: dict[int, str] = {}
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(open(out / f"{name}.bin.tmp", "wb")) for name in ARRAYS}
+        files["offsets"].write(np.zeros(1, np.int64).tobytes())
+        files["visit_offsets"].write(np.zeros(1, np.int64).tobytes())
+        for shard in shards:
+            sources.append(shard.source)
+            for k, v in shard.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            f = shard.frame
+            if f.height == 0:
+                continue
+            # Stable sort: static rows first, then by time; the reader already counted disorder.
+            f = f.sort("subject_id", "time", nulls_last=False, maintain_order=True)
+            new = [c for c in f.get_column("code").unique(maintain_order=True).to_list() if c not in vocab]
+            for c in sorted(new):
+                vocab[c] = len(vocab)
+            code_ids = f.get_column("code").replace_strict(vocab, return_dtype=pl.Int32).to_numpy()
+            times = f.get_column("time").dt.epoch("s").fill_null(STATIC_TIME).to_numpy().astype(np.int64)
+            values = f.get_column("numeric_value").cast(pl.Float32).fill_null(np.nan).to_numpy()
+            subj = f.get_column("subject_id").to_numpy()
+
+            change = np.flatnonzero(np.diff(subj)) + 1
+            starts = np.concatenate([[0], change])
+            ids = subj[starts]
+            for sid in ids.tolist():
+                if sid in seen_subjects:
+                    raise DataError(f"subject {sid} appears in two shards ({seen_subjects[sid]} and {shard.source})",
+                                    file=shard.source, column="subject_id",
+                                    fix="each subject's events must sit in one shard, as MEDS requires")
+                seen_subjects[sid] = shard.source
+            ends = np.concatenate([change, [len(subj)]])
+            # A visit begins at a patient's first timed event and wherever time jumps by more than the gap.
+            same_subject = np.concatenate([[False], subj[1:] == subj[:-1]])
+            # Static facts and the birth record carry no visit.
+            is_static = (times == STATIC_TIME) | (code_ids == vocab.get("MEDS_BIRTH", -1))
+            prev_static = np.concatenate([[True], is_static[:-1]])
+            gap = np.concatenate([[0], np.diff(times)])
+            continues = same_subject & ~prev_static & (gap <= visit_gap_seconds)
+            visit_start = ~is_static & ~continues
+            vstarts = np.flatnonzero(visit_start)
+            visits_per_subject = np.add.reduceat(visit_start.astype(np.int64), starts) if len(starts) else []
+
+            files["subject_ids"].write(ids.astype(np.int64).tobytes())
+            files["offsets"].write((n_events + ends).astype(np.int64).tobytes())
+            files["times"].write(times.tobytes())
+            files["codes"].write(code_ids.astype(np.int32).tobytes())
+            files["values"].write(values.astype(np.float32).tobytes())
+            files["visit_starts"].write((n_events + vstarts).astype(np.int64).tobytes())
+            files["visit_offsets"].write((n_visits + np.cumsum(visits_per_subject)).astype(np.int64).tobytes())
+            n_events += len(subj)
+            n_visits += len(vstarts)
+    for name in ARRAYS:
+        os.replace(out / f"{name}.bin.tmp", out / f"{name}.bin")
+    (out / "codes.json").write_text(json.dumps(list(vocab)))
+    meta = {
+        "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
+        "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
+        "counts": counts, "sources": sources,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return EventStore(out)
+
+
+class EventStore:
+    """Read side of the store: memory-mapped arrays; `patient(i)` slices one patient's history."""
+
+    def __init__(self, directory: str | Path) -> None:
+        d = Path(directory)
+        meta_path = d / "meta.json"
+        if not meta_path.exists():
+            raise DataError("not an ehrdx event store (no meta.json)", file=str(d),
+                            fix="build one with ehrdx.data.store.build_store")
+        self.directory = d
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("store_version") != STORE_VERSION:
+            raise DataError(f"unsupported store version {self.meta.get('store_version')!r}", file=str(meta_path))
+        self.code_names: list[str] = json.loads((d / "codes.json").read_text())
+        for name, dtype in ARRAYS.items():
+            path = d / f"{name}.bin"
+            size = path.stat().st_size
+            arr = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
+            setattr(self, name, arr)
+        self._row_of = {int(s): i for i, s in enumerate(self.subject_ids)}
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.meta["counts"])
+
+    def row_of(self, subject_id: int) -> int:
+        try:
+            return self._row_of[int(subject_id)]
+        except KeyError:
+            raise DataError(f"subject {subject_id} is not in the store", file=str(self.directory)) from None
+
+    def patient(self, row: int) -> dict[str, np.ndarray]:
+        """One patient's events (times, codes, values) and visit starts relative to its first event."""
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        va, vb = int(self.visit_offsets[row]), int(self.visit_offsets[row + 1])
+        return {
+            "subject_id": int(self.subject_ids[row]),
+            "times": np.asarray(self.times[a:b]),
+            "codes": np.asarray(self.codes[a:b]),
+            "values": np.asarray(self.values[a:b]),
+            "visit_starts": np.asarray(self.visit_starts[va:vb]) - a,
+        }
+
+    def to_frame(self) -> pl.DataFrame:
+        """The store as a MEDS-shaped frame (for checks and small data; reads every event)."""
+        n = np.diff(np.asarray(self.offsets))
+        times = np.asarray(self.times)
+        return pl.DataFrame({
+            "subject_id": np.repeat(np.asarray(self.subject_ids), n),
+            "time": pl.Series(np.where(times == STATIC_TIME, 0, times) * 1_000_000).cast(pl.Datetime("us")),
+            "code": np.asarray(self.code_names, dtype=object)[np.asarray(self.codes)].astype(str),
+            "numeric_value": np.asarray(self.values),
+        }).with_columns(
+            pl.when(pl.Series(times == STATIC_TIME)).then(None).otherwise(pl.col("time")).alias("time"),
+            pl.col("numeric_value").fill_nan(None),
+        )
