@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,6 +195,3 @@ class EHRClassifier:
         self.model_.eval()
         self.thresholds_ = np.asarray(thresholds, dtype=np.float64)
 
-
-def describe(result: dict) -> str:
-    return json.dumps({k: result.get(k) for k in ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro")})

@@ -35,11 +35,6 @@ class EventShard:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _first_rows(mask: pl.Series, frame: pl.DataFrame, k: int = 5) -> tuple[list[int], list[object]]:
-    rows = mask.arg_true().head(k).to_list()
-    return rows, [frame.get_column("subject_id")[r] if "subject_id" in frame.columns else None for r in rows]
-
-
 ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
                "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +50,6 @@ DISEASES = {
     "I25": "Chronic ischaemic heart disease",
     "I48": "Atrial fibrillation and flutter",
 }
-PRIMARY = ["E11", "I10", "E78", "J44", "F32", "E66"]
-# Secondary disease -> (its primary parents, log-odds added when each parent is present)
-SECONDARY = {"N18": (("E11", "I10"), (1.3, 0.9)), "I50": (("I10", "E11"), (1.4, 0.8)),
-             "I25": (("E78", "I10"), (1.1, 0.5)), "I48": (("I10", "I50x"), (1.0, 0.0))}
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -328,10 +322,6 @@ def write_cohort(
         cohort.table.write_parquet(paths["table"])
     paths["info"].write_text(json.dumps(cohort.info, indent=2))
     return paths
-
-
-def label_window_end() -> datetime:
-    return INDEX_DATE + timedelta(days=LABEL_WINDOW_DAYS)
 
 
 def _write_meds_cohort(cohort: SyntheticCohort, root: Path) -> Path:
