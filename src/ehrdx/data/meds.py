@@ -47,6 +47,13 @@ def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
     return pl.select(pl.coalesce(tries)).to_series()
 
 
+def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
+    """Cast leniently; also return the first rows whose non-empty value did not survive the cast."""
+    cast = values.cast(dtype, strict=False)
+    lost = cast.is_null() & values.is_not_null()
+    return cast, lost.arg_true().head(5).to_list()
+
+
 def normalise_events(
     frame: pl.DataFrame,
     source: str,
@@ -71,10 +78,8 @@ def normalise_events(
 
     subj = frame.get_column(subject_col)
     if not subj.dtype.is_integer():
-        cast = subj.cast(pl.Int64, strict=False)
-        bad = cast.is_null() & subj.is_not_null()
-        if bad.any():
-            rows = bad.arg_true().head(5).to_list()
+        cast, rows = _cast_keeping_track(subj, pl.Int64)
+        if rows:
             raise DataError("subject ids must be integers", file=source, column=subject_col, rows=rows,
                             values=[subj[r] for r in rows], fix="map subject ids to integers (MEDS uses int64)")
         subj = cast
@@ -115,10 +120,8 @@ def normalise_events(
     if value_col and value_col in frame.columns:
         v = frame.get_column(value_col)
         if not v.dtype.is_numeric():
-            cast = v.cast(pl.Float64, strict=False)
-            bad = cast.is_null() & v.is_not_null()
-            if bad.any():
-                rows = bad.arg_true().head(5).to_list()
+            cast, rows = _cast_keeping_track(v, pl.Float64)
+            if rows:
                 raise DataError(f"text in the numeric value column; first subject {subj[rows[0]]}",
                                 file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
                                 fix="put text results in text_value, or empty the cell")

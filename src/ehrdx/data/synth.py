@@ -62,7 +62,7 @@ class SyntheticCohort:
     info: dict
 
 
-def _history_events(n: int, rng: np.random.Generator) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+def _history_events(n: int, rng: np.random.Generator) -> pl.DataFrame:
     sex_female = rng.random(n) < 0.52
     age = rng.uniform(20, 90, n)
     z = rng.standard_normal((n, 4))  # metabolic, cardiovascular, lung, mood
@@ -137,8 +137,7 @@ def _history_events(n: int, rng: np.random.Generator) -> tuple[pl.DataFrame, dic
     static = static.with_columns(
         pl.when(pl.col("code").str.starts_with("GENDER//")).then(None).otherwise(pl.col("time_s")).alias("time_s")
     )
-    all_events = pl.concat([static, events])
-    return all_events, {"index_s": np.int64(index_s)}
+    return pl.concat([static, events])
 
 
 def snapshot_table(events: pl.DataFrame, index_date: datetime = INDEX_DATE) -> pl.DataFrame:
@@ -241,7 +240,7 @@ def generate_cohort(n_patients: int = 20_000, seed: int = 0) -> SyntheticCohort:
         raise ValueError("n_patients must be at least 1")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    events, _ = _history_events(n_patients, rng)
+    events = _history_events(n_patients, rng)
     table = snapshot_table(events)
     has = _sample_diseases(table, rng)
 
