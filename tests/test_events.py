@@ -48,6 +48,7 @@ def test_hand_built_meds_reads_into_the_store(tmp_path):
     assert p["values"][3] == pytest.approx(7.1) and np.isnan(p["values"][2])
     # two visits: the two events at 2020-01-01 09:00 are one; birth and static rows are none
     assert p["visit_starts"].tolist() == [2, 4]
+    assert p["visit_ends"].tolist() == [4, 5]
     back = store.to_frame()
     assert back.equals(data.drop("text_value"))
     assert read_subject_splits(tmp_path / "meds").get_column("split").to_list() == ["train", "held_out"]
@@ -70,6 +71,16 @@ def test_visit_gap_groups_events_close_in_time(tmp_path):
     shard = normalise_events(frame, "x.parquet")
     assert build_store([shard], tmp_path / "s0").meta["visits"] == 4
     assert build_store([shard], tmp_path / "s1", visit_gap_seconds=6 * 3600).patient(0)["visit_starts"].tolist() == [0, 2, 3]
+
+
+def test_death_belongs_to_no_visit_and_never_splits_one(tmp_path):
+    t = datetime(2020, 1, 1, 8)
+    frame = pl.DataFrame({"subject_id": [5, 5, 5, 5], "time": [t, t, t, datetime(2020, 2, 1)],
+                          "code": ["A", "MEDS_DEATH", "B", "C"]})
+    store = build_store([normalise_events(frame, "x.parquet")], tmp_path / "s")
+    p = store.patient(0)
+    assert [store.code_names[c] for c in p["codes"]] == ["A", "B", "MEDS_DEATH", "C"]
+    assert p["visit_starts"].tolist() == [0, 3] and p["visit_ends"].tolist() == [2, 4]
 
 
 def test_synthetic_cohort_round_trips_through_meds(tmp_path):

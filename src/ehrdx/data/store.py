@@ -7,6 +7,7 @@ Layout of a store directory (all arrays little-endian raw binary, described in m
   codes        int32 [E]       index into codes.json (a data-level index, not a model vocabulary)
   values       float32 [E]     numeric value, NaN where there is none
   visit_starts int64 [V]       event index where each visit starts (see visit_gap_seconds)
+  visit_ends   int64 [V]       event index one past each visit's last event
   visit_offsets int64 [P + 1]  patient p's visits are [visit_offsets[p], visit_offsets[p + 1])
 
 Built shard by shard, so memory is bounded by the largest shard, not the dataset.
@@ -29,17 +30,19 @@ from ehrdx.errors import DataError
 STATIC_TIME = np.iinfo(np.int64).min
 ARRAYS = {
     "subject_ids": np.int64, "offsets": np.int64, "times": np.int64, "codes": np.int32,
-    "values": np.float32, "visit_starts": np.int64, "visit_offsets": np.int64,
+    "values": np.float32, "visit_starts": np.int64, "visit_ends": np.int64, "visit_offsets": np.int64,
 }
-STORE_VERSION = 1
+STORE_VERSION = 2
+# Events that belong to no visit: facts about the patient, not encounters.
+NON_VISIT_CODES = ("MEDS_BIRTH", "MEDS_DEATH")
 
 
 def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0) -> EventStore:
     """Convert normalised event shards into a store. Subjects must not span shards.
 
     A visit is a run of a patient's timed events in which each follows the previous one by at most
-    `visit_gap_seconds` (0: events sharing a timestamp form a visit). Static facts and MEDS_BIRTH
-    belong to no visit.
+    `visit_gap_seconds` (0: events sharing a timestamp form a visit). Static facts (null time),
+    MEDS_BIRTH and MEDS_DEATH belong to no visit; at equal times they sort after visit events.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +62,10 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
             f = shard.frame
             if f.height == 0:
                 continue
-            # Stable sort: static rows first, then by time; the reader already counted disorder.
-            f = f.sort("subject_id", "time", nulls_last=False, maintain_order=True)
+            # Stable sort: static rows first, then by time, birth/death after visit events at the same
+            # time (so they never split a visit); the reader already counted disorder.
+            f = f.sort("subject_id", "time", pl.col("code").is_in(list(NON_VISIT_CODES)), nulls_last=False,
+                       maintain_order=True)
             new = [c for c in f.get_column("code").unique(maintain_order=True).to_list() if c not in vocab]
             for c in sorted(new):
                 vocab[c] = len(vocab)
@@ -81,13 +86,15 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
             ends = np.concatenate([change, [len(subj)]])
             # A visit begins at a patient's first timed event and wherever time jumps by more than the gap.
             same_subject = np.concatenate([[False], subj[1:] == subj[:-1]])
-            # Static facts and the birth record carry no visit.
-            is_static = (times == STATIC_TIME) | (code_ids == vocab.get("MEDS_BIRTH", -1))
+            # Static facts, birth and death carry no visit.
+            non_visit_ids = [vocab[c] for c in NON_VISIT_CODES if c in vocab]
+            is_static = (times == STATIC_TIME) | np.isin(code_ids, non_visit_ids)
             prev_static = np.concatenate([[True], is_static[:-1]])
             gap = np.concatenate([[0], np.diff(times)])
-            continues = same_subject & ~prev_static & (gap <= visit_gap_seconds)
+            continues = same_subject & ~prev_static & ~is_static & (gap <= visit_gap_seconds)
             visit_start = ~is_static & ~continues
             vstarts = np.flatnonzero(visit_start)
+            vends = np.flatnonzero(~is_static & ~np.concatenate([continues[1:], [False]])) + 1
             visits_per_subject = np.add.reduceat(visit_start.astype(np.int64), starts) if len(starts) else []
 
             files["subject_ids"].write(ids.astype(np.int64).tobytes())
@@ -96,6 +103,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
             files["codes"].write(code_ids.astype(np.int32).tobytes())
             files["values"].write(values.astype(np.float32).tobytes())
             files["visit_starts"].write((n_events + vstarts).astype(np.int64).tobytes())
+            files["visit_ends"].write((n_events + vends).astype(np.int64).tobytes())
             files["visit_offsets"].write((n_visits + np.cumsum(visits_per_subject)).astype(np.int64).tobytes())
             n_events += len(subj)
             n_visits += len(vstarts)
@@ -155,6 +163,7 @@ class EventStore:
             "codes": np.asarray(self.codes[a:b]),
             "values": np.asarray(self.values[a:b]),
             "visit_starts": np.asarray(self.visit_starts[va:vb]) - a,
+            "visit_ends": np.asarray(self.visit_ends[va:vb]) - a,
         }
 
     def to_frame(self) -> pl.DataFrame:

@@ -1,0 +1,136 @@
+"""Which codes are disease labels: by prefix, by regular expression, or by a mapping file.
+
+A spec is one string:
+  prefix:DX//          codes starting with DX//; the label is the rest of the code (DX//E11.9 -> E11.9)
+  prefix:DX//:3        the same, cut to 3 characters (ICD-10 categories: DX//E11.9 -> E11)
+  regex:^DX//(E1[01])  codes the expression matches (re.search); the label is group 1 if it has one,
+                       else the whole code
+  map:FILE             a CSV (columns code,label[,description]), JSON or YAML ({code: label} or
+                       {label: [codes]}) file; a code ending in * matches every code with that prefix
+A code maps to at most one label.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ehrdx.errors import DataError
+
+
+@dataclass
+class LabelSelector:
+    kind: str  # prefix | regex | map
+    pattern: str = ""
+    chars: int | None = None
+    mapping: dict[str, str] = field(default_factory=dict)  # for kind 'map' (code or prefix* -> label)
+    descriptions: dict[str, str] = field(default_factory=dict)  # label -> description, where known
+    spec: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> LabelSelector:
+        kind, _, rest = spec.partition(":")
+        if kind == "prefix" and rest:
+            prefix, sep, chars = rest.rpartition(":")
+            if sep and chars.isdigit():
+                return cls("prefix", prefix, int(chars), spec=spec)
+            return cls("prefix", rest, spec=spec)
+        if kind == "regex" and rest:
+            try:
+                re.compile(rest)
+            except re.error as exc:
+                raise DataError(f"label regular expression does not compile: {exc}", column="--labels",
+                                fix="check the expression after 'regex:'") from None
+            return cls("regex", rest, spec=spec)
+        if kind == "map" and rest:
+            mapping, descriptions = _read_map(Path(rest))
+            return cls("map", rest, mapping=mapping, descriptions=descriptions, spec=spec)
+        raise DataError(f"unknown label spec {spec!r}", column="--labels",
+                        fix="use prefix:PREFIX[:N], regex:PATTERN or map:FILE")
+
+    def label_of(self, code: str) -> str | None:
+        if self.kind == "prefix":
+            if not code.startswith(self.pattern):
+                return None
+            rest = code[len(self.pattern):]
+            rest = rest[: self.chars] if self.chars else rest
+            return rest or None
+        if self.kind == "regex":
+            m = re.search(self.pattern, code)
+            if not m:
+                return None
+            return m.group(1) if m.re.groups and m.group(1) else m.group(0)
+        label = self.mapping.get(code)
+        if label is None:
+            for key, value in self._prefixes():
+                if code.startswith(key):
+                    return value
+        return label
+
+    def _prefixes(self) -> list[tuple[str, str]]:
+        if not hasattr(self, "_prefix_cache"):
+            pairs = [(k[:-1], v) for k, v in self.mapping.items() if k.endswith("*")]
+            self._prefix_cache = sorted(pairs, key=lambda kv: -len(kv[0]))  # longest prefix wins
+        return self._prefix_cache
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "pattern": self.pattern, "chars": self.chars, "mapping": self.mapping,
+                "descriptions": self.descriptions, "spec": self.spec}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LabelSelector:
+        return cls(d["kind"], d["pattern"], d["chars"], dict(d["mapping"]), dict(d["descriptions"]), d["spec"])
+
+
+def _read_map(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    if not path.exists():
+        raise DataError("label map file not found", file=str(path), fix="check the path after 'map:'")
+    suffix = path.suffix.lower()
+    mapping: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            for col in ("code", "label"):
+                if col not in cols:
+                    raise DataError(f"no '{col}' column (columns: {', '.join(cols)})", file=str(path), column=col,
+                                    fix="a label map CSV has the columns code,label and optionally description")
+            for i, row in enumerate(reader):
+                code, label = (row["code"] or "").strip(), (row["label"] or "").strip()
+                if not code or not label:
+                    raise DataError("empty code or label", file=str(path), rows=[i],
+                                    fix="every row maps one code to one label")
+                _add(mapping, code, label, path, i)
+                if row.get("description"):
+                    descriptions[label] = row["description"]
+        return mapping, descriptions
+    if suffix in (".json", ".yaml", ".yml"):
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise DataError("a label map must be a mapping", file=str(path),
+                            fix="write {code: label} or {label: [code, ...]}")
+        for i, (key, value) in enumerate(data.items()):
+            if isinstance(value, list):  # label: [codes]
+                for code in value:
+                    _add(mapping, str(code), str(key), path, i)
+            else:  # code: label
+                _add(mapping, str(key), str(value), path, i)
+        return mapping, descriptions
+    raise DataError(f"unsupported label map format '{suffix}'", file=str(path), fix="use .csv, .json or .yaml")
+
+
+def _add(mapping: dict[str, str], code: str, label: str, path: Path, row: int) -> None:
+    if code in mapping and mapping[code] != label:
+        raise DataError(f"code {code!r} is mapped to two labels ({mapping[code]!r} and {label!r})",
+                        file=str(path), rows=[row], fix="map each code to one label")
+    mapping[code] = label

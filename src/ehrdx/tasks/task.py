@@ -1,0 +1,242 @@
+"""Prediction tasks over the event store: prediction times, label windows, masks.
+
+A sample is one (patient, prediction time t). Its features are the patient's events at or before t
+(static facts included); its labels are the label codes recorded in the window after t:
+  next-visit   the patient's next visit (the first visit that starts after t)
+  window:H     (t, t + H], e.g. window:365d, window:30d, window:12h
+Masks (True = known):
+  censoring    when follow-up (the patient's last event, death included) ends before the window does,
+               labels that did not occur are unknown, not negatives (`censor=False` counts them as
+               negatives). A next-visit sample without a next visit has no known label and is left out
+               (counted).
+  new onset    a label already recorded at or before t is unknown for that sample (`history` holds it;
+               the new-onset mask is `mask & ~history`).
+Everything is vectorised over events with numpy; no Python loop over patients or samples.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ehrdx.data.store import STATIC_TIME, EventStore
+from ehrdx.errors import DataError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_TIME_BITS = 36  # composite keys: (row << 36) | (time - origin); 2**36 s is about 2,000 years
+
+
+@dataclass
+class TaskSpec:
+    kind: str = "next-visit"  # next-visit | window
+    horizon_seconds: int | None = None
+    new_onset: bool = False
+    censor: bool = True
+
+    @classmethod
+    def parse(cls, text: str, new_onset: bool = False, censor: bool = True) -> TaskSpec:
+        if text == "next-visit":
+            return cls("next-visit", None, new_onset, censor)
+        m = re.fullmatch(r"window:(\d+)([smhdwy])", text.strip())
+        if m:
+            return cls("window", int(m.group(1)) * _UNITS[m.group(2)], new_onset, censor)
+        raise DataError(f"unknown task {text!r}", column="--task",
+                        fix="use next-visit or window:<N><unit> with unit s, m, h, d, w or y (e.g. window:365d)")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "next-visit":
+            return "next-visit"
+        h = self.horizon_seconds or 0
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if h % size == 0:
+                return f"window:{h // size}{unit}"
+        return f"window:{h}s"
+
+    def to_dict(self) -> dict:
+        return {"task": self.name, "new_onset": self.new_onset, "censor": self.censor}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TaskSpec:
+        return cls.parse(d["task"], d["new_onset"], d["censor"])
+
+
+@dataclass
+class Samples:
+    """Samples in (row, time) order. Arrays are per sample; y/mask/history are [S, L]."""
+
+    row: np.ndarray  # store row of the patient
+    time: np.ndarray  # prediction time, seconds since 1970
+    cutoff: np.ndarray  # absolute event index one past the last feature event (all events <= time)
+    n_visits: np.ndarray  # visits that started at or before the prediction time
+    y: np.ndarray
+    mask: np.ndarray
+    history: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def subset(self, keep: np.ndarray) -> Samples:
+        return Samples(self.row[keep], self.time[keep], self.cutoff[keep], self.n_visits[keep], self.y[keep],
+                       self.mask[keep], self.history[keep], dict(self.counts))
+
+    def train_mask(self, new_onset: bool) -> np.ndarray:
+        return self.mask & ~self.history if new_onset else self.mask
+
+
+def code_label_index(store: EventStore, selector, vocab) -> np.ndarray:
+    """int32 per store code: the vocabulary index of its label, or -1."""
+    out = np.full(len(store.code_names), -1, dtype=np.int32)
+    for i, code in enumerate(store.code_names):
+        label = selector.label_of(code)
+        if label is not None and label in vocab:
+            out[i] = vocab.index(label)
+    return out
+
+
+def labels_in_rows(store: EventStore, rows: np.ndarray, selector) -> list[str]:
+    """Labels recorded anywhere in these patients' events (to fit a vocabulary on training patients)."""
+    is_label = np.array([selector.label_of(c) is not None for c in store.code_names], dtype=bool)
+    if not is_label.any() or len(rows) == 0:
+        return []
+    pos = _event_positions(store, rows)
+    present = np.unique(np.asarray(store.codes)[pos])
+    return sorted({selector.label_of(store.code_names[c]) for c in present if is_label[c]})
+
+
+def _event_positions(store: EventStore, rows: np.ndarray) -> np.ndarray:
+    offsets = np.asarray(store.offsets)
+    starts, ends = offsets[rows], offsets[rows + 1]
+    return _ranges(starts, ends)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, e) over pairs, vectorised."""
+    lengths = np.maximum(ends - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
+
+
+def visit_end_times(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The default prediction times: the end of every visit of the given patients (row, time)."""
+    vo = np.asarray(store.visit_offsets)
+    visits = _ranges(vo[rows], vo[rows + 1])
+    sample_rows = np.repeat(rows, vo[rows + 1] - vo[rows])
+    times = np.asarray(store.times)[np.asarray(store.visit_ends)[visits] - 1]
+    return sample_rows, times
+
+
+def build_samples(
+    store: EventStore,
+    rows: np.ndarray,
+    task: TaskSpec,
+    label_index: np.ndarray,
+    n_labels: int,
+    *,
+    times: tuple[np.ndarray, np.ndarray] | None = None,
+    require_labels: bool = True,
+) -> Samples:
+    """Samples for the given patients at visit ends (default) or at given (row, time) pairs.
+
+    With `require_labels`, samples that can have no known label (no next visit) are left out and counted.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    s_row, s_time = visit_end_times(store, rows) if times is None else (np.asarray(times[0], np.int64),
+                                                                           np.asarray(times[1], np.int64))
+    order = np.lexsort((s_time, s_row))
+    s_row, s_time = s_row[order], s_time[order]
+    counts: dict[str, int] = {}
+
+    offsets = np.asarray(store.offsets)
+    ev_times = np.asarray(store.times)
+    timed = ev_times != STATIC_TIME
+    origin = int(ev_times[timed].min()) - 1 if timed.any() else 0
+    span = int(ev_times[timed].max()) - origin + 1 if timed.any() else 1
+    if s_time.size:
+        span = max(span, int(s_time.max()) - origin + 1)
+        if task.horizon_seconds:
+            span += task.horizon_seconds
+    if span >= 2**_TIME_BITS or len(store) >= 2 ** (63 - _TIME_BITS):
+        raise DataError("event times span too long a period to index", file=str(store.directory),
+                        column="time", fix="check for far-past or far-future times")
+
+    def key(r: np.ndarray, t: np.ndarray) -> np.ndarray:
+        t = np.clip(np.asarray(t, np.int64) - origin, 0, 2**_TIME_BITS - 1)
+        return (np.asarray(r, np.int64) << _TIME_BITS) | t
+
+    # Global event row and keys (only over the patients involved).
+    pos = _event_positions(store, np.unique(s_row)) if len(s_row) else np.zeros(0, np.int64)
+    ev_row = np.searchsorted(offsets, pos, side="right") - 1
+    ev_t = np.where(timed[pos], ev_times[pos], origin)  # static facts count as before everything
+    ev_key = key(ev_row, ev_t)  # sorted: events are in (row, time) order in the store
+    s_key = key(s_row, s_time)
+    cutoff = pos[np.searchsorted(ev_key, s_key, side="right") - 1] + 1 if len(pos) else np.zeros(0, np.int64)
+    # A sample whose patient has no event at all at or before t gets cutoff at the patient's start.
+    first_key = key(s_row, np.full(len(s_row), origin))
+    no_events = np.searchsorted(ev_key, s_key, side="right") <= np.searchsorted(ev_key, first_key, side="left")
+    cutoff = np.where(no_events, offsets[s_row], cutoff)
+
+    vo = np.asarray(store.visit_offsets)
+    v_starts = np.asarray(store.visit_starts)
+    v_ends = np.asarray(store.visit_ends)
+    # Visits started at or before the cutoff: visit starts are sorted, so search the global array.
+    n_visits = np.searchsorted(v_starts, cutoff, side="left") - vo[s_row]
+    n_visits = np.clip(n_visits, 0, vo[s_row + 1] - vo[s_row])
+
+    keep = n_visits > 0
+    if (~keep).any():
+        counts["prediction_times_before_first_visit"] = int((~keep).sum())
+    s_row, s_time, cutoff, n_visits, s_key = s_row[keep], s_time[keep], cutoff[keep], n_visits[keep], s_key[keep]
+
+    # Window end per sample.
+    if task.kind == "next-visit":
+        # The next visit is the first that starts after t (a visit in progress at t counts among the
+        # n_visits); the window runs from t to its end, so the rest of a visit in progress is in it too.
+        nxt = vo[s_row] + n_visits
+        has_next = nxt < vo[s_row + 1]
+        safe = np.minimum(nxt, max(len(v_ends) - 1, 0))
+        w_end = np.where(has_next, ev_times[np.maximum(v_ends[safe] - 1, 0)] if len(v_ends) else 0, s_time)
+        known = has_next
+        censored = ~has_next
+    else:
+        w_end = s_time + int(task.horizon_seconds)
+        last_t = ev_times[offsets[s_row + 1] - 1]
+        censored = last_t < w_end
+        known = np.ones(len(s_row), bool)
+
+    n, L = len(s_row), n_labels
+    y = np.zeros((n, L), dtype=np.float32)
+    history = np.zeros((n, L), dtype=bool)
+    lab = label_index[np.asarray(store.codes)[pos]] if len(pos) else np.zeros(0, np.int32)
+    is_lab = lab >= 0
+    lab_key, lab_id = ev_key[is_lab], lab[is_lab]
+    for j in np.unique(lab_id):
+        kj = lab_key[lab_id == j]  # sorted
+        lo = np.searchsorted(kj, s_key, side="right")
+        hi = np.searchsorted(kj, key(s_row, w_end), side="right")
+        first = np.searchsorted(kj, key(s_row, np.full(n, origin)), side="left")
+        y[:, j] = (hi > lo) & known
+        history[:, j] = lo > first
+
+    mask = np.repeat(known[:, None], L, axis=1)
+    if task.censor:
+        mask &= ~censored[:, None] | (y > 0)
+    if task.kind == "window" and censored.any():
+        counts["censored_samples"] = int(censored.sum())
+    if task.kind == "next-visit" and (~known).any():
+        counts["samples_without_next_visit"] = int((~known).sum())
+    out = Samples(s_row, s_time, cutoff, n_visits.astype(np.int32), y, mask, history, counts)
+    if require_labels:
+        usable = out.mask.any(1) if L else np.zeros(n, bool)
+        dropped = int((~usable).sum())
+        if dropped:
+            counts["samples_without_known_labels_left_out"] = dropped
+            out = out.subset(usable)
+    return out
