@@ -79,8 +79,8 @@ def test_user_prediction_times_cut_features_at_the_time(tmp_path):
 
 
 def test_features_never_reach_past_the_prediction_time(tmp_path):
-    from ehrdx.data.synth_visits import generate_longitudinal
     from ehrdx.data.meds import normalise_events as norm
+    from ehrdx.data.synth_visits import generate_longitudinal
 
     cohort = generate_longitudinal(300, seed=3)
     store = build_store([norm(cohort.events, "synth")], tmp_path / "s")

@@ -24,6 +24,10 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.features)
 
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu"):
+        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, device=device)
+
 
 def gather_codes(code_ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat code ids and bag offsets for the given rows, without a Python loop over rows."""
@@ -46,6 +50,7 @@ def make_batch(samples: SampleSet, rows: np.ndarray, device: torch.device | str 
         "code_offsets": torch.from_numpy(offs).to(device),
         "y": torch.from_numpy(samples.y[rows]).to(device),
         "y_mask": torch.from_numpy(samples.y_mask[rows]).to(device),
+        "sample_index": torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device),
     }
 
 

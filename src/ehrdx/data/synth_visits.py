@@ -68,24 +68,24 @@ def onset_logits(s: _State) -> np.ndarray:
     """Log-odds [n, 10] that each disease not yet coded is first coded at the next visit."""
     last = np.where(np.isnan(s.last), LAB_MEAN, s.last)
     rise = np.nan_to_num(s.last - s.prev, nan=0.0)  # change between the last two measurements
-    recent = (s.now[:, None] - s.symptom_time) <= 365 * DAY  # symptom recorded within the last year
+    recent = (s.now[:, None] - s.symptom_time) <= 180 * DAY  # symptom recorded within the last 6 months
     ever = np.isfinite(s.symptom_time)
     dx = s.coded.astype(np.float64)
     a, f = s.age, s.female.astype(np.float64)
     relu = lambda x: np.maximum(x, 0.0)
     out = np.empty((len(a), 10))
-    out[:, E11] = (-5.0 + 2.0 * relu(last[:, HBA1C] - 6.0) + 2.5 * relu(rise[:, HBA1C]) + 1.2 * recent[:, R73]
-                   + 0.05 * (last[:, BMI] - 27.5) + 0.015 * (a - 55))
-    out[:, I10] = -4.4 + 0.06 * (last[:, SBP] - 130) + 0.04 * relu(rise[:, SBP]) + 0.02 * (a - 55)
+    out[:, E11] = (-5.2 + 1.5 * relu(last[:, HBA1C] - 6.0) + 6.0 * relu(rise[:, HBA1C]) + 1.5 * recent[:, R73]
+                   + 0.04 * (last[:, BMI] - 27.5) + 0.015 * (a - 55))
+    out[:, I10] = -4.6 + 0.05 * (last[:, SBP] - 130) + 0.08 * relu(rise[:, SBP]) + 0.02 * (a - 55)
     out[:, E78] = -4.6 + 0.03 * (last[:, CHOL] - 200) + 0.02 * (a - 55)
-    out[:, J44] = (-6.0 + 1.0 * ever[:, Z72] + 1.4 * recent[:, R05] - 0.06 * (last[:, FEV1] - 85)
+    out[:, J44] = (-6.0 + 1.0 * ever[:, Z72] + 2.0 * recent[:, R05] - 0.05 * (last[:, FEV1] - 85)
                    + 0.025 * (a - 55))
-    out[:, F32] = -5.0 + 1.5 * recent[:, F419] + 1.1 * recent[:, G470] + 0.4 * ever[:, R53] + 0.35 * f
-    out[:, E66] = -4.8 + 0.45 * relu(last[:, BMI] - 29.0) + 0.08 * (last[:, BMI] - 27.5)
-    out[:, N18] = (-5.8 - 0.05 * (last[:, EGFR] - 75) - 0.08 * rise[:, EGFR] + 0.02 * (a - 60)
+    out[:, F32] = -5.2 + 2.0 * recent[:, F419] + 1.5 * recent[:, G470] + 0.35 * f
+    out[:, E66] = -5.0 + 0.4 * relu(last[:, BMI] - 29.0) + 0.08 * (last[:, BMI] - 27.5) + 1.0 * relu(rise[:, BMI])
+    out[:, N18] = (-5.8 - 0.04 * (last[:, EGFR] - 75) + 0.15 * relu(-rise[:, EGFR]) + 0.02 * (a - 60)
                    + 1.2 * dx[:, E11] + 0.8 * dx[:, I10])
-    out[:, I50] = -6.2 + 0.04 * (a - 60) + 0.8 * recent[:, R53] + 1.3 * dx[:, I10] + 0.8 * dx[:, E11]
-    out[:, I25] = (-5.4 + 1.5 * recent[:, R074] + 0.03 * (a - 55) + 0.4 * (1 - f) + 1.0 * dx[:, E78]
+    out[:, I50] = -6.2 + 0.04 * (a - 60) + 1.5 * recent[:, R53] + 1.3 * dx[:, I10] + 0.8 * dx[:, E11]
+    out[:, I25] = (-5.6 + 2.2 * recent[:, R074] + 0.03 * (a - 55) + 0.4 * (1 - f) + 1.0 * dx[:, E78]
                    + 0.5 * dx[:, I10])
     out[:, I48] = -6.6 + 0.06 * (a - 65) + 0.9 * dx[:, I10] + 0.3 * dx[:, E11]
     return out
@@ -116,7 +116,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
                symptom_time=np.full((n, 7), -np.inf), now=entry.astype(np.float64), coded=np.zeros((n, 10), bool))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     oracle_parts: list[dict[str, np.ndarray]] = []
-    code_arr = {c: np.array(c, dtype=object) for c in [*LAB_CODES, *SYMPTOM_CODES, "ENCOUNTER"]}
+    {c: np.array(c, dtype=object) for c in [*LAB_CODES, *SYMPTOM_CODES, "ENCOUNTER"]}
 
     def emit(who: np.ndarray, t: np.ndarray, code: str | np.ndarray, value: np.ndarray | None = None) -> None:
         codes = np.full(len(who), code, dtype=object) if isinstance(code, str) else code
@@ -124,6 +124,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         parts.append((who, t, codes, vals))
 
     active = np.ones(n, bool)
+    episode = np.zeros((n, 7))
     visit_time = entry.copy()
     died_at = np.full(n, -1, dtype=np.int64)
     p_next = next_visit_probabilities(s)  # before the first visit: no history
@@ -145,7 +146,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         zm, zc, zl = z[who, 0], z[who, 1], z[who, 2]
         sm, dr = smoker[who], drift[who]
         values = np.stack([
-            5.5 + 0.5 * zm + 0.008 * (age - 50) + 0.12 * dr * years + rng.normal(0, 0.25, m),
+            5.5 + 0.5 * zm + 0.008 * (age - 50) + 0.2 * dr * years + rng.normal(0, 0.15, m),
             127 + 9 * zc + 0.35 * (age - 50) + 1.5 * years * np.maximum(zc, 0) + rng.normal(0, 8, m),
             200 + 22 * (0.7 * zc + 0.3 * zm) + rng.normal(0, 15, m),
             27.5 + 3.5 * zm + 0.25 * dr * years + rng.normal(0, 1.0, m),
@@ -158,16 +159,18 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         for j, code in enumerate(LAB_CODES):
             hit = measured[:, j]
             emit(who[hit], t[hit], code, np.round(values[hit, j], 2))
-        years_f = years
-        symptom_p = np.stack([
-            _sigmoid(-3.4 + 1.4 * zm + 0.3 * dr * years_f),
-            0.35 * sm,
-            _sigmoid(-3.2 + 1.1 * zl + 0.8 * sm),
-            _sigmoid(-3.6 + 1.1 * zc + 0.05 * years_f),
-            _sigmoid(-3.0 + 1.2 * z[who, 3]),
-            _sigmoid(-3.2 + 1.0 * z[who, 3]),
-            _sigmoid(-3.0 + 0.5 * z[who, 3] + 0.3 * zm),
-        ], axis=1)
+        # Symptoms come in episodes: a persistent per-visit disturbance on top of the patient's risk.
+        episode[who] = 0.5 * episode[who] + rng.standard_normal((m, 7))
+        ep = episode[who]
+        symptom_p = _sigmoid(np.stack([
+            -3.6 + 1.4 * zm + 0.3 * dr * years,
+            np.where(sm, -0.6, -9.0),
+            -3.4 + 1.1 * zl + 0.8 * sm,
+            -3.8 + 1.1 * zc + 0.05 * years,
+            -3.2 + 1.2 * z[who, 3],
+            -3.4 + 1.0 * z[who, 3],
+            -3.2 + 0.5 * z[who, 3] + 0.3 * zm,
+        ], axis=1) + 1.2 * ep * np.array([1, 0, 1, 1, 1, 1, 1]))
         sym = rng.random((m, 7)) < symptom_p
         for j, code in enumerate(SYMPTOM_CODES):
             hit = sym[:, j]
@@ -231,8 +234,8 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
     info = {
         "generator": "ehrdx.synth_visits v1", "n_patients": n, "seed": seed,
         "follow_up": [START_DATE.isoformat(), END_DATE.isoformat()], "diseases": DISEASES,
-        "label_codes": LABEL_PREFIX + "<disease>", "n_events": events.height, "n_visits": int(len(o_rows)),
-        "n_deaths": int(len(dead)), "oracle_task": "next-visit", "seconds": round(time.perf_counter() - t0, 2),
+        "label_codes": LABEL_PREFIX + "<disease>", "n_events": events.height, "n_visits": len(o_rows),
+        "n_deaths": len(dead), "oracle_task": "next-visit", "seconds": round(time.perf_counter() - t0, 2),
     }
     return LongitudinalCohort(events=events, oracle=oracle, label_map=label_map, info=info)
 

@@ -54,4 +54,8 @@ def build_model(config: dict) -> nn.Module:
     kind = config.pop("kind")
     if kind == "mlp":
         return MLPModel(MLPConfig(**config))
+    if kind == "sequence":
+        from ehrdx.models.sequence import SequenceConfig, SequenceModel
+
+        return SequenceModel(SequenceConfig(**config))
     raise ValueError(f"unknown model kind '{kind}'")

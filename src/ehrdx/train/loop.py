@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ehrdx.data.batches import SampleSet, iterate_batches
+from ehrdx.data.batches import SampleSet
 
 
 @dataclass
@@ -66,10 +66,10 @@ def label_pos_weight(y: np.ndarray, mask: np.ndarray, cap: float = 20.0) -> torc
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int = 2048) -> float:
+def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None = None) -> float:
     model.eval()
     total, count = 0.0, 0
-    for batch in iterate_batches(samples, batch_size):
+    for batch in samples.batches(batch_size or _eval_batch(samples)):
         s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"])
         total += float(s)
         count += int(n)
@@ -77,10 +77,18 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int = 2048) 
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int = 4096) -> np.ndarray:
+def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None = None) -> np.ndarray:
+    """Logits [N, L] in sample order (batches may visit samples in another order)."""
     model.eval()
-    out = [model(batch).float().numpy() for batch in iterate_batches(samples, batch_size)]
-    return np.concatenate(out, axis=0) if out else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
+    out = np.zeros((len(samples), samples.y.shape[1]), dtype=np.float32)
+    for batch in samples.batches(batch_size or _eval_batch(samples)):
+        out[batch["sample_index"].cpu().numpy()] = model(batch).float().cpu().numpy()
+    return out
+
+
+def _eval_batch(samples) -> int:
+    """Rows per evaluation batch: patient-table rows are cheap; sequences carry all their visits."""
+    return 4096 if isinstance(samples, SampleSet) else 512
 
 
 def train_model(
@@ -103,7 +111,7 @@ def train_model(
         model.train()
         total, count = 0.0, 0
         epoch_start = time.perf_counter()
-        for batch in iterate_batches(train, config.batch_size, shuffle=True, generator=generator):
+        for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
             s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"], pos_weight)
             loss = s / n.clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
@@ -111,7 +119,7 @@ def train_model(
             optimizer.step()
             total += float(s.detach())
             count += int(n)
-            seen += batch["dense"].shape[0]
+            seen += batch["y"].shape[0]
         train_seconds += time.perf_counter() - epoch_start
         train_loss = total / max(count, 1)
         history.train_loss.append(train_loss)

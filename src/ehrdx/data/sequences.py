@@ -1,0 +1,255 @@
+"""Model inputs from the event store: a code vocabulary and value statistics fit on training patients,
+sequences of visits per sample, and a collate that pads a batch only to its own longest sequence.
+
+A patient's samples at the ends of complete visits share one sequence (the model reads it once and
+predicts at every visit); a sample whose prediction time falls inside a visit gets a sequence of its own,
+cut at that time. Within a visit, codes go into an embedding bag (no padding at the event level) and each
+numeric value is standardised with its code's training mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ehrdx.data.store import EventStore
+from ehrdx.tasks.task import Samples, _ranges
+
+YEAR = 365.25 * 86400
+N_TIME_FEATURES = 6
+Z_CLIP = 5.0
+MAX_NUMERIC = 64  # numeric codes (most frequent in training) also given as a dense per-visit block
+
+
+@dataclass
+class EventEncoder:
+    """Input code vocabulary (index 0 = unknown) and per-code value mean/std, from training patients."""
+
+    codes: list[str]  # model index i + 1 -> code
+    value_mean: np.ndarray  # [n_codes] (index 0 unused)
+    value_std: np.ndarray
+    value_count: np.ndarray  # training events with a value, per code
+    min_count: int = 1
+
+    @property
+    def n_codes(self) -> int:
+        return len(self.codes) + 1
+
+    @classmethod
+    def fit(cls, store: EventStore, rows: np.ndarray, min_count: int = 1) -> EventEncoder:
+        offsets = np.asarray(store.offsets)
+        pos = _ranges(offsets[rows], offsets[rows + 1])
+        codes = np.asarray(store.codes)[pos]
+        count = np.bincount(codes, minlength=len(store.code_names))
+        keep = np.flatnonzero(count >= min_count)
+        names = sorted(store.code_names[i] for i in keep)
+        enc = cls(names, np.zeros(len(names) + 1), np.ones(len(names) + 1), np.zeros(len(names) + 1, np.int64),
+                  min_count)
+        model_id = enc.code_map(store)[codes]
+        values = np.asarray(store.values)[pos].astype(np.float64)
+        has = ~np.isnan(values)
+        n = np.bincount(model_id[has], minlength=enc.n_codes)
+        s1 = np.bincount(model_id[has], weights=values[has], minlength=enc.n_codes)
+        mean = s1 / np.maximum(n, 1)
+        s2 = np.bincount(model_id[has], weights=(values[has] - mean[model_id[has]]) ** 2, minlength=enc.n_codes)
+        std = np.sqrt(s2 / np.maximum(n - 1, 1))
+        enc.value_mean = mean
+        enc.value_std = np.where(std > 1e-8, std, 1.0)
+        enc.value_count = n
+        return enc
+
+    def numeric_codes(self) -> np.ndarray:
+        """Model ids of codes that carry numeric values in training data (unknown bucket excluded)."""
+        return np.flatnonzero(self.value_count[1:] > 0) + 1
+
+    def dense_numeric_codes(self, limit: int = MAX_NUMERIC) -> np.ndarray:
+        """The `limit` numeric codes with the most training values (ties by code order), sorted by id."""
+        ids = self.numeric_codes()
+        top = ids[np.argsort(-self.value_count[ids], kind="stable")[:limit]]
+        return np.sort(top)
+
+    def code_map(self, store: EventStore) -> np.ndarray:
+        """Model code id of every store code (0 where the model has not seen the code)."""
+        index = {c: i + 1 for i, c in enumerate(self.codes)}
+        return np.array([index.get(c, 0) for c in store.code_names], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"kind": "events", "codes": self.codes, "value_mean": self.value_mean.tolist(),
+                "value_std": self.value_std.tolist(), "value_count": self.value_count.tolist(),
+                "min_count": self.min_count}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EventEncoder:
+        return cls(list(d["codes"]), np.asarray(d["value_mean"], dtype=np.float64),
+                   np.asarray(d["value_std"], dtype=np.float64), np.asarray(d["value_count"], dtype=np.int64),
+                   int(d["min_count"]))
+
+
+def static_ranges(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event range of each patient's facts before its first visit (static rows, birth)."""
+    offsets = np.asarray(store.offsets)
+    vo = np.asarray(store.visit_offsets)
+    has_visit = vo[rows + 1] > vo[rows]
+    first_visit = np.where(has_visit, np.asarray(store.visit_starts)[np.minimum(vo[rows], len(store.visit_starts) - 1)]
+                           if len(store.visit_starts) else offsets[rows], offsets[rows + 1])
+    return offsets[rows], first_visit
+
+
+def birth_times(store: EventStore, rows: np.ndarray) -> np.ndarray:
+    """MEDS_BIRTH time (s) of each patient, NaN where there is none."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(len(rows), np.nan)
+    if "MEDS_BIRTH" not in store.code_names or len(rows) == 0:
+        return out
+    uniq, inv = np.unique(rows, return_inverse=True)
+    start, end = static_ranges(store, uniq)
+    pos = _ranges(start, end)
+    owner = np.repeat(np.arange(len(uniq)), end - start)
+    is_birth = np.asarray(store.codes)[pos] == store.code_names.index("MEDS_BIRTH")
+    birth = np.full(len(uniq), np.nan)
+    birth[owner[is_birth]] = np.asarray(store.times)[pos[is_birth]]
+    return birth[inv]
+
+
+class SequenceSet:
+    """Samples of one store made ready for sequence models; `batches` yields collated tensors."""
+
+    def __init__(self, store: EventStore, samples: Samples, encoder: EventEncoder, new_onset: bool = False) -> None:
+        self.store, self.samples, self.encoder = store, samples, encoder
+        self.y = samples.y
+        self.y_mask = samples.train_mask(new_onset)
+        self._code_map = encoder.code_map(store)
+        self._mean = encoder.value_mean.astype(np.float32)
+        self.numeric_ids = encoder.dense_numeric_codes()
+        self._numeric_col = np.full(encoder.n_codes, -1, dtype=np.int64)
+        self._numeric_col[self.numeric_ids] = np.arange(len(self.numeric_ids))
+        self._std = encoder.value_std.astype(np.float32)
+        vo = np.asarray(store.visit_offsets)
+        v_ends = np.asarray(store.visit_ends)
+        row, nv = samples.row, samples.n_visits.astype(np.int64)
+        last_visit = vo[row] + nv - 1
+        full = samples.cutoff >= v_ends[last_visit] if len(row) else np.zeros(0, bool)
+        # Shared sequences: one per patient with complete-visit samples, as long as the longest of them.
+        shared_rows, shared_inv = np.unique(row[full], return_inverse=True)
+        shared_nv = np.zeros(len(shared_rows), dtype=np.int64)
+        np.maximum.at(shared_nv, shared_inv, nv[full])
+        offsets = np.asarray(store.offsets)
+        part = np.flatnonzero(~full)
+        self.seq_row = np.concatenate([shared_rows, row[part]])
+        self.seq_cutoff = np.concatenate([offsets[shared_rows + 1], samples.cutoff[part]])
+        self.seq_nv = np.concatenate([shared_nv, nv[part]])
+        seq_of = np.empty(len(row), dtype=np.int64)
+        seq_of[full] = shared_inv
+        seq_of[part] = len(shared_rows) + np.arange(len(part))
+        self.sample_pos = nv - 1
+        self.sample_order = np.argsort(seq_of, kind="stable")  # samples grouped by sequence
+        counts = np.bincount(seq_of, minlength=len(self.seq_row))
+        self.seq_sample_offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._prepare_patients()
+
+    def _prepare_patients(self) -> None:
+        """Static facts (events before the first visit: static rows, birth) and birth time per patient."""
+        rows = np.unique(self.seq_row)
+        self._rows = rows  # sorted
+        self._static_start, self._static_end = static_ranges(self.store, rows)
+        self._birth = birth_times(self.store, rows)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.seq_row)
+
+    def _numeric_block(self, codes: np.ndarray, z: np.ndarray, has_value: np.ndarray, owner: np.ndarray,
+                       vis_pos: np.ndarray) -> np.ndarray:
+        """[V, 4K]: per dense numeric code, its value at this visit (z, 0 if not measured), whether it was
+        measured, its last value before this visit (carried forward within the sequence) and whether
+        there is one. Vectorised forward fill; the last of several values in a visit wins."""
+        K, V = len(self.numeric_ids), len(vis_pos)
+        cur = np.full((V, K), np.nan, dtype=np.float32)
+        col = self._numeric_col[codes]
+        has = (col >= 0) & has_value
+        cur[owner[has], col[has]] = z[has]
+        measured = ~np.isnan(cur)
+        idx = np.where(measured, np.arange(V)[:, None], -1)
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        prev_idx = np.vstack([np.full((1, K), -1), idx[:-1]]) if V else idx
+        seq_first = np.arange(V) - vis_pos  # flat index of each visit's sequence start
+        has_prev = prev_idx >= seq_first[:, None]
+        prev = np.where(has_prev, cur[np.maximum(prev_idx, 0), np.arange(K)[None, :]], 0.0)
+        return np.concatenate([np.nan_to_num(cur, nan=0.0), measured, prev, has_prev], axis=1).astype(np.float32)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu"):
+        """Batches of `batch_size` sequences (patients), each with all of its samples."""
+        n = self.n_sequences
+        order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.collate(order[start : start + batch_size], device)
+
+    def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        store = self.store
+        seqs = np.asarray(seqs, dtype=np.int64)
+        rows = self.seq_row[seqs]
+        nv = self.seq_nv[seqs]
+        B, T = len(seqs), int(nv.max()) if len(seqs) else 0
+        vlo = np.asarray(store.visit_offsets)[rows]
+        vis = _ranges(vlo, vlo + nv)
+        vis_seq = np.repeat(np.arange(B), nv)
+        vis_pos = vis - np.repeat(vlo, nv)
+        v_starts = np.asarray(store.visit_starts)
+        ev_s = v_starts[vis]
+        ev_e = np.minimum(np.asarray(store.visit_ends)[vis], np.repeat(self.seq_cutoff[seqs], nv))
+        lengths = ev_e - ev_s
+        pos = _ranges(ev_s, ev_e)
+        codes = self._code_map[np.asarray(store.codes)[pos]]
+        values = np.asarray(store.values)[pos]
+        z = np.clip(np.nan_to_num((values - self._mean[codes]) / self._std[codes], nan=0.0), -Z_CLIP, Z_CLIP)
+        w = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
+        bag_offsets = np.zeros(len(vis), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=bag_offsets[1:])
+
+        times = np.asarray(store.times)
+        t = times[ev_s].astype(np.float64)
+        first_t = np.repeat(times[v_starts[vlo]].astype(np.float64), nv)
+        prev_t = np.where(vis_pos > 0, times[v_starts[np.maximum(vis - 1, 0)]], t)
+        slots = np.searchsorted(self._rows, rows)
+        birth = np.repeat(self._birth[slots], nv)
+        age = (t - birth) / YEAR
+        time_feats = np.stack([
+            np.log1p((t - prev_t) / 86400.0) / 5.0,
+            np.log1p((t - first_t) / 86400.0) / 5.0,
+            np.nan_to_num((age - 50.0) / 20.0, nan=0.0),
+            np.isnan(age).astype(np.float64),
+            np.log1p(lengths) / 3.0,
+            (vis_pos == 0).astype(np.float64),
+        ], axis=1).astype(np.float32)
+
+        s_start, s_end = self._static_start[slots], self._static_end[slots]
+        s_pos = _ranges(s_start, s_end)
+        static_ids = self._code_map[np.asarray(store.codes)[s_pos]]
+        static_offsets = np.zeros(B, dtype=np.int64)
+        np.cumsum((s_end - s_start)[:-1], out=static_offsets[1:])
+
+        numeric = self._numeric_block(codes, z, ~np.isnan(values), np.repeat(np.arange(len(vis)), lengths), vis_pos)
+
+        so = self.seq_sample_offsets
+        sample_idx = self.sample_order[_ranges(so[seqs], so[seqs + 1])]
+        local_seq = np.repeat(np.arange(B), so[seqs + 1] - so[seqs])
+        gather = local_seq * T + self.sample_pos[sample_idx]
+        visit_mask = np.zeros((B, T), dtype=bool)
+        visit_mask[vis_seq, vis_pos] = True
+
+        def tt(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        return {
+            "code_ids": tt(codes), "code_weights": tt(w), "value_weights": tt((z * w).astype(np.float32)),
+            "bag_offsets": tt(bag_offsets), "visit_index": tt(vis_seq * T + vis_pos), "time_feats": tt(time_feats),
+            "static_ids": tt(static_ids), "static_offsets": tt(static_offsets), "visit_mask": tt(visit_mask),
+            "numeric": tt(numeric), "gather": tt(gather), "sample_index": tt(sample_idx),
+            "y": tt(self.y[sample_idx]), "y_mask": tt(self.y_mask[sample_idx]),
+        }

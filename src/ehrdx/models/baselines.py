@@ -1,0 +1,51 @@
+"""One-vs-rest logistic regression over count features (scikit-learn), masked per label.
+
+Each label is fit on the samples where it is known only. A label whose known training samples are all
+one class gets a constant at its (clipped) base rate. The fitted weights are plain arrays, saved in
+safetensors like every other model.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+
+class LogisticBaseline:
+    def __init__(self, n_features: int, n_labels: int, C: float = 1.0, max_iter: int = 300) -> None:
+        self.C, self.max_iter = C, max_iter
+        self.coef = np.zeros((n_labels, n_features), dtype=np.float64)
+        self.intercept = np.zeros(n_labels, dtype=np.float64)
+        self.config = {"kind": "logistic", "n_features": n_features, "n_labels": n_labels, "C": C,
+                       "max_iter": max_iter}
+
+    def fit(self, X: sp.csr_matrix, y: np.ndarray, mask: np.ndarray, seed: int = 0) -> LogisticBaseline:
+        for j in range(y.shape[1]):
+            m = mask[:, j]
+            yj = y[m, j] > 0.5
+            if m.sum() == 0 or yj.all() or not yj.any():
+                p = float(np.clip(yj.mean() if m.any() else 0.5, 1e-4, 1 - 1e-4))
+                self.coef[j] = 0.0
+                self.intercept[j] = np.log(p / (1 - p))
+                continue
+            clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(X[np.flatnonzero(m)], yj)
+            self.coef[j] = clf.coef_[0]
+            self.intercept[j] = clf.intercept_[0]
+        return self
+
+    def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(X @ self.coef.T) + self.intercept[None, :]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef.astype(np.float64), "intercept": self.intercept.astype(np.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coef = np.asarray(state["coef"], dtype=np.float64)
+        self.intercept = np.asarray(state["intercept"], dtype=np.float64)

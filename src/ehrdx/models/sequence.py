@@ -1,0 +1,125 @@
+"""Sequence models over visits: GRU, LSTM and a causal Transformer, with the growable label head.
+
+Visit input = weighted embedding bag of its codes (mean) + per-code value embeddings scaled by each
+standardised numeric value + a projection of the most frequent numeric codes' values at this visit and
+their last values before it (carried forward, as in GRU-D) + a projection of time features (time since
+the previous and the first visit, age, visit size) + the patient's static facts. One forward pass gives a state after every visit;
+the state at visit v depends on visits 0..v only (recurrence, or a causal attention mask), so padding at
+the end of short sequences cannot reach any valid output, and the head reads the states at the samples'
+positions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ehrdx.data.sequences import N_TIME_FEATURES
+from ehrdx.models.head import LabelHead
+
+ENCODERS = ("gru", "lstm", "transformer")
+
+
+@dataclass
+class SequenceConfig:
+    n_codes: int
+    n_labels: int
+    encoder: str = "gru"
+    n_numeric: int = 0  # numeric codes given as a dense block (current, previous value, flags)
+    hidden: int = 128
+    layers: int = 1
+    heads: int = 4
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return {"kind": "sequence", **asdict(self)}
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm Transformer block with a boolean attention mask (True = may attend)."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.p if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, T, D)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class SequenceModel(nn.Module):
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder '{config.encoder}' (choose from {', '.join(ENCODERS)})")
+        self.config = config
+        H = config.hidden
+        self.code_embedding = nn.Embedding(config.n_codes, H)
+        self.value_embedding = nn.Embedding(config.n_codes, H)
+        nn.init.normal_(self.code_embedding.weight, std=H**-0.5)
+        nn.init.normal_(self.value_embedding.weight, std=H**-0.5)
+        self.time_proj = nn.Linear(N_TIME_FEATURES, H)
+        self.numeric_proj = nn.Linear(4 * config.n_numeric, H) if config.n_numeric else None
+        self.in_norm = nn.LayerNorm(H)
+        self.drop = nn.Dropout(config.dropout)
+        if config.encoder == "transformer":
+            if H % config.heads:
+                raise ValueError("hidden must be divisible by heads")
+            self.blocks = nn.ModuleList(CausalBlock(H, config.heads, config.dropout) for _ in range(config.layers))
+            self.out_norm = nn.LayerNorm(H)
+        else:
+            rnn = nn.GRU if config.encoder == "gru" else nn.LSTM
+            self.rnn = rnn(H, H, num_layers=config.layers, batch_first=True,
+                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.head = LabelHead(H, config.n_labels)
+
+    def visit_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
+        ids, offs = batch["code_ids"], batch["bag_offsets"]
+        codes = F.embedding_bag(ids, self.code_embedding.weight, offs, mode="sum",
+                                per_sample_weights=batch["code_weights"])
+        values = F.embedding_bag(ids, self.value_embedding.weight, offs, mode="sum",
+                                 per_sample_weights=batch["value_weights"])
+        visits = codes + values + self.time_proj(batch["time_feats"])
+        if self.numeric_proj is not None:
+            visits = visits + self.numeric_proj(batch["numeric"])
+        B, T = batch["visit_mask"].shape
+        x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch["visit_index"], visits)
+        static = F.embedding_bag(batch["static_ids"], self.code_embedding.weight, batch["static_offsets"], mode="mean")
+        return x.view(B, T, -1) + static[:, None, :]
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Patient state after every visit, [B, T, H]."""
+        x = self.drop(self.in_norm(self.visit_inputs(batch)))
+        if self.config.encoder == "transformer":
+            valid = batch["visit_mask"]
+            T = valid.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            allowed = (causal[None, :, :] & valid[:, None, :])[:, None, :, :]  # [B, 1, T, T]
+            for block in self.blocks:
+                x = block(x, allowed)
+            return self.out_norm(x)
+        out, _ = self.rnn(x)
+        return out + x  # a skip connection: the latest visit reaches the head directly
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits [S, L] for the batch's samples (the states at their positions)."""
+        h = self.encode(batch)
+        state = h.reshape(-1, h.shape[-1]).index_select(0, batch["gather"])
+        return self.head(self.drop(state))
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
