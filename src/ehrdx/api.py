@@ -186,12 +186,24 @@ class EHRClassifier:
 
         return load_model(directory)
 
-    def _restore(self, model_config: dict, preprocessing: dict, labels: dict, thresholds: list[float],
-                 state: dict[str, torch.Tensor]) -> None:
-        self.preprocessor_ = TablePreprocessor.from_dict(preprocessing)
-        self.label_vocab_ = LabelVocab.from_dict(labels)
-        self.model_ = build_model(model_config)
-        self.model_.load_state_dict(state)
-        self.model_.eval()
-        self.thresholds_ = np.asarray(thresholds, dtype=np.float64)
+    def artifact_parts(self) -> dict:
+        return {
+            "family": "table",
+            "json": {"preprocessing.json": self.preprocessor_.to_dict(), "labels.json": self.label_vocab_.to_dict()},
+            "state": dict(self.model_.state_dict()),
+            "config": {"model": self.model_.config.to_dict(), "train": self.train_config.to_dict(),
+                       "thresholds": [float(t) for t in self.thresholds_],
+                       "history": self.history_.to_dict() if hasattr(self, "history_") else None},
+        }
 
+    @classmethod
+    def from_parts(cls, config: dict, files: dict[str, dict], state: dict[str, torch.Tensor]) -> EHRClassifier:
+        model_cfg = {k: v for k, v in config["model"].items() if k not in ("kind", "n_dense", "n_codes", "n_labels")}
+        clf = cls(**model_cfg, **config["train"])
+        clf.preprocessor_ = TablePreprocessor.from_dict(files["preprocessing.json"])
+        clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
+        clf.model_ = build_model(config["model"])
+        clf.model_.load_state_dict(state)
+        clf.model_.eval()
+        clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
+        return clf

@@ -1,4 +1,10 @@
-"""Model directories: config and vocabularies in JSON, weights in safetensors. Nothing is unpickled."""
+"""Model directories: config and vocabularies in JSON, weights in safetensors. Nothing is unpickled.
+
+Every model kind describes itself as parts (JSON files, a tensor state, config entries); this module
+writes them atomically (temporary name, then rename) with the SHA-256 of each file in config.json, and
+verifies them all on load. `family` in config.json says which classifier reads them back: `table`
+(one row per patient) or `events` (event streams).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from ehrdx.errors import ModelError
 
 FORMAT_VERSION = 1
-FILES = ("config.json", "preprocessing.json", "labels.json", "model.safetensors")
+REQUIRED = {"table": ("preprocessing.json", "labels.json", "model.safetensors"),
+            "events": ("preprocessing.json", "labels.json", "task.json", "model.safetensors")}
 
 
 def _sha256(path: Path) -> str:
@@ -32,22 +39,21 @@ def _write_json(path: Path, obj: object) -> None:
 def save_model(clf, directory: str | Path) -> Path:
     import ehrdx
 
+    parts = clf.artifact_parts()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "preprocessing.json", clf.preprocessor_.to_dict())
-    _write_json(out / "labels.json", clf.label_vocab_.to_dict())
-    state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
+    for name, obj in parts["json"].items():
+        _write_json(out / name, obj)
     tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in parts["state"].items()}, str(tmp))
     os.replace(tmp, out / "model.safetensors")
+    files = [*parts["json"], "model.safetensors"]
     config = {
         "format_version": FORMAT_VERSION,
         "ehrdx_version": ehrdx.__version__,
-        "model": clf.model_.config.to_dict(),
-        "train": clf.train_config.to_dict(),
-        "thresholds": [float(t) for t in clf.thresholds_],
-        "history": clf.history_.to_dict() if hasattr(clf, "history_") else None,
-        "sha256": {name: _sha256(out / name) for name in FILES if name != "config.json"},
+        "family": parts["family"],
+        **parts["config"],
+        "sha256": {name: _sha256(out / name) for name in files},
     }
     _write_json(out / "config.json", config)
     return out
@@ -61,27 +67,36 @@ def _read_json(path: Path) -> dict:
 
 
 def load_model(directory: str | Path):
-    from ehrdx.api import EHRClassifier
-
     d = Path(directory)
     if not d.is_dir():
         raise ModelError(f"{d}: model directory not found")
-    missing = [name for name in FILES if not (d / name).exists()]
-    if missing:
-        raise ModelError(f"{d}: not a complete ehrdx model directory, missing {', '.join(missing)}")
+    if not (d / "config.json").exists():
+        raise ModelError(f"{d}: not a complete ehrdx model directory, missing config.json")
     config = _read_json(d / "config.json")
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{d / 'config.json'}: unsupported model format {config.get('format_version')!r}")
-    for name, digest in config.get("sha256", {}).items():
-        if _sha256(d / name) != digest:
+    family = config.get("family", "table")
+    if family not in REQUIRED:
+        raise ModelError(f"{d / 'config.json'}: unknown model family {family!r}")
+    missing = [name for name in REQUIRED[family] if not (d / name).exists()]
+    if missing:
+        raise ModelError(f"{d}: not a complete ehrdx model directory, missing {', '.join(missing)}")
+    digests = config.get("sha256", {})
+    for name in REQUIRED[family]:
+        if name not in digests:
+            raise ModelError(f"{d / 'config.json'}: no checksum recorded for {name}")
+    for name, digest in digests.items():
+        if not (d / name).exists() or _sha256(d / name) != digest:
             raise ModelError(f"{d / name}: checksum does not match config.json (file changed or truncated)")
     try:
         state = load_file(str(d / "model.safetensors"))
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{d / 'model.safetensors'}: not a readable safetensors file ({exc})") from exc
-    train = dict(config["train"])
-    model_cfg = {k: v for k, v in config["model"].items() if k not in ("kind", "n_dense", "n_codes", "n_labels")}
-    clf = EHRClassifier(**model_cfg, **train)
-    clf._restore(config["model"], _read_json(d / "preprocessing.json"), _read_json(d / "labels.json"),
-                 config["thresholds"], state)
-    return clf
+    files = {name: _read_json(d / name) for name in digests if name.endswith(".json")}
+    if family == "events":
+        from ehrdx.events_api import EventClassifier
+
+        return EventClassifier.from_parts(config, files, state)
+    from ehrdx.api import EHRClassifier
+
+    return EHRClassifier.from_parts(config, files, state)

@@ -30,7 +30,7 @@ def _split_list(value: str | None) -> list[str]:
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -75,8 +75,32 @@ Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden laye
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(help="Maximum epochs; early stopping on validation loss may end sooner.")]
-Patience = Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")]
-BatchSize = Annotated[int, typer.Option(help="Patients per training batch.")]
+Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
+                                              "(default 4 for tables, 3 for event streams).")]
+BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
+                                               "for event streams, where a patient brings all their visits).")]
+Layers = Annotated[int | None, typer.Option(help="Recurrent or Transformer layers (default 1; 2 for transformer).")]
+Heads = Annotated[int, typer.Option(help="Attention heads (transformer).")]
+Meds = Annotated[Path | None, typer.Option(help="MEDS dataset directory (data/**/*.parquet, metadata/).")]
+Events = Annotated[Path | None, typer.Option(help="Long events table (CSV/Parquet): one row per event.")]
+Task = Annotated[str, typer.Option(help="next-visit, or window:<N><unit> for (t, t+N], e.g. window:365d.")]
+NewOnset = Annotated[bool, typer.Option("--new-onset", help="Train on new onsets only: a label already recorded "
+                                        "before the prediction time is masked, not a negative.")]
+Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Mask labels that did not occur when follow-up "
+                                      "ends before the window does (default), or count them as negatives.")]
+Labels = Annotated[str, typer.Option(help="Which codes are labels: prefix:PREFIX[:N chars], regex:PATTERN or "
+                                     "map:FILE (.csv code,label / .json / .yaml).")]
+ModelKind = Annotated[str, typer.Option(help="gru, lstm, transformer, or the count baselines mlp, logistic.")]
+Baselines = Annotated[str | None, typer.Option(help="Also fit these count baselines and report them beside "
+                                               "the model, e.g. mlp,logistic.")]
+VisitGap = Annotated[str, typer.Option(help="Events of a patient closer than this form one visit: 0 (same "
+                                       "timestamp), 6h, 1d ...")]
+StoreDir = Annotated[Path | None, typer.Option(help="Directory for the converted event store (default: temporary).")]
+SubjectCol = Annotated[str, typer.Option(help="Events table: patient id column.")]
+TimeCol = Annotated[str, typer.Option(help="Events table: time column.")]
+CodeCol = Annotated[str, typer.Option(help="Events table: code column.")]
+ValueCol = Annotated[str, typer.Option(help="Events table: numeric value column.")]
+TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime format of times (default ISO 8601).")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
 
@@ -87,13 +111,14 @@ def synth(
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 20_000,
     seed: Seed = 0,
     table_format: Annotated[str, typer.Option(help="Patient table format: parquet or csv.")] = "parquet",
-    format: Annotated[str, typer.Option("--format", help="Events as 'events' (one events.parquet) or 'meds' "
-                                        "(a MEDS dataset in OUT/meds with splits and code metadata).")] = "events",
+    format: Annotated[str, typer.Option("--format", help="'meds': the longitudinal cohort as a MEDS dataset "
+                                        "(OUT/meds) with the next-visit oracle at every visit end and a label "
+                                        "map; 'events': the index-date cohort (events.parquet + patient "
+                                        "table + oracle).")] = "events",
 ) -> None:
-    """Generate a synthetic cohort: event streams (events.parquet, or a MEDS dataset with --format meds),
-    the patient table at the index date (patients.parquet/csv), and the oracle probability of every
-    disease (oracle.parquet)."""
+    """Generate a synthetic cohort with known best-achievable (oracle) probabilities."""
     from ehrdx.data.synth import generate_cohort, write_cohort
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 
     if table_format not in ("parquet", "csv"):
         _fail(EhrdxError("--table-format must be parquet or csv"))
@@ -101,19 +126,39 @@ def synth(
         _fail(EhrdxError("--format must be events or meds"))
     try:
         with console.status(f"generating {patients:,} patients"):
-            cohort = generate_cohort(patients, seed)
-            paths = write_cohort(cohort, out, table_format, meds=format == "meds")
+            if format == "meds":
+                cohort = generate_longitudinal(patients, seed)
+                paths = write_longitudinal(cohort, out)
+            else:
+                cohort = generate_cohort(patients, seed)
+                paths = write_cohort(cohort, out, table_format)
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")
     for name, path in paths.items():
-        console.print(f"  {name:7s} {path}")
+        console.print(f"  {name:9s} {path}")
 
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Patient table (.csv or .parquet), one row per patient.")],
-    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    data: Annotated[Path | None, typer.Argument(help="Patient table (.csv or .parquet), one row per patient; "
+                                                "or give --meds / --events for event streams.")] = None,
+    out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("model_out"),
+    meds: Meds = None,
+    events: Events = None,
+    task: Task = "next-visit",
+    new_onset: NewOnset = False,
+    censor: Censor = True,
+    labels: Labels = "prefix:DX//",
+    model: ModelKind = "gru",
+    baselines: Baselines = None,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
+    subject_col: SubjectCol = "subject_id",
+    time_col: TimeCol = "time",
+    code_col: CodeCol = "code",
+    value_col: ValueCol = "numeric_value",
+    time_format: TimeFormat = None,
     id_col: Annotated[str | None, typer.Option(help="Patient id column (inferred if not given).")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column with each patient's disease list.")] = None,
     numeric: Annotated[str | None, typer.Option(help="Comma-separated numeric columns.")] = None,
@@ -123,22 +168,43 @@ def train(
     oracle: Annotated[Path | None, typer.Option(help="Oracle probabilities (from ehrdx synth) to compare with.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of patients for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of patients for the test set.")] = 0.15,
-    cv: Annotated[int, typer.Option(help="Run K-fold cross-validation by patient instead (0 = off).")] = 0,
+    cv: Annotated[int, typer.Option(help="Run K-fold cross-validation by patient instead (0 = off; tables).")] = 0,
     hidden: Hidden = 128,
     depth: Depth = 2,
+    layers: Layers = None,
+    heads: Heads = 4,
     dropout: Dropout = 0.1,
     weight_decay: WeightDecay = 1e-4,
     lr: Lr = 2e-3,
     epochs: Epochs = 30,
-    patience: Patience = 4,
-    batch_size: BatchSize = 256,
+    patience: Patience = None,
+    batch_size: BatchSize = None,
     pos_weight: PosWeight = False,
     seed: Seed = 0,
 ) -> None:
-    """Train a model on a patient table: split by patient into train/validation/test, fit on train,
-    stop early and tune thresholds on validation, evaluate on test, save the model directory with
-    metrics.json. With --cv K, report K-fold mean and spread instead (cv_metrics.json)."""
+    """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
+    thresholds on validation, evaluate on test, save the model directory with metrics.json.
+
+    Patient table: one prediction per patient (MLP). With --cv K, K-fold mean and spread instead.
+    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
+    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic)."""
     import polars as pl
+
+    if meds is not None or events is not None:
+        if data is not None:
+            _fail(EhrdxError("give either a patient table or --meds/--events, not both"))
+        _train_events(meds=meds, events=events, out=out, task=task, new_onset=new_onset, censor=censor,
+                      labels=labels, model=model, baselines=baselines, visit_gap=visit_gap, store=store,
+                      columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
+                               "value_col": value_col, "time_format": time_format},
+                      oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
+                      params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
+                              "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
+                              "patience": patience or 3, "batch_size": batch_size or 64,
+                              "pos_weight": pos_weight, "seed": seed})
+        return
+    if data is None:
+        _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.evaluate.report import print_report
@@ -147,8 +213,8 @@ def train(
     schema = TableSchema(id_column=id_col, label_column=label_col, numeric=_split_list(numeric),
                          categorical=_split_list(categorical), codes=_split_list(codes), ignore=_split_list(ignore))
     params = {"hidden": hidden, "depth": depth, "dropout": dropout, "weight_decay": weight_decay, "lr": lr,
-              "max_epochs": epochs, "patience": patience, "batch_size": batch_size, "pos_weight": pos_weight,
-              "seed": seed}
+              "max_epochs": epochs, "patience": patience or 4, "batch_size": batch_size or 256,
+              "pos_weight": pos_weight, "seed": seed}
     try:
         table = read_table(data, schema=schema)
         console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
@@ -181,14 +247,29 @@ def train(
 
 @app.command()
 def evaluate(
-    data: Annotated[Path, typer.Argument(help="Labelled patient table with the training columns.")],
-    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")],
+    data: Annotated[Path | None, typer.Argument(help="Labelled patient table with the training columns "
+                                                "(or --meds / --events).")] = None,
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
+    meds: Meds = None,
+    events: Events = None,
+    split: Annotated[str | None, typer.Option(help="Event streams: only this MEDS split (train, tuning, "
+                                              "held_out).")] = None,
+    times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
+                                               "prediction_time), e.g. a MEDS label file.")] = None,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
 ) -> None:
-    """Evaluate a saved model on a labelled table: AUROC/AUPRC, F1, recall@k, calibration, per label."""
+    """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
+    event streams per prediction time, all labels and new onset, and by number of prior visits."""
     import ehrdx
     from ehrdx.evaluate.report import print_report
 
+    if meds is not None or events is not None:
+        _evaluate_events(model, meds, events, store, visit_gap, split, times, out)
+        return
+    if data is None:
+        _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     try:
         clf = ehrdx.load(model)
         result = clf.evaluate(data)
@@ -211,13 +292,25 @@ def _report_summary(summary: dict) -> None:
 
 @app.command()
 def predict(
-    data: Annotated[Path, typer.Argument(help="Patient table with the training columns (labels not needed).")],
-    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")],
-    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")],
+    data: Annotated[Path | None, typer.Argument(help="Patient table with the training columns (labels not "
+                                                "needed), or --meds / --events.")] = None,
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
+    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path("predictions.csv"),
     threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
+    meds: Meds = None,
+    events: Events = None,
+    times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
+                                               "prediction_time); default: the end of every visit.")] = None,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
 ) -> None:
-    """Predict every disease's probability for each patient; writes patient id, one probability column
-    per disease (p_<label>) and the predicted set."""
+    """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
+    time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
+    if meds is not None or events is not None:
+        _predict_events(model, meds, events, store, visit_gap, times, out, threshold)
+        return
+    if data is None:
+        _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE"))
     import numpy as np
     import polars as pl
 
@@ -254,13 +347,64 @@ def predict(
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the cohort, the model and metrics.json.")] = Path("demo_out"),
     patients: Annotated[int, typer.Option(help="Synthetic patients to generate.")] = 20_000,
+    model: ModelKind = "gru",
     hidden: Hidden = 128,
     depth: Depth = 2,
     epochs: Epochs = 30,
     seed: Seed = 0,
+    table: Annotated[bool, typer.Option("--table", help="Run the patient-table demo instead (one prediction per "
+                                        "patient at an index date, MLP).")] = False,
 ) -> None:
-    """The whole thing on built-in synthetic data: generate a cohort, train, evaluate on held-out
-    patients, compare with the oracle, save the model and DIR/metrics.json."""
+    """The whole thing on built-in synthetic data: generate a longitudinal cohort as MEDS, convert it to
+    the event store, train a sequence model that predicts the diseases coded at the next visit at the end
+    of every visit, evaluate on held-out patients (all labels and new onset) beside count baselines and
+    the oracle, save the model and DIR/metrics.json."""
+    if table:
+        _demo_table(out, patients, hidden, depth, epochs, seed)
+        return
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.evaluate.report import print_events_report
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import open_store, patient_splits, train_and_evaluate_events
+
+    start = time.perf_counter()
+    try:
+        with console.status(f"generating {patients:,} synthetic patients"):
+            cohort = generate_longitudinal(patients, seed)
+            paths = write_longitudinal(cohort, out / "data")
+        console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_visits']:,} visits, "
+                      f"{cohort.info['n_events']:,} events as MEDS -> {paths['meds']}")
+        st = open_store(meds=paths["meds"], store_dir=out / "store")
+        console.print(f"[bold]2. store[/bold]: {st.meta['events']:,} events in flat memory-mapped arrays -> "
+                      f"{out / 'store'}")
+        clf = EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
+                              max_epochs=epochs, seed=seed)
+        splits = patient_splits(st, paths["meds"], seed)
+        console.print(f"[bold]3. task[/bold]: at the end of every visit, predict the {len(cohort.label_map)} "
+                      f"diseases coded at the next visit; patients split train/tuning/held_out "
+                      f"{len(splits[0]):,}/{len(splits[1]):,}/{len(splits[2]):,}")
+        with _EpochProgress(epochs, f"4. training {model}") as progress:
+            clf, metrics = train_and_evaluate_events(
+                st, clf, splits, oracle=cohort.oracle, baselines=("mlp", "logistic"), on_epoch=progress,
+                on_baseline=lambda name: console.print(f"   fitting baseline {name} on count features"))
+        clf.save(out / "model")
+    except EhrdxError as exc:
+        _fail(exc)
+    metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
+    metrics["labels_described"] = cohort.info["diseases"]
+    _write_json(out / "metrics.json", metrics)
+    print_events_report(console, metrics, title="5. held-out test patients")
+    for key, name in (("test", "all labels"), ("test_new_onset", "new onset")):
+        t, o = metrics[key], metrics[key.replace("test", "oracle")]
+        line = (f"{name}: macro AUROC {t['macro_auroc']:.3f} (oracle {o['macro_auroc']:.3f}), macro AUPRC "
+                f"{t['macro_auprc']:.3f} (oracle {o['macro_auprc']:.3f}")
+        for b, r in metrics["baselines"].items():
+            line += f"; {b} {r[key]['macro_auprc']:.3f}"
+        console.print(line + ")")
+    console.print(f"{metrics['wall_seconds']}s in all; model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+
+
+def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, seed: int) -> None:
     from ehrdx.data.synth import generate_cohort, write_cohort
     from ehrdx.data.table import read_table
     from ehrdx.evaluate.report import print_report
@@ -291,6 +435,126 @@ def demo(
     console.print(f"macro AUROC {metrics['test']['macro_auroc']:.3f} vs oracle {metrics['oracle']['macro_auroc']:.3f} "
                   f"(gap {gap:.3f}); {metrics['wall_seconds']}s in all")
     console.print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+
+
+def _open_events(meds, events, store, visit_gap, columns=None):
+    from ehrdx.events_pipeline import open_store
+    from ehrdx.tasks.task import parse_duration
+
+    with console.status("converting events to the store"):
+        st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=parse_duration(visit_gap),
+                        columns=columns)
+    m = st.meta
+    console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
+                  f"{m['codes']:,} codes")
+    for what, n in st.counts.items():
+        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+    return st
+
+
+def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
+                  columns, oracle, fractions, params) -> None:
+    import polars as pl
+
+    from ehrdx.evaluate.report import print_events_report
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
+
+    try:
+        clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
+        st = _open_events(meds, events, store, visit_gap, columns if events is not None else None)
+        splits = patient_splits(st, meds, params["seed"], fractions, clf.selector)
+        console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
+                      + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
+                                                                          "subject_splits.parquet").exists() else ""))
+        oracle_frame = pl.read_parquet(oracle) if oracle else None
+        with _EpochProgress(params["max_epochs"], f"training {model}") as progress:
+            clf, metrics = train_and_evaluate_events(
+                st, clf, splits, oracle=oracle_frame, baselines=tuple(_split_list(baselines)), on_epoch=progress,
+                on_baseline=lambda name: console.print(f"fitting baseline {name}"))
+        clf.save(out)
+        _write_json(out / "metrics.json", metrics)
+    except EhrdxError as exc:
+        _fail(exc)
+    print_events_report(console, metrics)
+    console.print(f"model saved to {out}")
+
+
+def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out) -> None:
+    import ehrdx
+    from ehrdx.evaluate.report import print_events_report
+    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.tasks.task import read_prediction_times
+
+    try:
+        clf = ehrdx.load(model_dir)
+        _require_events_model(clf, model_dir)
+        st = _open_events(meds, events, store, visit_gap)
+        rows = None
+        if split:
+            names = {"train": 0, "tuning": 1, "held_out": 2}
+            if split not in names:
+                raise EhrdxError("--split must be train, tuning or held_out")
+            rows = patient_splits(st, meds, clf.seed)[names[split]]
+        pt = read_prediction_times(times, st) if times else None
+        samples = clf.samples(st, rows, times=pt)
+        result = clf.evaluate(st, samples=samples)
+    except EhrdxError as exc:
+        _fail(exc)
+    metrics = {"model": clf.model, "test": result["all"], "test_new_onset": result["new_onset"],
+               "test_by_prior_visits": result["by_prior_visits"],
+               "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
+    print_events_report(console, metrics, title=str(meds or events))
+    if out:
+        _write_json(out, metrics)
+        console.print(f"wrote {out}")
+
+
+def _require_events_model(clf, model_dir) -> None:
+    from ehrdx.events_api import EventClassifier
+
+    if not isinstance(clf, EventClassifier):
+        raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
+
+
+def _predict_events(model_dir, meds, events, store, visit_gap, times, out, threshold) -> None:
+    import numpy as np
+    import polars as pl
+
+    import ehrdx
+    from ehrdx.tasks.task import read_prediction_times
+
+    try:
+        clf = ehrdx.load(model_dir)
+        _require_events_model(clf, model_dir)
+        st = _open_events(meds, events, store, visit_gap)
+        pt = read_prediction_times(times, st) if times else None
+        t0 = time.perf_counter()
+        samples = clf.samples(st, None, times=pt, require_labels=False)
+        proba = clf.predict_samples(st, samples)
+        seconds = time.perf_counter() - t0
+    except EhrdxError as exc:
+        _fail(exc)
+    labels = clf.labels_
+    thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+    pred = proba >= thr[None, :]
+    frame = pl.DataFrame({
+        "subject_id": np.asarray(st.subject_ids)[samples.row],
+        "prediction_time": pl.Series(samples.time * 1_000_000).cast(pl.Datetime("us")),
+        "prior_visits": samples.n_visits,
+        **{f"p_{lab}": proba[:, j] for j, lab in enumerate(labels)},
+    })
+    predicted = [[labels[j] for j in np.flatnonzero(row)] for row in pred]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        frame.with_columns(pl.Series("predicted", predicted, dtype=pl.List(pl.Utf8))).write_parquet(out)
+    else:
+        frame.with_columns(pl.Series("predicted", [";".join(p) for p in predicted])).write_csv(out)
+    rate = len(samples) / max(seconds, 1e-9)
+    console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
+                  f"({rate:,.0f} rows/s) -> {out}")
+    for what, n in samples.counts.items():
+        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -296,22 +296,13 @@ def table_to_csv_frame(table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_cohort(
-    cohort: SyntheticCohort, out_dir: str | Path, table_format: str = "parquet", meds: bool = False
-) -> dict[str, Path]:
+def write_cohort(cohort: SyntheticCohort, out_dir: str | Path, table_format: str = "parquet") -> dict[str, Path]:
     """Write events.parquet, patients.{parquet,csv}, oracle.parquet and cohort.json into out_dir.
-
-    With `meds`, the events go to a MEDS dataset in out_dir/meds instead of events.parquet, with
-    subject splits train/tuning/held_out (70/15/15, stratified by disease) and code descriptions.
-    """
+    (The longitudinal cohort, written as MEDS, is in ehrdx.data.synth_visits.)"""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"oracle": out / "oracle.parquet", "info": out / "cohort.json"}
-    if meds:
-        paths["meds"] = _write_meds_cohort(cohort, out / "meds")
-    else:
-        paths["events"] = out / "events.parquet"
-        cohort.events.write_parquet(paths["events"])
+    paths = {"oracle": out / "oracle.parquet", "info": out / "cohort.json", "events": out / "events.parquet"}
+    cohort.events.write_parquet(paths["events"])
     cohort.oracle.write_parquet(paths["oracle"])
     if table_format == "csv":
         paths["table"] = out / "patients.csv"
@@ -321,23 +312,3 @@ def write_cohort(
         cohort.table.write_parquet(paths["table"])
     paths["info"].write_text(json.dumps(cohort.info, indent=2))
     return paths
-
-
-def _write_meds_cohort(cohort: SyntheticCohort, root: Path) -> Path:
-    from ehrdx.data.meds import MEDS_SPLITS, write_meds
-    from ehrdx.tasks.labels import LabelVocab
-    from ehrdx.tasks.splits import split_patients
-
-    labels = cohort.table.get_column("diseases").to_list()
-    y, _ = LabelVocab.fit(labels).encode(labels)
-    parts = split_patients(y, seed=cohort.info["seed"])
-    ids = cohort.table.get_column("patient_id").to_numpy()
-    splits = pl.concat([pl.DataFrame({"subject_id": ids[rows], "split": [name] * len(rows)})
-                        for name, rows in zip(MEDS_SPLITS, parts)])
-    codes = cohort.events.select(pl.col("code").unique().sort()).with_columns(
-        pl.col("code").str.strip_prefix("DX//").replace_strict(DISEASES, default=None).alias("description"),
-        pl.when(pl.col("code").str.starts_with("DX//"))
-        .then(pl.concat_list(pl.lit("DX//") + pl.col("code").str.slice(4, 3)))
-        .otherwise(None).alias("parent_codes"),
-    )
-    return write_meds(root, cohort.events, splits=splits, codes=codes)

@@ -74,18 +74,18 @@ def onset_logits(s: _State) -> np.ndarray:
     a, f = s.age, s.female.astype(np.float64)
     relu = lambda x: np.maximum(x, 0.0)
     out = np.empty((len(a), 10))
-    out[:, E11] = (-5.2 + 1.5 * relu(last[:, HBA1C] - 6.0) + 6.0 * relu(rise[:, HBA1C]) + 1.5 * recent[:, R73]
+    out[:, E11] = (-5.4 + 1.5 * relu(last[:, HBA1C] - 6.0) + 8.0 * relu(rise[:, HBA1C]) + 2.0 * recent[:, R73]
                    + 0.04 * (last[:, BMI] - 27.5) + 0.015 * (a - 55))
     out[:, I10] = -4.6 + 0.05 * (last[:, SBP] - 130) + 0.08 * relu(rise[:, SBP]) + 0.02 * (a - 55)
     out[:, E78] = -4.6 + 0.03 * (last[:, CHOL] - 200) + 0.02 * (a - 55)
-    out[:, J44] = (-6.0 + 1.0 * ever[:, Z72] + 2.0 * recent[:, R05] - 0.05 * (last[:, FEV1] - 85)
+    out[:, J44] = (-6.4 + 1.0 * ever[:, Z72] + 2.8 * recent[:, R05] - 0.05 * (last[:, FEV1] - 85)
                    + 0.025 * (a - 55))
-    out[:, F32] = -5.2 + 2.0 * recent[:, F419] + 1.5 * recent[:, G470] + 0.35 * f
+    out[:, F32] = -5.8 + 2.8 * recent[:, F419] + 2.2 * recent[:, G470] + 0.35 * f
     out[:, E66] = -5.0 + 0.4 * relu(last[:, BMI] - 29.0) + 0.08 * (last[:, BMI] - 27.5) + 1.0 * relu(rise[:, BMI])
     out[:, N18] = (-5.8 - 0.04 * (last[:, EGFR] - 75) + 0.15 * relu(-rise[:, EGFR]) + 0.02 * (a - 60)
                    + 1.2 * dx[:, E11] + 0.8 * dx[:, I10])
-    out[:, I50] = -6.2 + 0.04 * (a - 60) + 1.5 * recent[:, R53] + 1.3 * dx[:, I10] + 0.8 * dx[:, E11]
-    out[:, I25] = (-5.6 + 2.2 * recent[:, R074] + 0.03 * (a - 55) + 0.4 * (1 - f) + 1.0 * dx[:, E78]
+    out[:, I50] = -6.6 + 0.04 * (a - 60) + 2.4 * recent[:, R53] + 1.3 * dx[:, I10] + 0.8 * dx[:, E11]
+    out[:, I25] = (-6.0 + 3.0 * recent[:, R074] + 0.03 * (a - 55) + 0.4 * (1 - f) + 1.0 * dx[:, E78]
                    + 0.5 * dx[:, I10])
     out[:, I48] = -6.6 + 0.06 * (a - 65) + 0.9 * dx[:, I10] + 0.3 * dx[:, E11]
     return out
@@ -163,14 +163,14 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         episode[who] = 0.5 * episode[who] + rng.standard_normal((m, 7))
         ep = episode[who]
         symptom_p = _sigmoid(np.stack([
-            -3.6 + 1.4 * zm + 0.3 * dr * years,
+            -3.8 + 1.0 * zm + 0.3 * dr * years,
             np.where(sm, -0.6, -9.0),
-            -3.4 + 1.1 * zl + 0.8 * sm,
-            -3.8 + 1.1 * zc + 0.05 * years,
-            -3.2 + 1.2 * z[who, 3],
-            -3.4 + 1.0 * z[who, 3],
-            -3.2 + 0.5 * z[who, 3] + 0.3 * zm,
-        ], axis=1) + 1.2 * ep * np.array([1, 0, 1, 1, 1, 1, 1]))
+            -3.6 + 0.8 * zl + 0.6 * sm,
+            -4.0 + 0.8 * zc + 0.05 * years,
+            -3.4 + 0.8 * z[who, 3],
+            -3.6 + 0.7 * z[who, 3],
+            -3.4 + 0.4 * z[who, 3] + 0.2 * zm,
+        ], axis=1) + 1.6 * ep * np.array([1, 0, 1, 1, 1, 1, 1]))
         sym = rng.random((m, 7)) < symptom_p
         for j, code in enumerate(SYMPTOM_CODES):
             hit = sym[:, j]

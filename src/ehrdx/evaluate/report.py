@@ -68,3 +68,53 @@ def print_exclusions(console: Console, metrics: dict) -> None:
                           f"left out[/yellow]")
     for what, n in metrics.get("excluded", {}).items():
         console.print(f"[yellow]{what.replace('_', ' ')}: {n}[/yellow]")
+
+
+EVENT_ROWS = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
+              "recall_at_10", "recall_at_20", "brier", "ece")
+
+
+def print_events_report(console: Console, metrics: dict, title: str = "Held-out test patients") -> None:
+    """Per-prediction-time results: all labels and new onset, beside baselines and the oracle."""
+    if "test" not in metrics:
+        console.print("[yellow]no test patients: nothing to evaluate[/yellow]")
+        return
+    baselines = metrics.get("baselines", {})
+    ts = metrics.get("test_samples", {})
+    for mode, key in (("all labels", "test"), ("new onset", "test_new_onset")):
+        t = Table(title=f"{title}, {mode}: {ts.get('samples', '?')} prediction times of "
+                        f"{ts.get('patients', '?')} patients, {len(metrics[key]['per_label'])} labels")
+        t.add_column("metric")
+        t.add_column(metrics.get("model", "model"), justify="right")
+        for name in baselines:
+            t.add_column(f"{name} (counts)", justify="right")
+        oracle_key = key.replace("test", "oracle")
+        if oracle_key in metrics:
+            t.add_column("oracle (best achievable)", justify="right")
+        for row in EVENT_ROWS:
+            cells = [_fmt(metrics[key].get(row))]
+            cells += [_fmt(b[key].get(row)) if row in b[key] else "" for b in baselines.values()]
+            if oracle_key in metrics:
+                cells.append(_fmt(metrics[oracle_key].get(row)))
+            t.add_row(row, *cells)
+        console.print(t)
+    per = Table(title="Per label (all labels; new-onset AUPRC beside)")
+    for col in ("label", "pos", "AUROC", "AUPRC", "new pos", "new AUROC", "new AUPRC", "status"):
+        per.add_column(col, justify="left" if col in ("label", "status") else "right")
+    for row, new in zip(metrics["test"]["per_label"], metrics["test_new_onset"]["per_label"]):
+        per.add_row(row["label"], str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
+                    str(new["positives"]), _fmt(new["auroc"]), _fmt(new["auprc"]), row["status"].replace(" in this set", ""))
+    console.print(per)
+    by = metrics.get("test_by_prior_visits") or []
+    if by:
+        b = Table(title="By number of prior visits")
+        for col in ("prior visits", "samples", "macro AUROC", "macro AUPRC", "new-onset AUROC", "new-onset AUPRC"):
+            b.add_column(col, justify="right")
+        for row in by:
+            b.add_row(row["prior_visits"], str(row["samples"]), _fmt(row["all"]["macro_auroc"]),
+                      _fmt(row["all"]["macro_auprc"]), _fmt(row["new_onset"]["macro_auroc"]),
+                      _fmt(row["new_onset"]["macro_auprc"]))
+        console.print(b)
+    excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
+    for what, n in excluded.items():
+        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,53 @@ from ehrdx.errors import DataError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TIME_BITS = 36  # composite keys: (row << 36) | (time - origin); 2**36 s is about 2,000 years
+
+
+def parse_duration(text: str, what: str = "--visit-gap") -> int:
+    """Seconds in '0', '90s', '6h', '1d', '2w' or '1y' (365 days)."""
+    text = str(text).strip()
+    if text == "0":
+        return 0
+    m = re.fullmatch(r"(\d+)([smhdwy])", text)
+    if not m:
+        raise DataError(f"unreadable duration {text!r}", column=what,
+                        fix="write a number with a unit s, m, h, d, w or y, e.g. 6h or 1d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarray, np.ndarray]:
+    """(store rows, times in seconds) from a CSV/Parquet file with subject_id and prediction_time columns,
+    such as a MEDS label file (e.g. written by ACES). Other columns are ignored."""
+    import polars as pl
+
+    from ehrdx.data.meds import normalise_events
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError("prediction times file not found", file=str(path), fix="check the path")
+    frame = pl.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
+        path, schema_overrides={"prediction_time": pl.Utf8})
+    if "prediction_time" not in frame.columns:
+        raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
+                        fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
+    shard = normalise_events(frame.select("subject_id", "prediction_time").with_columns(pl.lit("t").alias("code")),
+                             str(path), time_col="prediction_time", value_col=None)
+    f = shard.frame
+    if f.get_column("time").is_null().any():
+        rows = f.get_column("time").is_null().arg_true().head(5).to_list()
+        raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows,
+                        fix="every row needs a time")
+    ids = np.asarray(store.subject_ids)
+    order = np.argsort(ids, kind="stable")
+    subj = f.get_column("subject_id").to_numpy()
+    at = np.searchsorted(ids[order], subj)
+    found = (at < len(ids)) & (ids[order][np.minimum(at, len(ids) - 1)] == subj)
+    if not found.all():
+        bad = np.flatnonzero(~found)[:5].tolist()
+        raise DataError(f"{int((~found).sum())} prediction time(s) for subjects not in the event data",
+                        file=str(path), column="subject_id", rows=bad, values=[int(subj[r]) for r in bad],
+                        fix="give times only for subjects in the MEDS dataset / events table")
+    return order[at], f.get_column("time").dt.epoch("s").to_numpy()
 
 
 @dataclass

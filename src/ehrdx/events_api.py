@@ -1,0 +1,258 @@
+"""Python API for event streams: a disease prediction at every prediction time of every patient.
+
+    clf = EventClassifier(model="gru", task="next-visit", labels="map:label_map.csv")
+    clf.fit(store, train_rows, val_rows)
+    samples = clf.samples(store, test_rows)          # prediction times, labels and masks
+    proba = clf.predict_samples(store, samples)      # [samples, labels]
+    metrics = clf.evaluate(store, test_rows)         # all labels, new onset, by prior visits
+
+Everything learned (label vocabulary, input code vocabulary, value statistics, weights, thresholds)
+comes from the training patients; validation patients only stop training and tune thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ehrdx.data.batches import SampleSet
+from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.data.sequences import EventEncoder, SequenceSet
+from ehrdx.data.store import EventStore
+from ehrdx.errors import DataError, ModelError
+from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.models.baselines import LogisticBaseline
+from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
+from ehrdx.models.sequence import ENCODERS, SequenceConfig, SequenceModel
+from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.select import LabelSelector
+from ehrdx.tasks.task import Samples, TaskSpec, build_samples, code_label_index, labels_in_rows
+from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
+
+MODELS = (*ENCODERS, "mlp", "logistic")
+K_VALUES = (5, 10, 20)
+VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))
+
+
+class EventClassifier:
+    """Multi-label disease prediction from event streams (MEDS or long tables, via the event store)."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "gru",
+        task: str | TaskSpec = "next-visit",
+        labels: str | LabelSelector = "prefix:DX//",
+        new_onset: bool = False,
+        censor: bool = True,
+        hidden: int = 128,
+        layers: int | None = None,
+        heads: int = 4,
+        dropout: float = 0.1,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        max_epochs: int = 30,
+        patience: int = 3,
+        pos_weight: bool = False,
+        min_code_count: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if model not in MODELS:
+            raise ModelError(f"unknown model '{model}': choose from {', '.join(MODELS)}")
+        self.model = model
+        self.task = task if isinstance(task, TaskSpec) else TaskSpec.parse(task, new_onset, censor)
+        self.selector = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
+        self.hidden, self.heads, self.dropout = hidden, heads, dropout
+        self.layers = layers if layers is not None else (2 if model == "transformer" else 1)
+        self.min_code_count = min_code_count
+        self.seed = seed
+        # mlp rows are single samples; sequence batches hold whole patients.
+        self.train_config = TrainConfig(lr=lr, weight_decay=weight_decay,
+                                        batch_size=batch_size if model in ENCODERS else batch_size * 4,
+                                        max_epochs=max_epochs, patience=patience, pos_weight=pos_weight, seed=seed)
+
+    # -- data ------------------------------------------------------------------------------------
+    def samples(self, store: EventStore, rows: np.ndarray | None = None, *, times=None,
+                require_labels: bool = True) -> Samples:
+        """Samples of the given patients (all by default) at visit ends or at (row, time) pairs."""
+        self._check_fitted()
+        rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+        index = code_label_index(store, self.selector, self.label_vocab_)
+        return build_samples(store, rows, self.task, index, len(self.label_vocab_), times=times,
+                             require_labels=require_labels)
+
+    def _dataset(self, store: EventStore, samples: Samples):
+        if self.model in ENCODERS:
+            return SequenceSet(store, samples, self.encoder_, new_onset=self.task.new_onset)
+        feats = history_features(store, samples, self.encoder_)
+        return SampleSet(feats, samples.y, samples.train_mask(self.task.new_onset))
+
+    # -- fit -------------------------------------------------------------------------------------
+    def fit(self, store: EventStore, train_rows: np.ndarray, val_rows: np.ndarray,
+            on_epoch: Callable[[int, float, float | None], None] | None = None) -> EventClassifier:
+        train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
+        if np.intersect1d(train_rows, val_rows).size:
+            raise DataError("the same patients are in training and validation", file=str(store.directory),
+                            fix="split by patient: each patient belongs to one part only")
+        if len(train_rows) == 0:
+            raise DataError("no training patients", file=str(store.directory))
+        self.label_vocab_ = LabelVocab(labels_in_rows(store, train_rows, self.selector))
+        if len(self.label_vocab_) == 0:
+            raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",
+                            file=str(store.directory), column="code",
+                            fix="check --labels against the codes in the data (ehrdx reads them from events)")
+        self.encoder_ = EventEncoder.fit(store, train_rows, self.min_code_count)
+        train_s = self.samples(store, train_rows)
+        val_s = self.samples(store, val_rows)
+        if len(train_s) == 0:
+            raise DataError("no training samples with a known label (every patient has a single visit, or "
+                            "all windows are censored)", file=str(store.directory),
+                            fix="use a window task, or --no-censor")
+        torch.manual_seed(self.seed)
+        L = len(self.label_vocab_)
+        train_mask = train_s.train_mask(self.task.new_onset)
+        prevalence = (train_s.y * train_mask).sum(0) / np.maximum(train_mask.sum(0), 1)
+        history = TrainHistory()
+        if self.model == "logistic":
+            import time
+
+            t0 = time.perf_counter()
+            X = count_matrix(history_features(store, train_s, self.encoder_), self.encoder_.n_codes)
+            self.model_ = LogisticBaseline(X.shape[1], L).fit(X, train_s.y, train_mask, seed=self.seed)
+            history.seconds = time.perf_counter() - t0
+            history.epochs_run = 1
+            history.samples_per_second = len(train_s) / max(history.seconds, 1e-9)
+        else:
+            train_set, val_set = self._dataset(store, train_s), self._dataset(store, val_s)
+            if self.model in ENCODERS:
+                config = SequenceConfig(n_codes=self.encoder_.n_codes, n_labels=L, encoder=self.model,
+                                        n_numeric=len(train_set.numeric_ids), hidden=self.hidden,
+                                        layers=self.layers, heads=self.heads, dropout=self.dropout)
+                self.model_ = SequenceModel(config)
+            else:
+                config = MLPConfig(n_dense=train_set.features.dense.shape[1], n_codes=self.encoder_.n_codes,
+                                   n_labels=L, hidden=self.hidden, depth=self.layers, dropout=self.dropout)
+                self.model_ = MLPModel(config)
+            self.model_.head.set_bias_from_prevalence(torch.from_numpy(prevalence.astype(np.float32)))
+            history = train_model(self.model_, train_set, val_set, self.train_config, on_epoch)
+        self.history_ = history
+        val_mask = val_s.train_mask(self.task.new_onset)
+        if len(val_s):
+            self.thresholds_ = tune_thresholds(val_s.y, val_mask, self.predict_samples(store, val_s))
+        else:
+            self.thresholds_ = np.full(L, 0.5)
+        self.fit_summary_ = {
+            "train_patients": len(train_rows), "val_patients": len(val_rows),
+            "train_samples": len(train_s), "val_samples": len(val_s),
+            "train": {"excluded": train_s.counts}, "val": {"excluded": val_s.counts},
+            "labels": len(self.label_vocab_), "input_codes": self.encoder_.n_codes - 1,
+        }
+        return self
+
+    # -- predict ---------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "label_vocab_"):
+            raise ModelError("this EventClassifier is not fitted yet: call fit() or ehrdx.load()")
+
+    @property
+    def labels_(self) -> list[str]:
+        self._check_fitted()
+        return list(self.label_vocab_.labels)
+
+    def predict_samples(self, store: EventStore, samples: Samples) -> np.ndarray:
+        """Probability of every label (``labels_`` order) for every sample."""
+        self._check_fitted()
+        if len(samples) == 0:
+            return np.zeros((0, len(self.label_vocab_)))
+        if self.model == "logistic":
+            X = count_matrix(history_features(store, samples, self.encoder_), self.encoder_.n_codes)
+            logits = self.model_.decision_function(X)
+        else:
+            logits = predict_logits(self.model_, self._dataset(store, samples))
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+    def evaluate(self, store: EventStore, rows: np.ndarray | None = None,
+                 proba: np.ndarray | None = None, samples: Samples | None = None) -> dict:
+        """Metrics per prediction time: all labels, new onset only, and by number of prior visits."""
+        samples = samples if samples is not None else self.samples(store, rows)
+        proba = proba if proba is not None else self.predict_samples(store, samples)
+        return evaluate_samples(samples, proba, self.labels_, self.thresholds_)
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        from ehrdx.artifacts import save_model
+
+        self._check_fitted()
+        return save_model(self, directory)
+
+    def artifact_parts(self) -> dict:
+        if self.model == "logistic":
+            state = {k: torch.from_numpy(v) for k, v in self.model_.state_dict().items()}
+            model_config = self.model_.config
+        else:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model_.state_dict().items()}
+            model_config = self.model_.config.to_dict()
+        return {
+            "family": "events",
+            "json": {"preprocessing.json": self.encoder_.to_dict(),
+                     "labels.json": {**self.label_vocab_.to_dict(), "selector": self.selector.to_dict()},
+                     "task.json": self.task.to_dict()},
+            "state": state,
+            "config": {"model": model_config, "model_name": self.model, "train": self.train_config.to_dict(),
+                       "thresholds": [float(t) for t in self.thresholds_],
+                       "history": self.history_.to_dict() if hasattr(self, "history_") else None},
+        }
+
+    @classmethod
+    def from_parts(cls, config: dict, files: dict[str, dict], state: dict[str, torch.Tensor]) -> EventClassifier:
+        train = config["train"]
+        model_cfg = config["model"]
+        clf = cls(model=config["model_name"], task=TaskSpec.from_dict(files["task.json"]),
+                  labels=LabelSelector.from_dict(files["labels.json"]["selector"]),
+                  lr=train["lr"], weight_decay=train["weight_decay"], max_epochs=train["max_epochs"],
+                  patience=train["patience"], pos_weight=train["pos_weight"], seed=train["seed"])
+        clf.train_config = TrainConfig(**train)
+        clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
+        clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
+        if model_cfg["kind"] == "logistic":
+            clf.model_ = LogisticBaseline(model_cfg["n_features"], model_cfg["n_labels"], model_cfg["C"],
+                                          model_cfg["max_iter"])
+            clf.model_.load_state_dict({k: v.numpy() for k, v in state.items()})
+        else:
+            clf.model_ = build_model(model_cfg)
+            clf.model_.load_state_dict(state)
+            clf.model_.eval()
+            clf.hidden = clf.model_.config.hidden
+        clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
+        if config.get("history"):
+            clf.history_ = TrainHistory(**config["history"])
+        return clf
+
+
+def _bin_name(lo: int, hi: int | None) -> str:
+    return f"{lo}" if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+
+
+def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> dict:
+    """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits."""
+    new_mask = samples.mask & ~samples.history
+    out = {
+        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES),
+        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES),
+        "by_prior_visits": [],
+        "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
+    }
+    for lo, hi in VISIT_BINS:
+        sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
+        if not sel.any():
+            continue
+        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum())}
+        for name, m in (("all", samples.mask), ("new_onset", new_mask)):
+            r = evaluate_predictions(samples.y[sel], m[sel], proba[sel], labels, None, ())
+            row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
+        out["by_prior_visits"].append(row)
+    return out

@@ -1,0 +1,147 @@
+"""The main job for event streams: build the store, split by patient, fit, evaluate per prediction time
+(all labels and new onset), compare with baselines and the oracle."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ehrdx.data.meds import MEDS_SPLITS, iter_event_table, iter_meds, read_subject_splits
+from ehrdx.data.store import EventStore, build_store
+from ehrdx.errors import DataError
+from ehrdx.evaluate.metrics import HEADLINE, tune_thresholds
+from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
+from ehrdx.tasks.splits import split_patients
+from ehrdx.tasks.task import Samples
+
+
+def open_store(
+    *,
+    meds: str | Path | None = None,
+    events: str | Path | None = None,
+    store_dir: str | Path | None = None,
+    visit_gap_seconds: int = 0,
+    columns: dict | None = None,
+) -> EventStore:
+    """Convert a MEDS dataset or a long events table into a store (in `store_dir`, or a temporary
+    directory that lives as long as the process)."""
+    if (meds is None) == (events is None):
+        raise DataError("give exactly one of a MEDS directory (--meds) or an events table (--events)")
+    if store_dir is None:
+        store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
+    shards = iter_meds(meds) if meds is not None else iter_event_table(events, **(columns or {}))
+    return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds)
+
+
+def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                   selector=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation/test store rows: MEDS subject_splits (train/tuning/held_out) where the dataset
+    has them, else a seeded split stratified by each patient's rarest label."""
+    ids = np.asarray(store.subject_ids)
+    if meds is not None:
+        splits = read_subject_splits(meds)
+        if splits is not None:
+            frame = pl.DataFrame({"subject_id": ids, "row": np.arange(len(ids))}).join(
+                splits, on="subject_id", how="left")
+            missing = frame.filter(pl.col("split").is_null()).height
+            if missing:
+                raise DataError(f"{missing} subject(s) have no split", file=str(Path(meds) / "metadata"),
+                                column="split", fix="list every subject in subject_splits.parquet")
+            return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
+                         for s in MEDS_SPLITS)
+    y = patient_label_matrix(store, selector) if selector is not None else np.zeros((len(ids), 0), np.float32)
+    return split_patients(y, fractions, seed=seed)
+
+
+def patient_label_matrix(store: EventStore, selector) -> np.ndarray:
+    """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
+    labels = sorted({lab for c in store.code_names if (lab := selector.label_of(c)) is not None})
+    index = {lab: i for i, lab in enumerate(labels)}
+    code_to = np.array([index.get(selector.label_of(c), -1) if selector.label_of(c) else -1
+                        for c in store.code_names], dtype=np.int64)
+    lab = code_to[np.asarray(store.codes)]
+    has = lab >= 0
+    row = np.searchsorted(np.asarray(store.offsets), np.flatnonzero(has), side="right") - 1
+    y = np.zeros((len(store), len(labels)), dtype=np.float32)
+    y[row, lab[has]] = 1.0
+    return y
+
+
+def oracle_for(oracle: pl.DataFrame, store: EventStore, samples: Samples, labels: list[str]) -> np.ndarray:
+    """Oracle probabilities aligned to samples (by subject and prediction time) and label order."""
+    missing_cols = [f"p_{lab}" for lab in labels if f"p_{lab}" not in oracle.columns]
+    if missing_cols:
+        raise DataError(f"oracle has no column(s) {', '.join(missing_cols)}", fix="use the oracle written with the data")
+    key = pl.DataFrame({"subject_id": np.asarray(store.subject_ids)[samples.row], "t": samples.time})
+    frame = oracle.with_columns(pl.col("prediction_time").dt.epoch("s").alias("t"))
+    mat = key.join(frame, on=["subject_id", "t"], how="left", maintain_order="left").select(
+        [f"p_{lab}" for lab in labels]).to_numpy().astype(np.float64)
+    if np.isnan(mat).any():
+        raise DataError("the oracle lacks some prediction times of this task",
+                        fix="the built-in oracle covers the next-visit task at visit ends")
+    return mat
+
+
+def headline(result: dict) -> dict:
+    keys = (*HEADLINE, *[f"recall_at_{k}" for k in K_VALUES])
+    return {k: result.get(k) for k in keys}
+
+
+def train_and_evaluate_events(
+    store: EventStore,
+    clf: EventClassifier,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    oracle: pl.DataFrame | None = None,
+    baselines: tuple[str, ...] = (),
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+    on_baseline: Callable[[str], None] | None = None,
+) -> tuple[EventClassifier, dict]:
+    tr, va, te = splits
+    for a, b in ((tr, va), (tr, te), (va, te)):
+        if np.intersect1d(a, b).size:
+            raise DataError("split parts share patients", fix="each patient belongs to one part only")
+    t0 = time.perf_counter()
+    clf.fit(store, tr, va, on_epoch=on_epoch)
+    fit_seconds = time.perf_counter() - t0
+    metrics: dict = {
+        "task": clf.task.to_dict(), "model": clf.model,
+        "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": clf.seed},
+        "labels": clf.labels_, "train_summary": clf.fit_summary_, "history": clf.history_.to_dict(),
+        "fit_seconds": round(fit_seconds, 2), "excluded": dict(store.counts),
+    }
+    if len(te) == 0:
+        return clf, metrics
+    test_s = clf.samples(store, te)
+    result = clf.evaluate(store, samples=test_s)
+    metrics["test"] = result["all"]
+    metrics["test_new_onset"] = result["new_onset"]
+    metrics["test_by_prior_visits"] = result["by_prior_visits"]
+    metrics["test_samples"] = {"samples": result["samples"], "patients": result["patients"],
+                               "excluded": result["excluded"]}
+    if oracle is not None and clf.task.kind == "next-visit":
+        labels = clf.labels_
+        val_s = clf.samples(store, va)
+        thr = tune_thresholds(val_s.y, val_s.train_mask(clf.task.new_onset), oracle_for(oracle, store, val_s, labels))
+        o = evaluate_samples(test_s, oracle_for(oracle, store, test_s, labels), labels, thr)
+        metrics["oracle"], metrics["oracle_new_onset"] = o["all"], o["new_onset"]
+    if baselines:
+        metrics["baselines"] = {}
+        for name in baselines:
+            if on_baseline is not None:
+                on_baseline(name)
+            b = EventClassifier(model=name, task=clf.task, labels=clf.selector, seed=clf.seed,
+                                max_epochs=clf.train_config.max_epochs)
+            t1 = time.perf_counter()
+            b.fit(store, tr, va)
+            seconds = time.perf_counter() - t1
+            r = b.evaluate(store, samples=test_s)
+            metrics["baselines"][name] = {"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"]),
+                                          "fit_seconds": round(seconds, 2)}
+    return clf, metrics
