@@ -142,3 +142,24 @@ def test_bad_event_options_fail_cleanly(tmp_path):
     assert r.exit_code == 2 and "MEDS directory not found" in r.output
     r = run("train", "--meds", tmp_path, "--task", "window:soon", "--out", tmp_path / "m")
     assert r.exit_code == 2 and "unknown task" in r.output
+
+
+def test_targets_written_then_given_back_to_train(tmp_path):
+    r = run("synth", "--out", tmp_path / "c", "--patients", "400", "--seed", "6", "--format", "meds")
+    assert r.exit_code == 0, r.output
+    meds, lm = tmp_path / "c" / "meds", tmp_path / "c" / "label_map.csv"
+    r = run("targets", "--meds", meds, "--labels", f"map:{lm}", "--task", "window:365d", "--out", tmp_path / "t.parquet")
+    assert r.exit_code == 0, r.output
+    r = run("targets", "--meds", meds, "--labels", f"map:{lm}", "--task", "window:365d", "--format", "meds",
+            "--out", tmp_path / "tasks")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "tasks" / "E11" / "labels.parquet").exists()
+    # keep only two diseases: the model learns exactly those, at the given times
+    t = pl.read_parquet(tmp_path / "t.parquet")
+    t.filter(pl.col("label").is_null() | pl.col("label").is_in(["E11", "I10"])).write_parquet(tmp_path / "t2.parquet")
+    for given in ("t2.parquet", "tasks"):
+        r = run("train", "--meds", meds, "--targets", tmp_path / given, "--model", "logistic", "--out", tmp_path / ("m_" + given.replace(".", "_")))
+        assert r.exit_code == 0, r.output
+    m2 = json.loads((tmp_path / "m_t2_parquet" / "metrics.json").read_text())
+    mt = json.loads((tmp_path / "m_tasks" / "metrics.json").read_text())
+    assert m2["labels"] == ["E11", "I10"] and len(mt["labels"]) == 10

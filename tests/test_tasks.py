@@ -127,3 +127,27 @@ def test_label_selectors(tmp_path):
 
 def test_static_time_sorts_first():
     assert STATIC_TIME < _ts(1900, 1, 1)
+
+
+def test_targets_round_trip_as_long_table_and_meds_task_directories(tmp_path):
+    from ehrdx.tasks.targets import read_targets, targets_from_samples, write_long, write_meds_tasks
+
+    store, selector, vocab = hand_store(tmp_path)
+    idx = code_label_index(store, selector, vocab)
+    s = build_samples(store, np.arange(2), TaskSpec.parse("window:800d", new_onset=True), idx, 3,
+                      require_labels=False)
+    t = targets_from_samples(store, s, vocab.labels, new_onset=True)
+    assert not t.mask.all() and t.y.any()
+    for path in (tmp_path / "t.parquet", tmp_path / "t.csv"):
+        back = read_targets(write_long(t, path))
+        assert back.labels == t.labels
+        np.testing.assert_array_equal(back.subject_id, t.subject_id)
+        np.testing.assert_array_equal(back.time, t.time)
+        np.testing.assert_array_equal(back.mask, t.mask)
+        np.testing.assert_array_equal(back.y * back.mask, t.y * t.mask)
+    back = read_targets(write_meds_tasks(t, tmp_path / "tasks"))
+    assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == ["E11", "I10", "J44"]
+    known = t.mask.any(1)  # a time where every label is unknown appears in no task file
+    np.testing.assert_array_equal(back.time, t.time[known])
+    np.testing.assert_array_equal(back.mask, t.mask[known])
+    np.testing.assert_array_equal(back.y * back.mask, (t.y * t.mask)[known])

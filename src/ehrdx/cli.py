@@ -95,6 +95,9 @@ Baselines = Annotated[str | None, typer.Option(help="Also fit these count baseli
                                                "the model, e.g. mlp,logistic.")]
 VisitGap = Annotated[str, typer.Option(help="Events of a patient closer than this form one visit: 0 (same "
                                        "timestamp), 6h, 1d ...")]
+TargetsOpt = Annotated[Path | None, typer.Option(help="Given multi-label targets instead of the task's windows: a "
+                                              "long table (subject_id, prediction_time, label, value) or a "
+                                              "directory of per-label MEDS task directories.")]
 StoreDir = Annotated[Path | None, typer.Option(help="Directory for the converted event store (default: temporary).")]
 SubjectCol = Annotated[str, typer.Option(help="Events table: patient id column.")]
 TimeCol = Annotated[str, typer.Option(help="Events table: time column.")]
@@ -152,6 +155,7 @@ def train(
     labels: Labels = "prefix:DX//",
     model: ModelKind = "gru",
     baselines: Baselines = None,
+    targets: TargetsOpt = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     subject_col: SubjectCol = "subject_id",
@@ -195,6 +199,7 @@ def train(
             _fail(EhrdxError("give either a patient table or --meds/--events, not both"))
         _train_events(meds=meds, events=events, out=out, task=task, new_onset=new_onset, censor=censor,
                       labels=labels, model=model, baselines=baselines, visit_gap=visit_gap, store=store,
+                      targets=targets,
                       columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
                                "value_col": value_col, "time_format": time_format},
                       oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
@@ -257,6 +262,7 @@ def evaluate(
                                               "held_out).")] = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time), e.g. a MEDS label file.")] = None,
+    targets: TargetsOpt = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
 ) -> None:
@@ -266,7 +272,7 @@ def evaluate(
     from ehrdx.evaluate.report import print_report
 
     if meds is not None or events is not None:
-        _evaluate_events(model, meds, events, store, visit_gap, split, times, out)
+        _evaluate_events(model, meds, events, store, visit_gap, split, times, out, targets)
         return
     if data is None:
         _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
@@ -341,6 +347,46 @@ def predict(
         frame.write_csv(out)
     console.print(f"predicted {len(table):,} patients x {len(labels)} labels in {seconds:.2f}s -> {out}")
     _report_summary(clf.last_prediction_summary_)
+
+
+@app.command()
+def targets(
+    out: Annotated[Path, typer.Option(help="A .parquet/.csv long table, or a directory for --format meds.")],
+    meds: Meds = None,
+    events: Events = None,
+    task: Task = "next-visit",
+    new_onset: NewOnset = False,
+    censor: Censor = True,
+    labels: Labels = "prefix:DX//",
+    format: Annotated[str, typer.Option("--format", help="long (one table) or meds (a MEDS task directory "
+                                        "per label, sharing prediction times).")] = "long",
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
+) -> None:
+    """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
+    to edit and give back to `train --targets`."""
+    import numpy as np
+
+    from ehrdx.tasks.labels import LabelVocab
+    from ehrdx.tasks.select import LabelSelector
+    from ehrdx.tasks.targets import targets_from_samples, write_long, write_meds_tasks
+    from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, labels_in_rows
+
+    if format not in ("long", "meds"):
+        _fail(EhrdxError("--format must be long or meds"))
+    try:
+        spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
+        st = _open_events(meds, events, store, visit_gap)
+        rows = np.arange(len(st))
+        vocab = LabelVocab(labels_in_rows(st, rows, selector))
+        samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab))
+        t = targets_from_samples(st, samples, vocab.labels, spec.new_onset)
+        path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
+    except EhrdxError as exc:
+        _fail(exc)
+    console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {path}")
+    for what, n in samples.counts.items():
+        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
 
 
 @app.command()
@@ -453,12 +499,13 @@ def _open_events(meds, events, store, visit_gap, columns=None):
 
 
 def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
-                  columns, oracle, fractions, params) -> None:
+                  targets, columns, oracle, fractions, params) -> None:
     import polars as pl
 
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_api import EventClassifier
     from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
+    from ehrdx.tasks.targets import read_targets
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
@@ -468,10 +515,11 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))
         oracle_frame = pl.read_parquet(oracle) if oracle else None
+        given = read_targets(targets) if targets else None
         with _EpochProgress(params["max_epochs"], f"training {model}") as progress:
             clf, metrics = train_and_evaluate_events(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(_split_list(baselines)), on_epoch=progress,
-                on_baseline=lambda name: console.print(f"fitting baseline {name}"))
+                on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given)
         clf.save(out)
         _write_json(out / "metrics.json", metrics)
     except EhrdxError as exc:
@@ -480,10 +528,11 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
     console.print(f"model saved to {out}")
 
 
-def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out) -> None:
+def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out, targets=None) -> None:
     import ehrdx
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_pipeline import patient_splits
+    from ehrdx.tasks.targets import read_targets
     from ehrdx.tasks.task import read_prediction_times
 
     try:
@@ -497,7 +546,8 @@ def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, ou
                 raise EhrdxError("--split must be train, tuning or held_out")
             rows = patient_splits(st, meds, clf.seed)[names[split]]
         pt = read_prediction_times(times, st) if times else None
-        samples = clf.samples(st, rows, times=pt)
+        given = read_targets(targets) if targets else None
+        samples = clf.samples(st, rows, times=pt, targets=given)
         result = clf.evaluate(st, samples=samples)
     except EhrdxError as exc:
         _fail(exc)

@@ -29,7 +29,15 @@ from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
 from ehrdx.models.sequence import ENCODERS, SequenceConfig, SequenceModel
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
-from ehrdx.tasks.task import Samples, TaskSpec, build_samples, code_label_index, labels_in_rows
+from ehrdx.tasks.targets import Targets
+from ehrdx.tasks.task import (
+    Samples,
+    TaskSpec,
+    build_samples,
+    code_label_index,
+    labels_in_rows,
+    rows_of_subjects,
+)
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
 
 MODELS = (*ENCODERS, "mlp", "logistic")
@@ -77,13 +85,39 @@ class EventClassifier:
 
     # -- data ------------------------------------------------------------------------------------
     def samples(self, store: EventStore, rows: np.ndarray | None = None, *, times=None,
-                require_labels: bool = True) -> Samples:
-        """Samples of the given patients (all by default) at visit ends or at (row, time) pairs."""
+                require_labels: bool = True, targets: Targets | None = None) -> Samples:
+        """Samples of the given patients (all by default) at visit ends or at (row, time) pairs; with
+        `targets`, at their prediction times and with their labels instead of the task's windows."""
         self._check_fitted()
         rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
         index = code_label_index(store, self.selector, self.label_vocab_)
-        return build_samples(store, rows, self.task, index, len(self.label_vocab_), times=times,
-                             require_labels=require_labels)
+        L = len(self.label_vocab_)
+        if targets is None:
+            return build_samples(store, rows, self.task, index, L, times=times, require_labels=require_labels)
+        t_rows = rows_of_subjects(store, targets.subject_id, "targets")
+        keep = np.isin(t_rows, rows)
+        s = build_samples(store, rows, self.task, index, L, times=(t_rows[keep], targets.time[keep]),
+                          require_labels=False)
+        # Align the given labels to the samples (both are unique by (row, time)) and to the vocabulary.
+        key_t = t_rows[keep].astype(np.int64) * 2**40 + targets.time[keep] - int(targets.time.min(initial=0))
+        key_s = s.row.astype(np.int64) * 2**40 + s.time - int(targets.time.min(initial=0))
+        order = np.argsort(key_t)
+        at = order[np.searchsorted(key_t[order], key_s)]
+        col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in self.label_vocab_.labels])
+        have = col >= 0
+        y_src, m_src = targets.y[keep][at], targets.mask[keep][at]
+        s.y = np.zeros((len(s), L), dtype=np.float32)
+        s.mask = np.zeros((len(s), L), dtype=bool)
+        s.y[:, have] = y_src[:, col[have]]
+        s.mask[:, have] = m_src[:, col[have]]
+        if not have.all():
+            s.counts["labels_not_in_targets"] = int((~have).sum())
+        if require_labels:
+            usable = s.mask.any(1)
+            if (~usable).any():
+                s.counts["samples_without_known_labels_left_out"] = int((~usable).sum())
+                s = s.subset(usable)
+        return s
 
     def _dataset(self, store: EventStore, samples: Samples):
         if self.model in ENCODERS:
@@ -93,21 +127,29 @@ class EventClassifier:
 
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, store: EventStore, train_rows: np.ndarray, val_rows: np.ndarray,
-            on_epoch: Callable[[int, float, float | None], None] | None = None) -> EventClassifier:
+            on_epoch: Callable[[int, float, float | None], None] | None = None,
+            targets: Targets | None = None) -> EventClassifier:
+        """Fit on `train_rows`; `val_rows` stop training and tune thresholds. Labels come from the task's
+        windows over the events, or from given `targets` (long table or MEDS task directories)."""
         train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
         if np.intersect1d(train_rows, val_rows).size:
             raise DataError("the same patients are in training and validation", file=str(store.directory),
                             fix="split by patient: each patient belongs to one part only")
         if len(train_rows) == 0:
             raise DataError("no training patients", file=str(store.directory))
-        self.label_vocab_ = LabelVocab(labels_in_rows(store, train_rows, self.selector))
+        if targets is None:
+            self.label_vocab_ = LabelVocab(labels_in_rows(store, train_rows, self.selector))
+        else:
+            in_train = np.isin(rows_of_subjects(store, targets.subject_id, "targets"), train_rows)
+            positive = ((targets.y[in_train] > 0.5) & targets.mask[in_train]).any(0)
+            self.label_vocab_ = LabelVocab([lab for lab, p in zip(targets.labels, positive) if p])
         if len(self.label_vocab_) == 0:
             raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",
                             file=str(store.directory), column="code",
                             fix="check --labels against the codes in the data (ehrdx reads them from events)")
         self.encoder_ = EventEncoder.fit(store, train_rows, self.min_code_count)
-        train_s = self.samples(store, train_rows)
-        val_s = self.samples(store, val_rows)
+        train_s = self.samples(store, train_rows, targets=targets)
+        val_s = self.samples(store, val_rows, targets=targets)
         if len(train_s) == 0:
             raise DataError("no training samples with a known label (every patient has a single visit, or "
                             "all windows are censored)", file=str(store.directory),

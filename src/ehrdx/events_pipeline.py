@@ -102,13 +102,14 @@ def train_and_evaluate_events(
     baselines: tuple[str, ...] = (),
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     on_baseline: Callable[[str], None] | None = None,
+    targets=None,
 ) -> tuple[EventClassifier, dict]:
     tr, va, te = splits
     for a, b in ((tr, va), (tr, te), (va, te)):
         if np.intersect1d(a, b).size:
             raise DataError("split parts share patients", fix="each patient belongs to one part only")
     t0 = time.perf_counter()
-    clf.fit(store, tr, va, on_epoch=on_epoch)
+    clf.fit(store, tr, va, on_epoch=on_epoch, targets=targets)
     fit_seconds = time.perf_counter() - t0
     metrics: dict = {
         "task": clf.task.to_dict(), "model": clf.model,
@@ -118,14 +119,14 @@ def train_and_evaluate_events(
     }
     if len(te) == 0:
         return clf, metrics
-    test_s = clf.samples(store, te)
+    test_s = clf.samples(store, te, targets=targets)
     result = clf.evaluate(store, samples=test_s)
     metrics["test"] = result["all"]
     metrics["test_new_onset"] = result["new_onset"]
     metrics["test_by_prior_visits"] = result["by_prior_visits"]
     metrics["test_samples"] = {"samples": result["samples"], "patients": result["patients"],
                                "excluded": result["excluded"]}
-    if oracle is not None and clf.task.kind == "next-visit":
+    if oracle is not None and clf.task.kind == "next-visit" and targets is None:
         labels = clf.labels_
         val_s = clf.samples(store, va)
         thr = tune_thresholds(val_s.y, val_s.train_mask(clf.task.new_onset), oracle_for(oracle, store, val_s, labels))
@@ -139,7 +140,7 @@ def train_and_evaluate_events(
             b = EventClassifier(model=name, task=clf.task, labels=clf.selector, seed=clf.seed,
                                 max_epochs=clf.train_config.max_epochs)
             t1 = time.perf_counter()
-            b.fit(store, tr, va)
+            b.fit(store, tr, va, targets=targets)
             seconds = time.perf_counter() - t1
             r = b.evaluate(store, samples=test_s)
             metrics["baselines"][name] = {"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"]),

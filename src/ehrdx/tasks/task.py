@@ -63,17 +63,24 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         rows = f.get_column("time").is_null().arg_true().head(5).to_list()
         raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows,
                         fix="every row needs a time")
+    return rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path)), \
+        f.get_column("time").dt.epoch("s").to_numpy()
+
+
+def rows_of_subjects(store: EventStore, subjects: np.ndarray, source: str) -> np.ndarray:
+    """Store rows of the given subject ids; an id the store lacks is an error naming the source rows."""
     ids = np.asarray(store.subject_ids)
     order = np.argsort(ids, kind="stable")
-    subj = f.get_column("subject_id").to_numpy()
+    subj = np.asarray(subjects, dtype=np.int64)
     at = np.searchsorted(ids[order], subj)
-    found = (at < len(ids)) & (ids[order][np.minimum(at, len(ids) - 1)] == subj)
+    found = (at < len(ids)) & (ids[order][np.minimum(at, max(len(ids) - 1, 0))] == subj) if len(ids) else \
+        np.zeros(len(subj), bool)
     if not found.all():
         bad = np.flatnonzero(~found)[:5].tolist()
-        raise DataError(f"{int((~found).sum())} prediction time(s) for subjects not in the event data",
-                        file=str(path), column="subject_id", rows=bad, values=[int(subj[r]) for r in bad],
-                        fix="give times only for subjects in the MEDS dataset / events table")
-    return order[at], f.get_column("time").dt.epoch("s").to_numpy()
+        raise DataError(f"{int((~found).sum())} row(s) for subjects not in the event data", file=source,
+                        column="subject_id", rows=bad, values=[int(subj[r]) for r in bad],
+                        fix="give only subjects that are in the MEDS dataset / events table")
+    return order[at]
 
 
 @dataclass

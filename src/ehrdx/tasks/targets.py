@@ -1,0 +1,145 @@
+"""Multi-label targets on disk, in two forms (MEDS's label schema holds one value per row, so it has no
+multi-label form of its own).
+
+Long table (Parquet or CSV), columns subject_id, prediction_time, label, value:
+  - one row with an empty label for every prediction time (so a time with no positive still exists);
+  - a row (label, value=true) for every positive;
+  - a row (label, value empty) for every label that is unknown at that time (masked: censored, not yet
+    defined, or already recorded in new-onset mode);
+  every other label at a listed time is a negative.
+
+MEDS task directories: DIR/<label>/labels.parquet per label, in the MEDS label schema (subject_id,
+prediction_time, boolean_value); all labels share the same prediction times, and a time missing from a
+label's file means that label is unknown there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ehrdx.data.store import EventStore
+from ehrdx.errors import DataError
+
+
+@dataclass
+class Targets:
+    subject_id: np.ndarray  # [S] int64
+    time: np.ndarray  # [S] seconds
+    labels: list[str]
+    y: np.ndarray  # [S, L] float32
+    mask: np.ndarray  # [S, L] bool
+
+    def __len__(self) -> int:
+        return len(self.subject_id)
+
+
+def _ts(seconds: np.ndarray) -> pl.Series:
+    return (pl.Series(np.asarray(seconds, dtype=np.int64)) * 1_000_000).cast(pl.Datetime("us"))
+
+
+def write_long(targets: Targets, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = pl.DataFrame({"subject_id": targets.subject_id, "prediction_time": _ts(targets.time)})
+    parts = [base.with_columns(pl.lit(None, pl.Utf8).alias("label"), pl.lit(None, pl.Boolean).alias("value"))]
+    for j, label in enumerate(targets.labels):
+        pos = (targets.y[:, j] > 0.5) & targets.mask[:, j]
+        unk = ~targets.mask[:, j]
+        parts.append(base.filter(pl.Series(pos)).with_columns(pl.lit(label).alias("label"),
+                                                              pl.lit(True).alias("value")))
+        parts.append(base.filter(pl.Series(unk)).with_columns(pl.lit(label).alias("label"),
+                                                              pl.lit(None, pl.Boolean).alias("value")))
+    frame = pl.concat(parts).sort("subject_id", "prediction_time", "label", nulls_last=False)
+    if path.suffix.lower() == ".csv":
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+    return path
+
+
+def write_meds_tasks(targets: Targets, directory: str | Path) -> Path:
+    root = Path(directory)
+    for j, label in enumerate(targets.labels):
+        if not label or "/" in label or label in (".", ".."):
+            raise DataError(f"label {label!r} cannot be a directory name", fix="rename the label in the label map")
+        keep = targets.mask[:, j]
+        out = root / label / "labels.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"subject_id": targets.subject_id[keep], "prediction_time": _ts(targets.time[keep]),
+                      "boolean_value": targets.y[keep, j] > 0.5}).write_parquet(out)
+    return root
+
+
+def read_targets(path: str | Path) -> Targets:
+    """A long table (file) or a directory of per-label MEDS task directories."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_meds_tasks(path)
+    if not path.exists():
+        raise DataError("targets file not found", file=str(path), fix="check the path")
+    frame = pl.read_parquet(path) if path.suffix.lower() != ".csv" else pl.read_csv(
+        path, schema_overrides={"prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
+    for col in ("subject_id", "prediction_time", "label"):
+        if col not in frame.columns:
+            raise DataError(f"no '{col}' column", file=str(path), column=col,
+                            fix="a targets table has subject_id, prediction_time, label and value")
+    if "value" not in frame.columns:  # positives only
+        frame = frame.with_columns(pl.when(pl.col("label").is_not_null()).then(True).alias("value"))
+    frame = frame.with_columns(pl.col("prediction_time").cast(pl.Datetime("us")).dt.epoch("s").alias("t"))
+    bad = frame.get_column("t").is_null()
+    if bad.any():
+        rows = bad.arg_true().head(5).to_list()
+        raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows)
+    times = frame.select("subject_id", "t").unique().sort("subject_id", "t")
+    labels = sorted(frame.get_column("label").drop_nulls().unique().to_list())
+    index = {lab: j for j, lab in enumerate(labels)}
+    y = np.zeros((times.height, len(labels)), dtype=np.float32)
+    mask = np.ones((times.height, len(labels)), dtype=bool)
+    rows = times.with_row_index("i")
+    lab = frame.filter(pl.col("label").is_not_null()).join(rows, on=["subject_id", "t"], how="left")
+    i = lab.get_column("i").to_numpy()
+    j = np.array([index[v] for v in lab.get_column("label").to_list()], dtype=np.int64)
+    val = lab.get_column("value").to_numpy()
+    known = ~pl.Series(val).is_null().to_numpy()
+    y[i[known], j[known]] = val[known].astype(np.float32)
+    mask[i[~known], j[~known]] = False
+    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
+
+
+def _read_meds_tasks(root: Path) -> Targets:
+    files = sorted(root.glob("*/labels.parquet")) or sorted(root.glob("*/*.parquet"))
+    if not files:
+        raise DataError("no <label>/labels.parquet task directories", file=str(root),
+                        fix="write one MEDS task directory per label (subject_id, prediction_time, boolean_value)")
+    frames = []
+    for f in files:
+        fr = pl.read_parquet(f)
+        for col in ("subject_id", "prediction_time", "boolean_value"):
+            if col not in fr.columns:
+                raise DataError(f"no '{col}' column", file=str(f), column=col, fix="use the MEDS label schema")
+        frames.append(fr.select("subject_id", pl.col("prediction_time").cast(pl.Datetime("us")),
+                                pl.lit(f.parent.name).alias("label"), pl.col("boolean_value").alias("value")))
+    long = pl.concat(frames).with_columns(pl.col("prediction_time").dt.epoch("s").alias("t"))
+    times = long.select("subject_id", "t").unique().sort("subject_id", "t").with_row_index("i")
+    labels = sorted({f.parent.name for f in files})
+    index = {lab: j for j, lab in enumerate(labels)}
+    y = np.zeros((times.height, len(labels)), dtype=np.float32)
+    mask = np.zeros((times.height, len(labels)), dtype=bool)  # absent from a label's file: unknown
+    joined = long.join(times, on=["subject_id", "t"], how="left")
+    i = joined.get_column("i").to_numpy()
+    j = np.array([index[v] for v in joined.get_column("label").to_list()], dtype=np.int64)
+    val = joined.get_column("value")
+    known = val.is_not_null().to_numpy()
+    mask[i[known], j[known]] = True
+    y[i[known], j[known]] = val.to_numpy()[known].astype(np.float32)
+    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
+
+
+def targets_from_samples(store: EventStore, samples, labels: list[str], new_onset: bool = False) -> Targets:
+    """The targets ehrdx computed for a task, ready to write."""
+    return Targets(np.asarray(store.subject_ids)[samples.row], samples.time, list(labels), samples.y,
+                   samples.train_mask(new_onset))
