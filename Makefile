@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_table.py --patients 100000
+	$(PY) benchmarks/bench_events.py --patients 5000
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ def open_store(
         raise DataError("give exactly one of a MEDS directory (--meds) or an events table (--events)")
     if store_dir is None:
         store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
+        atexit.register(shutil.rmtree, store_dir, ignore_errors=True)
     shards = iter_meds(meds) if meds is not None else iter_event_table(events, **(columns or {}))
     return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds)
 
