@@ -107,17 +107,17 @@ def _write_map(tmp_path, cohort):
 
 
 def test_label_selectors(tmp_path):
-    assert LabelSelector.parse("prefix:ICD10//:3").label_of("ICD10//E11.9") == "E11"
-    assert LabelSelector.parse("prefix:ICD10//").label_of("LAB//X") is None
-    assert LabelSelector.parse("regex:^ICD10//(I[0-9]{2})").label_of("ICD10//I10.1") == "I10"
-    assert LabelSelector.parse("regex:^ICD10//E").label_of("ICD10//E11") == "ICD10//E"
+    assert LabelSelector.parse("prefix:ICD10//:3").labels_of("ICD10//E11.9") == ["E11"]
+    assert LabelSelector.parse("prefix:ICD10//").labels_of("LAB//X") == []
+    assert LabelSelector.parse("regex:^ICD10//(I[0-9]{2})").labels_of("ICD10//I10.1") == ["I10"]
+    assert LabelSelector.parse("regex:^ICD10//E").labels_of("ICD10//E11") == ["ICD10//E"]
     (tmp_path / "m.yaml").write_text("diabetes: [ICD10//E10*, ICD10//E11*]\nICD10//I10: hypertension\n")
     sel = LabelSelector.parse(f"map:{tmp_path / 'm.yaml'}")
-    assert sel.label_of("ICD10//E11.9") == "diabetes" and sel.label_of("ICD10//I10") == "hypertension"
-    assert sel.label_of("ICD10//E12") is None
-    (tmp_path / "bad.csv").write_text("code,label\nA,x\nA,y\n")
-    with pytest.raises(DataError, match="two labels"):
-        LabelSelector.parse(f"map:{tmp_path / 'bad.csv'}")
+    assert sel.labels_of("ICD10//E11.9") == ["diabetes"] and sel.labels_of("ICD10//I10") == ["hypertension"]
+    assert sel.labels_of("ICD10//E12") == []
+    # a code may record several labels: a category and its finer code
+    (tmp_path / "h.csv").write_text("code,label\nA*,A\nA.1,A.1\nA.1,A.1\n")
+    assert LabelSelector.parse(f"map:{tmp_path / 'h.csv'}").labels_of("A.1") == ["A.1", "A"]
     with pytest.raises(DataError, match="unknown label spec"):
         LabelSelector.parse("icd:3")
     with pytest.raises(DataError, match="unknown task"):

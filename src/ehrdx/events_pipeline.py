@@ -18,8 +18,9 @@ from ehrdx.data.store import EventStore, build_store
 from ehrdx.errors import DataError
 from ehrdx.evaluate.metrics import HEADLINE, tune_thresholds
 from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
+from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
-from ehrdx.tasks.task import Samples
+from ehrdx.tasks.task import Samples, code_label_index
 
 
 def open_store(
@@ -64,15 +65,11 @@ def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
 
 def patient_label_matrix(store: EventStore, selector) -> np.ndarray:
     """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
-    labels = sorted({lab for c in store.code_names if (lab := selector.label_of(c)) is not None})
-    index = {lab: i for i, lab in enumerate(labels)}
-    code_to = np.array([index.get(selector.label_of(c), -1) if selector.label_of(c) else -1
-                        for c in store.code_names], dtype=np.int64)
-    lab = code_to[np.asarray(store.codes)]
-    has = lab >= 0
-    row = np.searchsorted(np.asarray(store.offsets), np.flatnonzero(has), side="right") - 1
-    y = np.zeros((len(store), len(labels)), dtype=np.float32)
-    y[row, lab[has]] = 1.0
+    vocab = LabelVocab(sorted({lab for c in store.code_names for lab in selector.labels_of(c)}))
+    at, lab = code_label_index(store, selector, vocab).expand(np.asarray(store.codes).astype(np.int64))
+    row = np.searchsorted(np.asarray(store.offsets), at, side="right") - 1
+    y = np.zeros((len(store), len(vocab)), dtype=np.float32)
+    y[row, lab] = 1.0
     return y
 
 

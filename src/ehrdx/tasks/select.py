@@ -7,7 +7,8 @@ A spec is one string:
                        else the whole code
   map:FILE             a CSV (columns code,label[,description]), JSON or YAML ({code: label} or
                        {label: [codes]}) file; a code ending in * matches every code with that prefix
-A code maps to at most one label.
+With a map, a code may belong to several labels: every entry that matches it counts (e.g. `E11*` ->
+E11 and `E11.9` -> E11.9 make an E11.9 record a positive for both the category and the finer code).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class LabelSelector:
     kind: str  # prefix | regex | map
     pattern: str = ""
     chars: int | None = None
-    mapping: dict[str, str] = field(default_factory=dict)  # for kind 'map' (code or prefix* -> label)
+    mapping: dict[str, list[str]] = field(default_factory=dict)  # kind 'map': code or prefix* -> labels
     descriptions: dict[str, str] = field(default_factory=dict)  # label -> description, where known
     spec: str = ""
 
@@ -51,29 +52,28 @@ class LabelSelector:
         raise DataError(f"unknown label spec {spec!r}", column="--labels",
                         fix="use prefix:PREFIX[:N], regex:PATTERN or map:FILE")
 
-    def label_of(self, code: str) -> str | None:
+    def labels_of(self, code: str) -> list[str]:
+        """The labels this code is a record of (empty if none)."""
         if self.kind == "prefix":
             if not code.startswith(self.pattern):
-                return None
+                return []
             rest = code[len(self.pattern):]
             rest = rest[: self.chars] if self.chars else rest
-            return rest or None
+            return [rest] if rest else []
         if self.kind == "regex":
             m = re.search(self.pattern, code)
             if not m:
-                return None
-            return m.group(1) if m.re.groups and m.group(1) else m.group(0)
-        label = self.mapping.get(code)
-        if label is None:
-            for key, value in self._prefixes():
-                if code.startswith(key):
-                    return value
-        return label
+                return []
+            return [m.group(1) if m.re.groups and m.group(1) else m.group(0)]
+        out = list(self.mapping.get(code, []))
+        for key, labels in self._prefixes():
+            if code.startswith(key):
+                out += [lab for lab in labels if lab not in out]
+        return out
 
-    def _prefixes(self) -> list[tuple[str, str]]:
+    def _prefixes(self) -> list[tuple[str, list[str]]]:
         if not hasattr(self, "_prefix_cache"):
-            pairs = [(k[:-1], v) for k, v in self.mapping.items() if k.endswith("*")]
-            self._prefix_cache = sorted(pairs, key=lambda kv: -len(kv[0]))  # longest prefix wins
+            self._prefix_cache = [(k[:-1], v) for k, v in self.mapping.items() if k.endswith("*")]
         return self._prefix_cache
 
     def to_dict(self) -> dict:
@@ -82,14 +82,15 @@ class LabelSelector:
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelSelector:
-        return cls(d["kind"], d["pattern"], d["chars"], dict(d["mapping"]), dict(d["descriptions"]), d["spec"])
+        mapping = {k: [v] if isinstance(v, str) else list(v) for k, v in d["mapping"].items()}
+        return cls(d["kind"], d["pattern"], d["chars"], mapping, dict(d["descriptions"]), d["spec"])
 
 
-def _read_map(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     if not path.exists():
         raise DataError("label map file not found", file=str(path), fix="check the path after 'map:'")
     suffix = path.suffix.lower()
-    mapping: dict[str, str] = {}
+    mapping: dict[str, list[str]] = {}
     descriptions: dict[str, str] = {}
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
@@ -129,8 +130,7 @@ def _read_map(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     raise DataError(f"unsupported label map format '{suffix}'", file=str(path), fix="use .csv, .json or .yaml")
 
 
-def _add(mapping: dict[str, str], code: str, label: str, path: Path, row: int) -> None:
-    if code in mapping and mapping[code] != label:
-        raise DataError(f"code {code!r} is mapped to two labels ({mapping[code]!r} and {label!r})",
-                        file=str(path), rows=[row], fix="map each code to one label")
-    mapping[code] = label
+def _add(mapping: dict[str, list[str]], code: str, label: str, path: Path, row: int) -> None:
+    labels = mapping.setdefault(code, [])
+    if label not in labels:
+        labels.append(label)

@@ -142,24 +142,56 @@ class Samples:
         return self.mask & ~self.history if new_onset else self.mask
 
 
-def code_label_index(store: EventStore, selector, vocab) -> np.ndarray:
-    """int32 per store code: the vocabulary index of its label, or -1."""
-    out = np.full(len(store.code_names), -1, dtype=np.int32)
-    for i, code in enumerate(store.code_names):
-        label = selector.label_of(code)
-        if label is not None and label in vocab:
-            out[i] = vocab.index(label)
+@dataclass
+class LabelIndex:
+    """Which vocabulary labels each store code is a record of, as CSR: code c's labels are
+    labels[ptr[c]:ptr[c + 1]]."""
+
+    ptr: np.ndarray  # [codes + 1] int64
+    labels: np.ndarray  # [pairs] int64
+
+    def expand(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(event position, label) pairs for events with these codes, in event order."""
+        n = self.ptr[codes + 1] - self.ptr[codes]
+        rep = np.repeat(np.arange(len(codes)), n)
+        first = np.repeat(np.cumsum(n) - n, n)
+        return rep, self.labels[self.ptr[codes[rep]] + np.arange(len(rep)) - first]
+
+
+def code_label_index(store: EventStore, selector, vocab) -> LabelIndex:
+    """For every store code, the vocabulary indices of the labels it records."""
+    ptr = [0]
+    flat: list[int] = []
+    for code in store.code_names:
+        flat += [vocab.index(lab) for lab in selector.labels_of(code) if lab in vocab]
+        ptr.append(len(flat))
+    return LabelIndex(np.asarray(ptr, dtype=np.int64), np.asarray(flat, dtype=np.int64))
+
+
+def label_first_times(store: EventStore, rows: np.ndarray, selector) -> dict[str, int]:
+    """Labels recorded anywhere in these patients' events, each with the time (s) of its first record
+    (to fit a vocabulary, and infer when each label was introduced, from training patients)."""
+    if len(rows) == 0:
+        return {}
+    pos = _event_positions(store, np.asarray(rows, dtype=np.int64))
+    codes = np.asarray(store.codes)[pos]
+    times = np.asarray(store.times)[pos]
+    timed = times != STATIC_TIME
+    first = np.full(len(store.code_names), np.iinfo(np.int64).max)
+    np.minimum.at(first, codes[timed], times[timed])
+    present = np.unique(codes)
+    out: dict[str, int] = {}
+    for c in present:
+        for lab in selector.labels_of(store.code_names[c]):
+            t = int(first[c]) if first[c] != np.iinfo(np.int64).max else None
+            if lab not in out or (t is not None and (out[lab] is None or t < out[lab])):
+                out[lab] = t
     return out
 
 
 def labels_in_rows(store: EventStore, rows: np.ndarray, selector) -> list[str]:
-    """Labels recorded anywhere in these patients' events (to fit a vocabulary on training patients)."""
-    is_label = np.array([selector.label_of(c) is not None for c in store.code_names], dtype=bool)
-    if not is_label.any() or len(rows) == 0:
-        return []
-    pos = _event_positions(store, rows)
-    present = np.unique(np.asarray(store.codes)[pos])
-    return sorted({selector.label_of(store.code_names[c]) for c in present if is_label[c]})
+    """Labels recorded anywhere in these patients' events, sorted."""
+    return sorted(label_first_times(store, rows, selector))
 
 
 def _event_positions(store: EventStore, rows: np.ndarray) -> np.ndarray:
@@ -192,7 +224,7 @@ def build_samples(
     store: EventStore,
     rows: np.ndarray,
     task: TaskSpec,
-    label_index: np.ndarray,
+    label_index: LabelIndex,
     n_labels: int,
     *,
     times: tuple[np.ndarray, np.ndarray] | None = None,
@@ -269,9 +301,8 @@ def build_samples(
     n, L = len(s_row), n_labels
     y = np.zeros((n, L), dtype=np.float32)
     history = np.zeros((n, L), dtype=bool)
-    lab = label_index[np.asarray(store.codes)[pos]] if len(pos) else np.zeros(0, np.int32)
-    is_lab = lab >= 0
-    lab_key, lab_id = ev_key[is_lab], lab[is_lab]
+    at, lab_id = label_index.expand(np.asarray(store.codes)[pos].astype(np.int64))
+    lab_key = ev_key[at]
     for j in np.unique(lab_id):
         kj = lab_key[lab_id == j]  # sorted
         lo = np.searchsorted(kj, s_key, side="right")
