@@ -370,7 +370,7 @@ def targets(
     from ehrdx.tasks.labels import LabelVocab
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.targets import targets_from_samples, write_long, write_meds_tasks
-    from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, labels_in_rows
+    from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
 
     if format not in ("long", "meds"):
         _fail(EhrdxError("--format must be long or meds"))
@@ -378,8 +378,9 @@ def targets(
         spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
         st = _open_events(meds, events, store, visit_gap)
         rows = np.arange(len(st))
-        vocab = LabelVocab(labels_in_rows(st, rows, selector))
-        samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab))
+        vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info)
+        samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab),
+                                introduced=vocab.introduced_seconds())
         t = targets_from_samples(st, samples, vocab.labels, spec.new_onset)
         path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
     except EhrdxError as exc:

@@ -35,7 +35,7 @@ from ehrdx.tasks.task import (
     TaskSpec,
     build_samples,
     code_label_index,
-    labels_in_rows,
+    label_first_times,
     rows_of_subjects,
 )
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
@@ -92,12 +92,20 @@ class EventClassifier:
         rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
         index = code_label_index(store, self.selector, self.label_vocab_)
         L = len(self.label_vocab_)
+        introduced = self.label_vocab_.introduced_seconds()
         if targets is None:
-            return build_samples(store, rows, self.task, index, L, times=times, require_labels=require_labels)
+            out = build_samples(store, rows, self.task, index, L, times=times, require_labels=require_labels,
+                                introduced=introduced)
+            # Labels in the data that this model does not know (e.g. newer codes): left out, and said so.
+            for lab in label_first_times(store, rows, self.selector):
+                if lab not in self.label_vocab_:
+                    out.counts[f"label_not_in_model:{lab}"] = 1
+            return out
         t_rows = rows_of_subjects(store, targets.subject_id, "targets")
         keep = np.isin(t_rows, rows)
         s = build_samples(store, rows, self.task, index, L, times=(t_rows[keep], targets.time[keep]),
                           require_labels=False)
+        window_end = s.window_end
         # Align the given labels to the samples (both are unique by (row, time)) and to the vocabulary.
         key_t = t_rows[keep].astype(np.int64) * 2**40 + targets.time[keep] - int(targets.time.min(initial=0))
         key_s = s.row.astype(np.int64) * 2**40 + s.time - int(targets.time.min(initial=0))
@@ -109,7 +117,7 @@ class EventClassifier:
         s.y = np.zeros((len(s), L), dtype=np.float32)
         s.mask = np.zeros((len(s), L), dtype=bool)
         s.y[:, have] = y_src[:, col[have]]
-        s.mask[:, have] = m_src[:, col[have]]
+        s.mask[:, have] = m_src[:, col[have]] & (window_end[:, None] >= introduced[None, have])
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:
@@ -138,11 +146,13 @@ class EventClassifier:
         if len(train_rows) == 0:
             raise DataError("no training patients", file=str(store.directory))
         if targets is None:
-            self.label_vocab_ = LabelVocab(labels_in_rows(store, train_rows, self.selector))
-        else:
-            in_train = np.isin(rows_of_subjects(store, targets.subject_id, "targets"), train_rows)
-            positive = ((targets.y[in_train] > 0.5) & targets.mask[in_train]).any(0)
-            self.label_vocab_ = LabelVocab([lab for lab, p in zip(targets.labels, positive) if p])
+            first = label_first_times(store, train_rows, self.selector)
+        else:  # labels with a known positive among training patients; first record = first positive time
+            t_rows = rows_of_subjects(store, targets.subject_id, "targets")
+            in_train = np.isin(t_rows, train_rows)
+            pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
+            first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
+        self.label_vocab_ = LabelVocab.from_first_times(first, self.selector.info)
         if len(self.label_vocab_) == 0:
             raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",
                             file=str(store.directory), column="code",

@@ -1,37 +1,73 @@
-"""The label (disease) vocabulary: ordered, append-only, built from training patients."""
+"""The label (disease) vocabulary as data: ordered, append-only, versioned.
+
+Each label carries a description, an optional parent label (e.g. the ICD-10 category of a finer code)
+and `introduced_at`: the first time it can be coded (given, or inferred as its first record in the
+training data). A sample whose label window ends before a label's `introduced_at` does not know that
+label: it is masked, not a negative. Existing labels never move; new ones are appended, and every
+addition bumps the version and is recorded in `history`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
+INFO_KEYS = ("description", "parent", "introduced_at")
+
+
+def _iso(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(int(seconds), UTC).replace(tzinfo=None).isoformat()
+
+
+def _seconds(iso: str | None) -> float:
+    if not iso:
+        return -np.inf
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
+
 
 class LabelVocab:
-    """Ordered list of disease labels. Existing labels never move: new ones are appended.
+    """Ordered list of disease labels with their metadata. The first fit sorts labels so that a
+    vocabulary is reproducible from the same training data; every later addition goes to the end."""
 
-    The first fit sorts labels so that a vocabulary is reproducible from the same training data;
-    every later addition goes to the end.
-    """
-
-    def __init__(self, labels: Sequence[str] = ()) -> None:
+    def __init__(self, labels: Sequence[str] = (), info: dict[str, dict] | None = None) -> None:
         self.labels: list[str] = []
+        self.info: dict[str, dict] = {}
+        self.version = 0
+        self.history: list[dict] = []
         self._index: dict[str, int] = {}
-        self.extend(labels)
+        self.extend(labels, info)
 
     @classmethod
     def fit(cls, label_lists: Iterable[Iterable[str]]) -> LabelVocab:
         seen = sorted({lab for labs in label_lists for lab in labs})
         return cls(seen)
 
-    def extend(self, labels: Iterable[str]) -> list[str]:
+    @classmethod
+    def from_first_times(cls, first: dict[str, int | None], info: dict[str, dict] | None = None) -> LabelVocab:
+        """Sorted labels; `introduced_at` is the first record unless `info` gives it."""
+        merged = {lab: {"introduced_at": _iso(t), **(info or {}).get(lab, {})} for lab, t in first.items()}
+        return cls(sorted(first), merged)
+
+    def extend(self, labels: Iterable[str], info: dict[str, dict] | None = None, note: str | None = None) -> list[str]:
         """Append labels not yet present, in the order given. Returns the ones added."""
         added = []
         for lab in labels:
             if lab not in self._index:
                 self._index[lab] = len(self.labels)
                 self.labels.append(lab)
+                given = (info or {}).get(lab, {})
+                self.info[lab] = {k: given.get(k) for k in INFO_KEYS}
                 added.append(lab)
+        if added:
+            self.version += 1
+            entry = {"version": self.version, "added": added, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+            if note:
+                entry["note"] = note
+            self.history.append(entry)
         return added
 
     def __len__(self) -> int:
@@ -42,6 +78,10 @@ class LabelVocab:
 
     def index(self, label: str) -> int:
         return self._index[label]
+
+    def introduced_seconds(self) -> np.ndarray:
+        """[L] seconds since 1970 of each label's introduced_at (-inf where unknown)."""
+        return np.array([_seconds(self.info[lab].get("introduced_at")) for lab in self.labels], dtype=np.float64)
 
     def encode(self, label_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, dict[str, int]]:
         """Multi-hot matrix [N, L] (float32) and a count of each label not in the vocabulary."""
@@ -57,8 +97,13 @@ class LabelVocab:
         return y, unknown
 
     def to_dict(self) -> dict:
-        return {"labels": list(self.labels)}
+        return {"labels": list(self.labels), "version": self.version, "history": self.history,
+                "info": {lab: self.info[lab] for lab in self.labels}}
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelVocab:
-        return cls(d["labels"])
+        vocab = cls(d["labels"], d.get("info"))
+        if "version" in d:
+            vocab.version = int(d["version"])
+            vocab.history = list(d.get("history", []))
+        return vocab

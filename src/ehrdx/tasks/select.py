@@ -5,7 +5,7 @@ A spec is one string:
   prefix:DX//:3        the same, cut to 3 characters (ICD-10 categories: DX//E11.9 -> E11)
   regex:^DX//(E1[01])  codes the expression matches (re.search); the label is group 1 if it has one,
                        else the whole code
-  map:FILE             a CSV (columns code,label[,description]), JSON or YAML ({code: label} or
+  map:FILE             a CSV (columns code,label[,description,parent,introduced_at]), JSON or YAML ({code: label} or
                        {label: [codes]}) file; a code ending in * matches every code with that prefix
 With a map, a code may belong to several labels: every entry that matches it counts (e.g. `E11*` ->
 E11 and `E11.9` -> E11.9 make an E11.9 record a positive for both the category and the finer code).
@@ -28,7 +28,7 @@ class LabelSelector:
     pattern: str = ""
     chars: int | None = None
     mapping: dict[str, list[str]] = field(default_factory=dict)  # kind 'map': code or prefix* -> labels
-    descriptions: dict[str, str] = field(default_factory=dict)  # label -> description, where known
+    info: dict[str, dict] = field(default_factory=dict)  # label -> description, parent, introduced_at
     spec: str = ""
 
     @classmethod
@@ -47,8 +47,8 @@ class LabelSelector:
                                 fix="check the expression after 'regex:'") from None
             return cls("regex", rest, spec=spec)
         if kind == "map" and rest:
-            mapping, descriptions = _read_map(Path(rest))
-            return cls("map", rest, mapping=mapping, descriptions=descriptions, spec=spec)
+            mapping, info = _read_map(Path(rest))
+            return cls("map", rest, mapping=mapping, info=info, spec=spec)
         raise DataError(f"unknown label spec {spec!r}", column="--labels",
                         fix="use prefix:PREFIX[:N], regex:PATTERN or map:FILE")
 
@@ -78,20 +78,20 @@ class LabelSelector:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "pattern": self.pattern, "chars": self.chars, "mapping": self.mapping,
-                "descriptions": self.descriptions, "spec": self.spec}
+                "info": self.info, "spec": self.spec}
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelSelector:
         mapping = {k: [v] if isinstance(v, str) else list(v) for k, v in d["mapping"].items()}
-        return cls(d["kind"], d["pattern"], d["chars"], mapping, dict(d["descriptions"]), d["spec"])
+        return cls(d["kind"], d["pattern"], d["chars"], mapping, dict(d.get("info", {})), d["spec"])
 
 
-def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
     if not path.exists():
         raise DataError("label map file not found", file=str(path), fix="check the path after 'map:'")
     suffix = path.suffix.lower()
     mapping: dict[str, list[str]] = {}
-    descriptions: dict[str, str] = {}
+    info: dict[str, dict] = {}
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -106,9 +106,10 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
                     raise DataError("empty code or label", file=str(path), rows=[i],
                                     fix="every row maps one code to one label")
                 _add(mapping, code, label, path, i)
-                if row.get("description"):
-                    descriptions[label] = row["description"]
-        return mapping, descriptions
+                for key in ("description", "parent", "introduced_at"):
+                    if row.get(key):
+                        info.setdefault(label, {})[key] = row[key].strip()
+        return mapping, info
     if suffix in (".json", ".yaml", ".yml"):
         text = path.read_text(encoding="utf-8")
         if suffix == ".json":
@@ -126,7 +127,7 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
                     _add(mapping, str(code), str(key), path, i)
             else:  # code: label
                 _add(mapping, str(key), str(value), path, i)
-        return mapping, descriptions
+        return mapping, info
     raise DataError(f"unsupported label map format '{suffix}'", file=str(path), fix="use .csv, .json or .yaml")
 
 

@@ -126,6 +126,7 @@ class Samples:
     time: np.ndarray  # prediction time, seconds since 1970
     cutoff: np.ndarray  # absolute event index one past the last feature event (all events <= time)
     n_visits: np.ndarray  # visits that started at or before the prediction time
+    window_end: np.ndarray  # end of each sample's label window (s)
     y: np.ndarray
     mask: np.ndarray
     history: np.ndarray
@@ -135,8 +136,8 @@ class Samples:
         return len(self.row)
 
     def subset(self, keep: np.ndarray) -> Samples:
-        return Samples(self.row[keep], self.time[keep], self.cutoff[keep], self.n_visits[keep], self.y[keep],
-                       self.mask[keep], self.history[keep], dict(self.counts))
+        return Samples(self.row[keep], self.time[keep], self.cutoff[keep], self.n_visits[keep],
+                       self.window_end[keep], self.y[keep], self.mask[keep], self.history[keep], dict(self.counts))
 
     def train_mask(self, new_onset: bool) -> np.ndarray:
         return self.mask & ~self.history if new_onset else self.mask
@@ -229,10 +230,12 @@ def build_samples(
     *,
     times: tuple[np.ndarray, np.ndarray] | None = None,
     require_labels: bool = True,
+    introduced: np.ndarray | None = None,
 ) -> Samples:
     """Samples for the given patients at visit ends (default) or at given (row, time) pairs.
 
     With `require_labels`, samples that can have no known label (no next visit) are left out and counted.
+    `introduced` (seconds per label) masks a label for samples whose window ends before it existed.
     """
     rows = np.asarray(rows, dtype=np.int64)
     s_row, s_time = visit_end_times(store, rows) if times is None else (np.asarray(times[0], np.int64),
@@ -314,11 +317,18 @@ def build_samples(
     mask = np.repeat(known[:, None], L, axis=1)
     if task.censor:
         mask &= ~censored[:, None] | (y > 0)
+    if introduced is not None and n:
+        available = w_end[:, None] >= np.asarray(introduced)[None, :]
+        hidden = int((mask & ~available).sum())
+        mask &= available
+        if hidden:
+            counts["label_entries_before_introduction_masked"] = hidden
     if task.kind == "window" and censored.any():
         counts["censored_samples"] = int(censored.sum())
     if task.kind == "next-visit" and (~known).any():
         counts["samples_without_next_visit"] = int((~known).sum())
-    out = Samples(s_row, s_time, cutoff, n_visits.astype(np.int32), y, mask, history, counts)
+    out = Samples(s_row, s_time, cutoff, n_visits.astype(np.int32), np.asarray(w_end, np.int64), y, mask, history,
+                  counts)
     if require_labels:
         usable = out.mask.any(1) if L else np.zeros(n, bool)
         dropped = int((~usable).sum())
