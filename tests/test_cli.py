@@ -162,4 +162,4 @@ def test_targets_written_then_given_back_to_train(tmp_path):
         assert r.exit_code == 0, r.output
     m2 = json.loads((tmp_path / "m_t2_parquet" / "metrics.json").read_text())
     mt = json.loads((tmp_path / "m_tasks" / "metrics.json").read_text())
-    assert m2["labels"] == ["E11", "I10"] and len(mt["labels"]) == 10
+    assert m2["labels"] == ["E11", "I10"] and len(mt["labels"]) == 13

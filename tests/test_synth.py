@@ -50,3 +50,35 @@ def test_oracle_is_calibrated_and_has_comorbidity():
     # comorbidity: kidney disease is more common with diabetes than without
     e11, n18 = list(DISEASES).index("E11"), list(DISEASES).index("N18")
     assert y[y[:, e11], n18].mean() > 1.5 * y[~y[:, e11], n18].mean()
+
+
+def test_longitudinal_oracle_matches_the_labels_read_back_from_the_events(tmp_path):
+    """The saved next-visit oracle is calibrated against the labels ehrdx derives from the MEDS events,
+    for every label, including the finer codes after the split and the disease that appears later."""
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import open_store, oracle_for
+
+    c = generate_longitudinal(4000, seed=7)
+    paths = write_longitudinal(c, tmp_path)
+    store = open_store(meds=paths["meds"], store_dir=tmp_path / "store")
+    clf = EventClassifier(labels=f"map:{paths['label_map']}")
+    from ehrdx.tasks.labels import LabelVocab
+    from ehrdx.tasks.task import label_first_times
+
+    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, np.arange(len(store)), clf.selector),
+                                                   clf.selector.info)
+    assert set(clf.label_vocab_.labels) == {*DISEASES, "E11.2", "E11.9", "U07.1"}
+    assert clf.label_vocab_.info["E11.2"]["parent"] == "E11"
+    assert clf.label_vocab_.info["U07.1"]["introduced_at"] == "2020-03-01T00:00:00"
+    s = clf.samples(store)
+    p = oracle_for(c.oracle, store, s, clf.labels_)
+    for j, lab in enumerate(clf.labels_):
+        m = s.mask[:, j]
+        y, q = s.y[m, j], p[m, j]
+        assert abs(y.mean() - q.mean()) < 4 * np.sqrt(q.mean() / m.sum()) + 1e-3, lab
+        hi = q > np.quantile(q, 0.9)
+        assert abs(y[hi].mean() - q[hi].mean()) < 4 * np.sqrt(q[hi].mean() / hi.sum()) + 1e-3, lab
+    # before its date the new disease is masked, not a negative
+    j = clf.labels_.index("U07.1")
+    assert not s.mask[s.window_end < 1583020800, j].any()

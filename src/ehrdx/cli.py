@@ -156,6 +156,8 @@ def train(
     model: ModelKind = "gru",
     baselines: Baselines = None,
     targets: TargetsOpt = None,
+    until: Annotated[str | None, typer.Option(help="Event streams: use only events up to this date (the data "
+                                              "as it was then), e.g. 2020-01-01.")] = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     subject_col: SubjectCol = "subject_id",
@@ -199,7 +201,7 @@ def train(
             _fail(EhrdxError("give either a patient table or --meds/--events, not both"))
         _train_events(meds=meds, events=events, out=out, task=task, new_onset=new_onset, censor=censor,
                       labels=labels, model=model, baselines=baselines, visit_gap=visit_gap, store=store,
-                      targets=targets,
+                      targets=targets, until=until,
                       columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
                                "value_col": value_col, "time_format": time_format},
                       oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
@@ -350,6 +352,65 @@ def predict(
 
 
 @app.command()
+def update(
+    model: Annotated[Path, typer.Option(help="The trained event model to grow (never modified).")],
+    out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
+    meds: Meds = None,
+    events: Events = None,
+    add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
+                                            "new data's training patients that the model lacks).")] = None,
+    init: Annotated[str, typer.Option(help="How new label rows start: auto, parent, code, description, mean.")] = "auto",
+    protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs at most (early stopping on validation).")] = 10,
+    lr: Lr = 1e-3,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
+    seed: Seed = 0,
+) -> None:
+    """Add labels to a trained event model without retraining from scratch: append them to the
+    vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
+    the old model's predictions on old labels, and report each label before and after."""
+    import ehrdx
+    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.update import update_model
+
+    try:
+        old = ehrdx.load(model)
+        _require_events_model(old, model)
+        st = _open_events(meds, events, store, visit_gap)
+        splits = patient_splits(st, meds, seed, selector=old.selector)
+        with _EpochProgress(epochs, "fine-tuning") as progress:
+            new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, init=init,
+                                       protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress)
+        new.save(out)
+        _write_json(out / "update_report.json", report)
+    except (EhrdxError, ValueError) as exc:
+        _fail(exc)
+    _print_update(report)
+    console.print(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged")
+
+
+def _print_update(report: dict) -> None:
+    from rich.table import Table
+
+    from ehrdx.evaluate.report import _fmt
+
+    t = Table(title=f"Update: added {', '.join(report['added'])} in {report['seconds']}s "
+                    f"({report['epochs']} epochs, protection: {report['protect']})")
+    for col in ("label", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before", "AUROC after",
+                "AUPRC before", "AUPRC after", "init"):
+        t.add_column(col, justify="left" if col in ("label", "introduced_at", "parent", "init") else "right")
+    for r in report["per_label"]:
+        t.add_row(r["label"], "yes" if r["new"] else "", (r["introduced_at"] or "")[:10], r["parent"] or "",
+                  str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
+                  _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
+    console.print(t)
+    console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
+                  f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
+                  f"{_fmt(report['new_labels_macro_auroc'])}")
+
+
+@app.command()
 def targets(
     out: Annotated[Path, typer.Option(help="A .parquet/.csv long table, or a directory for --format meds.")],
     meds: Meds = None,
@@ -484,13 +545,13 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
     console.print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
 
 
-def _open_events(meds, events, store, visit_gap, columns=None):
+def _open_events(meds, events, store, visit_gap, columns=None, until=None):
     from ehrdx.events_pipeline import open_store
     from ehrdx.tasks.task import parse_duration
 
     with console.status("converting events to the store"):
         st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=parse_duration(visit_gap),
-                        columns=columns)
+                        columns=columns, until=until)
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
@@ -500,7 +561,7 @@ def _open_events(meds, events, store, visit_gap, columns=None):
 
 
 def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
-                  targets, columns, oracle, fractions, params) -> None:
+                  targets, columns, oracle, fractions, params, until=None) -> None:
     import polars as pl
 
     from ehrdx.evaluate.report import print_events_report
@@ -510,7 +571,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
-        st = _open_events(meds, events, store, visit_gap, columns if events is not None else None)
+        st = _open_events(meds, events, store, visit_gap, columns if events is not None else None, until)
         splits = patient_splits(st, meds, params["seed"], fractions, clf.selector)
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /

@@ -256,7 +256,8 @@ class EventClassifier:
             "state": state,
             "config": {"model": model_config, "model_name": self.model, "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
-                       "history": self.history_.to_dict() if hasattr(self, "history_") else None},
+                       "history": self.history_.to_dict() if hasattr(self, "history_") else None,
+                       "lineage": getattr(self, "lineage_", None)},
         }
 
     @classmethod
@@ -282,6 +283,8 @@ class EventClassifier:
         clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
         if config.get("history"):
             clf.history_ = TrainHistory(**config["history"])
+        if config.get("lineage"):
+            clf.lineage_ = config["lineage"]
         return clf
 
 

@@ -30,16 +30,26 @@ def open_store(
     store_dir: str | Path | None = None,
     visit_gap_seconds: int = 0,
     columns: dict | None = None,
+    until: str | None = None,
 ) -> EventStore:
     """Convert a MEDS dataset or a long events table into a store (in `store_dir`, or a temporary
-    directory that lives as long as the process)."""
+    directory that lives as long as the process). `until` (ISO date) keeps only events up to that time:
+    the data as it was then."""
     if (meds is None) == (events is None):
         raise DataError("give exactly one of a MEDS directory (--meds) or an events table (--events)")
     if store_dir is None:
         store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
         atexit.register(shutil.rmtree, store_dir, ignore_errors=True)
     shards = iter_meds(meds) if meds is not None else iter_event_table(events, **(columns or {}))
-    return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds)
+    until_seconds = None
+    if until:
+        from datetime import UTC, datetime
+
+        try:
+            until_seconds = int(datetime.fromisoformat(until).replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            raise DataError(f"unreadable date {until!r}", column="--until", fix="write it as 2020-01-01") from None
+    return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
 
 
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,

@@ -37,7 +37,8 @@ STORE_VERSION = 2
 NON_VISIT_CODES = ("MEDS_BIRTH", "MEDS_DEATH")
 
 
-def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0) -> EventStore:
+def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0,
+                until_seconds: int | None = None) -> EventStore:
     """Convert normalised event shards into a store. Subjects must not span shards.
 
     A visit is a run of a patient's timed events in which each follows the previous one by at most
@@ -60,6 +61,12 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
             for k, v in shard.counts.items():
                 counts[k] = counts.get(k, 0) + v
             f = shard.frame
+            if until_seconds is not None:
+                late = f.get_column("time").dt.epoch("s") > until_seconds
+                n_late = int(late.fill_null(False).sum())
+                if n_late:
+                    counts["events_after_until_left_out"] = counts.get("events_after_until_left_out", 0) + n_late
+                    f = f.filter(~late.fill_null(False))
             if f.height == 0:
                 continue
             # Stable sort: static rows first, then by time, birth/death after visit events at the same
@@ -111,7 +118,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
         os.replace(out / f"{name}.bin.tmp", out / f"{name}.bin")
     (out / "codes.json").write_text(json.dumps(list(vocab)))
     meta = {
-        "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
+        "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "until_seconds": until_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
         "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
         "counts": counts, "sources": sources,
     }

@@ -27,6 +27,11 @@ from ehrdx.data.synth import DISEASES, NOISE_CODES, _sigmoid
 
 START_DATE = datetime(2016, 1, 1)
 END_DATE = datetime(2024, 1, 1)
+# How the disease list changes over time (both appear in the data and in the label map):
+NEW_DISEASE, NEW_DISEASE_DATE = "U07.1", datetime(2020, 3, 1)  # a disease that exists from a date on
+SPLIT_CODE, SPLIT_DATE = "E11", datetime(2021, 1, 1)  # from then on coded as E11.2 or E11.9
+SPLIT_INTO = {"E11.2": "Type 2 diabetes mellitus with kidney complications",
+              "E11.9": "Type 2 diabetes mellitus without complications"}
 DAY = 86400
 YEAR = 365.25 * DAY
 MAX_VISITS = 40
@@ -36,11 +41,13 @@ LAB_CODES = ["LAB//HBA1C", "LAB//SBP", "LAB//CHOLESTEROL", "LAB//BMI", "LAB//FEV
 LAB_MEAN = np.array([5.7, 130.0, 200.0, 27.5, 85.0, 80.0])  # counts for a lab never measured
 SYMPTOM_CODES = ["DX//R73.0", "DX//Z72.0", "DX//R05", "DX//R07.4", "DX//F41.9", "DX//G47.0", "DX//R53"]
 DISEASE_NAMES = list(DISEASES)
+SIMULATED = [*DISEASE_NAMES, NEW_DISEASE]
+N_SIM = len(SIMULATED)
 # Probability that a disease already coded is coded again at a later visit.
-RECODE = np.array([0.7, 0.7, 0.5, 0.6, 0.4, 0.4, 0.6, 0.7, 0.5, 0.6])
+RECODE = np.array([0.7, 0.7, 0.5, 0.6, 0.4, 0.4, 0.6, 0.7, 0.5, 0.6, 0.1])
 HBA1C, SBP, CHOL, BMI, FEV1, EGFR = range(6)
 R73, Z72, R05, R074, F419, G470, R53 = range(7)
-E11, I10, E78, J44, F32, E66, N18, I50, I25, I48 = range(10)
+E11, I10, E78, J44, F32, E66, N18, I50, I25, I48, U07 = range(11)
 
 
 @dataclass
@@ -61,11 +68,11 @@ class _State:
     prev: np.ndarray  # [n, 6] the value before the last one, NaN if none
     symptom_time: np.ndarray  # [n, 7] seconds of the latest record of each symptom, -inf if never
     now: np.ndarray  # [n] time of the latest visit (s)
-    coded: np.ndarray  # [n, 10] disease coded at or before the latest visit
+    coded: np.ndarray  # [n, 11] disease coded at or before the latest visit
 
 
 def onset_logits(s: _State) -> np.ndarray:
-    """Log-odds [n, 10] that each disease not yet coded is first coded at the next visit."""
+    """Log-odds [n, 11] that each disease not yet coded is first coded at the next visit."""
     last = np.where(np.isnan(s.last), LAB_MEAN, s.last)
     rise = np.nan_to_num(s.last - s.prev, nan=0.0)  # change between the last two measurements
     recent = (s.now[:, None] - s.symptom_time) <= 180 * DAY  # symptom recorded within the last 6 months
@@ -73,7 +80,7 @@ def onset_logits(s: _State) -> np.ndarray:
     dx = s.coded.astype(np.float64)
     a, f = s.age, s.female.astype(np.float64)
     relu = lambda x: np.maximum(x, 0.0)
-    out = np.empty((len(a), 10))
+    out = np.empty((len(a), N_SIM))
     out[:, E11] = (-5.4 + 1.5 * relu(last[:, HBA1C] - 6.0) + 8.0 * relu(rise[:, HBA1C]) + 2.0 * recent[:, R73]
                    + 0.04 * (last[:, BMI] - 27.5) + 0.015 * (a - 55))
     out[:, I10] = -4.6 + 0.05 * (last[:, SBP] - 130) + 0.08 * relu(rise[:, SBP]) + 0.02 * (a - 55)
@@ -88,12 +95,24 @@ def onset_logits(s: _State) -> np.ndarray:
     out[:, I25] = (-6.0 + 3.0 * recent[:, R074] + 0.03 * (a - 55) + 0.4 * (1 - f) + 1.0 * dx[:, E78]
                    + 0.5 * dx[:, I10])
     out[:, I48] = -6.6 + 0.06 * (a - 65) + 0.9 * dx[:, I10] + 0.3 * dx[:, E11]
+    out[:, U07] = -4.2 + 0.02 * (a - 55) + 1.2 * recent[:, R05] + 0.8 * dx[:, J44]
     return out
 
 
 def next_visit_probabilities(s: _State) -> np.ndarray:
-    """P(disease coded at the next visit | observable state): recoding if coded, onset otherwise."""
-    return np.where(s.coded, RECODE[None, :], _sigmoid(onset_logits(s)))
+    """P(disease coded at the next visit | observable state): recoding if coded, onset otherwise. The new
+    disease can be coded at a visit only if the visit before it was on or after its date."""
+    p = np.where(s.coded, RECODE[None, :], _sigmoid(onset_logits(s)))
+    p[:, U07] *= s.now >= NEW_DISEASE_DATE.timestamp()
+    return p
+
+
+def split_code_probabilities(s: _State, p: np.ndarray) -> dict[str, np.ndarray]:
+    """After the split date, an E11 record is E11.2 if kidney disease is already coded, else E11.9
+    (decided by the state at the end of the visit before it, like everything else)."""
+    after = s.now >= SPLIT_DATE.timestamp()
+    kidney = s.coded[:, N18]
+    return {"E11.2": p[:, E11] * after * kidney, "E11.9": p[:, E11] * after * ~kidney}
 
 
 def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> LongitudinalCohort:
@@ -113,7 +132,8 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
     mean_gap_days = 300 * np.exp(-0.15 * np.abs(z[:, 0]) - 0.004 * (age0 - 50))
 
     s = _State(age=age0.copy(), female=female, last=np.full((n, 6), np.nan), prev=np.full((n, 6), np.nan),
-               symptom_time=np.full((n, 7), -np.inf), now=entry.astype(np.float64), coded=np.zeros((n, 10), bool))
+               symptom_time=np.full((n, 7), -np.inf), now=entry.astype(np.float64),
+               coded=np.zeros((n, N_SIM), bool))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     oracle_parts: list[dict[str, np.ndarray]] = []
     {c: np.array(c, dtype=object) for c in [*LAB_CODES, *SYMPTOM_CODES, "ENCOUNTER"]}
@@ -138,10 +158,14 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         m = len(who)
         emit(who, t, "ENCOUNTER")
         # Diseases coded at this visit, drawn from the probabilities fixed at the end of the previous one.
-        dx_now = rng.random((m, 10)) < p_next[who]
-        for j in range(10):
+        dx_now = rng.random((m, N_SIM)) < p_next[who]
+        split = s.now[who] >= SPLIT_DATE.timestamp()  # state at the end of the previous visit
+        for j in range(N_SIM):
             hit = dx_now[:, j]
-            emit(who[hit], t[hit], LABEL_PREFIX + DISEASE_NAMES[j])
+            code = np.full(m, LABEL_PREFIX + SIMULATED[j], dtype=object)
+            if j == E11:
+                code = np.where(split, np.where(s.coded[who, N18], "DX//E11.2", "DX//E11.9"), code)
+            emit(who[hit], t[hit], code[hit])
         # Labs: latent factors, age and (for metabolic labs) worsening over the years of follow-up.
         zm, zc, zl = z[who, 0], z[who, 1], z[who, 2]
         sm, dr = smoker[who], drift[who]
@@ -189,8 +213,9 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         s.age[who] = age
         s.now[who] = t
         p_next = next_visit_probabilities(s)
+        fine = split_code_probabilities(s, p_next)
         oracle_parts.append({"row": who, "time": t, "n_visit": np.full(m, k + 1), "p": p_next[who],
-                             "coded": s.coded[who].copy()})
+                             "fine": {c: v[who] for c, v in fine.items()}, "coded": s.coded[who].copy()})
 
         # Death ends follow-up; otherwise the next visit comes after an exponential gap.
         p_death = _sigmoid(-7.0 + 0.07 * (age - 60) + 1.0 * s.coded[who, I50])
@@ -226,16 +251,27 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         "prediction_time": pl.Series(np.concatenate([o["time"] for o in oracle_parts]) * 1_000_000).cast(
             pl.Datetime("us")),
         "n_visit": np.concatenate([o["n_visit"] for o in oracle_parts]).astype(np.int32),
-        **{f"p_{d}": p[:, j] for j, d in enumerate(DISEASE_NAMES)},
-        **{f"coded_{d}": coded[:, j] for j, d in enumerate(DISEASE_NAMES)},
+        **{f"p_{d}": p[:, j] for j, d in enumerate(SIMULATED)},
+        **{f"p_{c}": np.concatenate([o["fine"][c] for o in oracle_parts]) for c in SPLIT_INTO},
+        **{f"coded_{d}": coded[:, j] for j, d in enumerate(SIMULATED)},
     }).sort("subject_id", "prediction_time")
-    label_map = pl.DataFrame({"code": [LABEL_PREFIX + d for d in DISEASE_NAMES], "label": DISEASE_NAMES,
-                              "description": [DISEASES[d] for d in DISEASE_NAMES]})
+    label_map = pl.DataFrame({
+        "code": [LABEL_PREFIX + d + ("*" if d == SPLIT_CODE else "") for d in DISEASE_NAMES]
+        + [LABEL_PREFIX + c for c in SPLIT_INTO] + [LABEL_PREFIX + NEW_DISEASE],
+        "label": [*DISEASE_NAMES, *SPLIT_INTO, NEW_DISEASE],
+        "description": [DISEASES[d] for d in DISEASE_NAMES] + list(SPLIT_INTO.values()) + ["COVID-19"],
+        "parent": [None] * len(DISEASE_NAMES) + [SPLIT_CODE] * len(SPLIT_INTO) + [None],
+        "introduced_at": [None] * len(DISEASE_NAMES) + [SPLIT_DATE.isoformat()] * len(SPLIT_INTO)
+        + [NEW_DISEASE_DATE.isoformat()],
+    })
     info = {
         "generator": "ehrdx.synth_visits v1", "n_patients": n, "seed": seed,
         "follow_up": [START_DATE.isoformat(), END_DATE.isoformat()], "diseases": DISEASES,
         "label_codes": LABEL_PREFIX + "<disease>", "n_events": events.height, "n_visits": len(o_rows),
-        "n_deaths": len(dead), "oracle_task": "next-visit", "seconds": round(time.perf_counter() - t0, 2),
+        "n_deaths": len(dead), "oracle_task": "next-visit",
+        "label_changes": {"new_disease": {"code": LABEL_PREFIX + NEW_DISEASE, "from": NEW_DISEASE_DATE.isoformat()},
+                          "code_split": {"code": LABEL_PREFIX + SPLIT_CODE, "into": [LABEL_PREFIX + c for c in SPLIT_INTO],
+                                         "from": SPLIT_DATE.isoformat()}}, "seconds": round(time.perf_counter() - t0, 2),
     }
     return LongitudinalCohort(events=events, oracle=oracle, label_map=label_map, info=info)
 
@@ -250,14 +286,16 @@ def write_longitudinal(cohort: LongitudinalCohort, out_dir: str | Path) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     # Splits stratified by the diseases each patient is ever coded with.
     ever = cohort.oracle.group_by("subject_id").agg(
-        [pl.col(f"coded_{d}").any() for d in DISEASE_NAMES]).sort("subject_id")
+        [pl.col(f"coded_{d}").any() for d in SIMULATED]).sort("subject_id")
     ids = ever.get_column("subject_id").to_numpy()
-    y = ever.select([f"coded_{d}" for d in DISEASE_NAMES]).to_numpy().astype(np.float32)
+    y = ever.select([f"coded_{d}" for d in SIMULATED]).to_numpy().astype(np.float32)
     parts = split_patients(y, seed=cohort.info["seed"])
     splits = pl.concat([pl.DataFrame({"subject_id": ids[rows], "split": [name] * len(rows)})
                         for name, rows in zip(MEDS_SPLITS, parts)])
-    codes = cohort.events.select(pl.col("code").unique().sort()).join(
-        cohort.label_map.select("code", "description"), on="code", how="left").with_columns(
+    described = {LABEL_PREFIX + d: DISEASES[d] for d in DISEASE_NAMES}
+    described |= {LABEL_PREFIX + c: text for c, text in SPLIT_INTO.items()} | {LABEL_PREFIX + NEW_DISEASE: "COVID-19"}
+    codes = cohort.events.select(pl.col("code").unique().sort()).with_columns(
+        pl.col("code").replace_strict(described, default=None).alias("description"),
         pl.when(pl.col("code").str.starts_with(LABEL_PREFIX))
         .then(pl.concat_list(pl.lit(LABEL_PREFIX) + pl.col("code").str.slice(len(LABEL_PREFIX), 3)))
         .otherwise(None).alias("parent_codes"))

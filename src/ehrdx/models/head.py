@@ -29,3 +29,11 @@ class LabelHead(nn.Module):
         p = prevalence.clamp(1e-4, 1 - 1e-4)
         with torch.no_grad():
             self.label_bias.copy_(torch.log(p / (1 - p)))
+
+    def grow(self, rows: torch.Tensor, bias: torch.Tensor) -> None:
+        """Append new label rows (and biases) after the existing ones, which are left untouched."""
+        with torch.no_grad():
+            weight = torch.cat([self.label_embedding.detach(), rows.to(self.label_embedding.dtype)], dim=0)
+            b = torch.cat([self.label_bias.detach(), bias.to(self.label_bias.dtype)], dim=0)
+        self.label_embedding = nn.Parameter(weight)
+        self.label_bias = nn.Parameter(b)

@@ -80,10 +80,13 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
 def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None = None) -> np.ndarray:
     """Logits [N, L] in sample order (batches may visit samples in another order)."""
     model.eval()
-    out = np.zeros((len(samples), samples.y.shape[1]), dtype=np.float32)
+    out = None  # as wide as the model's output, which may differ from the samples' label columns
     for batch in samples.batches(batch_size or _eval_batch(samples)):
-        out[batch["sample_index"].cpu().numpy()] = model(batch).float().cpu().numpy()
-    return out
+        logits = model(batch).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(samples), logits.shape[1]), dtype=np.float32)
+        out[batch["sample_index"].cpu().numpy()] = logits
+    return out if out is not None else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
 
 
 def _eval_batch(samples) -> int:
@@ -97,8 +100,14 @@ def train_model(
     val: SampleSet | None,
     config: TrainConfig,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    extra_loss: Callable[[nn.Module, dict, torch.Tensor], torch.Tensor] | None = None,
+    val_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainHistory:
-    """Train in place; on return the model holds the weights of the best validation epoch."""
+    """Train in place; on return the model holds the weights of the best validation epoch.
+
+    `extra_loss(model, batch, logits)` adds a term to each step's loss (e.g. distillation when a
+    model grows new labels); `val_score(model)` replaces the validation loss as what early stopping
+    minimises."""
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     pos_weight = label_pos_weight(train.y, train.y_mask) if config.pos_weight else None
@@ -112,8 +121,11 @@ def train_model(
         total, count = 0.0, 0
         epoch_start = time.perf_counter()
         for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
-            s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"], pos_weight)
+            logits = model(batch)
+            s, n = masked_bce_with_logits(logits, batch["y"], batch["y_mask"], pos_weight)
             loss = s / n.clamp(min=1)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, batch, logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -124,7 +136,10 @@ def train_model(
         train_loss = total / max(count, 1)
         history.train_loss.append(train_loss)
         history.epochs_run = epoch + 1
-        val_loss = evaluate_loss(model, val) if use_val else None
+        if not use_val:
+            val_loss = None
+        else:
+            val_loss = val_score(model) if val_score is not None else evaluate_loss(model, val)
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
         if val_loss is None:

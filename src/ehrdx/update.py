@@ -1,0 +1,172 @@
+"""Add labels to a trained event model without retraining from scratch.
+
+`update_model` finds the labels in new data that the model lacks (or takes a list), appends them to
+the vocabulary (existing labels keep their index, row and name), grows the head with rows started from
+what is known about each new label (see models/grow.py), and fine-tunes on the new data's training
+patients. Forgetting is held off by distillation: on every batch, the old labels' outputs are pulled
+towards the old model's predictions (`protect="distill"`); `protect="none"` fine-tunes without it.
+The old model object and directory are never modified; the new model records its lineage.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.errors import DataError, ModelError
+from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.events_api import EventClassifier
+from ehrdx.models.grow import init_rows
+from ehrdx.tasks.labels import LabelVocab, _iso
+from ehrdx.tasks.task import label_first_times
+from ehrdx.train.loop import TrainConfig, train_model
+
+PROTECT = ("distill", "none")
+
+
+def _file_sha(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def update_model(
+    old: EventClassifier,
+    store,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    new_labels: list[str] | None = None,
+    init: str = "auto",
+    protect: str = "distill",
+    distill_weight: float = 1.0,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    patience: int = 3,
+    parent_dir: str | Path | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+) -> tuple[EventClassifier, dict]:
+    """Return (new model, report). `splits` are store rows (train, validation, test) of the new data."""
+    if protect not in PROTECT:
+        raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
+    tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
+    t0 = time.perf_counter()
+    new = copy.deepcopy(old)
+    vocab_before = LabelVocab.from_dict(old.label_vocab_.to_dict())
+    first = label_first_times(store, tr, old.selector)
+    if new_labels is None:
+        found = [lab for lab in sorted(first) if lab not in vocab_before]
+    else:
+        missing = [lab for lab in new_labels if lab not in first and lab not in vocab_before]
+        if missing:
+            raise DataError(f"label(s) {', '.join(missing)} never recorded in the new training patients",
+                            file=str(store.directory), fix="check the names against the label selection")
+        found = [lab for lab in new_labels if lab not in vocab_before]
+    if not found:
+        raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
+                        fix="give the labels to add, or data in which new labels are recorded")
+    info = {lab: {"introduced_at": _iso(first.get(lab)), **old.selector.info.get(lab, {})} for lab in found}
+    new.label_vocab_.extend(found, info, note="ehrdx update")
+    L_old, L = len(vocab_before), len(new.label_vocab_)
+
+    train_s = new.samples(store, tr)
+    val_s = new.samples(store, va)
+    mask = train_s.train_mask(new.task.new_onset)
+    prevalence = (train_s.y * mask).sum(0) / np.maximum(mask.sum(0), 1)
+    p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
+    bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
+
+    if new.model == "logistic":
+        used = ["fit" for _ in found]
+        X = count_matrix(history_features(store, train_s, new.encoder_), new.encoder_.n_codes)
+        from ehrdx.models.baselines import LogisticBaseline
+
+        extra = LogisticBaseline(X.shape[1], L - L_old).fit(X, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
+        new.model_.coef = np.vstack([new.model_.coef, extra.coef])
+        new.model_.intercept = np.concatenate([new.model_.intercept, extra.intercept])
+        new.model_.config["n_labels"] = L
+        history = None
+    else:
+        label_codes = {lab: [c for c in store.code_names if lab in old.selector.labels_of(c)] for lab in found}
+        rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes, new.encoder_)
+        new.model_.head.grow(rows, bias)
+        new.model_.config.n_labels = L
+        old_model = old.model_.eval()
+
+        def distill(model, batch, logits):
+            with torch.no_grad():
+                target = torch.sigmoid(old_model(batch))
+            return distill_weight * F.binary_cross_entropy_with_logits(logits[:, :L_old], target)
+
+        config = TrainConfig(lr=lr, weight_decay=old.train_config.weight_decay, batch_size=old.train_config.batch_size,
+                             max_epochs=epochs, patience=patience, seed=old.seed)
+        torch.manual_seed(old.seed)
+        history = train_model(new.model_, new._dataset(store, train_s), new._dataset(store, val_s), config,
+                              on_epoch, extra_loss=distill if protect == "distill" else None)
+        new.history_ = history
+    if len(val_s):
+        new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.task.new_onset),
+                                          new.predict_samples(store, val_s))
+    seconds = time.perf_counter() - t0
+    parent = Path(parent_dir) if parent_dir else None
+    new.lineage_ = {
+        "parent_dir": str(parent) if parent else None,
+        "parent_model_sha256": _file_sha(parent / "model.safetensors") if parent else None,
+        "parent_config_sha256": _file_sha(parent / "config.json") if parent else None,
+        "labels_version_before": vocab_before.version, "labels_version_after": new.label_vocab_.version,
+        "added": found, "init": dict(zip(found, used)), "protect": protect,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 2),
+        "history": [*getattr(old, "lineage_history_", []), *([old.lineage_] if hasattr(old, "lineage_") else [])],
+    }
+    report = compare_before_after(old, new, store, te, train_s)
+    report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "seconds": round(seconds, 2),
+                   "epochs": history.epochs_run if history else 0})
+    return new, report
+
+
+def compare_before_after(old: EventClassifier, new: EventClassifier, store, test_rows: np.ndarray,
+                         train_s=None) -> dict:
+    """Per label: introduced_at, training positives, AUROC/AUPRC of the old model (labels it knows) and
+    of the new one, on the same test samples; and old-label macro AUROC before vs after."""
+    old_labels = old.labels_
+    missing = [lab for lab in old_labels if lab not in new.label_vocab_]
+    if missing:
+        raise ModelError(f"the new model lacks old label(s) {', '.join(missing)}")
+    old_cols = np.array([new.label_vocab_.index(lab) for lab in old_labels], dtype=np.int64)
+    new_cols = np.array([j for j, lab in enumerate(new.labels_) if lab not in old.label_vocab_], dtype=np.int64)
+    s = new.samples(store, test_rows)
+    p_old = old.predict_samples(store, s)
+    p_new = new.predict_samples(store, s)
+    labels = new.labels_
+    y, m = s.y, s.mask
+    before = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_old, old_labels, None, ())
+    after_old = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_new[:, old_cols], old_labels, None, ())
+    after_new = evaluate_predictions(y[:, new_cols], m[:, new_cols], p_new[:, new_cols],
+                                     [labels[j] for j in new_cols], None, ())
+    row_of = {lab: i for i, lab in enumerate(old_labels)}
+    new_row_of = {labels[j]: i for i, j in enumerate(new_cols)}
+    seen = ((train_s.y > 0.5) & train_s.mask).sum(0) if train_s is not None else np.zeros(len(labels))
+    rows = []
+    for j, lab in enumerate(labels):
+        is_old = lab in row_of
+        b = before["per_label"][row_of[lab]] if is_old else None
+        a = after_old["per_label"][row_of[lab]] if is_old else after_new["per_label"][new_row_of[lab]]
+        rows.append({"label": lab, "new": not is_old, "introduced_at": new.label_vocab_.info[lab].get("introduced_at"),
+                     "parent": new.label_vocab_.info[lab].get("parent"), "train_positives": int(seen[j]),
+                     "test_positives": a["positives"],
+                     "auroc_before": b["auroc"] if b else None, "auprc_before": b["auprc"] if b else None,
+                     "auroc_after": a["auroc"], "auprc_after": a["auprc"]})
+    return {
+        "per_label": rows, "test_samples": len(s),
+        "old_labels_macro_auroc_before": before["macro_auroc"], "old_labels_macro_auroc_after": after_old["macro_auroc"],
+        "old_labels_macro_auprc_before": before["macro_auprc"], "old_labels_macro_auprc_after": after_old["macro_auprc"],
+        "new_labels_macro_auroc": after_new["macro_auroc"], "new_labels_macro_auprc": after_new["macro_auprc"],
+    }

@@ -1,0 +1,103 @@
+"""A growing label vocabulary: new labels join a trained model; old ones keep their place."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import ehrdx
+from ehrdx.cli import app
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.events_api import EventClassifier
+from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.models.grow import init_rows
+from ehrdx.update import update_model
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grow")
+    paths = write_longitudinal(generate_longitudinal(700, seed=11), out)
+    old_store = open_store(meds=paths["meds"], store_dir=out / "old", until="2020-01-01")
+    new_store = open_store(meds=paths["meds"], store_dir=out / "new")
+    return paths, old_store, new_store
+
+
+def _digest(directory) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_alone(data, tmp_path):
+    paths, _, _ = data
+    meds, lm = paths["meds"], f"map:{paths['label_map']}"
+    r = run("train", "--meds", meds, "--labels", lm, "--until", "2020-01-01", "--model", "gru", "--hidden", "32",
+            "--epochs", "2", "--out", tmp_path / "old")
+    assert r.exit_code == 0, r.output
+    old_labels = json.loads((tmp_path / "old" / "labels.json").read_text())
+    assert "U07.1" not in old_labels["labels"] and "E11.9" not in old_labels["labels"]
+    before = _digest(tmp_path / "old")
+
+    # an old model predicts on newer data: the labels it lacks are left out, with a note
+    r = run("predict", "--meds", meds, "--model", tmp_path / "old", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert "label not in model:U07.1" in r.output
+
+    r = run("update", "--model", tmp_path / "old", "--meds", meds, "--out", tmp_path / "new", "--epochs", "2")
+    assert r.exit_code == 0, r.output
+    assert _digest(tmp_path / "old") == before  # the old directory is never modified
+    new_labels = json.loads((tmp_path / "new" / "labels.json").read_text())
+    n_old = len(old_labels["labels"])
+    assert new_labels["labels"][:n_old] == old_labels["labels"]
+    assert new_labels["labels"][n_old:] == ["E11.2", "E11.9", "U07.1"]
+    assert new_labels["version"] == old_labels["version"] + 1
+    assert new_labels["info"]["E11.9"]["parent"] == "E11"
+    assert new_labels["info"]["U07.1"]["introduced_at"] == "2020-03-01T00:00:00"  # given in the label map
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    lineage = config["lineage"]
+    assert lineage["parent_model_sha256"] == before["model.safetensors"]
+    assert lineage["added"] == ["E11.2", "E11.9", "U07.1"] and lineage["init"]["E11.9"] == "parent"
+    report = json.loads((tmp_path / "new" / "update_report.json").read_text())
+    assert {r["label"] for r in report["per_label"] if r["new"]} == {"E11.2", "E11.9", "U07.1"}
+    assert report["old_labels_macro_auroc_before"] is not None and report["new_labels_macro_auroc"] is not None
+    back = ehrdx.load(tmp_path / "new")
+    assert back.labels_ == new_labels["labels"] and back.lineage_["added"] == lineage["added"]
+
+
+def test_growing_the_head_leaves_old_outputs_untouched(data):
+    paths, old_store, new_store = data
+    tr, va, _ = patient_splits(old_store, paths["meds"], 0)
+    clf = EventClassifier(model="transformer", labels=f"map:{paths['label_map']}", hidden=32, max_epochs=1)
+    clf.fit(old_store, tr, va)
+    s = clf.samples(new_store, None, require_labels=False)
+    before = clf.predict_samples(new_store, s)
+    info = {"X": {"parent": "E11"}, "Y": {"description": "Type 2 diabetes something"}, "Z": {}}
+    info.update(clf.label_vocab_.info)
+    rows, used = init_rows(clf.model_, clf.label_vocab_, ["X", "Y", "Z"], info, "auto",
+                           {"Z": ["DX//J44"]}, clf.encoder_)
+    assert used == ["parent", "description", "code"]
+    torch.testing.assert_close(rows[0], clf.model_.head.label_embedding[clf.label_vocab_.index("E11")])
+    clf.model_.head.grow(rows, torch.zeros(3))
+    after = clf.predict_samples(new_store, s)
+    assert after.shape[1] == before.shape[1] + 3
+    np.testing.assert_array_equal(after[:, : before.shape[1]], before)
+
+
+def test_logistic_update_fits_new_labels_only(data):
+    paths, old_store, new_store = data
+    tr, va, _ = patient_splits(old_store, paths["meds"], 0)
+    old = EventClassifier(model="logistic", labels=f"map:{paths['label_map']}").fit(old_store, tr, va)
+    new, report = update_model(old, new_store, patient_splits(new_store, paths["meds"], 0))
+    L = len(old.labels_)
+    np.testing.assert_array_equal(new.model_.coef[:L], old.model_.coef)
+    assert new.model_.coef.shape[0] == L + 3
+    # nothing about the old labels changed, so their test AUROC is exactly the same
+    assert report["old_labels_macro_auroc_after"] == report["old_labels_macro_auroc_before"]
+    with pytest.raises(ehrdx.errors.DataError, match="nothing to add"):
+        update_model(new, new_store, patient_splits(new_store, paths["meds"], 0))
