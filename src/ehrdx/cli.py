@@ -359,9 +359,12 @@ def update(
     events: Events = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
                                             "new data's training patients that the model lacks).")] = None,
-    init: Annotated[str, typer.Option(help="How new label rows start: auto, parent, code, description, mean.")] = "auto",
+    labels: Annotated[str | None, typer.Option(help="A new label selection (e.g. a map with new conditions of "
+                                               "interest); it must still select every old label.")] = None,
+    init: Annotated[str, typer.Option(help="How new label rows start: probe (logistic regression on the frozen "
+                                      "model's states), auto, parent, code, description, mean.")] = "probe",
     protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs at most (early stopping on validation).")] = 10,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
     lr: Lr = 1e-3,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
@@ -372,6 +375,7 @@ def update(
     the old model's predictions on old labels, and report each label before and after."""
     import ehrdx
     from ehrdx.events_pipeline import patient_splits
+    from ehrdx.tasks.select import LabelSelector
     from ehrdx.update import update_model
 
     try:
@@ -380,7 +384,8 @@ def update(
         st = _open_events(meds, events, store, visit_gap)
         splits = patient_splits(st, meds, seed, selector=old.selector)
         with _EpochProgress(epochs, "fine-tuning") as progress:
-            new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, init=init,
+            selector = LabelSelector.parse(labels) if labels else None
+            new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress)
         new.save(out)
         _write_json(out / "update_report.json", report)
@@ -509,6 +514,13 @@ def demo(
         for b, r in metrics["baselines"].items():
             line += f"; {b} {r[key]['macro_auprc']:.3f}"
         console.print(line + ")")
+    changes = cohort.info["label_changes"]
+    masked = metrics["test_samples"]["excluded"].get("label_entries_before_introduction_masked", 0)
+    console.print(f"labels that change over time: {changes['new_disease']['code']} exists from "
+                  f"{changes['new_disease']['from'][:10]}; {changes['code_split']['code']} is split into "
+                  f"{', '.join(changes['code_split']['into'])} from {changes['code_split']['from'][:10]}. "
+                  f"{masked:,} test entries whose window ends before their label existed are masked, not negatives. "
+                  f"To add labels to a trained model: ehrdx update --help")
     console.print(f"{metrics['wall_seconds']}s in all; model: {out / 'model'}   metrics: {out / 'metrics.json'}")
 
 

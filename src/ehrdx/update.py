@@ -2,8 +2,8 @@
 
 `update_model` finds the labels in new data that the model lacks (or takes a list), appends them to
 the vocabulary (existing labels keep their index, row and name), grows the head with rows started from
-what is known about each new label (see models/grow.py), and fine-tunes on the new data's training
-patients. Forgetting is held off by distillation: on every batch, the old labels' outputs are pulled
+what is known about each new label (see models/grow.py; by default `probe`: logistic regression on the
+frozen model's states), and fine-tunes briefly on the new data's training patients. Forgetting is held off by distillation: on every batch, the old labels' outputs are pulled
 towards the old model's predictions (`protect="distill"`); `protect="none"` fine-tunes without it.
 The old model object and directory are never modified; the new model records its lineage.
 """
@@ -45,23 +45,32 @@ def update_model(
     splits: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     new_labels: list[str] | None = None,
-    init: str = "auto",
+    selector=None,
+    init: str = "probe",
     protect: str = "distill",
     distill_weight: float = 1.0,
-    epochs: int = 10,
+    epochs: int = 2,
     lr: float = 1e-3,
     patience: int = 3,
     parent_dir: str | Path | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
 ) -> tuple[EventClassifier, dict]:
-    """Return (new model, report). `splits` are store rows (train, validation, test) of the new data."""
+    """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
+    `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
+    it must still select every old label."""
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
     t0 = time.perf_counter()
     new = copy.deepcopy(old)
+    if selector is not None:
+        new.selector = selector
     vocab_before = LabelVocab.from_dict(old.label_vocab_.to_dict())
-    first = label_first_times(store, tr, old.selector)
+    first = label_first_times(store, tr, new.selector)
+    lost = [lab for lab in vocab_before.labels if lab not in first]
+    if selector is not None and lost:
+        raise DataError(f"the new label selection no longer selects old label(s) {', '.join(lost)}",
+                        fix="keep every old label in the new label map")
     if new_labels is None:
         found = [lab for lab in sorted(first) if lab not in vocab_before]
     else:
@@ -73,7 +82,7 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
-    info = {lab: {"introduced_at": _iso(first.get(lab)), **old.selector.info.get(lab, {})} for lab in found}
+    info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {})} for lab in found}
     new.label_vocab_.extend(found, info, note="ehrdx update")
     L_old, L = len(vocab_before), len(new.label_vocab_)
 
@@ -95,8 +104,14 @@ def update_model(
         new.model_.config["n_labels"] = L
         history = None
     else:
-        label_codes = {lab: [c for c in store.code_names if lab in old.selector.labels_of(c)] for lab in found}
-        rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes, new.encoder_)
+        train_set = new._dataset(store, train_s)
+        if init == "probe":
+            rows, bias = probe_rows(new.model_, train_set, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
+            used = ["probe"] * len(found)
+        else:
+            label_codes = {lab: [c for c in store.code_names if lab in new.selector.labels_of(c)] for lab in found}
+            rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,
+                                   new.encoder_)
         new.model_.head.grow(rows, bias)
         new.model_.config.n_labels = L
         old_model = old.model_.eval()
@@ -109,9 +124,12 @@ def update_model(
         config = TrainConfig(lr=lr, weight_decay=old.train_config.weight_decay, batch_size=old.train_config.batch_size,
                              max_epochs=epochs, patience=patience, seed=old.seed)
         torch.manual_seed(old.seed)
-        history = train_model(new.model_, new._dataset(store, train_s), new._dataset(store, val_s), config,
-                              on_epoch, extra_loss=distill if protect == "distill" else None)
-        new.history_ = history
+        if epochs > 0:
+            history = train_model(new.model_, train_set, new._dataset(store, val_s), config,
+                                  on_epoch, extra_loss=distill if protect == "distill" else None)
+            new.history_ = history
+        else:
+            history = None
     if len(val_s):
         new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.task.new_onset),
                                           new.predict_samples(store, val_s))
@@ -130,6 +148,29 @@ def update_model(
     report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
     return new, report
+
+
+@torch.no_grad()
+def sample_states(model, dataset) -> np.ndarray:
+    """[S, H] the state the label head reads, for every sample (in sample order)."""
+    model.eval()
+    out = None
+    for batch in dataset.batches(512):
+        h = model.states(batch).float().numpy()
+        if out is None:
+            out = np.zeros((len(dataset), h.shape[1]), dtype=np.float32)
+        out[batch["sample_index"].numpy()] = h
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def probe_rows(model, dataset, y: np.ndarray, mask: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """New label rows fit by logistic regression on the frozen model's states (linear probing, the first
+    half of LP-FT): the best a row can do before the body moves at all."""
+    from ehrdx.models.baselines import LogisticBaseline
+
+    H = sample_states(model, dataset)
+    fit = LogisticBaseline(H.shape[1], y.shape[1], C=1.0).fit(H, y, mask, seed=seed)
+    return torch.from_numpy(fit.coef.astype(np.float32)), torch.from_numpy(fit.intercept.astype(np.float32))
 
 
 def compare_before_after(old: EventClassifier, new: EventClassifier, store, test_rows: np.ndarray,

@@ -8,6 +8,8 @@ Strategies (`init_rows`):
                description
   mean         the mean of the existing rows
   auto         the first of parent, code, description that applies, else mean
+  probe        (in ehrdx.update) rows fit by logistic regression on the frozen model's states, then
+               fine-tuned: linear probing before fine-tuning (LP-FT)
 Every strategy falls back to `mean` where it does not apply, and a new label's bias starts at its
 log-odds in the training data. Which strategy is used for each label is recorded.
 """
@@ -19,7 +21,7 @@ import re
 import numpy as np
 import torch
 
-STRATEGIES = ("auto", "parent", "code", "description", "mean")
+STRATEGIES = ("auto", "parent", "code", "description", "mean", "probe")
 
 
 def _words(text: str | None) -> set[str]:

@@ -44,6 +44,9 @@ class MLPModel(nn.Module):
         bag = self.code_bag(batch["code_ids"], batch["code_offsets"])
         return self.body(torch.cat([batch["dense"], bag], dim=-1))
 
+    def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode(batch)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.encode(batch))
 

@@ -114,11 +114,14 @@ class SequenceModel(nn.Module):
         out, _ = self.rnn(x)
         return out + x  # a skip connection: the latest visit reaches the head directly
 
+    def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Patient state [S, H] at each of the batch's samples: what the label head reads."""
+        h = self.encode(batch)
+        return h.reshape(-1, h.shape[-1]).index_select(0, batch["gather"])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits [S, L] for the batch's samples (the states at their positions)."""
-        h = self.encode(batch)
-        state = h.reshape(-1, h.shape[-1]).index_select(0, batch["gather"])
-        return self.head(self.drop(state))
+        return self.head(self.drop(self.states(batch)))
 
 
 def n_parameters(model: nn.Module) -> int:
