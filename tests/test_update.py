@@ -50,7 +50,7 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     assert "label not in model:U07.1" in r.output
 
     r = run("update", "--model", tmp_path / "old", "--meds", meds, "--out", tmp_path / "new", "--epochs", "1",
-            "--init", "auto")
+            "--init", "auto", "--compare")
     assert r.exit_code == 0, r.output
     assert _digest(tmp_path / "old") == before  # the old directory is never modified
     new_labels = json.loads((tmp_path / "new" / "labels.json").read_text())
@@ -58,7 +58,8 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     assert new_labels["labels"][:n_old] == old_labels["labels"]
     assert new_labels["labels"][n_old:] == ["E11.2", "E11.9", "U07.1"]
     assert new_labels["version"] == old_labels["version"] + 1
-    assert new_labels["info"]["E11.9"]["parent"] == "E11"
+    assert new_labels["info"]["E11.9"]["parent"] == "E11" and new_labels["info"]["E11.9"]["codes"] == ["DX//E11.9"]
+    assert old_labels["info"]["E11"]["codes"] == ["DX//E11"]  # as of 2020 the finer codes did not exist
     assert new_labels["info"]["U07.1"]["introduced_at"] == "2020-03-01T00:00:00"  # given in the label map
     config = json.loads((tmp_path / "new" / "config.json").read_text())
     lineage = config["lineage"]
@@ -67,6 +68,8 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     report = json.loads((tmp_path / "new" / "update_report.json").read_text())
     assert {r["label"] for r in report["per_label"] if r["new"]} == {"E11.2", "E11.9", "U07.1"}
     assert report["old_labels_macro_auroc_before"] is not None and report["new_labels_macro_auroc"] is not None
+    assert set(report["compare"]) == {"update (distill)", "fine-tune, no protection", "retrain from scratch"}
+    assert "retrain from scratch" in r.output
     back = ehrdx.load(tmp_path / "new")
     assert back.labels_ == new_labels["labels"] and back.lineage_["added"] == lineage["added"]
 

@@ -366,6 +366,8 @@ def update(
     protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
     lr: Lr = 1e-3,
+    compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
+                                          "from scratch on the same data, and report all three.")] = False,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     seed: Seed = 0,
@@ -388,11 +390,39 @@ def update(
             new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress)
         new.save(out)
+        if compare:
+            report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
         _write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
     _print_update(report)
     console.print(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged")
+
+
+def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) -> dict:
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.update import compare_before_after, update_model
+
+    rows = {"update (distill)": {k: report[k] for k in ("seconds", "old_labels_macro_auroc_after",
+                                                        "new_labels_macro_auroc")}}
+    with console.status("fine-tuning without protection"):
+        _, plain = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
+                                protect="none", epochs=epochs, lr=lr)
+    rows["fine-tune, no protection"] = {k: plain[k] for k in rows["update (distill)"]}
+    tc = old.train_config
+    scratch = EventClassifier(model=old.model, task=old.task, labels=selector or old.selector, hidden=old.hidden,
+                              layers=old.layers, heads=old.heads, dropout=old.dropout, lr=tc.lr,
+                              weight_decay=tc.weight_decay, batch_size=tc.batch_size, max_epochs=tc.max_epochs,
+                              patience=tc.patience, seed=old.seed)
+    t0 = time.perf_counter()
+    with console.status("retraining from scratch"):
+        scratch.fit(st, splits[0], splits[1])
+    seconds = time.perf_counter() - t0
+    r = compare_before_after(old, scratch, st, splits[2])
+    rows["retrain from scratch"] = {"seconds": round(seconds, 2),
+                                    "old_labels_macro_auroc_after": r["old_labels_macro_auroc_after"],
+                                    "new_labels_macro_auroc": r["new_labels_macro_auroc"]}
+    return rows
 
 
 def _print_update(report: dict) -> None:
@@ -413,6 +443,15 @@ def _print_update(report: dict) -> None:
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
                   f"{_fmt(report['new_labels_macro_auroc'])}")
+    if "compare" in report:
+        c = Table(title="Compared on the same patients")
+        for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):
+            c.add_column(col, justify="left" if col == "way" else "right")
+        c.add_row("old model", "", _fmt(report["old_labels_macro_auroc_before"]), "")
+        for way, r in report["compare"].items():
+            c.add_row(way, _fmt(float(r["seconds"])), _fmt(r["old_labels_macro_auroc_after"]),
+                      _fmt(r["new_labels_macro_auroc"]))
+        console.print(c)
 
 
 @app.command()

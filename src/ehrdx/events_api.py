@@ -152,7 +152,12 @@ class EventClassifier:
             in_train = np.isin(t_rows, train_rows)
             pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
             first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
-        self.label_vocab_ = LabelVocab.from_first_times(first, self.selector.info)
+        codes: dict[str, list[str]] = {}
+        for code in store.code_names:
+            for lab in self.selector.labels_of(code):
+                codes.setdefault(lab, []).append(code)
+        info = {lab: {"codes": sorted(codes.get(lab, [])), **self.selector.info.get(lab, {})} for lab in first}
+        self.label_vocab_ = LabelVocab.from_first_times(first, info)
         if len(self.label_vocab_) == 0:
             raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",
                             file=str(store.directory), column="code",

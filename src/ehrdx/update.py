@@ -82,7 +82,8 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
-    info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {})} for lab in found}
+    info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
+                  "codes": sorted(c for c in store.code_names if lab in new.selector.labels_of(c))} for lab in found}
     new.label_vocab_.extend(found, info, note="ehrdx update")
     L_old, L = len(vocab_before), len(new.label_vocab_)
 

@@ -1,6 +1,6 @@
 """The label (disease) vocabulary as data: ordered, append-only, versioned.
 
-Each label carries a description, an optional parent label (e.g. the ICD-10 category of a finer code)
+Each label carries the codes that record it, a description, an optional parent label (e.g. the ICD-10 category of a finer code)
 and `introduced_at`: the first time it can be coded (given, or inferred as its first record in the
 training data). A sample whose label window ends before a label's `introduced_at` does not know that
 label: it is masked, not a negative. Existing labels never move; new ones are appended, and every
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-INFO_KEYS = ("description", "parent", "introduced_at")
+INFO_KEYS = ("codes", "description", "parent", "introduced_at")
 
 
 def _iso(seconds: int | None) -> str | None:
