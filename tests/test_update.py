@@ -129,3 +129,16 @@ def test_update_keeps_old_labels_and_learns_new_ones_nearly_as_well_as_retrainin
     scratch = EventClassifier(model="gru", labels=f"map:{paths['label_map']}").fit(store, splits[0], splits[1])
     retrained = compare_before_after(old, scratch, store, splits[2])
     assert report["new_labels_macro_auroc"] >= retrained["new_labels_macro_auroc"] - 0.02, (report, retrained)
+
+
+def test_icd10_parents_come_from_the_offline_code_set():
+    from ehrdx.tasks.icd10 import available, fill_icd10
+
+    assert available()  # installed with the dev extra, so CI exercises it
+    info = {"E11.65": {}, "N18.3": {"parent": "given"}, "U07.1": {}, "MY_LABEL": {}}
+    filled = fill_icd10(info, ["E11", "N18"])
+    assert info["E11.65"]["parent"] == "E11"  # nearest ancestor that is a label
+    assert "hyperglycemia" in info["E11.65"]["description"].lower()
+    assert info["N18.3"]["parent"] == "given"  # the label map wins
+    assert info["U07.1"]["parent"] == "U07"  # no ancestor in the vocabulary: the direct parent
+    assert "MY_LABEL" not in filled and info["MY_LABEL"] == {}

@@ -27,6 +27,7 @@ from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
 from ehrdx.models.baselines import LogisticBaseline
 from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
 from ehrdx.models.sequence import ENCODERS, SequenceConfig, SequenceModel
+from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.targets import Targets
@@ -157,6 +158,7 @@ class EventClassifier:
             for lab in self.selector.labels_of(code):
                 codes.setdefault(lab, []).append(code)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **self.selector.info.get(lab, {})} for lab in first}
+        fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         self.label_vocab_ = LabelVocab.from_first_times(first, info)
         if len(self.label_vocab_) == 0:
             raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",

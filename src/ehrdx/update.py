@@ -26,6 +26,7 @@ from ehrdx.errors import DataError, ModelError
 from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
 from ehrdx.events_api import EventClassifier
 from ehrdx.models.grow import init_rows
+from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, _iso
 from ehrdx.tasks.task import label_first_times
 from ehrdx.train.loop import TrainConfig, train_model
@@ -84,6 +85,7 @@ def update_model(
                         fix="give the labels to add, or data in which new labels are recorded")
     info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
                   "codes": sorted(c for c in store.code_names if lab in new.selector.labels_of(c))} for lab in found}
+    fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there
     new.label_vocab_.extend(found, info, note="ehrdx update")
     L_old, L = len(vocab_before), len(new.label_vocab_)
 
