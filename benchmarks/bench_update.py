@@ -8,7 +8,7 @@ Scenarios on the built-in longitudinal cohort (next-visit task, GRU):
   time      the old model was trained on the data as of 2020-01-01 (before U07.1 existed and before
             E11 was split); the update brings the data up to 2024 and the new labels with it
 For each way to start the new rows (probe, auto = parent/code/description, mean) and each protection
-(distill, none) it reports old-label macro AUROC before and after (forgetting), new-label macro AUROC
+(distill, none, with or without a replay of the old training data) it reports old-label macro AUROC before and after (forgetting), new-label macro AUROC
 and the update's wall time, beside a model retrained from scratch on all the data with all labels.
 """
 
@@ -27,7 +27,8 @@ from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.update import compare_before_after, update_model
 
-VARIANTS = [("probe", "distill"), ("probe", "none"), ("auto", "distill"), ("mean", "distill")]
+VARIANTS = [("probe", "distill", False), ("probe", "none", False), ("probe", "none", True), ("probe", "distill", True),
+            ("auto", "distill", False), ("mean", "distill", False)]
 
 
 def main() -> None:
@@ -64,11 +65,12 @@ def main() -> None:
                       "old_before": round(r["old_labels_macro_auroc_before"], 4),
                       "old_after": round(r["old_labels_macro_auroc_after"], 4),
                       "new": round(r["new_labels_macro_auroc"], 4)}), flush=True)
-    for init, protect in VARIANTS:
+    for init, protect, replay in VARIANTS:
         t0 = time.perf_counter()
-        _, rep = update_model(old, store, splits, selector=selector, init=init, protect=protect, epochs=args.epochs)
+        _, rep = update_model(old, store, splits, selector=selector, init=init, protect=protect, epochs=args.epochs,
+                              replay=(old_store, old_splits[0]) if replay else None)
         seconds = time.perf_counter() - t0
-        print(json.dumps({"variant": f"update init={init} protect={protect} epochs={args.epochs}",
+        print(json.dumps({"variant": f"update init={init} protect={protect} replay={replay} epochs={args.epochs}",
                           "seconds": round(seconds, 1), "time_vs_retrain": round(seconds / scratch_seconds, 3),
                           "old_before": round(rep["old_labels_macro_auroc_before"], 4),
                           "old_after": round(rep["old_labels_macro_auroc_after"], 4),

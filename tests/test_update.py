@@ -142,3 +142,20 @@ def test_icd10_parents_come_from_the_offline_code_set():
     assert info["N18.3"]["parent"] == "given"  # the label map wins
     assert info["U07.1"]["parent"] == "U07"  # no ancestor in the vocabulary: the direct parent
     assert "MY_LABEL" not in filled and info["MY_LABEL"] == {}
+
+
+def test_replay_mixes_old_data_with_new_labels_unknown(data):
+    from ehrdx.data.batches import ConcatSet
+
+    paths, old_store, new_store = data
+    tr, va, _ = patient_splits(old_store, paths["meds"], 0)
+    old = EventClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1).fit(old_store, tr, va)
+    a = old._dataset(old_store, old.samples(old_store, tr))
+    b = old._dataset(new_store, old.samples(new_store, va))
+    both = ConcatSet(a, b)
+    seen = np.concatenate([x["sample_index"].numpy() for x in both.batches(32, shuffle=True,
+                                                                             generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(len(a) + len(b)))  # every sample once per epoch
+    new, report = update_model(old, new_store, patient_splits(new_store, paths["meds"], 0), epochs=1,
+                               replay=(old_store, tr))
+    assert report["replay"] and new.lineage_["replay"] and len(new.labels_) == len(old.labels_) + 3

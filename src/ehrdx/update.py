@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ehrdx.data.batches import ConcatSet
 from ehrdx.data.counts import count_matrix, history_features
 from ehrdx.errors import DataError, ModelError
 from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
@@ -54,11 +55,13 @@ def update_model(
     lr: float = 1e-3,
     patience: int = 3,
     parent_dir: str | Path | None = None,
+    replay: tuple | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
 ) -> tuple[EventClassifier, dict]:
     """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
-    it must still select every old label."""
+    it must still select every old label. `replay` = (store, rows): old training data mixed into the
+    fine-tuning, with its old labels as targets and the new labels unknown."""
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
@@ -127,6 +130,12 @@ def update_model(
         config = TrainConfig(lr=lr, weight_decay=old.train_config.weight_decay, batch_size=old.train_config.batch_size,
                              max_epochs=epochs, patience=patience, seed=old.seed)
         torch.manual_seed(old.seed)
+        if replay is not None:
+            old_s = new.samples(replay[0], np.asarray(replay[1], dtype=np.int64))
+            old_s.mask[:, L_old:] = False  # the old data did not record the new labels
+            old_s.history[:, L_old:] = False
+            keep = old_s.mask.any(1)
+            train_set = ConcatSet(train_set, new._dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:
             history = train_model(new.model_, train_set, new._dataset(store, val_s), config,
                                   on_epoch, extra_loss=distill if protect == "distill" else None)
@@ -143,12 +152,13 @@ def update_model(
         "parent_model_sha256": _file_sha(parent / "model.safetensors") if parent else None,
         "parent_config_sha256": _file_sha(parent / "config.json") if parent else None,
         "labels_version_before": vocab_before.version, "labels_version_after": new.label_vocab_.version,
-        "added": found, "init": dict(zip(found, used)), "protect": protect,
+        "added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 2),
         "history": [*getattr(old, "lineage_history_", []), *([old.lineage_] if hasattr(old, "lineage_") else [])],
     }
     report = compare_before_after(old, new, store, te, train_s)
-    report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "seconds": round(seconds, 2),
+    report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
+                   "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
     return new, report
 

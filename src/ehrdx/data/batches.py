@@ -66,3 +66,29 @@ def iterate_batches(
     order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
     for start in range(0, n, batch_size):
         yield make_batch(samples, order[start : start + batch_size], device)
+
+
+class ConcatSet:
+    """Several sample sets trained on together (e.g. new data and a replay of old data): each epoch
+    visits every batch of every set once, the sets' batches interleaved in a seeded random order."""
+
+    def __init__(self, *sets) -> None:
+        self.sets = sets
+        self.y = np.concatenate([s.y for s in sets])
+        self.y_mask = np.concatenate([s.y_mask for s in sets])
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sets)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu"):
+        counts = [-(-getattr(s, "n_sequences", len(s)) // batch_size) for s in self.sets]
+        order = np.repeat(np.arange(len(self.sets)), counts)
+        if shuffle:
+            order = order[torch.randperm(len(order), generator=generator).numpy()]
+        iters = [s.batches(batch_size, shuffle=shuffle, generator=generator, device=device) for s in self.sets]
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
+        for k in order:
+            batch = next(iters[k])
+            batch["sample_index"] = batch["sample_index"] + int(offsets[k])
+            yield batch
