@@ -50,7 +50,7 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     assert "label not in model:U07.1" in r.output
 
     r = run("update", "--model", tmp_path / "old", "--meds", meds, "--out", tmp_path / "new", "--epochs", "1",
-            "--init", "auto", "--compare")
+            "--init", "auto", "--compare", "--replay-meds", meds, "--replay-until", "2020-01-01")
     assert r.exit_code == 0, r.output
     assert _digest(tmp_path / "old") == before  # the old directory is never modified
     new_labels = json.loads((tmp_path / "new" / "labels.json").read_text())
@@ -65,6 +65,7 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     lineage = config["lineage"]
     assert lineage["parent_model_sha256"] == before["model.safetensors"]
     assert lineage["added"] == ["E11.2", "E11.9", "U07.1"] and lineage["init"]["E11.9"] == "parent"
+    assert lineage["replay"]
     report = json.loads((tmp_path / "new" / "update_report.json").read_text())
     assert {r["label"] for r in report["per_label"] if r["new"]} == {"E11.2", "E11.9", "U07.1"}
     assert report["old_labels_macro_auroc_before"] is not None and report["new_labels_macro_auroc"] is not None

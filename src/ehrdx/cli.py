@@ -366,6 +366,9 @@ def update(
     protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
     lr: Lr = 1e-3,
+    replay_meds: Annotated[Path | None, typer.Option(help="Old training data (MEDS) to replay during fine-tuning; "
+                                                     "its train split is used, new labels unknown there.")] = None,
+    replay_until: Annotated[str | None, typer.Option(help="Use the replay data only up to this date.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
                                           "from scratch on the same data, and report all three.")] = False,
     visit_gap: VisitGap = "0",
@@ -376,7 +379,7 @@ def update(
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
     import ehrdx
-    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.events_pipeline import open_store, patient_splits
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.update import update_model
 
@@ -387,8 +390,13 @@ def update(
         splits = patient_splits(st, meds, seed, selector=old.selector)
         with _EpochProgress(epochs, "fine-tuning") as progress:
             selector = LabelSelector.parse(labels) if labels else None
+            replay = None
+            if replay_meds is not None:
+                old_st = open_store(meds=replay_meds, until=replay_until)
+                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector)[0])
             new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
-                                       protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress)
+                                       protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
+                                       replay=replay)
         new.save(out)
         if compare:
             report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
