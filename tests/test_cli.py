@@ -84,6 +84,8 @@ def test_longitudinal_demo_reports_new_onset_beside_the_oracle_and_baselines(tmp
     assert set(m["baselines"]) == {"mlp", "logistic"}
     assert m["test_samples"]["samples"] > m["test_samples"]["patients"]
     assert "new onset" in r.output and (tmp_path / "demo" / "model" / "task.json").exists()
+    assert m["update"]["added"] == ["E11.2", "E11.9", "U07.1"]
+    assert (tmp_path / "demo" / "model_2024" / "update_report.json").exists()
 
 
 def test_meds_train_predict_evaluate(tmp_path):

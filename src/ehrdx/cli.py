@@ -514,11 +514,14 @@ def demo(
     seed: Seed = 0,
     table: Annotated[bool, typer.Option("--table", help="Run the patient-table demo instead (one prediction per "
                                         "patient at an index date, MLP).")] = False,
+    update: Annotated[bool, typer.Option("--update/--no-update", help="Also show a growing label list: train on "
+                                         "the data as of 2020, then add the newer labels with ehrdx update.")] = True,
 ) -> None:
     """The whole thing on built-in synthetic data: generate a longitudinal cohort as MEDS, convert it to
     the event store, train a sequence model that predicts the diseases coded at the next visit at the end
     of every visit, evaluate on held-out patients (all labels and new onset) beside count baselines and
-    the oracle, save the model and DIR/metrics.json."""
+    the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
+    the data as of 2020 takes the labels that appeared later (U07.1, E11.2, E11.9) with ehrdx update."""
     if table:
         _demo_table(out, patients, hidden, depth, epochs, seed)
         return
@@ -566,9 +569,39 @@ def demo(
     console.print(f"labels that change over time: {changes['new_disease']['code']} exists from "
                   f"{changes['new_disease']['from'][:10]}; {changes['code_split']['code']} is split into "
                   f"{', '.join(changes['code_split']['into'])} from {changes['code_split']['from'][:10]}. "
-                  f"{masked:,} test entries whose window ends before their label existed are masked, not negatives. "
-                  f"To add labels to a trained model: ehrdx update --help")
+                  f"{masked:,} test entries whose window ends before their label existed are masked, not negatives.")
+    if update:
+        _demo_update(out, paths, st, model, hidden, epochs, seed, metrics)
+    metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(out / "metrics.json", metrics)
     console.print(f"{metrics['wall_seconds']}s in all; model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+
+
+def _demo_update(out: Path, paths: dict, st, model: str, hidden: int, epochs: int, seed: int, metrics: dict) -> None:
+    """Growing the label list: a model trained on the data as of 2020-01-01 (before U07.1 and the E11
+    split) takes the new labels from the data up to 2024 with ehrdx update."""
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import open_store, patient_splits
+    from ehrdx.update import update_model
+
+    try:
+        old_st = open_store(meds=paths["meds"], store_dir=out / "store_2020", until="2020-01-01")
+        old_splits = patient_splits(old_st, paths["meds"], seed)
+        old = EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
+                              max_epochs=epochs, seed=seed)
+        with _EpochProgress(epochs, f"6. training {model} on the data as of 2020-01-01") as progress:
+            old.fit(old_st, old_splits[0], old_splits[1], on_epoch=progress)
+        old.save(out / "model_2020")
+        with _EpochProgress(2, "7. ehrdx update with the data up to 2024") as progress:
+            new, report = update_model(old, st, patient_splits(st, paths["meds"], seed), parent_dir=out / "model_2020",
+                                       on_epoch=progress)
+        new.save(out / "model_2024")
+        _write_json(out / "model_2024" / "update_report.json", report)
+    except EhrdxError as exc:
+        _fail(exc)
+    _print_update(report)
+    metrics["update"] = {k: v for k, v in report.items() if k != "per_label"}
+    console.print(f"model as of 2020: {out / 'model_2020'}; updated: {out / 'model_2024'} (see ehrdx update --help)")
 
 
 def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, seed: int) -> None:
