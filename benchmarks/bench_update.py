@@ -28,7 +28,8 @@ from ehrdx.tasks.select import LabelSelector
 from ehrdx.update import compare_before_after, update_model
 
 VARIANTS = [("probe", "distill", False), ("probe", "none", False), ("probe", "none", True), ("probe", "distill", True),
-            ("auto", "distill", False), ("mean", "distill", False)]
+            ("auto", "distill", False), ("parent", "distill", False), ("code", "distill", False),
+            ("description", "distill", False), ("mean", "distill", False)]
 
 
 def main() -> None:
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--model", default="gru")
     ap.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of the update")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=None, help="comma-separated inits to run (default: all variants)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="ehrdx_update_")
@@ -65,7 +67,10 @@ def main() -> None:
                       "old_before": round(r["old_labels_macro_auroc_before"], 4),
                       "old_after": round(r["old_labels_macro_auroc_after"], 4),
                       "new": round(r["new_labels_macro_auroc"], 4)}), flush=True)
+    only = set(args.only.split(",")) if args.only else None
     for init, protect, replay in VARIANTS:
+        if only and init not in only:
+            continue
         t0 = time.perf_counter()
         _, rep = update_model(old, store, splits, selector=selector, init=init, protect=protect, epochs=args.epochs,
                               replay=(old_store, old_splits[0]) if replay else None)
