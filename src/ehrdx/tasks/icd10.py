@@ -8,7 +8,12 @@ a label), else its direct parent; and gets the official description if it has no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+# The shape of an ICD-10-CM code (E11, E11.65, E1165): the package (about 2 s to load) is only loaded when
+# some label has it.
+_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
 
 
 def available() -> bool:
@@ -21,7 +26,7 @@ def available() -> bool:
 
 def fill_icd10(info: dict[str, dict], labels: Iterable[str]) -> list[str]:
     """Fill parent/description of the labels in `info` in place; returns the labels it filled."""
-    if not available():
+    if not any(_SHAPE.match(label) for label in info) or not available():
         return []
     import simple_icd_10_cm as cm
 
