@@ -36,10 +36,10 @@ def test_predictions_do_not_depend_on_what_a_patient_is_batched_with(cohort, enc
     _c, paths, store = cohort
     clf = EventClassifier(model=encoder, labels=f"map:{paths['label_map']}")
     from ehrdx.tasks.labels import LabelVocab
-    from ehrdx.tasks.task import labels_in_rows
+    from ehrdx.tasks.task import label_first_times
 
     rows = np.arange(len(store))
-    clf.label_vocab_ = LabelVocab(labels_in_rows(store, rows, clf.selector))
+    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector)))
     clf.encoder_ = EventEncoder.fit(store, rows)
     samples = clf.samples(store, rows, require_labels=False)
     ds = SequenceSet(store, samples, clf.encoder_)

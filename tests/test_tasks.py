@@ -11,7 +11,7 @@ from ehrdx.data.store import STATIC_TIME, build_store
 from ehrdx.errors import DataError
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
-from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, labels_in_rows
+from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
 
 
 def _ts(*args) -> int:
@@ -30,7 +30,7 @@ def hand_store(tmp_path):
     }, schema_overrides={"time": pl.Datetime("us"), "numeric_value": pl.Float32})
     store = build_store([normalise_events(frame, "hand.parquet")], tmp_path / "store")
     selector = LabelSelector.parse("prefix:DX//")
-    vocab = LabelVocab(labels_in_rows(store, np.arange(len(store)), selector))
+    vocab = LabelVocab(sorted(label_first_times(store, np.arange(len(store)), selector)))
     return store, selector, vocab
 
 
@@ -85,7 +85,7 @@ def test_features_never_reach_past_the_prediction_time(tmp_path):
     cohort = generate_longitudinal(300, seed=3)
     store = build_store([norm(cohort.events, "synth")], tmp_path / "s")
     selector = LabelSelector.parse("map:" + str(_write_map(tmp_path, cohort)))
-    vocab = LabelVocab(labels_in_rows(store, np.arange(len(store)), selector))
+    vocab = LabelVocab(sorted(label_first_times(store, np.arange(len(store)), selector)))
     idx = code_label_index(store, selector, vocab)
     for task in ("next-visit", "window:180d"):
         s = build_samples(store, np.arange(len(store)), TaskSpec.parse(task), idx, len(vocab), require_labels=False)

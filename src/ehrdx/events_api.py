@@ -36,7 +36,9 @@ from ehrdx.tasks.task import (
     TaskSpec,
     build_samples,
     code_label_index,
+    codes_of_labels,
     label_first_times,
+    labels_missing_from,
     rows_of_subjects,
 )
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
@@ -98,9 +100,8 @@ class EventClassifier:
             out = build_samples(store, rows, self.task, index, L, times=times, require_labels=require_labels,
                                 introduced=introduced)
             # Labels in the data that this model does not know (e.g. newer codes): left out, and said so.
-            for lab in label_first_times(store, rows, self.selector):
-                if lab not in self.label_vocab_:
-                    out.counts[f"label_not_in_model:{lab}"] = 1
+            for lab in labels_missing_from(store, rows, self.selector, self.label_vocab_):
+                out.counts[f"label_not_in_model:{lab}"] = 1
             return out
         t_rows = rows_of_subjects(store, targets.subject_id, "targets")
         keep = np.isin(t_rows, rows)
@@ -153,10 +154,7 @@ class EventClassifier:
             in_train = np.isin(t_rows, train_rows)
             pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
             first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
-        codes: dict[str, list[str]] = {}
-        for code in store.code_names:
-            for lab in self.selector.labels_of(code):
-                codes.setdefault(lab, []).append(code)
+        codes = codes_of_labels(store, self.selector)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **self.selector.info.get(lab, {})} for lab in first}
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         self.label_vocab_ = LabelVocab.from_first_times(first, info)

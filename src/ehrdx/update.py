@@ -29,7 +29,7 @@ from ehrdx.events_api import EventClassifier
 from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, _iso
-from ehrdx.tasks.task import label_first_times
+from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.loop import TrainConfig, train_model
 
 PROTECT = ("distill", "none")
@@ -86,8 +86,9 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
+    label_codes = codes_of_labels(store, new.selector)
     info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
-                  "codes": sorted(c for c in store.code_names if lab in new.selector.labels_of(c))} for lab in found}
+                  "codes": sorted(label_codes.get(lab, []))} for lab in found}
     fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there
     new.label_vocab_.extend(found, info, note="ehrdx update")
     L_old, L = len(vocab_before), len(new.label_vocab_)
@@ -115,7 +116,6 @@ def update_model(
             rows, bias = probe_rows(new.model_, train_set, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
             used = ["probe"] * len(found)
         else:
-            label_codes = {lab: [c for c in store.code_names if lab in new.selector.labels_of(c)] for lab in found}
             rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,
                                    new.encoder_)
         new.model_.head.grow(rows, bias)

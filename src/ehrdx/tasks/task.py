@@ -190,9 +190,25 @@ def label_first_times(store: EventStore, rows: np.ndarray, selector) -> dict[str
     return out
 
 
-def labels_in_rows(store: EventStore, rows: np.ndarray, selector) -> list[str]:
-    """Labels recorded anywhere in these patients' events, sorted."""
-    return sorted(label_first_times(store, rows, selector))
+def codes_of_labels(store: EventStore, selector) -> dict[str, list[str]]:
+    """The store codes that record each label (one pass over the code names)."""
+    out: dict[str, list[str]] = {}
+    for code in store.code_names:
+        for lab in selector.labels_of(code):
+            out.setdefault(lab, []).append(code)
+    return out
+
+
+def labels_missing_from(store: EventStore, rows: np.ndarray, selector, vocab) -> list[str]:
+    """Labels recorded in these patients' events that `vocab` lacks (e.g. codes newer than a model).
+    Scans the events only when some store code records such a label."""
+    missing = {i: [lab for lab in selector.labels_of(c) if lab not in vocab] for i, c in enumerate(store.code_names)}
+    candidates = np.array([i for i, labs in missing.items() if labs], dtype=np.int64)
+    if len(candidates) == 0 or len(rows) == 0:
+        return []
+    codes = np.asarray(store.codes)[_event_positions(store, np.asarray(rows, dtype=np.int64))]
+    present = np.unique(codes[np.isin(codes, candidates)])
+    return sorted({lab for c in present for lab in missing[int(c)]})
 
 
 def _event_positions(store: EventStore, rows: np.ndarray) -> np.ndarray:
