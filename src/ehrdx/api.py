@@ -45,11 +45,13 @@ class EHRClassifier:
         seed: int = 0,
         val_fraction: float = 0.15,
         schema: TableSchema | None = None,
+        device: str = "cpu",
+        precision: str = "auto",
     ) -> None:
         self.hidden, self.depth, self.dropout, self.code_dim = hidden, depth, dropout, code_dim
         self.train_config = TrainConfig(
             lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
-            patience=patience, pos_weight=pos_weight, seed=seed,
+            patience=patience, pos_weight=pos_weight, seed=seed, device=device, precision=precision,
         )
         self.seed = seed
         self.val_fraction = val_fraction
@@ -144,6 +146,14 @@ class EHRClassifier:
     def _proba(self, samples: SampleSet) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-predict_logits(self.model_, samples).astype(np.float64)))
 
+    def to(self, device: str = "auto") -> EHRClassifier:
+        """Move the network to a device for prediction (auto, cpu, cuda, cuda:N)."""
+        from ehrdx.train.device import resolve_device
+
+        self._check_fitted()
+        self.model_.to(resolve_device(device))
+        return self
+
     @property
     def labels_(self) -> list[str]:
         self._check_fitted()
@@ -190,7 +200,7 @@ class EHRClassifier:
         return {
             "family": "table",
             "json": {"preprocessing.json": self.preprocessor_.to_dict(), "labels.json": self.label_vocab_.to_dict()},
-            "state": dict(self.model_.state_dict()),
+            "state": {k: v.detach().contiguous().cpu() for k, v in self.model_.state_dict().items()},
             "config": {"model": self.model_.config.to_dict(), "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
                        "history": self.history_.to_dict() if hasattr(self, "history_") else None},

@@ -45,9 +45,11 @@ class _EpochProgress:
     def __init__(self, total: int, description: str = "training") -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from ehrdx.train.distributed import is_main
+
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err,
-                                 transient=False)
+                                 transient=False, disable=not is_main())
         self.task = self.progress.add_task(description, total=total, losses="")
 
     def __enter__(self):
@@ -106,6 +108,9 @@ ValueCol = Annotated[str, typer.Option(help="Events table: numeric value column.
 TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime format of times (default ISO 8601).")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
+Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
+Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (bf16 autocast on a GPU, float32 on the "
+                                        "CPU), fp32 or bf16.")]
 
 
 @app.command()
@@ -187,14 +192,28 @@ def train(
     batch_size: BatchSize = None,
     pos_weight: PosWeight = False,
     seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
 ) -> None:
     """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
 
     Patient table: one prediction per patient (MLP). With --cv K, K-fold mean and spread instead.
     Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
-    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic)."""
+    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic).
+
+    Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
+    CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
     import polars as pl
+
+    from ehrdx.train.distributed import init_distributed, is_main
+
+    try:
+        device = init_distributed(device)
+    except EhrdxError as exc:
+        _fail(exc)
+    if not is_main():
+        console.quiet = True
 
     if meds is not None or events is not None:
         if data is not None:
@@ -208,7 +227,7 @@ def train(
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience or 3, "batch_size": batch_size or 64,
-                              "pos_weight": pos_weight, "seed": seed})
+                              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision})
         return
     if data is None:
         _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))
@@ -221,7 +240,7 @@ def train(
                          categorical=_split_list(categorical), codes=_split_list(codes), ignore=_split_list(ignore))
     params = {"hidden": hidden, "depth": depth, "dropout": dropout, "weight_decay": weight_decay, "lr": lr,
               "max_epochs": epochs, "patience": patience or 4, "batch_size": batch_size or 256,
-              "pos_weight": pos_weight, "seed": seed}
+              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision}
     try:
         table = read_table(data, schema=schema)
         console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
@@ -236,7 +255,8 @@ def train(
                 if s["mean"] is not None:
                     spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
                     console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
-            _write_json(out / "cv_metrics.json", result)
+            if is_main():
+                _write_json(out / "cv_metrics.json", result)
             console.print(f"wrote {out / 'cv_metrics.json'}")
             return
         oracle_frame = pl.read_parquet(oracle) if oracle else None
@@ -244,8 +264,9 @@ def train(
         with _EpochProgress(epochs) as progress:
             clf, metrics = train_and_evaluate(table, _make_classifier(**params), fractions=fractions,
                                               seed=seed, oracle=oracle_frame, on_epoch=progress)
-        clf.save(out)
-        _write_json(out / "metrics.json", metrics)
+        if is_main():
+            clf.save(out)
+            _write_json(out / "metrics.json", metrics)
     except EhrdxError as exc:
         _fail(exc)
     print_report(console, metrics)
@@ -267,6 +288,7 @@ def evaluate(
     targets: TargetsOpt = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
+    device: Device = "auto",
 ) -> None:
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
     event streams per prediction time, all labels and new onset, and by number of prior visits."""
@@ -274,12 +296,12 @@ def evaluate(
     from ehrdx.evaluate.report import print_report
 
     if meds is not None or events is not None:
-        _evaluate_events(model, meds, events, store, visit_gap, split, times, out, targets)
+        _evaluate_events(model, meds, events, store, visit_gap, split, times, out, targets, device)
         return
     if data is None:
         _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     try:
-        clf = ehrdx.load(model)
+        clf = ehrdx.load(model).to(device)
         result = clf.evaluate(data)
     except EhrdxError as exc:
         _fail(exc)
@@ -311,11 +333,12 @@ def predict(
                                                "prediction_time); default: the end of every visit.")] = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
+    device: Device = "auto",
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
     if meds is not None or events is not None:
-        _predict_events(model, meds, events, store, visit_gap, times, out, threshold)
+        _predict_events(model, meds, events, store, visit_gap, times, out, threshold, device)
         return
     if data is None:
         _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE"))
@@ -326,7 +349,7 @@ def predict(
     from ehrdx.data.table import read_table
 
     try:
-        clf = ehrdx.load(model)
+        clf = ehrdx.load(model).to(device)
         table = read_table(data, schema=clf.preprocessor_.schema, require_labels=False, fixed_schema=True)
         t0 = time.perf_counter()
         proba = clf.predict_proba(table)
@@ -374,6 +397,8 @@ def update(
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
 ) -> None:
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
@@ -396,7 +421,7 @@ def update(
                 replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector)[0])
             new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
-                                       replay=replay)
+                                       replay=replay, device=device, precision=precision)
         new.save(out)
         if compare:
             report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
@@ -638,12 +663,20 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
 
 
 def _open_events(meds, events, store, visit_gap, columns=None, until=None):
+    from ehrdx.data.store import EventStore
     from ehrdx.events_pipeline import open_store
     from ehrdx.tasks.task import parse_duration
+    from ehrdx.train.distributed import barrier, is_distributed, is_main
 
+    shared = store is not None and is_distributed()  # one process converts; the others open its store
     with console.status("converting events to the store"):
-        st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=parse_duration(visit_gap),
-                        columns=columns, until=until)
+        if is_main() or not shared:
+            st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=parse_duration(visit_gap),
+                            columns=columns, until=until)
+        if shared:
+            barrier()
+            if not is_main():
+                st = EventStore(store)
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
@@ -660,6 +693,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
     from ehrdx.events_api import EventClassifier
     from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
     from ehrdx.tasks.targets import read_targets
+    from ehrdx.train.distributed import is_main
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
@@ -674,15 +708,17 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
             clf, metrics = train_and_evaluate_events(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(_split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given)
-        clf.save(out)
-        _write_json(out / "metrics.json", metrics)
+        if is_main():
+            clf.save(out)
+            _write_json(out / "metrics.json", metrics)
     except EhrdxError as exc:
         _fail(exc)
     print_events_report(console, metrics)
     console.print(f"model saved to {out}")
 
 
-def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out, targets=None) -> None:
+def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out, targets=None,
+                     device="cpu") -> None:
     import ehrdx
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_pipeline import patient_splits
@@ -692,6 +728,7 @@ def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, ou
     try:
         clf = ehrdx.load(model_dir)
         _require_events_model(clf, model_dir)
+        clf.to(device)
         st = _open_events(meds, events, store, visit_gap)
         rows = None
         if split:
@@ -721,7 +758,7 @@ def _require_events_model(clf, model_dir) -> None:
         raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
 
 
-def _predict_events(model_dir, meds, events, store, visit_gap, times, out, threshold) -> None:
+def _predict_events(model_dir, meds, events, store, visit_gap, times, out, threshold, device="cpu") -> None:
     import numpy as np
     import polars as pl
 
@@ -731,6 +768,7 @@ def _predict_events(model_dir, meds, events, store, visit_gap, times, out, thres
     try:
         clf = ehrdx.load(model_dir)
         _require_events_model(clf, model_dir)
+        clf.to(device)
         st = _open_events(meds, events, store, visit_gap)
         pt = read_prediction_times(times, st) if times else None
         t0 = time.perf_counter()

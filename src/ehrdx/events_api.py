@@ -71,6 +71,8 @@ class EventClassifier:
         pos_weight: bool = False,
         min_code_count: int = 1,
         seed: int = 0,
+        device: str = "cpu",
+        precision: str = "auto",
     ) -> None:
         if model not in MODELS:
             raise ModelError(f"unknown model '{model}': choose from {', '.join(MODELS)}")
@@ -84,7 +86,8 @@ class EventClassifier:
         # mlp rows are single samples; sequence batches hold whole patients.
         self.train_config = TrainConfig(lr=lr, weight_decay=weight_decay,
                                         batch_size=batch_size if model in ENCODERS else batch_size * 4,
-                                        max_epochs=max_epochs, patience=patience, pos_weight=pos_weight, seed=seed)
+                                        max_epochs=max_epochs, patience=patience, pos_weight=pos_weight, seed=seed,
+                                        device=device, precision=precision)
 
     # -- data ------------------------------------------------------------------------------------
     def samples(self, store: EventStore, rows: np.ndarray | None = None, *, times=None,
@@ -214,6 +217,16 @@ class EventClassifier:
     def _check_fitted(self) -> None:
         if not hasattr(self, "label_vocab_"):
             raise ModelError("this EventClassifier is not fitted yet: call fit() or ehrdx.load()")
+
+    def to(self, device: str = "auto") -> EventClassifier:
+        """Move the network to a device for prediction (auto, cpu, cuda, cuda:N); the count baselines
+        run on the CPU whatever is asked."""
+        from ehrdx.train.device import resolve_device
+
+        self._check_fitted()
+        if isinstance(self.model_, torch.nn.Module):
+            self.model_.to(resolve_device(device))
+        return self
 
     @property
     def labels_(self) -> list[str]:

@@ -148,7 +148,8 @@ def train_and_evaluate_events(
             if on_baseline is not None:
                 on_baseline(name)
             b = EventClassifier(model=name, task=clf.task, labels=clf.selector, seed=clf.seed,
-                                max_epochs=clf.train_config.max_epochs)
+                                max_epochs=clf.train_config.max_epochs, device=clf.train_config.device,
+                                precision=clf.train_config.precision)
             t1 = time.perf_counter()
             b.fit(store, tr, va, targets=targets)
             seconds = time.perf_counter() - t1

@@ -30,7 +30,8 @@ from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, _iso
 from ehrdx.tasks.task import codes_of_labels, label_first_times
-from ehrdx.train.loop import TrainConfig, train_model
+from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
+from ehrdx.train.loop import TrainConfig, model_device, train_model
 
 PROTECT = ("distill", "none")
 
@@ -57,6 +58,8 @@ def update_model(
     parent_dir: str | Path | None = None,
     replay: tuple | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> tuple[EventClassifier, dict]:
     """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
@@ -111,6 +114,8 @@ def update_model(
         new.model_.config["n_labels"] = L
         history = None
     else:
+        dev = resolve_device(device)
+        new.model_.to(dev)
         train_set = new._dataset(store, train_s)
         if init == "probe":
             rows, bias = probe_rows(new.model_, train_set, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
@@ -120,15 +125,16 @@ def update_model(
                                    new.encoder_)
         new.model_.head.grow(rows, bias)
         new.model_.config.n_labels = L
-        old_model = old.model_.eval()
+        old_model = copy.deepcopy(old.model_).to(dev).eval()  # the caller's model stays where it is
+        amp = resolve_precision(precision, dev)
 
         def distill(model, batch, logits):
-            with torch.no_grad():
-                target = torch.sigmoid(old_model(batch))
+            with torch.no_grad(), autocast(dev, amp):
+                target = torch.sigmoid(old_model(batch).float())
             return distill_weight * F.binary_cross_entropy_with_logits(logits[:, :L_old], target)
 
         config = TrainConfig(lr=lr, weight_decay=old.train_config.weight_decay, batch_size=old.train_config.batch_size,
-                             max_epochs=epochs, patience=patience, seed=old.seed)
+                             max_epochs=epochs, patience=patience, seed=old.seed, device=str(dev), precision=precision)
         torch.manual_seed(old.seed)
         if replay is not None:
             old_s = new.samples(replay[0], np.asarray(replay[1], dtype=np.int64))
@@ -168,11 +174,12 @@ def sample_states(model, dataset) -> np.ndarray:
     """[S, H] the state the label head reads, for every sample (in sample order)."""
     model.eval()
     out = None
-    for batch in dataset.batches(512):
-        h = model.states(batch).float().numpy()
+    device = model_device(model)
+    for batch in device_batches(dataset.batches(512), device):
+        h = model.states(batch).float().cpu().numpy()
         if out is None:
             out = np.zeros((len(dataset), h.shape[1]), dtype=np.float32)
-        out[batch["sample_index"].numpy()] = h
+        out[batch["sample_index"].cpu().numpy()] = h
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 

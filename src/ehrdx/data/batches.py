@@ -24,9 +24,14 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.features)
 
+    @property
+    def n_units(self) -> int:
+        """What a batch counts: rows here (sequence sets count patients' sequences)."""
+        return len(self)
+
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu"):
-        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, device=device)
+                device: torch.device | str = "cpu", shard=None):
+        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard)
 
 
 def gather_codes(code_ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,11 +66,25 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    shard=None,
 ):
-    n = len(samples)
-    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
-    for start in range(0, n, batch_size):
+    order = epoch_order(len(samples), shuffle, generator, shard)
+    for start in range(0, len(order), batch_size):
         yield make_batch(samples, order[start : start + batch_size], device)
+
+
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator | None, shard=None) -> np.ndarray:
+    """The order of an epoch's items (shuffled by the seeded generator, which every process of a
+    distributed run holds in the same state), cut to this process's share when `shard` is given."""
+    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+    return shard.take(order) if shard is not None else order
+
+
+def n_batches(dataset, batch_size: int, shard=None) -> int:
+    n = dataset.n_units
+    if shard is not None and shard.world > 1:
+        n = -(-n // shard.world)
+    return -(-n // batch_size)
 
 
 class ConcatSet:
@@ -80,13 +99,18 @@ class ConcatSet:
     def __len__(self) -> int:
         return sum(len(s) for s in self.sets)
 
+    @property
+    def n_units(self) -> int:
+        return sum(s.n_units for s in self.sets)
+
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu"):
-        counts = [-(-getattr(s, "n_sequences", len(s)) // batch_size) for s in self.sets]
+                device: torch.device | str = "cpu", shard=None):
+        counts = [n_batches(s, batch_size, shard) for s in self.sets]
         order = np.repeat(np.arange(len(self.sets)), counts)
         if shuffle:
             order = order[torch.randperm(len(order), generator=generator).numpy()]
-        iters = [s.batches(batch_size, shuffle=shuffle, generator=generator, device=device) for s in self.sets]
+        iters = [s.batches(batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard)
+                 for s in self.sets]
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
         for k in order:
             batch = next(iters[k])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ehrdx.data.batches import epoch_order
 from ehrdx.data.store import EventStore
 from ehrdx.tasks.task import Samples, _ranges
 
@@ -163,6 +164,11 @@ class SequenceSet:
     def n_sequences(self) -> int:
         return len(self.seq_row)
 
+    @property
+    def n_units(self) -> int:
+        """What a batch counts: sequences (patients, or a patient's cut sequence)."""
+        return self.n_sequences
+
     def _numeric_block(self, codes: np.ndarray, z: np.ndarray, has_value: np.ndarray, owner: np.ndarray,
                        vis_pos: np.ndarray) -> np.ndarray:
         """[V, 4K]: per dense numeric code, its value at this visit (z, 0 if not measured), whether it was
@@ -183,11 +189,11 @@ class SequenceSet:
         return np.concatenate([np.nan_to_num(cur, nan=0.0), measured, prev, has_prev], axis=1).astype(np.float32)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu"):
-        """Batches of `batch_size` sequences (patients), each with all of its samples."""
-        n = self.n_sequences
-        order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
+                device: torch.device | str = "cpu", shard=None):
+        """Batches of `batch_size` sequences (patients), each with all of its samples; with `shard`,
+        this process's share of the epoch only."""
+        order = epoch_order(self.n_sequences, shuffle, generator, shard)
+        for start in range(0, len(order), batch_size):
             yield self.collate(order[start : start + batch_size], device)
 
     def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ class LabelHead(nn.Module):
     def grow(self, rows: torch.Tensor, bias: torch.Tensor) -> None:
         """Append new label rows (and biases) after the existing ones, which are left untouched."""
         with torch.no_grad():
-            weight = torch.cat([self.label_embedding.detach(), rows.to(self.label_embedding.dtype)], dim=0)
-            b = torch.cat([self.label_bias.detach(), bias.to(self.label_bias.dtype)], dim=0)
+            weight = torch.cat([self.label_embedding.detach(), rows.to(self.label_embedding.device, self.label_embedding.dtype)], dim=0)
+            b = torch.cat([self.label_bias.detach(), bias.to(self.label_bias.device, self.label_bias.dtype)], dim=0)
         self.label_embedding = nn.Parameter(weight)
         self.label_bias = nn.Parameter(b)

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ehrdx.data.batches import SampleSet
+from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
+from ehrdx.train.distributed import all_sum, current_shard, is_distributed
 
 
 @dataclass
@@ -24,6 +26,8 @@ class TrainConfig:
     patience: int = 4  # epochs without validation improvement before stopping
     pos_weight: bool = False  # up-weight positives of rare labels (capped), see label_pos_weight
     seed: int = 0
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +41,9 @@ class TrainHistory:
     epochs_run: int = 0
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    processes: int = 1  # data parallel processes that trained together
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,24 +72,43 @@ def label_pos_weight(y: np.ndarray, mask: np.ndarray, cap: float = 20.0) -> torc
     return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
 
 
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None = None) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for batch in samples.batches(batch_size or _eval_batch(samples)):
-        s, n = masked_bce_with_logits(model(batch), batch["y"], batch["y_mask"])
-        total += float(s)
-        count += int(n)
-    return total / max(count, 1)
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None = None) -> np.ndarray:
-    """Logits [N, L] in sample order (batches may visit samples in another order)."""
+def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None = None,
+                  precision: str = "fp32") -> float:
+    """Mean masked BCE over all known labels; in a distributed run each process takes its share and
+    the sums are added up, so every process gets the same value."""
     model.eval()
+    device = model_device(model)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    batches = samples.batches(batch_size or _eval_batch(samples), shard=current_shard(pad=False))
+    for batch in device_batches(batches, device):
+        with autocast(device, precision):
+            logits = model(batch)
+        s, n = masked_bce_with_logits(logits.float(), batch["y"], batch["y_mask"])
+        total += s
+        count += n
+    total, count = all_sum([total, count])
+    return float(total) / max(int(count), 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None = None,
+                   precision: str = "fp32") -> np.ndarray:
+    """Logits [N, L] in sample order (batches may visit samples in another order), computed on the
+    model's device."""
+    model.eval()
+    device = model_device(model)
     out = None  # as wide as the model's output, which may differ from the samples' label columns
-    for batch in samples.batches(batch_size or _eval_batch(samples)):
-        logits = model(batch).float().cpu().numpy()
+    for batch in device_batches(samples.batches(batch_size or _eval_batch(samples)), device):
+        with autocast(device, precision):
+            logits = model(batch)
+        logits = logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(samples), logits.shape[1]), dtype=np.float32)
         out[batch["sample_index"].cpu().numpy()] = logits
@@ -107,21 +133,39 @@ def train_model(
 
     `extra_loss(model, batch, logits)` adds a term to each step's loss (e.g. distillation when a
     model grows new labels); `val_score(model)` replaces the validation loss as what early stopping
-    minimises."""
+    minimises. The model is moved to `config.device` and stays there.
+
+    Started by torchrun (see train/distributed.py), the same call trains data parallel: each process
+    takes its share of every epoch and DistributedDataParallel averages the gradients."""
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    model.to(device)
+    shard = current_shard()
+    batch_size = shard.batch_size(config.batch_size)  # the global batch is split over the processes
+    net: nn.Module = model
+    if is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    pos_weight = label_pos_weight(train.y, train.y_mask) if config.pos_weight else None
-    history = TrainHistory()
+    pos_weight = label_pos_weight(train.y, train.y_mask).to(device) if config.pos_weight else None
+    history = TrainHistory(processes=shard.world, device=str(device), precision=precision)
     best_val, best_state, stale = math.inf, None, 0
     use_val = val is not None and len(val) > 0 and bool(val.y_mask.any())
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
     for epoch in range(config.max_epochs):
-        model.train()
-        total, count = 0.0, 0
+        net.train()
+        # Sums stay on the device: reading them back every step would stall a GPU.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = torch.zeros((), dtype=torch.int64, device=device)
         epoch_start = time.perf_counter()
-        for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
-            logits = model(batch)
+        batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard)
+        for batch in device_batches(batches, device):
+            with autocast(device, precision):
+                logits = net(batch)
+            logits = logits.float()  # the loss (and any extra term) in float32
             s, n = masked_bce_with_logits(logits, batch["y"], batch["y_mask"], pos_weight)
             loss = s / n.clamp(min=1)
             if extra_loss is not None:
@@ -129,17 +173,18 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(s.detach())
-            count += int(n)
+            total += s.detach()
+            count += n
             seen += batch["y"].shape[0]
+        total, count = all_sum([total, count])
+        train_loss = float(total) / max(int(count), 1)  # synchronises, so the epoch time is complete
         train_seconds += time.perf_counter() - epoch_start
-        train_loss = total / max(count, 1)
         history.train_loss.append(train_loss)
         history.epochs_run = epoch + 1
         if not use_val:
             val_loss = None
         else:
-            val_loss = val_score(model) if val_score is not None else evaluate_loss(model, val)
+            val_loss = val_score(model) if val_score is not None else evaluate_loss(model, val, precision=precision)
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
         if val_loss is None:
@@ -157,6 +202,8 @@ def train_model(
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
     # Throughput of the optimisation steps alone (validation passes excluded).
+    # In a distributed run: all processes' samples over the (shared) wall time.
+    seen = int(all_sum([torch.tensor(seen, device=device)])[0])
     history.samples_per_second = seen / max(train_seconds, 1e-9)
     model.eval()
     return history

@@ -1,0 +1,180 @@
+"""Training and prediction throughput on a GPU at 100k patients, beside the CPU of the same machine.
+
+    python benchmarks/bench_gpu.py --patients 100000 [--models gru,transformer] [--out results.jsonl]
+
+Builds the built-in longitudinal cohort, converts it to the store and builds the training sequences
+once. Then for each model (hidden 128, batch 256 patients, as in bench_events.py):
+- on the GPU, for each precision (fp32, bf16 autocast): a warm-up epoch on a few thousand patients,
+  then `--epochs` timed epochs through the real training loop (batches collated in a background
+  thread, pinned memory, non-blocking copies), reported as prediction rows (patient-time samples)
+  per second and patients per second; the test macro AUROC after those epochs; and the same steps
+  on batches already on the GPU ("compute only"), which shows how much of the time is collation;
+- batched prediction on the test patients (fp32);
+- on the CPU of the same machine: one epoch on `--cpu-patients` training patients at 1 thread and
+  at all threads, in the same process, so the GPU/CPU ratio is measured, not assembled.
+Prints one JSON line per measurement and a table at the end. Needs a CUDA GPU for the GPU rows; with
+none it runs the CPU rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from ehrdx.data.sequences import EventEncoder
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.evaluate.metrics import evaluate_predictions
+from ehrdx.events_api import EventClassifier
+from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.models.sequence import SequenceConfig, SequenceModel
+from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.task import label_first_times
+from ehrdx.train.device import autocast, to_device
+from ehrdx.train.loop import TrainConfig, masked_bce_with_logits, predict_logits, train_model
+
+
+def emit(out, record: dict) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def make_model(name: str, clf: EventClassifier, ds, hidden: int) -> SequenceModel:
+    torch.manual_seed(0)
+    return SequenceModel(SequenceConfig(n_codes=clf.encoder_.n_codes, n_labels=len(clf.label_vocab_), encoder=name,
+                                        n_numeric=len(ds.numeric_ids), hidden=hidden,
+                                        layers=2 if name == "transformer" else 1))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compute_only(model, ds, device, precision: str, batch: int, steps: int) -> float:
+    """Rows/s of forward + backward + step on batches already on the device."""
+    batches = [to_device(b, device) for _, b in zip(range(steps), ds.batches(batch, shuffle=True,
+                                                                             generator=torch.Generator().manual_seed(1)))]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+
+    def run() -> int:
+        rows = 0
+        for b in batches:
+            with autocast(device, precision):
+                logits = model(b)
+            s, n = masked_bce_with_logits(logits.float(), b["y"], b["y_mask"])
+            opt.zero_grad(set_to_none=True)
+            (s / n.clamp(min=1)).backward()
+            opt.step()
+            rows += b["y"].shape[0]
+        return rows
+
+    run()  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    rows = run()
+    sync(device)
+    return rows / (time.perf_counter() - t0)
+
+
+def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient, device) -> dict:
+    cfg = TrainConfig(batch_size=args.batch_size, max_epochs=1, device=str(device), precision=precision)
+    model = make_model(name, clf, train_ds, args.hidden)
+    train_model(model, warm_ds, None, cfg)  # cuDNN/kernel selection, allocator warm-up
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    cfg.max_epochs = args.epochs
+    h = train_model(model, train_ds, None, cfg)
+    logits = predict_logits(model, test_ds)
+    auroc = evaluate_predictions(test_s.y, test_s.mask, 1 / (1 + np.exp(-logits)), clf.labels_, None,
+                                 ())["macro_auroc"]
+    t1 = time.perf_counter()
+    predict_logits(model, test_ds)  # ends with a copy to the host, so the device's work is done
+    pred = len(test_s) / (time.perf_counter() - t1)
+    fresh = make_model(name, clf, train_ds, args.hidden).to(device)
+    comp = compute_only(fresh, train_ds, device, precision, args.batch_size, 40)
+    rec = {"model": name, "device": device.type, "precision": precision, "epochs": args.epochs,
+           "train_rows_per_s": round(h.samples_per_second),
+           "train_patients_per_s": round(h.samples_per_second / rows_per_patient),
+           "compute_only_rows_per_s": round(comp),
+           "predict_rows_per_s": round(pred), "test_macro_auroc": round(float(auroc), 4),
+           "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--models", default="gru,transformer")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--cpu-patients", type=int, default=5000)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--accelerator", default="cuda", help="cpu: run the GPU rows on the CPU (a dry run of this script)")
+    args = ap.parse_args()
+    device = torch.device(args.accelerator)
+    gpu = device.type == "cpu" or torch.cuda.is_available()
+    t0 = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="ehrdx_gpu_")
+    paths = write_longitudinal(generate_longitudinal(args.patients, seed=0), tmp)
+    store = open_store(meds=paths["meds"], store_dir=f"{tmp}/store")
+    tr, _va, te = patient_splits(store, paths["meds"], 0)
+    clf = EventClassifier(model="gru", labels=f"map:{paths['label_map']}")
+    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, tr, clf.selector))
+    clf.encoder_ = EventEncoder.fit(store, tr)
+    train_s, test_s = clf.samples(store, tr), clf.samples(store, te)
+    train_ds, test_ds = clf._dataset(store, train_s), clf._dataset(store, test_s)
+    warm_ds = clf._dataset(store, clf.samples(store, tr[:3000]))
+    cpu_ds = clf._dataset(store, clf.samples(store, tr[: args.cpu_patients]))
+    rows_per_patient = len(train_s) / len(tr)
+    emit(args.out, {
+        "patients": args.patients, "train_patients": len(tr), "train_rows": len(train_s), "test_rows": len(test_s),
+        "labels": len(clf.label_vocab_), "hidden": args.hidden, "batch_patients": args.batch_size,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "cpu_count": os.cpu_count(),
+        "torch": torch.__version__, "machine": platform.machine(), "prepare_seconds": round(time.perf_counter() - t0, 1)})
+    table = []
+    for name in args.models.split(","):
+        if gpu:
+            for precision in args.precisions.split(","):
+                try:
+                    rec = gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient,
+                                  device)
+                except Exception as e:  # noqa: BLE001 - a configuration that fails is reported, the rest run
+                    rec = {"model": name, "device": "cuda", "precision": precision, "error": repr(e)[:500],
+                           "train_rows_per_s": 0, "train_patients_per_s": 0}
+                emit(args.out, rec)
+                table.append(rec)
+        for threads in (1, os.cpu_count() or 1):
+            torch.set_num_threads(threads)
+            cfg = TrainConfig(batch_size=args.batch_size, max_epochs=1, device="cpu", precision="fp32")
+            model = make_model(name, clf, cpu_ds, args.hidden)
+            h = train_model(model, cpu_ds, None, cfg)
+            rec = {"model": name, "device": f"cpu x{threads}", "precision": "fp32", "epochs": 1,
+                   "train_rows_per_s": round(h.samples_per_second),
+                   "train_patients_per_s": round(h.samples_per_second / rows_per_patient)}
+            emit(args.out, rec)
+            table.append(rec)
+        torch.set_num_threads(os.cpu_count() or 1)
+    print(f"\n{'model':12s} {'device':10s} {'prec':5s} {'rows/s':>10s} {'patients/s':>11s} {'compute-only':>13s} "
+          f"{'predict/s':>10s} {'AUROC':>6s}")
+    for r in table:
+        print(f"{r['model']:12s} {r['device']:10s} {r['precision']:5s} {r['train_rows_per_s']:>10,} "
+              f"{r['train_patients_per_s']:>11,} {r.get('compute_only_rows_per_s', ''):>13} "
+              f"{r.get('predict_rows_per_s', ''):>10} {r.get('test_macro_auroc', ''):>6}")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Where training runs: device choice, mixed precision, and host-to-device batch transfer.
+
+Batches are collated on the CPU (numpy); on a GPU they are copied from pinned memory with
+non-blocking copies, and a background thread collates the next batches while the GPU works on this
+one. On the CPU nothing is copied and nothing runs in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from ehrdx.errors import ModelError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "cpu").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise ModelError(f"unknown device '{spec}': use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device '{spec}' was asked for but this torch build sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use --device auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelError(f"device '{spec}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise ModelError(f"device '{spec}' is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 autocast on CUDA and float32 on the CPU (where bf16 is slower on most CPUs)."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision '{precision}': choose from {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass (weights, optimiser state and the loss stay float32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def pin(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.pin_memory() for k, v in batch.items()}
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a collated CPU batch to `device` (non-blocking: from pinned memory it overlaps with work)."""
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def prefetch(batches: Iterable[dict], depth: int = 3) -> Iterator[dict]:
+    """Produce `batches` in a background thread, up to `depth` ahead, in the same order.
+
+    numpy collation releases the GIL for most of its work, so this overlaps the next batches'
+    collation with the device's work on the current one. Errors in the producer are raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="ehrdx-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def device_batches(batches: Iterable[dict], device: torch.device, background: bool | None = None) -> Iterator[dict]:
+    """Batches on `device`; collated in a background thread when the device is a GPU (or if asked)."""
+    gpu = device.type == "cuda"
+    background = gpu if background is None else background
+    if gpu:  # pinned in the producer too, so the main thread only launches copies
+        batches = (pin(b) for b in batches)
+    source = prefetch(batches) if background else iter(batches)
+    for batch in source:
+        yield to_device(batch, device)
