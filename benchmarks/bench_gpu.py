@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--cpu-patients", type=int, default=5000)
+    ap.add_argument("--cpu-patients", type=int, default=5000, help="0: no CPU rows")
     ap.add_argument("--out", default=None)
     ap.add_argument("--accelerator", default="cuda", help="cpu: run the GPU rows on the CPU (a dry run of this script)")
     args = ap.parse_args()
@@ -137,7 +137,7 @@ def main() -> None:
     train_s, test_s = clf.samples(store, tr), clf.samples(store, te)
     train_ds, test_ds = clf._dataset(store, train_s), clf._dataset(store, test_s)
     warm_ds = clf._dataset(store, clf.samples(store, tr[:3000]))
-    cpu_ds = clf._dataset(store, clf.samples(store, tr[: args.cpu_patients]))
+    cpu_ds = clf._dataset(store, clf.samples(store, tr[: args.cpu_patients])) if args.cpu_patients else None
     rows_per_patient = len(train_s) / len(tr)
     emit(args.out, {
         "patients": args.patients, "train_patients": len(tr), "train_rows": len(train_s), "test_rows": len(test_s),
@@ -156,7 +156,7 @@ def main() -> None:
                            "train_rows_per_s": 0, "train_patients_per_s": 0}
                 emit(args.out, rec)
                 table.append(rec)
-        for threads in (1, os.cpu_count() or 1):
+        for threads in (1, os.cpu_count() or 1) if cpu_ds is not None else ():
             torch.set_num_threads(threads)
             cfg = TrainConfig(batch_size=args.batch_size, max_epochs=1, device="cpu", precision="fp32")
             model = make_model(name, clf, cpu_ds, args.hidden)

@@ -31,9 +31,9 @@ def test_auto_is_cuda_only_when_a_gpu_is_there_and_bad_names_are_refused():
             resolve_device("cuda")
 
 
-def test_precision_auto_is_bf16_on_gpus_and_fp32_on_cpus():
+def test_precision_auto_is_fp32_and_bf16_is_there_when_asked():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"  # measured faster here, see BENCHMARKS.md
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(ModelError, match="fp16"):
         resolve_precision("fp16", torch.device("cpu"))

@@ -109,8 +109,8 @@ TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime for
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
-Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (bf16 autocast on a GPU, float32 on the "
-                                        "CPU), fp32 or bf16.")]
+Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (float32: faster than bf16 for these "
+                                        "model sizes, see BENCHMARKS.md), fp32, or bf16 autocast.")]
 
 
 @app.command()

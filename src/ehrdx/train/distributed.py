@@ -1,8 +1,8 @@
 """Distributed data parallel training with torchrun, the standard PyTorch way.
 
     torchrun --nproc_per_node=2 -m ehrdx train --meds DIR ...                 (one machine, 2 processes)
-    torchrun --nnodes=2 --node_rank=R --rdzv_backend=c10d --rdzv_endpoint=HOST:29400 \\
-             --nproc_per_node=8 -m ehrdx train ...                             (several machines)
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_id=JOB --rdzv_backend=c10d \\
+             --rdzv_endpoint=HOST:29400 -m ehrdx train ...                     (several machines)
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed` joins the process group (NCCL when
 training on CUDA GPUs, gloo on CPUs) and gives each process its GPU (cuda:LOCAL_RANK). Every process

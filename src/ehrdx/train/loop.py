@@ -27,7 +27,7 @@ class TrainConfig:
     pos_weight: bool = False  # up-weight positives of rare labels (capped), see label_pos_weight
     seed: int = 0
     device: str = "cpu"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (fp32; see train/device.py) | fp32 | bf16 autocast
 
     def to_dict(self) -> dict:
         return asdict(self)
