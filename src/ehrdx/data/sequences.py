@@ -22,6 +22,7 @@ YEAR = 365.25 * 86400
 N_TIME_FEATURES = 6
 Z_CLIP = 5.0
 MAX_NUMERIC = 64  # numeric codes (most frequent in training) also given as a dense per-visit block
+BUCKET_BATCHES = 50  # batches per chunk sorted by sequence length (see SequenceSet._length_batches)
 
 
 @dataclass
@@ -193,8 +194,26 @@ class SequenceSet:
         """Batches of `batch_size` sequences (patients), each with all of its samples; with `shard`,
         this process's share of the epoch only."""
         order = epoch_order(self.n_sequences, shuffle, generator, shard)
-        for start in range(0, len(order), batch_size):
-            yield self.collate(order[start : start + batch_size], device)
+        for seqs in self._length_batches(order, batch_size, shuffle, generator):
+            yield self.collate(seqs, device)
+
+    def _length_batches(self, order: np.ndarray, batch_size: int, shuffle: bool,
+                        generator: torch.Generator | None) -> list[np.ndarray]:
+        """Batches of sequences of similar length, so little of a batch is padding (a random batch of 256
+        is about 43% visits and 57% padding on the built-in cohort). Shuffled: the epoch order is cut
+        into chunks of BUCKET_BATCHES batches, each chunk sorted by length and cut into batches, and the
+        batches are visited in a random order; so batches stay random in content and order, only
+        their members are alike in length. Not shuffled (prediction): sorted by length."""
+        if not shuffle:
+            order = order[np.argsort(self.seq_nv[order], kind="stable")]
+            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        chunk = batch_size * BUCKET_BATCHES
+        out = []
+        for c in range(0, len(order), chunk):
+            part = order[c : c + chunk]
+            part = part[np.argsort(self.seq_nv[part], kind="stable")]
+            out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
 
     def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         store = self.store
