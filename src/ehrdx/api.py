@@ -91,9 +91,12 @@ class EHRClassifier:
         data: TableLike,
         val: TableLike | None = None,
         on_epoch: Callable[[int, float, float | None], None] | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
     ) -> EHRClassifier:
         """Fit on `data`. Without `val`, a stratified share of patients (val_fraction) is held out of
-        `data` for early stopping and threshold tuning. Everything learned comes from training rows only."""
+        `data` for early stopping and threshold tuning. Everything learned comes from training rows only.
+        `checkpoint`: a directory for per-epoch checkpoints; `resume` continues from the one there."""
         table = self._as_table(data, for_fit=True)
         if val is None:
             y_all, _ = LabelVocab.fit(table.labels).encode(table.labels)
@@ -126,7 +129,8 @@ class EHRClassifier:
         )
         self.model_ = MLPModel(config)
         self.model_.head.set_bias_from_prevalence(torch.from_numpy(train_set.y.mean(0)))
-        self.history_: TrainHistory = train_model(self.model_, train_set, val_set, self.train_config, on_epoch)
+        self.history_: TrainHistory = train_model(self.model_, train_set, val_set, self.train_config, on_epoch,
+                                                  checkpoint=checkpoint, resume=resume)
         if len(val_set):
             self.thresholds_ = tune_thresholds(val_set.y, val_set.y_mask, self._proba(val_set))
         else:
@@ -203,7 +207,7 @@ class EHRClassifier:
             "state": {k: v.detach().contiguous().cpu() for k, v in self.model_.state_dict().items()},
             "config": {"model": self.model_.config.to_dict(), "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
-                       "history": self.history_.to_dict() if hasattr(self, "history_") else None},
+                       "history": self.history_.to_artifact() if hasattr(self, "history_") else None},
         }
 
     @classmethod

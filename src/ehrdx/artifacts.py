@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ehrdx.errors import ModelError
+from ehrdx.io import atomic_save_tensors, atomic_write_json
 
 FORMAT_VERSION = 1
 REQUIRED = {"table": ("preprocessing.json", "labels.json", "model.safetensors"),
@@ -30,23 +30,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
 def save_model(clf, directory: str | Path) -> Path:
     import ehrdx
 
     parts = clf.artifact_parts()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    # config.json last: until it is replaced, a directory that held an older model fails its checksums
+    # (or lacks config.json) and does not load, so a crash mid-save never leaves a model that loads.
     for name, obj in parts["json"].items():
-        _write_json(out / name, obj)
-    tmp = out / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in parts["state"].items()}, str(tmp))
-    os.replace(tmp, out / "model.safetensors")
+        atomic_write_json(out / name, obj)
+    atomic_save_tensors(out / "model.safetensors", {k: v.detach().contiguous().cpu() for k, v in parts["state"].items()})
     files = [*parts["json"], "model.safetensors"]
     config = {
         "format_version": FORMAT_VERSION,
@@ -55,7 +49,7 @@ def save_model(clf, directory: str | Path) -> Path:
         **parts["config"],
         "sha256": {name: _sha256(out / name) for name in files},
     }
-    _write_json(out / "config.json", config)
+    atomic_write_json(out / "config.json", config)
     return out
 
 
@@ -93,10 +87,14 @@ def load_model(directory: str | Path):
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{d / 'model.safetensors'}: not a readable safetensors file ({exc})") from exc
     files = {name: _read_json(d / name) for name in digests if name.endswith(".json")}
-    if family == "events":
-        from ehrdx.events_api import EventClassifier
+    try:
+        if family == "events":
+            from ehrdx.events_api import EventClassifier
 
-        return EventClassifier.from_parts(config, files, state)
-    from ehrdx.api import EHRClassifier
+            return EventClassifier.from_parts(config, files, state)
+        from ehrdx.api import EHRClassifier
 
-    return EHRClassifier.from_parts(config, files, state)
+        return EHRClassifier.from_parts(config, files, state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # weights that do not fit the config
+        raise ModelError(f"{d}: the model files do not fit together ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:300]})") from exc

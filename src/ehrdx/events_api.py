@@ -141,9 +141,11 @@ class EventClassifier:
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, store: EventStore, train_rows: np.ndarray, val_rows: np.ndarray,
             on_epoch: Callable[[int, float, float | None], None] | None = None,
-            targets: Targets | None = None) -> EventClassifier:
+            targets: Targets | None = None, checkpoint: str | Path | None = None,
+            resume: bool = False) -> EventClassifier:
         """Fit on `train_rows`; `val_rows` stop training and tune thresholds. Labels come from the task's
-        windows over the events, or from given `targets` (long table or MEDS task directories)."""
+        windows over the events, or from given `targets` (long table or MEDS task directories).
+        `checkpoint`: a directory for per-epoch checkpoints; `resume` continues from the one there."""
         train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
         if np.intersect1d(train_rows, val_rows).size:
             raise DataError("the same patients are in training and validation", file=str(store.directory),
@@ -157,7 +159,7 @@ class EventClassifier:
             in_train = np.isin(t_rows, train_rows)
             pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
             first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
-        codes = codes_of_labels(store, self.selector)
+        codes = codes_of_labels(store, self.selector, train_rows)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **self.selector.info.get(lab, {})} for lab in first}
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         self.label_vocab_ = LabelVocab.from_first_times(first, info)
@@ -198,7 +200,8 @@ class EventClassifier:
                                    n_labels=L, hidden=self.hidden, depth=self.layers, dropout=self.dropout)
                 self.model_ = MLPModel(config)
             self.model_.head.set_bias_from_prevalence(torch.from_numpy(prevalence.astype(np.float32)))
-            history = train_model(self.model_, train_set, val_set, self.train_config, on_epoch)
+            history = train_model(self.model_, train_set, val_set, self.train_config, on_epoch,
+                                  checkpoint=checkpoint, resume=resume)
         self.history_ = history
         val_mask = val_s.train_mask(self.task.new_onset)
         if len(val_s):
@@ -274,7 +277,7 @@ class EventClassifier:
             "state": state,
             "config": {"model": model_config, "model_name": self.model, "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
-                       "history": self.history_.to_dict() if hasattr(self, "history_") else None,
+                       "history": self.history_.to_artifact() if hasattr(self, "history_") else None,
                        "lineage": getattr(self, "lineage_", None)},
         }
 

@@ -37,17 +37,19 @@ def train_and_evaluate(
     seed: int = 0,
     oracle: pl.DataFrame | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    checkpoint=None,
+    resume: bool = False,
 ) -> tuple[EHRClassifier, dict]:
     """Split patients, fit on train (early stopping and thresholds on validation), evaluate on test."""
     y_all, _ = LabelVocab.fit(table.labels).encode(table.labels)
     tr, va, te = split_patients(y_all, fractions, seed=seed)
-    return _fit_eval(table, clf, tr, va, te, oracle, on_epoch)
+    return _fit_eval(table, clf, tr, va, te, oracle, on_epoch, checkpoint, resume)
 
 
-def _fit_eval(table, clf, tr, va, te, oracle, on_epoch):
+def _fit_eval(table, clf, tr, va, te, oracle, on_epoch, checkpoint=None, resume=False):
     assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te)), "split parts overlap"
     train_t, val_t, test_t = table.subset(tr), table.subset(va), table.subset(te)
-    clf.fit(train_t, val_t, on_epoch=on_epoch)
+    clf.fit(train_t, val_t, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume)
     metrics: dict = {
         "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": int(clf.seed)},
         "labels": clf.labels_,

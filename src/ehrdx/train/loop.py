@@ -7,14 +7,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from ehrdx.data.batches import SampleSet
+from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
-from ehrdx.train.distributed import all_sum, current_shard, is_distributed
+from ehrdx.train.distributed import all_sum, current_shard, is_distributed, is_main
 
 
 @dataclass
@@ -33,6 +35,9 @@ class TrainConfig:
         return asdict(self)
 
 
+RUN_ONLY = ("seconds", "samples_per_second", "resumed_after_epoch")
+
+
 @dataclass
 class TrainHistory:
     train_loss: list[float] = field(default_factory=list)
@@ -44,9 +49,15 @@ class TrainHistory:
     processes: int = 1  # data parallel processes that trained together
     device: str = "cpu"
     precision: str = "fp32"
+    resumed_after_epoch: int | None = None  # epochs done before a resume from a checkpoint
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_artifact(self) -> dict:
+        """What a saved model records: the same for the same data and options, so the artifact is
+        byte-for-byte reproducible. Wall-clock figures and resume details go to metrics.json."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
 
 
 def masked_bce_with_logits(
@@ -128,6 +139,8 @@ def train_model(
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     extra_loss: Callable[[nn.Module, dict, torch.Tensor], torch.Tensor] | None = None,
     val_score: Callable[[nn.Module], float] | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainHistory:
     """Train in place; on return the model holds the weights of the best validation epoch.
 
@@ -136,7 +149,10 @@ def train_model(
     minimises. The model is moved to `config.device` and stays there.
 
     Started by torchrun (see train/distributed.py), the same call trains data parallel: each process
-    takes its share of every epoch and DistributedDataParallel averages the gradients."""
+    takes its share of every epoch and DistributedDataParallel averages the gradients.
+
+    With `checkpoint` (a directory) the state is saved after every epoch (train/checkpoint.py);
+    `resume=True` continues from it when it is there (the same data and options are required)."""
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     model.to(device)
@@ -153,9 +169,26 @@ def train_model(
     history = TrainHistory(processes=shard.world, device=str(device), precision=precision)
     best_val, best_state, stale = math.inf, None, 0
     use_val = val is not None and len(val) > 0 and bool(val.y_mask.any())
+    start_epoch = 0
+    ckpt = None
+    if checkpoint is not None:
+        train_cfg = {k: v for k, v in config.to_dict().items() if k != "device"}  # may resume elsewhere
+        model_cfg = model.config.to_dict() if hasattr(model, "config") else {}
+        ckpt = Checkpointer(checkpoint, {"train": train_cfg, "model": model_cfg, "processes": shard.world,
+                                         "data": data_fingerprint(train, val), "precision": precision,
+                                         "extra_loss": extra_loss is not None, "val_score": val_score is not None})
+        if resume and ckpt.exists():
+            meta, tensors = ckpt.load()
+            best_state = Checkpointer.restore(meta, tensors, model, optimizer, generator)
+            history = TrainHistory(**{**meta["history"], "resumed_after_epoch": meta["epoch"] + 1})
+            best_val = math.inf if meta["best_val"] is None else meta["best_val"]
+            stale = meta["stale"]
+            start_epoch = config.max_epochs if meta["stopped"] else meta["epoch"] + 1
+        elif is_main():
+            ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
-    for epoch in range(config.max_epochs):
+    for epoch in range(start_epoch, config.max_epochs):
         net.train()
         # Sums stay on the device: reading them back every step would stall a GPU.
         total = torch.zeros((), dtype=torch.float64, device=device)
@@ -187,17 +220,23 @@ def train_model(
             val_loss = val_score(model) if val_score is not None else evaluate_loss(model, val, precision=precision)
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
+        stop = False
         if val_loss is None:
             history.best_epoch = epoch
-            continue
-        history.val_loss.append(val_loss)
-        if val_loss < best_val - 1e-5:
-            best_val, stale, history.best_epoch = val_loss, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
         else:
-            stale += 1
-            if stale >= config.patience:
-                break
+            history.val_loss.append(val_loss)
+            if val_loss < best_val - 1e-5:
+                best_val, stale, history.best_epoch = val_loss, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                stop = stale >= config.patience
+        if ckpt is not None and is_main():
+            ckpt.save(epoch=epoch, model=model, optimizer=optimizer, best_state=best_state,
+                      best_val=None if math.isinf(best_val) else best_val, stale=stale, stopped=stop,
+                      history=history, generator=generator)
+        if stop:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start

@@ -1,0 +1,121 @@
+"""Per-epoch training checkpoints, so a killed run continues where it stopped.
+
+After every epoch (its validation and early-stopping decision included) the directory gets:
+- `checkpoint.safetensors`: the model's weights, the best epoch's weights, the optimiser's tensors
+  (AdamW moments and step counts), and the random states (torch's global generator, which drives
+  dropout, and the generator that shuffles each epoch's data order);
+- `checkpoint.json`: the epoch, best validation score, epochs without improvement, the history so
+  far, the optimiser's hyper-parameters, and a fingerprint of the run (configs and training data),
+  with the SHA-256 of the tensor file.
+Both are written atomically, tensors first; the JSON names the tensor file's digest, so a pair from
+two different epochs is refused. Nothing is pickled. On the CPU a resumed run takes exactly the steps
+the uninterrupted run would have taken and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_tensors
+
+from ehrdx.errors import ModelError
+from ehrdx.io import atomic_save_tensors, atomic_write_json
+
+CHECKPOINT_VERSION = 1
+TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+
+
+def data_fingerprint(train, val) -> str:
+    """SHA-256 over what the run trains on: targets, masks and sizes of the training and validation sets."""
+    h = hashlib.sha256()
+    for part in (train, val):
+        if part is None:
+            h.update(b"none")
+            continue
+        h.update(np.ascontiguousarray(part.y).tobytes())
+        h.update(np.ascontiguousarray(part.y_mask).tobytes())
+        h.update(str((len(part), getattr(part, "n_units", len(part)))).encode())
+    return h.hexdigest()
+
+
+class Checkpointer:
+    def __init__(self, directory: str | Path, fingerprint: dict) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+
+    def exists(self) -> bool:
+        return (self.directory / META).exists()
+
+    def clear(self) -> None:
+        for name in (META, TENSORS):
+            (self.directory / name).unlink(missing_ok=True)
+
+    def save(self, *, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, best_state: dict | None,
+             best_val: float, stale: int, stopped: bool, history, generator: torch.Generator) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if best_state is not None:
+            tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+        opt = optimizer.state_dict()
+        for idx, state in opt["state"].items():
+            for name, value in state.items():
+                tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.shuffle"] = generator.get_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = state
+        atomic_save_tensors(self.directory / TENSORS, tensors)
+        digest = hashlib.sha256((self.directory / TENSORS).read_bytes()).hexdigest()
+        atomic_write_json(self.directory / META, {
+            "checkpoint_version": CHECKPOINT_VERSION, "epoch": epoch, "best_val": best_val, "stale": stale,
+            "stopped": stopped, "has_best": best_state is not None, "history": asdict(history),
+            "param_groups": opt["param_groups"], "fingerprint": self.fingerprint, "sha256": digest,
+        })
+
+    def load(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta_path, tensor_path = self.directory / META, self.directory / TENSORS
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{meta_path}: unreadable checkpoint ({exc}); remove it to start afresh") from exc
+        if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
+            raise ModelError(f"{meta_path}: checkpoint format {meta.get('checkpoint_version')!r} is not supported")
+        try:
+            raw = tensor_path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{tensor_path}: missing checkpoint tensors ({exc})") from exc
+        if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+            raise ModelError(f"{tensor_path}: does not match {meta_path} (changed or from another epoch); "
+                             "remove the checkpoint to start afresh")
+        diff = sorted(k for k in {*meta["fingerprint"], *self.fingerprint}
+                      if meta["fingerprint"].get(k) != self.fingerprint.get(k))
+        if diff:
+            raise ModelError(f"{meta_path}: the checkpoint is from a different run ({', '.join(diff)} differ); "
+                             "resume with the same data and options, or remove the checkpoint to start afresh")
+        return meta, load_tensors(raw)
+
+    @staticmethod
+    def restore(meta: dict, tensors: dict[str, torch.Tensor], model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict | None:
+        """Put the saved state back; returns the best epoch's weights (or None)."""
+        device = next(model.parameters()).device
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        generator.set_state(tensors["rng.shuffle"])
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        return best
