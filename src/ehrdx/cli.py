@@ -64,6 +64,23 @@ class _EpochProgress:
         self.progress.update(self.task, completed=epoch + 1, losses=losses)
 
 
+CHECKPOINT_DIR = "checkpoint"
+
+
+def _note_resume(history, resume: bool) -> None:
+    if history is not None and history.resumed_after_epoch is not None:
+        console.print(f"resumed from the checkpoint after epoch {history.resumed_after_epoch}")
+    elif resume:
+        console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
+
+
+def _drop_checkpoint(out: Path) -> None:
+    """The model is saved: its training checkpoint is no longer needed."""
+    import shutil
+
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+
+
 def _make_classifier(**params):
     from ehrdx.api import EHRClassifier
 
@@ -108,6 +125,8 @@ ValueCol = Annotated[str, typer.Option(help="Events table: numeric value column.
 TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime format of times (default ISO 8601).")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
+Workers = Annotated[int, typer.Option(help="Processes that convert a sharded MEDS dataset into the store, each "
+                                     "its own shards (under torchrun with --store, every process converts its own).")]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (float32: faster than bf16 for these "
                                         "model sizes, see BENCHMARKS.md), fp32, or bf16 autocast.")]
@@ -194,6 +213,10 @@ def train(
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
+    workers: Workers = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
+                                         "epoch (checkpoints are kept in OUT/checkpoint until the model is "
+                                         "saved); the same data and options are required.")] = False,
 ) -> None:
     """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
@@ -224,6 +247,7 @@ def train(
                       columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
                                "value_col": value_col, "time_format": time_format},
                       oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
+                      resume=resume, workers=workers,
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience or 3, "batch_size": batch_size or 64,
@@ -263,10 +287,13 @@ def train(
         fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
         with _EpochProgress(epochs) as progress:
             clf, metrics = train_and_evaluate(table, _make_classifier(**params), fractions=fractions,
-                                              seed=seed, oracle=oracle_frame, on_epoch=progress)
+                                              seed=seed, oracle=oracle_frame, on_epoch=progress,
+                                              checkpoint=out / CHECKPOINT_DIR, resume=resume)
+        _note_resume(clf.history_, resume)
         if is_main():
             clf.save(out)
             _write_json(out / "metrics.json", metrics)
+            _drop_checkpoint(out)
     except EhrdxError as exc:
         _fail(exc)
     print_report(console, metrics)
@@ -662,21 +689,28 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
     console.print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
 
 
-def _open_events(meds, events, store, visit_gap, columns=None, until=None):
+def _open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):
     from ehrdx.data.store import EventStore
-    from ehrdx.events_pipeline import open_store
+    from ehrdx.events_pipeline import convert_cooperatively, open_store
     from ehrdx.tasks.task import parse_duration
     from ehrdx.train.distributed import barrier, is_distributed, is_main
 
-    shared = store is not None and is_distributed()  # one process converts; the others open its store
+    shared = store is not None and is_distributed()
+    gap = parse_duration(visit_gap)
     with console.status("converting events to the store"):
-        if is_main() or not shared:
-            st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=parse_duration(visit_gap),
-                            columns=columns, until=until)
-        if shared:
+        if shared and meds is not None:  # each process converts its own MEDS shards; rank 0 merges
+            import torch.distributed as dist
+
+            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), barrier, gap, until)
+        elif shared:  # one events table: one process converts, the others open its store
+            if is_main():
+                st = open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until)
             barrier()
             if not is_main():
                 st = EventStore(store)
+        else:
+            st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=gap, columns=columns,
+                            until=until, workers=workers)
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
@@ -686,7 +720,7 @@ def _open_events(meds, events, store, visit_gap, columns=None, until=None):
 
 
 def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
-                  targets, columns, oracle, fractions, params, until=None) -> None:
+                  targets, columns, oracle, fractions, params, until=None, resume=False, workers=1) -> None:
     import polars as pl
 
     from ehrdx.evaluate.report import print_events_report
@@ -697,7 +731,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
-        st = _open_events(meds, events, store, visit_gap, columns if events is not None else None, until)
+        st = _open_events(meds, events, store, visit_gap, columns if events is not None else None, until, workers)
         splits = patient_splits(st, meds, params["seed"], fractions, clf.selector)
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
@@ -707,10 +741,13 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
         with _EpochProgress(params["max_epochs"], f"training {model}") as progress:
             clf, metrics = train_and_evaluate_events(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(_split_list(baselines)), on_epoch=progress,
-                on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given)
+                on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
+                checkpoint=out / CHECKPOINT_DIR, resume=resume)
+        _note_resume(clf.history_, resume)
         if is_main():
             clf.save(out)
             _write_json(out / "metrics.json", metrics)
+            _drop_checkpoint(out)
     except EhrdxError as exc:
         _fail(exc)
     print_events_report(console, metrics)

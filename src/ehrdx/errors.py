@@ -50,3 +50,9 @@ class DataError(EhrdxError):
 
 class ModelError(EhrdxError):
     """A model directory that is missing, incomplete or inconsistent."""
+
+
+class LeakageError(EhrdxError):
+    """A run-time leakage guard failed: features from after a prediction time, overlapping patient
+    splits, or something learned from patients outside training. This is a bug in ehrdx (or in code
+    that calls it with hand-made samples), never a property of the data: the run is stopped."""

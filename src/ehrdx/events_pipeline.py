@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.meds import MEDS_SPLITS, iter_event_table, iter_meds, read_subject_splits
-from ehrdx.data.store import EventStore, build_store
+from ehrdx.data.meds import MEDS_SPLITS, iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
+from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
 from ehrdx.errors import DataError
 from ehrdx.evaluate.metrics import HEADLINE, tune_thresholds
 from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
@@ -31,25 +31,48 @@ def open_store(
     visit_gap_seconds: int = 0,
     columns: dict | None = None,
     until: str | None = None,
+    workers: int = 1,
 ) -> EventStore:
     """Convert a MEDS dataset or a long events table into a store (in `store_dir`, or a temporary
     directory that lives as long as the process). `until` (ISO date) keeps only events up to that time:
-    the data as it was then."""
+    the data as it was then. `workers` > 1 converts a sharded MEDS dataset in that many processes."""
     if (meds is None) == (events is None):
         raise DataError("give exactly one of a MEDS directory (--meds) or an events table (--events)")
     if store_dir is None:
         store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
         atexit.register(shutil.rmtree, store_dir, ignore_errors=True)
+    until_seconds = parse_until(until)
+    if meds is not None and workers > 1:
+        return build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
     shards = iter_meds(meds) if meds is not None else iter_event_table(events, **(columns or {}))
-    until_seconds = None
-    if until:
-        from datetime import UTC, datetime
-
-        try:
-            until_seconds = int(datetime.fromisoformat(until).replace(tzinfo=UTC).timestamp())
-        except ValueError:
-            raise DataError(f"unreadable date {until!r}", column="--until", fix="write it as 2020-01-01") from None
     return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
+
+
+def parse_until(until: str | None) -> int | None:
+    if not until:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        return int(datetime.fromisoformat(until).replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        raise DataError(f"unreadable date {until!r}", column="--until", fix="write it as 2020-01-01") from None
+
+
+def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int, barrier: Callable[[], None],
+                          visit_gap_seconds: int = 0, until: str | None = None) -> EventStore:
+    """Every process of a distributed run converts its own consecutive MEDS shards into a part store;
+    rank 0 merges the parts once all are done. `store_dir` must be shared by the processes."""
+    groups = shard_groups(meds_shard_paths(meds), world)
+    parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
+    if rank < len(groups):
+        build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, parse_until(until))
+    barrier()
+    if rank == 0:
+        merge_stores(parts, store_dir)
+        shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
+    barrier()
+    return EventStore(store_dir)
 
 
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
@@ -113,13 +136,15 @@ def train_and_evaluate_events(
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     on_baseline: Callable[[str], None] | None = None,
     targets=None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[EventClassifier, dict]:
     tr, va, te = splits
     for a, b in ((tr, va), (tr, te), (va, te)):
         if np.intersect1d(a, b).size:
             raise DataError("split parts share patients", fix="each patient belongs to one part only")
     t0 = time.perf_counter()
-    clf.fit(store, tr, va, on_epoch=on_epoch, targets=targets)
+    clf.fit(store, tr, va, on_epoch=on_epoch, targets=targets, checkpoint=checkpoint, resume=resume)
     fit_seconds = time.perf_counter() - t0
     metrics: dict = {
         "task": clf.task.to_dict(), "model": clf.model,

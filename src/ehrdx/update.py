@@ -89,7 +89,7 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
-    label_codes = codes_of_labels(store, new.selector)
+    label_codes = codes_of_labels(store, new.selector, tr)
     info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
                   "codes": sorted(label_codes.get(lab, []))} for lab in found}
     fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there

@@ -163,9 +163,10 @@ def meds_shard_paths(root: str | Path) -> list[Path]:
     return shards
 
 
-def iter_meds(root: str | Path) -> Iterator[EventShard]:
-    """Yield the dataset's shards one at a time (memory is bounded by the largest shard)."""
-    for path in meds_shard_paths(root):
+def iter_meds(root: str | Path, paths: list[str | Path] | None = None) -> Iterator[EventShard]:
+    """Yield the dataset's shards (or the given shard files) one at a time (memory is bounded by the
+    largest shard)."""
+    for path in meds_shard_paths(root) if paths is None else [Path(p) for p in paths]:
         try:
             frame = pl.read_parquet(path)
         except pl.exceptions.PolarsError as exc:

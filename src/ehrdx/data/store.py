@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Iterable
 from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,103 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
         "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "until_seconds": until_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
         "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
         "counts": counts, "sources": sources,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return EventStore(out)
+
+
+def shard_groups(paths: list[Path], n: int) -> list[list[Path]]:
+    """`paths` cut into at most `n` consecutive groups of about equal size in bytes (order kept, so the
+    parts merge into the same store as one build over all shards)."""
+    n = max(1, min(n, len(paths)))
+    sizes = np.array([p.stat().st_size for p in paths], dtype=np.float64)
+    bounds = np.searchsorted(np.cumsum(sizes), sizes.sum() * np.arange(1, n) / n, side="left") + 1
+    cuts = [0, *sorted(set(np.clip(bounds, 1, len(paths) - 1).tolist())), len(paths)]
+    return [paths[a:b] for a, b in pairwise(cuts) if b > a]
+
+
+def _build_part(meds_root: str, paths: list[str], out_dir: str, visit_gap_seconds: int,
+                until_seconds: int | None) -> None:
+    from ehrdx.data.meds import iter_meds
+
+    build_store(iter_meds(meds_root, paths), out_dir, visit_gap_seconds, until_seconds)
+
+
+def build_store_parallel(meds_root: str | Path, out_dir: str | Path, workers: int, visit_gap_seconds: int = 0,
+                         until_seconds: int | None = None) -> EventStore:
+    """Convert a sharded MEDS dataset with `workers` processes, each converting its own consecutive
+    shards into a part store, then merge the parts: the result is the store a single build gives."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from ehrdx.data.meds import meds_shard_paths
+
+    out = Path(out_dir)
+    groups = shard_groups(meds_shard_paths(meds_root), workers)
+    parts = [out / "parts" / str(k) for k in range(len(groups))]
+    with ProcessPoolExecutor(len(groups), mp_context=get_context("spawn")) as pool:
+        jobs = [pool.submit(_build_part, str(meds_root), [str(p) for p in g], str(d), visit_gap_seconds, until_seconds)
+                for g, d in zip(groups, parts)]
+        for job in jobs:
+            job.result()
+    store = merge_stores(parts, out)
+    import shutil
+
+    shutil.rmtree(out / "parts", ignore_errors=True)
+    return store
+
+
+def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 << 24) -> EventStore:
+    """Concatenate stores built from consecutive shard groups into one (code ids remapped to the
+    union vocabulary in first-seen order, offsets shifted). Streams each part in chunks of events."""
+    stores = [EventStore(p) for p in parts]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in ("visit_gap_seconds", "until_seconds"):
+        if len({json.dumps(st.meta.get(key)) for st in stores}) > 1:
+            raise DataError(f"parts were built with different {key}", file=str(out))
+    ids = np.concatenate([np.asarray(st.subject_ids) for st in stores]) if stores else np.zeros(0, np.int64)
+    uniq, counts_per_id = np.unique(ids, return_counts=True)
+    if (counts_per_id > 1).any():
+        dup = int(uniq[counts_per_id > 1][0])
+        where = [str(st.directory) for st in stores if dup in st._row_of]
+        raise DataError(f"subject {dup} appears in two shard groups ({', '.join(where)})", column="subject_id",
+                        fix="each subject's events must sit in one shard, as MEDS requires")
+    vocab: dict[str, int] = {}
+    for st in stores:
+        for c in st.code_names:
+            vocab.setdefault(c, len(vocab))
+    counts: dict[str, int] = {}
+    sources: list[str] = []
+    n_events = n_visits = 0
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(open(out / f"{name}.bin.tmp", "wb")) for name in ARRAYS}
+        files["offsets"].write(np.zeros(1, np.int64).tobytes())
+        files["visit_offsets"].write(np.zeros(1, np.int64).tobytes())
+        for st in stores:
+            for k, v in st.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            sources += st.meta["sources"]
+            remap = np.array([vocab[c] for c in st.code_names], dtype=np.int32)
+            files["subject_ids"].write(np.asarray(st.subject_ids, dtype=np.int64).tobytes())
+            files["offsets"].write((np.asarray(st.offsets[1:]) + n_events).astype(np.int64).tobytes())
+            files["visit_offsets"].write((np.asarray(st.visit_offsets[1:]) + n_visits).astype(np.int64).tobytes())
+            files["visit_starts"].write((np.asarray(st.visit_starts) + n_events).astype(np.int64).tobytes())
+            files["visit_ends"].write((np.asarray(st.visit_ends) + n_events).astype(np.int64).tobytes())
+            for a in range(0, len(st.times), chunk):
+                files["times"].write(np.asarray(st.times[a : a + chunk]).tobytes())
+                files["codes"].write(remap[np.asarray(st.codes[a : a + chunk])].tobytes())
+                files["values"].write(np.asarray(st.values[a : a + chunk]).tobytes())
+            n_events += len(st.times)
+            n_visits += len(st.visit_starts)
+    for name in ARRAYS:
+        os.replace(out / f"{name}.bin.tmp", out / f"{name}.bin")
+    (out / "codes.json").write_text(json.dumps(list(vocab)))
+    meta = {
+        "store_version": STORE_VERSION, "visit_gap_seconds": stores[0].meta["visit_gap_seconds"] if stores else 0,
+        "until_seconds": stores[0].meta["until_seconds"] if stores else None, "patients": len(ids),
+        "events": n_events, "visits": n_visits, "codes": len(vocab),
+        "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()}, "counts": counts, "sources": sources,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return EventStore(out)

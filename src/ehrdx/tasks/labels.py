@@ -39,7 +39,7 @@ class LabelVocab:
         self.version = 0
         self.history: list[dict] = []
         self._index: dict[str, int] = {}
-        self.extend(labels, info)
+        self.extend(labels, info, stamp=False)  # the first vocabulary: reproducible from the data alone
 
     @classmethod
     def fit(cls, label_lists: Iterable[Iterable[str]]) -> LabelVocab:
@@ -52,8 +52,10 @@ class LabelVocab:
         merged = {lab: {"introduced_at": _iso(t), **(info or {}).get(lab, {})} for lab, t in first.items()}
         return cls(sorted(first), merged)
 
-    def extend(self, labels: Iterable[str], info: dict[str, dict] | None = None, note: str | None = None) -> list[str]:
-        """Append labels not yet present, in the order given. Returns the ones added."""
+    def extend(self, labels: Iterable[str], info: dict[str, dict] | None = None, note: str | None = None,
+               stamp: bool = True) -> list[str]:
+        """Append labels not yet present, in the order given. Returns the ones added. Later additions
+        record when they were made (`stamp`)."""
         added = []
         for lab in labels:
             if lab not in self._index:
@@ -64,7 +66,9 @@ class LabelVocab:
                 added.append(lab)
         if added:
             self.version += 1
-            entry = {"version": self.version, "added": added, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+            entry = {"version": self.version, "added": added}
+            if stamp:
+                entry["at"] = datetime.now(UTC).isoformat(timespec="seconds")
             if note:
                 entry["note"] = note
             self.history.append(entry)

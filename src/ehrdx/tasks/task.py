@@ -190,10 +190,34 @@ def label_first_times(store: EventStore, rows: np.ndarray, selector) -> dict[str
     return out
 
 
-def codes_of_labels(store: EventStore, selector) -> dict[str, list[str]]:
-    """The store codes that record each label (one pass over the code names)."""
+def check_features_before(store: EventStore, rows: np.ndarray, times: np.ndarray, cutoff: np.ndarray) -> None:
+    """Leakage guard, run on every set of samples: a sample's features are its own patient's events
+    before `cutoff`, and the last of them (events are in time order) is at or before its prediction
+    time. One vectorised pass; raises LeakageError otherwise."""
+    from ehrdx.errors import LeakageError
+
+    offsets = np.asarray(store.offsets)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return
+    if ((cutoff < offsets[rows]) | (cutoff > offsets[rows + 1])).any():
+        raise LeakageError("a sample's feature range reaches into another patient's events")
+    has = cutoff > offsets[rows]
+    last_t = np.asarray(store.times)[cutoff[has] - 1]
+    late = (last_t != STATIC_TIME) & (last_t > np.asarray(times, dtype=np.int64)[has])
+    if late.any():
+        raise LeakageError(f"{int(late.sum())} sample(s) would read events after their prediction time")
+
+
+def codes_of_labels(store: EventStore, selector, rows: np.ndarray | None = None) -> dict[str, list[str]]:
+    """The store codes that record each label; with `rows`, only codes that occur in those patients'
+    events (what a model records about its labels must come from its training patients alone)."""
+    names = store.code_names
+    if rows is not None:
+        present = np.unique(np.asarray(store.codes)[_event_positions(store, np.asarray(rows, dtype=np.int64))])
+        names = [store.code_names[int(i)] for i in present]
     out: dict[str, list[str]] = {}
-    for code in store.code_names:
+    for code in names:
         for lab in selector.labels_of(code):
             out.setdefault(lab, []).append(code)
     return out
@@ -300,6 +324,7 @@ def build_samples(
     if (~keep).any():
         counts["prediction_times_before_first_visit"] = int((~keep).sum())
     s_row, s_time, cutoff, n_visits, s_key = s_row[keep], s_time[keep], cutoff[keep], n_visits[keep], s_key[keep]
+    check_features_before(store, s_row, s_time, cutoff)
 
     # Window end per sample.
     if task.kind == "next-visit":
