@@ -116,6 +116,7 @@ def test_long_table_with_mapping_unsorted_and_null_codes_are_counted(tmp_path):
         ("1,2020-01-01,A,high\n", ["column 'val'", "text in the numeric value column", "'high'"]),
     ],
 )
+@pytest.mark.usefixtures("show_ids")
 def test_bad_event_tables_name_file_column_and_subject(tmp_path, rows, needles):
     p = tmp_path / "events.csv"
     p.write_text("pid,when,what,val\n" + rows)
@@ -125,6 +126,7 @@ def test_bad_event_tables_name_file_column_and_subject(tmp_path, rows, needles):
         assert n in str(exc.value), str(exc.value)
 
 
+@pytest.mark.usefixtures("show_ids")
 def test_subject_split_across_shards_is_an_error(tmp_path):
     f = pl.DataFrame({"subject_id": [1], "time": [datetime(2020, 1, 1)], "code": ["A"]})
     with pytest.raises(DataError, match="subject 1 appears in two shards"):

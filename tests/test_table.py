@@ -75,6 +75,7 @@ def test_misnamed_column(tmp_path, seed_table_path):
                  schema=TableSchema(id_column="patientid"))
 
 
+@pytest.mark.usefixtures("show_ids")
 def test_text_in_numeric_column(tmp_path):
     rows = "".join(f"{i},{40 + i},F,{120 + i},D1,A\n" for i in range(1, 9))
     p = write(tmp_path, HEADER + rows + "9,fifty,M,130,D2,B\n")
@@ -91,6 +92,7 @@ def test_no_label_column(tmp_path):
     assert_error(p, "t.csv", "no label column", "--label-col")
 
 
+@pytest.mark.usefixtures("show_ids")
 def test_duplicated_patient_ids(tmp_path):
     p = write(tmp_path, HEADER + "1,50,F,120,D1,A\n2,60,M,130,D2,B\n1,70,M,130,D2,B\n")
     assert_error(p, "column 'patient_id'", "duplicated patient ids", "row 1 ('1')", "row 3")

@@ -34,7 +34,35 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+_MIN_CELL = 10  # set by the --min-cell option of the ehrdx command
+
+
+def _release(obj: dict) -> dict:
+    """What leaves the process (terminal, metrics files): small cells suppressed."""
+    from ehrdx.evaluate.privacy import suppress_small_cells
+
+    return suppress_small_cells(obj, _MIN_CELL) if isinstance(obj, dict) else obj
+
+
+@app.callback()
+def _options(
+    show_ids: Annotated[bool, typer.Option("--show-ids", help="Show patient ids and raw cell values in error "
+                                           "messages (hidden by default: logs travel further than data).")] = False,
+    min_cell: Annotated[int, typer.Option(help="Suppress report cells (per-label counts and metrics, rows by "
+                                          "prior visits) built from fewer than this many patients; 0 turns it "
+                                          "off.")] = 10,
+) -> None:
+    """ehrdx: predict which diseases a patient has or will be diagnosed with, from their EHR."""
+    global _MIN_CELL
+    from ehrdx.errors import show_identifiers
+
+    if show_ids:
+        show_identifiers(True)
+    _MIN_CELL = min_cell
+
+
 def _write_json(path: Path, obj: dict) -> None:
+    obj = _release(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, default=float))
 
@@ -296,7 +324,7 @@ def train(
             _drop_checkpoint(out)
     except EhrdxError as exc:
         _fail(exc)
-    print_report(console, metrics)
+    print_report(console, _release(metrics))
     console.print(f"model saved to {out}")
 
 
@@ -333,7 +361,7 @@ def evaluate(
     except EhrdxError as exc:
         _fail(exc)
     _report_summary(result.get("summary", {}))
-    print_report(console, {"test": result}, title=str(data))
+    print_report(console, _release({"test": result}), title=str(data))
     if out:
         _write_json(out, result)
         console.print(f"wrote {out}")
@@ -455,7 +483,7 @@ def update(
         _write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
-    _print_update(report)
+    _print_update(_release(report))
     console.print(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged")
 
 
@@ -608,7 +636,7 @@ def demo(
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     metrics["labels_described"] = cohort.info["diseases"]
     _write_json(out / "metrics.json", metrics)
-    print_events_report(console, metrics, title="5. held-out test patients")
+    print_events_report(console, _release(metrics), title="5. held-out test patients")
     for key, name in (("test", "all labels"), ("test_new_onset", "new onset")):
         t, o = metrics[key], metrics[key.replace("test", "oracle")]
         line = (f"{name}: macro AUROC {t['macro_auroc']:.3f} (oracle {o['macro_auroc']:.3f}), macro AUPRC "
@@ -651,7 +679,7 @@ def _demo_update(out: Path, paths: dict, st, model: str, hidden: int, epochs: in
         _write_json(out / "model_2024" / "update_report.json", report)
     except EhrdxError as exc:
         _fail(exc)
-    _print_update(report)
+    _print_update(_release(report))
     metrics["update"] = {k: v for k, v in report.items() if k != "per_label"}
     console.print(f"model as of 2020: {out / 'model_2020'}; updated: {out / 'model_2024'} (see ehrdx update --help)")
 
@@ -682,7 +710,7 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     metrics["labels_described"] = cohort.info["diseases"]
     _write_json(out / "metrics.json", metrics)
-    print_report(console, metrics, title="4. held-out test patients")
+    print_report(console, _release(metrics), title="4. held-out test patients")
     gap = metrics["oracle"]["macro_auroc"] - metrics["test"]["macro_auroc"]
     console.print(f"macro AUROC {metrics['test']['macro_auroc']:.3f} vs oracle {metrics['oracle']['macro_auroc']:.3f} "
                   f"(gap {gap:.3f}); {metrics['wall_seconds']}s in all")
@@ -750,7 +778,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
             _drop_checkpoint(out)
     except EhrdxError as exc:
         _fail(exc)
-    print_events_report(console, metrics)
+    print_events_report(console, _release(metrics))
     console.print(f"model saved to {out}")
 
 
@@ -782,7 +810,7 @@ def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, ou
     metrics = {"model": clf.model, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
-    print_events_report(console, metrics, title=str(meds or events))
+    print_events_report(console, _release(metrics), title=str(meds or events))
     if out:
         _write_json(out, metrics)
         console.print(f"wrote {out}")

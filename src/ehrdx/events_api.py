@@ -317,8 +317,8 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
     """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits."""
     new_mask = samples.mask & ~samples.history
     out = {
-        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES),
-        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES),
+        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
         "by_prior_visits": [],
         "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
     }
@@ -326,7 +326,8 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
         sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
         if not sel.any():
             continue
-        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum())}
+        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
+               "patients": len(np.unique(samples.row[sel]))}
         for name, m in (("all", samples.mask), ("new_onset", new_mask)):
             r = evaluate_predictions(samples.y[sel], m[sel], proba[sel], labels, None, ())
             row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}

@@ -209,9 +209,9 @@ def compare_before_after(old: EventClassifier, new: EventClassifier, store, test
     labels = new.labels_
     y, m = s.y, s.mask
     before = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_old, old_labels, None, ())
-    after_old = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_new[:, old_cols], old_labels, None, ())
+    after_old = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_new[:, old_cols], old_labels, None, (), s.row)
     after_new = evaluate_predictions(y[:, new_cols], m[:, new_cols], p_new[:, new_cols],
-                                     [labels[j] for j in new_cols], None, ())
+                                     [labels[j] for j in new_cols], None, (), s.row)
     row_of = {lab: i for i, lab in enumerate(old_labels)}
     new_row_of = {labels[j]: i for i, j in enumerate(new_cols)}
     seen = ((train_s.y > 0.5) & train_s.mask).sum(0) if train_s is not None else np.zeros(len(labels))
@@ -222,7 +222,7 @@ def compare_before_after(old: EventClassifier, new: EventClassifier, store, test
         a = after_old["per_label"][row_of[lab]] if is_old else after_new["per_label"][new_row_of[lab]]
         rows.append({"label": lab, "new": not is_old, "introduced_at": new.label_vocab_.info[lab].get("introduced_at"),
                      "parent": new.label_vocab_.info[lab].get("parent"), "train_positives": int(seen[j]),
-                     "test_positives": a["positives"],
+                     "test_positives": a["positives"], "test_positive_patients": a["positive_patients"],
                      "auroc_before": b["auroc"] if b else None, "auprc_before": b["auprc"] if b else None,
                      "auroc_after": a["auroc"], "auprc_after": a["auprc"]})
     return {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, ident, reader_detail
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
@@ -95,7 +95,7 @@ def normalise_events(
         if bad.any():
             rows = bad.arg_true().head(5).to_list()
             raise DataError(
-                f"unparseable times ({int(bad.sum())} cell(s)); first subject {subj[rows[0]]}",
+                f"unparseable times ({int(bad.sum())} cell(s)); first subject {ident(subj[rows[0]])}",
                 file=source, column=time_col, rows=rows, values=[t[r] for r in rows],
                 fix="write times as ISO 8601 (2024-01-31 or 2024-01-31T08:15:00) or give --time-format",
             )
@@ -122,7 +122,7 @@ def normalise_events(
         if not v.dtype.is_numeric():
             cast, rows = _cast_keeping_track(v, pl.Float64)
             if rows:
-                raise DataError(f"text in the numeric value column; first subject {subj[rows[0]]}",
+                raise DataError(f"text in the numeric value column; first subject {ident(subj[rows[0]])}",
                                 file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
                                 fix="put text results in text_value, or empty the cell")
             v = cast
@@ -194,7 +194,7 @@ def iter_event_table(
             frame = pl.read_csv(path, infer_schema_length=10000,
                                 schema_overrides={time_col: pl.Utf8, code_col: pl.Utf8})
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"could not be read ({exc})", file=str(path)) from exc
+        raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
     yield normalise_events(frame, str(path), subject_col=subject_col, time_col=time_col, code_col=code_col,
                            value_col=value_col, time_format=time_format)
 

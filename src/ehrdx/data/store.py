@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.meds import EventShard
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, ident
 
 STATIC_TIME = np.iinfo(np.int64).min
 ARRAYS = {
@@ -87,7 +87,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
             ids = subj[starts]
             for sid in ids.tolist():
                 if sid in seen_subjects:
-                    raise DataError(f"subject {sid} appears in two shards ({seen_subjects[sid]} and {shard.source})",
+                    raise DataError(f"subject {ident(sid)} appears in two shards ({seen_subjects[sid]} and {shard.source})",
                                     file=shard.source, column="subject_id",
                                     fix="each subject's events must sit in one shard, as MEDS requires")
                 seen_subjects[sid] = shard.source
@@ -182,7 +182,7 @@ def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 <<
     if (counts_per_id > 1).any():
         dup = int(uniq[counts_per_id > 1][0])
         where = [str(st.directory) for st in stores if dup in st._row_of]
-        raise DataError(f"subject {dup} appears in two shard groups ({', '.join(where)})", column="subject_id",
+        raise DataError(f"subject {ident(dup)} appears in two shard groups ({', '.join(where)})", column="subject_id",
                         fix="each subject's events must sit in one shard, as MEDS requires")
     vocab: dict[str, int] = {}
     for st in stores:
@@ -256,7 +256,7 @@ class EventStore:
         try:
             return self._row_of[int(subject_id)]
         except KeyError:
-            raise DataError(f"subject {subject_id} is not in the store", file=str(self.directory)) from None
+            raise DataError(f"subject {ident(subject_id)} is not in the store", file=str(self.directory)) from None
 
     def patient(self, row: int) -> dict[str, np.ndarray]:
         """One patient's events (times, codes, values) and visit starts relative to its first event."""

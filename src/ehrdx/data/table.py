@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, reader_detail
 
 ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
 LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")
@@ -84,7 +84,7 @@ def _read_frame(path: Path) -> pl.DataFrame:
             sep = "\t" if suffix == ".tsv" else ","
             return pl.read_csv(path, separator=sep, infer_schema_length=None, try_parse_dates=False)
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"could not be read as {suffix[1:]}: {exc}", file=str(path)) from exc
+        raise DataError(f"could not be read as {suffix[1:]} ({reader_detail(exc)})", file=str(path)) from exc
     raise DataError(
         f"unsupported file type '{suffix}'", file=str(path), fix="give a .csv, .tsv or .parquet file"
     )

@@ -99,8 +99,11 @@ def evaluate_predictions(
     label_names: list[str],
     thresholds: np.ndarray | None = None,
     k_values: tuple[int, ...] = (1, 3, 5),
+    groups: np.ndarray | None = None,
 ) -> dict:
-    """All metrics for one set. `thresholds` are per-label tuned thresholds (e.g. from validation)."""
+    """All metrics for one set. `thresholds` are per-label tuned thresholds (e.g. from validation).
+    `groups` gives each sample's patient (several prediction times per patient), so that each label
+    also reports how many patients its positives come from (what small-cell suppression counts)."""
     y = np.asarray(y, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     proba = np.asarray(proba, dtype=np.float64)
@@ -111,7 +114,13 @@ def evaluate_predictions(
         m = mask[:, j]
         yj, pj = y[m, j], proba[m, j]
         n_pos = int(yj.sum())
-        row = {"label": name, "known": int(m.sum()), "positives": n_pos, "auroc": None, "auprc": None}
+        if groups is None:
+            pos_patients, known_patients = n_pos, int(m.sum())
+        else:
+            pos_patients = len(np.unique(groups[m][yj > 0.5]))
+            known_patients = len(np.unique(groups[m]))
+        row = {"label": name, "known": int(m.sum()), "positives": n_pos, "positive_patients": pos_patients,
+               "known_patients": known_patients, "auroc": None, "auprc": None}
         if n_pos == 0:
             row["status"] = "no positives in this set"
         elif n_pos == len(yj):

@@ -1,0 +1,65 @@
+"""Small-cell suppression for reports that leave the machine (terminal output, metrics.json).
+
+Clinical statistics are commonly released only for cells built from at least 10 patients, so that no
+one can be singled out. A per-label row whose positives come from 1 to `min_cell - 1` patients keeps
+its label name but loses its counts (shown as "<10") and every metric computed from it (None); a
+row of the by-prior-visits table with fewer than `min_cell` patients loses its metrics. Macro
+averages still include those labels: an average over many labels does not reveal one of them.
+Data-quality counts (rows excluded, unseen codes) are not suppressed: they describe the user's own
+input, and anything excluded must be reported.
+"""
+
+from __future__ import annotations
+
+import copy
+
+DEFAULT_MIN_CELL = 10
+_METRICS = ("auroc", "auprc", "prevalence", "auroc_before", "auroc_after", "auprc_before", "auprc_after")
+_COUNTS = ("positives", "positive_patients", "test_positives", "test_positive_patients", "train_positives")
+
+
+def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dict:
+    """A copy of `metrics` with small cells suppressed (min_cell <= 1: unchanged), and a record
+    `metrics["small_cells"]` of the rule and how many cells it hid."""
+    if min_cell <= 1:
+        return metrics
+    out = copy.deepcopy(metrics)
+    hidden = {"per_label_rows": 0, "by_prior_visits_rows": 0}
+    small = f"<{min_cell}"
+
+    def walk(node):
+        if isinstance(node, dict):
+            for row in node.get("per_label", []) if isinstance(node.get("per_label"), list) else []:
+                n = row.get("positive_patients", row.get("test_positive_patients", row.get("positives")))
+                train_n = row.get("train_positives")
+                if (isinstance(n, int) and 0 < n < min_cell) or (isinstance(train_n, int) and 0 < train_n < min_cell):
+                    for key in _COUNTS:
+                        if key in row:
+                            row[key] = small
+                    for key in _METRICS:
+                        if key in row:
+                            row[key] = None
+                    for key, value in list(row.items()):
+                        if isinstance(value, dict) and "precision" in value:  # metrics at a threshold
+                            row[key] = {"threshold": value.get("threshold"), "precision": None, "recall": None,
+                                        "f1": None}
+                    row["status"] = f"suppressed: fewer than {min_cell} patients"
+                    hidden["per_label_rows"] += 1
+            for key, value in node.items():
+                if key in ("test_by_prior_visits", "by_prior_visits") and isinstance(value, list):
+                    for row in value:
+                        if isinstance(row.get("patients"), int) and row["patients"] < min_cell:
+                            row["patients"] = row["samples"] = small
+                            for part in ("all", "new_onset"):
+                                if isinstance(row.get(part), dict):
+                                    row[part] = dict.fromkeys(row[part])
+                            hidden["by_prior_visits_rows"] += 1
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(out)
+    out["small_cells"] = {"min_patients": min_cell, **hidden}
+    return out

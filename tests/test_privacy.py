@@ -1,0 +1,117 @@
+"""Privacy: no patient ids or raw cells in messages unless asked; small cells suppressed in reports."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from ehrdx.cli import app
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.errors import DataError, show_identifiers
+from ehrdx.evaluate.metrics import evaluate_predictions
+from ehrdx.evaluate.privacy import suppress_small_cells
+
+OFFSET = 7_300_000_000  # subject ids that cannot be mistaken for other numbers in the output
+
+
+@pytest.fixture
+def hidden_ids():
+    show_identifiers(False)
+    yield
+    show_identifiers(False)
+
+
+def test_error_messages_hide_cell_values_unless_asked(hidden_ids):
+    err = DataError("unparseable times", file="e.csv", column="time", rows=[4], values=["1987-02-31 Jane Doe"])
+    assert "Jane" not in str(err) and "row 5" in str(err) and "--show-ids" in str(err)
+    show_identifiers(True)
+    err = DataError("unparseable times", file="e.csv", column="time", rows=[4], values=["1987-02-31 Jane Doe"])
+    assert "Jane Doe" in str(err)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("priv")
+    c = generate_longitudinal(700, seed=9)
+    events = c.events.with_columns(pl.col("subject_id") + OFFSET)
+    oracle = c.oracle.with_columns(pl.col("subject_id") + OFFSET)
+    import dataclasses
+
+    return write_longitudinal(dataclasses.replace(c, events=events, oracle=oracle), out / "c"), events
+
+
+def _assert_no_ids(text: str) -> None:
+    assert str(OFFSET // 1_000_000) not in text, "a patient id reached the output"
+
+
+def test_training_output_and_metrics_carry_no_ids_and_no_small_cells(cohort, tmp_path):
+    paths, _ = cohort
+    r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}",
+                                 "--epochs", "2", "--hidden", "16", "--device", "cpu", "--baselines", "logistic",
+                                 "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    _assert_no_ids(r.output)
+    metrics_text = (tmp_path / "m" / "metrics.json").read_text()
+    _assert_no_ids(metrics_text)
+    m = json.loads(metrics_text)
+    assert m["small_cells"]["min_patients"] == 10
+    rows = m["test"]["per_label"] + m["test_new_onset"]["per_label"]
+    suppressed = [row for row in rows if row["positive_patients"] == "<10"]
+    assert suppressed, "this cohort has labels with fewer than 10 test patients (U07.1 new onsets)"
+    for row in rows:
+        n = row["positive_patients"]
+        assert n == "<10" or n == 0 or n >= 10
+        if n == "<10":
+            assert row["auroc"] is None and row["positives"] == "<10" and row["tuned"]["f1"] is None
+    for b in m["test_by_prior_visits"]:
+        assert b["patients"] == "<10" or b["patients"] >= 10
+    # the rows left are printed; suppressed ones show "<10"
+    assert "<10" in r.output
+
+
+def test_min_cell_zero_reports_every_cell(cohort, tmp_path):
+    paths, _ = cohort
+    r = CliRunner().invoke(app, ["--min-cell", "0", "train", "--meds", str(paths["meds"]), "--labels",
+                                 f"map:{paths['label_map']}", "--epochs", "1", "--hidden", "16", "--device", "cpu",
+                                 "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert "small_cells" not in m
+    assert all(isinstance(row["positive_patients"], int) for row in m["test"]["per_label"])
+
+
+def test_bad_rows_are_named_by_row_number_and_ids_shown_only_with_the_flag(cohort, tmp_path, hidden_ids):
+    _, events = cohort
+    bad = events.head(400).with_columns(pl.col("time").dt.strftime("%Y-%m-%d %H:%M:%S"))
+    bad = bad.with_columns(pl.when(pl.int_range(pl.len()) == 123).then(pl.lit("31/02/1987 Jane"))
+                           .otherwise(pl.col("time")).alias("time"))
+    path = tmp_path / "events.csv"
+    bad.write_csv(path)
+    args = ["train", "--events", str(path), "--labels", "prefix:DX//", "--out", str(tmp_path / "m")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2
+    out = r.output
+    assert "events.csv" in out and "time" in out and "row 124" in out
+    assert "Jane" not in out
+    _assert_no_ids(out)
+    r = CliRunner().invoke(app, ["--show-ids", *args])
+    assert "31/02/1987 Jane" in r.output and str(OFFSET // 1_000_000) in r.output
+
+
+def test_suppression_counts_patients_not_prediction_times():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(100), 5)  # 100 patients, 5 prediction times each
+    y = np.zeros((500, 2), dtype=np.float32)
+    y[groups < 3, 0] = 1  # label 0: 15 positive samples, but only 3 patients
+    y[groups < 40, 1] = 1
+    p = rng.random((500, 2))
+    r = evaluate_predictions(y, np.ones_like(y, bool), p, ["rare", "common"], None, (), groups)
+    assert [row["positive_patients"] for row in r["per_label"]] == [3, 40]
+    s = suppress_small_cells({"test": r})
+    rare, common = s["test"]["per_label"]
+    assert rare["positives"] == "<10" and rare["auroc"] is None
+    assert common["positives"] == 200 and common["auroc"] is not None
+    assert s["test"]["macro_auroc"] == r["macro_auroc"]  # averages over labels stay
+    assert s["small_cells"]["per_label_rows"] == 1
