@@ -177,3 +177,32 @@ def test_undecodable_or_empty_files_fail_clearly(tmp_path, payload):
         table = read_table(path)
         EHRClassifier(hidden=8, max_epochs=1).fit(table)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["non_utf8_code", "duplicated_rows", "birth_after_events", "unsorted"])
+def test_named_event_stream_faults(tmp_path, case):
+    rows = b"subject_id,time,code,numeric_value\n"
+    body = [b"1,2020-01-01,DX//E11,", b"1,2020-01-01,LAB//A,5.5", b"1,2021-01-01,DX//I10,", b"2,2020-03-01,DX//E11,",
+            b"2,2020-04-01,DX//I10,"]
+    if case == "non_utf8_code":
+        body[1] = b"1,2020-01-01,LAB//\xff\xfe,5.5"
+    elif case == "duplicated_rows":
+        body += body[:2]
+    elif case == "birth_after_events":
+        body.append(b"1,2022-06-01,MEDS_BIRTH,")
+    elif case == "unsorted":
+        body = body[::-1]
+    path = tmp_path / "events.csv"
+    path.write_bytes(rows + b"\n".join(body) + b"\n")
+    try:
+        store = build_store(iter_event_table(path), tmp_path / "store")
+    except DataError as err:
+        assert str(path) in str(err)
+        return
+    _account(len(body), store.meta["events"], store.counts)
+    if case == "unsorted":
+        assert store.counts["events_out_of_order_sorted"] > 0
+    if case == "birth_after_events":  # kept as recorded, and counted so that it is seen
+        assert store.counts["events_before_birth"] == 3
+    if case == "duplicated_rows":
+        assert store.counts["duplicate_events"] == 2

@@ -129,6 +129,13 @@ BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch
 Layers = Annotated[int | None, typer.Option(help="Recurrent or Transformer layers (default 1; 2 for transformer).")]
 Heads = Annotated[int, typer.Option(help="Attention heads (transformer).")]
 Meds = Annotated[Path | None, typer.Option(help="MEDS dataset directory (data/**/*.parquet, metadata/).")]
+Omop = Annotated[Path | None, typer.Option(help="OMOP CDM 5.4 export directory (person, visit_occurrence, "
+                                           "condition_occurrence, drug_exposure, measurement, observation, death, "
+                                           "concept; CSV or Parquet).")]
+OmopCodes = Annotated[str, typer.Option(help="OMOP codes: source (vocabulary of the *_source_concept_id, e.g. "
+                                        "ICD10CM//E11.9, else PREFIX//source value) or concept (standard concepts).")]
+OmopPrefix = Annotated[str | None, typer.Option(help="OMOP code prefixes where the concept table gives none, e.g. "
+                                                "condition=ICD10CM,measurement=LOINC.")]
 Events = Annotated[Path | None, typer.Option(help="Long events table (CSV/Parquet): one row per event.")]
 Task = Annotated[str, typer.Option(help="next-visit, or window:<N><unit> for (t, t+N], e.g. window:365d.")]
 NewOnset = Annotated[bool, typer.Option("--new-onset", help="Train on new onsets only: a label already recorded "
@@ -201,6 +208,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("model_out"),
     meds: Meds = None,
     events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
     task: Task = "next-visit",
     new_onset: NewOnset = False,
     censor: Censor = True,
@@ -255,6 +265,7 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import polars as pl
 
     from ehrdx.train.distributed import init_distributed, is_main
@@ -336,6 +347,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
     meds: Meds = None,
     events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
     split: Annotated[str | None, typer.Option(help="Event streams: only this MEDS split (train, tuning, "
                                               "held_out).")] = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
@@ -347,6 +361,7 @@ def evaluate(
 ) -> None:
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
     event streams per prediction time, all labels and new onset, and by number of prior visits."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import ehrdx
     from ehrdx.evaluate.report import print_report
 
@@ -384,6 +399,9 @@ def predict(
     threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
     meds: Meds = None,
     events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time); default: the end of every visit.")] = None,
     visit_gap: VisitGap = "0",
@@ -392,6 +410,7 @@ def predict(
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
     if meds is not None or events is not None:
         _predict_events(model, meds, events, store, visit_gap, times, out, threshold, device)
         return
@@ -435,6 +454,9 @@ def update(
     out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
     meds: Meds = None,
     events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
                                             "new data's training patients that the model lacks).")] = None,
     labels: Annotated[str | None, typer.Option(help="A new label selection (e.g. a map with new conditions of "
@@ -458,6 +480,7 @@ def update(
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import ehrdx
     from ehrdx.events_pipeline import open_store, patient_splits
     from ehrdx.tasks.select import LabelSelector
@@ -547,6 +570,9 @@ def targets(
     out: Annotated[Path, typer.Option(help="A .parquet/.csv long table, or a directory for --format meds.")],
     meds: Meds = None,
     events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
     task: Task = "next-visit",
     new_onset: NewOnset = False,
     censor: Censor = True,
@@ -558,6 +584,7 @@ def targets(
 ) -> None:
     """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
     to edit and give back to `train --targets`."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import numpy as np
 
     from ehrdx.tasks.labels import LabelVocab
@@ -717,7 +744,22 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
     console.print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
 
 
+def _with_omop(events, omop, codes, prefixes):
+    """An OMOP export travels where an events table would (it is read by its own reader)."""
+    if omop is None:
+        return events
+    if events is not None:
+        _fail(EhrdxError("give either --events or --omop, not both"))
+    from ehrdx.data.omop import OmopSource
+
+    try:
+        return OmopSource.parse(omop, codes, prefixes)
+    except EhrdxError as exc:
+        _fail(exc)
+
+
 def _open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):
+    from ehrdx.data.omop import OmopSource
     from ehrdx.data.store import EventStore
     from ehrdx.events_pipeline import convert_cooperatively, open_store
     from ehrdx.tasks.task import parse_duration
@@ -730,12 +772,16 @@ def _open_events(meds, events, store, visit_gap, columns=None, until=None, worke
             import torch.distributed as dist
 
             st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), barrier, gap, until)
-        elif shared:  # one events table: one process converts, the others open its store
+        elif shared:  # one events table or OMOP export: one process converts, the others open its store
             if is_main():
-                st = open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until)
+                st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
+                      if isinstance(events, OmopSource) else
+                      open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until))
             barrier()
             if not is_main():
                 st = EventStore(store)
+        elif isinstance(events, OmopSource):
+            st = open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
         else:
             st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=gap, columns=columns,
                             until=until, workers=workers)

@@ -32,19 +32,28 @@ def open_store(
     columns: dict | None = None,
     until: str | None = None,
     workers: int = 1,
+    omop=None,
 ) -> EventStore:
     """Convert a MEDS dataset or a long events table into a store (in `store_dir`, or a temporary
     directory that lives as long as the process). `until` (ISO date) keeps only events up to that time:
     the data as it was then. `workers` > 1 converts a sharded MEDS dataset in that many processes."""
-    if (meds is None) == (events is None):
-        raise DataError("give exactly one of a MEDS directory (--meds) or an events table (--events)")
+    if sum(x is not None for x in (meds, events, omop)) != 1:
+        raise DataError("give exactly one of a MEDS directory (--meds), an events table (--events) or an OMOP "
+                        "export (--omop)")
     if store_dir is None:
         store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
         atexit.register(shutil.rmtree, store_dir, ignore_errors=True)
     until_seconds = parse_until(until)
     if meds is not None and workers > 1:
         return build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
-    shards = iter_meds(meds) if meds is not None else iter_event_table(events, **(columns or {}))
+    if omop is not None:
+        from ehrdx.data.omop import OmopSource
+
+        shards = (omop if isinstance(omop, OmopSource) else OmopSource(Path(omop))).shards()
+    elif meds is not None:
+        shards = iter_meds(meds)
+    else:
+        shards = iter_event_table(events, **(columns or {}))
     return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
 
 

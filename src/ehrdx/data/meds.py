@@ -141,6 +141,16 @@ def normalise_events(
     if null_code.any():
         counts["null_codes_excluded"] = int(null_code.sum())
         out = out.filter(~null_code)
+    # Exact duplicate rows are kept (a lab can be drawn twice at one time) but counted, so that a doubled
+    # export is seen; so are timed events before the patient's recorded birth.
+    n_dup = out.height - out.n_unique()
+    if n_dup:
+        counts["duplicate_events"] = n_dup
+    births = out.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(pl.col("time").min().alias("_b"))
+    if births.height:
+        n_early = out.join(births, on="subject_id", how="inner").filter(pl.col("time") < pl.col("_b")).height
+        if n_early:
+            counts["events_before_birth"] = n_early
     # Events out of order (by subject, then time with static rows first) are sorted, and counted.
     key_t = out.get_column("time").dt.epoch("us").fill_null(-(2**63))
     key = pl.DataFrame({"s": out.get_column("subject_id"), "t": key_t})
