@@ -92,7 +92,8 @@ def test_synthetic_cohort_round_trips_through_meds(tmp_path):
     store = build_store(iter_meds(tmp_path / "meds"), tmp_path / "store")
     key = ["subject_id"]
     assert store.to_frame().sort(key, maintain_order=True).equals(c.events.sort(key, maintain_order=True))
-    assert store.counts == {}
+    # the generator records some codes twice in one visit: kept, and counted
+    assert set(store.counts) <= {"duplicate_events"}
 
 
 def test_long_table_with_mapping_unsorted_and_null_codes_are_counted(tmp_path):

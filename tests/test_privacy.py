@@ -103,15 +103,26 @@ def test_bad_rows_are_named_by_row_number_and_ids_shown_only_with_the_flag(cohor
 def test_suppression_counts_patients_not_prediction_times():
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(100), 5)  # 100 patients, 5 prediction times each
-    y = np.zeros((500, 2), dtype=np.float32)
+    y = np.zeros((500, 3), dtype=np.float32)
     y[groups < 3, 0] = 1  # label 0: 15 positive samples, but only 3 patients
     y[groups < 40, 1] = 1
-    p = rng.random((500, 2))
-    r = evaluate_predictions(y, np.ones_like(y, bool), p, ["rare", "common"], None, (), groups)
-    assert [row["positive_patients"] for row in r["per_label"]] == [3, 40]
+    y[(groups >= 50) & (groups < 55), 2] = 1  # label 2: 5 patients
+    p = rng.random((500, 3))
+    r = evaluate_predictions(y, np.ones_like(y, bool), p, ["rare", "common", "rare2"], None, (), groups)
+    assert [row["positive_patients"] for row in r["per_label"]] == [3, 40, 5]
     s = suppress_small_cells({"test": r})
-    rare, common = s["test"]["per_label"]
+    rare, common, _ = s["test"]["per_label"]
     assert rare["positives"] == "<10" and rare["auroc"] is None
     assert common["positives"] == 200 and common["auroc"] is not None
-    assert s["test"]["macro_auroc"] == r["macro_auroc"]  # averages over labels stay
-    assert s["small_cells"]["per_label_rows"] == 1
+    assert s["test"]["macro_auroc"] == r["macro_auroc"]  # two labels hidden in it: the average stays
+    assert s["small_cells"]["per_label_rows"] == 2
+    # with one hidden label, the average and the labels shown would give it away: the next smallest
+    # label is hidden too, and the average stays
+    y3 = np.concatenate([y[:, :2], (groups >= 60)[:, None].astype(np.float32)], axis=1)  # 40 patients
+    y3[:, 1] = groups < 30  # 30 patients: the smallest shown
+    r2 = evaluate_predictions(y3, np.ones((500, 3), bool), p, ["rare", "mid", "big"], None, (), groups)
+    s2 = suppress_small_cells({"test": r2})
+    rows = {row["label"]: row for row in s2["test"]["per_label"]}
+    assert rows["rare"]["auroc"] is None and rows["mid"]["auroc"] is None and rows["big"]["auroc"] is not None
+    assert rows["mid"]["positives"] == 150 and "complementary" in rows["mid"]["status"]
+    assert s2["test"]["macro_auroc"] == r2["macro_auroc"]

@@ -449,6 +449,72 @@ def predict(
 
 
 @app.command()
+def report(
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train or ehrdx update.")] = Path("model_out"),
+    out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained, figures embedded).")] = Path(
+        "report.html"),
+    meds: Meds = None,
+    events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
+    split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
+                                       "held_out, else the same seeded split), tuning, train, or all.")] = "test",
+    times: Annotated[Path | None, typer.Option(help="Prediction times file (subject_id, prediction_time).")] = None,
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
+    device: Device = "auto",
+) -> None:
+    """Write one HTML evaluation report: cohort summary, ROC/PR curves, calibration, recall@k, a sortable
+    per-label table, results by prior visits, sex and age band, training curves, and old-vs-new labels
+    after an update. Cells from fewer than --min-cell patients are suppressed; no patient id is written."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
+    import ehrdx
+    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.tasks.task import read_prediction_times
+
+    if meds is None and events is None:
+        _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
+    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+    if split != "all" and split not in parts:
+        _fail(EhrdxError("--split must be test, tuning, train or all"))
+    try:
+        clf = ehrdx.load(model)
+        _require_events_model(clf, model)
+        clf.to(device)
+        st = _open_events(meds, events, store, visit_gap)
+        rows = None if split == "all" else patient_splits(st, meds, clf.seed, selector=clf.selector)[parts[split]]
+        pt = read_prediction_times(times, st) if times else None
+        with console.status("predicting and drawing"):
+            samples = clf.samples(st, rows, times=pt)
+            path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
+                                     f"({split} patients)", model)
+    except EhrdxError as exc:
+        _fail(exc)
+    console.print(f"report: {path}")
+
+
+def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path | None = None) -> Path:
+    """Predict `samples` with `clf` and write the HTML report to `out` (atomically)."""
+    from ehrdx.evaluate.html import build_report
+    from ehrdx.io import atomic_write_bytes
+
+    proba = clf.predict_samples(st, samples)
+    update_report = None
+    if model_dir is not None and (Path(model_dir) / "update_report.json").exists():
+        update_report = json.loads((Path(model_dir) / "update_report.json").read_text())
+    history = clf.history_.to_artifact() if getattr(clf, "history_", None) is not None else None
+    info = {"model": clf.model, "task": clf.task.name, "label selection": clf.selector.spec}
+    page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
+                        store=st, history=history, update_report=update_report, model_info=info,
+                        excluded=st.counts, min_cell=_MIN_CELL)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, page.encode())
+    return out
+
+
+@app.command()
 def update(
     model: Annotated[Path, typer.Option(help="The trained event model to grow (never modified).")],
     out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
@@ -677,6 +743,9 @@ def demo(
                   f"{changes['new_disease']['from'][:10]}; {changes['code_split']['code']} is split into "
                   f"{', '.join(changes['code_split']['into'])} from {changes['code_split']['from'][:10]}. "
                   f"{masked:,} test entries whose window ends before their label existed are masked, not negatives.")
+    report_path = write_html_report(clf, st, clf.samples(st, splits[2]), out / "report.html",
+                                    f"ehrdx demo: {model}, next-visit task, held-out patients")
+    console.print(f"HTML report (curves, calibration, per label, by prior visits, sex and age): {report_path}")
     if update:
         _demo_update(out, paths, st, model, hidden, epochs, seed, metrics)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)

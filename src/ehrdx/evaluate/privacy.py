@@ -4,7 +4,9 @@ Clinical statistics are commonly released only for cells built from at least 10 
 one can be singled out. A per-label row whose positives come from 1 to `min_cell - 1` patients keeps
 its label name but loses its counts (shown as "<10") and every metric computed from it (None); a
 row of the by-prior-visits table with fewer than `min_cell` patients loses its metrics. Macro
-averages still include those labels: an average over many labels does not reveal one of them.
+averages still include those labels; where exactly one label in an average is hidden, the average and
+the labels shown would give it away, so the next smallest label is hidden too (complementary
+suppression).
 Data-quality counts (rows excluded, unseen codes) are not suppressed: they describe the user's own
 input, and anything excluded must be reported.
 """
@@ -18,6 +20,17 @@ _METRICS = ("auroc", "auprc", "prevalence", "auroc_before", "auroc_after", "aupr
 _COUNTS = ("positives", "positive_patients", "test_positives", "test_positive_patients", "train_positives")
 
 
+_MACROS = {"all": ("macro_auroc", "macro_auprc"), "new": ("new_labels_macro_auroc", "new_labels_macro_auprc"),
+           "old": ("old_labels_macro_auroc_after", "old_labels_macro_auprc_after", "old_labels_macro_auroc_before",
+                   "old_labels_macro_auprc_before")}
+
+
+def _in_group(row: dict, group: str) -> bool:
+    if group == "all":
+        return True
+    return bool(row.get("new")) == (group == "new")
+
+
 def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dict:
     """A copy of `metrics` with small cells suppressed (min_cell <= 1: unchanged), and a record
     `metrics["small_cells"]` of the rule and how many cells it hid."""
@@ -29,10 +42,14 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
 
     def walk(node):
         if isinstance(node, dict):
+            suppressed_scored: dict[str, int] = {}  # scored rows hidden, by the macro average they count in
             for row in node.get("per_label", []) if isinstance(node.get("per_label"), list) else []:
                 n = row.get("positive_patients", row.get("test_positive_patients", row.get("positives")))
                 train_n = row.get("train_positives")
                 if (isinstance(n, int) and 0 < n < min_cell) or (isinstance(train_n, int) and 0 < train_n < min_cell):
+                    scored = row.get("auroc") is not None or row.get("auroc_after") is not None
+                    group = ("new" if row.get("new") else "old") if "new" in row else "all"
+                    suppressed_scored[group] = suppressed_scored.get(group, 0) + int(scored)
                     for key in _COUNTS:
                         if key in row:
                             row[key] = small
@@ -45,6 +62,30 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
                                         "f1": None}
                     row["status"] = f"suppressed: fewer than {min_cell} patients"
                     hidden["per_label_rows"] += 1
+            # A macro average with exactly one hidden label in it would give that label away (from the
+            # average and the labels shown): the next smallest label shown is hidden too (complementary
+            # suppression), so the average can stay.
+            for group, k in suppressed_scored.items():
+                if k != 1:
+                    continue
+                shown = [r for r in node["per_label"] if _in_group(r, group)
+                         and (r.get("status") == "ok" or ("status" not in r and r.get("auroc_after") is not None))
+                         and isinstance(r.get("positive_patients", r.get("test_positive_patients")), int)]
+                if not shown:
+                    for key in _MACROS[group]:
+                        if key in node:
+                            node[key] = None
+                    continue
+                extra = min(shown, key=lambda r: r.get("positive_patients", r.get("test_positive_patients")))
+                for key in _METRICS:
+                    if key in extra:
+                        extra[key] = None
+                for key, value in list(extra.items()):
+                    if isinstance(value, dict) and "precision" in value:
+                        extra[key] = {"threshold": value.get("threshold"), "precision": None, "recall": None,
+                                      "f1": None}
+                extra["status"] = "suppressed: complementary (keeps a hidden label from being derived)"
+                hidden["complementary_rows"] = hidden.get("complementary_rows", 0) + 1
             for key, value in node.items():
                 if key in ("test_by_prior_visits", "by_prior_visits") and isinstance(value, list):
                     for row in value:

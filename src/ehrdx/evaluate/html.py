@@ -1,0 +1,322 @@
+"""One self-contained HTML evaluation report (figures embedded as PNG), for people who would rather look.
+
+Sections: cohort summary, headline metrics (all labels and new onset), ROC and precision-recall curves
+(micro, macro and per label), calibration, recall@k, a per-label table sortable by any column, metrics by
+number of prior visits and by sex and age band (a fairness view), training curves, and, for a model made
+by `ehrdx update`, old-vs-new label results. Cells built from fewer than `min_cell` patients are
+suppressed (per-label rows and curves, subgroup rows). No patient id is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from ehrdx.evaluate.metrics import evaluate_predictions, recall_at_k
+from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
+
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
+YEAR = 365.25 * 86400
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return html.escape(str(v))
+
+
+def _table(headers: list[str], rows: list[list], sortable: bool = False, cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    attr = ' class="sortable"' if sortable else ""
+    return f'<table{attr}{" id=" + chr(34) + cls + chr(34) if cls else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _shown_labels(y, mask, groups, labels, min_cell) -> list[int]:
+    out = []
+    for j in range(len(labels)):
+        m = mask[:, j]
+        pos = (y[m, j] > 0.5)
+        n_pat = len(np.unique(groups[m][pos])) if groups is not None else int(pos.sum())
+        if pos.any() and (~pos).any() and n_pat >= min_cell:
+            out.append(j)
+    return out
+
+
+def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 12) -> tuple[str, str, list[str]]:
+    """ROC and PR figures: micro, macro (mean of per-label curves on a common grid) and per label (the
+    most frequent `max_labels` of those with enough patients). Returns the two PNGs and the labels left
+    out of the per-label curves because of small cells."""
+    plt = _plt()
+    shown = _shown_labels(y, mask, groups, labels, min_cell)
+    left_out = [labels[j] for j in range(len(labels)) if j not in shown and ((y[:, j] > 0.5) & mask[:, j]).any()]
+    support = {j: int(((y[:, j] > 0.5) & mask[:, j]).sum()) for j in shown}
+    per = sorted(shown, key=lambda j: -support[j])[:max_labels]
+    grid = np.linspace(0, 1, 201)
+    out = []
+    for kind in ("roc", "pr"):
+        fig, ax = plt.subplots(figsize=(6.2, 5))
+        interp = []
+        for j in shown:
+            m = mask[:, j]
+            if kind == "roc":
+                fpr, tpr, _ = roc_curve(y[m, j], proba[m, j])
+                interp.append(np.interp(grid, fpr, tpr))
+                if j in per:
+                    ax.plot(fpr, tpr, lw=0.8, alpha=0.6, label=labels[j])
+            else:
+                prec, rec, _ = precision_recall_curve(y[m, j], proba[m, j])
+                interp.append(np.interp(grid, rec[::-1], prec[::-1]))
+                if j in per:
+                    ax.plot(rec, prec, lw=0.8, alpha=0.6, label=labels[j])
+        flat_y, flat_p = y[mask], proba[mask]
+        if 0 < flat_y.sum() < len(flat_y):
+            if kind == "roc":
+                fpr, tpr, _ = roc_curve(flat_y, flat_p)
+                ax.plot(fpr, tpr, color="black", lw=2, label="micro")
+            else:
+                prec, rec, _ = precision_recall_curve(flat_y, flat_p)
+                ax.plot(rec, prec, color="black", lw=2, label="micro")
+        if interp:
+            ax.plot(grid, np.mean(interp, axis=0), color="black", lw=2, ls="--", label="macro")
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curves")
+        else:
+            ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curves")
+        ax.legend(fontsize=7, ncol=2, loc="lower right" if kind == "roc" else "upper right")
+        out.append(_png(fig))
+    return out[0], out[1], left_out
+
+
+def calibration_figure(y, mask, proba, n_bins: int = 10) -> str:
+    plt = _plt()
+    fy, fp = y[mask], proba[mask]
+    bins = np.minimum((fp * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    mean_p = np.bincount(bins, weights=fp, minlength=n_bins) / np.maximum(count, 1)
+    mean_y = np.bincount(bins, weights=fy, minlength=n_bins) / np.maximum(count, 1)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.2, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    nz = count > 0
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+    ax.plot(mean_p[nz], mean_y[nz], marker="o")
+    ax.set(ylabel="observed frequency", title="Calibration (all known label entries)")
+    ax2.bar((np.arange(n_bins) + 0.5) / n_bins, count, width=1 / n_bins * 0.9)
+    ax2.set(xlabel="predicted probability", ylabel="entries", yscale="log")
+    return _png(fig)
+
+
+def recall_figure(y, mask, proba, ks=(1, 2, 3, 5, 10, 15, 20)) -> tuple[str, list]:
+    plt = _plt()
+    ks = [k for k in ks if k <= y.shape[1]] or [1]
+    values = [recall_at_k(y, mask, proba, k) for k in ks]
+    fig, ax = plt.subplots(figsize=(6.2, 3.5))
+    ax.plot(ks, [v if v is not None else np.nan for v in values], marker="o")
+    ax.set(xlabel="k (top-k labels per prediction time)", ylabel="recall@k", ylim=(0, 1.02), title="Recall@k")
+    return _png(fig), list(zip(ks, values))
+
+
+def history_figure(history: dict) -> str | None:
+    if not history or not history.get("train_loss"):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.2, 3.5))
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    ax.plot(epochs, history["train_loss"], marker="o", label="training")
+    if history.get("val_loss"):
+        ax.plot(np.arange(1, len(history["val_loss"]) + 1), history["val_loss"], marker="o", label="validation")
+        ax.axvline(history.get("best_epoch", 0) + 1, color="grey", ls=":", label="best epoch (kept)")
+    ax.set(xlabel="epoch", ylabel="masked BCE per known entry", title="Training curves")
+    ax.legend()
+    return _png(fig)
+
+
+def subgroup_rows(y, mask, proba, labels, groups, history, group_of: np.ndarray, names: list[str],
+                  min_cell: int) -> list[list]:
+    """Macro metrics (all labels and new onset) for each group; suppressed below `min_cell` patients."""
+    rows = []
+    for g in names:
+        sel = group_of == g
+        patients = len(np.unique(groups[sel])) if sel.any() else 0
+        if patients == 0:
+            continue
+        if patients < min_cell:
+            rows.append([g, f"<{min_cell}", f"<{min_cell}", None, None, None, None])
+            continue
+        a = evaluate_predictions(y[sel], mask[sel], proba[sel], labels, None, ())
+        n = evaluate_predictions(y[sel], mask[sel] & ~history[sel], proba[sel], labels, None, ())
+        rows.append([g, patients, int(sel.sum()), a["macro_auroc"], a["macro_auprc"], n["macro_auroc"],
+                     n["macro_auprc"]])
+    return rows
+
+
+def sex_and_age(store, samples) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's sex (from a static GENDER// or SEX// code; 'unknown' without one) and age band at
+    its prediction time ('unknown' without a birth)."""
+    from ehrdx.data.sequences import birth_times, static_ranges
+    from ehrdx.tasks.task import _ranges
+
+    rows = np.unique(samples.row)
+    start, end = static_ranges(store, rows)
+    pos = _ranges(start, end)
+    owner = np.repeat(np.arange(len(rows)), end - start)
+    names = np.asarray(store.code_names, dtype=object)
+    codes = names[np.asarray(store.codes)[pos]] if len(pos) else np.zeros(0, dtype=object)
+    sex = np.full(len(rows), "unknown", dtype=object)
+    for i, c in zip(owner, codes):
+        upper = str(c).upper()
+        if upper.startswith(("GENDER//", "SEX//")):
+            sex[i] = str(c).split("//", 1)[1]
+    at = np.searchsorted(rows, samples.row)
+    birth = birth_times(store, samples.row)
+    age = (samples.time - birth) / YEAR
+    band = np.full(len(samples.row), "unknown", dtype=object)
+    for lo, hi, name in AGE_BANDS:
+        band[(age >= lo) & (age < hi)] = name
+    return sex[at], band
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}table.sortable th{cursor:pointer;background:#f4f4f4}
+figure{display:inline-block;margin:.5em}figcaption{font-size:.8em;color:#666;text-align:center}
+.note{color:#666;font-size:.9em}"""
+
+SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
+ t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+  var b=t.tBodies[0],r=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+  r.sort(function(x,y){var a=x.cells[i].textContent.replace(/,/g,''),c=y.cells[i].textContent.replace(/,/g,'');
+   var p=parseFloat(a),q=parseFloat(c);if(isNaN(p))p=-1;if(isNaN(q))q=-1;
+   if(isNaN(parseFloat(a))&&isNaN(parseFloat(c)))return asc?a.localeCompare(c):c.localeCompare(a);
+   return asc?p-q:q-p;});r.forEach(function(x){b.appendChild(x);});});});});"""
+
+
+def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], thresholds, store=None,
+                 history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
+                 excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL) -> str:
+    """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
+    n_visits, counts); `proba` [samples, labels]."""
+    from ehrdx.events_api import evaluate_samples
+
+    y, mask, groups = samples.y, samples.mask, samples.row
+    result = evaluate_samples(samples, proba, labels, thresholds)
+    released = suppress_small_cells({"test": result["all"], "test_new_onset": result["new_onset"],
+                                     "test_by_prior_visits": result["by_prior_visits"]}, min_cell)
+    note = (f'<p class="note">Generated {datetime.now(UTC).isoformat(timespec="seconds")} by ehrdx. Cells built '
+            f"from fewer than {min_cell} patients are suppressed. No patient identifiers are included.</p>")
+    parts = [f"<h1>{html.escape(title)}</h1>", note]
+    # -- cohort
+    parts.append("<h2 id='cohort'>Cohort</h2>")
+    summary = [["patients", len(np.unique(groups))], ["prediction times", len(samples)],
+               ["labels", len(labels)], ["known (sample, label) entries", int(mask.sum())],
+               ["unknown entries (masked: censored, not yet defined, not new onset)", int((~mask).sum())]]
+    summary += [[k.replace("_", " "), v] for k, v in {**(excluded or {}), **samples.counts}.items()]
+    if model_info:
+        summary = [[k, v] for k, v in model_info.items()] + summary
+    parts.append(_table(["", "count"], summary))
+    freq = []
+    for row in released["test"]["per_label"]:
+        freq.append([row["label"], row["positives"], row["positive_patients"], row["prevalence"]])
+    parts.append("<h3>Label frequencies</h3>" + _table(["label", "positive prediction times", "positive patients",
+                                                        "prevalence"], freq, sortable=True, cls="labelfreq"))
+    # -- headline
+    head_rows = []
+    for key in ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
+                "recall_at_10", "recall_at_20", "brier", "ece"):
+        head_rows.append([key, released["test"].get(key), released["test_new_onset"].get(key)])
+    parts.append("<h2 id='metrics'>Metrics</h2>" + _table(["metric", "all labels", "new onset"], head_rows))
+    # -- curves
+    roc, pr, left_out = curves_figures(y, mask, proba, labels, groups, min_cell)
+    parts.append("<h2 id='curves'>ROC and precision-recall curves</h2>" + _img(roc, "ROC curves") + _img(pr, "PR curves"))
+    if left_out:
+        parts.append(f"<p class='note'>No per-label curve (fewer than {min_cell} patients, or one class only): "
+                     f"{html.escape(', '.join(left_out))}. Micro and macro include them.</p>")
+    parts.append("<h2 id='calibration'>Calibration</h2>" + _img(calibration_figure(y, mask, proba), "Calibration"))
+    rk, rk_values = recall_figure(y, mask, proba)
+    parts.append("<h2 id='recall'>Recall@k</h2>" + _img(rk, "Recall at k") +
+                 _table(["k", "recall@k"], [[k, v] for k, v in rk_values]))
+    # -- per label
+    per = []
+    for a, n in zip(released["test"]["per_label"], released["test_new_onset"]["per_label"]):
+        at = a.get("tuned") or a.get("threshold_0.5") or {}
+        per.append([a["label"], a["positives"], a["positive_patients"], a["auroc"], a["auprc"], at.get("precision"),
+                    at.get("recall"), at.get("f1"), n["positives"], n["auroc"], n["auprc"], a["status"]])
+    parts.append("<h2 id='per-label'>Per label</h2><p class='note'>Click a column to sort (support, AUPRC, ...). "
+                 "Precision, recall and F1 at the thresholds tuned on validation.</p>" +
+                 _table(["label", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
+                         "new-onset support", "new-onset AUROC", "new-onset AUPRC", "status"], per, sortable=True,
+                        cls="perlabel"))
+    # -- by prior visits
+    vis = [[r["prior_visits"], r["patients"], r["samples"], r["all"]["macro_auroc"], r["all"]["macro_auprc"],
+            r["new_onset"]["macro_auroc"], r["new_onset"]["macro_auprc"]] for r in released["test_by_prior_visits"]]
+    if vis:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6.2, 3.5))
+        ok = [r for r in vis if isinstance(r[3], float)]
+        ax.plot([r[0] for r in ok], [r[3] for r in ok], marker="o", label="macro AUROC")
+        ax.plot([r[0] for r in ok], [r[4] for r in ok], marker="o", label="macro AUPRC")
+        ax.set(xlabel="prior visits", ylim=(0, 1), title="By number of prior visits")
+        ax.legend()
+        parts.append("<h2 id='by-visits'>By number of prior visits</h2>" + _img(_png(fig), "By prior visits") +
+                     _table(["prior visits", "patients", "prediction times", "macro AUROC", "macro AUPRC",
+                             "new-onset AUROC", "new-onset AUPRC"], vis))
+    # -- fairness
+    if store is not None:
+        sex, band = sex_and_age(store, samples)
+        heads = ["group", "patients", "prediction times", "macro AUROC", "macro AUPRC", "new-onset AUROC",
+                 "new-onset AUPRC"]
+        sex_rows = subgroup_rows(y, mask, proba, labels, groups, samples.history, sex, sorted(set(sex)), min_cell)
+        age_rows = subgroup_rows(y, mask, proba, labels, groups, samples.history, band,
+                                 [b[2] for b in AGE_BANDS] + ["unknown"], min_cell)
+        parts.append("<h2 id='fairness'>By sex and age band</h2><p class='note'>The same model on each group; a gap "
+                     "between groups is a question to ask of the model and the data. Age at the prediction "
+                     "time.</p><h3>Sex</h3>" + _table(heads, sex_rows) + "<h3>Age band</h3>" + _table(heads, age_rows))
+    # -- training
+    fig = history_figure(history or {})
+    if fig:
+        parts.append("<h2 id='training'>Training</h2>" + _img(fig, "Training curves"))
+    # -- update
+    if update_report:
+        rep = suppress_small_cells(update_report, min_cell)
+        rows = [[r["label"], "new" if r["new"] else "old", r.get("introduced_at"), r.get("train_positives"),
+                 r.get("test_positives"), r.get("auroc_before"), r.get("auroc_after"), r.get("auprc_before"),
+                 r.get("auprc_after")] for r in rep.get("per_label", [])]
+        parts.append("<h2 id='update'>Labels added by ehrdx update: old vs new</h2>" +
+                     _table(["label", "", "introduced", "train positives", "test positives", "AUROC before",
+                             "AUROC after", "AUPRC before", "AUPRC after"], rows, sortable=True, cls="update") +
+                     f"<p>Old labels macro AUROC {_fmt(rep.get('old_labels_macro_auroc_before'))} before, "
+                     f"{_fmt(rep.get('old_labels_macro_auroc_after'))} after; new labels macro AUROC "
+                     f"{_fmt(rep.get('new_labels_macro_auroc'))}.</p>")
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n{body}\n<script>{SORT_JS}</script></body></html>\n")
