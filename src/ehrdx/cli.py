@@ -515,6 +515,76 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
 
 
 @app.command()
+def explain(
+    patient: Annotated[int, typer.Option(help="The patient's subject id.")],
+    model: Annotated[Path, typer.Option(help="Model directory (gru, lstm or transformer).")] = Path("model_out"),
+    meds: Meds = None,
+    events: Events = None,
+    omop: Omop = None,
+    omop_codes: OmopCodes = "source",
+    omop_prefix: OmopPrefix = None,
+    time_: Annotated[str | None, typer.Option("--time", help="Explain the prediction at the last prediction time "
+                                              "at or before this (ISO date or time); default: the latest.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (default: the top "
+                                               "predicted).")] = None,
+    top: Annotated[int, typer.Option(help="How many top predicted labels to explain.")] = 3,
+    top_events: Annotated[int, typer.Option(help="Events shown per label, largest attribution first.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Also write the explanation as JSON here.")] = None,
+    visit_gap: VisitGap = "0",
+    store: StoreDir = None,
+) -> None:
+    """Why the model predicts what it does for one patient: for the top predicted diseases, the past
+    events (codes, values, visits) that drove each score, by integrated gradients over the events' inputs;
+    an event's attributions over all labels add up to (score with the events - score without them)."""
+    events = _with_omop(events, omop, omop_codes, omop_prefix)
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from rich.table import Table
+
+    import ehrdx
+    from ehrdx.explain import explain_sample
+
+    if meds is None and events is None:
+        _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
+    try:
+        clf = ehrdx.load(model)
+        _require_events_model(clf, model)
+        st = _open_events(meds, events, store, visit_gap)
+        row = st.row_of(patient)
+        samples = clf.samples(st, np.array([row]), require_labels=False)
+        if len(samples) == 0:
+            raise EhrdxError("this patient has no prediction time (no complete visit)")
+        index = len(samples) - 1
+        if time_:
+            from ehrdx.events_pipeline import parse_until
+
+            limit = parse_until(time_)
+            before = np.flatnonzero(samples.time <= limit)
+            if len(before) == 0:
+                raise EhrdxError(f"the patient has no prediction time at or before {time_}")
+            index = int(before[-1])
+        result = explain_sample(clf, st, samples, index, top_labels=top, top_events=top_events,
+                                labels=_split_list(labels) or None)
+    except EhrdxError as exc:
+        _fail(exc)
+    when = datetime.fromtimestamp(result["prediction_time"], UTC).strftime("%Y-%m-%d %H:%M")
+    console.print(f"prediction at {when}, after {result['prior_visits']} visit(s), from {result['events_read']} events")
+    for lab in result["labels"]:
+        t = Table(title=f"{lab['label']}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
+                        f"{lab['logit_without_events']:.2f} without any event)")
+        for col in ("visit", "date", "code", "value", "attribution"):
+            t.add_column(col, justify="left" if col in ("date", "code") else "right")
+        for ev in lab["events"]:
+            t.add_row(str(ev["visit"]), datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d"), ev["code"],
+                      "" if ev["value"] is None else f"{ev['value']:.4g}", f"{ev['attribution']:+.3f}")
+        console.print(t)
+    if out:
+        _write_json(out, result)
+        console.print(f"wrote {out}")
+
+
+@app.command()
 def update(
     model: Annotated[Path, typer.Option(help="The trained event model to grow (never modified).")],
     out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
