@@ -123,3 +123,13 @@ def test_explain_command_prints_a_table_and_writes_json(trained):
     r = CliRunner().invoke(app, ["explain", "--model", str(out / "model"), "--meds", str(paths["meds"]),
                                  "--patient", str(subject), "--time", "1990-01-01"])
     assert r.exit_code == 2 and "no prediction time" in r.output
+
+
+def test_the_report_explains_chosen_patients_without_their_ids(trained):
+    out, paths, store, _, te = trained
+    subjects = [int(x) for x in np.asarray(store.subject_ids)[te[:2]]]
+    r = CliRunner().invoke(app, ["report", "--model", str(out / "model"), "--meds", str(paths["meds"]), "--out",
+                                 str(out / "r.html"), "--explain-patients", ",".join(map(str, subjects))])
+    assert r.exit_code == 0, r.output
+    text = (out / "r.html").read_text()
+    assert "id='examples'" in text and "Example 2" in text and "attribution" in text

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ehrdx.errors import EhrdxError
+from ehrdx.errors import EhrdxError, ident
 
 app = typer.Typer(
     help="ehrdx: predict which diseases a patient has or will be diagnosed with, from their EHR.",
@@ -462,6 +462,8 @@ def report(
                                        "held_out, else the same seeded split), tuning, train, or all.")] = "test",
     times: Annotated[Path | None, typer.Option(help="Prediction times file (subject_id, prediction_time).")] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
+                                                         "prediction the report explains (ehrdx explain).")] = None,
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     device: Device = "auto",
@@ -488,14 +490,33 @@ def report(
         pt = read_prediction_times(times, st) if times else None
         with console.status("predicting and drawing"):
             samples = clf.samples(st, rows, times=pt)
+            examples = _explanations(clf, st, _split_list(explain_patients))
             path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
-                                     f"({split} patients)", model)
+                                     f"({split} patients)", model, examples)
     except EhrdxError as exc:
         _fail(exc)
     console.print(f"report: {path}")
 
 
-def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path | None = None) -> Path:
+def _explanations(clf, st, subject_ids: list[str]) -> list[dict]:
+    import numpy as np
+
+    from ehrdx.explain import explain_sample
+
+    out = []
+    for sid in subject_ids:
+        try:
+            row = st.row_of(int(sid))
+        except ValueError:
+            raise EhrdxError(f"--explain-patients: {ident(sid)} is not a subject id (integers)") from None
+        s = clf.samples(st, np.array([row]), require_labels=False)
+        if len(s):
+            out.append(explain_sample(clf, st, s, len(s) - 1, top_labels=2, top_events=6))
+    return out
+
+
+def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path | None = None,
+                      explanations: list[dict] | None = None) -> Path:
     """Predict `samples` with `clf` and write the HTML report to `out` (atomically)."""
     from ehrdx.evaluate.html import build_report
     from ehrdx.io import atomic_write_bytes
@@ -508,7 +529,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     info = {"model": clf.model, "task": clf.task.name, "label selection": clf.selector.spec}
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
-                        excluded=st.counts, min_cell=_MIN_CELL)
+                        excluded=st.counts, min_cell=_MIN_CELL, explanations=explanations)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode())
     return out

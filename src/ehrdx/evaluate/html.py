@@ -223,7 +223,8 @@ SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
 
 def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], thresholds, store=None,
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
-                 excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL) -> str:
+                 excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
+                 explanations: list[dict] | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
     n_visits, counts); `proba` [samples, labels]."""
     from ehrdx.events_api import evaluate_samples
@@ -317,6 +318,20 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                      f"<p>Old labels macro AUROC {_fmt(rep.get('old_labels_macro_auroc_before'))} before, "
                      f"{_fmt(rep.get('old_labels_macro_auroc_after'))} after; new labels macro AUROC "
                      f"{_fmt(rep.get('new_labels_macro_auroc'))}.</p>")
+    # -- explanations for chosen patients
+    if explanations:
+        parts.append("<h2 id='examples'>Why: examples for chosen patients</h2><p class='note'>Integrated gradients "
+                     "over each past event's inputs (see ehrdx explain); attributions in logit units add up to the "
+                     "score with the events minus the score without them. Patients are numbered in the order "
+                     "they were given; no identifier is written.</p>")
+        for n, ex in enumerate(explanations, 1):
+            when = datetime.fromtimestamp(ex["prediction_time"], UTC).strftime("%Y-%m-%d")
+            parts.append(f"<h3>Example {n}: prediction on {when}, after {ex['prior_visits']} visit(s)</h3>")
+            for lab in ex["labels"]:
+                rows = [[ev["visit"], datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d"), ev["code"],
+                         ev["value"], ev["attribution"]] for ev in lab["events"]]
+                parts.append(f"<p><b>{html.escape(lab['label'])}</b>: p = {lab['probability']:.3f}</p>" +
+                             _table(["visit", "date", "code", "value", "attribution"], rows))
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>\n{body}\n<script>{SORT_JS}</script></body></html>\n")
