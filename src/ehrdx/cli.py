@@ -102,11 +102,17 @@ def _note_resume(history, resume: bool) -> None:
         console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
 
 
-def _drop_checkpoint(out: Path) -> None:
-    """The model is saved: its training checkpoint is no longer needed."""
+def _save_trained(clf, metrics: dict, out: Path, resume: bool) -> None:
+    """Rank 0 saves the model and metrics.json, then drops the training checkpoint (no longer needed)."""
     import shutil
 
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    from ehrdx.train.distributed import is_main
+
+    _note_resume(clf.history_, resume)
+    if is_main():
+        clf.save(out)
+        _write_json(out / "metrics.json", metrics)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def _make_classifier(**params):
@@ -328,11 +334,7 @@ def train(
             clf, metrics = train_and_evaluate(table, _make_classifier(**params), fractions=fractions,
                                               seed=seed, oracle=oracle_frame, on_epoch=progress,
                                               checkpoint=out / CHECKPOINT_DIR, resume=resume)
-        _note_resume(clf.history_, resume)
-        if is_main():
-            clf.save(out)
-            _write_json(out / "metrics.json", metrics)
-            _drop_checkpoint(out)
+        _save_trained(clf, metrics, out, resume)
     except EhrdxError as exc:
         _fail(exc)
     print_report(console, _release(metrics))
@@ -483,7 +485,7 @@ def report(
         _fail(EhrdxError("--split must be test, tuning, train or all"))
     try:
         clf = ehrdx.load(model)
-        _require_events_model(clf, model)
+        _require_events_model(clf, model, "report")
         clf.to(device)
         st = _open_events(meds, events, store, visit_gap)
         rows = None if split == "all" else patient_splits(st, meds, clf.seed, selector=clf.selector)[parts[split]]
@@ -570,7 +572,7 @@ def explain(
         _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
     try:
         clf = ehrdx.load(model)
-        _require_events_model(clf, model)
+        _require_events_model(clf, model, "explain")
         st = _open_events(meds, events, store, visit_gap)
         row = st.row_of(patient)
         samples = clf.samples(st, np.array([row]), require_labels=False)
@@ -961,7 +963,6 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
     from ehrdx.events_api import EventClassifier
     from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
     from ehrdx.tasks.targets import read_targets
-    from ehrdx.train.distributed import is_main
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
@@ -977,11 +978,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(_split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
                 checkpoint=out / CHECKPOINT_DIR, resume=resume)
-        _note_resume(clf.history_, resume)
-        if is_main():
-            clf.save(out)
-            _write_json(out / "metrics.json", metrics)
-            _drop_checkpoint(out)
+        _save_trained(clf, metrics, out, resume)
     except EhrdxError as exc:
         _fail(exc)
     print_events_report(console, _release(metrics))
@@ -1022,10 +1019,13 @@ def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, ou
         console.print(f"wrote {out}")
 
 
-def _require_events_model(clf, model_dir) -> None:
+def _require_events_model(clf, model_dir, command: str | None = None) -> None:
     from ehrdx.events_api import EventClassifier
 
     if not isinstance(clf, EventClassifier):
+        if command:
+            raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
+                             "(for a patient table, ehrdx evaluate prints and writes every metric)")
         raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
 
 
