@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--cpu-patients", type=int, default=5000, help="0: no CPU rows")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--bucket", default="on", choices=("on", "off", "both"),
+                    help="length-bucketed batches (on), random batches (off), or both in turn")
     ap.add_argument("--accelerator", default="cuda", help="cpu: run the GPU rows on the CPU (a dry run of this script)")
     args = ap.parse_args()
     device = torch.device(args.accelerator)
@@ -147,13 +149,19 @@ def main() -> None:
     table = []
     for name in args.models.split(","):
         if gpu:
-            for precision in args.precisions.split(","):
+            for precision, bucket in [(p, b) for p in args.precisions.split(",")
+                                      for b in ({"on": [True], "off": [False], "both": [True, False]}[args.bucket])]:
+                for ds in (train_ds, warm_ds, test_ds):
+                    ds.bucket = bucket  # overrides the training loop's choice (random batches on a GPU)
                 try:
                     rec = gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient,
                                   device)
                 except Exception as e:  # noqa: BLE001 - a configuration that fails is reported, the rest run
                     rec = {"model": name, "device": "cuda", "precision": precision, "error": repr(e)[:500],
                            "train_rows_per_s": 0, "train_patients_per_s": 0}
+                rec["bucket"] = bucket
+                if args.bucket == "both":
+                    rec["precision"] = f"{precision}{'' if bucket else '-rand'}"
                 emit(args.out, rec)
                 table.append(rec)
         for threads in (1, os.cpu_count() or 1) if cpu_ds is not None else ():

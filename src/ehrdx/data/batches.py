@@ -30,7 +30,8 @@ class SampleSet:
         return len(self)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard=None):
+                device: torch.device | str = "cpu", shard=None, bucket: bool | None = None):
+        del bucket  # rows of a table have no length
         return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard)
 
 
@@ -104,12 +105,12 @@ class ConcatSet:
         return sum(s.n_units for s in self.sets)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard=None):
+                device: torch.device | str = "cpu", shard=None, bucket: bool | None = None):
         counts = [n_batches(s, batch_size, shard) for s in self.sets]
         order = np.repeat(np.arange(len(self.sets)), counts)
         if shuffle:
             order = order[torch.randperm(len(order), generator=generator).numpy()]
-        iters = [s.batches(batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard)
+        iters = [s.batches(batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard, bucket=bucket)
                  for s in self.sets]
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
         for k in order:

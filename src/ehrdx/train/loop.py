@@ -97,7 +97,8 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
     device = model_device(model)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    batches = samples.batches(batch_size or _eval_batch(samples), shard=current_shard(pad=False))
+    batches = samples.batches(batch_size or _eval_batch(samples), shard=current_shard(pad=False),
+                              bucket=device.type == "cpu")
     for batch in device_batches(batches, device):
         with autocast(device, precision):
             logits = model(batch)
@@ -116,7 +117,8 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
     model.eval()
     device = model_device(model)
     out = None  # as wide as the model's output, which may differ from the samples' label columns
-    for batch in device_batches(samples.batches(batch_size or _eval_batch(samples)), device):
+    batches = samples.batches(batch_size or _eval_batch(samples), bucket=device.type == "cpu")
+    for batch in device_batches(batches, device):
         with autocast(device, precision):
             logits = model(batch)
         logits = logits.float().cpu().numpy()
@@ -194,7 +196,8 @@ def train_model(
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = torch.zeros((), dtype=torch.int64, device=device)
         epoch_start = time.perf_counter()
-        batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard)
+        batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
+                                bucket=device.type == "cpu")
         for batch in device_batches(batches, device):
             with autocast(device, precision):
                 logits = net(batch)
