@@ -1,4 +1,4 @@
-"""Command-line interface: ehrdx demo | synth | train | evaluate | predict."""
+"""Command-line interface: ehrdx demo | synth | train | evaluate | predict | update | targets | report | explain."""
 
 from __future__ import annotations
 
