@@ -78,31 +78,20 @@ def _event_inputs(dataset, seq: int) -> EventInputs:
     return EventInputs(batch, positions, visit, entries)
 
 
-def _gated(inputs: EventInputs, gates: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The batch as the model sees it with event i scaled by gates[..., i] (gates [S, E]: S paths)."""
+def _gated(inputs: EventInputs, gate: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch as the model sees it with event i scaled by gate[i]."""
     b = inputs.batch
-    S = gates.shape[0]
-    numeric0 = torch.zeros_like(b["numeric"])
-    out = {k: v for k, v in b.items()}
-    out["code_weights"] = b["code_weights"][None, :] * gates
-    out["value_weights"] = b["value_weights"][None, :] * gates
-    num = numeric0[None].repeat(S, 1, 1)
+    numeric = torch.zeros_like(b["numeric"])
     for i, (r, c, val) in enumerate(inputs.entries):
         if len(r):
-            num[:, r, c] = num[:, r, c] + gates[:, i : i + 1] * torch.from_numpy(val)[None, :]
-    out["numeric"] = num
-    return out
+            numeric[r, c] = gate[i] * torch.from_numpy(val)
+    return {**b, "code_weights": b["code_weights"] * gate, "value_weights": b["value_weights"] * gate,
+            "numeric": numeric}
 
 
 def _scores(model, inputs: EventInputs, gates: torch.Tensor, sample_pos: int, label: int) -> torch.Tensor:
-    """The label's logit at one sample for each row of gates (one forward per row, batched as a loop)."""
-    outs = []
-    for s in range(gates.shape[0]):
-        g = _gated(inputs, gates[s : s + 1])
-        batch = {**inputs.batch, "code_weights": g["code_weights"][0], "value_weights": g["value_weights"][0],
-                 "numeric": g["numeric"][0]}
-        outs.append(model(batch)[sample_pos, label])
-    return torch.stack(outs)
+    """The label's logit at one sample for each row of gates [paths, events]."""
+    return torch.stack([model(_gated(inputs, g))[sample_pos, label] for g in gates])
 
 
 def integrated_gradients(model, inputs: EventInputs, sample_pos: int, label: int, steps: int = STEPS) -> tuple[
