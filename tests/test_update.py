@@ -14,6 +14,7 @@ from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.events_api import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.grow import init_rows
+from ehrdx.models.mlp import build_model
 from ehrdx.update import update_model
 
 
@@ -87,11 +88,20 @@ def test_growing_the_head_leaves_old_outputs_untouched(data):
     rows, used = init_rows(clf.model_, clf.label_vocab_, ["X", "Y", "Z"], info, "auto",
                            {"Z": ["DX//J44"]}, clf.encoder_)
     assert used == ["parent", "description", "code"]
-    torch.testing.assert_close(rows[0], clf.model_.head.label_embedding[clf.label_vocab_.index("E11")])
+    torch.testing.assert_close(rows[0], clf.model_.head.rows()[clf.label_vocab_.index("E11")])
     clf.model_.head.grow(rows, torch.zeros(3))
+    clf.model_.config.n_labels, clf.model_.config.label_blocks = clf.model_.head.n_labels, clf.model_.head.block_sizes
     after = clf.predict_samples(new_store, s)
     assert after.shape[1] == before.shape[1] + 3
+    # Exact by construction on any CPU: the old labels' logits come from their own block, by the same
+    # matmul of the same shape as before the growth (the new rows are a second block).
     np.testing.assert_array_equal(after[:, : before.shape[1]], before)
+    # ... and so after saving and loading (the blocks are kept, config.label_blocks lists them).
+    rebuilt = build_model(clf.model_.config.to_dict())
+    rebuilt.load_state_dict(clf.model_.state_dict())
+    assert rebuilt.head.block_sizes == [before.shape[1], 3]
+    clf.model_ = rebuilt.eval()
+    np.testing.assert_array_equal(clf.predict_samples(new_store, s), after)
 
 
 def test_logistic_update_fits_new_labels_only(data):
@@ -102,7 +112,9 @@ def test_logistic_update_fits_new_labels_only(data):
     L = len(old.labels_)
     np.testing.assert_array_equal(new.model_.coef[:L], old.model_.coef)
     assert new.model_.coef.shape[0] == L + 3
-    # nothing about the old labels changed, so their test AUROC is exactly the same
+    # nothing about the old labels changed, so their test AUROC is exactly the same: scipy's sparse @ dense
+    # product is a plain loop (no BLAS) whose every output column is summed in the same order however
+    # many columns there are, so extra labels cannot change the old labels' scores.
     assert report["old_labels_macro_auroc_after"] == report["old_labels_macro_auroc_before"]
     with pytest.raises(ehrdx.errors.DataError, match="nothing to add"):
         update_model(new, new_store, patient_splits(new_store, paths["meds"], 0))

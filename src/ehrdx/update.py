@@ -125,6 +125,7 @@ def update_model(
                                    new.encoder_)
         new.model_.head.grow(rows, bias)
         new.model_.config.n_labels = L
+        new.model_.config.label_blocks = new.model_.head.block_sizes
         old_model = copy.deepcopy(old.model_).to(dev).eval()  # the caller's model stays where it is
         amp = resolve_precision(precision, dev)
 

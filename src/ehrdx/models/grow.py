@@ -33,7 +33,7 @@ def init_rows(model, vocab_before, new_labels: list[str], info: dict[str, dict],
     """[k, D] rows for the new labels, and the strategy that produced each."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown init strategy '{strategy}' (choose from {', '.join(STRATEGIES)})")
-    head = model.head.label_embedding.detach()
+    head = model.head.rows().detach()
     mean = head.mean(0)
     norm = head.norm(dim=1).mean()
     code_index = {c: i + 1 for i, c in enumerate(encoder.codes)} if encoder is not None else {}

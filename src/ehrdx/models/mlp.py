@@ -19,9 +19,13 @@ class MLPConfig:
     depth: int = 2
     dropout: float = 0.1
     code_dim: int = 32
+    label_blocks: list[int] | None = None  # head block sizes, one per vocabulary version (None: one block)
 
     def to_dict(self) -> dict:
-        return {"kind": "mlp", **asdict(self)}
+        d = asdict(self)
+        if d["label_blocks"] is None:
+            del d["label_blocks"]
+        return {"kind": "mlp", **d}
 
 
 class MLPModel(nn.Module):
@@ -38,7 +42,7 @@ class MLPModel(nn.Module):
             layers += [nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)]
             width = config.hidden
         self.body = nn.Sequential(*layers)
-        self.head = LabelHead(width, config.n_labels)
+        self.head = LabelHead(width, config.n_labels, config.label_blocks)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         bag = self.code_bag(batch["code_ids"], batch["code_offsets"])

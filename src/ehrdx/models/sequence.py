@@ -33,9 +33,13 @@ class SequenceConfig:
     layers: int = 1
     heads: int = 4
     dropout: float = 0.1
+    label_blocks: list[int] | None = None  # head block sizes, one per vocabulary version (None: one block)
 
     def to_dict(self) -> dict:
-        return {"kind": "sequence", **asdict(self)}
+        d = asdict(self)
+        if d["label_blocks"] is None:
+            del d["label_blocks"]
+        return {"kind": "sequence", **d}
 
 
 class CausalBlock(nn.Module):
@@ -83,7 +87,7 @@ class SequenceModel(nn.Module):
             rnn = nn.GRU if config.encoder == "gru" else nn.LSTM
             self.rnn = rnn(H, H, num_layers=config.layers, batch_first=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
-        self.head = LabelHead(H, config.n_labels)
+        self.head = LabelHead(H, config.n_labels, config.label_blocks)
 
     def visit_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
