@@ -45,3 +45,50 @@ def test_golden_updated_model_keeps_its_lineage():
     old = ehrdx.load(GOLDEN / "gru_model")
     assert clf.labels_[: len(old.labels_)] == old.labels_ and len(clf.labels_) > len(old.labels_)
     assert clf.lineage_["added"] == clf.labels_[len(old.labels_):]
+
+
+def test_settings_travel_with_the_model(store, tmp_path, monkeypatch):
+    """save -> load -> get_params() equal, and `update --compare` retrains with the parent's settings."""
+    from typer.testing import CliRunner
+
+    from ehrdx.cli import app
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import patient_splits
+
+    # An older directory (no saved params): its settings are read back from its model and train configs.
+    older = ehrdx.load(GOLDEN / "gru_model").get_params()
+    assert (older["model"], older["hidden"], older["layers"], older["max_epochs"], older["batch_size"]) == (
+        "gru", 16, 1, 2, 64)
+    tr, va, _ = patient_splits(store, GOLDEN / "meds", 0)
+    clf = EventClassifier(model="transformer", labels=f"map:{GOLDEN / 'label_map.csv'}", hidden=16, layers=1,
+                          heads=2, dropout=0.3, batch_size=16, max_epochs=1, min_code_count=2, lr=3e-3, seed=4)
+    clf.fit(store, tr, va).save(tmp_path / "m")
+    assert ehrdx.load(tmp_path / "m").get_params() == clf.get_params()
+
+    seen = []
+    fit = EventClassifier.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(self.get_params())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventClassifier, "fit", recording_fit)
+    r = CliRunner().invoke(app, ["update", "--model", str(GOLDEN / "gru_model"), "--meds", str(GOLDEN / "meds"),
+                                 "--out", str(tmp_path / "up"), "--epochs", "1", "--compare"])
+    assert r.exit_code == 0, r.output
+    assert seen == [older]  # the "retrain from scratch" comparison
+
+
+def test_a_second_update_keeps_the_first_in_its_lineage_history(store, tmp_path):
+    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.tasks.select import LabelSelector
+    from ehrdx.update import update_model
+
+    first = ehrdx.load(GOLDEN / "updated_model")
+    label_map = tmp_path / "map.csv"
+    label_map.write_text((GOLDEN / "label_map.csv").read_text() + "DX//J06.9,J06,Acute upper respiratory infection,,\n")
+    second, _ = update_model(first, store, patient_splits(store, GOLDEN / "meds", 0), epochs=0,
+                             selector=LabelSelector.parse(f"map:{label_map}"), init="mean")
+    assert second.lineage_["added"] == ["J06"]
+    assert [h["added"] for h in second.lineage_["history"]] == [first.lineage_["added"]]
+    assert second.model_.head.block_sizes == [*first.model_.head.block_sizes, 1]

@@ -679,11 +679,8 @@ def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) ->
         _, plain = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
                                 protect="none", epochs=epochs, lr=lr)
     rows["fine-tune, no protection"] = {k: plain[k] for k in rows["update (distill)"]}
-    tc = old.train_config
-    scratch = EventClassifier(model=old.model, task=old.task, labels=selector or old.selector, hidden=old.hidden,
-                              layers=old.layers, heads=old.heads, dropout=old.dropout, lr=tc.lr,
-                              weight_decay=tc.weight_decay, batch_size=tc.batch_size, max_epochs=tc.max_epochs,
-                              patience=tc.patience, seed=old.seed)
+    # Retrained with the parent model's own settings (all of them, as saved in its config.json).
+    scratch = EventClassifier(task=old.task, labels=selector or old.selector, **old.get_params())
     t0 = time.perf_counter()
     with console.status("retraining from scratch"):
         scratch.fit(st, splits[0], splits[1])

@@ -76,6 +76,13 @@ class EventClassifier:
     ) -> None:
         if model not in MODELS:
             raise ModelError(f"unknown model '{model}': choose from {', '.join(MODELS)}")
+        # The hyperparameters as given (what get_params returns and the model directory keeps), so a loaded
+        # model can be rebuilt, or retrained from scratch, with exactly its settings.
+        self._given = {"model": model, "new_onset": new_onset, "censor": censor, "hidden": hidden, "layers": layers,
+                       "heads": heads, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
+                       "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
+                       "pos_weight": pos_weight, "min_code_count": min_code_count, "seed": seed,
+                       "precision": precision}
         self.model = model
         self.task = task if isinstance(task, TaskSpec) else TaskSpec.parse(task, new_onset, censor)
         self.selector = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
@@ -88,6 +95,11 @@ class EventClassifier:
                                         batch_size=batch_size if model in ENCODERS else batch_size * 4,
                                         max_epochs=max_epochs, patience=patience, pos_weight=pos_weight, seed=seed,
                                         device=device, precision=precision)
+
+    def get_params(self) -> dict:
+        """The hyperparameters as given to the constructor (task and label selection excepted: `task`,
+        `selector`), without the device, which belongs to the machine, not the model."""
+        return dict(self._given)
 
     # -- data ------------------------------------------------------------------------------------
     def samples(self, store: EventStore, rows: np.ndarray | None = None, *, times=None,
@@ -275,7 +287,8 @@ class EventClassifier:
                      "labels.json": {**self.label_vocab_.to_dict(), "selector": self.selector.to_dict()},
                      "task.json": self.task.to_dict()},
             "state": state,
-            "config": {"model": model_config, "model_name": self.model, "train": self.train_config.to_dict(),
+            "config": {"model": model_config, "model_name": self.model, "params": self.get_params(),
+                       "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
                        "history": self.history_.to_artifact() if hasattr(self, "history_") else None,
                        "lineage": getattr(self, "lineage_", None)},
@@ -285,10 +298,9 @@ class EventClassifier:
     def from_parts(cls, config: dict, files: dict[str, dict], state: dict[str, torch.Tensor]) -> EventClassifier:
         train = config["train"]
         model_cfg = config["model"]
-        clf = cls(model=config["model_name"], task=TaskSpec.from_dict(files["task.json"]),
-                  labels=LabelSelector.from_dict(files["labels.json"]["selector"]),
-                  lr=train["lr"], weight_decay=train["weight_decay"], max_epochs=train["max_epochs"],
-                  patience=train["patience"], pos_weight=train["pos_weight"], seed=train["seed"])
+        task = TaskSpec.from_dict(files["task.json"])
+        params = config.get("params") or _params_of_older_model(config, files, task)
+        clf = cls(task=task, labels=LabelSelector.from_dict(files["labels.json"]["selector"]), **params)
         clf.train_config = TrainConfig(**train)
         clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
         clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
@@ -307,6 +319,23 @@ class EventClassifier:
         if config.get("lineage"):
             clf.lineage_ = config["lineage"]
         return clf
+
+
+def _params_of_older_model(config: dict, files: dict[str, dict], task: TaskSpec) -> dict:
+    """Hyperparameters of a model saved before config.json kept them: from its model and train configs."""
+    train, model_cfg = config["train"], config["model"]
+    name = config["model_name"]
+    params = {"model": name, "new_onset": task.new_onset, "censor": task.censor, "lr": train["lr"], "weight_decay": train["weight_decay"],
+              "batch_size": train["batch_size"] if name in ENCODERS else max(train["batch_size"] // 4, 1),
+              "max_epochs": train["max_epochs"], "patience": train["patience"], "pos_weight": train["pos_weight"],
+              "seed": train["seed"], "precision": train.get("precision", "auto"),
+              "min_code_count": files["preprocessing.json"].get("min_count", 1)}
+    if model_cfg.get("kind") == "sequence":
+        params.update(hidden=model_cfg["hidden"], layers=model_cfg["layers"], heads=model_cfg["heads"],
+                      dropout=model_cfg["dropout"])
+    elif model_cfg.get("kind") == "mlp":
+        params.update(hidden=model_cfg["hidden"], layers=model_cfg["depth"], dropout=model_cfg["dropout"])
+    return params
 
 
 def _bin_name(lo: int, hi: int | None) -> str:

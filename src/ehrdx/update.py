@@ -161,13 +161,21 @@ def update_model(
         "labels_version_before": vocab_before.version, "labels_version_after": new.label_vocab_.version,
         "added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 2),
-        "history": [*getattr(old, "lineage_history_", []), *([old.lineage_] if hasattr(old, "lineage_") else [])],
+        # Every earlier update, oldest first, each without its own history (it is the list's head).
+        "history": _lineage_history(old),
     }
     report = compare_before_after(old, new, store, te, train_s)
     report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
                    "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
     return new, report
+
+
+def _lineage_history(old: EventClassifier) -> list[dict]:
+    lineage = getattr(old, "lineage_", None)
+    if not lineage:
+        return []
+    return [*lineage.get("history", []), {k: v for k, v in lineage.items() if k != "history"}]
 
 
 @torch.no_grad()
