@@ -194,3 +194,16 @@ def test_targets_keep_text_ids_and_read_back(text_events, tmp_path):
     assert r.exit_code == 0, r.output
     r = run("targets", "--events", d / "text.csv", "--labels", lm, "--format", "meds", "--out", tmp_path / "tasks")
     assert r.exit_code == 2 and "--format long" in r.output
+
+
+@pytest.mark.usefixtures("show_ids")
+def test_meds_subject_ids_must_still_be_integers():
+    from datetime import datetime
+
+    from ehrdx.data.meds import normalise_events
+
+    frame = pl.DataFrame({"subject_id": ["x"], "time": [datetime(2020, 1, 1)], "code": ["A"]})
+    with pytest.raises(DataError, match="subject ids must be integers"):
+        normalise_events(frame, "data/train/0.parquet")
+    assert normalise_events(frame, "events.csv", text_ids=True).subject_map.get_column(
+        "original_subject_id").to_list() == ["x"]
