@@ -113,7 +113,7 @@ def test_long_table_with_mapping_unsorted_and_null_codes_are_counted(tmp_path):
     "rows,needles",
     [
         ("1,2020-13-45,A,\n", ["events.csv", "column 'when'", "unparseable times", "first subject 1", "row 1"]),
-        ("x,2020-01-01,A,\n", ["column 'pid'", "subject ids must be integers", "'x'"]),
+        (",2020-01-01,A,\n", ["column 'pid'", "empty subject ids", "row 1"]),
         ("1,2020-01-01,A,high\n", ["column 'val'", "text in the numeric value column", "'high'"]),
     ],
 )

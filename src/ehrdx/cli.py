@@ -164,6 +164,9 @@ TimeCol = Annotated[str, typer.Option(help="Events table: time column.")]
 CodeCol = Annotated[str, typer.Option(help="Events table: code column.")]
 ValueCol = Annotated[str, typer.Option(help="Events table: numeric value column.")]
 TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime format of times (default ISO 8601).")]
+IdCol = Annotated[str | None, typer.Option(help="Patient table: the patient id column (default: the one the "
+                                         "model was trained with, else the first of patient_id, subject_id, "
+                                         "person_id, patient, id). Ids are kept as given: 007 is not 7.")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
 Workers = Annotated[int, typer.Option(help="Processes that convert a sharded MEDS dataset into the store, each "
@@ -360,6 +363,7 @@ def evaluate(
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     device: Device = "auto",
+    id_col: IdCol = None,
 ) -> None:
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
     event streams per prediction time, all labels and new onset, and by number of prior visits."""
@@ -374,7 +378,7 @@ def evaluate(
         _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     try:
         clf = ehrdx.load(model).to(device)
-        result = clf.evaluate(data)
+        result = clf.evaluate(_read_for_model(clf, data, id_col))
     except EhrdxError as exc:
         _fail(exc)
     _report_summary(result.get("summary", {}))
@@ -382,6 +386,20 @@ def evaluate(
     if out:
         _write_json(out, result)
         console.print(f"wrote {out}")
+
+
+def _read_for_model(clf, data: Path, id_col: str | None):
+    """A patient table read with the columns a table model was trained on; `id_col` names its id column."""
+    import dataclasses
+
+    from ehrdx.data.table import read_table
+
+    if not hasattr(clf, "preprocessor_"):
+        return data  # an event model: the classifier's own checks say what to give
+    schema = clf.preprocessor_.schema
+    if id_col:
+        schema = dataclasses.replace(schema, id_column=id_col)
+    return read_table(data, schema=schema, require_labels=False, fixed_schema=True)
 
 
 def _report_summary(summary: dict) -> None:
@@ -409,6 +427,7 @@ def predict(
     visit_gap: VisitGap = "0",
     store: StoreDir = None,
     device: Device = "auto",
+    id_col: IdCol = None,
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
@@ -422,11 +441,10 @@ def predict(
     import polars as pl
 
     import ehrdx
-    from ehrdx.data.table import read_table
 
     try:
         clf = ehrdx.load(model).to(device)
-        table = read_table(data, schema=clf.preprocessor_.schema, require_labels=False, fixed_schema=True)
+        table = _read_for_model(clf, data, id_col)
         t0 = time.perf_counter()
         proba = clf.predict_proba(table)
         seconds = time.perf_counter() - t0
@@ -435,7 +453,7 @@ def predict(
     thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
     labels = clf.labels_
     pred = proba >= thr[None, :]
-    frame = pl.DataFrame({table.schema.id_column: table.patient_ids,
+    frame = pl.DataFrame({table.schema.id_column: table.id_series(),
                           **{f"p_{lab}": proba[:, j] for j, lab in enumerate(labels)}})
     predicted = [[labels[j] for j in np.flatnonzero(row)] for row in pred]
     if out.suffix.lower() == ".parquet":
@@ -507,14 +525,22 @@ def _explanations(clf, st, subject_ids: list[str]) -> list[dict]:
 
     out = []
     for sid in subject_ids:
-        try:
-            row = st.row_of(int(sid))
-        except ValueError:
-            raise EhrdxError(f"--explain-patients: {ident(sid)} is not a subject id (integers)") from None
+        row = _subject_row(st, sid, "--explain-patients")
         s = clf.samples(st, np.array([row]), require_labels=False)
         if len(s):
             out.append(explain_sample(clf, st, s, len(s) - 1, top_labels=2, top_events=6))
     return out
+
+
+def _subject_row(st, subject: str, option: str) -> int:
+    """The store row of a subject id given on the command line, written as in the data (007 is not 7)."""
+    from ehrdx.errors import DataError
+
+    try:
+        return st.row_of(int(st.store_ids([subject], option)[0]))
+    except DataError:
+        raise EhrdxError(f"{option}: subject {ident(subject)} is not in the event data (ids are matched as "
+                         "written there: 007 is not 7)") from None
 
 
 def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path | None = None,
@@ -539,7 +565,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
 
 @app.command()
 def explain(
-    patient: Annotated[int, typer.Option(help="The patient's subject id.")],
+    patient: Annotated[str, typer.Option(help="The patient's subject id, as written in the data.")],
     model: Annotated[Path, typer.Option(help="Model directory (gru, lstm or transformer).")] = Path("model_out"),
     meds: Meds = None,
     events: Events = None,
@@ -574,7 +600,7 @@ def explain(
         clf = ehrdx.load(model)
         _require_events_model(clf, model, "explain")
         st = _open_events(meds, events, store, visit_gap)
-        row = st.row_of(patient)
+        row = _subject_row(st, patient, "--patient")
         samples = clf.samples(st, np.array([row]), require_labels=False)
         if len(samples) == 0:
             raise EhrdxError("this patient has no prediction time (no complete visit)")
@@ -1049,7 +1075,7 @@ def _predict_events(model_dir, meds, events, store, visit_gap, times, out, thres
     thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
     pred = proba >= thr[None, :]
     frame = pl.DataFrame({
-        "subject_id": np.asarray(st.subject_ids)[samples.row],
+        "subject_id": st.original_ids(np.asarray(st.subject_ids)[samples.row]),  # as in the events
         "prediction_time": pl.Series(samples.time * 1_000_000).cast(pl.Datetime("us")),
         "prior_visits": samples.n_visits,
         **{f"p_{lab}": proba[:, j] for j, lab in enumerate(labels)},

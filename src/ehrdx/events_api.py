@@ -118,7 +118,7 @@ class EventClassifier:
             for lab in labels_missing_from(store, rows, self.selector, self.label_vocab_):
                 out.counts[f"label_not_in_model:{lab}"] = 1
             return out
-        t_rows = rows_of_subjects(store, targets.subject_id, "targets")
+        t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
         keep = np.isin(t_rows, rows)
         s = build_samples(store, rows, self.task, index, L, times=(t_rows[keep], targets.time[keep]),
                           require_labels=False)
@@ -167,7 +167,7 @@ class EventClassifier:
         if targets is None:
             first = label_first_times(store, train_rows, self.selector)
         else:  # labels with a known positive among training patients; first record = first positive time
-            t_rows = rows_of_subjects(store, targets.subject_id, "targets")
+            t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
             in_train = np.isin(t_rows, train_rows)
             pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
             first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ehrdx.data.subject_ids import is_text_ids, map_text_ids
 from ehrdx.errors import DataError, ident, reader_detail
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
@@ -33,6 +34,8 @@ class EventShard:
     source: str
     frame: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    # Text subject ids mapped to int64 (see ehrdx.data.subject_ids): subject_id, original_subject_id.
+    subject_map: pl.DataFrame | None = None
 
 
 ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -63,8 +66,11 @@ def normalise_events(
     code_col: str = "code",
     value_col: str | None = "numeric_value",
     time_format: str | None = None,
+    text_ids: bool = False,
 ) -> EventShard:
-    """Validate and normalise one frame of events. Static rows (null time) are kept."""
+    """Validate and normalise one frame of events. Static rows (null time) are kept. With `text_ids`
+    (a long events table), subject ids that are not all canonical integers are kept as text and mapped
+    to int64 (:mod:`ehrdx.data.subject_ids`); otherwise they must be integers, as MEDS requires."""
     counts: dict[str, int] = {}
     for role, col in (("subject id", subject_col), ("time", time_col), ("code", code_col)):
         if col not in frame.columns:
@@ -76,7 +82,10 @@ def normalise_events(
     if extra:
         counts["ignored_columns"] = len(extra)
 
-    subj = frame.get_column(subject_col)
+    subj = shown = frame.get_column(subject_col)
+    subject_map = None
+    if text_ids and is_text_ids(subj):
+        subj, subject_map = map_text_ids(subj)
     if not subj.dtype.is_integer():
         cast, rows = _cast_keeping_track(subj, pl.Int64)
         if rows:
@@ -95,7 +104,7 @@ def normalise_events(
         if bad.any():
             rows = bad.arg_true().head(5).to_list()
             raise DataError(
-                f"unparseable times ({int(bad.sum())} cell(s)); first subject {ident(subj[rows[0]])}",
+                f"unparseable times ({int(bad.sum())} cell(s)); first subject {ident(shown[rows[0]])}",
                 file=source, column=time_col, rows=rows, values=[t[r] for r in rows],
                 fix="write times as ISO 8601 (2024-01-31 or 2024-01-31T08:15:00) or give --time-format",
             )
@@ -122,7 +131,7 @@ def normalise_events(
         if not v.dtype.is_numeric():
             cast, rows = _cast_keeping_track(v, pl.Float64)
             if rows:
-                raise DataError(f"text in the numeric value column; first subject {ident(subj[rows[0]])}",
+                raise DataError(f"text in the numeric value column; first subject {ident(shown[rows[0]])}",
                                 file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
                                 fix="put text results in text_value, or empty the cell")
             v = cast
@@ -159,7 +168,7 @@ def normalise_events(
     if n_back:
         counts["events_out_of_order_sorted"] = n_back
         out = out.sort("subject_id", "time", nulls_last=False, maintain_order=True)
-    return EventShard(source=source, frame=out, counts=counts)
+    return EventShard(source=source, frame=out, counts=counts, subject_map=subject_map)
 
 
 def meds_shard_paths(root: str | Path) -> list[Path]:
@@ -193,7 +202,9 @@ def iter_event_table(
     value_col: str | None = "numeric_value",
     time_format: str | None = None,
 ) -> Iterator[EventShard]:
-    """A long events table (one row per event) from CSV or Parquet, with a column mapping."""
+    """A long events table (one row per event) from CSV or Parquet, with a column mapping. Subject ids
+    that are not all canonical integers are kept as text (``007`` is not ``7``) and mapped to int64 for
+    the store (:mod:`ehrdx.data.subject_ids`)."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path), fix="check the path")
@@ -202,11 +213,11 @@ def iter_event_table(
             frame = pl.read_parquet(path)
         else:
             frame = pl.read_csv(path, infer_schema_length=10000,
-                                schema_overrides={time_col: pl.Utf8, code_col: pl.Utf8})
+                                schema_overrides={subject_col: pl.Utf8, time_col: pl.Utf8, code_col: pl.Utf8})
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
     yield normalise_events(frame, str(path), subject_col=subject_col, time_col=time_col, code_col=code_col,
-                           value_col=value_col, time_format=time_format)
+                           value_col=value_col, time_format=time_format, text_ids=True)
 
 
 def read_subject_splits(root: str | Path) -> pl.DataFrame | None:

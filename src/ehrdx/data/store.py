@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.meds import EventShard
+from ehrdx.data.subject_ids import SubjectIdMap, canonical_ints, write_map
 from ehrdx.errors import DataError, ident
 
 STATIC_TIME = np.iinfo(np.int64).min
@@ -53,12 +54,18 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
     sources: list[str] = []
     n_events = n_visits = 0
     seen_subjects: dict[int, str] = {}
+    subject_maps: list[pl.DataFrame] = []
     with ExitStack() as stack:
         files = {name: stack.enter_context(open(out / f"{name}.bin.tmp", "wb")) for name in ARRAYS}
         files["offsets"].write(np.zeros(1, np.int64).tobytes())
         files["visit_offsets"].write(np.zeros(1, np.int64).tobytes())
         for shard in shards:
             sources.append(shard.source)
+            if shard.subject_map is not None:
+                subject_maps.append(shard.subject_map)
+                if len(subject_maps) > 1:
+                    raise DataError("text subject ids in more than one shard", file=shard.source,
+                                    column="subject_id", fix="give one events table (text ids are mapped per file)")
             for k, v in shard.counts.items():
                 counts[k] = counts.get(k, 0) + v
             f = shard.frame
@@ -123,6 +130,8 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
         "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
         "counts": counts, "sources": sources,
     }
+    if subject_maps:  # absent in stores of integer ids (and in every store before text ids were kept)
+        meta["subject_id_map"] = write_map(out, subject_maps[0])
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return EventStore(out)
 
@@ -247,6 +256,43 @@ class EventStore:
 
     def __len__(self) -> int:
         return len(self.subject_ids)
+
+    @property
+    def id_map(self) -> SubjectIdMap | None:
+        """The mapping of text subject ids to the store's int64 ids; None where the ids are integers."""
+        if "subject_id_map" not in self.meta:
+            return None
+        if not hasattr(self, "_id_map"):
+            self._id_map = SubjectIdMap.read(self.directory)
+        return self._id_map
+
+    def original_ids(self, ids: np.ndarray) -> pl.Series:
+        """Store subject ids as the user gave them (text where the events table had text ids)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return pl.Series("subject_id", ids) if self.id_map is None else self.id_map.to_original(ids)
+
+    def store_ids(self, values, source: str, column: str = "subject_id") -> np.ndarray:
+        """The store's int64 ids of subject ids as the user gives them (a times file, targets, --patient).
+        Text is matched exactly: ``007`` is not ``7``. Empty ids and ids not in the data are errors."""
+        given = values if isinstance(values, pl.Series) else pl.Series(column, values)
+        if given.is_null().any():
+            rows = given.is_null().arg_true().head(5).to_list()
+            raise DataError("empty subject ids", file=source, column=column, rows=rows,
+                            fix="every row needs a subject id")
+        if self.id_map is not None:
+            ids = self.id_map.to_store(given)
+        elif given.dtype in (pl.Utf8, pl.Categorical):  # only a canonical integer names an integer subject
+            text = given.cast(pl.Utf8)
+            ids = pl.select(pl.when(canonical_ints(text)).then(text.cast(pl.Int64, strict=False))).to_series()
+        else:
+            ids = given.cast(pl.Int64, strict=False)
+        unknown = ids.is_null()
+        if unknown.any():
+            rows = unknown.arg_true().head(5).to_list()
+            raise DataError(f"{int(unknown.sum())} row(s) for subjects not in the event data", file=source,
+                            column=column, rows=rows, values=[given[r] for r in rows],
+                            fix="give only subjects that are in the MEDS dataset / events table, written as there")
+        return ids.to_numpy().astype(np.int64)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -53,6 +53,8 @@ class PatientTable:
     codes: dict[str, list[list[str]]]
     labels: list[list[str]] | None
     notes: dict[str, int] = field(default_factory=dict)  # counted exclusions / oddities
+    # The id column's type where it was an integer column (Parquet, a DataFrame); None: text, kept as given.
+    id_dtype: pl.DataType | None = None
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -68,10 +70,26 @@ class PatientTable:
             codes={k: [v[i] for i in rows] for k, v in self.codes.items()},
             labels=None if self.labels is None else [self.labels[i] for i in rows],
             notes=dict(self.notes),
+            id_dtype=self.id_dtype,
         )
 
+    def id_series(self) -> pl.Series:
+        """The patient ids as they were given: text stays text (``007`` is not ``7``), integers stay integers."""
+        ids = pl.Series(self.schema.id_column, self.patient_ids, dtype=pl.Utf8)
+        return ids if self.id_dtype is None else ids.cast(self.id_dtype)
 
-def _read_frame(path: Path) -> pl.DataFrame:
+
+def _csv_ids_as_text(path: Path, sep: str, id_column: str | None) -> dict:
+    """A CSV's patient id column is read as text, so that ``007`` stays ``007`` (and is not patient ``7``)."""
+    try:
+        columns = pl.scan_csv(path, separator=sep, infer_schema=False).collect_schema().names()
+    except pl.exceptions.PolarsError:
+        return {}  # the full read below reports what is wrong with the file
+    id_col = id_column if id_column in columns else _find(columns, ID_NAMES)
+    return {id_col: pl.Utf8} if id_col is not None else {}
+
+
+def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
     if not path.exists():
         raise DataError(
             "file not found", file=str(path), fix="check the path; tables are read from .csv or .parquet files"
@@ -82,7 +100,8 @@ def _read_frame(path: Path) -> pl.DataFrame:
             return pl.read_parquet(path)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            return pl.read_csv(path, separator=sep, infer_schema_length=None, try_parse_dates=False)
+            return pl.read_csv(path, separator=sep, infer_schema_length=None, try_parse_dates=False,
+                               schema_overrides=_csv_ids_as_text(path, sep, id_column))
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read as {suffix[1:]} ({reader_detail(exc)})", file=str(path)) from exc
     raise DataError(
@@ -268,6 +287,23 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
     )
 
 
+def _prediction_id_column(frame: pl.DataFrame, schema: TableSchema, file: str) -> TableSchema:
+    """The trained schema with the id column of this table: the trained (or given) name where the table
+    has it, else the first usual id name that is not a feature column (as in training)."""
+    if schema.id_column in frame.columns:
+        return schema
+    taken = {schema.label_column, *schema.feature_columns()}
+    found = _find([c for c in frame.columns if c not in taken], ID_NAMES)
+    if found is None:
+        raise DataError(
+            f"no patient id column: '{schema.id_column}' is not in the file and none of "
+            f"{', '.join(ID_NAMES)} is either",
+            file=file,
+            fix="name the id column with --id-col (Python: a PatientTable read with TableSchema(id_column=...))",
+        )
+    return TableSchema(**{**schema.to_dict(), "id_column": found})
+
+
 def table_from_frame(
     frame: pl.DataFrame,
     *,
@@ -285,6 +321,7 @@ def table_from_frame(
         raise DataError("the table is empty (no data rows)", file=source, fix="give a table with at least one patient")
     if fixed_schema:
         assert schema is not None
+        schema = _prediction_id_column(frame, schema, source)
         missing = [c for c in [schema.id_column, *schema.feature_columns()] if c not in frame.columns]
         if missing:
             raise DataError(
@@ -349,6 +386,7 @@ def table_from_frame(
         codes=codes,
         labels=labels,
         notes=notes,
+        id_dtype=ids.dtype if ids.dtype.is_integer() else None,
     )
 
 
@@ -361,7 +399,7 @@ def read_table(
 ) -> PatientTable:
     """Read and validate a CSV or Parquet patient table. See :func:`table_from_frame`."""
     path = Path(path)
-    frame = _read_frame(path)
+    frame = _read_frame(path, schema.id_column if schema is not None else None)
     return table_from_frame(
         frame, source=str(path), schema=schema, require_labels=require_labels, fixed_schema=fixed_schema
     )

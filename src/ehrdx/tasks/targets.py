@@ -22,12 +22,13 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.store import EventStore
+from ehrdx.data.subject_ids import is_text_ids
 from ehrdx.errors import DataError
 
 
 @dataclass
 class Targets:
-    subject_id: np.ndarray  # [S] int64
+    subject_id: np.ndarray  # [S] int64, or text where the events table had text ids (ehrdx.data.subject_ids)
     time: np.ndarray  # [S] seconds
     labels: list[str]
     y: np.ndarray  # [S, L] float32
@@ -63,6 +64,9 @@ def write_long(targets: Targets, path: str | Path) -> Path:
 
 def write_meds_tasks(targets: Targets, directory: str | Path) -> Path:
     root = Path(directory)
+    if np.asarray(targets.subject_id).dtype.kind not in "iu":
+        raise DataError("MEDS label files need integer subject ids and these are text", file=str(root),
+                        fix="write the targets as a long table (--format long), which keeps text ids")
     for j, label in enumerate(targets.labels):
         if not label or "/" in label or label in (".", ".."):
             raise DataError(f"label {label!r} cannot be a directory name", fix="rename the label in the label map")
@@ -82,7 +86,10 @@ def read_targets(path: str | Path) -> Targets:
     if not path.exists():
         raise DataError("targets file not found", file=str(path), fix="check the path")
     frame = pl.read_parquet(path) if path.suffix.lower() != ".csv" else pl.read_csv(
-        path, schema_overrides={"prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
+        path, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8,
+                                "value": pl.Boolean})
+    if "subject_id" in frame.columns and not is_text_ids(frame.get_column("subject_id")):
+        frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64))  # integer ids, as written
     for col in ("subject_id", "prediction_time", "label"):
         if col not in frame.columns:
             raise DataError(f"no '{col}' column", file=str(path), column=col,
@@ -141,5 +148,5 @@ def _read_meds_tasks(root: Path) -> Targets:
 
 def targets_from_samples(store: EventStore, samples, labels: list[str], new_onset: bool = False) -> Targets:
     """The targets ehrdx computed for a task, ready to write."""
-    return Targets(np.asarray(store.subject_ids)[samples.row], samples.time, list(labels), samples.y,
-                   samples.train_mask(new_onset))
+    ids = store.original_ids(np.asarray(store.subject_ids)[samples.row]).to_numpy()  # as the user wrote them
+    return Targets(ids, samples.time, list(labels), samples.y, samples.train_mask(new_onset))

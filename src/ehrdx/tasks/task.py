@@ -52,10 +52,13 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     if not path.exists():
         raise DataError("prediction times file not found", file=str(path), fix="check the path")
     frame = pl.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
-        path, schema_overrides={"prediction_time": pl.Utf8})
+        path, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Utf8})
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
+    if "subject_id" in frame.columns:  # the ids as the user wrote them (007 is not 7) -> the store's ids
+        frame = frame.with_columns(pl.Series("subject_id", store.store_ids(frame.get_column("subject_id"),
+                                                                           str(path))))
     shard = normalise_events(frame.select("subject_id", "prediction_time").with_columns(pl.lit("t").alias("code")),
                              str(path), time_col="prediction_time", value_col=None)
     f = shard.frame
@@ -68,7 +71,8 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
 
 
 def rows_of_subjects(store: EventStore, subjects: np.ndarray, source: str) -> np.ndarray:
-    """Store rows of the given subject ids; an id the store lacks is an error naming the source rows."""
+    """Store rows of the given store subject ids (int64; map ids as users write them with
+    ``EventStore.store_ids``); an id the store lacks is an error naming the source rows."""
     ids = np.asarray(store.subject_ids)
     order = np.argsort(ids, kind="stable")
     subj = np.asarray(subjects, dtype=np.int64)
