@@ -143,7 +143,7 @@ def test_explain_shows_no_exact_dates_or_values_without_show_ids(trained):
     from ehrdx.errors import show_identifiers
     from ehrdx.explain import round_significant
 
-    out, paths, store, clf, te = trained
+    out, paths, store, _, te = trained
     subject = int(np.asarray(store.subject_ids)[te[1]])
     args = ["explain", "--model", str(out / "model"), "--meds", str(paths["meds"]), "--patient", str(subject),
             "--top", "3", "--top-events", "50"]

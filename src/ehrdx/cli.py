@@ -315,6 +315,12 @@ def train(
         console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
                       f"labels={table.schema.label_column}, numeric={table.schema.numeric}, "
                       f"categorical={table.schema.categorical}, codes={table.schema.codes}")
+        if table.schema.identifier_like:
+            from rich.markup import escape
+
+            console.print(f"[yellow]left out as identifier-like (values almost unique per patient, see README): "
+                          f"{len(table.schema.identifier_like)} column(s): "
+                          f"{escape(', '.join(table.schema.identifier_like))}[/yellow]", highlight=False)
         if cv:
             result = cross_validate(
                 table, lambda: _make_classifier(**params), cv, seed=seed, val_fraction=val_fraction,

@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
@@ -81,7 +82,7 @@ def normalise_events(
     for role, col in (("subject id", subject_col), ("time", time_col), ("code", code_col)):
         if col not in frame.columns:
             raise DataError(
-                f"no {role} column '{col}' (columns: {', '.join(frame.columns)})",
+                f"no {role} column '{col}' (columns: {column_names_text(frame.columns)})",
                 file=source, column=col, fix=f"name the {role} column in the column mapping",
             )
     extra = [c for c in frame.columns if c not in {subject_col, time_col, code_col, value_col, "text_value"}]
