@@ -40,7 +40,7 @@ def test_a_train_stopped_by_sigterm_removes_its_temporary_store(small_meds, tmp_
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "ehrdx", "train", "--meds", str(small_meds["meds"]), "--labels",
            f"map:{small_meds['label_map']}", "--model", "gru", "--hidden", "16", "--epochs", "500",
-           "--out", str(tmp_path / "m")]
+           "--patience", "500", "--out", str(tmp_path / "m")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
