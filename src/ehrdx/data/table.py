@@ -248,8 +248,8 @@ def column_names_text(columns: list[str]) -> str:
 def _no_header_error(columns: list[str], file: str) -> DataError:
     shown = f" (columns: {', '.join(columns)})" if identifiers_shown() else ""
     return DataError(
-        f"the file seems to have no header row: its first row holds values (numbers or dates), not column "
-        f"names{shown}",
+        f"the file seems to have no header row: its column names look like values (numbers or dates), "
+        f"as when the first patient's row is read as the header{shown}",
         file=file,
         fix="add a first row naming the columns, e.g. patient_id,age,sex,diseases (or name the id column "
         "with --id-col if those really are the names)",
