@@ -62,9 +62,9 @@ def test_a_train_stopped_by_sigterm_removes_its_temporary_store(small_meds, tmp_
 
 
 def test_ctrl_c_removes_temporary_directories_and_still_interrupts():
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is handled by the test runner here")
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh `ehrdx` process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     path = temporary_directory("ehrdx_store_")
     (path / "subject_ids.bin").write_bytes(b"\x01" * 8)
     try:
@@ -73,8 +73,8 @@ def test_ctrl_c_removes_temporary_directories_and_still_interrupts():
             time.sleep(1)  # the handler runs between bytecodes
         assert not path.exists()
     finally:
-        signal.signal(signal.SIGINT, before)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
         remove_temporary_directories()
 
 
