@@ -2,6 +2,7 @@
 score more than removing random ones), and they find the generator's known causes more often than chance."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,18 +129,21 @@ def test_explain_command_prints_a_table_and_writes_json(trained):
 def test_the_report_explains_chosen_patients_without_their_ids(trained):
     out, paths, store, _, te = trained
     subjects = [int(x) for x in np.asarray(store.subject_ids)[te[:2]]]
+    from ehrdx.errors import show_identifiers
+
+    show_identifiers(False)
     r = CliRunner().invoke(app, ["report", "--model", str(out / "model"), "--meds", str(paths["meds"]), "--out",
                                  str(out / "r.html"), "--explain-patients", ",".join(map(str, subjects))])
     assert r.exit_code == 0, r.output
     text = (out / "r.html").read_text()
     assert "id='examples'" in text and "Example 2" in text and "attribution" in text
+    examples = text.split("id='examples'")[1]  # no calendar dates without --show-ids, days instead
+    assert " d</td>" in examples and not re.search(r"\d{4}-\d\d-\d\d", examples)
 
 
 def test_explain_shows_no_exact_dates_or_values_without_show_ids(trained):
     """README, Privacy: without --show-ids event times are days from the prediction time and values are
     rounded to 2 significant digits, in the terminal and in --out; --show-ids gives the exact ones."""
-    import re
-
     from ehrdx.errors import show_identifiers
     from ehrdx.explain import round_significant
 
