@@ -2,6 +2,7 @@
 score more than removing random ones), and they find the generator's known causes more often than chance."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,8 +129,49 @@ def test_explain_command_prints_a_table_and_writes_json(trained):
 def test_the_report_explains_chosen_patients_without_their_ids(trained):
     out, paths, store, _, te = trained
     subjects = [int(x) for x in np.asarray(store.subject_ids)[te[:2]]]
+    from ehrdx.errors import show_identifiers
+
+    show_identifiers(False)
     r = CliRunner().invoke(app, ["report", "--model", str(out / "model"), "--meds", str(paths["meds"]), "--out",
                                  str(out / "r.html"), "--explain-patients", ",".join(map(str, subjects))])
     assert r.exit_code == 0, r.output
     text = (out / "r.html").read_text()
     assert "id='examples'" in text and "Example 2" in text and "attribution" in text
+    examples = text.split("id='examples'")[1]  # no calendar dates without --show-ids, days instead
+    assert " d</td>" in examples and not re.search(r"\d{4}-\d\d-\d\d", examples)
+
+
+def test_explain_shows_no_exact_dates_or_values_without_show_ids(trained):
+    """README, Privacy: without --show-ids event times are days from the prediction time and values are
+    rounded to 2 significant digits, in the terminal and in --out; --show-ids gives the exact ones."""
+    from ehrdx.errors import show_identifiers
+    from ehrdx.explain import round_significant
+
+    out, paths, store, _, te = trained
+    subject = int(np.asarray(store.subject_ids)[te[1]])
+    args = ["explain", "--model", str(out / "model"), "--meds", str(paths["meds"]), "--patient", str(subject),
+            "--top", "3", "--top-events", "50"]
+    show_identifiers(False)
+    r = CliRunner().invoke(app, [*args, "--out", str(out / "hidden.json")])
+    assert r.exit_code == 0, r.output
+    assert not re.search(r"\d{4}-\d\d-\d\d", r.output) and " d " in r.output
+    hidden = json.loads((out / "hidden.json").read_text())
+    try:
+        r = CliRunner().invoke(app, ["--show-ids", *args, "--out", str(out / "exact.json")])
+    finally:
+        show_identifiers(False)
+    assert r.exit_code == 0, r.output
+    assert re.search(r"\d{4}-\d\d-\d\d", r.output)
+    exact = json.loads((out / "exact.json").read_text())
+    assert "prediction_time" not in hidden and "prediction_time" in exact
+    assert "exact_dates_and_values" not in exact
+    valued = 0
+    for lab_h, lab_e in zip(hidden["labels"], exact["labels"]):
+        assert len(lab_h["events"]) == len(lab_e["events"]) > 0
+        for ev_h, ev_e in zip(lab_h["events"], lab_e["events"]):
+            assert "time" not in ev_h and ev_h["code"] == ev_e["code"]
+            assert ev_h["days_from_prediction"] == round((ev_e["time"] - exact["prediction_time"]) / 86400) <= 0
+            if ev_e["value"] is not None:
+                valued += 1
+                assert ev_h["value"] == round_significant(ev_e["value"]) == float(f"{ev_e['value']:.2g}")
+    assert valued > 0

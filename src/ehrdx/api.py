@@ -138,6 +138,8 @@ class EHRClassifier:
         self.fit_summary_ = {
             "train_patients": len(train_table), "val_patients": len(val_table),
             "train": train_summary, "val": val_summary,
+            # names only: columns left out because their values are (almost) unique per patient
+            "identifier_like_columns": list(train_table.schema.identifier_like),
             "train_patient_ids": sorted(train_table.patient_ids), "val_patient_ids": sorted(val_table.patient_ids),
         }
         return self

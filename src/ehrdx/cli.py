@@ -318,6 +318,12 @@ def train(
         console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
                       f"labels={table.schema.label_column}, numeric={table.schema.numeric}, "
                       f"categorical={table.schema.categorical}, codes={table.schema.codes}")
+        if table.schema.identifier_like:
+            from rich.markup import escape
+
+            console.print(f"[yellow]left out as identifier-like (values almost unique per patient, see README): "
+                          f"{len(table.schema.identifier_like)} column(s): "
+                          f"{escape(', '.join(table.schema.identifier_like))}[/yellow]", highlight=False)
         if cv:
             result = cross_validate(
                 table, lambda: _make_classifier(**params), cv, seed=seed, val_fraction=val_fraction,
@@ -521,7 +527,8 @@ def report(
 def _explanations(clf, st, subject_ids: list[str]) -> list[dict]:
     import numpy as np
 
-    from ehrdx.explain import explain_sample
+    from ehrdx.errors import identifiers_shown
+    from ehrdx.explain import explain_sample, without_exact_dates_and_values
 
     out = []
     for sid in subject_ids:
@@ -529,7 +536,7 @@ def _explanations(clf, st, subject_ids: list[str]) -> list[dict]:
         s = clf.samples(st, np.array([row]), require_labels=False)
         if len(s):
             out.append(explain_sample(clf, st, s, len(s) - 1, top_labels=2, top_events=6))
-    return out
+    return out if identifiers_shown() else [without_exact_dates_and_values(e) for e in out]
 
 
 def _subject_row(st, subject: str, option: str) -> int:
@@ -592,7 +599,8 @@ def explain(
     from rich.table import Table
 
     import ehrdx
-    from ehrdx.explain import explain_sample
+    from ehrdx.errors import identifiers_shown
+    from ehrdx.explain import VALUE_DIGITS, explain_sample, without_exact_dates_and_values
 
     if meds is None and events is None:
         _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
@@ -617,15 +625,22 @@ def explain(
                                 labels=_split_list(labels) or None)
     except EhrdxError as exc:
         _fail(exc)
-    when = datetime.fromtimestamp(result["prediction_time"], UTC).strftime("%Y-%m-%d %H:%M")
-    console.print(f"prediction at {when}, after {result['prior_visits']} visit(s), from {result['events_read']} events")
+    exact = identifiers_shown()  # exact dates and values only with ehrdx --show-ids (README: Privacy)
+    if not exact:
+        result = without_exact_dates_and_values(result)
+    when = f"at {datetime.fromtimestamp(result['prediction_time'], UTC).strftime('%Y-%m-%d %H:%M')}, " if exact else ""
+    console.print(f"prediction {when}after {result['prior_visits']} visit(s), from {result['events_read']} events")
+    if not exact:
+        console.print(f"event times are days from the prediction time and values have {VALUE_DIGITS} significant "
+                      "digits (ehrdx --show-ids shows exact dates and values)")
     for lab in result["labels"]:
         t = Table(title=f"{lab['label']}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
                         f"{lab['logit_without_events']:.2f} without any event)")
-        for col in ("visit", "date", "code", "value", "attribution"):
+        for col in ("visit", "date" if exact else "days", "code", "value", "attribution"):
             t.add_column(col, justify="left" if col in ("date", "code") else "right")
         for ev in lab["events"]:
-            t.add_row(str(ev["visit"]), datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d"), ev["code"],
+            t.add_row(str(ev["visit"]), datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d") if exact
+                      else f"{ev['days_from_prediction']} d", ev["code"],
                       "" if ev["value"] is None else f"{ev['value']:.4g}", f"{ev['attribution']:+.3f}")
         console.print(t)
     if out:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import atexit
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
 from ehrdx.tasks.task import Samples, code_label_index
+from ehrdx.tempdirs import temporary_directory
 
 
 def open_store(
@@ -35,14 +34,14 @@ def open_store(
     omop=None,
 ) -> EventStore:
     """Convert a MEDS dataset or a long events table into a store (in `store_dir`, or a temporary
-    directory that lives as long as the process). `until` (ISO date) keeps only events up to that time:
-    the data as it was then. `workers` > 1 converts a sharded MEDS dataset in that many processes."""
+    directory that lives as long as the process and is removed on SIGTERM and Ctrl-C too). `until`
+    (ISO date) keeps only events up to that time: the data as it was then. `workers` > 1 converts a
+    sharded MEDS dataset in that many processes."""
     if sum(x is not None for x in (meds, events, omop)) != 1:
         raise DataError("give exactly one of a MEDS directory (--meds), an events table (--events) or an OMOP "
                         "export (--omop)")
     if store_dir is None:
-        store_dir = Path(tempfile.mkdtemp(prefix="ehrdx_store_"))
-        atexit.register(shutil.rmtree, store_dir, ignore_errors=True)
+        store_dir = temporary_directory("ehrdx_store_")  # removed at exit, on SIGTERM and on Ctrl-C
     until_seconds = parse_until(until)
     if meds is not None and workers > 1:
         return build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)

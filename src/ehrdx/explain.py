@@ -23,6 +23,7 @@ import torch
 from ehrdx.errors import DataError, ModelError
 
 STEPS = 32
+VALUE_DIGITS = 2  # significant digits of event values in an explanation that leaves the process
 
 
 @dataclass
@@ -154,8 +155,25 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
         out["labels"].append({
             "label": vocab[j], "probability": float(proba[j]), "logit": full, "logit_without_events": empty,
             "attribution_sum": float(attr.sum()),
-            "events": [{"visit": int(inputs.visit[i]) + 1, "time": int(times[i]), "code": str(names[i]),
-                        "value": None if np.isnan(values[i]) else float(values[i]),
+            "events": [{"visit": int(inputs.visit[i]) + 1, "time": int(times[i]),
+                        "days_from_prediction": round((int(times[i]) - out["prediction_time"]) / 86400),
+                        "code": str(names[i]), "value": None if np.isnan(values[i]) else float(values[i]),
                         "attribution": float(attr[i])} for i in order],
         })
     return out
+
+
+def round_significant(value: float, digits: int = VALUE_DIGITS) -> float:
+    """`value` rounded to `digits` significant digits (123.4567 -> 120.0, 0.01234 -> 0.012)."""
+    return float(f"{value:.{digits}g}")
+
+
+def without_exact_dates_and_values(explanation: dict) -> dict:
+    """An explanation as it may be shown or written without `ehrdx --show-ids` (the README's privacy rule):
+    no calendar date (events keep their days from the prediction time, e.g. -35) and event values rounded
+    to VALUE_DIGITS significant digits. Codes, visits and attributions are kept; the input is not changed."""
+    labels = [{**lab, "events": [{**{k: v for k, v in ev.items() if k != "time"},
+                                  "value": None if ev["value"] is None else round_significant(ev["value"])}
+                                 for ev in lab["events"]]} for lab in explanation["labels"]]
+    out = {k: v for k, v in explanation.items() if k != "prediction_time"}
+    return {**out, "labels": labels, "exact_dates_and_values": False}

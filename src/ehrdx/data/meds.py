@@ -19,12 +19,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ehrdx.data.subject_ids import is_text_ids, map_text_ids
+from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
+
+# The exact Arrow types of the MEDS 0.4 schemas (meds.DataSchema, CodeMetadataSchema, SubjectSplitSchema,
+# LabelSchema). polars writes large_string and large_list by default, which the standard's validator
+# refuses, so every MEDS file is cast to these on write (tests/test_meds_schema.py checks with `meds`).
+MEDS_DATA_TYPES = {"subject_id": pa.int64(), "time": pa.timestamp("us"), "code": pa.string(),
+                   "numeric_value": pa.float32(), "text_value": pa.large_string()}
+MEDS_CODES_TYPES = {"code": pa.string(), "description": pa.string(), "parent_codes": pa.list_(pa.string())}
+MEDS_SPLITS_TYPES = {"subject_id": pa.int64(), "split": pa.string()}
+MEDS_LABEL_TYPES = {"subject_id": pa.int64(), "prediction_time": pa.timestamp("us"), "boolean_value": pa.bool_(),
+                    "integer_value": pa.int64(), "float_value": pa.float32(), "categorical_value": pa.string()}
 
 
 @dataclass
@@ -75,7 +88,7 @@ def normalise_events(
     for role, col in (("subject id", subject_col), ("time", time_col), ("code", code_col)):
         if col not in frame.columns:
             raise DataError(
-                f"no {role} column '{col}' (columns: {', '.join(frame.columns)})",
+                f"no {role} column '{col}' (columns: {column_names_text(frame.columns)})",
                 file=source, column=col, fix=f"name the {role} column in the column mapping",
             )
     extra = [c for c in frame.columns if c not in {subject_col, time_col, code_col, value_col, "text_value"}]
@@ -232,6 +245,15 @@ def read_subject_splits(root: str | Path) -> pl.DataFrame | None:
     return frame.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.Utf8))
 
 
+def write_parquet_typed(frame: pl.DataFrame, path: str | Path, types: dict[str, pa.DataType]) -> Path:
+    """Write `frame` as Parquet with the named columns cast to exactly these Arrow types (others as
+    polars has them): what a MEDS validator reads back is then the standard's own schema."""
+    table = frame.to_arrow()
+    schema = pa.schema([pa.field(f.name, types.get(f.name, f.type)) for f in table.schema])
+    pq.write_table(table.cast(schema), path)
+    return Path(path)
+
+
 def write_meds(
     root: str | Path,
     events: pl.DataFrame,
@@ -252,21 +274,22 @@ def write_meds(
     if splits is None:
         splits = subjects.with_columns(pl.lit("train").alias("split"))
     splits = splits.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.Utf8))
-    splits.write_parquet(root / "metadata" / "subject_splits.parquet")
+    write_parquet_typed(splits, root / "metadata" / "subject_splits.parquet", MEDS_SPLITS_TYPES)
     for split in splits.get_column("split").unique().sort():
         ids = splits.filter(pl.col("split") == split).get_column("subject_id").sort()
         for n, start in enumerate(range(0, len(ids), shard_size)):
             chunk = ids.slice(start, shard_size)
             out = root / "data" / split / f"{n}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
-            events.filter(pl.col("subject_id").is_in(chunk.implode())).sort(
-                "subject_id", "time", nulls_last=False, maintain_order=True).write_parquet(out)
+            shard = events.filter(pl.col("subject_id").is_in(chunk.implode())).sort(
+                "subject_id", "time", nulls_last=False, maintain_order=True)
+            write_parquet_typed(shard, out, MEDS_DATA_TYPES)
     if codes is None:
         codes = events.select(pl.col("code").unique().sort()).with_columns(
             pl.lit(None, dtype=pl.Utf8).alias("description"),
             pl.lit(None, dtype=pl.List(pl.Utf8)).alias("parent_codes"),
         )
-    codes.write_parquet(root / "metadata" / "codes.parquet")
+    write_parquet_typed(codes, root / "metadata" / "codes.parquet", MEDS_CODES_TYPES)
     (root / "metadata" / "dataset.json").write_text(json.dumps({
         "dataset_name": dataset_name, "dataset_version": "1", "etl_name": "ehrdx", "etl_version": "0.1.0",
         "meds_version": "0.4.0", "created_at": datetime.now(UTC).isoformat(),

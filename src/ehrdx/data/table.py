@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ehrdx.errors import DataError, reader_detail
+from ehrdx.errors import DataError, identifiers_shown, reader_detail
 
 ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
 LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")
@@ -29,6 +30,9 @@ class TableSchema:
     categorical: list[str] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)
+    # Columns left out because their values are (almost) unique per patient, like an MRN: see
+    # identifier_like(). Inferred only; saved with the model so predict leaves them out too.
+    identifier_like: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,15 +239,100 @@ def _numeric_column(frame: pl.DataFrame, column: str, file: str) -> np.ndarray:
     return arr
 
 
+# -- column names that are data ------------------------------------------------------------------------
+# A file without a header row makes its first patient's cells the column names. Names are treated as data
+# until proven otherwise: a header with no known id or label name where at least half of the names are
+# numbers or dates (987654321, 68, 123.4567, 2020-01-31) is taken for a data row, and never printed
+# without --show-ids.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T].*)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}")
+
+
+def header_looks_like_data(columns: list[str]) -> bool:
+    """True when the column names look like a row of cell values (the file seems to have no header row)."""
+    if not columns or _find(columns, ID_NAMES) or _find(columns, LABEL_NAMES):
+        return False
+    names = [re.sub(r"_duplicated_\d+$", "", c).strip() for c in columns]
+    valueish = sum(bool(_NUMBER.fullmatch(n) or _DATE.fullmatch(n)) for n in names)
+    return valueish > 0 and 2 * valueish >= len(names)
+
+
+def column_names_text(columns: list[str]) -> str:
+    """The column names for a message: hidden (without --show-ids) when they look like data."""
+    if header_looks_like_data(columns) and not identifiers_shown():
+        return (f"{len(columns)} names hidden: they look like data, not a header; ehrdx --show-ids shows them")
+    return ", ".join(columns)
+
+
+def _no_header_error(columns: list[str], file: str) -> DataError:
+    shown = f" (columns: {', '.join(columns)})" if identifiers_shown() else ""
+    return DataError(
+        f"the file seems to have no header row: its column names look like values (numbers or dates), "
+        f"as when the first patient's row is read as the header{shown}",
+        file=file,
+        fix="add a first row naming the columns, e.g. patient_id,age,sex,diseases (or name the id column "
+        "with --id-col if those really are the names)",
+    )
+
+
+# -- identifier-like columns -----------------------------------------------------------------------------
+# A column whose values are (almost) unique per patient is an identifier (an MRN, a record number, a
+# date of admission), not a feature: as a category every value would be stored in the model. The rule:
+# at least IDENTIFIER_MIN_ROWS non-empty cells, more than IDENTIFIER_DISTINCT_SHARE of them distinct, and
+# the column is text (a would-be category or a one-code-per-cell code column) or whole numbers that all
+# have 5 or more digits. Measurements (decimals, or integers below 10,000 such as ages, counts and most lab
+# values) never qualify, however distinct they are.
+IDENTIFIER_MIN_ROWS = 20
+IDENTIFIER_DISTINCT_SHARE = 0.9
+IDENTIFIER_MIN_INTEGER = 10_000
+
+
+def distinct_share(values: pl.Series) -> tuple[int, float]:
+    """(non-empty cells, share of them that are distinct)."""
+    s = values.drop_nulls()
+    if s.dtype == pl.Utf8:
+        s = s.str.strip_chars()
+        s = s.filter(s != "")
+    return s.len(), (s.n_unique() / s.len() if s.len() else 0.0)
+
+
+def identifier_like(values: pl.Series) -> bool:
+    """True for a text or large-integer column whose values are (almost) unique per row (see above)."""
+    if values.dtype.is_float() or values.dtype == pl.Boolean or isinstance(values.dtype, pl.List):
+        return False
+    if values.dtype.is_integer():
+        s = values.drop_nulls()
+        if s.len() == 0 or int(s.abs().min()) < IDENTIFIER_MIN_INTEGER:
+            return False
+    elif values.dtype != pl.Utf8:
+        values = values.cast(pl.Utf8)
+    n, share = distinct_share(values)
+    return n >= IDENTIFIER_MIN_ROWS and share > IDENTIFIER_DISTINCT_SHARE
+
+
+def _identifier_error(column: str, values: pl.Series, file: str) -> DataError:
+    n, share = distinct_share(values.cast(pl.Utf8))
+    return DataError(
+        f"declared categorical, but {share:.0%} of its {n} non-empty values are distinct: it identifies "
+        "patients rather than grouping them, and as a category every value would be stored in the model",
+        file=file,
+        column=column,
+        fix="leave it out (drop it from --categorical, or --ignore it); if it holds a measurement, "
+        "declare it --numeric",
+    )
+
+
 def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, require_labels: bool) -> TableSchema:
     """Fill in the roles the user did not set. Raises DataError for unknown or missing columns."""
     given = given or TableSchema()
     columns = frame.columns
+    if given.id_column not in columns and header_looks_like_data(columns):
+        raise _no_header_error(columns, file)
     named = [given.id_column, given.label_column, *given.numeric, *given.categorical, *given.codes, *given.ignore]
     for c in named:
         if c is not None and c not in columns:
             raise DataError(
-                f"column '{c}' was named but is not in the file (columns: {', '.join(columns)})",
+                f"column '{c}' was named but is not in the file (columns: {column_names_text(columns)})",
                 file=file,
                 column=c,
                 fix="check the spelling or the column flags",
@@ -251,24 +340,31 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
     id_col = given.id_column or _find(columns, ID_NAMES)
     if id_col is None:
         raise DataError(
-            f"no patient id column found (looked for {', '.join(ID_NAMES)}; columns: {', '.join(columns)})",
+            f"no patient id column found (looked for {', '.join(ID_NAMES)}; columns: {column_names_text(columns)})",
             file=file,
             fix="name the id column with --id-col (Python: TableSchema(id_column=...))",
         )
     label_col = given.label_column or _find([c for c in columns if c != id_col], LABEL_NAMES)
     if label_col is None and require_labels:
         raise DataError(
-            f"no label column found (looked for {', '.join(LABEL_NAMES)}; columns: {', '.join(columns)})",
+            f"no label column found (looked for {', '.join(LABEL_NAMES)}; "
+            f"columns: {column_names_text(columns)})",
             file=file,
             fix="name the column holding each patient's disease list with --label-col",
         )
+    for c in given.categorical:
+        if identifier_like(frame.get_column(c).cast(pl.Utf8)):
+            raise _identifier_error(c, frame.get_column(c), file)
     assigned = {id_col, label_col, *given.numeric, *given.categorical, *given.codes, *given.ignore}
     numeric, categorical, codes = list(given.numeric), list(given.categorical), list(given.codes)
+    identifiers = []
     for c in columns:
         if c in assigned:
             continue
         s = frame.get_column(c)
-        if s.dtype.is_numeric() or s.dtype == pl.Boolean:
+        if identifier_like(s) and not (isinstance(s.dtype, pl.List) or _looks_like_code_list(s)):
+            identifiers.append(c)
+        elif s.dtype.is_numeric() or s.dtype == pl.Boolean:
             numeric.append(c)
         elif isinstance(s.dtype, pl.List) or _looks_like_code_list(s) or "code" in c.lower():
             codes.append(c)
@@ -284,6 +380,7 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
         categorical=categorical,
         codes=codes,
         ignore=list(given.ignore),
+        identifier_like=identifiers,
     )
 
 
@@ -326,7 +423,8 @@ def table_from_frame(
         if missing:
             raise DataError(
                 f"columns the model was trained on are missing: {', '.join(missing)} "
-                f"(columns present: {', '.join(frame.columns)})",
+                f"(columns present: {column_names_text(frame.columns)})"
+                + ("; the file seems to have no header row" if header_looks_like_data(frame.columns) else ""),
                 file=source,
                 column=missing[0],
                 fix="give a table with the same columns as the training table (extra columns are ignored)",
@@ -374,9 +472,13 @@ def table_from_frame(
     codes = {c: _parse_code_column(frame, c, source) for c in schema.codes}
     labels = _parse_code_column(frame, schema.label_column, source) if schema.label_column else None
     notes = {}
-    ignored = [c for c in frame.columns if c not in {schema.id_column, schema.label_column, *schema.feature_columns()}]
+    used = {schema.id_column, schema.label_column, *schema.feature_columns(), *schema.identifier_like}
+    ignored = [c for c in frame.columns if c not in used]
     if ignored:
         notes["ignored_columns"] = len(ignored)
+    identifiers = [c for c in schema.identifier_like if c in frame.columns]
+    if identifiers:
+        notes["identifier_like_columns"] = len(identifiers)
     return PatientTable(
         source=source,
         schema=schema,

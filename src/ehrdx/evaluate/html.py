@@ -325,13 +325,16 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                      "score with the events minus the score without them. Patients are numbered in the order "
                      "they were given; no identifier is written.</p>")
         for n, ex in enumerate(explanations, 1):
-            when = datetime.fromtimestamp(ex["prediction_time"], UTC).strftime("%Y-%m-%d")
-            parts.append(f"<h3>Example {n}: prediction on {when}, after {ex['prior_visits']} visit(s)</h3>")
+            exact = "prediction_time" in ex  # without ehrdx --show-ids: days from the prediction, rounded values
+            when = (f" on {datetime.fromtimestamp(ex['prediction_time'], UTC).strftime('%Y-%m-%d')}," if exact
+                    else "")
+            parts.append(f"<h3>Example {n}: prediction{when} after {ex['prior_visits']} visit(s)</h3>")
             for lab in ex["labels"]:
-                rows = [[ev["visit"], datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d"), ev["code"],
-                         ev["value"], ev["attribution"]] for ev in lab["events"]]
+                rows = [[ev["visit"], datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d") if exact
+                         else f"{ev['days_from_prediction']} d", ev["code"], ev["value"], ev["attribution"]]
+                        for ev in lab["events"]]
                 parts.append(f"<p><b>{html.escape(lab['label'])}</b>: p = {lab['probability']:.3f}</p>" +
-                             _table(["visit", "date", "code", "value", "attribution"], rows))
+                             _table(["visit", "date" if exact else "days", "code", "value", "attribution"], rows))
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>\n{body}\n<script>{SORT_JS}</script></body></html>\n")

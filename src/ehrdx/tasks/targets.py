@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
 from ehrdx.data.store import EventStore
 from ehrdx.data.subject_ids import is_text_ids
 from ehrdx.errors import DataError
@@ -73,8 +74,9 @@ def write_meds_tasks(targets: Targets, directory: str | Path) -> Path:
         keep = targets.mask[:, j]
         out = root / label / "labels.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"subject_id": targets.subject_id[keep], "prediction_time": _ts(targets.time[keep]),
-                      "boolean_value": targets.y[keep, j] > 0.5}).write_parquet(out)
+        frame = pl.DataFrame({"subject_id": targets.subject_id[keep], "prediction_time": _ts(targets.time[keep]),
+                              "boolean_value": targets.y[keep, j] > 0.5})
+        write_parquet_typed(frame, out, MEDS_LABEL_TYPES)
     return root
 
 
