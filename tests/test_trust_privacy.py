@@ -117,7 +117,7 @@ def test_other_errors_hide_column_names_that_look_like_data(tmp_path):
     with pytest.raises(DataError) as err:  # predict with a trained model's schema
         table_from_frame(frame, source=str(path), schema=schema, fixed_schema=True)
     msg = str(err.value)
-    assert "missing: patient_id, age" in msg and "no header row" in msg and "987654321" not in msg
+    assert "no header row" in msg and "987654321" not in msg
     with pytest.raises(DataError) as err:  # an events table without a header
         normalise_events(pl.DataFrame({"1": [1], "2020-01-01": ["2020-01-01"], "DX//E11": ["x"], "7.1": [1.0]}),
                          "events.csv")

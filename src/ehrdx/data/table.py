@@ -391,6 +391,8 @@ def _prediction_id_column(frame: pl.DataFrame, schema: TableSchema, file: str) -
         return schema
     taken = {schema.label_column, *schema.feature_columns()}
     found = _find([c for c in frame.columns if c not in taken], ID_NAMES)
+    if found is None and header_looks_like_data(frame.columns):
+        raise _no_header_error(frame.columns, file)
     if found is None:
         raise DataError(
             f"no patient id column: '{schema.id_column}' is not in the file and none of "
