@@ -239,3 +239,20 @@ def test_until_is_recorded_reported_and_not_reapplied_and_update_keeps_the_setti
     assert r.exit_code == 0, r.output
     saved = json.loads((new / "input.json").read_text())
     assert saved["visit_gap"] == "1d" and saved["code_col"] == "what" and saved["until"] is None
+
+
+def test_resolve_reuses_the_model_settings_and_notes_what_differs():
+    from ehrdx.input_settings import resolve
+
+    saved = {"visit_gap": "6h", "omop_codes": "concept", "split_names": {"test": "held_out"}, "until": "2020-01-01",
+             "split_fractions": [0.6, 0.2, 0.2]}
+    settings, notes = resolve(saved, {"visit_gap": None, "omop_codes": None})
+    assert (settings["visit_gap"], settings["omop_codes"], settings["split_names"]) == ("6h", "concept",
+                                                                                      {"test": "held_out"})
+    assert settings["until"] is None and settings["split_fractions"] == (0.6, 0.2, 0.2)
+    assert len(notes) == 1 and "trained on events up to 2020-01-01" in notes[0] and "reads all events" in notes[0]
+    settings, notes = resolve(saved, {"omop_codes": "source", "split_names": "test=held_out", "until": "2020-01-01"})
+    assert settings["omop_codes"] == "source" and notes == [
+        "--omop-codes source given: the model was trained with concept; using source"]
+    settings, notes = resolve({}, {})  # a model saved before input.json: the built-in defaults, no notes
+    assert (settings["visit_gap"], settings["subject_col"], settings["split_names"], notes) == ("0", "subject_id", {}, [])

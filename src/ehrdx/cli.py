@@ -372,7 +372,7 @@ def evaluate(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
                                        "MEDS held_out split, else the seeded test split the model was trained "
@@ -437,7 +437,7 @@ def predict(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time); default: the end of every visit.")] = None,
@@ -502,7 +502,7 @@ def report(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
                                        "held_out, else the same seeded split), tuning, train, or all.")] = "test",
@@ -542,6 +542,7 @@ def report(
         clf.to(device)
         st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         rows, scored = _split_rows(st, meds, clf, settings, split)
+        console.print(f"scoring {scored}")
         pt = _times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
         with console.status("predicting and drawing"):
             samples = clf.samples(st, rows, times=pt)
@@ -597,7 +598,7 @@ def explain(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     time_: Annotated[str | None, typer.Option("--time", help="Explain the prediction at the last prediction time "
                                               "at or before this (ISO date or time); default: the latest.")] = None,
@@ -677,7 +678,7 @@ def update(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
                                             "new data's training patients that the model lacks).")] = None,
