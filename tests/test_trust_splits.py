@@ -169,6 +169,17 @@ def test_evaluate_defaults_to_the_held_out_split_and_says_so(cohort, meds_model)
     assert r.exit_code == 0, r.output
     e_all = json.loads((cohort["root"] / "e_all.json").read_text())
     assert e_all["split"] == "all" and e_all["test_samples"]["patients"] > 2 * e["test_samples"]["patients"]
+    # given prediction times are held to the same patients, and the others counted
+    times = cohort["root"] / "times.parquet"
+    cohort["frame"].filter(pl.col("time").is_not_null()).group_by("subject_id").agg(
+        pl.col("time").max().alias("prediction_time")).write_parquet(times)
+    r = run("evaluate", "--meds", cohort["meds"], "--model", meds_model, "--times", times,
+            "--out", cohort["root"] / "e_times.json")
+    assert r.exit_code == 0, r.output
+    held_out = pl.read_parquet(cohort["meds"] / "metadata" / "subject_splits.parquet").filter(
+        pl.col("split") == "held_out").height
+    m = re.search(r"(\d+) prediction time\(s\) of patients not among the held_out", " ".join(r.output.split()))
+    assert m and int(m.group(1)) == 300 - held_out
 
 
 def test_evaluate_without_meds_splits_scores_the_seeded_test_split_of_training(cohort, events_model):

@@ -1053,8 +1053,8 @@ def _times_in_split(pt, rows, scored: str):
         return pt
     keep = np.isin(pt[0], rows)
     if (~keep).any():
-        console.print(f"[yellow]{int((~keep).sum()):,} prediction time(s) of patients outside the {scored} "
-                      f"left out (--split all scores them)[/yellow]")
+        console.print(f"[yellow]{int((~keep).sum()):,} prediction time(s) of patients not among the {scored}: "
+                      "left out (--split all scores them)[/yellow]")
     return pt[0][keep], pt[1][keep]
 
 
