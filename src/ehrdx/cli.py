@@ -167,6 +167,25 @@ TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime for
 IdCol = Annotated[str | None, typer.Option(help="Patient table: the patient id column (default: the one the "
                                          "model was trained with, else the first of patient_id, subject_id, "
                                          "person_id, patient, id). Ids are kept as given: 007 is not 7.")]
+# The same input options on commands that take a model: not given (None) means the model's own setting
+# (ehrdx.input_settings), else the built-in default.
+VisitGapGiven = Annotated[str | None, typer.Option(help="Events of a patient closer than this form one visit: 0, "
+                                                   "6h, 1d ... (default: the model's, else 0).")]
+SubjectColGiven = Annotated[str | None, typer.Option(help="Events table: patient id column (default: the model's, "
+                                                     "else subject_id).")]
+TimeColGiven = Annotated[str | None, typer.Option(help="Events table: time column (default: the model's, else time).")]
+CodeColGiven = Annotated[str | None, typer.Option(help="Events table: code column (default: the model's, else code).")]
+ValueColGiven = Annotated[str | None, typer.Option(help="Events table: numeric value column (default: the model's, "
+                                                   "else numeric_value).")]
+TimeFormatGiven = Annotated[str | None, typer.Option("--time-format", help="Events table: strftime format of times "
+                                                     "(default: the model's, else ISO 8601).")]
+OmopCodesGiven = Annotated[str | None, typer.Option("--omop-codes", help="OMOP codes: source or concept (default: "
+                                                    "the model's, else source).")]
+SplitNames = Annotated[str | None, typer.Option(help="MEDS subject_splits names other than train/tuning/held_out, "
+                                                "mapped to those: e.g. test=held_out,val=tuning (default: the "
+                                                "model's mapping). Any other name is an error.")]
+UntilGiven = Annotated[str | None, typer.Option(help="Use only events up to this date, e.g. 2020-01-01 (default: "
+                                                "all events, even when the model was trained with --until).")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
 Workers = Annotated[int, typer.Option(help="Processes that convert a sharded MEDS dataset into the store, each "
@@ -236,6 +255,7 @@ def train(
     code_col: CodeCol = "code",
     value_col: ValueCol = "numeric_value",
     time_format: TimeFormat = None,
+    split_names: SplitNames = None,
     id_col: Annotated[str | None, typer.Option(help="Patient id column (inferred if not given).")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column with each patient's disease list.")] = None,
     numeric: Annotated[str | None, typer.Option(help="Comma-separated numeric columns.")] = None,
@@ -274,6 +294,7 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
+    source = "meds" if meds is not None else "omop" if omop is not None else "events"
     events = _with_omop(events, omop, omop_codes, omop_prefix)
     import polars as pl
 
@@ -291,9 +312,10 @@ def train(
             _fail(EhrdxError("give either a patient table or --meds/--events, not both"))
         _train_events(meds=meds, events=events, out=out, task=task, new_onset=new_onset, censor=censor,
                       labels=labels, model=model, baselines=baselines, visit_gap=visit_gap, store=store,
-                      targets=targets, until=until,
+                      targets=targets, until=until, split_names=split_names,
                       columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
                                "value_col": value_col, "time_format": time_format},
+                      source=(source, omop_codes, omop_prefix),
                       oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
                       resume=resume, workers=workers,
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
@@ -359,26 +381,39 @@ def evaluate(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
-    split: Annotated[str | None, typer.Option(help="Event streams: only this MEDS split (train, tuning, "
-                                              "held_out).")] = None,
+    split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
+                                       "MEDS held_out split, else the seeded test split the model was trained "
+                                       "with), tuning, train, or all.")] = "held_out",
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time), e.g. a MEDS label file.")] = None,
     targets: TargetsOpt = None,
-    visit_gap: VisitGap = "0",
+    visit_gap: VisitGapGiven = None,
+    subject_col: SubjectColGiven = None,
+    time_col: TimeColGiven = None,
+    code_col: CodeColGiven = None,
+    value_col: ValueColGiven = None,
+    time_format: TimeFormatGiven = None,
+    split_names: SplitNames = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
     device: Device = "auto",
     id_col: IdCol = None,
 ) -> None:
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
-    event streams per prediction time, all labels and new onset, and by number of prior visits."""
-    events = _with_omop(events, omop, omop_codes, omop_prefix)
+    event streams per prediction time, all labels and new onset, and by number of prior visits, on the
+    held-out patients unless --split says otherwise."""
     import ehrdx
     from ehrdx.evaluate.report import print_report
 
-    if meds is not None or events is not None:
-        _evaluate_events(model, meds, events, store, visit_gap, split, times, out, targets, device)
+    if meds is not None or events is not None or omop is not None:
+        settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
+                                   code_col=code_col, value_col=value_col, time_format=time_format,
+                                   split_names=split_names, until=until, omop_codes=omop_codes,
+                                   omop_prefix=omop_prefix)
+        events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
+        _evaluate_events(model, meds, events, store, settings, split, times, out, targets, device)
         return
     if data is None:
         _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
@@ -426,20 +461,29 @@ def predict(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time); default: the end of every visit.")] = None,
-    visit_gap: VisitGap = "0",
+    visit_gap: VisitGapGiven = None,
+    subject_col: SubjectColGiven = None,
+    time_col: TimeColGiven = None,
+    code_col: CodeColGiven = None,
+    value_col: ValueColGiven = None,
+    time_format: TimeFormatGiven = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
     device: Device = "auto",
     id_col: IdCol = None,
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
-    events = _with_omop(events, omop, omop_codes, omop_prefix)
-    if meds is not None or events is not None:
-        _predict_events(model, meds, events, store, visit_gap, times, out, threshold, device)
+    if meds is not None or events is not None or omop is not None:
+        settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
+                                   code_col=code_col, value_col=value_col, time_format=time_format, until=until,
+                                   omop_codes=omop_codes, omop_prefix=omop_prefix)
+        events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
+        _predict_events(model, meds, events, store, settings, times, out, threshold, device)
         return
     if data is None:
         _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE"))
@@ -482,7 +526,7 @@ def report(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
                                        "held_out, else the same seeded split), tuning, train, or all.")] = "test",
@@ -490,30 +534,40 @@ def report(
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
                                                          "prediction the report explains (ehrdx explain).")] = None,
-    visit_gap: VisitGap = "0",
+    visit_gap: VisitGapGiven = None,
+    subject_col: SubjectColGiven = None,
+    time_col: TimeColGiven = None,
+    code_col: CodeColGiven = None,
+    value_col: ValueColGiven = None,
+    time_format: TimeFormatGiven = None,
+    split_names: SplitNames = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
     device: Device = "auto",
 ) -> None:
     """Write one HTML evaluation report: cohort summary, ROC/PR curves, calibration, recall@k, a sortable
     per-label table, results by prior visits, sex and age band, training curves, and old-vs-new labels
     after an update. Cells from fewer than --min-cell patients are suppressed; no patient id is written."""
-    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import ehrdx
-    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.input_settings import columns_of
     from ehrdx.tasks.task import read_prediction_times
 
-    if meds is None and events is None:
+    if meds is None and events is None and omop is None:
         _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
-    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
-    if split != "all" and split not in parts:
+    if split not in ("all", "train", "tuning", "validation", "test", "held_out"):
         _fail(EhrdxError("--split must be test, tuning, train or all"))
+    settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
+                               code_col=code_col, value_col=value_col, time_format=time_format,
+                               split_names=split_names, until=until, omop_codes=omop_codes, omop_prefix=omop_prefix)
+    events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
     try:
         clf = ehrdx.load(model)
         _require_events_model(clf, model, "report")
         clf.to(device)
-        st = _open_events(meds, events, store, visit_gap)
-        rows = None if split == "all" else patient_splits(st, meds, clf.seed, selector=clf.selector)[parts[split]]
-        pt = read_prediction_times(times, st) if times else None
+        st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        rows, scored = _split_rows(st, meds, clf, settings, split)
+        console.print(f"scoring {scored}")
+        pt = _times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
         with console.status("predicting and drawing"):
             samples = clf.samples(st, rows, times=pt)
             examples = _explanations(clf, st, _split_list(explain_patients))
@@ -577,7 +631,7 @@ def explain(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     time_: Annotated[str | None, typer.Option("--time", help="Explain the prediction at the last prediction time "
                                               "at or before this (ISO date or time); default: the latest.")] = None,
@@ -586,13 +640,18 @@ def explain(
     top: Annotated[int, typer.Option(help="How many top predicted labels to explain.")] = 3,
     top_events: Annotated[int, typer.Option(help="Events shown per label, largest attribution first.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Also write the explanation as JSON here.")] = None,
-    visit_gap: VisitGap = "0",
+    visit_gap: VisitGapGiven = None,
+    subject_col: SubjectColGiven = None,
+    time_col: TimeColGiven = None,
+    code_col: CodeColGiven = None,
+    value_col: ValueColGiven = None,
+    time_format: TimeFormatGiven = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
 ) -> None:
     """Why the model predicts what it does for one patient: for the top predicted diseases, the past
     events (codes, values, visits) that drove each score, by integrated gradients over the events' inputs;
     an event's attributions over all labels add up to (score with the events - score without them)."""
-    events = _with_omop(events, omop, omop_codes, omop_prefix)
     from datetime import UTC, datetime
 
     import numpy as np
@@ -601,13 +660,18 @@ def explain(
     import ehrdx
     from ehrdx.errors import identifiers_shown
     from ehrdx.explain import VALUE_DIGITS, explain_sample, without_exact_dates_and_values
+    from ehrdx.input_settings import columns_of
 
-    if meds is None and events is None:
+    if meds is None and events is None and omop is None:
         _fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
+    settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
+                               code_col=code_col, value_col=value_col, time_format=time_format, until=until,
+                               omop_codes=omop_codes, omop_prefix=omop_prefix)
+    events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
     try:
         clf = ehrdx.load(model)
         _require_events_model(clf, model, "explain")
-        st = _open_events(meds, events, store, visit_gap)
+        st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         row = _subject_row(st, patient, "--patient")
         samples = clf.samples(st, np.array([row]), require_labels=False)
         if len(samples) == 0:
@@ -655,7 +719,7 @@ def update(
     meds: Meds = None,
     events: Events = None,
     omop: Omop = None,
-    omop_codes: OmopCodes = "source",
+    omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
                                             "new data's training patients that the model lacks).")] = None,
@@ -671,7 +735,14 @@ def update(
     replay_until: Annotated[str | None, typer.Option(help="Use the replay data only up to this date.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
                                           "from scratch on the same data, and report all three.")] = False,
-    visit_gap: VisitGap = "0",
+    visit_gap: VisitGapGiven = None,
+    subject_col: SubjectColGiven = None,
+    time_col: TimeColGiven = None,
+    code_col: CodeColGiven = None,
+    value_col: ValueColGiven = None,
+    time_format: TimeFormatGiven = None,
+    split_names: SplitNames = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -680,26 +751,37 @@ def update(
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
-    events = _with_omop(events, omop, omop_codes, omop_prefix)
     import ehrdx
     from ehrdx.events_pipeline import open_store, patient_splits
+    from ehrdx.input_settings import columns_of, settings_to_save
     from ehrdx.tasks.select import LabelSelector
+    from ehrdx.tasks.task import parse_duration
     from ehrdx.update import update_model
 
+    settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
+                               code_col=code_col, value_col=value_col, time_format=time_format,
+                               split_names=split_names, until=until, omop_codes=omop_codes, omop_prefix=omop_prefix)
+    events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
     try:
         old = ehrdx.load(model)
         _require_events_model(old, model)
-        st = _open_events(meds, events, store, visit_gap)
-        splits = patient_splits(st, meds, seed, selector=old.selector)
+        st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector,
+                                split_names=settings["split_names"])
         with _EpochProgress(epochs, "fine-tuning") as progress:
             selector = LabelSelector.parse(labels) if labels else None
             replay = None
             if replay_meds is not None:
-                old_st = open_store(meds=replay_meds, until=replay_until)
-                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector)[0])
+                old_st = open_store(meds=replay_meds, until=replay_until,
+                                    visit_gap_seconds=parse_duration(settings["visit_gap"]))
+                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector,
+                                                 split_names=settings["split_names"])[0])
             new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
                                        replay=replay, device=device, precision=precision)
+            # the updated model reads its data as this run read the new data
+            new.input_ = settings_to_save(settings, settings["split_fractions"],
+                                          "meds" if meds is not None else "omop" if omop is not None else "events")
         new.save(out)
         if compare:
             report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
@@ -777,6 +859,12 @@ def targets(
     format: Annotated[str, typer.Option("--format", help="long (one table) or meds (a MEDS task directory "
                                         "per label, sharing prediction times).")] = "long",
     visit_gap: VisitGap = "0",
+    subject_col: SubjectCol = "subject_id",
+    time_col: TimeCol = "time",
+    code_col: CodeCol = "code",
+    value_col: ValueCol = "numeric_value",
+    time_format: TimeFormat = None,
+    until: UntilGiven = None,
     store: StoreDir = None,
 ) -> None:
     """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
@@ -793,7 +881,9 @@ def targets(
         _fail(EhrdxError("--format must be long or meds"))
     try:
         spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
-        st = _open_events(meds, events, store, visit_gap)
+        st = _open_events(meds, events, store, visit_gap, {"subject_col": subject_col, "time_col": time_col,
+                                                           "code_col": code_col, "value_col": value_col,
+                                                           "time_format": time_format}, until)
         rows = np.arange(len(st))
         vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info)
         samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab),
@@ -958,6 +1048,54 @@ def _with_omop(events, omop, codes, prefixes):
         _fail(exc)
 
 
+def _input_settings(model_dir: Path, **given) -> dict:
+    """How to read the events for this model: options given on the command line win; otherwise the
+    settings saved with the model (input.json), else the built-in defaults. Differences are noted."""
+    from rich.markup import escape
+
+    from ehrdx.input_settings import read_input_settings, resolve
+
+    try:
+        settings, notes = resolve(read_input_settings(model_dir), given)
+    except EhrdxError as exc:
+        _fail(exc)
+    for note in notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    return settings
+
+
+def _split_rows(st, meds, clf, settings: dict, split: str):
+    """Store rows of one part of the training split (MEDS subject_splits, else the seeded split the model
+    was trained with), or None for all patients; and a description for headers."""
+    from ehrdx.events_pipeline import patient_splits
+
+    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+    if split == "all":
+        return None, "all patients"
+    if split not in parts:
+        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
+    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector,
+                          split_names=settings["split_names"])[parts[split]]
+    if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
+        how = "MEDS subject_splits"
+    else:
+        how = f"the seeded split of training, seed {clf.seed}"
+    return rows, f"{split} patients ({len(rows):,}, {how})"
+
+
+def _times_in_split(pt, rows, scored: str):
+    """Prediction times of the chosen patients only; those of other patients are counted, not scored."""
+    import numpy as np
+
+    if pt is None or rows is None:
+        return pt
+    keep = np.isin(pt[0], rows)
+    if (~keep).any():
+        console.print(f"[yellow]{int((~keep).sum()):,} prediction time(s) of patients not among the {scored}: "
+                      "left out (--split all scores them)[/yellow]")
+    return pt[0][keep], pt[1][keep]
+
+
 def _open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):
     from ehrdx.data.omop import OmopSource
     from ehrdx.data.store import EventStore
@@ -994,18 +1132,23 @@ def _open_events(meds, events, store, visit_gap, columns=None, until=None, worke
 
 
 def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
-                  targets, columns, oracle, fractions, params, until=None, resume=False, workers=1) -> None:
+                  targets, columns, oracle, fractions, params, until=None, resume=False, workers=1,
+                  split_names=None, source=("meds", "source", None)) -> None:
     import polars as pl
 
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_api import EventClassifier
     from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
+    from ehrdx.input_settings import parse_split_names, settings_to_save
     from ehrdx.tasks.targets import read_targets
 
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
+        names = parse_split_names(split_names)
+        clf.input_ = settings_to_save({"visit_gap": visit_gap, **columns, "split_names": names, "until": until,
+                                       "omop_codes": source[1], "omop_prefix": source[2]}, fractions, source[0])
         st = _open_events(meds, events, store, visit_gap, columns if events is not None else None, until, workers)
-        splits = patient_splits(st, meds, params["seed"], fractions, clf.selector)
+        splits = patient_splits(st, meds, params["seed"], fractions, clf.selector, split_names=names)
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))
@@ -1023,11 +1166,11 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
     console.print(f"model saved to {out}")
 
 
-def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, out, targets=None,
+def _evaluate_events(model_dir, meds, events, store, settings, split, times, out, targets=None,
                      device="cpu") -> None:
     import ehrdx
     from ehrdx.evaluate.report import print_events_report
-    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.input_settings import columns_of
     from ehrdx.tasks.targets import read_targets
     from ehrdx.tasks.task import read_prediction_times
 
@@ -1035,23 +1178,19 @@ def _evaluate_events(model_dir, meds, events, store, visit_gap, split, times, ou
         clf = ehrdx.load(model_dir)
         _require_events_model(clf, model_dir)
         clf.to(device)
-        st = _open_events(meds, events, store, visit_gap)
-        rows = None
-        if split:
-            names = {"train": 0, "tuning": 1, "held_out": 2}
-            if split not in names:
-                raise EhrdxError("--split must be train, tuning or held_out")
-            rows = patient_splits(st, meds, clf.seed)[names[split]]
-        pt = read_prediction_times(times, st) if times else None
+        st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        rows, scored = _split_rows(st, meds, clf, settings, split)
+        console.print(f"scoring {scored}")
+        pt = _times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
         given = read_targets(targets) if targets else None
         samples = clf.samples(st, rows, times=pt, targets=given)
         result = clf.evaluate(st, samples=samples)
     except EhrdxError as exc:
         _fail(exc)
-    metrics = {"model": clf.model, "test": result["all"], "test_new_onset": result["new_onset"],
+    metrics = {"model": clf.model, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
-    print_events_report(console, _release(metrics), title=str(meds or events))
+    print_events_report(console, _release(metrics), title=f"{meds or events}: {scored}")
     if out:
         _write_json(out, metrics)
         console.print(f"wrote {out}")
@@ -1067,23 +1206,26 @@ def _require_events_model(clf, model_dir, command: str | None = None) -> None:
         raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
 
 
-def _predict_events(model_dir, meds, events, store, visit_gap, times, out, threshold, device="cpu") -> None:
+def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu") -> None:
     import numpy as np
     import polars as pl
 
     import ehrdx
+    from ehrdx.events_pipeline import prediction_coverage
+    from ehrdx.input_settings import columns_of
     from ehrdx.tasks.task import read_prediction_times
 
     try:
         clf = ehrdx.load(model_dir)
         _require_events_model(clf, model_dir)
         clf.to(device)
-        st = _open_events(meds, events, store, visit_gap)
+        st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         pt = read_prediction_times(times, st) if times else None
         t0 = time.perf_counter()
         samples = clf.samples(st, None, times=pt, require_labels=False)
         proba = clf.predict_samples(st, samples)
         seconds = time.perf_counter() - t0
+        coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if pt is None else pt[0])
     except EhrdxError as exc:
         _fail(exc)
     labels = clf.labels_
@@ -1106,6 +1248,16 @@ def _predict_events(model_dir, meds, events, store, visit_gap, times, out, thres
                   f"({rate:,.0f} rows/s) -> {out}")
     for what, n in samples.counts.items():
         console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+    _print_coverage(coverage)
+
+
+def _print_coverage(coverage: dict) -> None:
+    if coverage.get("patients_without_prediction_time"):
+        console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
+                      "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
+    if coverage.get("events_with_unseen_codes"):
+        console.print(f"[yellow]{coverage['events_with_unseen_codes']:,} event(s) with {coverage['unseen_codes']:,} "
+                      "code(s) not seen in training were read as the unknown code[/yellow]")
 
 
 def main() -> None:  # pragma: no cover - console script entry point

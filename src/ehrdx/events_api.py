@@ -285,7 +285,9 @@ class EventClassifier:
             "family": "events",
             "json": {"preprocessing.json": self.encoder_.to_dict(),
                      "labels.json": {**self.label_vocab_.to_dict(), "selector": self.selector.to_dict()},
-                     "task.json": self.task.to_dict()},
+                     "task.json": self.task.to_dict(),
+                     # how the events were read (ehrdx.input_settings); absent in older models
+                     **({"input.json": self.input_} if getattr(self, "input_", None) else {})},
             "state": state,
             "config": {"model": model_config, "model_name": self.model, "params": self.get_params(),
                        "train": self.train_config.to_dict(),
@@ -318,6 +320,8 @@ class EventClassifier:
             clf.history_ = TrainHistory(**config["history"])
         if config.get("lineage"):
             clf.lineage_ = config["lineage"]
+        if files.get("input.json"):
+            clf.input_ = files["input.json"]
         return clf
 
 

@@ -16,6 +16,7 @@ from ehrdx.data.store import EventStore, build_store, build_store_parallel, merg
 from ehrdx.errors import DataError
 from ehrdx.evaluate.metrics import HEADLINE, tune_thresholds
 from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
+from ehrdx.input_settings import map_split_names
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
 from ehrdx.tasks.task import Samples, code_label_index
@@ -85,13 +86,16 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
 
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                   selector=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   selector=None, split_names: dict[str, str] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train/validation/test store rows: MEDS subject_splits (train/tuning/held_out) where the dataset
-    has them, else a seeded split stratified by each patient's rarest label."""
+    has them, else a seeded split stratified by each patient's rarest label. `split_names` maps other
+    split names (test, val ...) to those three; an unmapped other name is an error."""
     ids = np.asarray(store.subject_ids)
     if meds is not None:
         splits = read_subject_splits(meds)
         if splits is not None:
+            splits = map_split_names(splits, split_names, str(Path(meds) / "metadata" / "subject_splits.parquet"))
             frame = pl.DataFrame({"subject_id": ids, "row": np.arange(len(ids))}).join(
                 splits, on="subject_id", how="left")
             missing = frame.filter(pl.col("split").is_null()).height
@@ -190,3 +194,21 @@ def train_and_evaluate_events(
             metrics["baselines"][name] = {"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"]),
                                           "fit_seconds": round(seconds, 2)}
     return clf, metrics
+
+
+def prediction_coverage(clf: EventClassifier, store: EventStore, samples: Samples, rows: np.ndarray) -> dict:
+    """What a prediction run could not use as-is, counted: patients among `rows` with no prediction
+    time (no visit: e.g. only MEDS_BIRTH or other static facts), and the events of the predicted patients
+    whose code the model never saw in training (read as the unknown code)."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    predicted = np.unique(samples.row)
+    out = {"patients_without_prediction_time": len(np.setdiff1d(rows, predicted))}
+    unseen = clf.encoder_.code_map(store) == 0
+    if unseen.any() and len(predicted):
+        chosen = np.zeros(len(store), dtype=bool)
+        chosen[predicted] = True
+        codes = np.asarray(store.codes)[np.repeat(chosen, np.diff(np.asarray(store.offsets)))]
+        hit = unseen[codes]
+        out["events_with_unseen_codes"] = int(hit.sum())
+        out["unseen_codes"] = len(np.unique(codes[hit]))
+    return {k: v for k, v in out.items() if v}

@@ -1,0 +1,138 @@
+"""The settings that shape an event model's input, saved with the model and reused by every command.
+
+`ehrdx train` records how it read the events (the visit gap, the events-table column mapping, the OMOP code
+choice, the MEDS split-name mapping, the data cut `--until`, the split fractions) in the model directory
+as `input.json`. `predict`, `evaluate`, `report`, `explain` and `update` read the data the same way by
+default; an option given on the command line wins, and a value that differs from the model's is printed as
+a note. `--until` is the exception: it says where the training data stopped, so it is reported but not
+reapplied to the data a later command reads (that data is usually newer, by design). Models saved before
+`input.json` existed load as before and use the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from ehrdx.data.meds import MEDS_SPLITS
+from ehrdx.errors import DataError, EhrdxError
+
+INPUT_FILE = "input.json"
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+# Settings reused from the model when not given (the built-in default where the model has none).
+REUSED = {"visit_gap": "0", "subject_col": "subject_id", "time_col": "time", "code_col": "code",
+          "value_col": "numeric_value", "time_format": None, "split_names": {}, "omop_codes": "source",
+          "omop_prefix": None}
+OPTION = {"visit_gap": "--visit-gap", "subject_col": "--subject-col", "time_col": "--time-col",
+          "code_col": "--code-col", "value_col": "--value-col", "time_format": "--time-format",
+          "split_names": "--split-names", "omop_codes": "--omop-codes", "omop_prefix": "--omop-prefix",
+          "until": "--until"}
+COLUMNS = ("subject_col", "time_col", "code_col", "value_col", "time_format")
+
+
+def parse_split_names(text: str | None) -> dict[str, str]:
+    """'test=held_out,val=tuning' -> {'test': 'held_out', 'val': 'tuning'}; every target a MEDS split."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        name, sep, target = (x.strip() for x in part.partition("="))
+        if not sep or not name or target not in MEDS_SPLITS:
+            raise EhrdxError(f"--split-names: cannot read '{part}': write NAME=SPLIT pairs separated by commas, "
+                             f"SPLIT one of {', '.join(MEDS_SPLITS)} (e.g. test=held_out,val=tuning)")
+        out[name] = target
+    return out
+
+
+def format_split_names(mapping: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(mapping.items()))
+
+
+def map_split_names(frame: pl.DataFrame, mapping: dict[str, str] | None, source: str) -> pl.DataFrame:
+    """Subject splits with every split name mapped to train/tuning/held_out. A name that is neither a MEDS
+    split nor mapped is an error listing the names found: its patients are never silently left out."""
+    mapping = mapping or {}
+    names = frame.get_column("split").unique().drop_nulls().sort().to_list()
+    unknown = [n for n in names if n not in mapping and n not in MEDS_SPLITS]
+    if unknown:
+        counts = frame.group_by("split").len().sort("split")
+        found = ", ".join(f"{s} ({n:,} subjects)" for s, n in counts.iter_rows() if s is not None)
+        example = ",".join(f"{n}={_guess(n)}" for n in unknown)
+        raise DataError(f"split name(s) {', '.join(repr(n) for n in unknown)} are not MEDS splits "
+                        f"({', '.join(MEDS_SPLITS)}); splits found: {found}", file=source, column="split",
+                        fix=f"map them with --split-names, e.g. --split-names {example}")
+    if not mapping:
+        return frame
+    return frame.with_columns(pl.col("split").replace(mapping))
+
+
+def _guess(name: str) -> str:
+    low = name.lower()
+    if low.startswith(("val", "tun", "dev")):
+        return "tuning"
+    if low.startswith(("test", "held", "hold", "eval")):
+        return "held_out"
+    return "train" if low.startswith("train") else "held_out"
+
+
+def read_input_settings(model_dir: str | Path) -> dict:
+    """The model's saved input settings ({} for models saved without them). The file's checksum is
+    verified when the model itself is loaded."""
+    path = Path(model_dir) / INPUT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # loading the model reports the damaged file
+    return saved if isinstance(saved, dict) else {}
+
+
+def resolve(saved: dict, given: dict) -> tuple[dict, list[str]]:
+    """The settings to read the data with, and notes for the user. `given` holds command-line values,
+    None where the option was not given."""
+    out: dict = {}
+    notes: list[str] = []
+    for key, default in REUSED.items():
+        value = given.get(key)
+        if key == "split_names" and value is not None:
+            value = parse_split_names(value) if isinstance(value, str) else dict(value)
+        if value is None:
+            out[key] = saved.get(key, default)
+        else:
+            out[key] = value
+            if key in saved and value != saved[key]:
+                notes.append(f"{OPTION[key]} {_show(key, value)} given: the model was trained with "
+                             f"{_show(key, saved[key])}; using {_show(key, value)}")
+    out["until"] = given.get("until")
+    if saved.get("until"):
+        if out["until"] is None:
+            notes.append(f"the model was trained on events up to {saved['until']} (--until); this run reads all "
+                         "events (give --until to cut the data the same way)")
+        elif out["until"] != saved["until"]:
+            notes.append(f"--until {out['until']} given: the model was trained on events up to {saved['until']}")
+    out["split_fractions"] = tuple(saved.get("split_fractions", DEFAULT_FRACTIONS))
+    return out, notes
+
+
+def _show(key: str, value) -> str:
+    if key == "split_names":
+        return format_split_names(value) or "(none)"
+    return "(ISO 8601)" if value is None and key == "time_format" else str(value)
+
+
+def settings_to_save(given: dict, fractions: tuple[float, float, float], source: str) -> dict:
+    """input.json of a model trained with these command-line values."""
+    out = {key: given.get(key, default) for key, default in REUSED.items()}
+    if isinstance(out["split_names"], str) or out["split_names"] is None:
+        out["split_names"] = parse_split_names(out["split_names"])
+    out["until"] = given.get("until")
+    out["split_fractions"] = [float(f) for f in fractions]
+    out["source"] = source
+    return out
+
+
+def columns_of(settings: dict) -> dict:
+    return {k: settings[k] for k in COLUMNS}
