@@ -178,7 +178,7 @@ def iter_meds(root: str | Path, paths: list[str | Path] | None = None) -> Iterat
     largest shard)."""
     for path in meds_shard_paths(root) if paths is None else [Path(p) for p in paths]:
         try:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, glob=False)
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"not a readable parquet file ({exc})", file=str(path)) from exc
         yield normalise_events(frame, str(path))
@@ -199,9 +199,9 @@ def iter_event_table(
         raise DataError("file not found", file=str(path), fix="check the path")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, glob=False)
         else:
-            frame = pl.read_csv(path, infer_schema_length=10000,
+            frame = pl.read_csv(path, glob=False, infer_schema_length=10000,
                                 schema_overrides={time_col: pl.Utf8, code_col: pl.Utf8})
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
@@ -213,7 +213,7 @@ def read_subject_splits(root: str | Path) -> pl.DataFrame | None:
     path = Path(root) / "metadata" / "subject_splits.parquet"
     if not path.exists():
         return None
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(path, glob=False)
     for col in ("subject_id", "split"):
         if col not in frame.columns:
             raise DataError(f"no '{col}' column", file=str(path), column=col,

@@ -81,8 +81,9 @@ def read_targets(path: str | Path) -> Targets:
         return _read_meds_tasks(path)
     if not path.exists():
         raise DataError("targets file not found", file=str(path), fix="check the path")
-    frame = pl.read_parquet(path) if path.suffix.lower() != ".csv" else pl.read_csv(
-        path, schema_overrides={"prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
+    frame = pl.read_parquet(path, glob=False) if path.suffix.lower() != ".csv" else pl.read_csv(
+        path, glob=False,
+        schema_overrides={"prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
     for col in ("subject_id", "prediction_time", "label"):
         if col not in frame.columns:
             raise DataError(f"no '{col}' column", file=str(path), column=col,
@@ -117,7 +118,7 @@ def _read_meds_tasks(root: Path) -> Targets:
                         fix="write one MEDS task directory per label (subject_id, prediction_time, boolean_value)")
     frames = []
     for f in files:
-        fr = pl.read_parquet(f)
+        fr = pl.read_parquet(f, glob=False)
         for col in ("subject_id", "prediction_time", "boolean_value"):
             if col not in fr.columns:
                 raise DataError(f"no '{col}' column", file=str(f), column=col, fix="use the MEDS label schema")
