@@ -646,7 +646,7 @@ def explain(
         if time_:
             from ehrdx.events_pipeline import parse_until
 
-            limit = parse_until(time_)
+            limit = parse_until(time_, "--time")
             before = np.flatnonzero(samples.time <= limit)
             if len(before) == 0:
                 raise EhrdxError(f"the patient has no prediction time at or before {time_}")

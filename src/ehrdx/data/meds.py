@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from ehrdx.errors import DataError, ident, reader_detail
+from ehrdx.times import naive_utc, parse_offset_times
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
@@ -43,8 +44,9 @@ def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
     """Parse text times row by row with the given format, or the first ISO 8601 form that fits."""
     text = text.str.strip_chars()
     formats = (time_format,) if time_format else ISO_FORMATS
-    tries = [text.str.to_datetime(format=f, strict=False, exact=True, time_unit="us") for f in formats]
-    return pl.select(pl.coalesce(tries)).to_series()
+    tries = [naive_utc(text.str.to_datetime(format=f, strict=False, exact=True, time_unit="us")) for f in formats]
+    parsed = pl.select(pl.coalesce(tries)).to_series()
+    return parsed if time_format else parse_offset_times(text, parsed)
 
 
 def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
@@ -97,15 +99,14 @@ def normalise_events(
             raise DataError(
                 f"unparseable times ({int(bad.sum())} cell(s)); first subject {ident(subj[rows[0]])}",
                 file=source, column=time_col, rows=rows, values=[t[r] for r in rows],
-                fix="write times as ISO 8601 (2024-01-31 or 2024-01-31T08:15:00) or give --time-format",
+                fix="write times as ISO 8601 (2024-01-31, 2024-01-31T08:15:00 or with a UTC offset, "
+                    "2024-01-31T08:15:00+02:00) or give --time-format",
             )
         t = parsed
     elif t.dtype == pl.Date:
         t = t.cast(pl.Datetime("us"))
     elif isinstance(t.dtype, pl.Datetime):
-        if t.dtype.time_zone is not None:
-            t = t.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        t = t.cast(pl.Datetime("us"))
+        t = naive_utc(t).cast(pl.Datetime("us"))
     elif t.dtype == pl.Null:
         t = t.cast(pl.Datetime("us"))
     else:
