@@ -716,7 +716,7 @@ def update(
 
     try:
         old = ehrdx.load(model)
-        _require_events_model(old, model)
+        _require_events_model(old, model, "update")
         st = _open_events(meds, events, store, visit_gap)
         splits = patient_splits(st, meds, seed, selector=old.selector)
         with _EpochProgress(epochs, "fine-tuning") as progress:
@@ -1101,6 +1101,9 @@ def _require_events_model(clf, model_dir, command: str | None = None) -> None:
     from ehrdx.events_api import EventClassifier
 
     if not isinstance(clf, EventClassifier):
+        if command == "update":
+            raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx update grows event-stream models "
+                             "(--meds/--events/--omop); for a patient table, retrain with ehrdx train")
         if command:
             raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
                              "(for a patient table, ehrdx evaluate prints and writes every metric)")
