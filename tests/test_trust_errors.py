@@ -314,6 +314,16 @@ def test_event_times_with_a_utc_offset_are_converted_to_utc():
     assert [t.isoformat() if t else None for t in out["time"].to_list()] == [*expected, None]
 
 
+def test_a_time_format_with_an_offset_is_converted_to_utc_too():
+    from ehrdx.data.meds import normalise_events
+
+    frame = pl.DataFrame({"subject_id": [1, 1], "time": ["31/01/2024 10:15+0200", "31/01/2024 08:15+0000"],
+                          "code": ["A", "B"]})
+    out = normalise_events(frame, "events.csv", time_format="%d/%m/%Y %H:%M%z").frame.sort("code")
+    assert [t.isoformat() for t in out["time"].to_list()] == ["2024-01-31T08:15:00"] * 2
+    assert out["time"].dtype == pl.Datetime("us")
+
+
 def test_prediction_times_file_with_a_utc_offset_parses_by_default(work, times_csv):
     from ehrdx.events_pipeline import open_store
     from ehrdx.tasks.task import read_prediction_times
