@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ehrdx.errors import EhrdxError, ident
+from ehrdx.paths import TABLE_SUFFIXES, check_output, label_map_path
 
 
 class _Commands(TyperGroup):
@@ -21,8 +23,6 @@ class _Commands(TyperGroup):
     permission that changes mid-run) that no command caught ends as a one-paragraph error, exit code 2."""
 
     def invoke(self, ctx):
-        import errno
-
         try:
             return super().invoke(ctx)
         except EhrdxError as exc:
@@ -62,8 +62,6 @@ def _fail(exc: Exception) -> None:
 def _check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tuple[str, ...] | None = None,
                option: str = "--out") -> None:
     """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths)."""
-    from ehrdx.paths import check_output
-
     try:
         check_output(out, inputs, kind=kind, option=option, suffixes=suffixes)
     except EhrdxError as exc:
@@ -314,8 +312,6 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
-    from ehrdx.paths import label_map_path
-
     _check_out(out, {"patient table": data, **_event_inputs(meds, events, omop, store), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
     events = _with_omop(events, omop, omop_codes, omop_prefix)
@@ -465,8 +461,6 @@ def predict(
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
-    from ehrdx.paths import TABLE_SUFFIXES
-
     _check_out(out, {"patient table": data, **_event_inputs(meds, events, omop, store, model),
                      "prediction times (--times)": times}, suffixes=TABLE_SUFFIXES)
     if threshold is not None and not 0 <= threshold <= 1:
@@ -704,8 +698,6 @@ def update(
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
-    from ehrdx.paths import label_map_path
-
     _check_out(out, {**_event_inputs(meds, events, omop, store, model), "replay data (--replay-meds)": replay_meds,
                      "label map (--labels)": label_map_path(labels)}, kind="dir")
     events = _with_omop(events, omop, omop_codes, omop_prefix)
@@ -813,8 +805,6 @@ def targets(
 ) -> None:
     """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
     to edit and give back to `train --targets`."""
-    from ehrdx.paths import TABLE_SUFFIXES, label_map_path
-
     if format not in ("long", "meds"):
         _fail(EhrdxError("--format must be long or meds"))
     _check_out(out, {**_event_inputs(meds, events, omop, store), "label map (--labels)": label_map_path(labels)},
