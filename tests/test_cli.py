@@ -142,7 +142,8 @@ def test_long_events_table_with_a_window_task(tmp_path):
 def test_bad_event_options_fail_cleanly(tmp_path):
     r = run("train", "--meds", tmp_path / "nope", "--out", tmp_path / "m")
     assert r.exit_code == 2 and "MEDS directory not found" in r.output
-    r = run("train", "--meds", tmp_path, "--task", "window:soon", "--out", tmp_path / "m")
+    (tmp_path / "meds").mkdir()  # the model is not written inside the MEDS directory it reads
+    r = run("train", "--meds", tmp_path / "meds", "--task", "window:soon", "--out", tmp_path / "m")
     assert r.exit_code == 2 and "unknown task" in r.output
 
 

@@ -62,6 +62,11 @@ def _read_json(path: Path) -> dict:
 
 def load_model(directory: str | Path):
     d = Path(directory)
+    if d.exists() and not d.is_dir():
+        fix = (f"give the folder it is in, {d.parent}" if (d.parent / "config.json").is_file() else
+               "give the path of that folder")
+        raise ModelError(f"{d}: this is a file, expected a model directory (the folder that ehrdx train or "
+                         f"ehrdx update wrote, with config.json and model.safetensors)\n  fix: {fix}")
     if not d.is_dir():
         raise ModelError(f"{d}: model directory not found")
     if not (d / "config.json").exists():

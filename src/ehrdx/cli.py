@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -10,14 +11,37 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ehrdx.errors import EhrdxError, ident
+from ehrdx.paths import TABLE_SUFFIXES, check_output, label_map_path
+
+
+class _Commands(TyperGroup):
+    """The safety net under every command: an ehrdx error or a file system error (a disk that fills up, a
+    permission that changes mid-run) that no command caught ends as a one-paragraph error, exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EhrdxError as exc:
+            _fail(exc)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # a closed pipe (ehrdx ... | head) is typer's to handle
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(EhrdxError(f"{where}{exc.strerror or exc} (while reading or writing this path)\n  fix: check "
+                             "that the path exists, is the kind expected (file or directory), has space and "
+                             "permissions"))
+
 
 app = typer.Typer(
     help="ehrdx: predict which diseases a patient has or will be diagnosed with, from their EHR.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 console = Console()
 if not console.is_terminal:  # piped or captured output: wide enough for the per-label table
@@ -30,8 +54,24 @@ def _split_list(value: str | None) -> list[str]:
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+    # Messages quote paths, labels and codes: `[/bold]` or `[red]x` in them must print as written.
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tuple[str, ...] | None = None,
+               option: str = "--out") -> None:
+    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths)."""
+    try:
+        check_output(out, inputs, kind=kind, option=option, suffixes=suffixes)
+    except EhrdxError as exc:
+        _fail(exc)
+
+
+def _event_inputs(meds=None, events=None, omop=None, store=None, model=None, **more) -> dict:
+    """The paths a command reads, named as the user gave them."""
+    return {"model directory (--model)": model, "MEDS dataset (--meds)": meds, "events table (--events)": events,
+            "OMOP export (--omop)": omop, "event store (--store)": store, **more}
 
 
 _MIN_CELL = 10  # set by the --min-cell option of the ehrdx command
@@ -210,6 +250,7 @@ def synth(
     from ehrdx.data.synth import generate_cohort, write_cohort
     from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 
+    _check_out(out, {}, kind="dir")
     if table_format not in ("parquet", "csv"):
         _fail(EhrdxError("--table-format must be parquet or csv"))
     if format not in ("events", "meds"):
@@ -226,7 +267,7 @@ def synth(
         _fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")
     for name, path in paths.items():
-        console.print(f"  {name:9s} {path}")
+        console.print(f"  {name:9s} {escape(str(path))}")
 
 
 @app.command()
@@ -295,6 +336,8 @@ def train(
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
     source = "meds" if meds is not None else "omop" if omop is not None else "events"
+    _check_out(out, {"patient table": data, **_event_inputs(meds, events, omop, store), "targets (--targets)": targets,
+                     "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
     events = _with_omop(events, omop, omop_codes, omop_prefix)
     import polars as pl
 
@@ -337,12 +380,11 @@ def train(
               "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision}
     try:
         table = read_table(data, schema=schema)
-        console.print(f"read {len(table):,} patients from {data}; roles: id={table.schema.id_column}, "
-                      f"labels={table.schema.label_column}, numeric={table.schema.numeric}, "
-                      f"categorical={table.schema.categorical}, codes={table.schema.codes}")
+        sch = table.schema
+        console.print(escape(f"read {len(table):,} patients from {data}; roles: id={sch.id_column}, "
+                             f"labels={sch.label_column}, numeric={sch.numeric}, categorical={sch.categorical}, "
+                             f"codes={sch.codes}"))
         if table.schema.identifier_like:
-            from rich.markup import escape
-
             console.print(f"[yellow]left out as identifier-like (values almost unique per patient, see README): "
                           f"{len(table.schema.identifier_like)} column(s): "
                           f"{escape(', '.join(table.schema.identifier_like))}[/yellow]", highlight=False)
@@ -357,9 +399,9 @@ def train(
                     console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
             if is_main():
                 _write_json(out / "cv_metrics.json", result)
-            console.print(f"wrote {out / 'cv_metrics.json'}")
+            console.print(f"wrote {escape(str(out / 'cv_metrics.json'))}")
             return
-        oracle_frame = pl.read_parquet(oracle) if oracle else None
+        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
         with _EpochProgress(epochs) as progress:
             clf, metrics = train_and_evaluate(table, _make_classifier(**params), fractions=fractions,
@@ -369,7 +411,7 @@ def train(
     except EhrdxError as exc:
         _fail(exc)
     print_report(console, _release(metrics))
-    console.print(f"model saved to {out}")
+    console.print(f"model saved to {escape(str(out))}")
 
 
 @app.command()
@@ -404,6 +446,8 @@ def evaluate(
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
     event streams per prediction time, all labels and new onset, and by number of prior visits, on the
     held-out patients unless --split says otherwise."""
+    _check_out(out, {"patient table": data, **_event_inputs(meds, events, omop, store, model),
+                     "prediction times (--times)": times, "targets (--targets)": targets})
     import ehrdx
     from ehrdx.evaluate.report import print_report
 
@@ -418,15 +462,17 @@ def evaluate(
     if data is None:
         _fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     try:
-        clf = ehrdx.load(model).to(device)
+        clf = ehrdx.load(model)
+        _require_table_model(clf, model, data)
+        clf.to(device)
         result = clf.evaluate(_read_for_model(clf, data, id_col))
     except EhrdxError as exc:
         _fail(exc)
     _report_summary(result.get("summary", {}))
-    print_report(console, _release({"test": result}), title=str(data))
+    print_report(console, _release({"test": result}), title=escape(str(data)))
     if out:
         _write_json(out, result)
-        console.print(f"wrote {out}")
+        console.print(f"wrote {escape(str(out))}")
 
 
 def _read_for_model(clf, data: Path, id_col: str | None):
@@ -445,10 +491,11 @@ def _read_for_model(clf, data: Path, id_col: str | None):
 
 def _report_summary(summary: dict) -> None:
     for kind, n in summary.get("unknown", {}).items():
-        console.print(f"[yellow]{n:,} {kind.replace(':', ' ')} value(s) not seen in training "
+        console.print(f"[yellow]{n:,} {escape(kind.replace(':', ' '))} value(s) not seen in training "
                       f"were mapped to the unknown bucket[/yellow]")
     for label, n in summary.get("labels_not_in_model", {}).items():
-        console.print(f"[yellow]label '{label}' ({n:,} patients) is not in the model's vocabulary: left out[/yellow]")
+        console.print(f"[yellow]label '{escape(label)}' ({n:,} patients) is not in the model's vocabulary: "
+                      "left out[/yellow]")
 
 
 @app.command()
@@ -478,6 +525,11 @@ def predict(
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
+    _check_out(out, {"patient table": data, **_event_inputs(meds, events, omop, store, model),
+                     "prediction times (--times)": times}, suffixes=TABLE_SUFFIXES)
+    if threshold is not None and not 0 <= threshold <= 1:
+        _fail(EhrdxError(f"--threshold {threshold} is not a probability\n  fix: give a number from 0 to 1, or "
+                         "leave it out to use the thresholds tuned per label"))
     if meds is not None or events is not None or omop is not None:
         settings = _input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
                                    code_col=code_col, value_col=value_col, time_format=time_format, until=until,
@@ -493,7 +545,9 @@ def predict(
     import ehrdx
 
     try:
-        clf = ehrdx.load(model).to(device)
+        clf = ehrdx.load(model)
+        _require_table_model(clf, model, data)
+        clf.to(device)
         table = _read_for_model(clf, data, id_col)
         t0 = time.perf_counter()
         proba = clf.predict_proba(table)
@@ -514,7 +568,7 @@ def predict(
         frame = frame.with_columns(pl.Series("predicted", [";".join(p) for p in predicted]))
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.write_csv(out)
-    console.print(f"predicted {len(table):,} patients x {len(labels)} labels in {seconds:.2f}s -> {out}")
+    console.print(f"predicted {len(table):,} patients x {len(labels)} labels in {seconds:.2f}s -> {escape(str(out))}")
     _report_summary(clf.last_prediction_summary_)
 
 
@@ -548,6 +602,7 @@ def report(
     """Write one HTML evaluation report: cohort summary, ROC/PR curves, calibration, recall@k, a sortable
     per-label table, results by prior visits, sex and age band, training curves, and old-vs-new labels
     after an update. Cells from fewer than --min-cell patients are suppressed; no patient id is written."""
+    _check_out(out, {**_event_inputs(meds, events, omop, store, model), "prediction times (--times)": times})
     import ehrdx
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.task import read_prediction_times
@@ -575,7 +630,7 @@ def report(
                                      f"({split} patients)", model, examples)
     except EhrdxError as exc:
         _fail(exc)
-    console.print(f"report: {path}")
+    console.print(f"report: {escape(str(path))}")
 
 
 def _explanations(clf, st, subject_ids: list[str]) -> list[dict]:
@@ -652,6 +707,7 @@ def explain(
     """Why the model predicts what it does for one patient: for the top predicted diseases, the past
     events (codes, values, visits) that drove each score, by integrated gradients over the events' inputs;
     an event's attributions over all labels add up to (score with the events - score without them)."""
+    _check_out(out, _event_inputs(meds, events, omop, store, model))
     from datetime import UTC, datetime
 
     import numpy as np
@@ -680,7 +736,7 @@ def explain(
         if time_:
             from ehrdx.events_pipeline import parse_until
 
-            limit = parse_until(time_)
+            limit = parse_until(time_, "--time")
             before = np.flatnonzero(samples.time <= limit)
             if len(before) == 0:
                 raise EhrdxError(f"the patient has no prediction time at or before {time_}")
@@ -698,18 +754,18 @@ def explain(
         console.print(f"event times are days from the prediction time and values have {VALUE_DIGITS} significant "
                       "digits (ehrdx --show-ids shows exact dates and values)")
     for lab in result["labels"]:
-        t = Table(title=f"{lab['label']}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
+        t = Table(title=f"{escape(lab['label'])}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
                         f"{lab['logit_without_events']:.2f} without any event)")
         for col in ("visit", "date" if exact else "days", "code", "value", "attribution"):
             t.add_column(col, justify="left" if col in ("date", "code") else "right")
         for ev in lab["events"]:
             t.add_row(str(ev["visit"]), datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d") if exact
-                      else f"{ev['days_from_prediction']} d", ev["code"],
+                      else f"{ev['days_from_prediction']} d", escape(ev["code"]),
                       "" if ev["value"] is None else f"{ev['value']:.4g}", f"{ev['attribution']:+.3f}")
         console.print(t)
     if out:
         _write_json(out, result)
-        console.print(f"wrote {out}")
+        console.print(f"wrote {escape(str(out))}")
 
 
 @app.command()
@@ -751,6 +807,8 @@ def update(
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
+    _check_out(out, {**_event_inputs(meds, events, omop, store, model), "replay data (--replay-meds)": replay_meds,
+                     "label map (--labels)": label_map_path(labels)}, kind="dir")
     import ehrdx
     from ehrdx.events_pipeline import open_store, patient_splits
     from ehrdx.input_settings import columns_of, settings_to_save
@@ -764,7 +822,7 @@ def update(
     events = _with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
     try:
         old = ehrdx.load(model)
-        _require_events_model(old, model)
+        _require_events_model(old, model, "update")
         st = _open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector,
                                 split_names=settings["split_names"])
@@ -789,7 +847,7 @@ def update(
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
     _print_update(_release(report))
-    console.print(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged")
+    console.print(escape(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged"))
 
 
 def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) -> dict:
@@ -820,13 +878,14 @@ def _print_update(report: dict) -> None:
 
     from ehrdx.evaluate.report import _fmt
 
-    t = Table(title=f"Update: added {', '.join(report['added'])} in {report['seconds']}s "
+    t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")
     for col in ("label", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before", "AUROC after",
                 "AUPRC before", "AUPRC after", "init"):
         t.add_column(col, justify="left" if col in ("label", "introduced_at", "parent", "init") else "right")
     for r in report["per_label"]:
-        t.add_row(r["label"], "yes" if r["new"] else "", (r["introduced_at"] or "")[:10], r["parent"] or "",
+        t.add_row(escape(r["label"]), "yes" if r["new"] else "", (r["introduced_at"] or "")[:10],
+                  escape(r["parent"] or ""),
                   str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
                   _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
     console.print(t)
@@ -869,6 +928,10 @@ def targets(
 ) -> None:
     """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
     to edit and give back to `train --targets`."""
+    if format not in ("long", "meds"):
+        _fail(EhrdxError("--format must be long or meds"))
+    _check_out(out, {**_event_inputs(meds, events, omop, store), "label map (--labels)": label_map_path(labels)},
+               kind="file" if format == "long" else "dir", suffixes=TABLE_SUFFIXES if format == "long" else None)
     events = _with_omop(events, omop, omop_codes, omop_prefix)
     import numpy as np
 
@@ -877,8 +940,6 @@ def targets(
     from ehrdx.tasks.targets import targets_from_samples, write_long, write_meds_tasks
     from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
 
-    if format not in ("long", "meds"):
-        _fail(EhrdxError("--format must be long or meds"))
     try:
         spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
         st = _open_events(meds, events, store, visit_gap, {"subject_col": subject_col, "time_col": time_col,
@@ -892,9 +953,9 @@ def targets(
         path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
     except EhrdxError as exc:
         _fail(exc)
-    console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {path}")
+    console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {escape(str(path))}")
     for what, n in samples.counts.items():
-        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
 
 
 @app.command()
@@ -916,6 +977,7 @@ def demo(
     of every visit, evaluate on held-out patients (all labels and new onset) beside count baselines and
     the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
     the data as of 2020 takes the labels that appeared later (U07.1, E11.2, E11.9) with ehrdx update."""
+    _check_out(out, {}, kind="dir")
     if table:
         _demo_table(out, patients, hidden, depth, epochs, seed)
         return
@@ -930,10 +992,10 @@ def demo(
             cohort = generate_longitudinal(patients, seed)
             paths = write_longitudinal(cohort, out / "data")
         console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_visits']:,} visits, "
-                      f"{cohort.info['n_events']:,} events as MEDS -> {paths['meds']}")
+                      f"{cohort.info['n_events']:,} events as MEDS -> {escape(str(paths['meds']))}")
         st = open_store(meds=paths["meds"], store_dir=out / "store")
         console.print(f"[bold]2. store[/bold]: {st.meta['events']:,} events in flat memory-mapped arrays -> "
-                      f"{out / 'store'}")
+                      f"{escape(str(out / 'store'))}")
         clf = EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
                               max_epochs=epochs, seed=seed)
         splits = patient_splits(st, paths["meds"], seed)
@@ -966,12 +1028,14 @@ def demo(
                   f"{masked:,} test entries whose window ends before their label existed are masked, not negatives.")
     report_path = write_html_report(clf, st, clf.samples(st, splits[2]), out / "report.html",
                                     f"ehrdx demo: {model}, next-visit task, held-out patients")
-    console.print(f"HTML report (curves, calibration, per label, by prior visits, sex and age): {report_path}")
+    console.print("HTML report (curves, calibration, per label, by prior visits, sex and age): "
+                  + escape(str(report_path)))
     if update:
         _demo_update(out, paths, st, model, hidden, epochs, seed, metrics)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "metrics.json", metrics)
-    console.print(f"{metrics['wall_seconds']}s in all; model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+    console.print(escape(f"{metrics['wall_seconds']}s in all; model: {out / 'model'}   "
+                         f"metrics: {out / 'metrics.json'}"))
 
 
 def _demo_update(out: Path, paths: dict, st, model: str, hidden: int, epochs: int, seed: int, metrics: dict) -> None:
@@ -998,7 +1062,8 @@ def _demo_update(out: Path, paths: dict, st, model: str, hidden: int, epochs: in
         _fail(exc)
     _print_update(_release(report))
     metrics["update"] = {k: v for k, v in report.items() if k != "per_label"}
-    console.print(f"model as of 2020: {out / 'model_2020'}; updated: {out / 'model_2024'} (see ehrdx update --help)")
+    console.print(escape(f"model as of 2020: {out / 'model_2020'}; updated: {out / 'model_2024'} "
+                         "(see ehrdx update --help)"))
 
 
 def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, seed: int) -> None:
@@ -1013,7 +1078,7 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
             cohort = generate_cohort(patients, seed)
             paths = write_cohort(cohort, out / "data")
         console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_events']:,} events "
-                      f"-> {out / 'data'}")
+                      f"-> {escape(str(out / 'data'))}")
         table = read_table(paths["table"])
         console.print(f"[bold]2. table[/bold]: snapshot at {cohort.info['index_date'][:10]}; diseases "
                       f"diagnosed in the following {cohort.info['label_window_days']} days are the labels")
@@ -1031,7 +1096,7 @@ def _demo_table(out: Path, patients: int, hidden: int, depth: int, epochs: int, 
     gap = metrics["oracle"]["macro_auroc"] - metrics["test"]["macro_auroc"]
     console.print(f"macro AUROC {metrics['test']['macro_auroc']:.3f} vs oracle {metrics['oracle']['macro_auroc']:.3f} "
                   f"(gap {gap:.3f}); {metrics['wall_seconds']}s in all")
-    console.print(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+    console.print(escape(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}"))
 
 
 def _with_omop(events, omop, codes, prefixes):
@@ -1127,7 +1192,7 @@ def _open_events(meds, events, store, visit_gap, columns=None, until=None, worke
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
     for what, n in st.counts.items():
-        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
     return st
 
 
@@ -1152,7 +1217,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))
-        oracle_frame = pl.read_parquet(oracle) if oracle else None
+        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         given = read_targets(targets) if targets else None
         with _EpochProgress(params["max_epochs"], f"training {model}") as progress:
             clf, metrics = train_and_evaluate_events(
@@ -1163,7 +1228,7 @@ def _train_events(*, meds, events, out, task, new_onset, censor, labels, model, 
     except EhrdxError as exc:
         _fail(exc)
     print_events_report(console, _release(metrics))
-    console.print(f"model saved to {out}")
+    console.print(f"model saved to {escape(str(out))}")
 
 
 def _evaluate_events(model_dir, meds, events, store, settings, split, times, out, targets=None,
@@ -1190,20 +1255,33 @@ def _evaluate_events(model_dir, meds, events, store, settings, split, times, out
     metrics = {"model": clf.model, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
-    print_events_report(console, _release(metrics), title=f"{meds or events}: {scored}")
+    print_events_report(console, _release(metrics), title=escape(f"{meds or events}: {scored}"))
     if out:
         _write_json(out, metrics)
-        console.print(f"wrote {out}")
+        console.print(f"wrote {escape(str(out))}")
 
 
 def _require_events_model(clf, model_dir, command: str | None = None) -> None:
     from ehrdx.events_api import EventClassifier
 
     if not isinstance(clf, EventClassifier):
+        if command == "update":
+            raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx update grows event-stream models "
+                             "(--meds/--events/--omop); for a patient table, retrain with ehrdx train")
         if command:
             raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
                              "(for a patient table, ehrdx evaluate prints and writes every metric)")
         raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
+
+
+def _require_table_model(clf, model_dir, data) -> None:
+    from ehrdx.api import EHRClassifier
+
+    if not isinstance(clf, EHRClassifier):
+        raise EhrdxError(f"{model_dir} is an event-stream model ({clf.model}), and {data} was given as a patient "
+                         "table: an event model reads event streams, not one row per patient\n  fix: give the "
+                         "event data with --meds DIR, --events FILE or --omop DIR instead of the table, or use a "
+                         "model trained on a patient table")
 
 
 def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu") -> None:
@@ -1245,9 +1323,9 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
         frame.with_columns(pl.Series("predicted", [";".join(p) for p in predicted])).write_csv(out)
     rate = len(samples) / max(seconds, 1e-9)
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
-                  f"({rate:,.0f} rows/s) -> {out}")
+                  f"({rate:,.0f} rows/s) -> {escape(str(out))}")
     for what, n in samples.counts.items():
-        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
     _print_coverage(coverage)
 
 

@@ -21,6 +21,7 @@ from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
 from ehrdx.tasks.task import Samples, code_label_index
 from ehrdx.tempdirs import temporary_directory
+from ehrdx.times import utc_seconds
 
 
 def open_store(
@@ -57,15 +58,15 @@ def open_store(
     return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
 
 
-def parse_until(until: str | None) -> int | None:
+def parse_until(until: str | None, option: str = "--until") -> int | None:
     if not until:
         return None
-    from datetime import UTC, datetime
-
     try:
-        return int(datetime.fromisoformat(until).replace(tzinfo=UTC).timestamp())
+        return int(utc_seconds(until))
     except ValueError:
-        raise DataError(f"unreadable date {until!r}", column="--until", fix="write it as 2020-01-01") from None
+        raise DataError(f"unreadable date {until!r}", column=option,
+                        fix="write it as ISO 8601: 2020-01-01, 2020-01-01T08:00 or 2020-01-01T10:00:00+02:00 "
+                            "(an offset is converted to UTC)") from None
 
 
 def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int, barrier: Callable[[], None],

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ehrdx.data.subject_ids import is_text_ids, map_text_ids
 from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
+from ehrdx.times import naive_utc, parse_offset_times
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
@@ -59,8 +60,9 @@ def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
     """Parse text times row by row with the given format, or the first ISO 8601 form that fits."""
     text = text.str.strip_chars()
     formats = (time_format,) if time_format else ISO_FORMATS
-    tries = [text.str.to_datetime(format=f, strict=False, exact=True, time_unit="us") for f in formats]
-    return pl.select(pl.coalesce(tries)).to_series()
+    tries = [naive_utc(text.str.to_datetime(format=f, strict=False, exact=True, time_unit="us")) for f in formats]
+    parsed = pl.select(pl.coalesce(tries)).to_series()
+    return parsed if time_format else parse_offset_times(text, parsed)
 
 
 def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
@@ -119,15 +121,14 @@ def normalise_events(
             raise DataError(
                 f"unparseable times ({int(bad.sum())} cell(s)); first subject {ident(shown[rows[0]])}",
                 file=source, column=time_col, rows=rows, values=[t[r] for r in rows],
-                fix="write times as ISO 8601 (2024-01-31 or 2024-01-31T08:15:00) or give --time-format",
+                fix="write times as ISO 8601 (2024-01-31, 2024-01-31T08:15:00 or with a UTC offset, "
+                    "2024-01-31T08:15:00+02:00) or give --time-format",
             )
         t = parsed
     elif t.dtype == pl.Date:
         t = t.cast(pl.Datetime("us"))
     elif isinstance(t.dtype, pl.Datetime):
-        if t.dtype.time_zone is not None:
-            t = t.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        t = t.cast(pl.Datetime("us"))
+        t = naive_utc(t).cast(pl.Datetime("us"))
     elif t.dtype == pl.Null:
         t = t.cast(pl.Datetime("us"))
     else:
@@ -200,7 +201,7 @@ def iter_meds(root: str | Path, paths: list[str | Path] | None = None) -> Iterat
     largest shard)."""
     for path in meds_shard_paths(root) if paths is None else [Path(p) for p in paths]:
         try:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, glob=False)
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"not a readable parquet file ({exc})", file=str(path)) from exc
         yield normalise_events(frame, str(path))
@@ -223,9 +224,9 @@ def iter_event_table(
         raise DataError("file not found", file=str(path), fix="check the path")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, glob=False)
         else:
-            frame = pl.read_csv(path, infer_schema_length=10000,
+            frame = pl.read_csv(path, glob=False, infer_schema_length=10000,
                                 schema_overrides={subject_col: pl.Utf8, time_col: pl.Utf8, code_col: pl.Utf8})
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
@@ -237,7 +238,7 @@ def read_subject_splits(root: str | Path) -> pl.DataFrame | None:
     path = Path(root) / "metadata" / "subject_splits.parquet"
     if not path.exists():
         return None
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(path, glob=False)
     for col in ("subject_id", "split"):
         if col not in frame.columns:
             raise DataError(f"no '{col}' column", file=str(path), column=col,

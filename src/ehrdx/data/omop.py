@@ -81,8 +81,8 @@ def _scan(path: Path) -> pl.LazyFrame:
         if path.is_dir():
             return pl.scan_parquet(str(path / "*.parquet"))
         if path.suffix == ".parquet":
-            return pl.scan_parquet(path)
-        return pl.scan_csv(path, infer_schema=False)  # text first; each column is parsed on purpose below
+            return pl.scan_parquet(path, glob=False)
+        return pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
 

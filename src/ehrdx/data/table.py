@@ -101,10 +101,10 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            return pl.read_parquet(path)
+            return pl.read_parquet(path, glob=False)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            return pl.read_csv(path, separator=sep, infer_schema_length=None, try_parse_dates=False,
+            return pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
                                schema_overrides=_csv_ids_as_text(path, sep, id_column))
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read as {suffix[1:]} ({reader_detail(exc)})", file=str(path)) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ehrdx.evaluate.metrics import HEADLINE
@@ -44,7 +45,7 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
         p.add_column(col, justify="left" if col in ("label", "status") else "right", no_wrap=col == "label")
     for row in test["per_label"]:
         at = row.get("tuned", row.get("threshold_0.5"))
-        p.add_row(row["label"], str(row["positives"]), _fmt(row["prevalence"]), _fmt(row["auroc"]),
+        p.add_row(escape(row["label"]), str(row["positives"]), _fmt(row["prevalence"]), _fmt(row["auroc"]),
                   _fmt(row["auprc"]), _fmt(at["threshold"]), _fmt(at["precision"]), _fmt(at["recall"]),
                   _fmt(at["f1"]), row["status"].replace(" in this set", ""))
     console.print(p)
@@ -52,7 +53,7 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
     left_out = test.get("labels_left_out_of_macro") or []
     if left_out:
         console.print(f"[yellow]left out of macro averages (no positives or no negatives in the test set): "
-                      f"{', '.join(left_out)}[/yellow]")
+                      f"{escape(', '.join(left_out))}[/yellow]")
 
 
 def print_exclusions(console: Console, metrics: dict) -> None:
@@ -61,13 +62,13 @@ def print_exclusions(console: Console, metrics: dict) -> None:
              "test": metrics.get("test", {}).get("summary", {})}
     for part, summary in parts.items():
         for kind, n in summary.get("unknown", {}).items():
-            console.print(f"[yellow]{part}: {n:,} {kind.replace(':', ' ')} value(s) unseen in training -> "
+            console.print(f"[yellow]{part}: {n:,} {escape(kind.replace(':', ' '))} value(s) unseen in training -> "
                           f"unknown bucket[/yellow]")
         for label, n in summary.get("labels_not_in_model", {}).items():
-            console.print(f"[yellow]{part}: label '{label}' on {n:,} patient(s) never occurs in training: "
+            console.print(f"[yellow]{part}: label '{escape(label)}' on {n:,} patient(s) never occurs in training: "
                           f"left out[/yellow]")
     for what, n in metrics.get("excluded", {}).items():
-        console.print(f"[yellow]{what.replace('_', ' ')}: {n}[/yellow]")
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n}[/yellow]")
 
 
 EVENT_ROWS = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -102,7 +103,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     for col in ("label", "pos", "AUROC", "AUPRC", "new pos", "new AUROC", "new AUPRC", "status"):
         per.add_column(col, justify="left" if col in ("label", "status") else "right")
     for row, new in zip(metrics["test"]["per_label"], metrics["test_new_onset"]["per_label"]):
-        per.add_row(row["label"], str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
+        per.add_row(escape(row["label"]), str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
                     str(new["positives"]), _fmt(new["auroc"]), _fmt(new["auprc"]), row["status"].replace(" in this set", ""))
     console.print(per)
     by = metrics.get("test_by_prior_visits") or []
@@ -117,4 +118,4 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         console.print(b)
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
-        console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from ehrdx.times import utc_seconds
+
 INFO_KEYS = ("codes", "description", "parent", "introduced_at")
 
 
@@ -26,7 +28,7 @@ def _iso(seconds: int | None) -> str | None:
 def _seconds(iso: str | None) -> float:
     if not iso:
         return -np.inf
-    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
+    return utc_seconds(iso)
 
 
 class LabelVocab:

@@ -111,13 +111,7 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
                         info.setdefault(label, {})[key] = row[key].strip()
         return mapping, info
     if suffix in (".json", ".yaml", ".yml"):
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        data = _read_structured(path, suffix)
         if not isinstance(data, dict):
             raise DataError("a label map must be a mapping", file=str(path),
                             fix="write {code: label} or {label: [code, ...]}")
@@ -129,6 +123,32 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
                 _add(mapping, str(key), str(value), path, i)
         return mapping, info
     raise DataError(f"unsupported label map format '{suffix}'", file=str(path), fix="use .csv, .json or .yaml")
+
+
+def _read_structured(path: Path, suffix: str) -> object:
+    """A JSON or YAML label map; a syntax error names the file, the line and the fix (never a traceback)."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text", file=str(path), fix="save the label map as UTF-8") from None
+    try:
+        return json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno} ({exc.msg})"
+        what = "JSON"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "an unknown position"
+        problem = getattr(exc, "problem", None)
+        where += f" ({problem})" if problem else ""
+        what = "YAML"
+    shape = ('{"code": "label", ...} or {"label": ["code", ...], ...}' if what == "JSON" else
+             "one 'code: label' or 'label: [code, ...]' per line (quote a code or label that contains ':', "
+             "'#', '[' or '{')")
+    raise DataError(f"malformed {what} at {where}", file=str(path), fix=f"correct the syntax there; a label map "
+                    f"is {shape}")
 
 
 def _add(mapping: dict[str, list[str]], code: str, label: str, path: Path, row: int) -> None:

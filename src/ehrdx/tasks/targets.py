@@ -87,8 +87,8 @@ def read_targets(path: str | Path) -> Targets:
         return _read_meds_tasks(path)
     if not path.exists():
         raise DataError("targets file not found", file=str(path), fix="check the path")
-    frame = pl.read_parquet(path) if path.suffix.lower() != ".csv" else pl.read_csv(
-        path, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8,
+    frame = pl.read_parquet(path, glob=False) if path.suffix.lower() != ".csv" else pl.read_csv(
+        path, glob=False, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8,
                                 "value": pl.Boolean})
     if "subject_id" in frame.columns and not is_text_ids(frame.get_column("subject_id")):
         frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64))  # integer ids, as written
@@ -126,7 +126,7 @@ def _read_meds_tasks(root: Path) -> Targets:
                         fix="write one MEDS task directory per label (subject_id, prediction_time, boolean_value)")
     frames = []
     for f in files:
-        fr = pl.read_parquet(f)
+        fr = pl.read_parquet(f, glob=False)
         for col in ("subject_id", "prediction_time", "boolean_value"):
             if col not in fr.columns:
                 raise DataError(f"no '{col}' column", file=str(f), column=col, fix="use the MEDS label schema")

@@ -51,8 +51,8 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     path = Path(path)
     if not path.exists():
         raise DataError("prediction times file not found", file=str(path), fix="check the path")
-    frame = pl.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
-        path, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Utf8})
+    frame = pl.read_parquet(path, glob=False) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
+        path, glob=False, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Utf8})
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
