@@ -89,6 +89,15 @@ def test_oracle_is_calibrated_and_has_comorbidity():
     # comorbidity: kidney disease is more common with diabetes than without
     e11, n18 = list(DISEASES).index("E11"), list(DISEASES).index("N18")
     assert y[y[:, e11], n18].mean() > 1.5 * y[~y[:, e11], n18].mean()
+    # calibrated whether the last visit was recent or long ago (the state at the index date includes that
+    # no visit happened since, and that the patient is alive)
+    last = (c.events.filter((pl.col("code") == "ENCOUNTER") & (pl.col("time") < INDEX_DATE))
+            .group_by("subject_id").agg(pl.col("time").max().alias("last")).rename({"subject_id": "patient_id"}))
+    days = c.table.join(last, on="patient_id", how="left").select(
+        (pl.lit(INDEX_DATE) - pl.col("last")).dt.total_days()).to_series().to_numpy()
+    for m in (days < 100, days >= 300):
+        n_y, n_p = y[m].sum(1), p[m].sum(1)
+        assert m.sum() > 1000 and abs(n_y.mean() - n_p.mean()) < 4 * n_y.std() / np.sqrt(m.sum())
 
 
 def test_longitudinal_oracle_matches_the_labels_read_back_from_the_events(tmp_path):
