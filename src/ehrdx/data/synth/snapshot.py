@@ -116,6 +116,11 @@ def window_labels(events: pl.DataFrame, index_date: datetime = INDEX_DATE,
     )
 
 
+def _gap_cdf(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """P(gap <= x seconds) for the gap between visits: whole seconds of an exponential, at least a day."""
+    return np.where(x < DAY, 0.0, 1 - np.exp(-(x + 1) / mean))
+
+
 def oracle_given_index_state(at: IndexState, index_date: datetime, days: int, seed: int,
                              replicates: int = ORACLE_REPLICATES, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """P(each disease is coded at a visit in (index date, index date + days] | the generator's state at the
@@ -126,7 +131,9 @@ def oracle_given_index_state(at: IndexState, index_date: datetime, days: int, se
     time of the next visit are drawn again from their exact conditional law (the gap is exponential, so
     the wait from the index date is the same exponential). Each replicate then runs the process forward
     and adds, at each visit in the window, P(coded there) while the disease is not yet coded in the window
-    (unbiased for P(coded in the window), with less variance than counting draws)."""
+    (unbiased for P(coded in the window), with less variance than counting draws); at the first visit,
+    whose probabilities are fixed by the state, that term is P(coded there) x P(the visit falls in the
+    window), exactly."""
     rng = np.random.default_rng([seed, 1])
     index_s, end_s = int(index_date.timestamp()), int(END_DATE.timestamp())
     window_s = min(index_s + days * DAY, end_s - 1)
@@ -146,15 +153,21 @@ def oracle_given_index_state(at: IndexState, index_date: datetime, days: int, se
         wait = rng.exponential(gap_mean)
         visit_time = np.where(since <= DAY, s.now + np.maximum(wait, DAY), index_s + wait).astype(np.int64)
         active = (visit_time <= window_s) & (n_vis < MAX_VISITS)
-        q = np.zeros((len(rep), s.coded.shape[1]))
-        open_ = np.ones_like(q, dtype=bool)  # not yet coded in the window
+        # P(index date < first visit <= window end)
+        first_in_window = np.where(since <= DAY, _gap_cdf(window_s - s.now, gap_mean) - _gap_cdf(since, gap_mean),
+                                   np.exp(-1 / gap_mean) - np.exp(-(window_s - index_s + 1) / gap_mean))
         p_next = next_visit_probabilities(s)
+        q = (first_in_window * (n_vis < MAX_VISITS))[:, None] * p_next
+        open_ = np.ones_like(q, dtype=bool)  # not yet coded in the window
+        first = True
         while active.any():
             who = np.flatnonzero(active)
             t = visit_time[who]
             p = p_next[who]
             counts = (t > index_s)[:, None]
-            q[who] += p * (open_[who] & counts)
+            if not first:
+                q[who] += p * (open_[who] & counts)
+            first = False
             dx = visit(s, tr, who, t, p, rng)
             open_[who] &= ~(dx & counts)
             n_vis[who] += 1
