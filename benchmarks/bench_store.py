@@ -49,10 +49,10 @@ def main() -> None:
         convert(args.convert[0], args.convert[1], int(args.convert[2]))
         return
     from ehrdx.data.meds import write_meds
-    from ehrdx.data.synth import generate_cohort
+    from ehrdx.data.synth import generate_longitudinal
 
     with tempfile.TemporaryDirectory() as tmp:
-        cohort = generate_cohort(args.patients, seed=0)
+        cohort = generate_longitudinal(args.patients, seed=0)  # the events (the table cohort's are the same)
         write_meds(Path(tmp) / "meds", cohort.events, shard_size=args.shard_size)
         del cohort
         for workers in args.workers.split(","):
