@@ -142,6 +142,8 @@ def cohort(tmp_path_factory):
 
 
 def test_given_dates_mask_and_are_counted_by_rule_and_others_are_not_inferred(cohort):
+    from ehrdx.evaluate.report import print_events_report
+
     paths, st = cohort
     tr, va, te = patient_splits(st, paths["meds"], 0)
     clf = EventClassifier(model="logistic", labels=f"map:{paths['label_map']}").fit(st, tr, va)
@@ -153,6 +155,14 @@ def test_given_dates_mask_and_are_counted_by_rule_and_others_are_not_inferred(co
     assert counts["label_entries_before_introduction_masked:label map"] > 0
     assert counts["label_entries_before_introduction_masked"] == counts[
         "label_entries_before_introduction_masked:label map"]
+    console = Console(record=True, width=250)
+    print_events_report(console, {"test": {"per_label": []}, "test_new_onset": {"per_label": []},
+                                  "train_summary": clf.fit_summary_,
+                                  "test_samples": {"excluded": counts}})
+    printed = console.export_text()
+    assert "labels with an introduced_at (masked before it): 3 from label map" in printed
+    assert f"label entries before introduction masked:label map: {counts['label_entries_before_introduction_masked']:,}" \
+        in printed
     inferred = EventClassifier(model="logistic", labels=f"map:{paths['label_map']}", infer_introduced=True)
     inferred.fit(st, tr, va)
     assert inferred.label_vocab_.info["I10"]["introduced_from"] == "first record in training"

@@ -134,3 +134,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
         console.print(f"[yellow]{what.replace('_', ' ')}: {n:,}[/yellow]")
+    dated = metrics.get("train_summary", {}).get("labels_with_introduced_at")
+    if dated:
+        console.print("labels with an introduced_at (masked before it): "
+                      + ", ".join(f"{n} from {rule}" for rule, n in dated.items()))
