@@ -676,7 +676,8 @@ def update(
                                        infer_introduced=infer_introduced)
         new.save(out)
         if compare:
-            report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
+            report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report,
+                                                infer_introduced)
         _write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
@@ -695,7 +696,7 @@ def _labels_to_add(add: str | None) -> tuple[list[str] | None, dict[str, str]]:
     return labels or None, dates
 
 
-def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) -> dict:
+def _compare_update(old, st, splits, selector, add, init, epochs, lr, report, infer_introduced=False) -> dict:
     from ehrdx.events_api import EventClassifier
     from ehrdx.update import compare_before_after, update_model
 
@@ -704,13 +705,14 @@ def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) ->
     with console.status("fine-tuning without protection"):
         add_labels, introduced = _labels_to_add(add)
         _, plain = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,
-                                protect="none", epochs=epochs, lr=lr, introduced=introduced)
+                                protect="none", epochs=epochs, lr=lr, introduced=introduced,
+                                infer_introduced=infer_introduced)
     rows["fine-tune, no protection"] = {k: plain[k] for k in rows["update (distill)"]}
     tc = old.train_config
     scratch = EventClassifier(model=old.model, task=old.task, labels=selector or old.selector, hidden=old.hidden,
                               layers=old.layers, heads=old.heads, dropout=old.dropout, lr=tc.lr,
                               weight_decay=tc.weight_decay, batch_size=tc.batch_size, max_epochs=tc.max_epochs,
-                              patience=tc.patience, seed=old.seed, infer_introduced=old.infer_introduced)
+                              patience=tc.patience, seed=old.seed, infer_introduced=infer_introduced)
     t0 = time.perf_counter()
     with console.status("retraining from scratch"):
         scratch.fit(st, splits[0], splits[1])
