@@ -27,7 +27,7 @@ def test_vocabulary_carries_metadata_versions_and_history():
                                     {"E11": {"description": "Type 2 diabetes", "introduced_at": "2010-01-01T00:00:00"}})
     assert v.version == 1 and v.history[0]["added"] == ["E11", "I10"]
     assert v.info["E11"] == {"codes": None, "description": "Type 2 diabetes", "parent": None,
-                             "introduced_at": "2010-01-01T00:00:00"}
+                             "introduced_at": "2010-01-01T00:00:00", "introduced_from": "label map"}
     assert v.info["I10"]["introduced_at"] is None
     v.extend(["E11.9"], {"E11.9": {"parent": "E11", "introduced_at": "2021-01-01T00:00:00"}}, note="code split")
     assert v.version == 2 and v.history[-1]["added"] == ["E11.9"] and v.history[-1]["note"] == "code split"

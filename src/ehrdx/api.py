@@ -13,8 +13,9 @@ from ehrdx.data.batches import SampleSet
 from ehrdx.data.preprocess import TablePreprocessor
 from ehrdx.data.table import PatientTable, TableSchema, read_table, table_from_frame
 from ehrdx.errors import DataError, ModelError
-from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, tune_thresholds
 from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
+from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
@@ -114,6 +115,7 @@ class EHRClassifier:
             raise DataError("no training patients", file=table.source)
         self.preprocessor_ = TablePreprocessor(train_table.schema).fit(train_table)
         self.label_vocab_ = LabelVocab.fit(train_table.labels)
+        fill_icd10(self.label_vocab_.info, self.label_vocab_.labels)  # ICD-10-CM descriptions, if installed
         if len(self.label_vocab_) == 0:
             raise DataError("no disease labels in the training patients", file=table.source,
                             column=train_table.schema.label_column,
@@ -186,6 +188,7 @@ class EHRClassifier:
                             fix=f"add the '{self.preprocessor_.schema.label_column}' column")
         samples, summary = self._samples(table)
         result = evaluate_predictions(samples.y, samples.y_mask, self._proba(samples), self.labels_, self.thresholds_)
+        describe_rows(result["per_label"], self.label_vocab_.descriptions())
         result["summary"] = summary
         return result
 

@@ -226,6 +226,10 @@ SplitNames = Annotated[str | None, typer.Option(help="MEDS subject_splits names 
                                                 "model's mapping). Any other name is an error.")]
 UntilGiven = Annotated[str | None, typer.Option(help="Use only events up to this date, e.g. 2020-01-01 (default: "
                                                 "all events, even when the model was trained with --until).")]
+InferIntroduced = Annotated[bool, typer.Option(
+    "--infer-introduced", help="Event streams: a label without an introduced_at (label map, --add LABEL=DATE) "
+    "is taken to start at its first record in the training patients, and samples whose window ends before "
+    "it are masked. Off by default: a label is taken to have existed all along.")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
 Workers = Annotated[int, typer.Option(help="Processes that convert a sharded MEDS dataset into the store, each "
@@ -318,6 +322,7 @@ def train(
     patience: Patience = None,
     batch_size: BatchSize = None,
     pos_weight: PosWeight = False,
+    infer_introduced: InferIntroduced = False,
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -364,10 +369,14 @@ def train(
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience or 3, "batch_size": batch_size or 64,
-                              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision})
+                              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
+                              "infer_introduced": infer_introduced})
         return
     if data is None:
         _fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))
+    if infer_introduced:
+        _fail(EhrdxError("--infer-introduced is for event streams (--meds/--events): a patient table has one "
+                         "prediction per patient and no event times"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.evaluate.report import print_report
@@ -673,7 +682,8 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     info = {"model": clf.model, "task": clf.task.name, "label selection": clf.selector.spec}
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
-                        excluded=st.counts, min_cell=_MIN_CELL, explanations=explanations)
+                        excluded=st.counts, min_cell=_MIN_CELL, explanations=explanations,
+                        descriptions=clf.label_vocab_.descriptions())
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode())
     return out
@@ -778,7 +788,9 @@ def update(
     omop_codes: OmopCodesGiven = None,
     omop_prefix: OmopPrefix = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
-                                            "new data's training patients that the model lacks).")] = None,
+                                            "new data's training patients that the model lacks); LABEL=DATE "
+                                            "also gives the date the label was introduced, e.g. "
+                                            "U07.1=2020-03-01.")] = None,
     labels: Annotated[str | None, typer.Option(help="A new label selection (e.g. a map with new conditions of "
                                                "interest); it must still select every old label.")] = None,
     init: Annotated[str, typer.Option(help="How new label rows start: probe (logistic regression on the frozen "
@@ -791,6 +803,7 @@ def update(
     replay_until: Annotated[str | None, typer.Option(help="Use the replay data only up to this date.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
                                           "from scratch on the same data, and report all three.")] = False,
+    infer_introduced: InferIntroduced = False,
     visit_gap: VisitGapGiven = None,
     subject_col: SubjectColGiven = None,
     time_col: TimeColGiven = None,
@@ -834,15 +847,18 @@ def update(
                                     visit_gap_seconds=parse_duration(settings["visit_gap"]))
                 replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector,
                                                  split_names=settings["split_names"])[0])
-            new, report = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
+            add_labels, introduced = _labels_to_add(add)
+            new, report = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
-                                       replay=replay, device=device, precision=precision)
+                                       replay=replay, device=device, precision=precision, introduced=introduced,
+                                       infer_introduced=infer_introduced)
             # the updated model reads its data as this run read the new data
             new.input_ = settings_to_save(settings, settings["split_fractions"],
                                           "meds" if meds is not None else "omop" if omop is not None else "events")
         new.save(out)
         if compare:
-            report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report)
+            report["compare"] = _compare_update(old, st, splits, selector, add, init, epochs, lr, report,
+                                                infer_introduced)
         _write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         _fail(exc)
@@ -850,18 +866,32 @@ def update(
     console.print(escape(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged"))
 
 
-def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) -> dict:
+def _labels_to_add(add: str | None) -> tuple[list[str] | None, dict[str, str]]:
+    """`--add A,B=2020-03-01`: the labels (None: all new ones) and the introduction dates given."""
+    labels, dates = [], {}
+    for item in _split_list(add):
+        label, sep, date = item.partition("=")
+        labels.append(label.strip())
+        if sep:
+            dates[label.strip()] = date.strip()
+    return labels or None, dates
+
+
+def _compare_update(old, st, splits, selector, add, init, epochs, lr, report, infer_introduced=False) -> dict:
     from ehrdx.events_api import EventClassifier
     from ehrdx.update import compare_before_after, update_model
 
     rows = {"update (distill)": {k: report[k] for k in ("seconds", "old_labels_macro_auroc_after",
                                                         "new_labels_macro_auroc")}}
     with console.status("fine-tuning without protection"):
-        _, plain = update_model(old, st, splits, new_labels=_split_list(add) or None, selector=selector, init=init,
-                                protect="none", epochs=epochs, lr=lr)
+        add_labels, introduced = _labels_to_add(add)
+        _, plain = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,
+                                protect="none", epochs=epochs, lr=lr, introduced=introduced,
+                                infer_introduced=infer_introduced)
     rows["fine-tune, no protection"] = {k: plain[k] for k in rows["update (distill)"]}
     # Retrained with the parent model's own settings (all of them, as saved in its config.json).
-    scratch = EventClassifier(task=old.task, labels=selector or old.selector, **old.get_params())
+    scratch = EventClassifier(task=old.task, labels=selector or old.selector,
+                              **{**old.get_params(), "infer_introduced": infer_introduced})
     t0 = time.perf_counter()
     with console.status("retraining from scratch"):
         scratch.fit(st, splits[0], splits[1])
@@ -875,23 +905,28 @@ def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) ->
 
 def _print_update(report: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from ehrdx.evaluate.report import _fmt
 
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")
-    for col in ("label", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before", "AUROC after",
-                "AUPRC before", "AUPRC after", "init"):
-        t.add_column(col, justify="left" if col in ("label", "introduced_at", "parent", "init") else "right")
+    for col in ("label", "description", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before",
+                "AUROC after", "AUPRC before", "AUPRC after", "init"):
+        t.add_column(col, justify="left" if col in ("label", "description", "introduced_at", "parent", "init")
+                     else "right")
     for r in report["per_label"]:
-        t.add_row(escape(r["label"]), "yes" if r["new"] else "", (r["introduced_at"] or "")[:10],
-                  escape(r["parent"] or ""),
+        t.add_row(escape(r["label"]), Text(r.get("description") or ""), "yes" if r["new"] else "",
+                  (r["introduced_at"] or "")[:10], escape(r["parent"] or ""),
                   str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
                   _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
     console.print(t)
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
                   f"{_fmt(report['new_labels_macro_auroc'])}")
+    for part in ("train", "test"):
+        for what, n in report.get(f"{part}_excluded", {}).items():
+            console.print(f"[yellow]{part}: {what.replace('_', ' ')}: {n:,}[/yellow]")
     if "compare" in report:
         c = Table(title="Compared on the same patients")
         for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):
@@ -917,6 +952,7 @@ def targets(
     labels: Labels = "prefix:DX//",
     format: Annotated[str, typer.Option("--format", help="long (one table) or meds (a MEDS task directory "
                                         "per label, sharing prediction times).")] = "long",
+    infer_introduced: InferIntroduced = False,
     visit_gap: VisitGap = "0",
     subject_col: SubjectCol = "subject_id",
     time_col: TimeCol = "time",
@@ -946,9 +982,9 @@ def targets(
                                                            "code_col": code_col, "value_col": value_col,
                                                            "time_format": time_format}, until)
         rows = np.arange(len(st))
-        vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info)
+        vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info, infer_introduced)
         samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab),
-                                introduced=vocab.introduced_seconds())
+                                introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
         t = targets_from_samples(st, samples, vocab.labels, spec.new_onset)
         path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
     except EhrdxError as exc:

@@ -23,13 +23,13 @@ from ehrdx.data.counts import count_matrix, history_features
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
-from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, tune_thresholds
 from ehrdx.models.baselines import LogisticBaseline
 from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
 from ehrdx.models.sequence import ENCODERS, SequenceConfig, SequenceModel
 from ehrdx.tasks.icd10 import fill_icd10
-from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.select import LabelSelector
+from ehrdx.tasks.labels import LabelVocab, describe_from_codes
+from ehrdx.tasks.select import LabelSelector, check_label_spellings
 from ehrdx.tasks.targets import Targets
 from ehrdx.tasks.task import (
     Samples,
@@ -39,6 +39,7 @@ from ehrdx.tasks.task import (
     codes_of_labels,
     label_first_times,
     labels_missing_from,
+    mask_before_introduction,
     rows_of_subjects,
 )
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
@@ -73,6 +74,7 @@ class EventClassifier:
         seed: int = 0,
         device: str = "cpu",
         precision: str = "auto",
+        infer_introduced: bool = False,
     ) -> None:
         if model not in MODELS:
             raise ModelError(f"unknown model '{model}': choose from {', '.join(MODELS)}")
@@ -82,7 +84,7 @@ class EventClassifier:
                        "heads": heads, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
                        "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
                        "pos_weight": pos_weight, "min_code_count": min_code_count, "seed": seed,
-                       "precision": precision}
+                       "precision": precision, "infer_introduced": infer_introduced}
         self.model = model
         self.task = task if isinstance(task, TaskSpec) else TaskSpec.parse(task, new_onset, censor)
         self.selector = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
@@ -90,6 +92,9 @@ class EventClassifier:
         self.layers = layers if layers is not None else (2 if model == "transformer" else 1)
         self.min_code_count = min_code_count
         self.seed = seed
+        # Mask a label before its first record in the training patients when no introduced_at is given
+        # (off by default: a rare code's first record is usually not when the code began).
+        self.infer_introduced = infer_introduced
         # mlp rows are single samples; sequence batches hold whole patients.
         self.train_config = TrainConfig(lr=lr, weight_decay=weight_decay,
                                         batch_size=batch_size if model in ENCODERS else batch_size * 4,
@@ -111,9 +116,10 @@ class EventClassifier:
         index = code_label_index(store, self.selector, self.label_vocab_)
         L = len(self.label_vocab_)
         introduced = self.label_vocab_.introduced_seconds()
+        introduced_from = self.label_vocab_.introduced_from()
         if targets is None:
             out = build_samples(store, rows, self.task, index, L, times=times, require_labels=require_labels,
-                                introduced=introduced)
+                                introduced=introduced, introduced_from=introduced_from)
             # Labels in the data that this model does not know (e.g. newer codes): left out, and said so.
             for lab in labels_missing_from(store, rows, self.selector, self.label_vocab_):
                 out.counts[f"label_not_in_model:{lab}"] = 1
@@ -134,7 +140,9 @@ class EventClassifier:
         s.y = np.zeros((len(s), L), dtype=np.float32)
         s.mask = np.zeros((len(s), L), dtype=bool)
         s.y[:, have] = y_src[:, col[have]]
-        s.mask[:, have] = m_src[:, col[have]] & (window_end[:, None] >= introduced[None, have])
+        s.mask[:, have] = m_src[:, col[have]]
+        s.counts.update(mask_before_introduction(s.mask, window_end, np.where(have, introduced, -np.inf),
+                                                 introduced_from))
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:
@@ -171,10 +179,14 @@ class EventClassifier:
             in_train = np.isin(t_rows, train_rows)
             pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
             first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
+        check_label_spellings(first, file=str(store.directory), column="code",
+                              fix="the codes behind these labels differ only in case or spaces: correct the "
+                              "codes, or give --labels map:FILE mapping every spelling to one label")
         codes = codes_of_labels(store, self.selector, train_rows)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **self.selector.info.get(lab, {})} for lab in first}
+        describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
-        self.label_vocab_ = LabelVocab.from_first_times(first, info)
+        self.label_vocab_ = LabelVocab.from_first_times(first, info, self.infer_introduced)
         if len(self.label_vocab_) == 0:
             raise DataError(f"no label codes (labels '{self.selector.spec}') in the training patients' events",
                             file=str(store.directory), column="code",
@@ -225,6 +237,7 @@ class EventClassifier:
             "train_samples": len(train_s), "val_samples": len(val_s),
             "train": {"excluded": train_s.counts}, "val": {"excluded": val_s.counts},
             "labels": len(self.label_vocab_), "input_codes": self.encoder_.n_codes - 1,
+            "labels_with_introduced_at": _count_sources(self.label_vocab_.introduced_from()),
         }
         return self
 
@@ -265,7 +278,7 @@ class EventClassifier:
         """Metrics per prediction time: all labels, new onset only, and by number of prior visits."""
         samples = samples if samples is not None else self.samples(store, rows)
         proba = proba if proba is not None else self.predict_samples(store, samples)
-        return evaluate_samples(samples, proba, self.labels_, self.thresholds_)
+        return evaluate_samples(samples, proba, self.labels_, self.thresholds_, self.label_vocab_.descriptions())
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -293,7 +306,7 @@ class EventClassifier:
                        "train": self.train_config.to_dict(),
                        "thresholds": [float(t) for t in self.thresholds_],
                        "history": self.history_.to_artifact() if hasattr(self, "history_") else None,
-                       "lineage": getattr(self, "lineage_", None)},
+                       "lineage": getattr(self, "lineage_", None), "infer_introduced": self.infer_introduced},
         }
 
     @classmethod
@@ -301,7 +314,8 @@ class EventClassifier:
         train = config["train"]
         model_cfg = config["model"]
         task = TaskSpec.from_dict(files["task.json"])
-        params = config.get("params") or _params_of_older_model(config, files, task)
+        params = dict(config.get("params") or _params_of_older_model(config, files, task))
+        params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
         clf = cls(task=task, labels=LabelSelector.from_dict(files["labels.json"]["selector"]), **params)
         clf.train_config = TrainConfig(**train)
         clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
@@ -342,12 +356,23 @@ def _params_of_older_model(config: dict, files: dict[str, dict], task: TaskSpec)
     return params
 
 
+def _count_sources(sources: list[str | None]) -> dict[str, int]:
+    """How many labels have an introduced_at, by where it came from."""
+    out: dict[str, int] = {}
+    for s in sources:
+        if s:
+            out[s] = out.get(s, 0) + 1
+    return out
+
+
 def _bin_name(lo: int, hi: int | None) -> str:
     return f"{lo}" if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
 
 
-def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> dict:
-    """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits."""
+def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None,
+                     descriptions: dict[str, str] | None = None) -> dict:
+    """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
+    rows carry the label's `description` where `descriptions` has one."""
     new_mask = samples.mask & ~samples.history
     out = {
         "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
@@ -355,6 +380,8 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
         "by_prior_visits": [],
         "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
     }
+    for key in ("all", "new_onset"):
+        describe_rows(out[key]["per_label"], descriptions)
     for lo, hi in VISIT_BINS:
         sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
         if not sel.any():

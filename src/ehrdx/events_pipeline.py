@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ehrdx.data.descriptions import attach_descriptions
 from ehrdx.data.meds import MEDS_SPLITS, iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
 from ehrdx.errors import DataError
@@ -46,7 +47,9 @@ def open_store(
         store_dir = temporary_directory("ehrdx_store_")  # removed at exit, on SIGTERM and on Ctrl-C
     until_seconds = parse_until(until)
     if meds is not None and workers > 1:
-        return build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
+        store = build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
+        attach_descriptions(store, meds=meds)
+        return store
     if omop is not None:
         from ehrdx.data.omop import OmopSource
 
@@ -55,7 +58,9 @@ def open_store(
         shards = iter_meds(meds)
     else:
         shards = iter_event_table(events, **(columns or {}))
-    return build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
+    store = build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
+    attach_descriptions(store, meds=meds, omop=omop)  # readable code names, where the source has them
+    return store
 
 
 def parse_until(until: str | None, option: str = "--until") -> int | None:
@@ -79,7 +84,7 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
         build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, parse_until(until))
     barrier()
     if rank == 0:
-        merge_stores(parts, store_dir)
+        attach_descriptions(merge_stores(parts, store_dir), meds=meds)
         shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
     barrier()
     return EventStore(store_dir)
@@ -187,7 +192,7 @@ def train_and_evaluate_events(
                 on_baseline(name)
             b = EventClassifier(model=name, task=clf.task, labels=clf.selector, seed=clf.seed,
                                 max_epochs=clf.train_config.max_epochs, device=clf.train_config.device,
-                                precision=clf.train_config.precision)
+                                precision=clf.train_config.precision, infer_introduced=clf.infer_introduced)
             t1 = time.perf_counter()
             b.fit(store, tr, va, targets=targets)
             seconds = time.perf_counter() - t1

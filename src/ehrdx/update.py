@@ -28,12 +28,23 @@ from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
 from ehrdx.events_api import EventClassifier
 from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
-from ehrdx.tasks.labels import LabelVocab, _iso
+from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
+from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
 from ehrdx.train.loop import TrainConfig, model_device, train_model
 
 PROTECT = ("distill", "none")
+ADDED = "update --add"  # introduced_from of a date given with the label to add
+
+
+def _iso_date(text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DataError(f"unreadable introduction date {text!r}", column="--add",
+                        fix="write LABEL=DATE with an ISO date, e.g. U07.1=2020-03-01") from None
+    return (when.astimezone(UTC) if when.tzinfo else when).replace(tzinfo=None).isoformat()
 
 
 def _file_sha(path: Path) -> str | None:
@@ -60,8 +71,13 @@ def update_model(
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     device: str = "cpu",
     precision: str = "auto",
+    introduced: dict[str, str] | None = None,
+    infer_introduced: bool = False,
 ) -> tuple[EventClassifier, dict]:
     """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
+    `introduced` gives new labels' introduced_at (label -> ISO date, e.g. from `--add U07.1=2020-03-01`),
+    over the label map's; a new label without one is masked before its first record in the new training
+    patients only with `infer_introduced`, else it is taken to have existed all along.
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
     fine-tuning, with its old labels as targets and the new labels unknown."""
@@ -89,9 +105,19 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
+    check_label_spellings([*vocab_before.labels, *found], file=str(store.directory), column="code",
+                          fix="the model's labels and the new ones differ only in case or spaces: correct the "
+                          "codes, or give --labels map:FILE mapping every spelling to one label")
+    unknown = sorted(set(introduced or {}) - set(found))
+    if unknown:
+        raise DataError(f"a date was given for label(s) {', '.join(unknown)} that this update does not add",
+                        column="--add", fix="give dates only for the labels added (--add LABEL=DATE)")
     label_codes = codes_of_labels(store, new.selector, tr)
-    info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
-                  "codes": sorted(label_codes.get(lab, []))} for lab in found}
+    given = {lab: {**new.selector.info.get(lab, {}), "codes": sorted(label_codes.get(lab, []))} for lab in found}
+    for lab, date in (introduced or {}).items():
+        given[lab].update(introduced_at=_iso_date(date), introduced_from=ADDED)
+    info = introduction_info({lab: first.get(lab) for lab in found}, given, infer_introduced)
+    describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
     fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there
     new.label_vocab_.extend(found, info, note="ehrdx update")
     L_old, L = len(vocab_before), len(new.label_vocab_)
@@ -165,6 +191,7 @@ def update_model(
         "history": _lineage_history(old),
     }
     report = compare_before_after(old, new, store, te, train_s)
+    report["train_excluded"] = dict(train_s.counts)
     report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
                    "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
@@ -229,13 +256,15 @@ def compare_before_after(old: EventClassifier, new: EventClassifier, store, test
         is_old = lab in row_of
         b = before["per_label"][row_of[lab]] if is_old else None
         a = after_old["per_label"][row_of[lab]] if is_old else after_new["per_label"][new_row_of[lab]]
-        rows.append({"label": lab, "new": not is_old, "introduced_at": new.label_vocab_.info[lab].get("introduced_at"),
+        rows.append({"label": lab, "description": new.label_vocab_.info[lab].get("description"), "new": not is_old,
+                     "introduced_at": new.label_vocab_.info[lab].get("introduced_at"),
+                     "introduced_from": new.label_vocab_.info[lab].get("introduced_from"),
                      "parent": new.label_vocab_.info[lab].get("parent"), "train_positives": int(seen[j]),
                      "test_positives": a["positives"], "test_positive_patients": a["positive_patients"],
                      "auroc_before": b["auroc"] if b else None, "auprc_before": b["auprc"] if b else None,
                      "auroc_after": a["auroc"], "auprc_after": a["auprc"]})
     return {
-        "per_label": rows, "test_samples": len(s),
+        "per_label": rows, "test_samples": len(s), "test_excluded": dict(s.counts),
         "old_labels_macro_auroc_before": before["macro_auroc"], "old_labels_macro_auroc_after": after_old["macro_auroc"],
         "old_labels_macro_auprc_before": before["macro_auprc"], "old_labels_macro_auprc_after": after_old["macro_auprc"],
         "new_labels_macro_auroc": after_new["macro_auroc"], "new_labels_macro_auprc": after_new["macro_auprc"],

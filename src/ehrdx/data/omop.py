@@ -295,3 +295,20 @@ class OmopSource:
 def iter_omop(root: str | Path, **kwargs) -> Iterator[EventShard]:
     """Event shards of an OMOP CDM export (see the module docstring)."""
     return OmopReader(root, **kwargs).shards()
+
+
+def concept_names(root: str | Path, codes: set[str]) -> dict[str, str]:
+    """concept_name of each of `codes` written as `<vocabulary_id>//<concept_code>` (the codes this reader
+    writes from the concept table); empty without a concept table or its concept_name column."""
+    from ehrdx.data.descriptions import named
+
+    path = _find(Path(root), "concept")
+    if path is None:
+        return {}
+    frame = _lower(_scan(path))
+    if not {"vocabulary_id", "concept_code", "concept_name"} <= set(frame.collect_schema().names()):
+        return {}
+    code = pl.col("vocabulary_id").cast(pl.Utf8) + "//" + pl.col("concept_code").cast(pl.Utf8)
+    picked = (frame.select(code.alias("code"), pl.col("concept_name").cast(pl.Utf8).alias("description"))
+              .filter(pl.col("code").is_in(list(codes))).collect())
+    return named(picked, codes)

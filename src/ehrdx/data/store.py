@@ -298,6 +298,12 @@ class EventStore:
     def counts(self) -> dict[str, int]:
         return dict(self.meta["counts"])
 
+    def code_descriptions(self) -> dict[str, str]:
+        """code -> readable name, from the source's metadata where it had some (see data/descriptions.py)."""
+        from ehrdx.data.descriptions import read_descriptions
+
+        return read_descriptions(self.directory)
+
     def row_of(self, subject_id: int) -> int:
         try:
             return self._row_of[int(subject_id)]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.errors import DataError, identifiers_shown, reader_detail
+from ehrdx.errors import DataError, ident, identifiers_shown, reader_detail
+from ehrdx.tasks.labels import spelling_clashes
 
 ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
 LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")
@@ -178,7 +179,7 @@ def parse_code_list(value: object) -> list[str] | None:
     return list(dict.fromkeys(out))
 
 
-def _parse_code_column(frame: pl.DataFrame, column: str, file: str) -> list[list[str]]:
+def _parse_code_column(frame: pl.DataFrame, column: str, file: str, labels: bool = False) -> list[list[str]]:
     raw = frame.get_column(column).to_list()
     parsed, bad, bad_values = [], [], []
     for i, v in enumerate(raw):
@@ -198,7 +199,43 @@ def _parse_code_column(frame: pl.DataFrame, column: str, file: str) -> list[list
             values=bad_values,
             fix='write each cell as a JSON list like ["D1","D2"] or as D1;D2 (empty cell = no codes)',
         )
+    check_list_cells(raw, parsed, column, file, names_shown=labels)
     return parsed
+
+
+def check_list_cells(raw: list, parsed: list[list[str]], column: str, file: str, names_shown: bool = False) -> None:
+    """Refuse what would otherwise be guessed: a comma in a plain-text cell (an Excel-style list such as
+    ``D1,D4`` would become one code) and names that differ only in case (``Disease_A`` and ``disease_a``
+    would become two labels). Surrounding spaces are already stripped by :func:`parse_code_list`.
+    Label names are not patient data: their clashing spellings are named (codes only with --show-ids)."""
+    commas = [i for i, v in enumerate(raw)
+              if isinstance(v, str) and not v.strip().startswith("[") and "," in v]
+    if commas:
+        raise DataError(
+            f"{len(commas)} cell(s) hold a comma: the list separator is ';' (or a JSON list), so a cell like "
+            "D1,D4 would be read as one name",
+            file=file,
+            column=column,
+            rows=commas,
+            values=[raw[i] for i in commas[:5]],
+            fix='separate names with ";" (D1;D4), or write a JSON list ["D1","D4"]; a name that really '
+            'contains a comma must be written inside a JSON list (["Diabetes, type 2"])',
+        )
+    clashes = spelling_clashes(name for names in parsed for name in names)
+    if clashes:
+        rows = [i for i, names in enumerate(parsed)
+                if any(n in spellings[1:] for spellings in clashes for n in names)]
+        shown = "; ".join(" / ".join(repr(s) if names_shown else ident(s) for s in spellings)
+                          for spellings in clashes[:5])
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise DataError(
+            f"{len(clashes)} name(s) are spelled in more than one case ({shown}{more}): they would become "
+            "separate labels or codes",
+            file=file,
+            column=column,
+            rows=rows,
+            fix="write each name one way everywhere (names are case-sensitive; surrounding spaces are ignored)",
+        )
 
 
 def _numeric_column(frame: pl.DataFrame, column: str, file: str) -> np.ndarray:
@@ -472,7 +509,7 @@ def table_from_frame(
         vals = frame.get_column(c).cast(pl.Utf8).str.strip_chars().to_list()
         categorical[c] = [v if v not in ("", None) else None for v in vals]
     codes = {c: _parse_code_column(frame, c, source) for c in schema.codes}
-    labels = _parse_code_column(frame, schema.label_column, source) if schema.label_column else None
+    labels = _parse_code_column(frame, schema.label_column, source, labels=True) if schema.label_column else None
     notes = {}
     used = {schema.id_column, schema.label_column, *schema.feature_columns(), *schema.identifier_like}
     ignored = [c for c in frame.columns if c not in used]

@@ -224,13 +224,13 @@ SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
 def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], thresholds, store=None,
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
                  excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
-                 explanations: list[dict] | None = None) -> str:
+                 explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
-    n_visits, counts); `proba` [samples, labels]."""
+    n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it."""
     from ehrdx.events_api import evaluate_samples
 
     y, mask, groups = samples.y, samples.mask, samples.row
-    result = evaluate_samples(samples, proba, labels, thresholds)
+    result = evaluate_samples(samples, proba, labels, thresholds, descriptions)
     released = suppress_small_cells({"test": result["all"], "test_new_onset": result["new_onset"],
                                      "test_by_prior_visits": result["by_prior_visits"]}, min_cell)
     note = (f'<p class="note">Generated {datetime.now(UTC).isoformat(timespec="seconds")} by ehrdx. Cells built '
@@ -247,9 +247,11 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     parts.append(_table(["", "count"], summary))
     freq = []
     for row in released["test"]["per_label"]:
-        freq.append([row["label"], row["positives"], row["positive_patients"], row["prevalence"]])
-    parts.append("<h3>Label frequencies</h3>" + _table(["label", "positive prediction times", "positive patients",
-                                                        "prevalence"], freq, sortable=True, cls="labelfreq"))
+        freq.append([row["label"], row.get("description"), row["positives"], row["positive_patients"],
+                     row["prevalence"]])
+    parts.append("<h3>Label frequencies</h3>" + _table(["label", "description", "positive prediction times",
+                                                        "positive patients", "prevalence"], freq, sortable=True,
+                                                       cls="labelfreq"))
     # -- headline
     head_rows = []
     for key in ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -270,11 +272,12 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     per = []
     for a, n in zip(released["test"]["per_label"], released["test_new_onset"]["per_label"]):
         at = a.get("tuned") or a.get("threshold_0.5") or {}
-        per.append([a["label"], a["positives"], a["positive_patients"], a["auroc"], a["auprc"], at.get("precision"),
+        per.append([a["label"], a.get("description"), a["positives"], a["positive_patients"], a["auroc"], a["auprc"],
+                    at.get("precision"),
                     at.get("recall"), at.get("f1"), n["positives"], n["auroc"], n["auprc"], a["status"]])
     parts.append("<h2 id='per-label'>Per label</h2><p class='note'>Click a column to sort (support, AUPRC, ...). "
                  "Precision, recall and F1 at the thresholds tuned on validation.</p>" +
-                 _table(["label", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
+                 _table(["label", "description", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
                          "new-onset support", "new-onset AUROC", "new-onset AUPRC", "status"], per, sortable=True,
                         cls="perlabel"))
     # -- by prior visits
@@ -309,11 +312,13 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     # -- update
     if update_report:
         rep = suppress_small_cells(update_report, min_cell)
-        rows = [[r["label"], "new" if r["new"] else "old", r.get("introduced_at"), r.get("train_positives"),
+        rows = [[r["label"], r.get("description"), "new" if r["new"] else "old", r.get("introduced_at"),
+                 r.get("train_positives"),
                  r.get("test_positives"), r.get("auroc_before"), r.get("auroc_after"), r.get("auprc_before"),
                  r.get("auprc_after")] for r in rep.get("per_label", [])]
         parts.append("<h2 id='update'>Labels added by ehrdx update: old vs new</h2>" +
-                     _table(["label", "", "introduced", "train positives", "test positives", "AUROC before",
+                     _table(["label", "description", "", "introduced", "train positives", "test positives",
+                             "AUROC before",
                              "AUROC after", "AUPRC before", "AUPRC after"], rows, sortable=True, cls="update") +
                      f"<p>Old labels macro AUROC {_fmt(rep.get('old_labels_macro_auroc_before'))} before, "
                      f"{_fmt(rep.get('old_labels_macro_auroc_after'))} after; new labels macro AUROC "

@@ -171,3 +171,11 @@ def evaluate_predictions(
     result["f1_micro"] = result["tuned" if thresholds is not None else "threshold_0.5"]["f1_micro"]
     result["per_label"] = per_label
     return result
+
+
+def describe_rows(per_label: list[dict], descriptions: dict[str, str] | None) -> None:
+    """Add each label's readable `description` (where known) to per-label metric rows, in place."""
+    for row in per_label:
+        text = (descriptions or {}).get(row["label"])
+        if text:
+            row["description"] = text

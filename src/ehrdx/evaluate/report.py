@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ehrdx.evaluate.metrics import HEADLINE
 
@@ -18,6 +19,16 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
+
+
+def has_descriptions(per_label: list[dict]) -> bool:
+    return any(row.get("description") for row in per_label)
+
+
+def description_cell(row: dict, described: bool) -> list[Text]:
+    """The label's description as a cell (plain text: brackets in it are not markup), when the table has
+    a description column."""
+    return [Text(row.get("description") or "")] if described else []
 
 
 def print_report(console: Console, metrics: dict, title: str = "Test set") -> None:
@@ -41,11 +52,14 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
     console.print(t)
 
     p = Table(title="Per label (test set; precision/recall/F1 at tuned thresholds)")
-    for col in ("label", "pos", "prev", "AUROC", "AUPRC", "thr", "prec", "recall", "F1", "status"):
-        p.add_column(col, justify="left" if col in ("label", "status") else "right", no_wrap=col == "label")
+    described = has_descriptions(test["per_label"])
+    for col in ("label", *(["description"] if described else []), "pos", "prev", "AUROC", "AUPRC", "thr", "prec",
+                "recall", "F1", "status"):
+        p.add_column(col, justify="left" if col in ("label", "description", "status") else "right",
+                     no_wrap=col == "label")
     for row in test["per_label"]:
         at = row.get("tuned", row.get("threshold_0.5"))
-        p.add_row(escape(row["label"]), str(row["positives"]), _fmt(row["prevalence"]), _fmt(row["auroc"]),
+        p.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), _fmt(row["prevalence"]), _fmt(row["auroc"]),
                   _fmt(row["auprc"]), _fmt(at["threshold"]), _fmt(at["precision"]), _fmt(at["recall"]),
                   _fmt(at["f1"]), row["status"].replace(" in this set", ""))
     console.print(p)
@@ -100,10 +114,12 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
             t.add_row(row, *cells)
         console.print(t)
     per = Table(title="Per label (all labels; new-onset AUPRC beside)")
-    for col in ("label", "pos", "AUROC", "AUPRC", "new pos", "new AUROC", "new AUPRC", "status"):
-        per.add_column(col, justify="left" if col in ("label", "status") else "right")
+    described = has_descriptions(metrics["test"]["per_label"])
+    for col in ("label", *(["description"] if described else []), "pos", "AUROC", "AUPRC", "new pos", "new AUROC",
+                "new AUPRC", "status"):
+        per.add_column(col, justify="left" if col in ("label", "description", "status") else "right")
     for row, new in zip(metrics["test"]["per_label"], metrics["test_new_onset"]["per_label"]):
-        per.add_row(escape(row["label"]), str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
+        per.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
                     str(new["positives"]), _fmt(new["auroc"]), _fmt(new["auprc"]), row["status"].replace(" in this set", ""))
     console.print(per)
     by = metrics.get("test_by_prior_visits") or []
@@ -119,3 +135,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    dated = metrics.get("train_summary", {}).get("labels_with_introduced_at")
+    if dated:
+        console.print("labels with an introduced_at (masked before it): "
+                      + ", ".join(f"{n} from {rule}" for rule, n in dated.items()))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ehrdx.errors import DataError
+from ehrdx.tasks.labels import spelling_clashes
 
 
 @dataclass
@@ -109,6 +110,7 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
                 for key in ("description", "parent", "introduced_at"):
                     if row.get(key):
                         info.setdefault(label, {})[key] = row[key].strip()
+        check_map_names(mapping, path)
         return mapping, info
     if suffix in (".json", ".yaml", ".yml"):
         data = _read_structured(path, suffix)
@@ -118,9 +120,10 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
         for i, (key, value) in enumerate(data.items()):
             if isinstance(value, list):  # label: [codes]
                 for code in value:
-                    _add(mapping, str(code), str(key), path, i)
+                    _add(mapping, str(code).strip(), str(key).strip(), path, i)
             else:  # code: label
-                _add(mapping, str(key), str(value), path, i)
+                _add(mapping, str(key).strip(), str(value).strip(), path, i)
+        check_map_names(mapping, path)
         return mapping, info
     raise DataError(f"unsupported label map format '{suffix}'", file=str(path), fix="use .csv, .json or .yaml")
 
@@ -155,3 +158,32 @@ def _add(mapping: dict[str, list[str]], code: str, label: str, path: Path, row: 
     labels = mapping.setdefault(code, [])
     if label not in labels:
         labels.append(label)
+
+
+def check_map_names(mapping: dict[str, list[str]], path: Path) -> None:
+    """A label map is one code -> one label per entry: a comma in a code or label (``D1,D4`` or
+    ``Disease_A, Disease_C``) is an Excel-style list that would silently become one name, and labels
+    that differ only in case would become separate labels. Both are refused (surrounding spaces are
+    stripped). Codes and labels are vocabulary, not patient data, so they are named."""
+    codes = sorted(code for code in mapping if "," in code)
+    labels = sorted({lab for labs in mapping.values() for lab in labs if "," in lab})
+    if codes or labels:
+        what = "; ".join(x for x in (f"code(s) {', '.join(repr(c) for c in codes[:5])}" if codes else "",
+                                      f"label(s) {', '.join(repr(lab) for lab in labels[:5])}" if labels else "")
+                         if x)
+        raise DataError(f"a comma inside a code or label ({what}): each entry maps one code to one label",
+                        file=str(path), column="code" if codes else "label",
+                        fix="write one entry (row) per code and label; a readable name with a comma belongs in "
+                        "the description column")
+    check_label_spellings([lab for labs in mapping.values() for lab in labs], file=str(path), column="label",
+                          fix="write each label one way in the map (labels are case-sensitive)")
+
+
+def check_label_spellings(labels, *, file: str | None = None, column: str | None = None, fix: str) -> None:
+    """Refuse labels that differ only in case or surrounding spaces (they would be separate labels)."""
+    clashes = spelling_clashes(labels)
+    if clashes:
+        shown = "; ".join(" / ".join(repr(s) for s in spellings) for spellings in clashes[:5])
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise DataError(f"{len(clashes)} label(s) are spelled in more than one case ({shown}{more}): they would "
+                        "become separate labels", file=file, column=column, fix=fix)

@@ -17,6 +17,7 @@ Everything is vectorised over events with numpy; no Python loop over patients or
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,6 +266,28 @@ def visit_end_times(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np
     return sample_rows, times
 
 
+INTRODUCTION_MASKED = "label_entries_before_introduction_masked"
+
+
+def mask_before_introduction(mask: np.ndarray, window_end: np.ndarray, introduced: np.ndarray,
+                             introduced_from: Sequence[str | None] | None = None) -> dict[str, int]:
+    """Mask (in place) the entries of labels whose window ends before the label's introduced_at; return
+    the count, in all and per rule that gave the dates (``label_entries_before_introduction_masked`` and
+    ``...:<rule>``; only non-zero counts)."""
+    unknown = (np.asarray(window_end)[:, None] < np.asarray(introduced)[None, :]) & mask
+    per_label = unknown.sum(0)
+    mask &= ~unknown
+    counts: dict[str, int] = {}
+    if per_label.sum():
+        counts[INTRODUCTION_MASKED] = int(per_label.sum())
+        if introduced_from is not None:
+            for rule in sorted({r for r in introduced_from if r}):
+                n = int(per_label[[r == rule for r in introduced_from]].sum())
+                if n:
+                    counts[f"{INTRODUCTION_MASKED}:{rule}"] = n
+    return counts
+
+
 def build_samples(
     store: EventStore,
     rows: np.ndarray,
@@ -275,11 +298,13 @@ def build_samples(
     times: tuple[np.ndarray, np.ndarray] | None = None,
     require_labels: bool = True,
     introduced: np.ndarray | None = None,
+    introduced_from: Sequence[str | None] | None = None,
 ) -> Samples:
     """Samples for the given patients at visit ends (default) or at given (row, time) pairs.
 
     With `require_labels`, samples that can have no known label (no next visit) are left out and counted.
-    `introduced` (seconds per label) masks a label for samples whose window ends before it existed.
+    `introduced` (seconds per label) masks a label for samples whose window ends before it existed;
+    `introduced_from` (per label, where that date came from) splits the count of masked entries by rule.
     """
     rows = np.asarray(rows, dtype=np.int64)
     s_row, s_time = visit_end_times(store, rows) if times is None else (np.asarray(times[0], np.int64),
@@ -363,11 +388,7 @@ def build_samples(
     if task.censor:
         mask &= ~censored[:, None] | (y > 0)
     if introduced is not None and n:
-        available = w_end[:, None] >= np.asarray(introduced)[None, :]
-        hidden = int((mask & ~available).sum())
-        mask &= available
-        if hidden:
-            counts["label_entries_before_introduction_masked"] = hidden
+        counts.update(mask_before_introduction(mask, w_end, introduced, introduced_from))
     if task.kind == "window" and censored.any():
         counts["censored_samples"] = int(censored.sum())
     if task.kind == "next-visit" and (~known).any():
