@@ -818,7 +818,7 @@ def _compare_update(old, st, splits, selector, add, init, epochs, lr, report) ->
 def _print_update(report: dict) -> None:
     from rich.table import Table
 
-    from ehrdx.evaluate.report import _fmt
+    from ehrdx.evaluate.report import format_value as _fmt
 
     t = Table(title=f"Update: added {', '.join(report['added'])} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")

@@ -28,7 +28,7 @@ from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
 from ehrdx.events_api import EventClassifier
 from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
-from ehrdx.tasks.labels import LabelVocab, _iso
+from ehrdx.tasks.labels import LabelVocab, iso_time
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
 from ehrdx.train.loop import TrainConfig, model_device, train_model
@@ -90,7 +90,7 @@ def update_model(
         raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
                         fix="give the labels to add, or data in which new labels are recorded")
     label_codes = codes_of_labels(store, new.selector, tr)
-    info = {lab: {"introduced_at": _iso(first.get(lab)), **new.selector.info.get(lab, {}),
+    info = {lab: {"introduced_at": iso_time(first.get(lab)), **new.selector.info.get(lab, {}),
                   "codes": sorted(label_codes.get(lab, []))} for lab in found}
     fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there
     new.label_vocab_.extend(found, info, note="ehrdx update")

@@ -50,7 +50,8 @@ DISEASES = {
     "I25": "Chronic ischaemic heart disease",
     "I48": "Atrial fibrillation and flutter",
 }
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function: a probability from a log-odds."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -66,7 +67,7 @@ def _history_events(n: int, rng: np.random.Generator) -> pl.DataFrame:
     sex_female = rng.random(n) < 0.52
     age = rng.uniform(20, 90, n)
     z = rng.standard_normal((n, 4))  # metabolic, cardiovascular, lung, mood
-    smoker = rng.random(n) < _sigmoid(-1.2 + 0.6 * z[:, 2])
+    smoker = rng.random(n) < sigmoid(-1.2 + 0.6 * z[:, 2])
 
     n_visits = 1 + rng.poisson(2.0 + 0.06 * (age - 20) + 0.5 * np.abs(z[:, 0]))
     v_pat = np.repeat(np.arange(n), n_visits)
@@ -91,13 +92,13 @@ def _history_events(n: int, rng: np.random.Generator) -> pl.DataFrame:
     measure_p = {"LAB//HBA1C": 0.45, "LAB//SBP": 0.8, "LAB//CHOLESTEROL": 0.35, "LAB//BMI": 0.6,
                  "LAB//FEV1_PCT": 0.2, "LAB//EGFR": 0.4}
     symptom_p = {
-        "DX//R73.0": _sigmoid(-3.2 + 1.6 * zm),
+        "DX//R73.0": sigmoid(-3.2 + 1.6 * zm),
         "DX//Z72.0": 0.35 * sm,
-        "DX//R05": _sigmoid(-3.0 + 1.2 * zl + 0.8 * sm),
-        "DX//R07.4": _sigmoid(-3.5 + 1.2 * zc),
-        "DX//F41.9": _sigmoid(-3.2 + 1.4 * zd),
-        "DX//G47.0": _sigmoid(-3.3 + 1.1 * zd),
-        "DX//R53": _sigmoid(-3.0 + 0.5 * zd + 0.3 * zm),
+        "DX//R05": sigmoid(-3.0 + 1.2 * zl + 0.8 * sm),
+        "DX//R07.4": sigmoid(-3.5 + 1.2 * zc),
+        "DX//F41.9": sigmoid(-3.2 + 1.4 * zd),
+        "DX//G47.0": sigmoid(-3.3 + 1.1 * zd),
+        "DX//R53": sigmoid(-3.0 + 0.5 * zd + 0.3 * zm),
     }
     visit_time_s = (-days_before * 86400).astype(np.int64)  # seconds relative to the index date
     parts_pat, parts_t, parts_code, parts_val = [v_pat], [visit_time_s], [np.full(n_v, "ENCOUNTER", dtype=object)], [
@@ -213,24 +214,24 @@ def oracle_probabilities(table: pl.DataFrame) -> dict[str, np.ndarray]:
     """Exact P(disease | table row): primaries are independent given the row, so each secondary's
     marginal sums over its two parents' four states."""
     primary, secondary = disease_logits(table)
-    p = {k: _sigmoid(v) for k, v in primary.items()}
+    p = {k: sigmoid(v) for k, v in primary.items()}
     for name, (base, parents) in secondary.items():
         (pa, wa), (pb, wb) = parents
         total = np.zeros_like(base)
         for a in (0, 1):
             for b in (0, 1):
                 weight = (p[pa] if a else 1 - p[pa]) * (p[pb] if b else 1 - p[pb])
-                total += weight * _sigmoid(base + wa * a + wb * b)
+                total += weight * sigmoid(base + wa * a + wb * b)
         p[name] = total
     return {k: p[k] for k in DISEASES}
 
 
 def _sample_diseases(table: pl.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
     primary, secondary = disease_logits(table)
-    has = {k: rng.random(len(v)) < _sigmoid(v) for k, v in primary.items()}
+    has = {k: rng.random(len(v)) < sigmoid(v) for k, v in primary.items()}
     for name, (base, parents) in secondary.items():
         logit = base + sum(w * has[parent] for parent, w in parents)
-        has[name] = rng.random(len(base)) < _sigmoid(logit)
+        has[name] = rng.random(len(base)) < sigmoid(logit)
     return {k: has[k] for k in DISEASES}
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.synth import DISEASES, NOISE_CODES, _sigmoid
+from ehrdx.data.synth import DISEASES, NOISE_CODES, sigmoid
 
 START_DATE = datetime(2016, 1, 1)
 END_DATE = datetime(2024, 1, 1)
@@ -102,7 +102,7 @@ def onset_logits(s: _State) -> np.ndarray:
 def next_visit_probabilities(s: _State) -> np.ndarray:
     """P(disease coded at the next visit | observable state): recoding if coded, onset otherwise. The new
     disease can be coded at a visit only if the visit before it was on or after its date."""
-    p = np.where(s.coded, RECODE[None, :], _sigmoid(onset_logits(s)))
+    p = np.where(s.coded, RECODE[None, :], sigmoid(onset_logits(s)))
     p[:, U07] *= s.now >= NEW_DISEASE_DATE.timestamp()
     return p
 
@@ -125,7 +125,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
     female = rng.random(n) < 0.52
     age0 = rng.uniform(25, 85, n)
     z = rng.standard_normal((n, 4))  # metabolic, cardiovascular, lung, mood
-    smoker = rng.random(n) < _sigmoid(-1.2 + 0.6 * z[:, 2])
+    smoker = rng.random(n) < sigmoid(-1.2 + 0.6 * z[:, 2])
     drift = np.maximum(z[:, 0] + 0.7 * rng.standard_normal(n), 0.0)  # metabolic worsening per year
     entry = start_s + rng.uniform(0, 4 * YEAR, n).astype(np.int64)
     birth = (entry - age0 * YEAR).astype(np.int64)
@@ -177,7 +177,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
             88 - 9 * zl - 7 * sm - 0.15 * (age - 50) - 1.0 * sm * years + rng.normal(0, 5, m),
             92 - 0.7 * (age - 40) - 4 * zm - 1.5 * dr * years + rng.normal(0, 7, m),
         ], axis=1)
-        measure_p = np.stack([0.3 + 0.3 * _sigmoid(zm), np.full(m, 0.8), np.full(m, 0.35), np.full(m, 0.6),
+        measure_p = np.stack([0.3 + 0.3 * sigmoid(zm), np.full(m, 0.8), np.full(m, 0.35), np.full(m, 0.6),
                               np.full(m, 0.2), np.full(m, 0.4)], axis=1)
         measured = rng.random((m, 6)) < measure_p
         for j, code in enumerate(LAB_CODES):
@@ -186,7 +186,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
         # Symptoms come in episodes: a persistent per-visit disturbance on top of the patient's risk.
         episode[who] = 0.5 * episode[who] + rng.standard_normal((m, 7))
         ep = episode[who]
-        symptom_p = _sigmoid(np.stack([
+        symptom_p = sigmoid(np.stack([
             -3.8 + 1.0 * zm + 0.3 * dr * years,
             np.where(sm, -0.6, -9.0),
             -3.6 + 0.8 * zl + 0.6 * sm,
@@ -218,7 +218,7 @@ def generate_longitudinal(n_patients: int = 20_000, seed: int = 0) -> Longitudin
                              "fine": {c: v[who] for c, v in fine.items()}, "coded": s.coded[who].copy()})
 
         # Death ends follow-up; otherwise the next visit comes after an exponential gap.
-        p_death = _sigmoid(-7.0 + 0.07 * (age - 60) + 1.0 * s.coded[who, I50])
+        p_death = sigmoid(-7.0 + 0.07 * (age - 60) + 1.0 * s.coded[who, I50])
         dies = rng.random(m) < p_death
         died_at[who[dies]] = t[dies] + rng.integers(DAY, 200 * DAY, dies.sum())
         gap = np.maximum(rng.exponential(mean_gap_days[who]) * DAY, DAY).astype(np.int64)
@@ -280,7 +280,7 @@ def write_longitudinal(cohort: LongitudinalCohort, out_dir: str | Path) -> dict[
     """OUT/meds (MEDS dataset with train/tuning/held_out splits), OUT/oracle.parquet, OUT/label_map.csv,
     OUT/cohort.json."""
     from ehrdx.data.meds import MEDS_SPLITS, write_meds
-    from ehrdx.tasks.splits import split_patients
+    from ehrdx.data.splits import split_patients
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,8 @@ import numpy as np
 INFO_KEYS = ("codes", "description", "parent", "introduced_at")
 
 
-def _iso(seconds: int | None) -> str | None:
+def iso_time(seconds: int | None) -> str | None:
+    """Seconds since 1970 as an ISO 8601 UTC time without a zone ('2021-03-01T00:00:00'), None as None."""
     if seconds is None:
         return None
     return datetime.fromtimestamp(int(seconds), UTC).replace(tzinfo=None).isoformat()
@@ -49,7 +50,7 @@ class LabelVocab:
     @classmethod
     def from_first_times(cls, first: dict[str, int | None], info: dict[str, dict] | None = None) -> LabelVocab:
         """Sorted labels; `introduced_at` is the first record unless `info` gives it."""
-        merged = {lab: {"introduced_at": _iso(t), **(info or {}).get(lab, {})} for lab, t in first.items()}
+        merged = {lab: {"introduced_at": iso_time(t), **(info or {}).get(lab, {})} for lab, t in first.items()}
         return cls(sorted(first), merged)
 
     def extend(self, labels: Iterable[str], info: dict[str, dict] | None = None, note: str | None = None,
