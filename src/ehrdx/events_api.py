@@ -21,6 +21,7 @@ import torch
 from ehrdx.artifacts import register_family, save_model
 from ehrdx.data.batches import SampleSet
 from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
@@ -33,7 +34,6 @@ from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.targets import Targets
 from ehrdx.tasks.task import (
-    Samples,
     TaskSpec,
     build_samples,
     code_label_index,
