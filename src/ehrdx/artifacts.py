@@ -25,6 +25,8 @@ from ehrdx.io import atomic_save_tensors, atomic_write_json
 from ehrdx.version import __version__
 
 FORMAT_VERSION = 1
+
+
 @dataclass(frozen=True)
 class Family:
     """How one kind of model directory is read back: the files it must hold, and the loader that builds the

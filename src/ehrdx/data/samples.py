@@ -20,10 +20,10 @@ class Samples:
     cutoff: np.ndarray  # absolute event index one past the last feature event (all events <= time)
     n_visits: np.ndarray  # visits that started at or before the prediction time
     window_end: np.ndarray  # end of each sample's label window (s)
-    y: np.ndarray
-    mask: np.ndarray
-    history: np.ndarray
-    counts: dict[str, int] = field(default_factory=dict)
+    y: np.ndarray  # [S, L] 1 where the label is recorded in the sample's label window
+    mask: np.ndarray  # [S, L] True where the label is known (censoring, labels not yet introduced: tasks/task.py)
+    history: np.ndarray  # [S, L] True where the label was recorded at or before the prediction time
+    counts: dict[str, int] = field(default_factory=dict)  # what was left out or masked, by reason
 
     def __len__(self) -> int:
         return len(self.row)
