@@ -83,3 +83,26 @@ def _crash_on_config(real, crash):
             crash()
         real(path, obj)
     return write
+
+
+def test_loading_finds_the_classifier_through_the_family_registry(models, tmp_path, monkeypatch):
+    """artifacts imports no classifier: a family registered by its module is what reads a directory back."""
+    _, a, _ = models
+    d = a.save(tmp_path / "m")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "family": "toy"}))
+    with pytest.raises(ModelError, match=r"unknown model family 'toy' \(known: events, table;"):
+        ehrdx.load(d)
+    seen = {}
+
+    def toy_loader(config, files, state):
+        seen.update(family=config["family"], files=sorted(files), tensors=len(state))
+        return "a toy model"
+
+    monkeypatch.setitem(artifacts.FAMILIES, "toy", artifacts.Family(("labels.json", "model.safetensors"), toy_loader))
+    assert ehrdx.load(d) == "a toy model"
+    assert seen == {"family": "toy", "files": ["labels.json", "preprocessing.json"],
+                    "tensors": len(a.model_.state_dict())}
+    (d / "labels.json").unlink()
+    with pytest.raises(ModelError, match="missing labels.json"):
+        ehrdx.load(d)

@@ -53,8 +53,8 @@ def test_split_ids_are_disjoint_and_stats_come_from_training_patients_only(train
 def test_changing_test_patients_leaves_preprocessing_unchanged(cohort):
     frame = cohort.table
     table = table_from_frame(frame)
+    from ehrdx.data.splits import split_patients
     from ehrdx.tasks.labels import LabelVocab
-    from ehrdx.tasks.splits import split_patients
 
     y, _ = LabelVocab.fit(table.labels).encode(table.labels)
     _, _, te = split_patients(y, seed=0)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ehrdx.tasks.splits import kfold_patients, split_patients
+from ehrdx.data.splits import kfold_patients, split_patients
 
 
 def cohort(n=1000, seed=0):

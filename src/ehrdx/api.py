@@ -9,15 +9,16 @@ import numpy as np
 import polars as pl
 import torch
 
+from ehrdx.artifacts import load_model, register_family, save_model
 from ehrdx.data.batches import SampleSet
 from ehrdx.data.preprocess import TablePreprocessor
+from ehrdx.data.splits import split_patients
 from ehrdx.data.table import PatientTable, TableSchema, read_table, table_from_frame
 from ehrdx.errors import DataError, ModelError
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, tune_thresholds
 from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.splits import split_patients
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
 
 TableLike = PatientTable | pl.DataFrame | str | Path
@@ -194,15 +195,11 @@ class EHRClassifier:
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        from ehrdx.artifacts import save_model
-
         self._check_fitted()
         return save_model(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> EHRClassifier:
-        from ehrdx.artifacts import load_model
-
         return load_model(directory)
 
     def artifact_parts(self) -> dict:
@@ -226,3 +223,6 @@ class EHRClassifier:
         clf.model_.eval()
         clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
         return clf
+
+
+register_family("table", ("preprocessing.json", "labels.json", "model.safetensors"), EHRClassifier.from_parts)

@@ -4,22 +4,45 @@ Every model kind describes itself as parts (JSON files, a tensor state, config e
 writes them atomically (temporary name, then rename) with the SHA-256 of each file in config.json, and
 verifies them all on load. `family` in config.json says which classifier reads them back: `table`
 (one row per patient) or `events` (event streams).
+
+This module knows no classifier: each family registers its files and its loader with `register_family`
+when its module is imported (api.py: `table`, events_api.py: `events`), and `load_model` looks the
+family up. `ehrdx.load` imports the classifiers first, so every family is registered by then.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from ehrdx.errors import ModelError
 from ehrdx.io import atomic_save_tensors, atomic_write_json
+from ehrdx.version import __version__
 
 FORMAT_VERSION = 1
-REQUIRED = {"table": ("preprocessing.json", "labels.json", "model.safetensors"),
-            "events": ("preprocessing.json", "labels.json", "task.json", "model.safetensors")}
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one kind of model directory is read back: the files it must hold, and the loader that builds the
+    classifier from (config.json, the other JSON files by name, the tensor state)."""
+
+    required: tuple[str, ...]
+    loader: Callable[[dict, dict[str, dict], dict], object]
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: str, required: tuple[str, ...], loader: Callable[[dict, dict[str, dict], dict], object]
+                    ) -> None:
+    """Make `load_model` read directories whose config.json says `family` (called by the classifier's module)."""
+    FAMILIES[family] = Family(tuple(required), loader)
 
 
 def _sha256(path: Path) -> str:
@@ -31,8 +54,6 @@ def _sha256(path: Path) -> str:
 
 
 def save_model(clf, directory: str | Path) -> Path:
-    import ehrdx
-
     parts = clf.artifact_parts()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +65,7 @@ def save_model(clf, directory: str | Path) -> Path:
     files = [*parts["json"], "model.safetensors"]
     config = {
         "format_version": FORMAT_VERSION,
-        "ehrdx_version": ehrdx.__version__,
+        "ehrdx_version": __version__,
         "family": parts["family"],
         **parts["config"],
         "sha256": {name: _sha256(out / name) for name in files},
@@ -75,13 +96,15 @@ def load_model(directory: str | Path):
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{d / 'config.json'}: unsupported model format {config.get('format_version')!r}")
     family = config.get("family", "table")
-    if family not in REQUIRED:
-        raise ModelError(f"{d / 'config.json'}: unknown model family {family!r}")
-    missing = [name for name in REQUIRED[family] if not (d / name).exists()]
+    if family not in FAMILIES:
+        raise ModelError(f"{d / 'config.json'}: unknown model family {family!r} (known: "
+                         f"{', '.join(sorted(FAMILIES)) or 'none registered'}; ehrdx.load registers them all)")
+    required = FAMILIES[family].required
+    missing = [name for name in required if not (d / name).exists()]
     if missing:
         raise ModelError(f"{d}: not a complete ehrdx model directory, missing {', '.join(missing)}")
     digests = config.get("sha256", {})
-    for name in REQUIRED[family]:
+    for name in required:
         if name not in digests:
             raise ModelError(f"{d / 'config.json'}: no checksum recorded for {name}")
     for name, digest in digests.items():
@@ -93,13 +116,7 @@ def load_model(directory: str | Path):
         raise ModelError(f"{d / 'model.safetensors'}: not a readable safetensors file ({exc})") from exc
     files = {name: _read_json(d / name) for name in digests if name.endswith(".json")}
     try:
-        if family == "events":
-            from ehrdx.events_api import EventClassifier
-
-            return EventClassifier.from_parts(config, files, state)
-        from ehrdx.api import EHRClassifier
-
-        return EHRClassifier.from_parts(config, files, state)
+        return FAMILIES[family].loader(config, files, state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # weights that do not fit the config
         raise ModelError(f"{d}: the model files do not fit together ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:300]})") from exc

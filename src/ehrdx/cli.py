@@ -907,7 +907,7 @@ def _print_update(report: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ehrdx.evaluate.report import _fmt
+    from ehrdx.evaluate.report import format_value as _fmt
 
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ehrdx.artifacts import register_family, save_model
 from ehrdx.data.batches import SampleSet
 from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
-from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, tune_thresholds
+from ehrdx.evaluate.metrics import evaluate_samples, tune_thresholds
 from ehrdx.models.baselines import LogisticBaseline
 from ehrdx.models.mlp import MLPConfig, MLPModel, build_model
 from ehrdx.models.sequence import ENCODERS, SequenceConfig, SequenceModel
@@ -32,7 +34,6 @@ from ehrdx.tasks.labels import LabelVocab, describe_from_codes
 from ehrdx.tasks.select import LabelSelector, check_label_spellings
 from ehrdx.tasks.targets import Targets
 from ehrdx.tasks.task import (
-    Samples,
     TaskSpec,
     build_samples,
     code_label_index,
@@ -45,8 +46,6 @@ from ehrdx.tasks.task import (
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
 
 MODELS = (*ENCODERS, "mlp", "logistic")
-K_VALUES = (5, 10, 20)
-VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))
 
 
 class EventClassifier:
@@ -282,8 +281,6 @@ class EventClassifier:
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        from ehrdx.artifacts import save_model
-
         self._check_fitted()
         return save_model(self, directory)
 
@@ -365,31 +362,4 @@ def _count_sources(sources: list[str | None]) -> dict[str, int]:
     return out
 
 
-def _bin_name(lo: int, hi: int | None) -> str:
-    return f"{lo}" if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
-
-
-def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None,
-                     descriptions: dict[str, str] | None = None) -> dict:
-    """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
-    rows carry the label's `description` where `descriptions` has one."""
-    new_mask = samples.mask & ~samples.history
-    out = {
-        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "by_prior_visits": [],
-        "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
-    }
-    for key in ("all", "new_onset"):
-        describe_rows(out[key]["per_label"], descriptions)
-    for lo, hi in VISIT_BINS:
-        sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
-        if not sel.any():
-            continue
-        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
-               "patients": len(np.unique(samples.row[sel]))}
-        for name, m in (("all", samples.mask), ("new_onset", new_mask)):
-            r = evaluate_predictions(samples.y[sel], m[sel], proba[sel], labels, None, ())
-            row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
-        out["by_prior_visits"].append(row)
-    return out
+register_family("events", ("preprocessing.json", "labels.json", "task.json", "model.safetensors"), EventClassifier.from_parts)

@@ -13,14 +13,15 @@ import polars as pl
 
 from ehrdx.data.descriptions import attach_descriptions
 from ehrdx.data.meds import MEDS_SPLITS, iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
+from ehrdx.data.samples import Samples
+from ehrdx.data.splits import split_patients
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
 from ehrdx.errors import DataError
-from ehrdx.evaluate.metrics import HEADLINE, tune_thresholds
-from ehrdx.events_api import K_VALUES, EventClassifier, evaluate_samples
+from ehrdx.evaluate.metrics import HEADLINE, K_VALUES, evaluate_samples, tune_thresholds
+from ehrdx.events_api import EventClassifier
 from ehrdx.input_settings import map_split_names
 from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.splits import split_patients
-from ehrdx.tasks.task import Samples, code_label_index
+from ehrdx.tasks.task import code_label_index
 from ehrdx.tempdirs import temporary_directory
 from ehrdx.times import utc_seconds
 
@@ -59,7 +60,14 @@ def open_store(
     else:
         shards = iter_event_table(events, **(columns or {}))
     store = build_store(shards, store_dir, visit_gap_seconds=visit_gap_seconds, until_seconds=until_seconds)
-    attach_descriptions(store, meds=meds, omop=omop)  # readable code names, where the source has them
+    # readable code names, where the source has them
+    if omop is not None:
+        from ehrdx.data.omop import concept_names
+
+        root = getattr(omop, "root", omop)
+        attach_descriptions(store, names=lambda codes: concept_names(root, codes))
+    else:
+        attach_descriptions(store, meds=meds)
     return store
 
 

@@ -38,7 +38,7 @@ class EventInputs:
 
 def _event_inputs(dataset, seq: int) -> EventInputs:
     """Collate one sequence and work out which numeric-block entries each event fills."""
-    from ehrdx.tasks.task import _ranges
+    from ehrdx.data.store import concat_ranges
 
     batch = dataset.collate(np.array([seq]))
     store = dataset.store
@@ -48,7 +48,7 @@ def _event_inputs(dataset, seq: int) -> EventInputs:
     vis = np.arange(vlo, vlo + nv)
     starts = np.asarray(store.visit_starts)[vis]
     ends = np.minimum(np.asarray(store.visit_ends)[vis], int(dataset.seq_cutoff[seq]))
-    positions = _ranges(starts, ends)
+    positions = concat_ranges(starts, ends)
     visit = np.repeat(np.arange(nv), ends - starts)
     codes = dataset._code_map[np.asarray(store.codes)[positions]]
     values = np.asarray(store.values)[positions]

@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 
 from ehrdx.api import EHRClassifier
+from ehrdx.data.splits import kfold_patients, split_patients
 from ehrdx.data.table import PatientTable
 from ehrdx.errors import DataError
 from ehrdx.evaluate.metrics import HEADLINE, evaluate_predictions, tune_thresholds
 from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.splits import kfold_patients, split_patients
 
 
 def _oracle_matrix(oracle: pl.DataFrame, table: PatientTable, labels: list[str], rows: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ehrdx.data.preprocess import EncodedFeatures
+from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import YEAR, Z_CLIP, EventEncoder, birth_times
-from ehrdx.data.store import EventStore
-from ehrdx.tasks.task import Samples, _ranges
+from ehrdx.data.store import EventStore, concat_ranges
 
 
 def history_features(store: EventStore, samples: Samples, encoder: EventEncoder) -> EncodedFeatures:
@@ -21,7 +21,7 @@ def history_features(store: EventStore, samples: Samples, encoder: EventEncoder)
     of history codes (with repeats, so a mean embedding weighs codes by their counts)."""
     offsets = np.asarray(store.offsets)
     starts, ends = offsets[samples.row], samples.cutoff
-    pos = _ranges(starts, ends)
+    pos = concat_ranges(starts, ends)
     lengths = ends - starts
     owner = np.repeat(np.arange(len(samples)), lengths)
     codes = encoder.code_map(store)[np.asarray(store.codes)[pos]]

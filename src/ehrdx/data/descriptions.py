@@ -50,12 +50,11 @@ def read_descriptions(store_dir: str | Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def attach_descriptions(store, *, meds: str | Path | None = None, omop=None) -> None:
-    """Keep the source's names of the store's codes in the store directory."""
+def attach_descriptions(store, *, meds: str | Path | None = None, names=None) -> None:
+    """Keep the source's names of the store's codes in the store directory: from a MEDS dataset's
+    codes.parquet, or `names(codes) -> {code: description}` (e.g. the OMOP reader's concept_names)."""
     codes = set(store.code_names)
     if meds is not None:
         write_descriptions(store.directory, meds_descriptions(meds, codes))
-    elif omop is not None:
-        from ehrdx.data.omop import concept_names
-
-        write_descriptions(store.directory, concept_names(getattr(omop, "root", omop), codes))
+    elif names is not None:
+        write_descriptions(store.directory, names(codes))

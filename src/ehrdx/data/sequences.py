@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ehrdx.data.batches import epoch_order
-from ehrdx.data.store import EventStore
-from ehrdx.tasks.task import Samples, _ranges
+from ehrdx.data.samples import Samples
+from ehrdx.data.store import EventStore, concat_ranges
 
 YEAR = 365.25 * 86400
 N_TIME_FEATURES = 6
@@ -42,7 +42,7 @@ class EventEncoder:
     @classmethod
     def fit(cls, store: EventStore, rows: np.ndarray, min_count: int = 1) -> EventEncoder:
         offsets = np.asarray(store.offsets)
-        pos = _ranges(offsets[rows], offsets[rows + 1])
+        pos = concat_ranges(offsets[rows], offsets[rows + 1])
         codes = np.asarray(store.codes)[pos]
         count = np.bincount(codes, minlength=len(store.code_names))
         keep = np.flatnonzero(count >= min_count)
@@ -107,7 +107,7 @@ def birth_times(store: EventStore, rows: np.ndarray) -> np.ndarray:
         return out
     uniq, inv = np.unique(rows, return_inverse=True)
     start, end = static_ranges(store, uniq)
-    pos = _ranges(start, end)
+    pos = concat_ranges(start, end)
     owner = np.repeat(np.arange(len(uniq)), end - start)
     is_birth = np.asarray(store.codes)[pos] == store.code_names.index("MEDS_BIRTH")
     birth = np.full(len(uniq), np.nan)
@@ -229,14 +229,14 @@ class SequenceSet:
         nv = self.seq_nv[seqs]
         B, T = len(seqs), int(nv.max()) if len(seqs) else 0
         vlo = np.asarray(store.visit_offsets)[rows]
-        vis = _ranges(vlo, vlo + nv)
+        vis = concat_ranges(vlo, vlo + nv)
         vis_seq = np.repeat(np.arange(B), nv)
         vis_pos = vis - np.repeat(vlo, nv)
         v_starts = np.asarray(store.visit_starts)
         ev_s = v_starts[vis]
         ev_e = np.minimum(np.asarray(store.visit_ends)[vis], np.repeat(self.seq_cutoff[seqs], nv))
         lengths = ev_e - ev_s
-        pos = _ranges(ev_s, ev_e)
+        pos = concat_ranges(ev_s, ev_e)
         codes = self._code_map[np.asarray(store.codes)[pos]]
         values = np.asarray(store.values)[pos]
         z = np.clip(np.nan_to_num((values - self._mean[codes]) / self._std[codes], nan=0.0), -Z_CLIP, Z_CLIP)
@@ -261,7 +261,7 @@ class SequenceSet:
         ], axis=1).astype(np.float32)
 
         s_start, s_end = self._static_start[slots], self._static_end[slots]
-        s_pos = _ranges(s_start, s_end)
+        s_pos = concat_ranges(s_start, s_end)
         static_ids = self._code_map[np.asarray(store.codes)[s_pos]]
         static_offsets = np.zeros(B, dtype=np.int64)
         np.cumsum((s_end - s_start)[:-1], out=static_offsets[1:])
@@ -269,7 +269,7 @@ class SequenceSet:
         numeric = self._numeric_block(codes, z, ~np.isnan(values), np.repeat(np.arange(len(vis)), lengths), vis_pos)
 
         so = self.seq_sample_offsets
-        sample_idx = self.sample_order[_ranges(so[seqs], so[seqs + 1])]
+        sample_idx = self.sample_order[concat_ranges(so[seqs], so[seqs + 1])]
         local_seq = np.repeat(np.arange(B), so[seqs + 1] - so[seqs])
         gather = local_seq * T + self.sample_pos[sample_idx]
         visit_mask = np.zeros((B, T), dtype=bool)

@@ -39,6 +39,19 @@ STORE_VERSION = 2
 NON_VISIT_CODES = ("MEDS_BIRTH", "MEDS_DEATH")
 
 
+def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(s, e) over the pairs (s, e), vectorised: the positions of slices of the
+    flat arrays, e.g. all events of some patients from `offsets[rows]` and `offsets[rows + 1]`. An empty
+    or reversed pair contributes nothing."""
+    lengths = np.maximum(ends - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
+
+
 def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0,
                 until_seconds: int | None = None) -> EventStore:
     """Convert normalised event shards into a store. Subjects must not span shards.

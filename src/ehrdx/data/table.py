@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ehrdx.data.spelling import spelling_clashes
 from ehrdx.errors import DataError, ident, identifiers_shown, reader_detail
-from ehrdx.tasks.labels import spelling_clashes
 
 ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
 LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")

@@ -183,11 +183,11 @@ def sex_and_age(store, samples) -> tuple[np.ndarray, np.ndarray]:
     """Each sample's sex (from a static GENDER// or SEX// code; 'unknown' without one) and age band at
     its prediction time ('unknown' without a birth)."""
     from ehrdx.data.sequences import birth_times, static_ranges
-    from ehrdx.tasks.task import _ranges
+    from ehrdx.data.store import concat_ranges
 
     rows = np.unique(samples.row)
     start, end = static_ranges(store, rows)
-    pos = _ranges(start, end)
+    pos = concat_ranges(start, end)
     owner = np.repeat(np.arange(len(rows)), end - start)
     names = np.asarray(store.code_names, dtype=object)
     codes = names[np.asarray(store.codes)[pos]] if len(pos) else np.zeros(0, dtype=object)
@@ -227,7 +227,7 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
     n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it."""
-    from ehrdx.events_api import evaluate_samples
+    from ehrdx.evaluate.metrics import evaluate_samples
 
     y, mask, groups = samples.y, samples.mask, samples.row
     result = evaluate_samples(samples, proba, labels, thresholds, descriptions)

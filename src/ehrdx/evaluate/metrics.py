@@ -10,6 +10,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ehrdx.data.samples import Samples
+
+K_VALUES = (5, 10, 20)  # recall@k reported for event streams
+VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
 HEADLINE = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro")
 
 
@@ -179,3 +183,33 @@ def describe_rows(per_label: list[dict], descriptions: dict[str, str] | None) ->
         text = (descriptions or {}).get(row["label"])
         if text:
             row["description"] = text
+
+
+def _bin_name(lo: int, hi: int | None) -> str:
+    return f"{lo}" if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+
+
+def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None,
+                     descriptions: dict[str, str] | None = None) -> dict:
+    """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
+    rows carry the label's `description` where `descriptions` has one."""
+    new_mask = samples.mask & ~samples.history
+    out = {
+        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "by_prior_visits": [],
+        "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
+    }
+    for key in ("all", "new_onset"):
+        describe_rows(out[key]["per_label"], descriptions)
+    for lo, hi in VISIT_BINS:
+        sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
+        if not sel.any():
+            continue
+        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
+               "patients": len(np.unique(samples.row[sel]))}
+        for name, m in (("all", samples.mask), ("new_onset", new_mask)):
+            r = evaluate_predictions(samples.y[sel], m[sel], proba[sel], labels, None, ())
+            row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
+        out["by_prior_visits"].append(row)
+    return out

@@ -13,7 +13,8 @@ EXTRA = ("brier", "ece", "recall_at_1", "recall_at_3")
 AT_THRESHOLD = ("element_accuracy", "subset_accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_samples")
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A metric as the reports print it: floats to 3 decimals, None as '-'."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -43,12 +44,12 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
     if oracle:
         t.add_column("oracle (best achievable)", justify="right")
     for key in (*[k for k in HEADLINE if k != "f1_micro"], *EXTRA):
-        t.add_row(key, _fmt(test.get(key)), *([_fmt(oracle.get(key))] if oracle else []))
+        t.add_row(key, format_value(test.get(key)), *([format_value(oracle.get(key))] if oracle else []))
     for thr in ("threshold_0.5", "tuned"):
         if thr in test:
             for key in AT_THRESHOLD:
-                t.add_row(f"{key} @ {thr.replace('threshold_', '')}", _fmt(test[thr][key]),
-                          *([_fmt(oracle.get(thr, {}).get(key))] if oracle else []))
+                t.add_row(f"{key} @ {thr.replace('threshold_', '')}", format_value(test[thr][key]),
+                          *([format_value(oracle.get(thr, {}).get(key))] if oracle else []))
     console.print(t)
 
     p = Table(title="Per label (test set; precision/recall/F1 at tuned thresholds)")
@@ -59,9 +60,9 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
                      no_wrap=col == "label")
     for row in test["per_label"]:
         at = row.get("tuned", row.get("threshold_0.5"))
-        p.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), _fmt(row["prevalence"]), _fmt(row["auroc"]),
-                  _fmt(row["auprc"]), _fmt(at["threshold"]), _fmt(at["precision"]), _fmt(at["recall"]),
-                  _fmt(at["f1"]), row["status"].replace(" in this set", ""))
+        p.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), format_value(row["prevalence"]), format_value(row["auroc"]),
+                  format_value(row["auprc"]), format_value(at["threshold"]), format_value(at["precision"]), format_value(at["recall"]),
+                  format_value(at["f1"]), row["status"].replace(" in this set", ""))
     console.print(p)
     print_exclusions(console, metrics)
     left_out = test.get("labels_left_out_of_macro") or []
@@ -107,10 +108,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         if oracle_key in metrics:
             t.add_column("oracle (best achievable)", justify="right")
         for row in EVENT_ROWS:
-            cells = [_fmt(metrics[key].get(row))]
-            cells += [_fmt(b[key].get(row)) if row in b[key] else "" for b in baselines.values()]
+            cells = [format_value(metrics[key].get(row))]
+            cells += [format_value(b[key].get(row)) if row in b[key] else "" for b in baselines.values()]
             if oracle_key in metrics:
-                cells.append(_fmt(metrics[oracle_key].get(row)))
+                cells.append(format_value(metrics[oracle_key].get(row)))
             t.add_row(row, *cells)
         console.print(t)
     per = Table(title="Per label (all labels; new-onset AUPRC beside)")
@@ -119,8 +120,8 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                 "new AUPRC", "status"):
         per.add_column(col, justify="left" if col in ("label", "description", "status") else "right")
     for row, new in zip(metrics["test"]["per_label"], metrics["test_new_onset"]["per_label"]):
-        per.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), _fmt(row["auroc"]), _fmt(row["auprc"]),
-                    str(new["positives"]), _fmt(new["auroc"]), _fmt(new["auprc"]), row["status"].replace(" in this set", ""))
+        per.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), format_value(row["auroc"]), format_value(row["auprc"]),
+                    str(new["positives"]), format_value(new["auroc"]), format_value(new["auprc"]), row["status"].replace(" in this set", ""))
     console.print(per)
     by = metrics.get("test_by_prior_visits") or []
     if by:
@@ -128,9 +129,9 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         for col in ("prior visits", "samples", "macro AUROC", "macro AUPRC", "new-onset AUROC", "new-onset AUPRC"):
             b.add_column(col, justify="right")
         for row in by:
-            b.add_row(row["prior_visits"], str(row["samples"]), _fmt(row["all"]["macro_auroc"]),
-                      _fmt(row["all"]["macro_auprc"]), _fmt(row["new_onset"]["macro_auroc"]),
-                      _fmt(row["new_onset"]["macro_auprc"]))
+            b.add_row(row["prior_visits"], str(row["samples"]), format_value(row["all"]["macro_auroc"]),
+                      format_value(row["all"]["macro_auprc"]), format_value(row["new_onset"]["macro_auroc"]),
+                      format_value(row["new_onset"]["macro_auprc"]))
         console.print(b)
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():

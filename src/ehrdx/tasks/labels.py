@@ -25,19 +25,9 @@ INFO_KEYS = ("codes", "description", "parent", "introduced_at", "introduced_from
 GIVEN, INFERRED, SAVED = "label map", "first record in training", "saved model"
 
 
-def spelling_clashes(names: Iterable[str]) -> list[list[str]]:
-    """Groups of names that differ only in case or surrounding spaces (``Disease_A``, ``disease_a``),
-    each ordered most frequent first; empty when every name is written one way."""
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    groups: dict[str, list[str]] = {}
-    for name in counts:
-        groups.setdefault(name.strip().casefold(), []).append(name)
-    return [sorted(g, key=lambda n: (-counts[n], n)) for g in groups.values() if len(g) > 1]
 
-
-def _iso(seconds: int | None) -> str | None:
+def iso_time(seconds: int | None) -> str | None:
+    """Seconds since 1970 as an ISO 8601 UTC time without a zone ('2021-03-01T00:00:00'), None as None."""
     if seconds is None:
         return None
     return datetime.fromtimestamp(int(seconds), UTC).replace(tzinfo=None).isoformat()
@@ -153,7 +143,7 @@ def introduction_info(first: dict[str, int | None], info: dict[str, dict] | None
         if meta.get("introduced_at"):
             meta.setdefault("introduced_from", GIVEN)
         elif infer_introduced and t is not None:
-            meta["introduced_at"], meta["introduced_from"] = _iso(t), INFERRED
+            meta["introduced_at"], meta["introduced_from"] = iso_time(t), INFERRED
         else:
             meta["introduced_at"] = meta["introduced_from"] = None
         out[lab] = meta

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ehrdx.data.spelling import spelling_clashes
 from ehrdx.errors import DataError
-from ehrdx.tasks.labels import spelling_clashes
 
 
 @dataclass

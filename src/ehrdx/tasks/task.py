@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ehrdx.data.store import STATIC_TIME, EventStore
+from ehrdx.data.samples import Samples
+from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -124,31 +125,6 @@ class TaskSpec:
 
 
 @dataclass
-class Samples:
-    """Samples in (row, time) order. Arrays are per sample; y/mask/history are [S, L]."""
-
-    row: np.ndarray  # store row of the patient
-    time: np.ndarray  # prediction time, seconds since 1970
-    cutoff: np.ndarray  # absolute event index one past the last feature event (all events <= time)
-    n_visits: np.ndarray  # visits that started at or before the prediction time
-    window_end: np.ndarray  # end of each sample's label window (s)
-    y: np.ndarray
-    mask: np.ndarray
-    history: np.ndarray
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def subset(self, keep: np.ndarray) -> Samples:
-        return Samples(self.row[keep], self.time[keep], self.cutoff[keep], self.n_visits[keep],
-                       self.window_end[keep], self.y[keep], self.mask[keep], self.history[keep], dict(self.counts))
-
-    def train_mask(self, new_onset: bool) -> np.ndarray:
-        return self.mask & ~self.history if new_onset else self.mask
-
-
-@dataclass
 class LabelIndex:
     """Which vocabulary labels each store code is a record of, as CSR: code c's labels are
     labels[ptr[c]:ptr[c + 1]]."""
@@ -243,24 +219,13 @@ def labels_missing_from(store: EventStore, rows: np.ndarray, selector, vocab) ->
 def _event_positions(store: EventStore, rows: np.ndarray) -> np.ndarray:
     offsets = np.asarray(store.offsets)
     starts, ends = offsets[rows], offsets[rows + 1]
-    return _ranges(starts, ends)
-
-
-def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, e) over pairs, vectorised."""
-    lengths = np.maximum(ends - starts, 0)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=first[1:])
-    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
+    return concat_ranges(starts, ends)
 
 
 def visit_end_times(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The default prediction times: the end of every visit of the given patients (row, time)."""
     vo = np.asarray(store.visit_offsets)
-    visits = _ranges(vo[rows], vo[rows + 1])
+    visits = concat_ranges(vo[rows], vo[rows + 1])
     sample_rows = np.repeat(rows, vo[rows + 1] - vo[rows])
     times = np.asarray(store.times)[np.asarray(store.visit_ends)[visits] - 1]
     return sample_rows, times

@@ -172,7 +172,7 @@ def write_longitudinal(cohort: LongitudinalCohort, out_dir: str | Path) -> dict[
     """OUT/meds (MEDS dataset with train/tuning/held_out splits), OUT/oracle.parquet, OUT/label_map.csv,
     OUT/cohort.json."""
     from ehrdx.data.meds import MEDS_SPLITS, write_meds
-    from ehrdx.tasks.splits import split_patients
+    from ehrdx.data.splits import split_patients
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,67 @@
+"""Patient-level splits: train/validation/test and grouped K-fold, approximately stratified.
+
+Every patient goes to exactly one part. Stratification groups patients by their rarest label (rarest
+in the whole cohort), then deals each group out in proportion, so a rare label lands in every part
+whenever it has enough patients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _strata(y: np.ndarray) -> np.ndarray:
+    """Stratum of each patient: index of its rarest label, or -1 for patients with no label."""
+    if y.shape[1] == 0:
+        return np.full(y.shape[0], -1)
+    freq = y.sum(0)
+    rank = np.where(y > 0, freq[None, :], np.inf)
+    return np.where(y.any(1), np.argmin(rank, axis=1), -1)
+
+
+def _deal(n: int, fractions: list[float]) -> np.ndarray:
+    """Part index for n shuffled members so that part sizes follow fractions; small groups still
+    reach every part before any part gets a second member."""
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    if n >= len(fractions):
+        counts = np.maximum(counts, 1)
+    while counts.sum() > n:
+        counts[np.argmax(counts)] -= 1
+    remainder = n - counts.sum()
+    order = np.argsort(-(np.asarray(fractions) * n - counts))  # largest shortfall first
+    for k in range(remainder):
+        counts[order[k % len(order)]] += 1
+    return np.repeat(np.arange(len(fractions)), counts)
+
+
+def split_patients(
+    y: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of train, validation and test patients (one row per patient), disjoint."""
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError("split fractions must sum to 1")
+    rng = np.random.default_rng(seed)
+    strata = _strata(y)
+    part = np.empty(len(y), dtype=np.int64)
+    for s in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == s))
+        part[members] = rng.permutation(_deal(len(members), list(fractions)))
+    return tuple(np.sort(np.flatnonzero(part == k)) for k in range(3))  # type: ignore[return-value]
+
+
+def kfold_patients(y: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
+    """Fold index sets for grouped (by patient) K-fold, approximately stratified."""
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    if k > len(y):
+        raise ValueError(f"cannot make {k} folds from {len(y)} patients")
+    rng = np.random.default_rng(seed)
+    strata = _strata(y)
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for s in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == s))
+        # Continue the round-robin across strata so fold sizes stay balanced.
+        fold[members] = (np.arange(len(members)) + offset) % k
+        offset = (offset + len(members)) % k
+    return [np.sort(np.flatnonzero(fold == f)) for f in range(k)]
