@@ -5,9 +5,11 @@ into the model: its weight in the visit's code bag, its weight in the value bag 
 and, for a numeric code in the dense block, the entries it fills (its value and "measured" flag at its
 visit, and the carried-forward "last value" and flag at the later visits until the code is measured
 again). With every gate at 0 the model sees visits with no events (times, age and static facts stay);
-at 1 it sees the patient as recorded. Integrated gradients along that straight path give each event a
-share of (score with the events - score without them), and the shares add up to that difference
-(checked in the tests). The score is the label's logit at the chosen prediction time.
+at 1 it sees the patient as recorded. The gated batch is the training batch with the gates applied
+(SequenceBatch.with_event_gates), from the same carried-forward block (data/sequences.py numeric_sources),
+so explanations cannot drift from what the model was trained on. Integrated gradients along that
+straight path give each event a share of (score with the events - score without them), and the shares
+add up to that difference (checked in the tests). The score is the label's logit at the chosen prediction time.
 
 Faithfulness (tests/test_explain.py): setting the gates of the top-attributed events to 0 lowers the
 score more than setting as many random events to 0.
