@@ -72,11 +72,11 @@ def compute_only(model, ds, device, precision: str, batch: int, steps: int) -> f
         for b in batches:
             with autocast(device, precision):
                 logits = model(b)
-            s, n = masked_bce_with_logits(logits.float(), b["y"], b["y_mask"])
+            s, n = masked_bce_with_logits(logits.float(), b.y, b.y_mask)
             opt.zero_grad(set_to_none=True)
             (s / n.clamp(min=1)).backward()
             opt.step()
-            rows += b["y"].shape[0]
+            rows += b.y.shape[0]
         return rows
 
     run()  # warm-up

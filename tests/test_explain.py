@@ -41,7 +41,7 @@ def _cases(clf, store, te, n, seed=0, min_events=12):
         inputs = _event_inputs(ds, int(seq))
         if len(inputs.positions) < min_events:
             continue
-        idx = inputs.batch["sample_index"].numpy()
+        idx = inputs.batch.sample_index.numpy()
         pos = len(idx) - 1  # the latest prediction time of the sequence
         with torch.no_grad():
             label = int(torch.argmax(model(inputs.batch)[pos]))

@@ -51,8 +51,8 @@ def test_predictions_do_not_depend_on_what_a_patient_is_batched_with(cohort, enc
         alone = m(ds.collate(np.array([short])))
         batched_batch = ds.collate(np.concatenate([longest[:2], [short], longest[2:]]))
         batched = m(batched_batch)
-    idx = batched_batch["sample_index"].numpy()
-    mine = np.isin(idx, ds.collate(np.array([short]))["sample_index"].numpy())
+    idx = batched_batch.sample_index.numpy()
+    mine = np.isin(idx, ds.collate(np.array([short])).sample_index.numpy())
     assert mine.sum() == alone.shape[0]
     torch.testing.assert_close(batched[torch.from_numpy(mine)], alone, rtol=0, atol=1e-5)
 

@@ -166,7 +166,7 @@ def test_replay_mixes_old_data_with_new_labels_unknown(data):
     a = old._dataset(old_store, old.samples(old_store, tr))
     b = old._dataset(new_store, old.samples(new_store, va))
     both = ConcatSet(a, b)
-    seen = np.concatenate([x["sample_index"].numpy() for x in both.batches(32, shuffle=True,
+    seen = np.concatenate([x.sample_index.numpy() for x in both.batches(32, shuffle=True,
                                                                              generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(len(a) + len(b)))  # every sample once per epoch
     new, report = update_model(old, new_store, patient_splits(new_store, paths["meds"], 0), epochs=1,

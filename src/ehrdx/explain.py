@@ -5,9 +5,11 @@ into the model: its weight in the visit's code bag, its weight in the value bag 
 and, for a numeric code in the dense block, the entries it fills (its value and "measured" flag at its
 visit, and the carried-forward "last value" and flag at the later visits until the code is measured
 again). With every gate at 0 the model sees visits with no events (times, age and static facts stay);
-at 1 it sees the patient as recorded. Integrated gradients along that straight path give each event a
-share of (score with the events - score without them), and the shares add up to that difference
-(checked in the tests). The score is the label's logit at the chosen prediction time.
+at 1 it sees the patient as recorded. The gated batch is the training batch with the gates applied
+(SequenceBatch.with_event_gates), from the same carried-forward block (data/sequences.py numeric_sources),
+so explanations cannot drift from what the model was trained on. Integrated gradients along that
+straight path give each event a share of (score with the events - score without them), and the shares
+add up to that difference (checked in the tests). The score is the label's logit at the chosen prediction time.
 
 Faithfulness (tests/test_explain.py): setting the gates of the top-attributed events to 0 lowers the
 score more than setting as many random events to 0.
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ehrdx.data.batch import SequenceBatch
+from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import DataError, ModelError
 
 STEPS = 32
@@ -28,19 +32,19 @@ VALUE_DIGITS = 2  # significant digits of event values in an explanation that le
 
 @dataclass
 class EventInputs:
-    """One sequence's batch with per-event gates wired in, and what each event is."""
+    """One sequence's batch (with the sources of its numeric entries, so its events can be gated), and what
+    each event is."""
 
-    batch: dict[str, torch.Tensor]
+    batch: SequenceBatch
     positions: np.ndarray  # store event index of each gated event
     visit: np.ndarray  # visit (within the sequence) of each event
-    entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per event: numeric block rows, cols, values
 
 
-def _event_inputs(dataset, seq: int) -> EventInputs:
-    """Collate one sequence and work out which numeric-block entries each event fills."""
+def _event_inputs(dataset: SequenceSet, seq: int) -> EventInputs:
+    """Collate one sequence and find each of its events in the store (in the batch's event order)."""
     from ehrdx.data.store import concat_ranges
 
-    batch = dataset.collate(np.array([seq]))
+    batch = dataset.collate(np.array([seq]), sources=True)
     store = dataset.store
     row = int(dataset.seq_row[seq])
     nv = int(dataset.seq_nv[seq])
@@ -48,51 +52,12 @@ def _event_inputs(dataset, seq: int) -> EventInputs:
     vis = np.arange(vlo, vlo + nv)
     starts = np.asarray(store.visit_starts)[vis]
     ends = np.minimum(np.asarray(store.visit_ends)[vis], int(dataset.seq_cutoff[seq]))
-    positions = concat_ranges(starts, ends)
-    visit = np.repeat(np.arange(nv), ends - starts)
-    codes = dataset._code_map[np.asarray(store.codes)[positions]]
-    values = np.asarray(store.values)[positions]
-    K = len(dataset.numeric_ids)
-    col = dataset._numeric_col[codes]
-    numeric = batch["numeric"].numpy()
-    entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    last_of: dict[tuple[int, int], int] = {}  # (visit, column) -> the event whose value the visit keeps
-    for i in range(len(positions)):
-        if col[i] >= 0 and not np.isnan(values[i]):
-            last_of[(int(visit[i]), int(col[i]))] = i
-    measured_at: dict[int, list[int]] = {}
-    for v, k in last_of:
-        measured_at.setdefault(k, []).append(v)
-    for i in range(len(positions)):
-        rows, cols = [], []
-        k, v = int(col[i]), int(visit[i])
-        if k >= 0 and last_of.get((v, k)) == i:
-            rows += [v, v]
-            cols += [k, K + k]
-            later = [u for u in sorted(measured_at[k]) if u > v]
-            stop = later[0] if later else nv - 1
-            for u in range(v + 1, stop + 1):  # carried forward up to and including the next measurement
-                rows += [u, u]
-                cols += [2 * K + k, 3 * K + k]
-        r, c = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-        entries.append((r, c, numeric[r, c] if len(r) else np.zeros(0, np.float32)))
-    return EventInputs(batch, positions, visit, entries)
-
-
-def _gated(inputs: EventInputs, gate: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The batch as the model sees it with event i scaled by gate[i]."""
-    b = inputs.batch
-    numeric = torch.zeros_like(b["numeric"])
-    for i, (r, c, val) in enumerate(inputs.entries):
-        if len(r):
-            numeric[r, c] = gate[i] * torch.from_numpy(val)
-    return {**b, "code_weights": b["code_weights"] * gate, "value_weights": b["value_weights"] * gate,
-            "numeric": numeric}
+    return EventInputs(batch, concat_ranges(starts, ends), np.repeat(np.arange(nv), ends - starts))
 
 
 def _scores(model, inputs: EventInputs, gates: torch.Tensor, sample_pos: int, label: int) -> torch.Tensor:
     """The label's logit at one sample for each row of gates [paths, events]."""
-    return torch.stack([model(_gated(inputs, g))[sample_pos, label] for g in gates])
+    return torch.stack([model(inputs.batch.with_event_gates(g))[sample_pos, label] for g in gates])
 
 
 def integrated_gradients(model, inputs: EventInputs, sample_pos: int, label: int, steps: int = STEPS) -> tuple[
@@ -122,7 +87,6 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
                    labels: list[str] | None = None) -> dict:
     """Explanation of one sample (index into `samples`): its top predicted labels (or `labels`), and for
     each the events that drove its score, largest first, with their visit, time, code and value."""
-    from ehrdx.data.sequences import SequenceSet
     from ehrdx.models.sequence import SequenceModel
 
     if not isinstance(clf.model_, SequenceModel):
@@ -132,7 +96,7 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
     inputs = _event_inputs(ds, seq)
     # where this sample sits among the batch's samples (the model returns one row per sample)
-    sample_pos = int(np.flatnonzero(inputs.batch["sample_index"].numpy() == index)[0])
+    sample_pos = int(np.flatnonzero(inputs.batch.sample_index.numpy() == index)[0])
     with torch.no_grad():
         logits = model(inputs.batch)[sample_pos].numpy()
     proba = 1 / (1 + np.exp(-logits))

@@ -215,7 +215,7 @@ def sample_states(model, dataset) -> np.ndarray:
         h = model.states(batch).float().cpu().numpy()
         if out is None:
             out = np.zeros((len(dataset), h.shape[1]), dtype=np.float32)
-        out[batch["sample_index"].cpu().numpy()] = h
+        out[batch.sample_index.cpu().numpy()] = h
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 

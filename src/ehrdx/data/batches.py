@@ -7,11 +7,12 @@ and from every metric, never counted as negatives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from ehrdx.data.batch import TableBatch
 from ehrdx.data.preprocess import EncodedFeatures
 
 
@@ -47,17 +48,17 @@ def gather_codes(code_ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) ->
     return code_ids[positions], batch_offsets
 
 
-def make_batch(samples: SampleSet, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def make_batch(samples: SampleSet, rows: np.ndarray, device: torch.device | str = "cpu") -> TableBatch:
     f = samples.features
     ids, offs = gather_codes(f.code_ids, f.code_offsets, rows)
-    return {
-        "dense": torch.from_numpy(f.dense[rows]).to(device),
-        "code_ids": torch.from_numpy(ids).to(device),
-        "code_offsets": torch.from_numpy(offs).to(device),
-        "y": torch.from_numpy(samples.y[rows]).to(device),
-        "y_mask": torch.from_numpy(samples.y_mask[rows]).to(device),
-        "sample_index": torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device),
-    }
+    return TableBatch(
+        dense=torch.from_numpy(f.dense[rows]).to(device),
+        code_ids=torch.from_numpy(ids).to(device),
+        code_offsets=torch.from_numpy(offs).to(device),
+        y=torch.from_numpy(samples.y[rows]).to(device),
+        y_mask=torch.from_numpy(samples.y_mask[rows]).to(device),
+        sample_index=torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device),
+    )
 
 
 def iterate_batches(
@@ -115,5 +116,4 @@ class ConcatSet:
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
         for k in order:
             batch = next(iters[k])
-            batch["sample_index"] = batch["sample_index"] + int(offsets[k])
-            yield batch
+            yield replace(batch, sample_index=batch.sample_index + int(offsets[k]))

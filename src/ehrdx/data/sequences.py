@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
@@ -115,6 +116,35 @@ def birth_times(store: EventStore, rows: np.ndarray) -> np.ndarray:
     return birth[inv]
 
 
+def numeric_sources(columns: np.ndarray, owner: np.ndarray, vis_pos: np.ndarray, n_columns: int) -> tuple[
+        np.ndarray, np.ndarray]:
+    """Which event fills each entry of the dense numeric block, -1 where none: `now` [V, K], the event whose
+    value a visit shows for column k (the last of several in the visit wins), and `last` [V, K], the event
+    whose value is carried forward into it (the latest measurement at an earlier visit of the same
+    sequence). `columns`: each event's dense column, -1 for events without one or without a value;
+    `owner`: each event's visit (flat); `vis_pos`: each visit's position in its sequence. Vectorised
+    forward fill, no loop over visits. Training and explanations (per-event gates) both use it."""
+    V, K = len(vis_pos), n_columns
+    now = np.full((V, K), -1, dtype=np.int64)
+    has = columns >= 0
+    now[owner[has], columns[has]] = np.flatnonzero(has)
+    idx = np.where(now >= 0, np.arange(V)[:, None], -1)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    prev_idx = np.vstack([np.full((1, K), -1), idx[:-1]]) if V else idx
+    seq_first = np.arange(V) - vis_pos  # flat index of each visit's sequence start
+    has_prev = prev_idx >= seq_first[:, None]
+    last = np.where(has_prev, now[np.maximum(prev_idx, 0), np.arange(K)[None, :]], -1)
+    return now, last
+
+
+def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """[V, 4K] float32: per dense numeric code, its value at this visit (z, 0 if not measured), whether it
+    was measured, its last value before this visit (carried forward) and whether there is one; `now` and
+    `last` from numeric_sources."""
+    zs = np.append(z, np.float32(0))  # index -1 (no event) reads 0
+    return np.concatenate([zs[now], now >= 0, zs[last], last >= 0], axis=1).astype(np.float32)
+
+
 class SequenceSet:
     """Samples of one store made ready for sequence models; `batches` yields collated tensors."""
 
@@ -171,25 +201,6 @@ class SequenceSet:
         """What a batch counts: sequences (patients, or a patient's cut sequence)."""
         return self.n_sequences
 
-    def _numeric_block(self, codes: np.ndarray, z: np.ndarray, has_value: np.ndarray, owner: np.ndarray,
-                       vis_pos: np.ndarray) -> np.ndarray:
-        """[V, 4K]: per dense numeric code, its value at this visit (z, 0 if not measured), whether it was
-        measured, its last value before this visit (carried forward within the sequence) and whether
-        there is one. Vectorised forward fill; the last of several values in a visit wins."""
-        K, V = len(self.numeric_ids), len(vis_pos)
-        cur = np.full((V, K), np.nan, dtype=np.float32)
-        col = self._numeric_col[codes]
-        has = (col >= 0) & has_value
-        cur[owner[has], col[has]] = z[has]
-        measured = ~np.isnan(cur)
-        idx = np.where(measured, np.arange(V)[:, None], -1)
-        np.maximum.accumulate(idx, axis=0, out=idx)
-        prev_idx = np.vstack([np.full((1, K), -1), idx[:-1]]) if V else idx
-        seq_first = np.arange(V) - vis_pos  # flat index of each visit's sequence start
-        has_prev = prev_idx >= seq_first[:, None]
-        prev = np.where(has_prev, cur[np.maximum(prev_idx, 0), np.arange(K)[None, :]], 0.0)
-        return np.concatenate([np.nan_to_num(cur, nan=0.0), measured, prev, has_prev], axis=1).astype(np.float32)
-
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu", shard=None, bucket: bool | None = None):
         """Batches of `batch_size` sequences (patients), each with all of its samples; with `shard`,
@@ -222,7 +233,9 @@ class SequenceSet:
             out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
         return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
 
-    def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu", sources: bool = False) -> SequenceBatch:
+        """The batch of sequences `seqs` (indices into seq_row) with all their samples; with `sources`, also
+        which event fills each numeric entry (SequenceBatch.numeric_source, for explanations)."""
         store = self.store
         seqs = np.asarray(seqs, dtype=np.int64)
         rows = self.seq_row[seqs]
@@ -266,7 +279,9 @@ class SequenceSet:
         static_offsets = np.zeros(B, dtype=np.int64)
         np.cumsum((s_end - s_start)[:-1], out=static_offsets[1:])
 
-        numeric = self._numeric_block(codes, z, ~np.isnan(values), np.repeat(np.arange(len(vis)), lengths), vis_pos)
+        columns = np.where(np.isnan(values), -1, self._numeric_col[codes])
+        now, last = numeric_sources(columns, np.repeat(np.arange(len(vis)), lengths), vis_pos, len(self.numeric_ids))
+        numeric = numeric_block(z, now, last)
 
         so = self.seq_sample_offsets
         sample_idx = self.sample_order[concat_ranges(so[seqs], so[seqs + 1])]
@@ -278,10 +293,11 @@ class SequenceSet:
         def tt(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-        return {
-            "code_ids": tt(codes), "code_weights": tt(w), "value_weights": tt((z * w).astype(np.float32)),
-            "bag_offsets": tt(bag_offsets), "visit_index": tt(vis_seq * T + vis_pos), "time_feats": tt(time_feats),
-            "static_ids": tt(static_ids), "static_offsets": tt(static_offsets), "visit_mask": tt(visit_mask),
-            "numeric": tt(numeric), "gather": tt(gather), "sample_index": tt(sample_idx),
-            "y": tt(self.y[sample_idx]), "y_mask": tt(self.y_mask[sample_idx]),
-        }
+        return SequenceBatch(
+            code_ids=tt(codes), code_weights=tt(w), value_weights=tt((z * w).astype(np.float32)),
+            bag_offsets=tt(bag_offsets), visit_index=tt(vis_seq * T + vis_pos), time_feats=tt(time_feats),
+            static_ids=tt(static_ids), static_offsets=tt(static_offsets), visit_mask=tt(visit_mask),
+            numeric=tt(numeric), gather=tt(gather), sample_index=tt(sample_idx),
+            y=tt(self.y[sample_idx]), y_mask=tt(self.y_mask[sample_idx]),
+            numeric_source=tt(np.concatenate([now, now, last, last], axis=1)) if sources else None,
+        )

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ehrdx.data.batch import TableBatch
 from ehrdx.models.head import LabelHead
 
 
@@ -44,14 +45,14 @@ class MLPModel(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = LabelHead(width, config.n_labels, config.label_blocks)
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        bag = self.code_bag(batch["code_ids"], batch["code_offsets"])
-        return self.body(torch.cat([batch["dense"], bag], dim=-1))
+    def encode(self, batch: TableBatch) -> torch.Tensor:
+        bag = self.code_bag(batch.code_ids, batch.code_offsets)
+        return self.body(torch.cat([batch.dense, bag], dim=-1))
 
-    def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def states(self, batch: TableBatch) -> torch.Tensor:
         return self.encode(batch)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: TableBatch) -> torch.Tensor:
         return self.head(self.encode(batch))
 
 

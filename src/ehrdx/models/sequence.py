@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.sequences import N_TIME_FEATURES
 from ehrdx.models.head import LabelHead
 
@@ -89,26 +90,26 @@ class SequenceModel(nn.Module):
                            dropout=config.dropout if config.layers > 1 else 0.0)
         self.head = LabelHead(H, config.n_labels, config.label_blocks)
 
-    def visit_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def visit_inputs(self, batch: SequenceBatch) -> torch.Tensor:
         """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
-        ids, offs = batch["code_ids"], batch["bag_offsets"]
+        ids, offs = batch.code_ids, batch.bag_offsets
         codes = F.embedding_bag(ids, self.code_embedding.weight, offs, mode="sum",
-                                per_sample_weights=batch["code_weights"])
+                                per_sample_weights=batch.code_weights)
         values = F.embedding_bag(ids, self.value_embedding.weight, offs, mode="sum",
-                                 per_sample_weights=batch["value_weights"])
-        visits = codes + values + self.time_proj(batch["time_feats"])
+                                 per_sample_weights=batch.value_weights)
+        visits = codes + values + self.time_proj(batch.time_feats)
         if self.numeric_proj is not None:
-            visits = visits + self.numeric_proj(batch["numeric"])
-        B, T = batch["visit_mask"].shape
-        x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch["visit_index"], visits)
-        static = F.embedding_bag(batch["static_ids"], self.code_embedding.weight, batch["static_offsets"], mode="mean")
+            visits = visits + self.numeric_proj(batch.numeric)
+        B, T = batch.visit_mask.shape
+        x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch.visit_index, visits)
+        static = F.embedding_bag(batch.static_ids, self.code_embedding.weight, batch.static_offsets, mode="mean")
         return x.view(B, T, -1) + static[:, None, :]
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, batch: SequenceBatch) -> torch.Tensor:
         """Patient state after every visit, [B, T, H]."""
         x = self.drop(self.in_norm(self.visit_inputs(batch)))
         if self.config.encoder == "transformer":
-            valid = batch["visit_mask"]
+            valid = batch.visit_mask
             T = valid.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             allowed = (causal[None, :, :] & valid[:, None, :])[:, None, :, :]  # [B, 1, T, T]
@@ -118,12 +119,12 @@ class SequenceModel(nn.Module):
         out, _ = self.rnn(x)
         return out + x  # a skip connection: the latest visit reaches the head directly
 
-    def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def states(self, batch: SequenceBatch) -> torch.Tensor:
         """Patient state [S, H] at each of the batch's samples: what the label head reads."""
         h = self.encode(batch)
-        return h.reshape(-1, h.shape[-1]).index_select(0, batch["gather"])
+        return h.reshape(-1, h.shape[-1]).index_select(0, batch.gather)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """Logits [S, L] for the batch's samples (the states at their positions)."""
         return self.head(self.drop(self.states(batch)))
 

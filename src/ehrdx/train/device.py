@@ -11,10 +11,14 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import torch
 
+from ehrdx.data.batch import Batch
 from ehrdx.errors import ModelError
+
+T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -59,18 +63,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def pin(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.pin_memory() for k, v in batch.items()}
+def pin(batch: Batch) -> Batch:
+    return batch.pin_memory()
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: Batch, device: torch.device) -> Batch:
     """Copy a collated CPU batch to `device` (non-blocking: from pinned memory it overlaps with work)."""
     if device.type == "cpu":
         return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
 
 
-def prefetch(batches: Iterable[dict], depth: int = 3) -> Iterator[dict]:
+def prefetch(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
     """Produce `batches` in a background thread, up to `depth` ahead, in the same order.
 
     numpy collation releases the GIL for most of its work, so this overlaps the next batches'
@@ -109,7 +113,7 @@ def prefetch(batches: Iterable[dict], depth: int = 3) -> Iterator[dict]:
         thread.join(timeout=5)
 
 
-def device_batches(batches: Iterable[dict], device: torch.device, background: bool | None = None) -> Iterator[dict]:
+def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None) -> Iterator[Batch]:
     """Batches on `device`; collated in a background thread when the device is a GPU (or if asked)."""
     gpu = device.type == "cuda"
     background = gpu if background is None else background

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ehrdx.data.batch import Batch
 from ehrdx.data.batches import SampleSet
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
@@ -102,7 +103,7 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
     for batch in device_batches(batches, device):
         with autocast(device, precision):
             logits = model(batch)
-        s, n = masked_bce_with_logits(logits.float(), batch["y"], batch["y_mask"])
+        s, n = masked_bce_with_logits(logits.float(), batch.y, batch.y_mask)
         total += s
         count += n
     total, count = all_sum([total, count])
@@ -124,7 +125,7 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
         logits = logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(samples), logits.shape[1]), dtype=np.float32)
-        out[batch["sample_index"].cpu().numpy()] = logits
+        out[batch.sample_index.cpu().numpy()] = logits
     return out if out is not None else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
 
 
@@ -139,7 +140,7 @@ def train_model(
     val: SampleSet | None,
     config: TrainConfig,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
-    extra_loss: Callable[[nn.Module, dict, torch.Tensor], torch.Tensor] | None = None,
+    extra_loss: Callable[[nn.Module, Batch, torch.Tensor], torch.Tensor] | None = None,
     val_score: Callable[[nn.Module], float] | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -202,7 +203,7 @@ def train_model(
             with autocast(device, precision):
                 logits = net(batch)
             logits = logits.float()  # the loss (and any extra term) in float32
-            s, n = masked_bce_with_logits(logits, batch["y"], batch["y_mask"], pos_weight)
+            s, n = masked_bce_with_logits(logits, batch.y, batch.y_mask, pos_weight)
             loss = s / n.clamp(min=1)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, batch, logits)
@@ -211,7 +212,7 @@ def train_model(
             optimizer.step()
             total += s.detach()
             count += n
-            seen += batch["y"].shape[0]
+            seen += batch.y.shape[0]
         total, count = all_sum([total, count])
         train_loss = float(total) / max(int(count), 1)  # synchronises, so the epoch time is complete
         train_seconds += time.perf_counter() - epoch_start
