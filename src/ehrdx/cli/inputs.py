@@ -4,14 +4,15 @@ needs."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.markup import escape
 
-from ehrdx.cli.options import console, fail
+from ehrdx.cli.options import (
+    console,
+    fail,
+    print_counts,
+)
 from ehrdx.errors import EhrdxError, ident
 
 
@@ -38,7 +39,6 @@ def with_omop(events, omop, codes, prefixes):
 def resolve_input_settings(model_dir: Path, **given) -> dict:
     """How to read the events for this model: options given on the command line win; otherwise the
     settings saved with the model (input.json), else the built-in defaults. Differences are noted."""
-    from rich.markup import escape
 
     from ehrdx.input_settings import read_input_settings, resolve
 
@@ -113,8 +113,7 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
-    for what, n in st.counts.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    print_counts(st.counts)
     return st
 
 
@@ -150,90 +149,3 @@ def require_table_model(clf, model_dir, data) -> None:
                          "table: an event model reads event streams, not one row per patient\n  fix: give the "
                          "event data with --meds DIR, --events FILE or --omop DIR instead of the table, or use a "
                          "model trained on a patient table")
-
-
-
-
-@dataclass(frozen=True)
-class EventData:
-    """The event data a command reads and how to read it, as given on the command line: the options the
-    commands that read events share, bundled by `reads_events`. With a model, an option not given (None)
-    means the model's own setting (ehrdx.input_settings), else the built-in default."""
-
-    meds: Path | None = None
-    events: Path | None = None
-    omop: Path | None = None
-    omop_codes: str | None = None
-    omop_prefix: str | None = None
-    visit_gap: str | None = None
-    subject_col: str | None = None
-    time_col: str | None = None
-    code_col: str | None = None
-    value_col: str | None = None
-    time_format: str | None = None
-    until: str | None = None
-    store: Path | None = None
-
-    @property
-    def given(self) -> bool:
-        return self.meds is not None or self.events is not None or self.omop is not None
-
-    def paths(self, model: Path | None = None, **more) -> dict:
-        """The paths read, named as the user gave them (for the output-path checks)."""
-        return event_inputs(self.meds, self.events, self.omop, self.store, model, **more)
-
-    def columns(self) -> dict:
-        return {"subject_col": self.subject_col, "time_col": self.time_col, "code_col": self.code_col,
-                "value_col": self.value_col, "time_format": self.time_format}
-
-    def settings(self, model_dir: Path, split_names: str | None = None) -> dict:
-        """Options given win over the model's input.json, which wins over the defaults (notes printed)."""
-        given = {"visit_gap": self.visit_gap, **self.columns(), "until": self.until, "omop_codes": self.omop_codes,
-                 "omop_prefix": self.omop_prefix}
-        if split_names is not None:
-            given["split_names"] = split_names
-        return resolve_input_settings(model_dir, **given)
-
-    def source(self, settings: dict | None = None):
-        """--events, or the --omop export read by its own reader in its place."""
-        if settings is None:
-            return with_omop(self.events, self.omop, self.omop_codes, self.omop_prefix)
-        return with_omop(self.events, self.omop, settings["omop_codes"], settings["omop_prefix"])
-
-
-def _event_data_options(for_model: bool) -> list[inspect.Parameter]:
-    """The typer parameters behind EventData: with a model (`for_model`) not given means the model's setting."""
-    kinds = (("meds", Meds, None), ("events", Events, None), ("omop", Omop, None),
-             ("omop_codes", OmopCodesGiven, None) if for_model else ("omop_codes", OmopCodes, "source"),
-             ("omop_prefix", OmopPrefix, None),
-             ("visit_gap", VisitGapGiven, None) if for_model else ("visit_gap", VisitGap, "0"),
-             ("subject_col", SubjectColGiven, None) if for_model else ("subject_col", SubjectCol, "subject_id"),
-             ("time_col", TimeColGiven, None) if for_model else ("time_col", TimeCol, "time"),
-             ("code_col", CodeColGiven, None) if for_model else ("code_col", CodeCol, "code"),
-             ("value_col", ValueColGiven, None) if for_model else ("value_col", ValueCol, "numeric_value"),
-             ("time_format", TimeFormatGiven, None) if for_model else ("time_format", TimeFormat, None),
-             ("until", UntilGiven, None) if for_model else ("until", Until, None),
-             ("store", StoreDir, None))
-    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-            for name, annotation, default in kinds]
-
-
-def reads_events(for_model: bool = True):
-    """Give a command the event-data options (--meds, --events, --omop, how to read them, --store) as one
-    `event_data: EventData` argument, instead of listing the same thirteen options in every command. The
-    flags, their help and defaults are those the commands listed before."""
-
-    def decorate(command):
-        signature = inspect.signature(command, eval_str=True)
-        own = [p for name, p in signature.parameters.items() if name != "event_data"]
-        names = [p.name for p in _event_data_options(for_model)]
-
-        @functools.wraps(command)
-        def run(**kwargs):
-            return command(**kwargs, event_data=EventData(**{name: kwargs.pop(name) for name in names}))
-
-        run.__signature__ = signature.replace(parameters=own + _event_data_options(for_model))
-        run.__annotations__ = {}  # typer reads the signature above; the wrapped function's are strings
-        return run
-
-    return decorate

@@ -59,6 +59,27 @@ def check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tupl
         fail(exc)
 
 
+TABLE = "a patient table"
+EVENT_STREAMS = "event streams (--meds, --events or --omop)"
+
+
+def given_options(ctx: typer.Context, names) -> list[str]:
+    """The flags among the parameters `names` that the user gave (command line or environment), in --help
+    order; an option left at its default is not given."""
+    return [param.opts[0] for param in ctx.command.params if param.name in names
+            and getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")]
+
+
+def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -> None:
+    """Stop (exit 2) when options that only make sense for one kind of input (`meant_for`) were given to a
+    run that reads the other kind (`reading`)."""
+    flags = given_options(ctx, names)
+    if flags:
+        one = len(flags) == 1
+        fail(EhrdxError(f"{', '.join(flags)} {'is an option' if one else 'are options'} for {meant_for}, and this "
+                        f"run reads {reading}\n  fix: leave {'it' if one else 'them'} out"))
+
+
 def print_counts(counts: dict) -> None:
     """Counted exclusions (rows, events, samples left out), one yellow line each."""
     for what, n in counts.items():
@@ -92,7 +113,7 @@ class EpochProgress:
 
 # Options shared by train and demo.
 Hidden = Annotated[int, typer.Option(help="Width of each hidden layer.")]
-Depth = Annotated[int, typer.Option(help="Number of hidden layers.")]
+Depth = Annotated[int, typer.Option(help="Patient table: number of hidden layers of the MLP.")]
 Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden layers.")]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(help="Learning rate.")]
@@ -101,70 +122,41 @@ Patience = Annotated[int | None, typer.Option(help="Epochs without validation im
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]
-Layers = Annotated[int | None, typer.Option(help="Recurrent or Transformer layers (default 1; 2 for transformer).")]
-Heads = Annotated[int, typer.Option(help="Attention heads (transformer).")]
-Meds = Annotated[Path | None, typer.Option(help="MEDS dataset directory (data/**/*.parquet, metadata/).")]
-Omop = Annotated[Path | None, typer.Option(help="OMOP CDM 5.4 export directory (person, visit_occurrence, "
-                                           "condition_occurrence, drug_exposure, measurement, observation, death, "
-                                           "concept; CSV or Parquet).")]
-OmopCodes = Annotated[str, typer.Option(help="OMOP codes: source (vocabulary of the *_source_concept_id, e.g. "
-                                        "ICD10CM//E11.9, else PREFIX//source value) or concept (standard concepts).")]
-OmopPrefix = Annotated[str | None, typer.Option(help="OMOP code prefixes where the concept table gives none, e.g. "
-                                                "condition=ICD10CM,measurement=LOINC.")]
-Events = Annotated[Path | None, typer.Option(help="Long events table (CSV/Parquet): one row per event.")]
-Task = Annotated[str, typer.Option(help="next-visit, or window:<N><unit> for (t, t+N], e.g. window:365d.")]
-NewOnset = Annotated[bool, typer.Option("--new-onset", help="Train on new onsets only: a label already recorded "
-                                        "before the prediction time is masked, not a negative.")]
-Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Mask labels that did not occur when follow-up "
-                                      "ends before the window does (default), or count them as negatives.")]
-Labels = Annotated[str, typer.Option(help="Which codes are labels: prefix:PREFIX[:N chars], regex:PATTERN or "
-                                     "map:FILE (.csv code,label / .json / .yaml).")]
-ModelKind = Annotated[str, typer.Option(help="gru, lstm, transformer, or the count baselines mlp, logistic.")]
-Baselines = Annotated[str | None, typer.Option(help="Also fit these count baselines and report them beside "
-                                               "the model, e.g. mlp,logistic.")]
-VisitGap = Annotated[str, typer.Option(help="Events of a patient closer than this form one visit: 0 (same "
-                                       "timestamp), 6h, 1d ...")]
-TargetsOpt = Annotated[Path | None, typer.Option(help="Given multi-label targets instead of the task's windows: a "
-                                              "long table (subject_id, prediction_time, label, value) or a "
-                                              "directory of per-label MEDS task directories.")]
-StoreDir = Annotated[Path | None, typer.Option(help="Directory for the converted event store (default: temporary).")]
-SubjectCol = Annotated[str, typer.Option(help="Events table: patient id column.")]
-TimeCol = Annotated[str, typer.Option(help="Events table: time column.")]
-CodeCol = Annotated[str, typer.Option(help="Events table: code column.")]
-ValueCol = Annotated[str, typer.Option(help="Events table: numeric value column.")]
-TimeFormat = Annotated[str | None, typer.Option(help="Events table: strftime format of times (default ISO 8601).")]
+Layers = Annotated[int | None, typer.Option(help="Event streams: recurrent or Transformer layers (default 1; 2 for "
+                                              "transformer).")]
+Heads = Annotated[int, typer.Option(help="Event streams: attention heads (transformer).")]
+Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
+                                   "window:365d.")]
+NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "
+                                        "already recorded before the prediction time is masked, not a negative.")]
+Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event streams: mask labels that did not occur "
+                                      "when follow-up ends before the window does (default), or count them as "
+                                      "negatives.")]
+Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
+                                     "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
+ModelKind = Annotated[str, typer.Option(help="Event streams: gru, lstm, transformer, or the count baselines mlp, "
+                                        "logistic.")]
+Baselines = Annotated[str | None, typer.Option(help="Event streams: also fit these count baselines and report "
+                                               "them beside the model, e.g. mlp,logistic.")]
+TargetsOpt = Annotated[Path | None, typer.Option(help="Event streams: given multi-label targets instead of the "
+                                                 "task's windows: a long table (subject_id, prediction_time, label, "
+                                                 "value) or a directory of per-label MEDS task directories.")]
 IdCol = Annotated[str | None, typer.Option(help="Patient table: the patient id column (default: the one the "
-                                         "model was trained with, else the first of patient_id, subject_id, "
-                                         "person_id, patient, id). Ids are kept as given: 007 is not 7.")]
-# The same input options on commands that take a model: not given (None) means the model's own setting
-# (ehrdx.input_settings), else the built-in default.
-VisitGapGiven = Annotated[str | None, typer.Option(help="Events of a patient closer than this form one visit: 0, "
-                                                   "6h, 1d ... (default: the model's, else 0).")]
-SubjectColGiven = Annotated[str | None, typer.Option(help="Events table: patient id column (default: the model's, "
-                                                     "else subject_id).")]
-TimeColGiven = Annotated[str | None, typer.Option(help="Events table: time column (default: the model's, else time).")]
-CodeColGiven = Annotated[str | None, typer.Option(help="Events table: code column (default: the model's, else code).")]
-ValueColGiven = Annotated[str | None, typer.Option(help="Events table: numeric value column (default: the model's, "
-                                                   "else numeric_value).")]
-TimeFormatGiven = Annotated[str | None, typer.Option("--time-format", help="Events table: strftime format of times "
-                                                     "(default: the model's, else ISO 8601).")]
-OmopCodesGiven = Annotated[str | None, typer.Option("--omop-codes", help="OMOP codes: source or concept (default: "
-                                                    "the model's, else source).")]
-SplitNames = Annotated[str | None, typer.Option(help="MEDS subject_splits names other than train/tuning/held_out, "
-                                                "mapped to those: e.g. test=held_out,val=tuning (default: the "
-                                                "model's mapping). Any other name is an error.")]
-UntilGiven = Annotated[str | None, typer.Option(help="Use only events up to this date, e.g. 2020-01-01 (default: "
-                                                "all events, even when the model was trained with --until).")]
-Until = Annotated[str | None, typer.Option(help="Event streams: use only events up to this date (the data as it "
-                                           "was then), e.g. 2020-01-01.")]
+                                           "model was trained with, else the first of patient_id, subject_id, "
+                                           "person_id, patient, id). Ids are kept as given: 007 is not 7.")]
+SplitNames = Annotated[str | None, typer.Option(help="Event streams (MEDS): subject_splits names other than "
+                                                "train/tuning/held_out, mapped to those: e.g. "
+                                                "test=held_out,val=tuning (default: the model's mapping). Any "
+                                                "other name is an error.")]
 InferIntroduced = Annotated[bool, typer.Option(
     "--infer-introduced", help="Event streams: a label without an introduced_at (label map, --add LABEL=DATE) "
     "is taken to start at its first record in the training patients, and samples whose window ends before "
     "it are masked. Off by default: a label is taken to have existed all along.")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
-Workers = Annotated[int, typer.Option(help="Processes that convert a sharded MEDS dataset into the store, each "
-                                     "its own shards (under torchrun with --store, every process converts its own).")]
+Workers = Annotated[int, typer.Option(help="Event streams (MEDS): processes that convert a sharded MEDS dataset "
+                                     "into the store, each its own shards (under torchrun with --store, every "
+                                     "process converts its own).")]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (float32: faster than bf16 for these "
                                         "model sizes, see BENCHMARKS.md), fp32, or bf16 autocast.")]

@@ -10,35 +10,20 @@ import typer
 from rich.markup import escape
 
 from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
-    event_inputs,
     open_events,
     require_events_model,
     require_table_model,
-    resolve_input_settings,
     split_rows,
     times_in_split,
-    with_omop,
 )
 from ehrdx.cli.options import (
-    CodeColGiven,
     Device,
-    Events,
     GlobalOptions,
     IdCol,
-    Meds,
-    Omop,
-    OmopCodesGiven,
-    OmopPrefix,
     SplitNames,
-    StoreDir,
-    SubjectColGiven,
     TargetsOpt,
-    TimeColGiven,
-    TimeFormatGiven,
-    UntilGiven,
-    ValueColGiven,
-    VisitGapGiven,
     check_out,
     console,
     fail,
@@ -48,61 +33,42 @@ from ehrdx.paths import TABLE_SUFFIXES
 
 
 @app.command()
+@reads_events(table_only=("id_col",), events_only=("split", "times", "targets", "split_names"))
 def evaluate(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Argument(help="Labelled patient table with the training columns "
                                                 "(or --meds / --events).")] = None,
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodesGiven = None,
-    omop_prefix: OmopPrefix = None,
     split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
                                        "MEDS held_out split, else the seeded test split the model was trained "
                                        "with), tuning, train, or all.")] = "held_out",
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time), e.g. a MEDS label file.")] = None,
     targets: TargetsOpt = None,
-    visit_gap: VisitGapGiven = None,
-    subject_col: SubjectColGiven = None,
-    time_col: TimeColGiven = None,
-    code_col: CodeColGiven = None,
-    value_col: ValueColGiven = None,
-    time_format: TimeFormatGiven = None,
     split_names: SplitNames = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
     device: Device = "auto",
     id_col: IdCol = None,
+    *,
+    event_data: EventData,
 ) -> None:
     """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
     event streams per prediction time, all labels and new onset, and by number of prior visits, on the
     held-out patients unless --split says otherwise."""
+    meds, store = event_data.meds, event_data.store
     opts: GlobalOptions = ctx.obj
-    check_out(out, {"patient table": data, **event_inputs(meds, events, omop, store, model),
+    check_out(out, {"patient table": data, **event_data.paths(model),
                      "prediction times (--times)": times, "targets (--targets)": targets})
-    import ehrdx
     from ehrdx.evaluate.report import print_report
 
-    if meds is not None or events is not None or omop is not None:
-        settings = resolve_input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
-                                   code_col=code_col, value_col=value_col, time_format=time_format,
-                                   split_names=split_names, until=until, omop_codes=omop_codes,
-                                   omop_prefix=omop_prefix)
-        events = with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
+    if event_data.given:
+        settings, events = event_data.resolve(model, split_names)
         _evaluate_events(opts, model, meds, events, store, settings, split, times, out, targets, device)
         return
     if data is None:
         fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
-    try:
-        clf = ehrdx.load(model)
-        require_table_model(clf, model, data)
-        clf.to(device)
-        result = clf.evaluate(_read_for_model(clf, data, id_col))
-    except EhrdxError as exc:
-        fail(exc)
+    clf, table = _table_model_and_data(model, data, id_col, device)
+    result = clf.evaluate(table)
     _report_summary(result.get("summary", {}))
     print_report(console, opts.release({"test": result}), title=escape(str(data)))
     if out:
@@ -140,6 +106,16 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         console.print(f"wrote {escape(str(out))}")
 
 
+def _table_model_and_data(model: Path, data: Path, id_col: str | None, device: str):
+    """The patient-table model saved in `model`, on `device`, and `data` read with its training columns."""
+    import ehrdx
+
+    clf = ehrdx.load(model)
+    require_table_model(clf, model, data)
+    clf.to(device)
+    return clf, _read_for_model(clf, data, id_col)
+
+
 def _read_for_model(clf, data: Path, id_col: str | None):
     """A patient table read with the columns a table model was trained on; `id_col` names its id column."""
     import dataclasses
@@ -164,42 +140,31 @@ def _report_summary(summary: dict) -> None:
 
 
 @app.command()
+@reads_events(table_only=("id_col",), events_only=("times",))
 def predict(
+    ctx: typer.Context,
     data: Annotated[Path | None, typer.Argument(help="Patient table with the training columns (labels not "
                                                 "needed), or --meds / --events.")] = None,
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
     out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path("predictions.csv"),
     threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodesGiven = None,
-    omop_prefix: OmopPrefix = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time); default: the end of every visit.")] = None,
-    visit_gap: VisitGapGiven = None,
-    subject_col: SubjectColGiven = None,
-    time_col: TimeColGiven = None,
-    code_col: CodeColGiven = None,
-    value_col: ValueColGiven = None,
-    time_format: TimeFormatGiven = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
     device: Device = "auto",
     id_col: IdCol = None,
+    *,
+    event_data: EventData,
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
     time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
-    check_out(out, {"patient table": data, **event_inputs(meds, events, omop, store, model),
+    meds, store = event_data.meds, event_data.store
+    check_out(out, {"patient table": data, **event_data.paths(model),
                      "prediction times (--times)": times}, suffixes=TABLE_SUFFIXES)
     if threshold is not None and not 0 <= threshold <= 1:
         fail(EhrdxError(f"--threshold {threshold} is not a probability\n  fix: give a number from 0 to 1, or "
                          "leave it out to use the thresholds tuned per label"))
-    if meds is not None or events is not None or omop is not None:
-        settings = resolve_input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
-                                   code_col=code_col, value_col=value_col, time_format=time_format, until=until,
-                                   omop_codes=omop_codes, omop_prefix=omop_prefix)
-        events = with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
+    if event_data.given:
+        settings, events = event_data.resolve(model)
         _predict_events(model, meds, events, store, settings, times, out, threshold, device)
         return
     if data is None:
@@ -207,18 +172,11 @@ def predict(
     import numpy as np
     import polars as pl
 
-    import ehrdx
 
-    try:
-        clf = ehrdx.load(model)
-        require_table_model(clf, model, data)
-        clf.to(device)
-        table = _read_for_model(clf, data, id_col)
-        t0 = time.perf_counter()
-        proba = clf.predict_proba(table)
-        seconds = time.perf_counter() - t0
-    except EhrdxError as exc:
-        fail(exc)
+    clf, table = _table_model_and_data(model, data, id_col, device)
+    t0 = time.perf_counter()
+    proba = clf.predict_proba(table)
+    seconds = time.perf_counter() - t0
     thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
     labels = clf.labels_
     pred = proba >= thr[None, :]

@@ -9,36 +9,20 @@ import typer
 from rich.markup import escape
 
 from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
-    event_inputs,
     open_events,
     require_events_model,
-    resolve_input_settings,
     split_rows,
     subject_row,
     times_in_split,
-    with_omop,
 )
 from ehrdx.cli.options import (
-    CodeColGiven,
     Device,
-    Events,
     GlobalOptions,
-    Meds,
-    Omop,
-    OmopCodesGiven,
-    OmopPrefix,
     SplitNames,
-    StoreDir,
-    SubjectColGiven,
-    TimeColGiven,
-    TimeFormatGiven,
-    UntilGiven,
-    ValueColGiven,
-    VisitGapGiven,
     check_out,
     console,
-    fail,
     split_list,
 )
 from ehrdx.errors import EhrdxError, identifiers_shown
@@ -46,81 +30,62 @@ from ehrdx.report import explain_latest, write_html_report
 
 
 @app.command()
+@reads_events()
 def report(
     ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train or ehrdx update.")] = Path("model_out"),
     out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained, figures embedded).")] = Path(
         "report.html"),
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodesGiven = None,
-    omop_prefix: OmopPrefix = None,
     split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
                                        "held_out, else the same seeded split), tuning, train, or all.")] = "test",
     times: Annotated[Path | None, typer.Option(help="Prediction times file (subject_id, prediction_time).")] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
                                                          "prediction the report explains (ehrdx explain).")] = None,
-    visit_gap: VisitGapGiven = None,
-    subject_col: SubjectColGiven = None,
-    time_col: TimeColGiven = None,
-    code_col: CodeColGiven = None,
-    value_col: ValueColGiven = None,
-    time_format: TimeFormatGiven = None,
     split_names: SplitNames = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
     device: Device = "auto",
+    *,
+    event_data: EventData,
 ) -> None:
     """Write one HTML evaluation report: cohort summary, ROC/PR curves, calibration, recall@k, a sortable
     per-label table, results by prior visits, sex and age band, training curves, and old-vs-new labels
     after an update. Cells from fewer than --min-cell patients are suppressed; no patient id is written."""
+    meds, store = event_data.meds, event_data.store
     opts: GlobalOptions = ctx.obj
-    check_out(out, {**event_inputs(meds, events, omop, store, model), "prediction times (--times)": times})
+    check_out(out, {**event_data.paths(model), "prediction times (--times)": times})
     import ehrdx
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.task import read_prediction_times
 
-    if meds is None and events is None and omop is None:
-        fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
+    if not event_data.given:
+        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
     if split not in ("all", "train", "tuning", "validation", "test", "held_out"):
-        fail(EhrdxError("--split must be test, tuning, train or all"))
-    settings = resolve_input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
-                               code_col=code_col, value_col=value_col, time_format=time_format,
-                               split_names=split_names, until=until, omop_codes=omop_codes, omop_prefix=omop_prefix)
-    events = with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
-    try:
-        clf = ehrdx.load(model)
-        require_events_model(clf, model, "report")
-        clf.to(device)
-        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        rows, scored = split_rows(st, meds, clf, settings, split)
-        console.print(f"scoring {scored}")
-        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
-        with console.status("predicting and drawing"):
-            samples = clf.samples(st, rows, times=pt)
-            examples = explain_latest(clf, st, [subject_row(st, sid, "--explain-patients")
-                                                for sid in split_list(explain_patients)],
-                                      identifiers_shown())
-            path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
-                                     f"({split} patients)", model, examples,
-                                     min_cell=opts.min_cell)
-    except EhrdxError as exc:
-        fail(exc)
+        raise EhrdxError("--split must be test, tuning, train or all")
+    settings, events = event_data.resolve(model, split_names)
+    clf = ehrdx.load(model)
+    require_events_model(clf, model, "report")
+    clf.to(device)
+    st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+    rows, scored = split_rows(st, meds, clf, settings, split)
+    console.print(f"scoring {scored}")
+    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    with console.status("predicting and drawing"):
+        samples = clf.samples(st, rows, times=pt)
+        examples = explain_latest(clf, st, [subject_row(st, sid, "--explain-patients")
+                                            for sid in split_list(explain_patients)],
+                                  identifiers_shown())
+        path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
+                                 f"({split} patients)", model, examples,
+                                 min_cell=opts.min_cell)
     console.print(f"report: {escape(str(path))}")
 
 
 @app.command()
+@reads_events()
 def explain(
     ctx: typer.Context,
     patient: Annotated[str, typer.Option(help="The patient's subject id, as written in the data.")],
     model: Annotated[Path, typer.Option(help="Model directory (gru, lstm or transformer).")] = Path("model_out"),
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodesGiven = None,
-    omop_prefix: OmopPrefix = None,
     time_: Annotated[str | None, typer.Option("--time", help="Explain the prediction at the last prediction time "
                                               "at or before this (ISO date or time); default: the latest.")] = None,
     labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (default: the top "
@@ -128,20 +93,15 @@ def explain(
     top: Annotated[int, typer.Option(help="How many top predicted labels to explain.")] = 3,
     top_events: Annotated[int, typer.Option(help="Events shown per label, largest attribution first.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Also write the explanation as JSON here.")] = None,
-    visit_gap: VisitGapGiven = None,
-    subject_col: SubjectColGiven = None,
-    time_col: TimeColGiven = None,
-    code_col: CodeColGiven = None,
-    value_col: ValueColGiven = None,
-    time_format: TimeFormatGiven = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
+    *,
+    event_data: EventData,
 ) -> None:
     """Why the model predicts what it does for one patient: for the top predicted diseases, the past
     events (codes, values, visits) that drove each score, by integrated gradients over the events' inputs;
     an event's attributions over all labels add up to (score with the events - score without them)."""
+    meds, store = event_data.meds, event_data.store
     opts: GlobalOptions = ctx.obj
-    check_out(out, event_inputs(meds, events, omop, store, model))
+    check_out(out, event_data.paths(model))
     from datetime import UTC, datetime
 
     import numpy as np
@@ -152,33 +112,27 @@ def explain(
     from ehrdx.explain import VALUE_DIGITS, explain_sample, without_exact_dates_and_values
     from ehrdx.input_settings import columns_of
 
-    if meds is None and events is None and omop is None:
-        fail(EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR"))
-    settings = resolve_input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
-                               code_col=code_col, value_col=value_col, time_format=time_format, until=until,
-                               omop_codes=omop_codes, omop_prefix=omop_prefix)
-    events = with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
-    try:
-        clf = ehrdx.load(model)
-        require_events_model(clf, model, "explain")
-        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        row = subject_row(st, patient, "--patient")
-        samples = clf.samples(st, np.array([row]), require_labels=False)
-        if len(samples) == 0:
-            raise EhrdxError("this patient has no prediction time (no complete visit)")
-        index = len(samples) - 1
-        if time_:
-            from ehrdx.events_pipeline import parse_until
+    if not event_data.given:
+        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
+    settings, events = event_data.resolve(model)
+    clf = ehrdx.load(model)
+    require_events_model(clf, model, "explain")
+    st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+    row = subject_row(st, patient, "--patient")
+    samples = clf.samples(st, np.array([row]), require_labels=False)
+    if len(samples) == 0:
+        raise EhrdxError("this patient has no prediction time (no complete visit)")
+    index = len(samples) - 1
+    if time_:
+        from ehrdx.events_pipeline import parse_until
 
-            limit = parse_until(time_, "--time")
-            before = np.flatnonzero(samples.time <= limit)
-            if len(before) == 0:
-                raise EhrdxError(f"the patient has no prediction time at or before {time_}")
-            index = int(before[-1])
-        result = explain_sample(clf, st, samples, index, top_labels=top, top_events=top_events,
-                                labels=split_list(labels) or None)
-    except EhrdxError as exc:
-        fail(exc)
+        limit = parse_until(time_, "--time")
+        before = np.flatnonzero(samples.time <= limit)
+        if len(before) == 0:
+            raise EhrdxError(f"the patient has no prediction time at or before {time_}")
+        index = int(before[-1])
+    result = explain_sample(clf, st, samples, index, top_labels=top, top_events=top_events,
+                            labels=split_list(labels) or None)
     exact = identifiers_shown()  # exact dates and values only with ehrdx --show-ids (README: Privacy)
     if not exact:
         result = without_exact_dates_and_values(result)

@@ -21,6 +21,7 @@ from ehrdx.cli.options import (
     check_out,
     console,
     fail,
+    refuse_options,
 )
 from ehrdx.cli.update import print_update
 from ehrdx.errors import EhrdxError
@@ -44,9 +45,9 @@ def synth(
 
     check_out(out, {}, kind="dir")
     if table_format not in ("parquet", "csv"):
-        fail(EhrdxError("--table-format must be parquet or csv"))
+        raise EhrdxError("--table-format must be parquet or csv")
     if format not in ("events", "meds"):
-        fail(EhrdxError("--format must be events or meds"))
+        raise EhrdxError("--format must be events or meds")
     try:
         with console.status(f"generating {patients:,} patients"):
             if format == "meds":
@@ -85,38 +86,34 @@ def demo(
     opts: GlobalOptions = ctx.obj
     check_out(out, {}, kind="dir")
     if table:
+        refuse_options(ctx, ("model", "update"), meant_for="the event-stream demo",
+                       reading="a synthetic patient table")
         _demo_table(opts, out, patients, hidden, depth, epochs, seed)
         return
-    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    refuse_options(ctx, ("depth",), meant_for="the patient-table demo (--table)",
+                   reading="synthetic event streams")
+    from ehrdx import demo as run
     from ehrdx.evaluate.report import print_events_report
-    from ehrdx.events_api import EventClassifier
-    from ehrdx.events_pipeline import open_store, patient_splits, train_and_evaluate_events
+    from ehrdx.events_pipeline import open_store
 
     start = time.perf_counter()
-    try:
-        with console.status(f"generating {patients:,} synthetic patients"):
-            cohort = generate_longitudinal(patients, seed)
-            paths = write_longitudinal(cohort, out / "data")
-        console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_visits']:,} visits, "
-                      f"{cohort.info['n_events']:,} events as MEDS -> {escape(str(paths['meds']))}")
-        st = open_store(meds=paths["meds"], store_dir=out / "store")
-        console.print(f"[bold]2. store[/bold]: {st.meta['events']:,} events in flat memory-mapped arrays -> "
-                      f"{escape(str(out / 'store'))}")
-        clf = EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
-                              max_epochs=epochs, seed=seed)
-        splits = patient_splits(st, paths["meds"], seed)
-        console.print(f"[bold]3. task[/bold]: at the end of every visit, predict the {len(cohort.label_map)} "
-                      f"diseases coded at the next visit; patients split train/tuning/held_out "
-                      f"{len(splits[0]):,}/{len(splits[1]):,}/{len(splits[2]):,}")
-        with EpochProgress(epochs, f"4. training {model}") as progress:
-            clf, metrics = train_and_evaluate_events(
-                st, clf, splits, oracle=cohort.oracle, baselines=("mlp", "logistic"), on_epoch=progress,
-                on_baseline=lambda name: console.print(f"   fitting baseline {name} on count features"))
-        clf.save(out / "model")
-    except EhrdxError as exc:
-        fail(exc)
+    with console.status(f"generating {patients:,} synthetic patients"):
+        cohort, paths = run.event_cohort(patients, seed, out / "data")
+    console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_visits']:,} visits, "
+                  f"{cohort.info['n_events']:,} events as MEDS -> {escape(str(paths['meds']))}")
+    st = open_store(meds=paths["meds"], store_dir=out / "store")
+    console.print(f"[bold]2. store[/bold]: {st.meta['events']:,} events in flat memory-mapped arrays -> "
+                  f"{escape(str(out / 'store'))}")
+    splits = run.event_splits(st, paths, seed)
+    console.print(f"[bold]3. task[/bold]: at the end of every visit, predict the {len(cohort.label_map)} "
+                  f"diseases coded at the next visit; patients split train/tuning/held_out "
+                  f"{len(splits[0]):,}/{len(splits[1]):,}/{len(splits[2]):,}")
+    with EpochProgress(epochs, f"4. training {model}") as progress:
+        clf, metrics = run.train_event_demo(
+            st, splits, cohort, run.event_classifier(paths, model, hidden, epochs, seed), on_epoch=progress,
+            on_baseline=lambda name: console.print(f"   fitting baseline {name} on count features"))
+    clf.save(out / "model")
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
-    metrics["labels_described"] = cohort.info["diseases"]
     opts.write_json(out / "metrics.json", metrics)
     print_events_report(console, opts.release(metrics), title="5. held-out test patients")
     for key, name in (("test", "all labels"), ("test_new_onset", "new onset")):
@@ -145,60 +142,42 @@ def demo(
                          f"metrics: {out / 'metrics.json'}"))
 
 
-def _demo_update(opts: GlobalOptions, out: Path, paths: dict, st, model: str, hidden: int, epochs: int, seed: int, metrics: dict) -> None:
+def _demo_update(opts: GlobalOptions, out: Path, paths: dict, st, model: str, hidden: int, epochs: int, seed: int,
+                 metrics: dict) -> None:
     """Growing the label list: a model trained on the data as of 2020-01-01 (before U07.1 and the E11
     split) takes the new labels from the data up to 2024 with ehrdx update."""
-    from ehrdx.events_api import EventClassifier
-    from ehrdx.events_pipeline import open_store, patient_splits
-    from ehrdx.update import update_model
+    from ehrdx import demo as run
 
-    try:
-        old_st = open_store(meds=paths["meds"], store_dir=out / "store_2020", until="2020-01-01")
-        old_splits = patient_splits(old_st, paths["meds"], seed)
-        old = EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
-                              max_epochs=epochs, seed=seed)
-        with EpochProgress(epochs, f"6. training {model} on the data as of 2020-01-01") as progress:
-            old.fit(old_st, old_splits[0], old_splits[1], on_epoch=progress)
-        old.save(out / "model_2020")
-        with EpochProgress(2, "7. ehrdx update with the data up to 2024") as progress:
-            new, report = update_model(old, st, patient_splits(st, paths["meds"], seed), parent_dir=out / "model_2020",
-                                       on_epoch=progress)
-        new.save(out / "model_2024")
-        opts.write_json(out / "model_2024" / "update_report.json", report)
-    except EhrdxError as exc:
-        fail(exc)
+    with EpochProgress(epochs, f"6. training {model} on the data as of {run.AS_OF}") as progress:
+        old = run.model_as_of(paths, out / "store_2020", run.event_classifier(paths, model, hidden, epochs, seed),
+                              seed, on_epoch=progress)
+    old.save(out / "model_2020")
+    with EpochProgress(run.UPDATE_EPOCHS, "7. ehrdx update with the data up to 2024") as progress:
+        new, report = run.grow_labels(old, st, paths, seed, parent_dir=out / "model_2020", on_epoch=progress)
+    new.save(out / "model_2024")
+    opts.write_json(out / "model_2024" / "update_report.json", report)
     print_update(opts.release(report))
     metrics["update"] = {k: v for k, v in report.items() if k != "per_label"}
     console.print(escape(f"model as of 2020: {out / 'model_2020'}; updated: {out / 'model_2024'} "
                          "(see ehrdx update --help)"))
 
 
-def _demo_table(opts: GlobalOptions, out: Path, patients: int, hidden: int, depth: int, epochs: int, seed: int) -> None:
-    from ehrdx.api import EHRClassifier
-    from ehrdx.data.synth import generate_cohort, write_cohort
-    from ehrdx.data.table import read_table
+def _demo_table(opts: GlobalOptions, out: Path, patients: int, hidden: int, depth: int, epochs: int,
+                seed: int) -> None:
+    from ehrdx import demo as run
     from ehrdx.evaluate.report import print_report
-    from ehrdx.pipeline import train_and_evaluate
 
     start = time.perf_counter()
-    try:
-        with console.status(f"generating {patients:,} synthetic patients"):
-            cohort = generate_cohort(patients, seed)
-            paths = write_cohort(cohort, out / "data")
-        console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_events']:,} events "
-                      f"-> {escape(str(out / 'data'))}")
-        table = read_table(paths["table"])
-        console.print(f"[bold]2. table[/bold]: snapshot at {cohort.info['index_date'][:10]}; diseases "
-                      f"diagnosed in the following {cohort.info['label_window_days']} days are the labels")
-        with EpochProgress(epochs, "3. training MLP") as progress:
-            clf, metrics = train_and_evaluate(
-                table, EHRClassifier(hidden=hidden, depth=depth, max_epochs=epochs, seed=seed),
-                seed=seed, oracle=cohort.oracle, on_epoch=progress)
-        clf.save(out / "model")
-    except EhrdxError as exc:
-        fail(exc)
+    with console.status(f"generating {patients:,} synthetic patients"):
+        cohort, table = run.table_cohort(patients, seed, out / "data")
+    console.print(f"[bold]1. cohort[/bold]: {patients:,} patients, {cohort.info['n_events']:,} events "
+                  f"-> {escape(str(out / 'data'))}")
+    console.print(f"[bold]2. table[/bold]: snapshot at {cohort.info['index_date'][:10]}; diseases "
+                  f"diagnosed in the following {cohort.info['label_window_days']} days are the labels")
+    with EpochProgress(epochs, "3. training MLP") as progress:
+        clf, metrics = run.train_table_demo(table, cohort, hidden, depth, epochs, seed, on_epoch=progress)
+    clf.save(out / "model")
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
-    metrics["labels_described"] = cohort.info["diseases"]
     opts.write_json(out / "metrics.json", metrics)
     print_report(console, opts.release(metrics), title="4. held-out test patients")
     gap = metrics["oracle"]["macro_auroc"] - metrics["test"]["macro_auroc"]

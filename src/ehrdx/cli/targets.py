@@ -9,46 +9,29 @@ import typer
 from rich.markup import escape
 
 from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
-    event_inputs,
     open_events,
-    with_omop,
 )
 from ehrdx.cli.options import (
     Censor,
-    CodeCol,
-    Events,
     InferIntroduced,
     Labels,
-    Meds,
     NewOnset,
-    Omop,
-    OmopCodes,
-    OmopPrefix,
-    StoreDir,
-    SubjectCol,
     Task,
-    TimeCol,
-    TimeFormat,
-    UntilGiven,
-    ValueCol,
-    VisitGap,
     check_out,
     console,
     fail,
+    print_counts,
 )
 from ehrdx.errors import EhrdxError
 from ehrdx.paths import TABLE_SUFFIXES, label_map_path
 
 
 @app.command()
+@reads_events(for_model=False)
 def targets(
     out: Annotated[Path, typer.Option(help="A .parquet/.csv long table, or a directory for --format meds.")],
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodes = "source",
-    omop_prefix: OmopPrefix = None,
     task: Task = "next-visit",
     new_onset: NewOnset = False,
     censor: Censor = True,
@@ -56,22 +39,17 @@ def targets(
     format: Annotated[str, typer.Option("--format", help="long (one table) or meds (a MEDS task directory "
                                         "per label, sharing prediction times).")] = "long",
     infer_introduced: InferIntroduced = False,
-    visit_gap: VisitGap = "0",
-    subject_col: SubjectCol = "subject_id",
-    time_col: TimeCol = "time",
-    code_col: CodeCol = "code",
-    value_col: ValueCol = "numeric_value",
-    time_format: TimeFormat = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
+    *,
+    event_data: EventData,
 ) -> None:
     """Write the multi-label targets of a task (prediction times, labels, masks) for use elsewhere, or
     to edit and give back to `train --targets`."""
+    meds, store = event_data.meds, event_data.store
     if format not in ("long", "meds"):
         fail(EhrdxError("--format must be long or meds"))
-    check_out(out, {**event_inputs(meds, events, omop, store), "label map (--labels)": label_map_path(labels)},
+    check_out(out, {**event_data.paths(), "label map (--labels)": label_map_path(labels)},
                kind="file" if format == "long" else "dir", suffixes=TABLE_SUFFIXES if format == "long" else None)
-    events = with_omop(events, omop, omop_codes, omop_prefix)
+    events = event_data.source()
     import numpy as np
 
     from ehrdx.tasks.labels import LabelVocab
@@ -81,9 +59,7 @@ def targets(
 
     try:
         spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
-        st = open_events(meds, events, store, visit_gap, {"subject_col": subject_col, "time_col": time_col,
-                                                           "code_col": code_col, "value_col": value_col,
-                                                           "time_format": time_format}, until)
+        st = open_events(meds, events, store, event_data.visit_gap, event_data.columns(), event_data.until)
         rows = np.arange(len(st))
         vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info, infer_introduced)
         samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab),
@@ -93,7 +69,6 @@ def targets(
     except EhrdxError as exc:
         fail(exc)
     console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {escape(str(path))}")
-    for what, n in samples.counts.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    print_counts(samples.counts)
 
 

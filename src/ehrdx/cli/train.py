@@ -9,22 +9,19 @@ import typer
 from rich.markup import escape
 
 from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
-    event_inputs,
     open_events,
-    with_omop,
 )
 from ehrdx.cli.options import (
     Baselines,
     BatchSize,
     Censor,
-    CodeCol,
     Depth,
     Device,
     Dropout,
     EpochProgress,
     Epochs,
-    Events,
     GlobalOptions,
     Heads,
     Hidden,
@@ -32,25 +29,15 @@ from ehrdx.cli.options import (
     Labels,
     Layers,
     Lr,
-    Meds,
     ModelKind,
     NewOnset,
-    Omop,
-    OmopCodes,
-    OmopPrefix,
     Patience,
     PosWeight,
     Precision,
     Seed,
     SplitNames,
-    StoreDir,
-    SubjectCol,
     TargetsOpt,
     Task,
-    TimeCol,
-    TimeFormat,
-    ValueCol,
-    VisitGap,
     WeightDecay,
     Workers,
     check_out,
@@ -62,6 +49,9 @@ from ehrdx.errors import EhrdxError
 from ehrdx.paths import label_map_path
 
 CHECKPOINT_DIR = "checkpoint"
+TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv", "depth")
+EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "model", "baselines", "targets", "split_names", "layers",
+               "heads", "workers")
 
 
 def _note_resume(history, resume: bool) -> None:
@@ -71,8 +61,9 @@ def _note_resume(history, resume: bool) -> None:
         console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
 
 
-def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bool) -> None:
-    """Rank 0 saves the model and metrics.json, then drops the training checkpoint (no longer needed)."""
+def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bool, print_metrics) -> None:
+    """Rank 0 saves the model and metrics.json, then drops the training checkpoint (no longer needed); the
+    metrics are printed (small cells suppressed)."""
     import shutil
 
     from ehrdx.train.distributed import is_main
@@ -82,19 +73,17 @@ def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bo
         clf.save(out)
         opts.write_json(out / "metrics.json", metrics)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    print_metrics(console, opts.release(metrics))
+    console.print(f"model saved to {escape(str(out))}")
 
 
 @app.command()
+@reads_events(for_model=False, table_only=TABLE_ONLY, events_only=EVENTS_ONLY)
 def train(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Argument(help="Patient table (.csv or .parquet), one row per patient; "
                                                 "or give --meds / --events for event streams.")] = None,
     out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("model_out"),
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodes = "source",
-    omop_prefix: OmopPrefix = None,
     task: Task = "next-visit",
     new_onset: NewOnset = False,
     censor: Censor = True,
@@ -102,26 +91,21 @@ def train(
     model: ModelKind = "gru",
     baselines: Baselines = None,
     targets: TargetsOpt = None,
-    until: Annotated[str | None, typer.Option(help="Event streams: use only events up to this date (the data "
-                                              "as it was then), e.g. 2020-01-01.")] = None,
-    visit_gap: VisitGap = "0",
-    store: StoreDir = None,
-    subject_col: SubjectCol = "subject_id",
-    time_col: TimeCol = "time",
-    code_col: CodeCol = "code",
-    value_col: ValueCol = "numeric_value",
-    time_format: TimeFormat = None,
     split_names: SplitNames = None,
-    id_col: Annotated[str | None, typer.Option(help="Patient id column (inferred if not given).")] = None,
-    label_col: Annotated[str | None, typer.Option(help="Column with each patient's disease list.")] = None,
-    numeric: Annotated[str | None, typer.Option(help="Comma-separated numeric columns.")] = None,
-    categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns.")] = None,
-    codes: Annotated[str | None, typer.Option(help="Comma-separated code-list columns.")] = None,
-    ignore: Annotated[str | None, typer.Option(help="Comma-separated columns to ignore.")] = None,
+    id_col: Annotated[str | None, typer.Option(help="Patient table: patient id column (inferred if not "
+                                                  "given).")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Patient table: column with each patient's disease "
+                                                     "list.")] = None,
+    numeric: Annotated[str | None, typer.Option(help="Patient table: comma-separated numeric columns.")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Patient table: comma-separated categorical "
+                                                       "columns.")] = None,
+    codes: Annotated[str | None, typer.Option(help="Patient table: comma-separated code-list columns.")] = None,
+    ignore: Annotated[str | None, typer.Option(help="Patient table: comma-separated columns to ignore.")] = None,
     oracle: Annotated[Path | None, typer.Option(help="Oracle probabilities (from ehrdx synth) to compare with.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of patients for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of patients for the test set.")] = 0.15,
-    cv: Annotated[int, typer.Option(help="Run K-fold cross-validation by patient instead (0 = off; tables).")] = 0,
+    cv: Annotated[int, typer.Option(help="Patient table: run K-fold cross-validation by patient "
+                                     "instead (0 = off).")] = 0,
     hidden: Hidden = 128,
     depth: Depth = 2,
     layers: Layers = None,
@@ -141,6 +125,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
                                          "epoch (checkpoints are kept in OUT/checkpoint until the model is "
                                          "saved); the same data and options are required.")] = False,
+    *,
+    event_data: EventData,
 ) -> None:
     """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
@@ -152,10 +138,9 @@ def train(
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
     opts: GlobalOptions = ctx.obj
-    source = "meds" if meds is not None else "omop" if omop is not None else "events"
-    check_out(out, {"patient table": data, **event_inputs(meds, events, omop, store), "targets (--targets)": targets,
+    check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
-    events = with_omop(events, omop, omop_codes, omop_prefix)
+    event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
     import polars as pl
 
     from ehrdx.train.distributed import init_distributed, is_main
@@ -167,16 +152,12 @@ def train(
     if not is_main():
         console.quiet = True
 
-    if meds is not None or events is not None:
+    if event_data.given:
         if data is not None:
             fail(EhrdxError("give either a patient table or --meds/--events, not both"))
-        _train_events(opts, meds=meds, events=events, out=out, task=task, new_onset=new_onset, censor=censor,
-                      labels=labels, model=model, baselines=baselines, visit_gap=visit_gap, store=store,
-                      targets=targets, until=until, split_names=split_names,
-                      columns={"subject_col": subject_col, "time_col": time_col, "code_col": code_col,
-                               "value_col": value_col, "time_format": time_format},
-                      source=(source, omop_codes, omop_prefix),
-                      oracle=oracle, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
+        _train_events(opts, event_data, out=out, task=task, new_onset=new_onset, censor=censor, labels=labels,
+                      model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
+                      fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
                       resume=resume, workers=workers,
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
@@ -229,16 +210,13 @@ def train(
             clf, metrics = train_and_evaluate(table, EHRClassifier(**params), fractions=fractions,
                                               seed=seed, oracle=oracle_frame, on_epoch=progress,
                                               checkpoint=out / CHECKPOINT_DIR, resume=resume)
-        _save_trained(opts, clf, metrics, out, resume)
     except EhrdxError as exc:
         fail(exc)
-    print_report(console, opts.release(metrics))
-    console.print(f"model saved to {escape(str(out))}")
+    _save_trained(opts, clf, metrics, out, resume, print_report)
 
 
-def _train_events(opts: GlobalOptions, *, meds, events, out, task, new_onset, censor, labels, model, baselines, visit_gap, store,
-                  targets, columns, oracle, fractions, params, until=None, resume=False, workers=1,
-                  split_names=None, source=("meds", "source", None)) -> None:
+def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
+                  targets, oracle, fractions, params, resume=False, workers=1, split_names=None) -> None:
     import polars as pl
 
     from ehrdx.evaluate.report import print_events_report
@@ -250,9 +228,13 @@ def _train_events(opts: GlobalOptions, *, meds, events, out, task, new_onset, ce
     try:
         clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
         names = parse_split_names(split_names)
-        clf.input_ = settings_to_save({"visit_gap": visit_gap, **columns, "split_names": names, "until": until,
-                                       "omop_codes": source[1], "omop_prefix": source[2]}, fractions, source[0])
-        st = open_events(meds, events, store, visit_gap, columns if events is not None else None, until, workers)
+        clf.input_ = settings_to_save({"visit_gap": data.visit_gap, **data.columns(), "split_names": names,
+                                       "until": data.until, "omop_codes": data.omop_codes,
+                                       "omop_prefix": data.omop_prefix}, fractions, data.kind)
+        events = data.source()
+        st = open_events(data.meds, events, data.store, data.visit_gap,
+                         data.columns() if events is not None else None, data.until, workers)
+        meds = data.meds
         splits = patient_splits(st, meds, params["seed"], fractions, clf.selector, split_names=names)
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
@@ -264,10 +246,8 @@ def _train_events(opts: GlobalOptions, *, meds, events, out, task, new_onset, ce
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
                 checkpoint=out / CHECKPOINT_DIR, resume=resume)
-        _save_trained(opts, clf, metrics, out, resume)
     except EhrdxError as exc:
         fail(exc)
-    print_events_report(console, opts.release(metrics))
-    console.print(f"model saved to {escape(str(out))}")
+    _save_trained(opts, clf, metrics, out, resume, print_events_report)
 
 

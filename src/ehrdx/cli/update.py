@@ -9,35 +9,20 @@ import typer
 from rich.markup import escape
 
 from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
-    event_inputs,
     open_events,
     require_events_model,
-    resolve_input_settings,
-    with_omop,
 )
 from ehrdx.cli.options import (
-    CodeColGiven,
     Device,
     EpochProgress,
-    Events,
     GlobalOptions,
     InferIntroduced,
     Lr,
-    Meds,
-    Omop,
-    OmopCodesGiven,
-    OmopPrefix,
     Precision,
     Seed,
     SplitNames,
-    StoreDir,
-    SubjectColGiven,
-    TimeColGiven,
-    TimeFormatGiven,
-    UntilGiven,
-    ValueColGiven,
-    VisitGapGiven,
     check_out,
     console,
     fail,
@@ -48,15 +33,11 @@ from ehrdx.paths import label_map_path
 
 
 @app.command()
+@reads_events()
 def update(
     ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="The trained event model to grow (never modified).")],
     out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
-    meds: Meds = None,
-    events: Events = None,
-    omop: Omop = None,
-    omop_codes: OmopCodesGiven = None,
-    omop_prefix: OmopPrefix = None,
     add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
                                             "new data's training patients that the model lacks); LABEL=DATE "
                                             "also gives the date the label was introduced, e.g. "
@@ -74,24 +55,19 @@ def update(
     compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
                                           "from scratch on the same data, and report all three.")] = False,
     infer_introduced: InferIntroduced = False,
-    visit_gap: VisitGapGiven = None,
-    subject_col: SubjectColGiven = None,
-    time_col: TimeColGiven = None,
-    code_col: CodeColGiven = None,
-    value_col: ValueColGiven = None,
-    time_format: TimeFormatGiven = None,
     split_names: SplitNames = None,
-    until: UntilGiven = None,
-    store: StoreDir = None,
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
+    *,
+    event_data: EventData,
 ) -> None:
     """Add labels to a trained event model without retraining from scratch: append them to the
     vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
     the old model's predictions on old labels, and report each label before and after."""
+    meds, store = event_data.meds, event_data.store
     opts: GlobalOptions = ctx.obj
-    check_out(out, {**event_inputs(meds, events, omop, store, model), "replay data (--replay-meds)": replay_meds,
+    check_out(out, {**event_data.paths(model), "replay data (--replay-meds)": replay_meds,
                      "label map (--labels)": label_map_path(labels)}, kind="dir")
     import ehrdx
     from ehrdx.events_pipeline import open_store, patient_splits
@@ -100,10 +76,7 @@ def update(
     from ehrdx.tasks.task import parse_duration
     from ehrdx.update import compare_update, update_model
 
-    settings = resolve_input_settings(model, visit_gap=visit_gap, subject_col=subject_col, time_col=time_col,
-                               code_col=code_col, value_col=value_col, time_format=time_format,
-                               split_names=split_names, until=until, omop_codes=omop_codes, omop_prefix=omop_prefix)
-    events = with_omop(events, omop, settings["omop_codes"], settings["omop_prefix"])
+    settings, events = event_data.resolve(model, split_names)
     try:
         old = ehrdx.load(model)
         require_events_model(old, model, "update")
@@ -124,8 +97,7 @@ def update(
                                        replay=replay, device=device, precision=precision, introduced=introduced,
                                        infer_introduced=infer_introduced)
             # the updated model reads its data as this run read the new data
-            new.input_ = settings_to_save(settings, settings["split_fractions"],
-                                          "meds" if meds is not None else "omop" if omop is not None else "events")
+            new.input_ = settings_to_save(settings, settings["split_fractions"], event_data.kind)
         new.save(out)
         if compare:
             report["compare"] = compare_update(old, st, splits, report, selector, add_labels, introduced, init,
