@@ -152,9 +152,10 @@ def reads_events(for_model: bool = True, table_only: tuple[str, ...] = (), event
             given = {name: kwargs.pop(name) for name in names}
             table = EventsTable(**{name: given.pop(name) for name in TABLE_COLUMNS})
             event_data = EventData(**given, table=table)
-            if event_data.given:
+            reads_a_table_too = bool(table_only or events_only)
+            if reads_a_table_too and event_data.given:
                 refuse_options(kwargs[context], table_only, meant_for=TABLE, reading=EVENT_STREAMS)
-            elif kwargs.get("data") is not None:
+            elif reads_a_table_too and kwargs.get("data") is not None:
                 refuse_options(kwargs[context], (*events_only, *EVENT_READING), meant_for=EVENT_STREAMS,
                                reading=TABLE)
             return command(**kwargs, event_data=event_data)

@@ -86,8 +86,7 @@ def demo(
     opts: GlobalOptions = ctx.obj
     check_out(out, {}, kind="dir")
     if table:
-        refuse_options(ctx, ("model", "update"), meant_for="the event-stream demo",
-                       reading="a synthetic patient table")
+        refuse_options(ctx, ("model",), meant_for="the event-stream demo", reading="a synthetic patient table")
         _demo_table(opts, out, patients, hidden, depth, epochs, seed)
         return
     refuse_options(ctx, ("depth",), meant_for="the patient-table demo (--table)",

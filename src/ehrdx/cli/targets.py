@@ -50,24 +50,15 @@ def targets(
     check_out(out, {**event_data.paths(), "label map (--labels)": label_map_path(labels)},
                kind="file" if format == "long" else "dir", suffixes=TABLE_SUFFIXES if format == "long" else None)
     events = event_data.source()
-    import numpy as np
-
-    from ehrdx.tasks.labels import LabelVocab
+    from ehrdx.events_pipeline import task_targets
     from ehrdx.tasks.select import LabelSelector
-    from ehrdx.tasks.targets import targets_from_samples, write_long, write_meds_tasks
-    from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
+    from ehrdx.tasks.targets import write_long, write_meds_tasks
+    from ehrdx.tasks.task import TaskSpec
 
-    try:
-        spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
-        st = open_events(meds, events, store, event_data.visit_gap, event_data.columns(), event_data.until)
-        rows = np.arange(len(st))
-        vocab = LabelVocab.from_first_times(label_first_times(st, rows, selector), selector.info, infer_introduced)
-        samples = build_samples(st, rows, spec, code_label_index(st, selector, vocab), len(vocab),
-                                introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
-        t = targets_from_samples(st, samples, vocab.labels, spec.new_onset)
-        path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
-    except EhrdxError as exc:
-        fail(exc)
+    spec, selector = TaskSpec.parse(task, new_onset, censor), LabelSelector.parse(labels)
+    st = open_events(meds, events, store, event_data.visit_gap, event_data.columns(), event_data.until)
+    t, samples = task_targets(st, spec, selector, infer_introduced)
+    path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
     console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {escape(str(path))}")
     print_counts(samples.counts)
 
