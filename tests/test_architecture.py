@@ -11,7 +11,7 @@ never from one above:
   4 train      train/: the training loop, devices, checkpoints, distributed training
   5 evaluate   evaluate/: metrics, small-cell suppression, terminal and HTML reports
   6 estimator  api.py, events_api.py, artifacts.py, update.py, explain.py, pipeline.py, events_pipeline.py,
-               input_settings.py: the classifiers, saving and loading, and the runs built on them
+               input_settings.py, report.py, demo.py: the classifiers, saving and loading, and the runs built on them
   7 surface    ehrdx/__init__.py: the public names (`__all__`), imported lazily
   8 cli        cli.py (or a cli/ package) and __main__.py: parse, call the library, print
 
@@ -40,6 +40,7 @@ TOP_LEVEL = {  # ehrdx/<name>.py -> layer
     "errors": "base", "io": "base", "tempdirs": "base", "version": "base", "paths": "base", "times": "base",
     "api": "estimator", "events_api": "estimator", "artifacts": "estimator", "update": "estimator",
     "explain": "estimator", "pipeline": "estimator", "events_pipeline": "estimator", "input_settings": "estimator",
+    "report": "estimator", "demo": "estimator",
     "cli": "cli", "__main__": "cli",
 }
 

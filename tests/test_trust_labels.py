@@ -189,7 +189,7 @@ def test_update_add_takes_a_date_and_does_not_infer_one(cohort, tmp_path):
 
 
 def test_add_option_parses_labels_and_dates():
-    from ehrdx.cli import _labels_to_add
+    from ehrdx.cli.update import labels_to_add as _labels_to_add
 
     assert _labels_to_add("E11.9, U07.1=2020-03-01") == (["E11.9", "U07.1"], {"U07.1": "2020-03-01"})
     assert _labels_to_add(None) == (None, {})

@@ -226,3 +226,16 @@ def prediction_coverage(clf: EventClassifier, store: EventStore, samples: Sample
         out["events_with_unseen_codes"] = int(hit.sum())
         out["unseen_codes"] = len(np.unique(codes[hit]))
     return {k: v for k, v in out.items() if v}
+
+
+def task_targets(store: EventStore, task, selector, infer_introduced: bool = False):
+    """The multi-label targets of `task` (a TaskSpec) over every patient of `store`, labels chosen by
+    `selector` (ehrdx targets): (Targets, the Samples they come from, whose counts say what was left out)."""
+    from ehrdx.tasks.targets import targets_from_samples
+    from ehrdx.tasks.task import build_samples, label_first_times
+
+    rows = np.arange(len(store))
+    vocab = LabelVocab.from_first_times(label_first_times(store, rows, selector), selector.info, infer_introduced)
+    samples = build_samples(store, rows, task, code_label_index(store, selector, vocab), len(vocab),
+                            introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
+    return targets_from_samples(store, samples, vocab.labels, task.new_onset), samples

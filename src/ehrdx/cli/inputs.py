@@ -1,0 +1,151 @@
+"""Reading the event data a command is given: --meds / --events / --omop into the event store, the input
+settings saved with a model, the patients of one split, and checks that a model is of the kind the command
+needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from ehrdx.cli.options import (
+    console,
+    fail,
+    print_counts,
+)
+from ehrdx.errors import EhrdxError, ident
+
+
+def event_inputs(meds=None, events=None, omop=None, store=None, model=None, **more) -> dict:
+    """The paths a command reads, named as the user gave them."""
+    return {"model directory (--model)": model, "MEDS dataset (--meds)": meds, "events table (--events)": events,
+            "OMOP export (--omop)": omop, "event store (--store)": store, **more}
+
+
+def with_omop(events, omop, codes, prefixes):
+    """An OMOP export travels where an events table would (it is read by its own reader)."""
+    if omop is None:
+        return events
+    if events is not None:
+        fail(EhrdxError("give either --events or --omop, not both"))
+    from ehrdx.data.omop import OmopSource
+
+    try:
+        return OmopSource.parse(omop, codes, prefixes)
+    except EhrdxError as exc:
+        fail(exc)
+
+
+def resolve_input_settings(model_dir: Path, **given) -> dict:
+    """How to read the events for this model: options given on the command line win; otherwise the
+    settings saved with the model (input.json), else the built-in defaults. Differences are noted."""
+
+    from ehrdx.input_settings import read_input_settings, resolve
+
+    try:
+        settings, notes = resolve(read_input_settings(model_dir), given)
+    except EhrdxError as exc:
+        fail(exc)
+    for note in notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    return settings
+
+
+def split_rows(st, meds, clf, settings: dict, split: str):
+    """Store rows of one part of the training split (MEDS subject_splits, else the seeded split the model
+    was trained with), or None for all patients; and a description for headers."""
+    from ehrdx.events_pipeline import patient_splits
+
+    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+    if split == "all":
+        return None, "all patients"
+    if split not in parts:
+        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
+    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector,
+                          split_names=settings["split_names"])[parts[split]]
+    if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
+        how = "MEDS subject_splits"
+    else:
+        how = f"the seeded split of training, seed {clf.seed}"
+    return rows, f"{split} patients ({len(rows):,}, {how})"
+
+
+def times_in_split(pt, rows, scored: str):
+    """Prediction times of the chosen patients only; those of other patients are counted, not scored."""
+    import numpy as np
+
+    if pt is None or rows is None:
+        return pt
+    keep = np.isin(pt[0], rows)
+    if (~keep).any():
+        console.print(f"[yellow]{int((~keep).sum()):,} prediction time(s) of patients not among the {scored}: "
+                      "left out (--split all scores them)[/yellow]")
+    return pt[0][keep], pt[1][keep]
+
+
+def open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):
+    from ehrdx.data.omop import OmopSource
+    from ehrdx.data.store import EventStore
+    from ehrdx.events_pipeline import convert_cooperatively, open_store
+    from ehrdx.tasks.task import parse_duration
+    from ehrdx.train.distributed import barrier, is_distributed, is_main
+
+    shared = store is not None and is_distributed()
+    gap = parse_duration(visit_gap)
+    with console.status("converting events to the store"):
+        if shared and meds is not None:  # each process converts its own MEDS shards; rank 0 merges
+            import torch.distributed as dist
+
+            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), barrier, gap, until)
+        elif shared:  # one events table or OMOP export: one process converts, the others open its store
+            if is_main():
+                st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
+                      if isinstance(events, OmopSource) else
+                      open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until))
+            barrier()
+            if not is_main():
+                st = EventStore(store)
+        elif isinstance(events, OmopSource):
+            st = open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
+        else:
+            st = open_store(meds=meds, events=events, store_dir=store, visit_gap_seconds=gap, columns=columns,
+                            until=until, workers=workers)
+    m = st.meta
+    console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
+                  f"{m['codes']:,} codes")
+    print_counts(st.counts)
+    return st
+
+
+def subject_row(st, subject: str, option: str) -> int:
+    """The store row of a subject id given on the command line, written as in the data (007 is not 7)."""
+    from ehrdx.errors import DataError
+
+    try:
+        return st.row_of(int(st.store_ids([subject], option)[0]))
+    except DataError:
+        raise EhrdxError(f"{option}: subject {ident(subject)} is not in the event data (ids are matched as "
+                         "written there: 007 is not 7)") from None
+
+
+def require_events_model(clf, model_dir, command: str | None = None) -> None:
+    from ehrdx.events_api import EventClassifier
+
+    if not isinstance(clf, EventClassifier):
+        if command == "update":
+            raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx update grows event-stream models "
+                             "(--meds/--events/--omop); for a patient table, retrain with ehrdx train")
+        if command:
+            raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
+                             "(for a patient table, ehrdx evaluate prints and writes every metric)")
+        raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
+
+
+def require_table_model(clf, model_dir, data) -> None:
+    from ehrdx.api import EHRClassifier
+
+    if not isinstance(clf, EHRClassifier):
+        raise EhrdxError(f"{model_dir} is an event-stream model ({clf.model}), and {data} was given as a patient "
+                         "table: an event model reads event streams, not one row per patient\n  fix: give the "
+                         "event data with --meds DIR, --events FILE or --omop DIR instead of the table, or use a "
+                         "model trained on a patient table")

@@ -1,0 +1,162 @@
+"""What every command shares: the terminal, error printing, output-path checks, the released (small cells
+suppressed) JSON writer, a progress bar over epochs, and the option types used by more than one command."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ehrdx.errors import EhrdxError
+from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
+from ehrdx.paths import check_output
+
+console = Console()
+if not console.is_terminal:  # piped or captured output: wide enough for the per-label table
+    console = Console(width=120)
+err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options of the `ehrdx` command itself, for one run: typer's context object (`ctx.obj`), which
+    each command that reports hands to what it calls."""
+
+    show_ids: bool = False
+    min_cell: int = DEFAULT_MIN_CELL
+
+    def release(self, obj: dict) -> dict:
+        """What leaves the process (terminal, metrics files): small cells suppressed."""
+        return suppress_small_cells(obj, self.min_cell) if isinstance(obj, dict) else obj
+
+    def write_json(self, path: Path, obj: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.release(obj), indent=2, default=float))
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def fail(exc: Exception) -> None:
+    """Print one error paragraph and stop with exit code 2."""
+    # Messages quote paths, labels and codes: `[/bold]` or `[red]x` in them must print as written.
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tuple[str, ...] | None = None,
+              option: str = "--out") -> None:
+    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths)."""
+    try:
+        check_output(out, inputs, kind=kind, option=option, suffixes=suffixes)
+    except EhrdxError as exc:
+        fail(exc)
+
+
+TABLE = "a patient table"
+EVENT_STREAMS = "event streams (--meds, --events or --omop)"
+
+
+def given_options(ctx: typer.Context, names) -> list[str]:
+    """The flags among the parameters `names` that the user gave (command line or environment), in --help
+    order; an option left at its default is not given."""
+    return [param.opts[0] for param in ctx.command.params if param.name in names
+            and getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")]
+
+
+def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -> None:
+    """Stop (exit 2) when options that only make sense for one kind of input (`meant_for`) were given to a
+    run that reads the other kind (`reading`)."""
+    flags = given_options(ctx, names)
+    if flags:
+        one = len(flags) == 1
+        fail(EhrdxError(f"{', '.join(flags)} {'is an option' if one else 'are options'} for {meant_for}, and this "
+                        f"run reads {reading}\n  fix: leave {'it' if one else 'them'} out"))
+
+
+def print_counts(counts: dict) -> None:
+    """Counted exclusions (rows, events, samples left out), one yellow line each."""
+    for what, n in counts.items():
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+
+
+class EpochProgress:
+    """A rich progress bar over epochs, showing train and validation loss."""
+
+    def __init__(self, total: int, description: str = "training") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from ehrdx.train.distributed import is_main
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err,
+                                 transient=False, disable=not is_main())
+        self.task = self.progress.add_task(description, total=total, losses="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+        losses = f"train {train_loss:.4f}" + (f"  val {val_loss:.4f}" if val_loss is not None else "")
+        self.progress.update(self.task, completed=epoch + 1, losses=losses)
+
+
+# Options shared by train and demo.
+Hidden = Annotated[int, typer.Option(help="Width of each hidden layer.")]
+Depth = Annotated[int, typer.Option(help="Patient table: number of hidden layers of the MLP.")]
+Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden layers.")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
+Lr = Annotated[float, typer.Option(help="Learning rate.")]
+Epochs = Annotated[int, typer.Option(help="Maximum epochs; early stopping on validation loss may end sooner.")]
+Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
+                                              "(default 4 for tables, 3 for event streams).")]
+BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
+                                               "for event streams, where a patient brings all their visits).")]
+Layers = Annotated[int | None, typer.Option(help="Event streams: recurrent or Transformer layers (default 1; 2 for "
+                                              "transformer).")]
+Heads = Annotated[int, typer.Option(help="Event streams: attention heads (transformer).")]
+Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
+                                   "window:365d.")]
+NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "
+                                        "already recorded before the prediction time is masked, not a negative.")]
+Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event streams: mask labels that did not occur "
+                                      "when follow-up ends before the window does (default), or count them as "
+                                      "negatives.")]
+Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
+                                     "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
+ModelKind = Annotated[str, typer.Option(help="Event streams: gru, lstm, transformer, or the count baselines mlp, "
+                                        "logistic.")]
+Baselines = Annotated[str | None, typer.Option(help="Event streams: also fit these count baselines and report "
+                                               "them beside the model, e.g. mlp,logistic.")]
+TargetsOpt = Annotated[Path | None, typer.Option(help="Event streams: given multi-label targets instead of the "
+                                                 "task's windows: a long table (subject_id, prediction_time, label, "
+                                                 "value) or a directory of per-label MEDS task directories.")]
+IdCol = Annotated[str | None, typer.Option(help="Patient table: the patient id column (default: the one the "
+                                           "model was trained with, else the first of patient_id, subject_id, "
+                                           "person_id, patient, id). Ids are kept as given: 007 is not 7.")]
+SplitNames = Annotated[str | None, typer.Option(help="Event streams (MEDS): subject_splits names other than "
+                                                "train/tuning/held_out, mapped to those: e.g. "
+                                                "test=held_out,val=tuning (default: the model's mapping). Any "
+                                                "other name is an error.")]
+InferIntroduced = Annotated[bool, typer.Option(
+    "--infer-introduced", help="Event streams: a label without an introduced_at (label map, --add LABEL=DATE) "
+    "is taken to start at its first record in the training patients, and samples whose window ends before "
+    "it are masked. Off by default: a label is taken to have existed all along.")]
+PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
+Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
+Workers = Annotated[int, typer.Option(help="Event streams (MEDS): processes that convert a sharded MEDS dataset "
+                                     "into the store, each its own shards (under torchrun with --store, every "
+                                     "process converts its own).")]
+Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
+Precision = Annotated[str, typer.Option(help="Training arithmetic: auto (float32: faster than bf16 for these "
+                                        "model sizes, see BENCHMARKS.md), fp32, or bf16 autocast.")]

@@ -1,0 +1,251 @@
+"""ehrdx evaluate and ehrdx predict: a saved model on labelled data, or probabilities for new data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
+from ehrdx.cli.inputs import (
+    open_events,
+    require_events_model,
+    require_table_model,
+    split_rows,
+    times_in_split,
+)
+from ehrdx.cli.options import (
+    Device,
+    GlobalOptions,
+    IdCol,
+    SplitNames,
+    TargetsOpt,
+    check_out,
+    console,
+    fail,
+)
+from ehrdx.errors import EhrdxError
+from ehrdx.paths import TABLE_SUFFIXES
+
+
+@app.command()
+@reads_events(table_only=("id_col",), events_only=("split", "times", "targets", "split_names"))
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(help="Labelled patient table with the training columns "
+                                                "(or --meds / --events).")] = None,
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
+    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
+    split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
+                                       "MEDS held_out split, else the seeded test split the model was trained "
+                                       "with), tuning, train, or all.")] = "held_out",
+    times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
+                                               "prediction_time), e.g. a MEDS label file.")] = None,
+    targets: TargetsOpt = None,
+    split_names: SplitNames = None,
+    device: Device = "auto",
+    id_col: IdCol = None,
+    *,
+    event_data: EventData,
+) -> None:
+    """Evaluate a saved model on labelled data: AUROC/AUPRC, F1, recall@k, calibration, per label; for
+    event streams per prediction time, all labels and new onset, and by number of prior visits, on the
+    held-out patients unless --split says otherwise."""
+    meds, store = event_data.meds, event_data.store
+    opts: GlobalOptions = ctx.obj
+    check_out(out, {"patient table": data, **event_data.paths(model),
+                     "prediction times (--times)": times, "targets (--targets)": targets})
+    from ehrdx.evaluate.report import print_report
+
+    if event_data.given:
+        settings, events = event_data.resolve(model, split_names)
+        _evaluate_events(opts, model, meds, events, store, settings, split, times, out, targets, device)
+        return
+    if data is None:
+        fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
+    clf, table = _table_model_and_data(model, data, id_col, device)
+    result = clf.evaluate(table)
+    _report_summary(result.get("summary", {}))
+    print_report(console, opts.release({"test": result}), title=escape(str(data)))
+    if out:
+        opts.write_json(out, result)
+        console.print(f"wrote {escape(str(out))}")
+
+
+def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settings, split, times, out, targets=None,
+                     device="cpu") -> None:
+    import ehrdx
+    from ehrdx.evaluate.report import print_events_report
+    from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.targets import read_targets
+    from ehrdx.tasks.task import read_prediction_times
+
+    try:
+        clf = ehrdx.load(model_dir)
+        require_events_model(clf, model_dir)
+        clf.to(device)
+        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        rows, scored = split_rows(st, meds, clf, settings, split)
+        console.print(f"scoring {scored}")
+        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+        given = read_targets(targets) if targets else None
+        samples = clf.samples(st, rows, times=pt, targets=given)
+        result = clf.evaluate(st, samples=samples)
+    except EhrdxError as exc:
+        fail(exc)
+    metrics = {"model": clf.model, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
+               "test_by_prior_visits": result["by_prior_visits"],
+               "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
+    print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
+    if out:
+        opts.write_json(out, metrics)
+        console.print(f"wrote {escape(str(out))}")
+
+
+def _table_model_and_data(model: Path, data: Path, id_col: str | None, device: str):
+    """The patient-table model saved in `model`, on `device`, and `data` read with its training columns."""
+    import ehrdx
+
+    clf = ehrdx.load(model)
+    require_table_model(clf, model, data)
+    clf.to(device)
+    return clf, _read_for_model(clf, data, id_col)
+
+
+def _read_for_model(clf, data: Path, id_col: str | None):
+    """A patient table read with the columns a table model was trained on; `id_col` names its id column."""
+    import dataclasses
+
+    from ehrdx.data.table import read_table
+
+    if not hasattr(clf, "preprocessor_"):
+        return data  # an event model: the classifier's own checks say what to give
+    schema = clf.preprocessor_.schema
+    if id_col:
+        schema = dataclasses.replace(schema, id_column=id_col)
+    return read_table(data, schema=schema, require_labels=False, fixed_schema=True)
+
+
+def _report_summary(summary: dict) -> None:
+    for kind, n in summary.get("unknown", {}).items():
+        console.print(f"[yellow]{n:,} {escape(kind.replace(':', ' '))} value(s) not seen in training "
+                      f"were mapped to the unknown bucket[/yellow]")
+    for label, n in summary.get("labels_not_in_model", {}).items():
+        console.print(f"[yellow]label '{escape(label)}' ({n:,} patients) is not in the model's vocabulary: "
+                      "left out[/yellow]")
+
+
+@app.command()
+@reads_events(table_only=("id_col",), events_only=("times",))
+def predict(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(help="Patient table with the training columns (labels not "
+                                                "needed), or --meds / --events.")] = None,
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
+    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path("predictions.csv"),
+    threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
+    times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
+                                               "prediction_time); default: the end of every visit.")] = None,
+    device: Device = "auto",
+    id_col: IdCol = None,
+    *,
+    event_data: EventData,
+) -> None:
+    """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
+    time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
+    meds, store = event_data.meds, event_data.store
+    check_out(out, {"patient table": data, **event_data.paths(model),
+                     "prediction times (--times)": times}, suffixes=TABLE_SUFFIXES)
+    if threshold is not None and not 0 <= threshold <= 1:
+        fail(EhrdxError(f"--threshold {threshold} is not a probability\n  fix: give a number from 0 to 1, or "
+                         "leave it out to use the thresholds tuned per label"))
+    if event_data.given:
+        settings, events = event_data.resolve(model)
+        _predict_events(model, meds, events, store, settings, times, out, threshold, device)
+        return
+    if data is None:
+        fail(EhrdxError("give a patient table, or --meds DIR / --events FILE"))
+    import numpy as np
+    import polars as pl
+
+
+    clf, table = _table_model_and_data(model, data, id_col, device)
+    t0 = time.perf_counter()
+    proba = clf.predict_proba(table)
+    seconds = time.perf_counter() - t0
+    thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+    labels = clf.labels_
+    pred = proba >= thr[None, :]
+    frame = pl.DataFrame({table.schema.id_column: table.id_series(),
+                          **{f"p_{lab}": proba[:, j] for j, lab in enumerate(labels)}})
+    predicted = [[labels[j] for j in np.flatnonzero(row)] for row in pred]
+    if out.suffix.lower() == ".parquet":
+        frame = frame.with_columns(pl.Series("predicted", predicted, dtype=pl.List(pl.Utf8)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(out)
+    else:
+        frame = frame.with_columns(pl.Series("predicted", [";".join(p) for p in predicted]))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_csv(out)
+    console.print(f"predicted {len(table):,} patients x {len(labels)} labels in {seconds:.2f}s -> {escape(str(out))}")
+    _report_summary(clf.last_prediction_summary_)
+
+
+def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu") -> None:
+    import numpy as np
+    import polars as pl
+
+    import ehrdx
+    from ehrdx.events_pipeline import prediction_coverage
+    from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.task import read_prediction_times
+
+    try:
+        clf = ehrdx.load(model_dir)
+        require_events_model(clf, model_dir)
+        clf.to(device)
+        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        pt = read_prediction_times(times, st) if times else None
+        t0 = time.perf_counter()
+        samples = clf.samples(st, None, times=pt, require_labels=False)
+        proba = clf.predict_samples(st, samples)
+        seconds = time.perf_counter() - t0
+        coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if pt is None else pt[0])
+    except EhrdxError as exc:
+        fail(exc)
+    labels = clf.labels_
+    thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+    pred = proba >= thr[None, :]
+    frame = pl.DataFrame({
+        "subject_id": st.original_ids(np.asarray(st.subject_ids)[samples.row]),  # as in the events
+        "prediction_time": pl.Series(samples.time * 1_000_000).cast(pl.Datetime("us")),
+        "prior_visits": samples.n_visits,
+        **{f"p_{lab}": proba[:, j] for j, lab in enumerate(labels)},
+    })
+    predicted = [[labels[j] for j in np.flatnonzero(row)] for row in pred]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        frame.with_columns(pl.Series("predicted", predicted, dtype=pl.List(pl.Utf8))).write_parquet(out)
+    else:
+        frame.with_columns(pl.Series("predicted", [";".join(p) for p in predicted])).write_csv(out)
+    rate = len(samples) / max(seconds, 1e-9)
+    console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
+                  f"({rate:,.0f} rows/s) -> {escape(str(out))}")
+    for what, n in samples.counts.items():
+        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    _print_coverage(coverage)
+
+
+def _print_coverage(coverage: dict) -> None:
+    if coverage.get("patients_without_prediction_time"):
+        console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
+                      "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
+    if coverage.get("events_with_unseen_codes"):
+        console.print(f"[yellow]{coverage['events_with_unseen_codes']:,} event(s) with {coverage['unseen_codes']:,} "
+                      "code(s) not seen in training were read as the unknown code[/yellow]")
+
+

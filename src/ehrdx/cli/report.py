@@ -1,0 +1,158 @@
+"""ehrdx report and ehrdx explain: the HTML evaluation report, and why a model predicts what it does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
+from ehrdx.cli.inputs import (
+    open_events,
+    require_events_model,
+    split_rows,
+    subject_row,
+    times_in_split,
+)
+from ehrdx.cli.options import (
+    Device,
+    GlobalOptions,
+    SplitNames,
+    check_out,
+    console,
+    split_list,
+)
+from ehrdx.errors import EhrdxError, identifiers_shown
+from ehrdx.report import explain_latest, write_html_report
+
+
+@app.command()
+@reads_events()
+def report(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option(help="Model directory from ehrdx train or ehrdx update.")] = Path("model_out"),
+    out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained, figures embedded).")] = Path(
+        "report.html"),
+    split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
+                                       "held_out, else the same seeded split), tuning, train, or all.")] = "test",
+    times: Annotated[Path | None, typer.Option(help="Prediction times file (subject_id, prediction_time).")] = None,
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
+                                                         "prediction the report explains (ehrdx explain).")] = None,
+    split_names: SplitNames = None,
+    device: Device = "auto",
+    *,
+    event_data: EventData,
+) -> None:
+    """Write one HTML evaluation report: cohort summary, ROC/PR curves, calibration, recall@k, a sortable
+    per-label table, results by prior visits, sex and age band, training curves, and old-vs-new labels
+    after an update. Cells from fewer than --min-cell patients are suppressed; no patient id is written."""
+    meds, store = event_data.meds, event_data.store
+    opts: GlobalOptions = ctx.obj
+    check_out(out, {**event_data.paths(model), "prediction times (--times)": times})
+    import ehrdx
+    from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.task import read_prediction_times
+
+    if not event_data.given:
+        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
+    if split not in ("all", "train", "tuning", "validation", "test", "held_out"):
+        raise EhrdxError("--split must be test, tuning, train or all")
+    settings, events = event_data.resolve(model, split_names)
+    clf = ehrdx.load(model)
+    require_events_model(clf, model, "report")
+    clf.to(device)
+    st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+    rows, scored = split_rows(st, meds, clf, settings, split)
+    console.print(f"scoring {scored}")
+    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    with console.status("predicting and drawing"):
+        samples = clf.samples(st, rows, times=pt)
+        examples = explain_latest(clf, st, [subject_row(st, sid, "--explain-patients")
+                                            for sid in split_list(explain_patients)],
+                                  identifiers_shown())
+        path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
+                                 f"({split} patients)", model, examples,
+                                 min_cell=opts.min_cell)
+    console.print(f"report: {escape(str(path))}")
+
+
+@app.command()
+@reads_events()
+def explain(
+    ctx: typer.Context,
+    patient: Annotated[str, typer.Option(help="The patient's subject id, as written in the data.")],
+    model: Annotated[Path, typer.Option(help="Model directory (gru, lstm or transformer).")] = Path("model_out"),
+    time_: Annotated[str | None, typer.Option("--time", help="Explain the prediction at the last prediction time "
+                                              "at or before this (ISO date or time); default: the latest.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (default: the top "
+                                               "predicted).")] = None,
+    top: Annotated[int, typer.Option(help="How many top predicted labels to explain.")] = 3,
+    top_events: Annotated[int, typer.Option(help="Events shown per label, largest attribution first.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Also write the explanation as JSON here.")] = None,
+    *,
+    event_data: EventData,
+) -> None:
+    """Why the model predicts what it does for one patient: for the top predicted diseases, the past
+    events (codes, values, visits) that drove each score, by integrated gradients over the events' inputs;
+    an event's attributions over all labels add up to (score with the events - score without them)."""
+    meds, store = event_data.meds, event_data.store
+    opts: GlobalOptions = ctx.obj
+    check_out(out, event_data.paths(model))
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from rich.table import Table
+
+    import ehrdx
+    from ehrdx.errors import identifiers_shown
+    from ehrdx.explain import VALUE_DIGITS, explain_sample, without_exact_dates_and_values
+    from ehrdx.input_settings import columns_of
+
+    if not event_data.given:
+        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
+    settings, events = event_data.resolve(model)
+    clf = ehrdx.load(model)
+    require_events_model(clf, model, "explain")
+    st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+    row = subject_row(st, patient, "--patient")
+    samples = clf.samples(st, np.array([row]), require_labels=False)
+    if len(samples) == 0:
+        raise EhrdxError("this patient has no prediction time (no complete visit)")
+    index = len(samples) - 1
+    if time_:
+        from ehrdx.events_pipeline import parse_until
+
+        limit = parse_until(time_, "--time")
+        before = np.flatnonzero(samples.time <= limit)
+        if len(before) == 0:
+            raise EhrdxError(f"the patient has no prediction time at or before {time_}")
+        index = int(before[-1])
+    result = explain_sample(clf, st, samples, index, top_labels=top, top_events=top_events,
+                            labels=split_list(labels) or None)
+    exact = identifiers_shown()  # exact dates and values only with ehrdx --show-ids (README: Privacy)
+    if not exact:
+        result = without_exact_dates_and_values(result)
+    when = f"at {datetime.fromtimestamp(result['prediction_time'], UTC).strftime('%Y-%m-%d %H:%M')}, " if exact else ""
+    console.print(f"prediction {when}after {result['prior_visits']} visit(s), from {result['events_read']} events")
+    if not exact:
+        console.print(f"event times are days from the prediction time and values have {VALUE_DIGITS} significant "
+                      "digits (ehrdx --show-ids shows exact dates and values)")
+    for lab in result["labels"]:
+        t = Table(title=f"{escape(lab['label'])}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
+                        f"{lab['logit_without_events']:.2f} without any event)")
+        for col in ("visit", "date" if exact else "days", "code", "value", "attribution"):
+            t.add_column(col, justify="left" if col in ("date", "code") else "right")
+        for ev in lab["events"]:
+            t.add_row(str(ev["visit"]), datetime.fromtimestamp(ev["time"], UTC).strftime("%Y-%m-%d") if exact
+                      else f"{ev['days_from_prediction']} d", escape(ev["code"]),
+                      "" if ev["value"] is None else f"{ev['value']:.4g}", f"{ev['attribution']:+.3f}")
+        console.print(t)
+    if out:
+        opts.write_json(out, result)
+        console.print(f"wrote {escape(str(out))}")
+
+

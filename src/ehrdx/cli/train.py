@@ -1,0 +1,253 @@
+"""ehrdx train: a patient table (MLP, or K-fold cross-validation) or event streams (sequence models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
+from ehrdx.cli.inputs import (
+    open_events,
+)
+from ehrdx.cli.options import (
+    Baselines,
+    BatchSize,
+    Censor,
+    Depth,
+    Device,
+    Dropout,
+    EpochProgress,
+    Epochs,
+    GlobalOptions,
+    Heads,
+    Hidden,
+    InferIntroduced,
+    Labels,
+    Layers,
+    Lr,
+    ModelKind,
+    NewOnset,
+    Patience,
+    PosWeight,
+    Precision,
+    Seed,
+    SplitNames,
+    TargetsOpt,
+    Task,
+    WeightDecay,
+    Workers,
+    check_out,
+    console,
+    fail,
+    split_list,
+)
+from ehrdx.errors import EhrdxError
+from ehrdx.paths import label_map_path
+
+CHECKPOINT_DIR = "checkpoint"
+TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv", "depth")
+EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "model", "baselines", "targets", "split_names", "layers",
+               "heads", "workers")
+
+
+def _note_resume(history, resume: bool) -> None:
+    if history is not None and history.resumed_after_epoch is not None:
+        console.print(f"resumed from the checkpoint after epoch {history.resumed_after_epoch}")
+    elif resume:
+        console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
+
+
+def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bool, print_metrics) -> None:
+    """Rank 0 saves the model and metrics.json, then drops the training checkpoint (no longer needed); the
+    metrics are printed (small cells suppressed)."""
+    import shutil
+
+    from ehrdx.train.distributed import is_main
+
+    _note_resume(clf.history_, resume)
+    if is_main():
+        clf.save(out)
+        opts.write_json(out / "metrics.json", metrics)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    print_metrics(console, opts.release(metrics))
+    console.print(f"model saved to {escape(str(out))}")
+
+
+@app.command()
+@reads_events(for_model=False, table_only=TABLE_ONLY, events_only=EVENTS_ONLY)
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(help="Patient table (.csv or .parquet), one row per patient; "
+                                                "or give --meds / --events for event streams.")] = None,
+    out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("model_out"),
+    task: Task = "next-visit",
+    new_onset: NewOnset = False,
+    censor: Censor = True,
+    labels: Labels = "prefix:DX//",
+    model: ModelKind = "gru",
+    baselines: Baselines = None,
+    targets: TargetsOpt = None,
+    split_names: SplitNames = None,
+    id_col: Annotated[str | None, typer.Option(help="Patient table: patient id column (inferred if not "
+                                                  "given).")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Patient table: column with each patient's disease "
+                                                     "list.")] = None,
+    numeric: Annotated[str | None, typer.Option(help="Patient table: comma-separated numeric columns.")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Patient table: comma-separated categorical "
+                                                       "columns.")] = None,
+    codes: Annotated[str | None, typer.Option(help="Patient table: comma-separated code-list columns.")] = None,
+    ignore: Annotated[str | None, typer.Option(help="Patient table: comma-separated columns to ignore.")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="Oracle probabilities (from ehrdx synth) to compare with.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of patients for validation.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of patients for the test set.")] = 0.15,
+    cv: Annotated[int, typer.Option(help="Patient table: run K-fold cross-validation by patient "
+                                     "instead (0 = off).")] = 0,
+    hidden: Hidden = 128,
+    depth: Depth = 2,
+    layers: Layers = None,
+    heads: Heads = 4,
+    dropout: Dropout = 0.1,
+    weight_decay: WeightDecay = 1e-4,
+    lr: Lr = 2e-3,
+    epochs: Epochs = 30,
+    patience: Patience = None,
+    batch_size: BatchSize = None,
+    pos_weight: PosWeight = False,
+    infer_introduced: InferIntroduced = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
+                                         "epoch (checkpoints are kept in OUT/checkpoint until the model is "
+                                         "saved); the same data and options are required.")] = False,
+    *,
+    event_data: EventData,
+) -> None:
+    """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
+    thresholds on validation, evaluate on test, save the model directory with metrics.json.
+
+    Patient table: one prediction per patient (MLP). With --cv K, K-fold mean and spread instead.
+    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
+    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic).
+
+    Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
+    CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
+    opts: GlobalOptions = ctx.obj
+    check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
+                     "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
+    event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
+    import polars as pl
+
+    from ehrdx.train.distributed import init_distributed, is_main
+
+    try:
+        device = init_distributed(device)
+    except EhrdxError as exc:
+        fail(exc)
+    if not is_main():
+        console.quiet = True
+
+    if event_data.given:
+        if data is not None:
+            fail(EhrdxError("give either a patient table or --meds/--events, not both"))
+        _train_events(opts, event_data, out=out, task=task, new_onset=new_onset, censor=censor, labels=labels,
+                      model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
+                      fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
+                      resume=resume, workers=workers,
+                      params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
+                              "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
+                              "patience": patience or 3, "batch_size": batch_size or 64,
+                              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
+                              "infer_introduced": infer_introduced})
+        return
+    if data is None:
+        fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))
+    if infer_introduced:
+        fail(EhrdxError("--infer-introduced is for event streams (--meds/--events): a patient table has one "
+                         "prediction per patient and no event times"))
+
+    from ehrdx.api import EHRClassifier
+    from ehrdx.data.table import TableSchema, read_table
+    from ehrdx.evaluate.report import print_report
+    from ehrdx.pipeline import cross_validate, train_and_evaluate
+
+    schema = TableSchema(id_column=id_col, label_column=label_col, numeric=split_list(numeric),
+                         categorical=split_list(categorical), codes=split_list(codes), ignore=split_list(ignore))
+    params = {"hidden": hidden, "depth": depth, "dropout": dropout, "weight_decay": weight_decay, "lr": lr,
+              "max_epochs": epochs, "patience": patience or 4, "batch_size": batch_size or 256,
+              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision}
+    try:
+        table = read_table(data, schema=schema)
+        sch = table.schema
+        console.print(escape(f"read {len(table):,} patients from {data}; roles: id={sch.id_column}, "
+                             f"labels={sch.label_column}, numeric={sch.numeric}, categorical={sch.categorical}, "
+                             f"codes={sch.codes}"))
+        if table.schema.identifier_like:
+            console.print(f"[yellow]left out as identifier-like (values almost unique per patient, see README): "
+                          f"{len(table.schema.identifier_like)} column(s): "
+                          f"{escape(', '.join(table.schema.identifier_like))}[/yellow]", highlight=False)
+        if cv:
+            result = cross_validate(
+                table, lambda: EHRClassifier(**params), cv, seed=seed, val_fraction=val_fraction,
+                on_fold=lambda f, m: console.print(f"fold {f + 1}/{cv}: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in m.items() if v is not None)))
+            for key, s in result["summary"].items():
+                if s["mean"] is not None:
+                    spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
+                    console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
+            if is_main():
+                opts.write_json(out / "cv_metrics.json", result)
+            console.print(f"wrote {escape(str(out / 'cv_metrics.json'))}")
+            return
+        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
+        fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+        with EpochProgress(epochs) as progress:
+            clf, metrics = train_and_evaluate(table, EHRClassifier(**params), fractions=fractions,
+                                              seed=seed, oracle=oracle_frame, on_epoch=progress,
+                                              checkpoint=out / CHECKPOINT_DIR, resume=resume)
+    except EhrdxError as exc:
+        fail(exc)
+    _save_trained(opts, clf, metrics, out, resume, print_report)
+
+
+def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
+                  targets, oracle, fractions, params, resume=False, workers=1, split_names=None) -> None:
+    import polars as pl
+
+    from ehrdx.evaluate.report import print_events_report
+    from ehrdx.events_api import EventClassifier
+    from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
+    from ehrdx.input_settings import parse_split_names, settings_to_save
+    from ehrdx.tasks.targets import read_targets
+
+    try:
+        clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
+        names = parse_split_names(split_names)
+        clf.input_ = settings_to_save({"visit_gap": data.visit_gap, **data.columns(), "split_names": names,
+                                       "until": data.until, "omop_codes": data.omop_codes,
+                                       "omop_prefix": data.omop_prefix}, fractions, data.kind)
+        events = data.source()
+        st = open_events(data.meds, events, data.store, data.visit_gap,
+                         data.columns() if events is not None else None, data.until, workers)
+        meds = data.meds
+        splits = patient_splits(st, meds, params["seed"], fractions, clf.selector, split_names=names)
+        console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
+                      + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
+                                                                          "subject_splits.parquet").exists() else ""))
+        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
+        given = read_targets(targets) if targets else None
+        with EpochProgress(params["max_epochs"], f"training {model}") as progress:
+            clf, metrics = train_and_evaluate_events(
+                st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
+                on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
+                checkpoint=out / CHECKPOINT_DIR, resume=resume)
+    except EhrdxError as exc:
+        fail(exc)
+    _save_trained(opts, clf, metrics, out, resume, print_events_report)
+
+

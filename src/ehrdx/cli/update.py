@@ -1,0 +1,157 @@
+"""ehrdx update: add labels to a trained event model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
+from ehrdx.cli.inputs import (
+    open_events,
+    require_events_model,
+)
+from ehrdx.cli.options import (
+    Device,
+    EpochProgress,
+    GlobalOptions,
+    InferIntroduced,
+    Lr,
+    Precision,
+    Seed,
+    SplitNames,
+    check_out,
+    console,
+    fail,
+    split_list,
+)
+from ehrdx.errors import EhrdxError
+from ehrdx.paths import label_map_path
+
+
+@app.command()
+@reads_events()
+def update(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option(help="The trained event model to grow (never modified).")],
+    out: Annotated[Path, typer.Option(help="Directory for the updated model.")],
+    add: Annotated[str | None, typer.Option(help="Comma-separated labels to add (default: every label in the "
+                                            "new data's training patients that the model lacks); LABEL=DATE "
+                                            "also gives the date the label was introduced, e.g. "
+                                            "U07.1=2020-03-01.")] = None,
+    labels: Annotated[str | None, typer.Option(help="A new label selection (e.g. a map with new conditions of "
+                                               "interest); it must still select every old label.")] = None,
+    init: Annotated[str, typer.Option(help="How new label rows start: probe (logistic regression on the frozen "
+                                      "model's states), auto, parent, code, description, mean.")] = "probe",
+    protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
+    lr: Lr = 1e-3,
+    replay_meds: Annotated[Path | None, typer.Option(help="Old training data (MEDS) to replay during fine-tuning; "
+                                                     "its train split is used, new labels unknown there.")] = None,
+    replay_until: Annotated[str | None, typer.Option(help="Use the replay data only up to this date.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Also fine-tune without protection and retrain "
+                                          "from scratch on the same data, and report all three.")] = False,
+    infer_introduced: InferIntroduced = False,
+    split_names: SplitNames = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    *,
+    event_data: EventData,
+) -> None:
+    """Add labels to a trained event model without retraining from scratch: append them to the
+    vocabulary (old labels keep their place), grow the head, fine-tune on the new data while distilling
+    the old model's predictions on old labels, and report each label before and after."""
+    meds, store = event_data.meds, event_data.store
+    opts: GlobalOptions = ctx.obj
+    check_out(out, {**event_data.paths(model), "replay data (--replay-meds)": replay_meds,
+                     "label map (--labels)": label_map_path(labels)}, kind="dir")
+    import ehrdx
+    from ehrdx.events_pipeline import open_store, patient_splits
+    from ehrdx.input_settings import columns_of, settings_to_save
+    from ehrdx.tasks.select import LabelSelector
+    from ehrdx.tasks.task import parse_duration
+    from ehrdx.update import compare_update, update_model
+
+    settings, events = event_data.resolve(model, split_names)
+    try:
+        old = ehrdx.load(model)
+        require_events_model(old, model, "update")
+        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector,
+                                split_names=settings["split_names"])
+        with EpochProgress(epochs, "fine-tuning") as progress:
+            selector = LabelSelector.parse(labels) if labels else None
+            replay = None
+            if replay_meds is not None:
+                old_st = open_store(meds=replay_meds, until=replay_until,
+                                    visit_gap_seconds=parse_duration(settings["visit_gap"]))
+                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector,
+                                                 split_names=settings["split_names"])[0])
+            add_labels, introduced = labels_to_add(add)
+            new, report = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,
+                                       protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
+                                       replay=replay, device=device, precision=precision, introduced=introduced,
+                                       infer_introduced=infer_introduced)
+            # the updated model reads its data as this run read the new data
+            new.input_ = settings_to_save(settings, settings["split_fractions"], event_data.kind)
+        new.save(out)
+        if compare:
+            report["compare"] = compare_update(old, st, splits, report, selector, add_labels, introduced, init,
+                                               epochs, lr, infer_introduced, stage=console.status)
+        opts.write_json(out / "update_report.json", report)
+    except (EhrdxError, ValueError) as exc:
+        fail(exc)
+    print_update(opts.release(report))
+    console.print(escape(f"updated model saved to {out} (report: {out / 'update_report.json'}); {model} is unchanged"))
+
+
+def labels_to_add(add: str | None) -> tuple[list[str] | None, dict[str, str]]:
+    """`--add A,B=2020-03-01`: the labels (None: all new ones) and the introduction dates given."""
+    labels, dates = [], {}
+    for item in split_list(add):
+        label, sep, date = item.partition("=")
+        labels.append(label.strip())
+        if sep:
+            dates[label.strip()] = date.strip()
+    return labels or None, dates
+
+
+def print_update(report: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ehrdx.evaluate.report import format_value as _fmt
+
+    t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
+                    f"({report['epochs']} epochs, protection: {report['protect']})")
+    for col in ("label", "description", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before",
+                "AUROC after", "AUPRC before", "AUPRC after", "init"):
+        t.add_column(col, justify="left" if col in ("label", "description", "introduced_at", "parent", "init")
+                     else "right")
+    for r in report["per_label"]:
+        t.add_row(escape(r["label"]), Text(r.get("description") or ""), "yes" if r["new"] else "",
+                  (r["introduced_at"] or "")[:10], escape(r["parent"] or ""),
+                  str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
+                  _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
+    console.print(t)
+    console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
+                  f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
+                  f"{_fmt(report['new_labels_macro_auroc'])}")
+    for part in ("train", "test"):
+        for what, n in report.get(f"{part}_excluded", {}).items():
+            console.print(f"[yellow]{part}: {what.replace('_', ' ')}: {n:,}[/yellow]")
+    if "compare" in report:
+        c = Table(title="Compared on the same patients")
+        for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):
+            c.add_column(col, justify="left" if col == "way" else "right")
+        c.add_row("old model", "", _fmt(report["old_labels_macro_auroc_before"]), "")
+        for way, r in report["compare"].items():
+            c.add_row(way, _fmt(float(r["seconds"])), _fmt(r["old_labels_macro_auroc_after"]),
+                      _fmt(r["new_labels_macro_auroc"]))
+        console.print(c)
+
+
