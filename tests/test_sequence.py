@@ -96,7 +96,7 @@ def test_appending_future_events_leaves_earlier_predictions_unchanged(cohort, tm
     # at the default prediction times, every time at or before t_cut is unchanged as well
     after = clf.samples(changed, np.array([row2]), require_labels=False)
     early = before.time <= t_cut
-    np.testing.assert_array_equal(after.time[: early.sum()], before.time[early])
+    np.testing.assert_array_equal(after.time[: early.sum()], before.time[early])  # integer seconds
     np.testing.assert_allclose(clf.predict_samples(changed, after)[: early.sum()],
                                clf.predict_samples(store, before)[early], rtol=0, atol=1e-6)
 
@@ -112,6 +112,7 @@ def test_save_and_load_give_the_same_predictions(cohort, tmp_path, model):
     back = ehrdx.load(tmp_path / "m")
     assert back.labels_ == clf.labels_ and back.task == clf.task and back.model == model
     s = clf.samples(store, te)
+    # Exact by construction: the same weights, inputs, shapes and kernels in one process.
     np.testing.assert_array_equal(back.predict_samples(store, s), clf.predict_samples(store, s))
     np.testing.assert_array_equal(back.thresholds_, clf.thresholds_)
 
@@ -123,6 +124,7 @@ def test_the_fit_uses_training_patients_only(cohort):
     clf.fit(store, tr, va)
     enc_train_only = EventEncoder.fit(store, tr)
     assert clf.encoder_.codes == enc_train_only.codes
+    # Exact by construction: the same computation on the same rows.
     np.testing.assert_array_equal(clf.encoder_.value_mean, enc_train_only.value_mean)
     assert not np.array_equal(clf.encoder_.value_mean, EventEncoder.fit(store, np.arange(len(store))).value_mean)
     with pytest.raises(ehrdx.errors.DataError, match="same patients"):
