@@ -85,6 +85,8 @@ def test_save_load_round_trip_gives_identical_probabilities(trained, tmp_path):
     before = clf.predict_proba(table)
     clf.save(tmp_path / "m")
     loaded = ehrdx.load(tmp_path / "m")
+    # Exact by construction: the same weights, inputs, shapes and kernels in one process; thresholds
+    # round-trip through JSON exactly (repr of a float64 reads back to the same value).
     np.testing.assert_array_equal(loaded.predict_proba(table), before)
     assert loaded.labels_ == clf.labels_
     np.testing.assert_array_equal(loaded.thresholds_, clf.thresholds_)

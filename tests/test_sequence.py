@@ -114,6 +114,7 @@ def test_save_and_load_give_the_same_predictions(cohort, tmp_path, model):
     s = clf.samples(store, te)
     # Exact by construction: the same weights, inputs, shapes and kernels in one process.
     np.testing.assert_array_equal(back.predict_samples(store, s), clf.predict_samples(store, s))
+    # thresholds round-trip through JSON exactly (repr of a float64 reads back to the same value)
     np.testing.assert_array_equal(back.thresholds_, clf.thresholds_)
 
 
