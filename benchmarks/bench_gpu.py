@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.sequences import EventEncoder
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 from ehrdx.evaluate.metrics import evaluate_predictions
 from ehrdx.events_api import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits

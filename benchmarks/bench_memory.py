@@ -35,7 +35,7 @@ def write_cohort(n: int, root: Path) -> Path:
     """n patients in chunks, gathered into one MEDS dataset root/meds (+ root/label_map.csv)."""
     import polars as pl
 
-    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 
     meds = root / "meds"
     (meds / "metadata").mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 from ehrdx.events_api import EventClassifier, evaluate_samples
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.train.loop import predict_logits

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 from ehrdx.events_api import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.tasks.select import LabelSelector

@@ -41,7 +41,7 @@ def synth(
 ) -> None:
     """Generate a synthetic cohort with known best-achievable (oracle) probabilities."""
     from ehrdx.data.synth import generate_cohort, write_cohort
-    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 
     check_out(out, {}, kind="dir")
     if table_format not in ("parquet", "csv"):
