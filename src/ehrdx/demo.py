@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ehrdx.api import EHRClassifier
-from ehrdx.data.synth import generate_cohort, write_cohort
-from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.data.synth import generate_cohort, generate_longitudinal, write_cohort, write_longitudinal
 from ehrdx.data.table import read_table
 from ehrdx.events_api import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits, train_and_evaluate_events

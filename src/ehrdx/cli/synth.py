@@ -40,8 +40,7 @@ def synth(
                                         "table + oracle).")] = "events",
 ) -> None:
     """Generate a synthetic cohort with known best-achievable (oracle) probabilities."""
-    from ehrdx.data.synth import generate_cohort, write_cohort
-    from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+    from ehrdx.data.synth import generate_cohort, generate_longitudinal, write_cohort, write_longitudinal
 
     check_out(out, {}, kind="dir")
     if table_format not in ("parquet", "csv"):
