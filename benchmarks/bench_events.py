@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 
 

@@ -30,8 +30,8 @@ import torch
 
 from ehrdx.data.sequences import EventEncoder
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.estimator import EventClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions
-from ehrdx.events_api import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
 from ehrdx.tasks.labels import LabelVocab
@@ -134,12 +134,13 @@ def main() -> None:
     store = open_store(meds=paths["meds"], store_dir=f"{tmp}/store")
     tr, _va, te = patient_splits(store, paths["meds"], 0)
     clf = EventClassifier(model="gru", labels=f"map:{paths['label_map']}")
-    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, tr, clf.selector))
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
+    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, tr, clf.selector_))
     clf.encoder_ = EventEncoder.fit(store, tr)
     train_s, test_s = clf.samples(store, tr), clf.samples(store, te)
-    train_ds, test_ds = clf._dataset(store, train_s), clf._dataset(store, test_s)
-    warm_ds = clf._dataset(store, clf.samples(store, tr[:3000]))
-    cpu_ds = clf._dataset(store, clf.samples(store, tr[: args.cpu_patients])) if args.cpu_patients else None
+    train_ds, test_ds = clf.dataset(store, train_s), clf.dataset(store, test_s)
+    warm_ds = clf.dataset(store, clf.samples(store, tr[:3000]))
+    cpu_ds = clf.dataset(store, clf.samples(store, tr[: args.cpu_patients])) if args.cpu_patients else None
     rows_per_patient = len(train_s) / len(tr)
     emit(args.out, {
         "patients": args.patients, "train_patients": len(tr), "train_rows": len(train_s), "test_rows": len(test_s),

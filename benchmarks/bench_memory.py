@@ -63,7 +63,7 @@ def write_cohort(n: int, root: Path) -> Path:
 def train(meds: str, label_map: str, store_dir: str, model: str, epochs: int, threads: int) -> None:
     import torch
 
-    from ehrdx.events_api import EventClassifier
+    from ehrdx.estimator import EventClassifier
     from ehrdx.events_pipeline import open_store, patient_splits
 
     torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier, evaluate_samples
+from ehrdx.estimator import EventClassifier, evaluate_samples
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.train.loop import predict_logits
 
@@ -54,7 +54,7 @@ def main() -> None:
             t_pause = time.perf_counter()
             if "test" not in state:
                 state["test"] = clf.samples(store, te)
-                state["ds"] = clf._dataset(store, state["test"])
+                state["ds"] = clf.dataset(store, state["test"])
             proba = 1 / (1 + np.exp(-predict_logits(clf.model_, state["ds"]).astype(np.float64)))
             r = evaluate_samples(state["test"], proba, clf.labels_, None)
             points.append({"epoch": epoch + 1, "seconds": round(t_pause - state["t0"] - paused[0], 2),

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from ehrdx.api import EHRClassifier
 from ehrdx.data.synth import generate_cohort
 from ehrdx.data.table import table_from_frame
+from ehrdx.estimator import EHRClassifier
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.splits import split_patients
 

@@ -22,7 +22,7 @@ import time
 import torch
 
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.update import compare_before_after, update_model

@@ -6,11 +6,12 @@ never from one above:
   0 base       errors.py, io.py, tempdirs.py, version.py: errors, atomic writes, temporary directories
   1 data       data/: readers (patient table, MEDS, OMOP), the event store, sample containers, encoders
                that turn samples into model inputs, patient splits, synthetic cohorts
-  2 tasks      tasks/: prediction times, label windows and masks, label vocabularies and selection, targets
+  2 tasks      tasks/: prediction times, label windows and masks, label vocabularies and selection, targets;
+               sources/: a patient table or an event store behind one protocol (labels, encoder, samples, inputs)
   3 models     models/: the torch modules and the logistic baseline
   4 train      train/: the training loop, devices, checkpoints, distributed training
   5 evaluate   evaluate/: metrics, small-cell suppression, terminal and HTML reports
-  6 estimator  api.py, events_api.py, artifacts.py, update.py, explain.py, pipeline.py, events_pipeline.py,
+  6 estimator  estimator.py, estimator_io.py, artifacts.py, update.py, explain.py, pipeline.py, events_pipeline.py,
                input_settings.py, report.py, demo.py: the classifiers, saving and loading, and the runs built on them
   7 surface    ehrdx/__init__.py: the public names (`__all__`), imported lazily
   8 cli        cli.py (or a cli/ package) and __main__.py: parse, call the library, print
@@ -34,11 +35,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ehrdx"
 
 LAYERS = ("base", "data", "tasks", "models", "train", "evaluate", "estimator", "surface", "cli")
-FOLDERS = {"data": "data", "tasks": "tasks", "models": "models", "train": "train", "evaluate": "evaluate",
-           "cli": "cli"}  # ehrdx/<folder>/ -> layer
+FOLDERS = {"data": "data", "tasks": "tasks", "sources": "tasks", "models": "models", "train": "train",
+           "evaluate": "evaluate", "cli": "cli"}  # ehrdx/<folder>/ -> layer
 TOP_LEVEL = {  # ehrdx/<name>.py -> layer
     "errors": "base", "io": "base", "tempdirs": "base", "version": "base", "paths": "base", "times": "base",
-    "api": "estimator", "events_api": "estimator", "artifacts": "estimator", "update": "estimator",
+    "estimator": "estimator", "estimator_io": "estimator", "artifacts": "estimator", "update": "estimator",
     "explain": "estimator", "pipeline": "estimator", "events_pipeline": "estimator", "input_settings": "estimator",
     "report": "estimator", "demo": "estimator",
     "cli": "cli", "__main__": "cli",
@@ -238,14 +239,14 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     (root / "tasks" / "task.py").write_text("def _ranges():\n    pass\n")
     (root / "data" / "seq.py").write_text("from ehrdx.tasks.task import _ranges\n")  # upward and private
     (root / "data" / "counts.py").write_text("def f():\n    from ehrdx.data import seq\n    return seq\n")
-    (root / "api.py").write_text("def f():\n    import ehrdx.artifacts\n")  # function-local, in a cycle
-    (root / "artifacts.py").write_text("import ehrdx.tasks.task as t\nimport ehrdx.api\nt._ranges()\n")
+    (root / "estimator.py").write_text("def f():\n    import ehrdx.artifacts\n")  # function-local, in a cycle
+    (root / "artifacts.py").write_text("import ehrdx.tasks.task as t\nimport ehrdx.estimator\nt._ranges()\n")
     modules, imports = package_imports(root)
     assert unknown_layers(modules) == []
     assert upward(imports) == ["ehrdx.data.seq (layer data) imports ehrdx.tasks.task (layer tasks), line 1"]
     assert private(imports) == ["ehrdx.artifacts uses ehrdx.tasks.task._ranges, line 3",
                                 "ehrdx.data.seq uses ehrdx.tasks.task._ranges, line 1"]
-    assert cycles(module_graph(imports)) == [["ehrdx.api", "ehrdx.artifacts"]]
+    assert cycles(module_graph(imports)) == [["ehrdx.artifacts", "ehrdx.estimator"]]
     (root / "tasks" / "labels.py").write_text("import ehrdx.data.counts\n")
     _, imports = package_imports(root)
     assert cycles(folder_graph(imports)) == [["data", "tasks"]]
@@ -268,7 +269,7 @@ def test_the_public_surface_resolves():
     assert set(ehrdx.__all__) <= set(dir(ehrdx))
     for name in ehrdx.__all__:
         assert getattr(ehrdx, name) is not None, name
-    from ehrdx.events_api import EventClassifier
+    from ehrdx.estimator import EventClassifier
 
     assert ehrdx.EventClassifier is EventClassifier
     with pytest.raises(AttributeError):

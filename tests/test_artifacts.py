@@ -10,16 +10,16 @@ from safetensors.torch import save_file
 
 import ehrdx
 from ehrdx import artifacts
-from ehrdx.api import EHRClassifier
 from ehrdx.data.table import table_from_frame
 from ehrdx.errors import ModelError
+from ehrdx.estimator import EHRClassifier
 
 
 @pytest.fixture(scope="module")
 def models(small_cohort):
     table = table_from_frame(small_cohort.table)
-    a = EHRClassifier(hidden=16, depth=1, max_epochs=2, seed=0).fit(table)
-    b = EHRClassifier(hidden=16, depth=1, max_epochs=2, seed=1).fit(table)
+    a = EHRClassifier(hidden=16, layers=1, max_epochs=2, seed=0).fit(table)
+    b = EHRClassifier(hidden=16, layers=1, max_epochs=2, seed=1).fit(table)
     return table, a, b
 
 

@@ -10,7 +10,7 @@ import torch
 from ehrdx.data.batch import SequenceBatch, TableBatch
 from ehrdx.data.sequences import EventEncoder, SequenceSet, numeric_block, numeric_sources
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store
 from ehrdx.train.device import device_batches
 
@@ -43,11 +43,12 @@ def dataset(tmp_path_factory):
     paths = write_longitudinal(generate_longitudinal(200, seed=2), out)
     store = open_store(meds=paths["meds"], store_dir=out / "store")
     clf = EventClassifier(model="gru", labels=f"map:{paths['label_map']}")
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
     rows = np.arange(len(store))
     from ehrdx.tasks.labels import LabelVocab
     from ehrdx.tasks.task import label_first_times
 
-    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector)))
+    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
     encoder = EventEncoder.fit(store, rows)
     return SequenceSet(store, clf.samples(store, rows, require_labels=False), encoder)
 

@@ -6,7 +6,7 @@ import torch
 
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import ModelError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.train.device import device_batches, prefetch, resolve_device, resolve_precision
 

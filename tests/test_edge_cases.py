@@ -7,12 +7,11 @@ import polars as pl
 import pytest
 import torch
 
-from ehrdx.api import EHRClassifier
 from ehrdx.data.meds import normalise_events
 from ehrdx.data.store import build_store
 from ehrdx.data.table import table_from_frame
 from ehrdx.errors import DataError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EHRClassifier, EventClassifier
 from ehrdx.train.loop import masked_bce_with_logits
 
 
@@ -40,7 +39,7 @@ def _table(n: int, seed: int = 0) -> pl.DataFrame:
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_table_with_a_single_positive_label_constant_feature_and_tiny_batches(batch_size):
     table = table_from_frame(_table(40))
-    clf = EHRClassifier(hidden=8, depth=1, max_epochs=3, batch_size=batch_size, seed=0).fit(table)
+    clf = EHRClassifier(hidden=8, layers=1, max_epochs=3, batch_size=batch_size, seed=0).fit(table)
     assert all(math.isfinite(x) for x in clf.history_.train_loss + clf.history_.val_loss)
     p = clf.predict_proba(table)
     assert np.isfinite(p).all() and p.shape == (40, len(clf.labels_))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from ehrdx.cli import app
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.explain import _event_inputs, explain_sample, integrated_gradients, score_without
 

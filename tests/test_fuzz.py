@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ehrdx.api import EHRClassifier
 from ehrdx.data.meds import iter_event_table
 from ehrdx.data.store import build_store
 from ehrdx.data.table import read_table
 from ehrdx.errors import DataError, EhrdxError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EHRClassifier, EventClassifier
 from ehrdx.events_pipeline import patient_splits
 
 # Derandomised: CI runs the same cases every time (a red build means a real regression, not a new
@@ -106,8 +105,9 @@ def test_fuzzed_event_streams_train_or_fail_clearly(tmp_path_factory, rows, mode
     _events_csv(rows, path)
     store = build_store(iter_event_table(path), d / "store")
     clf = EventClassifier(model=model, hidden=8, max_epochs=2, batch_size=4)
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
     try:
-        tr, va, _ = patient_splits(store, None, 0, (0.6, 0.2, 0.2), clf.selector)
+        tr, va, _ = patient_splits(store, None, 0, (0.6, 0.2, 0.2), clf.selector_)
         clf.fit(store, tr, va)
     except EhrdxError as err:
         _named(err, d / "store")
@@ -129,6 +129,7 @@ def test_one_patient_with_100000_events(tmp_path):
     store = build_store(iter_event_table(tmp_path / "ev.parquet"), tmp_path / "store")
     assert store.meta["events"] == len(frame)
     clf = EventClassifier(model="gru", hidden=8, max_epochs=1)
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
     clf.fit(store, np.array([0, 1]), np.array([2]))
     s = clf.samples(store, np.array([0]), require_labels=False)
     assert len(s) > 10_000 and np.isfinite(clf.predict_samples(store, s)).all()
@@ -162,7 +163,7 @@ def test_fuzzed_patient_tables_train_or_fail_clearly(tmp_path_factory, rows):
     try:
         table = read_table(path)
         assert len(table) == len(rows)  # every row is a patient, or the read failed
-        EHRClassifier(hidden=8, depth=1, max_epochs=2, batch_size=4).fit(table)
+        EHRClassifier(hidden=8, layers=1, max_epochs=2, batch_size=4).fit(table)
     except EhrdxError as err:
         _named(err, path)
 

@@ -52,7 +52,7 @@ def test_settings_travel_with_the_model(store, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from ehrdx.cli import app
-    from ehrdx.events_api import EventClassifier
+    from ehrdx.estimator import EventClassifier
     from ehrdx.events_pipeline import patient_splits
 
     # An older directory (no saved params): its settings are read back from its model and train configs.
@@ -63,7 +63,13 @@ def test_settings_travel_with_the_model(store, tmp_path, monkeypatch):
     clf = EventClassifier(model="transformer", labels=f"map:{GOLDEN / 'label_map.csv'}", hidden=16, layers=1,
                           heads=2, dropout=0.3, batch_size=16, max_epochs=1, min_code_count=2, lr=3e-3, seed=4)
     clf.fit(store, tr, va).save(tmp_path / "m")
-    assert ehrdx.load(tmp_path / "m").get_params() == clf.get_params()
+    loaded = ehrdx.load(tmp_path / "m").get_params()
+    # A label map is kept whole in the model (its file may be gone later): the selector, read from that spec.
+    assert loaded.pop("labels").spec == clf.get_params()["labels"]
+    assert loaded == {k: v for k, v in clf.get_params().items() if k != "labels"}
+    prefix = EventClassifier(labels="prefix:DX//", hidden=8, max_epochs=1, seed=1).fit(store, tr, va)
+    prefix.save(tmp_path / "p")
+    assert ehrdx.load(tmp_path / "p").get_params() == prefix.get_params()
 
     seen = []
     fit = EventClassifier.fit

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ehrdx.data.meds import write_meds
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import LeakageError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.tasks.task import check_features_before
 

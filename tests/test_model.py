@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 import ehrdx
-from ehrdx.api import EHRClassifier
 from ehrdx.data.table import table_from_frame
 from ehrdx.errors import DataError, ModelError
+from ehrdx.estimator import EHRClassifier
 from ehrdx.pipeline import cross_validate, train_and_evaluate
 
 
@@ -43,10 +43,10 @@ def test_split_ids_are_disjoint_and_stats_come_from_training_patients_only(train
     train_rows = np.array([i for i, pid in enumerate(table.patient_ids) if pid in train_ids])
     assert len(train_rows) == m["split"]["train"]
     x = table.numeric[train_rows]
-    np.testing.assert_allclose(clf.preprocessor_.numeric_mean_, np.nanmean(x, axis=0))
-    np.testing.assert_allclose(clf.preprocessor_.numeric_std_, np.nanstd(x, axis=0))
+    np.testing.assert_allclose(clf.encoder_.numeric_mean_, np.nanmean(x, axis=0))
+    np.testing.assert_allclose(clf.encoder_.numeric_std_, np.nanstd(x, axis=0))
     train_codes = {c for i in train_rows for c in table.codes["diagnosis_codes"][i]}
-    assert set(clf.preprocessor_.code_vocab_[1:]) == train_codes
+    assert set(clf.encoder_.code_vocab_[1:]) == train_codes
     assert clf.labels_ == sorted({lab for i in train_rows for lab in table.labels[i]})
 
 
@@ -68,7 +68,7 @@ def test_changing_test_patients_leaves_preprocessing_unchanged(cohort):
     table2 = table_from_frame(changed)
     clf1, _ = train_and_evaluate(table, EHRClassifier(seed=0, max_epochs=1), seed=0)
     clf2, _ = train_and_evaluate(table2, EHRClassifier(seed=0, max_epochs=1), seed=0)
-    assert clf1.preprocessor_.to_dict() == clf2.preprocessor_.to_dict()
+    assert clf1.encoder_.to_dict() == clf2.encoder_.to_dict()
     for a, b in zip(clf1.model_.state_dict().values(), clf2.model_.state_dict().values()):
         assert (a == b).all()
 

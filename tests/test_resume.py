@@ -13,7 +13,7 @@ import pytest
 
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import ModelError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 
 

@@ -10,9 +10,10 @@ from ehrdx.data.meds import normalise_events
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.store import build_store
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
-from ehrdx.events_pipeline import open_store, patient_splits, train_and_evaluate_events
+from ehrdx.estimator import EventClassifier
+from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
+from ehrdx.pipeline import train_and_evaluate
 from ehrdx.tasks.task import TaskSpec
 
 
@@ -35,11 +36,12 @@ def _model(encoder: str, n_codes: int, n_labels: int, n_numeric: int) -> Sequenc
 def test_predictions_do_not_depend_on_what_a_patient_is_batched_with(cohort, encoder):
     _c, paths, store = cohort
     clf = EventClassifier(model=encoder, labels=f"map:{paths['label_map']}")
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
     from ehrdx.tasks.labels import LabelVocab
     from ehrdx.tasks.task import label_first_times
 
     rows = np.arange(len(store))
-    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector)))
+    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
     clf.encoder_ = EventEncoder.fit(store, rows)
     samples = clf.samples(store, rows, require_labels=False)
     ds = SequenceSet(store, samples, clf.encoder_)
@@ -110,7 +112,7 @@ def test_save_and_load_give_the_same_predictions(cohort, tmp_path, model):
     clf.fit(store, tr, va)
     clf.save(tmp_path / "m")
     back = ehrdx.load(tmp_path / "m")
-    assert back.labels_ == clf.labels_ and back.task == clf.task and back.model == model
+    assert back.labels_ == clf.labels_ and back.task_ == clf.task_ and back.model_name_ == model
     s = clf.samples(store, te)
     # Exact by construction: the same weights, inputs, shapes and kernels in one process.
     np.testing.assert_array_equal(back.predict_samples(store, s), clf.predict_samples(store, s))
@@ -143,7 +145,7 @@ def test_sequence_models_beat_count_baselines_on_new_onset_and_approach_the_orac
     results = {}
     for model in ("gru", "transformer"):
         clf = EventClassifier(model=model, labels=f"map:{paths['label_map']}", max_epochs=30)
-        _, m = train_and_evaluate_events(store, clf, splits, oracle=c.oracle,
+        _, m = train_and_evaluate(store, clf, splits, oracle=c.oracle,
                                          baselines=("mlp", "logistic") if model == "gru" else ())
         results[model] = m
     base = results["gru"]["baselines"]

@@ -104,23 +104,25 @@ def test_longitudinal_oracle_matches_the_labels_read_back_from_the_events(tmp_pa
     """The saved next-visit oracle is calibrated against the labels ehrdx derives from the MEDS events,
     for every label, including the finer codes after the split and the disease that appears later."""
     from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-    from ehrdx.events_api import EventClassifier
-    from ehrdx.events_pipeline import open_store, oracle_for
+    from ehrdx.estimator import EventClassifier
+    from ehrdx.events_pipeline import open_store
+    from ehrdx.sources.events import EventSource
 
     c = generate_longitudinal(4000, seed=7)
     paths = write_longitudinal(c, tmp_path)
     store = open_store(meds=paths["meds"], store_dir=tmp_path / "store")
     clf = EventClassifier(labels=f"map:{paths['label_map']}")
+    clf.resolve_settings("events")  # what fit() sets first, for the hand-fitted parts below
     from ehrdx.tasks.labels import LabelVocab
     from ehrdx.tasks.task import label_first_times
 
-    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, np.arange(len(store)), clf.selector),
-                                                   clf.selector.info)
+    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, np.arange(len(store)), clf.selector_),
+                                                   clf.selector_.info)
     assert set(clf.label_vocab_.labels) == {*DISEASES, "E11.2", "E11.9", "U07.1"}
     assert clf.label_vocab_.info["E11.2"]["parent"] == "E11"
     assert clf.label_vocab_.info["U07.1"]["introduced_at"] == "2020-03-01T00:00:00"
     s = clf.samples(store)
-    p = oracle_for(c.oracle, store, s, clf.labels_)
+    p = EventSource(store).oracle(c.oracle, s, clf.labels_)
     for j, lab in enumerate(clf.labels_):
         m = s.mask[:, j]
         y, q = s.y[m, j], p[m, j]

@@ -16,7 +16,7 @@ from ehrdx.data.store import build_store
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.data.table import table_from_frame
 from ehrdx.errors import DataError
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
@@ -216,7 +216,7 @@ def test_descriptions_come_from_the_label_s_own_code_or_a_shared_one():
 
 def test_meds_code_descriptions_reach_labels_json_metrics_and_the_terminal(tmp_path):
     from ehrdx.evaluate.report import print_events_report
-    from ehrdx.events_pipeline import train_and_evaluate_events
+    from ehrdx.pipeline import train_and_evaluate
 
     cohort = generate_longitudinal(300, seed=6)
     codes = cohort.events.select(pl.col("code").unique().sort()).with_columns(
@@ -226,7 +226,7 @@ def test_meds_code_descriptions_reach_labels_json_metrics_and_the_terminal(tmp_p
     st = open_store(meds=meds, store_dir=tmp_path / "store")
     assert st.code_descriptions() == {"DX//I10": "High blood pressure [from codes.parquet]"}
     clf = EventClassifier(model="logistic", labels="prefix:DX//")
-    clf, metrics = train_and_evaluate_events(st, clf, patient_splits(st, None, 0))
+    clf, metrics = train_and_evaluate(st, clf, patient_splits(st, None, 0))
     assert clf.label_vocab_.info["I10"]["description"] == "High blood pressure [from codes.parquet]"
     clf.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "labels.json").read_text())

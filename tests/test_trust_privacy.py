@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 import ehrdx
-from ehrdx.api import EHRClassifier
 from ehrdx.cli import app
 from ehrdx.data.meds import normalise_events
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.data.table import TableSchema, header_looks_like_data, read_table, table_from_frame
 from ehrdx.errors import DataError, show_identifiers
+from ehrdx.estimator import EHRClassifier
 from ehrdx.tempdirs import remove_temporary_directories, temporary_directory
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -167,7 +167,7 @@ def test_no_identifier_value_reaches_the_model_directory(tmp_path):
     assert not any(m in stored for m in frame.get_column("mrn").to_list())
     assert not any(str(r) in stored for r in frame.get_column("record_no").to_list())
     again = ehrdx.load(tmp_path / "model")  # the columns stay out at prediction time too
-    assert again.preprocessor_.schema.identifier_like == ["mrn", "record_no"]
+    assert again.encoder_.schema.identifier_like == ["mrn", "record_no"]
     np.testing.assert_allclose(again.predict_proba(frame), clf.predict_proba(frame), atol=1e-6)
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import ehrdx
 from ehrdx.cli import app
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.grow import init_rows
 from ehrdx.models.mlp import build_model
@@ -163,8 +163,8 @@ def test_replay_mixes_old_data_with_new_labels_unknown(data):
     paths, old_store, new_store = data
     tr, va, _ = patient_splits(old_store, paths["meds"], 0)
     old = EventClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1).fit(old_store, tr, va)
-    a = old._dataset(old_store, old.samples(old_store, tr))
-    b = old._dataset(new_store, old.samples(new_store, va))
+    a = old.dataset(old_store, old.samples(old_store, tr))
+    b = old.dataset(new_store, old.samples(new_store, va))
     both = ConcatSet(a, b)
     seen = np.concatenate([x.sample_index.numpy() for x in both.batches(32, shuffle=True,
                                                                              generator=torch.Generator().manual_seed(0))])

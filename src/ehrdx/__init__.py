@@ -3,7 +3,8 @@
 The public names are in `__all__`; import them from here (`from ehrdx import EventClassifier`). Each is
 imported on first use, so `import ehrdx` stays light: no torch, polars or scikit-learn until a name is used.
 
-  EHRClassifier, EventClassifier   the classifiers for a patient table and for event streams
+  EHRClassifier                    the one estimator, for a patient table or event streams (EventClassifier:
+                                   its former name for event streams, the same class)
   load                             a saved model directory of either kind
   open_store, patient_splits       an event source (MEDS, long table or OMOP) as a store, and its patient splits
   update_model                     add labels to a trained event model (`ehrdx update`)
@@ -18,10 +19,9 @@ __all__ = ["EHRClassifier", "EventClassifier", "__version__", "build_report", "e
 
 
 def load(directory):
-    """Load a saved model directory of any family (a table or an event-stream classifier)."""
-    # Importing a classifier's module registers its model family with ehrdx.artifacts.
-    import ehrdx.api
-    import ehrdx.events_api  # noqa: F401
+    """Load a saved model directory of any family (a model of a table or of event streams)."""
+    # Importing the estimator's module registers its model families with ehrdx.artifacts.
+    import ehrdx.estimator  # noqa: F401
     from ehrdx.artifacts import load_model
 
     return load_model(directory)
@@ -30,9 +30,9 @@ def load(directory):
 def __getattr__(name: str):
     # Written out name by name (not a table of module paths) so that tests/test_architecture.py sees them.
     if name == "EHRClassifier":
-        from ehrdx.api import EHRClassifier as value
+        from ehrdx.estimator import EHRClassifier as value
     elif name == "EventClassifier":
-        from ehrdx.events_api import EventClassifier as value
+        from ehrdx.estimator import EventClassifier as value
     elif name == "open_store":
         from ehrdx.events_pipeline import open_store as value
     elif name == "patient_splits":

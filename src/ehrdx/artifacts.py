@@ -6,7 +6,7 @@ verifies them all on load. `family` in config.json says which classifier reads t
 (one row per patient) or `events` (event streams).
 
 This module knows no classifier: each family registers its files and its loader with `register_family`
-when its module is imported (api.py: `table`, events_api.py: `events`), and `load_model` looks the
+when its module is imported (estimator.py: `table` and `events`), and `load_model` looks the
 family up. `ehrdx.load` imports the classifiers first, so every family is registered by then.
 """
 

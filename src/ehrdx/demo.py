@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ehrdx.api import EHRClassifier
 from ehrdx.data.synth import generate_cohort, generate_longitudinal, write_cohort, write_longitudinal
 from ehrdx.data.table import read_table
-from ehrdx.events_api import EventClassifier
-from ehrdx.events_pipeline import open_store, patient_splits, train_and_evaluate_events
+from ehrdx.estimator import EHRClassifier
+from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
 from ehrdx.update import update_model
 
@@ -29,9 +28,9 @@ def event_cohort(patients: int, seed: int, out: Path):
     return cohort, write_longitudinal(cohort, out)
 
 
-def event_classifier(paths: dict, model: str, hidden: int, epochs: int, seed: int) -> EventClassifier:
+def event_classifier(paths: dict, model: str, hidden: int, epochs: int, seed: int) -> EHRClassifier:
     """The demo's event model: the next-visit task over the cohort's label map."""
-    return EventClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
+    return EHRClassifier(model=model, task="next-visit", labels=f"map:{paths['label_map']}", hidden=hidden,
                            max_epochs=epochs, seed=seed)
 
 
@@ -40,17 +39,17 @@ def event_splits(st, paths: dict, seed: int):
     return patient_splits(st, paths["meds"], seed)
 
 
-def train_event_demo(st, splits, cohort, clf: EventClassifier, on_epoch: Callable | None = None,
+def train_event_demo(st, splits, cohort, clf: EHRClassifier, on_epoch: Callable | None = None,
                      on_baseline: Callable[[str], None] | None = None):
     """Train `clf`, evaluate it beside the count baselines and the oracle: (clf, metrics), with the cohort's
     disease descriptions in metrics["labels_described"]."""
-    clf, metrics = train_and_evaluate_events(st, clf, splits, oracle=cohort.oracle, baselines=BASELINES,
-                                             on_epoch=on_epoch, on_baseline=on_baseline)
+    clf, metrics = train_and_evaluate(st, clf, splits, oracle=cohort.oracle, baselines=BASELINES,
+                                      on_epoch=on_epoch, on_baseline=on_baseline)
     metrics["labels_described"] = cohort.info["diseases"]
     return clf, metrics
 
 
-def model_as_of(paths: dict, store_dir: Path, clf: EventClassifier, seed: int, on_epoch: Callable | None = None):
+def model_as_of(paths: dict, store_dir: Path, clf: EHRClassifier, seed: int, on_epoch: Callable | None = None):
     """`clf` fitted on the data as it was on AS_OF (its own store in `store_dir`)."""
     old_st = open_store(meds=paths["meds"], store_dir=store_dir, until=AS_OF)
     old_splits = event_splits(old_st, paths, seed)
@@ -58,7 +57,7 @@ def model_as_of(paths: dict, store_dir: Path, clf: EventClassifier, seed: int, o
     return clf
 
 
-def grow_labels(old: EventClassifier, st, paths: dict, seed: int, parent_dir: Path,
+def grow_labels(old: EHRClassifier, st, paths: dict, seed: int, parent_dir: Path,
                 on_epoch: Callable | None = None):
     """The AS_OF model updated with the labels of the whole data: (new model, update report)."""
     return update_model(old, st, event_splits(st, paths, seed), parent_dir=parent_dir, on_epoch=on_epoch)
@@ -75,7 +74,7 @@ def train_table_demo(table, cohort, hidden: int, depth: int, epochs: int, seed: 
                      on_epoch: Callable | None = None):
     """An MLP on the patient table, evaluated beside the oracle: (clf, metrics), with the cohort's disease
     descriptions in metrics["labels_described"]."""
-    clf = EHRClassifier(hidden=hidden, depth=depth, max_epochs=epochs, seed=seed)
+    clf = EHRClassifier(hidden=hidden, layers=depth, max_epochs=epochs, seed=seed)
     clf, metrics = train_and_evaluate(table, clf, seed=seed, oracle=cohort.oracle, on_epoch=on_epoch)
     metrics["labels_described"] = cohort.info["diseases"]
     return clf, metrics

@@ -90,7 +90,7 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     from ehrdx.models.sequence import SequenceModel
 
     if not isinstance(clf.model_, SequenceModel):
-        raise ModelError(f"explanations need a sequence model (gru, lstm, transformer); this one is {clf.model}")
+        raise ModelError(f"explanations need a sequence model (gru, lstm, transformer); this one is {clf.model_name_}")
     model = clf.model_.cpu().eval()
     ds = SequenceSet(store, samples, clf.encoder_)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)

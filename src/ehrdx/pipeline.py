@@ -1,78 +1,113 @@
-"""The main job, shared by the CLI and the demo: split by patient, fit, evaluate, compare with the oracle."""
+"""The main job, for any source (a patient table or event streams): split by patient, fit, evaluate on the
+held-out patients, compare with the oracle and with baseline models. Shared by `ehrdx train`, the demo and
+the benchmarks; written once, above the sources (ehrdx.sources)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ehrdx.api import EHRClassifier
 from ehrdx.data.splits import kfold_patients, split_patients
-from ehrdx.data.table import PatientTable
 from ehrdx.errors import DataError
-from ehrdx.evaluate.metrics import HEADLINE, evaluate_predictions, tune_thresholds
+from ehrdx.estimator import EHRClassifier
+from ehrdx.evaluate.metrics import HEADLINE, K_VALUES, evaluate_predictions, evaluate_samples, tune_thresholds
+from ehrdx.models.registry import EVENTS, TABLE
 from ehrdx.tasks.labels import LabelVocab
 
 
-def _oracle_matrix(oracle: pl.DataFrame, table: PatientTable, labels: list[str], rows: np.ndarray) -> np.ndarray:
-    """Oracle probabilities aligned to table rows and to the model's label order."""
-    ids = [table.patient_ids[i] for i in rows]
-    frame = oracle.with_columns(pl.col(oracle.columns[0]).cast(pl.Utf8).alias("_id"))
-    missing_cols = [f"p_{lab}" for lab in labels if f"p_{lab}" not in frame.columns]
-    if missing_cols:
-        raise DataError(f"oracle has no column(s) {', '.join(missing_cols)}", fix="use the oracle written with the data")
-    aligned = pl.DataFrame({"_id": ids}).join(frame, on="_id", how="left", maintain_order="left")
-    mat = aligned.select([f"p_{lab}" for lab in labels]).to_numpy().astype(np.float64)
-    if np.isnan(mat).any():
-        raise DataError("oracle lacks some patients of the table", fix="use the oracle written with the data")
-    return mat
+def headline(result: dict) -> dict:
+    keys = (*HEADLINE, *[f"recall_at_{k}" for k in K_VALUES])
+    return {k: result.get(k) for k in keys}
 
 
 def train_and_evaluate(
-    table: PatientTable,
+    data,
     clf: EHRClassifier,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     *,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
+    seed: int | None = None,
     oracle: pl.DataFrame | None = None,
+    baselines: tuple[str, ...] = (),
     on_epoch: Callable[[int, float, float | None], None] | None = None,
-    checkpoint=None,
+    on_baseline: Callable[[str], None] | None = None,
+    targets=None,
+    checkpoint: str | Path | None = None,
     resume: bool = False,
 ) -> tuple[EHRClassifier, dict]:
-    """Split patients, fit on train (early stopping and thresholds on validation), evaluate on test."""
-    y_all, _ = LabelVocab.fit(table.labels).encode(table.labels)
-    tr, va, te = split_patients(y_all, fractions, seed=seed)
-    return _fit_eval(table, clf, tr, va, te, oracle, on_epoch, checkpoint, resume)
-
-
-def _fit_eval(table, clf, tr, va, te, oracle, on_epoch, checkpoint=None, resume=False):
-    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te)), "split parts overlap"
-    train_t, val_t, test_t = table.subset(tr), table.subset(va), table.subset(te)
-    clf.fit(train_t, val_t, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume)
+    """Fit `clf` on the training rows of `data` (early stopping and thresholds on validation), evaluate on
+    the test rows; `splits` (train, validation, test rows) default to the source's seeded split. With an
+    `oracle` (ehrdx synth), the oracle's scores on the same samples; with `baselines`, the same job for each
+    named model with default settings. Returns the fitted model and metrics.json's content."""
+    source = clf.source(data, targets, for_fit=True)
+    tr, va, te = splits if splits is not None else source.default_splits(
+        clf.seed if seed is None else seed, fractions)
+    for a, b in ((tr, va), (tr, te), (va, te)):
+        if np.intersect1d(a, b).size:
+            raise DataError("split parts share patients", fix="each patient belongs to one part only")
+    t0 = time.perf_counter()
+    clf.fit(source, tr, va, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume)
+    events = source.kind == EVENTS
     metrics: dict = {
+        **({"task": clf.task_.to_dict()} if events else {}), "model": clf.model_name_,
         "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": int(clf.seed)},
-        "labels": clf.labels_,
-        "train_summary": {k: v for k, v in clf.fit_summary_.items() if not k.endswith("_ids")},
-        "history": clf.history_.to_dict(),
-        "excluded": dict(table.notes),
+        "labels": clf.labels_, "train_summary": {k: v for k, v in clf.fit_summary_.items() if not k.endswith("_ids")},
+        "history": clf.history_.to_dict(), "fit_seconds": round(time.perf_counter() - t0, 2),
+        "excluded": source.notes,
     }
-    if len(te):
-        metrics["test"] = clf.evaluate(test_t)
-    if oracle is not None and len(te):
-        labels = clf.labels_
-        y_te, _ = clf.label_vocab_.encode(test_t.labels)
-        y_va, _ = clf.label_vocab_.encode(val_t.labels)
-        p_va = _oracle_matrix(oracle, table, labels, va)
-        thr = tune_thresholds(y_va, np.ones_like(y_va, bool), p_va) if len(va) else None
-        metrics["oracle"] = evaluate_predictions(
-            y_te, np.ones_like(y_te, bool), _oracle_matrix(oracle, table, labels, te), labels, thr
-        )
+    if len(te) == 0:
+        return clf, metrics
+    test_s = clf.samples(source, te)
+    result = clf.evaluate(source, samples=test_s)
+    if events:
+        metrics.update(test=result["all"], test_new_onset=result["new_onset"],
+                       test_by_prior_visits=result["by_prior_visits"],
+                       test_samples={"samples": result["samples"], "patients": result["patients"],
+                                     "excluded": result["excluded"]})
+    else:
+        metrics["test"] = result
+    if oracle is not None and (not events or (clf.task_.kind == "next-visit" and targets is None)):
+        metrics.update(_oracle_metrics(clf, source, oracle, va, test_s))
+    if baselines:
+        metrics["baselines"] = {}
+        for name in baselines:
+            if on_baseline is not None:
+                on_baseline(name)
+            settings = {"model": name, "seed": clf.seed, "max_epochs": clf.max_epochs, "device": clf.device,
+                        "precision": clf.precision}
+            if events:
+                settings.update(task=clf.task_, labels=clf.selector_, infer_introduced=clf.infer_introduced)
+            b = EHRClassifier(**settings)
+            t1 = time.perf_counter()
+            b.fit(source, tr, va)
+            seconds = round(time.perf_counter() - t1, 2)
+            r = b.evaluate(source, samples=test_s)
+            metrics["baselines"][name] = ({"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"]),
+                                           "fit_seconds": seconds} if events else
+                                          {"test": headline(r), "fit_seconds": seconds})
     return clf, metrics
 
 
+def _oracle_metrics(clf: EHRClassifier, source, oracle: pl.DataFrame, val_rows, test_s) -> dict:
+    """The oracle's metrics on the test samples, at thresholds tuned on the validation samples as the
+    model's were."""
+    labels = clf.labels_
+    val_s = clf.samples(source, val_rows)
+    thr = (tune_thresholds(val_s.y, val_s.train_mask(clf.new_onset_), source.oracle(oracle, val_s, labels))
+           if len(val_s) else None)
+    p = source.oracle(oracle, test_s, labels)
+    if source.kind == TABLE:
+        return {"oracle": evaluate_predictions(test_s.y, test_s.mask, p, labels, thr)}
+    o = evaluate_samples(test_s, p, labels, thr)
+    return {"oracle": o["all"], "oracle_new_onset": o["new_onset"]}
+
+
 def cross_validate(
-    table: PatientTable,
+    data,
     make_clf: Callable[[], EHRClassifier],
     k: int,
     *,
@@ -80,14 +115,19 @@ def cross_validate(
     val_fraction: float = 0.15,
     on_fold: Callable[[int, dict], None] | None = None,
 ) -> dict:
-    """Grouped (by patient) K-fold: each fold is the test set once; the rest is split train/validation."""
-    y_all, _ = LabelVocab.fit(table.labels).encode(table.labels)
+    """Grouped (by patient) K-fold of a patient table: each fold is the test set once; the rest is split
+    train/validation."""
+    source = make_clf().source(data, for_fit=True)
+    if source.kind != TABLE:
+        raise DataError("cross-validation is for patient tables", fix="split event streams with MEDS subject_splits")
+    labels = source.table.labels
+    y_all, _ = LabelVocab.fit(labels).encode(labels)
     folds = kfold_patients(y_all, k, seed=seed)
     per_fold = []
     for f, test_rows in enumerate(folds):
         rest = np.sort(np.concatenate([folds[g] for g in range(k) if g != f]))
         tr_local, va_local, _ = split_patients(y_all[rest], (1 - val_fraction, val_fraction, 0.0), seed=seed + f)
-        _, m = _fit_eval(table, make_clf(), rest[tr_local], rest[va_local], test_rows, None, None)
+        _, m = train_and_evaluate(source, make_clf(), (rest[tr_local], rest[va_local], test_rows))
         fold_metrics = {key: m["test"][key] for key in HEADLINE}
         per_fold.append(fold_metrics)
         if on_fold is not None:

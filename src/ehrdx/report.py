@@ -34,7 +34,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     if model_dir is not None and (Path(model_dir) / "update_report.json").exists():
         update_report = json.loads((Path(model_dir) / "update_report.json").read_text())
     history = clf.history_.to_artifact() if getattr(clf, "history_", None) is not None else None
-    info = {"model": clf.model, "task": clf.task.name, "label selection": clf.selector.spec}
+    info = {"model": clf.model_name_, "task": clf.task_.name, "label selection": clf.selector_.spec}
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
                         excluded=st.counts, min_cell=min_cell, explanations=explanations,

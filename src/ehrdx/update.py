@@ -23,10 +23,9 @@ import torch
 from torch.nn import functional as F
 
 from ehrdx.data.batches import ConcatSet
-from ehrdx.data.counts import count_matrix, history_features
 from ehrdx.errors import DataError, ModelError
+from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
-from ehrdx.events_api import EventClassifier
 from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
@@ -55,7 +54,7 @@ def _file_sha(path: Path) -> str | None:
 
 
 def update_model(
-    old: EventClassifier,
+    old: EHRClassifier,
     store,
     splits: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
@@ -74,7 +73,7 @@ def update_model(
     precision: str = "auto",
     introduced: dict[str, str] | None = None,
     infer_introduced: bool = False,
-) -> tuple[EventClassifier, dict]:
+) -> tuple[EHRClassifier, dict]:
     """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
     `introduced` gives new labels' introduced_at (label -> ISO date, e.g. from `--add U07.1=2020-03-01`),
     over the label map's; a new label without one is masked before its first record in the new training
@@ -88,9 +87,10 @@ def update_model(
     t0 = time.perf_counter()
     new = copy.deepcopy(old)
     if selector is not None:
-        new.selector = selector
+        new.set_params(labels=selector)
+        new.selector_ = selector
     vocab_before = LabelVocab.from_dict(old.label_vocab_.to_dict())
-    first = label_first_times(store, tr, new.selector)
+    first = label_first_times(store, tr, new.selector_)
     lost = [lab for lab in vocab_before.labels if lab not in first]
     if selector is not None and lost:
         raise DataError(f"the new label selection no longer selects old label(s) {', '.join(lost)}",
@@ -113,8 +113,8 @@ def update_model(
     if unknown:
         raise DataError(f"a date was given for label(s) {', '.join(unknown)} that this update does not add",
                         column="--add", fix="give dates only for the labels added (--add LABEL=DATE)")
-    label_codes = codes_of_labels(store, new.selector, tr)
-    given = {lab: {**new.selector.info.get(lab, {}), "codes": sorted(label_codes.get(lab, []))} for lab in found}
+    label_codes = codes_of_labels(store, new.selector_, tr)
+    given = {lab: {**new.selector_.info.get(lab, {}), "codes": sorted(label_codes.get(lab, []))} for lab in found}
     for lab, date in (introduced or {}).items():
         given[lab].update(introduced_at=_iso_date(date), introduced_from=ADDED)
     info = introduction_info({lab: first.get(lab) for lab in found}, given, infer_introduced)
@@ -125,25 +125,19 @@ def update_model(
 
     train_s = new.samples(store, tr)
     val_s = new.samples(store, va)
-    mask = train_s.train_mask(new.task.new_onset)
+    mask = train_s.train_mask(new.new_onset_)
     prevalence = (train_s.y * mask).sum(0) / np.maximum(mask.sum(0), 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
 
-    if new.model == "logistic":
+    if not isinstance(new.model_, torch.nn.Module):  # a model that fits itself: new labels fit, old ones kept
         used = ["fit" for _ in found]
-        X = count_matrix(history_features(store, train_s, new.encoder_), new.encoder_.n_codes)
-        from ehrdx.models.baselines import LogisticBaseline
-
-        extra = LogisticBaseline(X.shape[1], L - L_old).fit(X, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
-        new.model_.coef = np.vstack([new.model_.coef, extra.coef])
-        new.model_.intercept = np.concatenate([new.model_.intercept, extra.intercept])
-        new.model_.config["n_labels"] = L
+        new.model_.add_labels(new.dataset(store, train_s), new.dataset(store, val_s), n_old=L_old, seed=new.seed)
         history = None
     else:
         dev = resolve_device(device)
         new.model_.to(dev)
-        train_set = new._dataset(store, train_s)
+        train_set = new.dataset(store, train_s)
         if init == "probe":
             rows, bias = probe_rows(new.model_, train_set, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
             used = ["probe"] * len(found)
@@ -161,7 +155,7 @@ def update_model(
                 target = torch.sigmoid(old_model(batch).float())
             return distill_weight * F.binary_cross_entropy_with_logits(logits[:, :L_old], target)
 
-        config = TrainConfig(lr=lr, weight_decay=old.train_config.weight_decay, batch_size=old.train_config.batch_size,
+        config = TrainConfig(lr=lr, weight_decay=old.train_config_.weight_decay, batch_size=old.train_config_.batch_size,
                              max_epochs=epochs, patience=patience, seed=old.seed, device=str(dev), precision=precision)
         torch.manual_seed(old.seed)
         if replay is not None:
@@ -169,15 +163,15 @@ def update_model(
             old_s.mask[:, L_old:] = False  # the old data did not record the new labels
             old_s.history[:, L_old:] = False
             keep = old_s.mask.any(1)
-            train_set = ConcatSet(train_set, new._dataset(replay[0], old_s.subset(keep)))
+            train_set = ConcatSet(train_set, new.dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:
-            history = train_model(new.model_, train_set, new._dataset(store, val_s), config,
+            history = train_model(new.model_, train_set, new.dataset(store, val_s), config,
                                   on_epoch, extra_loss=distill if protect == "distill" else None)
             new.history_ = history
         else:
             history = None
     if len(val_s):
-        new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.task.new_onset),
+        new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.new_onset_),
                                           new.predict_samples(store, val_s))
     seconds = time.perf_counter() - t0
     parent = Path(parent_dir) if parent_dir else None
@@ -199,7 +193,7 @@ def update_model(
     return new, report
 
 
-def _lineage_history(old: EventClassifier) -> list[dict]:
+def _lineage_history(old: EHRClassifier) -> list[dict]:
     lineage = getattr(old, "lineage_", None)
     if not lineage:
         return []
@@ -230,7 +224,7 @@ def probe_rows(model, dataset, y: np.ndarray, mask: np.ndarray, seed: int = 0) -
     return torch.from_numpy(fit.coef.astype(np.float32)), torch.from_numpy(fit.intercept.astype(np.float32))
 
 
-def compare_before_after(old: EventClassifier, new: EventClassifier, store, test_rows: np.ndarray,
+def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_rows: np.ndarray,
                          train_s=None) -> dict:
     """Per label: introduced_at, training positives, AUROC/AUPRC of the old model (labels it knows) and
     of the new one, on the same test samples; and old-label macro AUROC before vs after."""
@@ -272,7 +266,7 @@ def compare_before_after(old: EventClassifier, new: EventClassifier, store, test
     }
 
 
-def compare_update(old: EventClassifier, store, splits, report: dict, selector=None,
+def compare_update(old: EHRClassifier, store, splits, report: dict, selector=None,
                    new_labels: list[str] | None = None, introduced: dict[str, str] | None = None,
                    init: str = "probe", epochs: int = 2, lr: float = 1e-3, infer_introduced: bool = False,
                    stage: Callable = contextlib.nullcontext) -> dict:
@@ -287,8 +281,8 @@ def compare_update(old: EventClassifier, store, splits, report: dict, selector=N
                                 protect="none", epochs=epochs, lr=lr, introduced=introduced,
                                 infer_introduced=infer_introduced)
     rows["fine-tune, no protection"] = {k: plain[k] for k in keys}
-    scratch = EventClassifier(task=old.task, labels=selector or old.selector,
-                              **{**old.get_params(), "infer_introduced": infer_introduced})
+    scratch = EHRClassifier(**{**old.get_params(), "labels": selector or old.selector_,
+                               "infer_introduced": infer_introduced})
     t0 = time.perf_counter()
     with stage("retraining from scratch"):
         scratch.fit(store, splits[0], splits[1])

@@ -6,7 +6,7 @@ one module per command group. Commands parse, call the library and print."""
 
 from __future__ import annotations
 
-from ehrdx.cli import predict, report, synth, targets, train, update  # noqa: F401  (registers the commands)
+from ehrdx.cli import models, predict, report, synth, targets, train, update  # noqa: F401  (registers the commands)
 from ehrdx.cli.app import app
 
 __all__ = ["app", "main"]

@@ -61,7 +61,7 @@ def split_rows(st, meds, clf, settings: dict, split: str):
         return None, "all patients"
     if split not in parts:
         raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
-    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector,
+    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
                           split_names=settings["split_names"])[parts[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"
@@ -129,9 +129,7 @@ def subject_row(st, subject: str, option: str) -> int:
 
 
 def require_events_model(clf, model_dir, command: str | None = None) -> None:
-    from ehrdx.events_api import EventClassifier
-
-    if not isinstance(clf, EventClassifier):
+    if clf.source_kind_ != "events":
         if command == "update":
             raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx update grows event-stream models "
                              "(--meds/--events/--omop); for a patient table, retrain with ehrdx train")
@@ -142,10 +140,8 @@ def require_events_model(clf, model_dir, command: str | None = None) -> None:
 
 
 def require_table_model(clf, model_dir, data) -> None:
-    from ehrdx.api import EHRClassifier
-
-    if not isinstance(clf, EHRClassifier):
-        raise EhrdxError(f"{model_dir} is an event-stream model ({clf.model}), and {data} was given as a patient "
+    if clf.source_kind_ != "table":
+        raise EhrdxError(f"{model_dir} is an event-stream model ({clf.model_name_}), and {data} was given as a patient "
                          "table: an event model reads event streams, not one row per patient\n  fix: give the "
                          "event data with --meds DIR, --events FILE or --omop DIR instead of the table, or use a "
                          "model trained on a patient table")

@@ -113,7 +113,7 @@ class EpochProgress:
 
 # Options shared by train and demo.
 Hidden = Annotated[int, typer.Option(help="Width of each hidden layer.")]
-Depth = Annotated[int, typer.Option(help="Patient table: number of hidden layers of the MLP.")]
+Depth = Annotated[int | None, typer.Option(help="Old name of --layers (still works).", hidden=True)]
 Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden layers.")]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(help="Learning rate.")]
@@ -122,8 +122,8 @@ Patience = Annotated[int | None, typer.Option(help="Epochs without validation im
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]
-Layers = Annotated[int | None, typer.Option(help="Event streams: recurrent or Transformer layers (default 1; 2 for "
-                                              "transformer).")]
+Layers = Annotated[int | None, typer.Option(help="Hidden layers: recurrent or Transformer layers, MLP layers "
+                                              "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
 Heads = Annotated[int, typer.Option(help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
                                    "window:365d.")]
@@ -134,8 +134,9 @@ Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event stream
                                       "negatives.")]
 Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
                                      "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
-ModelKind = Annotated[str, typer.Option(help="Event streams: gru, lstm, transformer, or the count baselines mlp, "
-                                        "logistic.")]
+ModelKind = Annotated[str | None, typer.Option(help="A model of the registry (`ehrdx models` lists them). Event "
+                                               "streams: gru (default), lstm, transformer, or the count baselines "
+                                               "mlp, logistic; a patient table: mlp (default) or logistic.")]
 Baselines = Annotated[str | None, typer.Option(help="Event streams: also fit these count baselines and report "
                                                "them beside the model, e.g. mlp,logistic.")]
 TargetsOpt = Annotated[Path | None, typer.Option(help="Event streams: given multi-label targets instead of the "

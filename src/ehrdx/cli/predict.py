@@ -97,7 +97,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         result = clf.evaluate(st, samples=samples)
     except EhrdxError as exc:
         fail(exc)
-    metrics = {"model": clf.model, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
+    metrics = {"model": clf.model_name_, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
@@ -122,9 +122,9 @@ def _read_for_model(clf, data: Path, id_col: str | None):
 
     from ehrdx.data.table import read_table
 
-    if not hasattr(clf, "preprocessor_"):
+    if clf.source_kind_ != "table":
         return data  # an event model: the classifier's own checks say what to give
-    schema = clf.preprocessor_.schema
+    schema = clf.encoder_.schema
     if id_col:
         schema = dataclasses.replace(schema, id_column=id_col)
     return read_table(data, schema=schema, require_labels=False, fixed_schema=True)

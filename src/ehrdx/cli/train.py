@@ -49,9 +49,8 @@ from ehrdx.errors import EhrdxError
 from ehrdx.paths import label_map_path
 
 CHECKPOINT_DIR = "checkpoint"
-TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv", "depth")
-EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "model", "baselines", "targets", "split_names", "layers",
-               "heads", "workers")
+TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv")
+EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers")
 
 
 def _note_resume(history, resume: bool) -> None:
@@ -88,7 +87,7 @@ def train(
     new_onset: NewOnset = False,
     censor: Censor = True,
     labels: Labels = "prefix:DX//",
-    model: ModelKind = "gru",
+    model: ModelKind = None,
     baselines: Baselines = None,
     targets: TargetsOpt = None,
     split_names: SplitNames = None,
@@ -107,8 +106,8 @@ def train(
     cv: Annotated[int, typer.Option(help="Patient table: run K-fold cross-validation by patient "
                                      "instead (0 = off).")] = 0,
     hidden: Hidden = 128,
-    depth: Depth = 2,
     layers: Layers = None,
+    depth: Depth = None,
     heads: Heads = 4,
     dropout: Dropout = 0.1,
     weight_decay: WeightDecay = 1e-4,
@@ -131,9 +130,9 @@ def train(
     """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
 
-    Patient table: one prediction per patient (MLP). With --cv K, K-fold mean and spread instead.
+    Patient table: one prediction per patient (MLP, or logistic). With --cv K, K-fold mean and spread instead.
     Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
-    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic).
+    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic). `ehrdx models` lists them all.
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
@@ -151,6 +150,9 @@ def train(
         fail(exc)
     if not is_main():
         console.quiet = True
+    if depth is not None:
+        console.print("[yellow]--depth is the old name of --layers, and still works[/yellow]")
+        layers = depth if layers is None else layers
 
     if event_data.given:
         if data is not None:
@@ -161,7 +163,7 @@ def train(
                       resume=resume, workers=workers,
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
-                              "patience": patience or 3, "batch_size": batch_size or 64,
+                              "patience": patience, "batch_size": batch_size,
                               "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
                               "infer_introduced": infer_introduced})
         return
@@ -171,17 +173,20 @@ def train(
         fail(EhrdxError("--infer-introduced is for event streams (--meds/--events): a patient table has one "
                          "prediction per patient and no event times"))
 
-    from ehrdx.api import EHRClassifier
     from ehrdx.data.table import TableSchema, read_table
+    from ehrdx.estimator import EHRClassifier
     from ehrdx.evaluate.report import print_report
+    from ehrdx.models.registry import get_model
     from ehrdx.pipeline import cross_validate, train_and_evaluate
 
     schema = TableSchema(id_column=id_col, label_column=label_col, numeric=split_list(numeric),
                          categorical=split_list(categorical), codes=split_list(codes), ignore=split_list(ignore))
-    params = {"hidden": hidden, "depth": depth, "dropout": dropout, "weight_decay": weight_decay, "lr": lr,
-              "max_epochs": epochs, "patience": patience or 4, "batch_size": batch_size or 256,
-              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision}
+    params = {"model": model, "hidden": hidden, "layers": layers, "dropout": dropout, "weight_decay": weight_decay,
+              "lr": lr, "max_epochs": epochs, "patience": patience, "batch_size": batch_size,
+              "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
+              "val_fraction": val_fraction}
     try:
+        get_model(model or "mlp", "table")  # a typo, or a model for event streams, fails before the table is read
         table = read_table(data, schema=schema)
         sch = table.schema
         console.print(escape(f"read {len(table):,} patients from {data}; roles: id={sch.id_column}, "
@@ -219,14 +224,22 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                   targets, oracle, fractions, params, resume=False, workers=1, split_names=None) -> None:
     import polars as pl
 
+    from ehrdx.estimator import EHRClassifier
     from ehrdx.evaluate.report import print_events_report
-    from ehrdx.events_api import EventClassifier
-    from ehrdx.events_pipeline import patient_splits, train_and_evaluate_events
+    from ehrdx.events_pipeline import patient_splits
     from ehrdx.input_settings import parse_split_names, settings_to_save
+    from ehrdx.models.registry import get_model
+    from ehrdx.pipeline import train_and_evaluate
+    from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.targets import read_targets
+    from ehrdx.tasks.task import TaskSpec
 
     try:
-        clf = EventClassifier(model=model, task=task, labels=labels, new_onset=new_onset, censor=censor, **params)
+        # Checked before the events are read: a typo in the task, labels or model fails at once.
+        selector = LabelSelector.parse(labels)
+        get_model(model or "gru", "events")
+        clf = EHRClassifier(model=model, task=TaskSpec.parse(task, new_onset, censor), labels=selector,
+                            new_onset=new_onset, censor=censor, **params)
         names = parse_split_names(split_names)
         clf.input_ = settings_to_save({"visit_gap": data.visit_gap, **data.columns(), "split_names": names,
                                        "until": data.until, "omop_codes": data.omop_codes,
@@ -235,14 +248,14 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         st = open_events(data.meds, events, data.store, data.visit_gap,
                          data.columns() if events is not None else None, data.until, workers)
         meds = data.meds
-        splits = patient_splits(st, meds, params["seed"], fractions, clf.selector, split_names=names)
+        splits = patient_splits(st, meds, params["seed"], fractions, selector, split_names=names)
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))
         oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         given = read_targets(targets) if targets else None
-        with EpochProgress(params["max_epochs"], f"training {model}") as progress:
-            clf, metrics = train_and_evaluate_events(
+        with EpochProgress(params["max_epochs"], f"training {model or 'gru'}") as progress:
+            clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
                 checkpoint=out / CHECKPOINT_DIR, resume=resume)

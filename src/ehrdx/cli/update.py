@@ -81,7 +81,7 @@ def update(
         old = ehrdx.load(model)
         require_events_model(old, model, "update")
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector,
+        splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector_,
                                 split_names=settings["split_names"])
         with EpochProgress(epochs, "fine-tuning") as progress:
             selector = LabelSelector.parse(labels) if labels else None
@@ -89,7 +89,7 @@ def update(
             if replay_meds is not None:
                 old_st = open_store(meds=replay_meds, until=replay_until,
                                     visit_gap_seconds=parse_duration(settings["visit_gap"]))
-                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector,
+                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector_,
                                                  split_names=settings["split_names"])[0])
             add_labels, introduced = labels_to_add(add)
             new, report = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,

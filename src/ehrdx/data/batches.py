@@ -15,6 +15,11 @@ import torch
 from ehrdx.data.batch import TableBatch
 from ehrdx.data.preprocess import EncodedFeatures
 
+# What a model reads (ehrdx.models.registry), made by a source (ehrdx.sources) for its samples.
+SEQUENCE = "sequence"  # each patient's visits up to each prediction time (data.sequences.SequenceSet)
+ROWS = "rows"  # one row per sample: a dense block and a bag of codes (SampleSet)
+MATRIX = "matrix"  # one sparse row per sample (MatrixSet)
+
 
 @dataclass
 class SampleSet:
@@ -34,6 +39,18 @@ class SampleSet:
                 device: torch.device | str = "cpu", shard=None, bucket: bool | None = None):
         del bucket  # rows of a table have no length
         return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, device=device, shard=shard)
+
+
+@dataclass
+class MatrixSet:
+    """One sparse feature row per sample, for the models that fit themselves (logistic, gradient boosting)."""
+
+    X: object  # [N, F] scipy.sparse.csr_matrix
+    y: np.ndarray  # [N, L] float32 multi-hot targets
+    y_mask: np.ndarray  # [N, L] bool, True where the label is known (and counts for training)
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
 
 
 def gather_codes(code_ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

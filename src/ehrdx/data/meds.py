@@ -296,3 +296,30 @@ def write_meds(
         "meds_version": "0.4.0", "created_at": datetime.now(UTC).isoformat(),
     }, indent=2))
     return root
+
+
+def map_split_names(frame: pl.DataFrame, mapping: dict[str, str] | None, source: str) -> pl.DataFrame:
+    """Subject splits with every split name mapped to train/tuning/held_out. A name that is neither a MEDS
+    split nor mapped is an error listing the names found: its patients are never silently left out."""
+    mapping = mapping or {}
+    names = frame.get_column("split").unique().drop_nulls().sort().to_list()
+    unknown = [n for n in names if n not in mapping and n not in MEDS_SPLITS]
+    if unknown:
+        counts = frame.group_by("split").len().sort("split")
+        found = ", ".join(f"{s} ({n:,} subjects)" for s, n in counts.iter_rows() if s is not None)
+        example = ",".join(f"{n}={_guess(n)}" for n in unknown)
+        raise DataError(f"split name(s) {', '.join(repr(n) for n in unknown)} are not MEDS splits "
+                        f"({', '.join(MEDS_SPLITS)}); splits found: {found}", file=source, column="split",
+                        fix=f"map them with --split-names, e.g. --split-names {example}")
+    if not mapping:
+        return frame
+    return frame.with_columns(pl.col("split").replace(mapping))
+
+
+def _guess(name: str) -> str:
+    low = name.lower()
+    if low.startswith(("val", "tun", "dev")):
+        return "tuning"
+    if low.startswith(("test", "held", "hold", "eval")):
+        return "held_out"
+    return "train" if low.startswith("train") else "held_out"

@@ -14,6 +14,8 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from ehrdx.models.registry import EVENTS, MATRIX, TABLE, ModelKind, register_model
+
 
 class LogisticBaseline:
     def __init__(self, n_features: int, n_labels: int, C: float = 1.0, max_iter: int = 300) -> None:
@@ -40,6 +42,19 @@ class LogisticBaseline:
             self.intercept[j] = clf.intercept_[0]
         return self
 
+    def fit_sets(self, train, val=None, seed: int = 0) -> LogisticBaseline:
+        """Fit on a MatrixSet (`val` is not needed: no early stopping)."""
+        return self.fit(train.X, train.y, train.y_mask, seed=seed)
+
+    def add_labels(self, train, val=None, n_old: int = 0, seed: int = 0) -> LogisticBaseline:
+        """Fit rows for the labels from column `n_old` on; the old labels' rows stay as they are."""
+        extra = LogisticBaseline(self.coef.shape[1], train.y.shape[1] - n_old, self.C, self.max_iter)
+        extra.fit(train.X, train.y[:, n_old:], train.y_mask[:, n_old:], seed=seed)
+        self.coef = np.vstack([self.coef, extra.coef])
+        self.intercept = np.concatenate([self.intercept, extra.intercept])
+        self.config["n_labels"] = len(self.intercept)
+        return self
+
     def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
         return np.asarray(X @ self.coef.T) + self.intercept[None, :]
 
@@ -49,3 +64,20 @@ class LogisticBaseline:
     def load_state_dict(self, state: dict) -> None:
         self.coef = np.asarray(state["coef"], dtype=np.float64)
         self.intercept = np.asarray(state["intercept"], dtype=np.float64)
+
+
+def _save(model: LogisticBaseline) -> tuple[dict, dict, dict]:
+    import torch
+
+    return dict(model.config), {k: torch.from_numpy(v) for k, v in model.state_dict().items()}, {}
+
+
+def _load(config: dict, state: dict, files: dict) -> LogisticBaseline:
+    model = LogisticBaseline(config["n_features"], config["n_labels"], config["C"], config["max_iter"])
+    model.load_state_dict({k: v.numpy() for k, v in state.items()})
+    return model
+
+
+register_model(ModelKind(
+    "logistic", MATRIX, (TABLE, EVENTS), "one-vs-rest logistic regression on code counts and last values",
+    lambda train_set, n_labels, params: LogisticBaseline(train_set.X.shape[1], n_labels), _save, _load))

@@ -9,6 +9,7 @@ from torch import nn
 
 from ehrdx.data.batch import TableBatch
 from ehrdx.models.head import LabelHead
+from ehrdx.models.registry import EVENTS, ROWS, TABLE, ModelKind, register_model, torch_save
 
 
 @dataclass
@@ -57,7 +58,7 @@ class MLPModel(nn.Module):
 
 
 def build_model(config: dict) -> nn.Module:
-    """Rebuild a model from its saved config (the 'kind' key picks the encoder)."""
+    """Rebuild a torch model from its saved config (the 'kind' key picks the class)."""
     config = dict(config)
     kind = config.pop("kind")
     if kind == "mlp":
@@ -67,3 +68,20 @@ def build_model(config: dict) -> nn.Module:
 
         return SequenceModel(SequenceConfig(**config))
     raise ValueError(f"unknown model kind '{kind}'")
+
+
+def _build(train_set, n_labels: int, params: dict) -> MLPModel:
+    return MLPModel(MLPConfig(n_dense=train_set.features.dense.shape[1], n_codes=params["n_codes"], n_labels=n_labels,
+                              hidden=params["hidden"], depth=params["layers"], dropout=params["dropout"],
+                              code_dim=params["code_dim"]))
+
+
+def _load(config: dict, state: dict, files: dict) -> MLPModel:
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+register_model(ModelKind(
+    "mlp", ROWS, (TABLE, EVENTS), "a feed-forward network over the features at the prediction time (no order)",
+    _build, torch_save, _load, default_layers=2, default_batch_size=256))

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.sequences import N_TIME_FEATURES
 from ehrdx.models.head import LabelHead
+from ehrdx.models.registry import EVENTS, SEQUENCE, ModelKind, register_model, torch_save
 
 ENCODERS = ("gru", "lstm", "transformer")
 
@@ -131,3 +132,24 @@ class SequenceModel(nn.Module):
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _build(train_set, n_labels: int, params: dict, encoder: str = "gru") -> SequenceModel:
+    return SequenceModel(SequenceConfig(n_codes=params["n_codes"], n_labels=n_labels, encoder=encoder,
+                                        n_numeric=len(train_set.numeric_ids), hidden=params["hidden"],
+                                        layers=params["layers"], heads=params["heads"], dropout=params["dropout"]))
+
+
+def _load(config: dict, state: dict, files: dict) -> SequenceModel:
+    model = SequenceModel(SequenceConfig(**{k: v for k, v in config.items() if k != "kind"}))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+_WHAT = {"gru": "a GRU over visits", "lstm": "an LSTM over visits",
+         "transformer": "a causal Transformer over visits"}
+for _name in ENCODERS:
+    register_model(ModelKind(
+        _name, SEQUENCE, (EVENTS,), _WHAT[_name] + ": a state after every visit, read at each prediction time",
+        lambda train_set, n_labels, params, _e=_name: _build(train_set, n_labels, params, _e), torch_save, _load,
+        default_layers=2 if _name == "transformer" else 1, default_batch_size=64, explains=True))

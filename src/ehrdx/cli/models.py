@@ -1,0 +1,20 @@
+"""ehrdx models: the models of the registry, what each reads and which inputs it learns from."""
+
+from __future__ import annotations
+
+from ehrdx.cli.app import app
+from ehrdx.cli.options import console
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the models `--model` accepts (ehrdx.models.registry): name, inputs, sources, what it is."""
+    from rich.table import Table
+
+    from ehrdx.models.registry import models
+
+    table = Table("model", "reads", "learns from", "explain", "what it is")
+    for name, kind in models().items():
+        sources = " and ".join("event streams" if s == "events" else "patient tables" for s in kind.sources)
+        table.add_row(name, kind.inputs, sources, "yes" if kind.explains else "no", kind.description)
+    console.print(table)

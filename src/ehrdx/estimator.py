@@ -1,0 +1,310 @@
+"""The one estimator: multi-label disease prediction from a patient table or from event streams.
+
+    clf = EHRClassifier(model="gru", task="window:365d", labels="prefix:DX//", new_onset=True)
+    clf.fit(store, train_rows, val_rows)             # an event store (ehrdx.open_store) and patient rows
+    proba = clf.predict_samples(store, clf.samples(store, test_rows))
+    metrics = clf.evaluate(store, test_rows)         # all labels, new onset, by prior visits
+
+    clf = EHRClassifier().fit("train.csv")           # a patient table: 15% held out for validation
+    proba = clf.predict_proba("new.csv")             # [patients, labels]
+
+scikit-learn's contract: `__init__` stores its arguments unchanged, `get_params`/`set_params`/`clone` work,
+everything derived (`model_name_`, `task_`, `selector_`, `train_config_`) and learned (`label_vocab_`,
+`encoder_`, `model_`, `thresholds_`, `history_`, `fit_summary_`) is set by `fit`, and every other method
+checks that it is fitted. What the data is, is the source's business (ehrdx.sources); which network or
+model learns from it, the registry's (ehrdx.models.registry); this class holds what is common to all.
+Everything learned comes from the training patients; validation patients stop training and tune thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.base import BaseEstimator
+
+from ehrdx.artifacts import load_model, register_family, save_model
+from ehrdx.data.samples import Samples
+from ehrdx.data.splits import split_patients
+from ehrdx.data.store import EventStore
+from ehrdx.data.table import PatientTable, read_table, table_from_frame
+from ehrdx.errors import DataError, ModelError
+from ehrdx.estimator_io import Artifacts
+from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
+from ehrdx.models.registry import EVENTS, TABLE, ModelKind, get_model
+from ehrdx.sources.events import EventSource
+from ehrdx.sources.table import TableSource
+from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.select import LabelSelector
+from ehrdx.tasks.task import TaskSpec
+from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
+
+DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "gru"}
+DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
+DEFAULT_PATIENCE = {TABLE: 4, EVENTS: 3}
+EVENT_ONLY = {"task": "next-visit", "labels": None, "new_onset": False, "censor": True, "infer_introduced": False}
+
+
+class EHRClassifier(Artifacts, BaseEstimator):
+    """Multi-label disease prediction. Settings (one name each, for tables and event streams alike):
+
+    model           a name from the registry (`ehrdx.models.registry.model_names()`); None: mlp for a table,
+                    gru for event streams
+    task, labels    event streams: prediction task (next-visit, window:365d) and label selection (prefix:DX//,
+                    regex:..., map:FILE); new_onset, censor, infer_introduced refine them. A table's labels are
+                    its label column.
+    hidden, layers, heads, dropout, code_dim    network size (layers None: the model's default)
+    lr, weight_decay, batch_size, max_epochs, patience, pos_weight    training (None: the model's or the
+                    source's default)
+    min_code_count  event codes rarer than this in training read as the unknown code
+    val_fraction    share of patients held out for validation when `fit` is given no validation rows
+    seed, device, precision, schema (a TableSchema for tables)
+    """
+
+    def __init__(self, *, model: str | None = None, task: str | TaskSpec = "next-visit",
+                 labels: str | LabelSelector | None = None, new_onset: bool = False, censor: bool = True,
+                 hidden: int = 128, layers: int | None = None, heads: int = 4, dropout: float = 0.1,
+                 code_dim: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, batch_size: int | None = None,
+                 max_epochs: int = 30, patience: int | None = None, pos_weight: bool = False,
+                 min_code_count: int = 1, val_fraction: float = 0.15, seed: int = 0, device: str = "cpu",
+                 precision: str = "auto", infer_introduced: bool = False, schema=None) -> None:
+        self.model, self.task, self.labels, self.new_onset, self.censor = model, task, labels, new_onset, censor
+        self.hidden, self.layers, self.heads, self.dropout, self.code_dim = hidden, layers, heads, dropout, code_dim
+        self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
+        self.patience, self.pos_weight, self.min_code_count = patience, pos_weight, min_code_count
+        self.val_fraction, self.seed, self.device, self.precision = val_fraction, seed, device, precision
+        self.infer_introduced, self.schema = infer_introduced, schema
+
+    # -- settings resolved for a source ----------------------------------------------------------
+    def resolve_settings(self, kind: str) -> ModelKind:
+        """Set what the settings mean for a source of this kind (`model_name_`, `task_`, `selector_`,
+        `train_config_`); refuse settings that apply to the other kind only."""
+        self.source_kind_ = kind
+        self.model_name_ = self.model or DEFAULT_MODEL[kind]
+        spec = get_model(self.model_name_, kind)
+        if kind == TABLE:
+            given = [k for k, v in EVENT_ONLY.items() if getattr(self, k) != v]
+            if given:
+                raise ModelError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to event streams "
+                                 "only: a patient table's labels are its label column, one per patient\n  fix: "
+                                 "leave them out for a table, or give events (MEDS, a long table or OMOP)")
+            self.task_, self.selector_ = None, None
+        else:
+            self.task_ = self.task if isinstance(self.task, TaskSpec) else TaskSpec.parse(self.task, self.new_onset,
+                                                                                           self.censor)
+            labels = self.labels if self.labels is not None else DEFAULT_LABELS
+            self.selector_ = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
+        self.layers_ = self.layers if self.layers is not None else spec.default_layers
+        self.train_config_ = TrainConfig(
+            lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size or spec.default_batch_size,
+            max_epochs=self.max_epochs, patience=self.patience or DEFAULT_PATIENCE[kind], pos_weight=self.pos_weight,
+            seed=self.seed, device=self.device, precision=self.precision)
+        return spec
+
+    @property
+    def new_onset_(self) -> bool:
+        return bool(self.task_ is not None and self.task_.new_onset)
+
+    # -- sources ---------------------------------------------------------------------------------
+    def source(self, data, targets=None, *, for_fit: bool = False):
+        """The source behind `data`: an event store (with given `targets`, if any) or a patient table
+        (a PatientTable, a polars DataFrame, or a CSV/Parquet path)."""
+        if isinstance(data, EventSource | TableSource):
+            return data
+        if isinstance(data, EventStore):
+            return EventSource(data, targets)
+        if isinstance(data, PatientTable):
+            return TableSource(data)
+        fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
+        kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True} if fitted
+                  else {"schema": self.schema, "require_labels": True})
+        table = table_from_frame(data, **kwargs) if isinstance(data, pl.DataFrame) else read_table(data, **kwargs)
+        return TableSource(table)
+
+    def _default_rows(self, source) -> tuple[np.ndarray, np.ndarray]:
+        """Train and validation rows when `fit` is given none: a seeded share (val_fraction) held out,
+        stratified by label set for a table."""
+        f = self.val_fraction
+        if source.kind == TABLE:
+            y = LabelVocab.fit(source.table.labels or []).encode(source.table.labels or [])[0]
+        else:
+            y = np.zeros((len(source), 0), dtype=np.float32)
+        tr, va, _ = split_patients(y, (1 - f, f, 0.0), seed=self.seed)
+        return tr, va
+
+    # -- fit -------------------------------------------------------------------------------------
+    def fit(self, data, train_rows=None, val_rows=None, *, val=None, targets=None,
+            on_epoch: Callable[[int, float, float | None], None] | None = None,
+            checkpoint: str | Path | None = None, resume: bool = False) -> EHRClassifier:
+        """Fit on the `train_rows` of `data` (a store or a table); `val_rows` (or a separate `val` table)
+        stop training and tune thresholds. Without rows, a seeded share of patients is held out.
+        `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints."""
+        source = self.source(data, targets, for_fit=True)
+        spec = self.resolve_settings(source.kind)
+        val_source = source if val is None else self.source(val, for_fit=True)
+        if train_rows is None:
+            train_rows, val_rows = self._default_rows(source) if val is None else (np.arange(len(source)), None)
+        train_rows = np.asarray(train_rows, np.int64)
+        val_rows = np.arange(len(val_source)) if val_rows is None else np.asarray(val_rows, np.int64)
+        self._check_parts(source, train_rows, val_source, val_rows)
+        self.label_vocab_ = source.fit_labels(train_rows, self.selector_, self.infer_introduced)
+        self.encoder_ = source.fit_encoder(train_rows, self.min_code_count)
+        train_s = self.samples(source, train_rows)
+        val_s = self.samples(val_source, val_rows)
+        if len(train_s) == 0:
+            raise DataError("no training samples with a known label (every patient has a single visit, or "
+                            "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
+        torch.manual_seed(self.seed)
+        train_set, val_set = source.dataset(train_s, self.encoder_, spec.inputs, self.new_onset_), \
+            val_source.dataset(val_s, self.encoder_, spec.inputs, self.new_onset_)
+        sizes = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
+                 "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes}
+        self.model_ = spec.build(train_set, len(self.label_vocab_), sizes)
+        if isinstance(self.model_, torch.nn.Module):
+            mask = train_s.train_mask(self.new_onset_)
+            prevalence = (train_s.y * mask).sum(0) / np.maximum(mask.sum(0), 1)
+            self.model_.head.set_bias_from_prevalence(torch.from_numpy(prevalence.astype(np.float32)))
+            self.history_ = train_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
+                                        checkpoint=checkpoint, resume=resume)
+        else:
+            t0 = time.perf_counter()
+            self.model_.fit_sets(train_set, val_set, seed=self.seed)
+            seconds = time.perf_counter() - t0
+            self.history_ = TrainHistory(epochs_run=1, seconds=seconds,
+                                         samples_per_second=len(train_s) / max(seconds, 1e-9))
+        self.thresholds_ = (tune_thresholds(val_s.y, val_s.train_mask(self.new_onset_), self.predict_samples(
+            val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
+        self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,
+                                              val_set)
+        return self
+
+    def _check_parts(self, source, train_rows, val_source, val_rows) -> None:
+        if source.kind == TABLE:
+            ids = source.table.patient_ids
+            if {ids[i] for i in train_rows} & {val_source.table.patient_ids[i] for i in val_rows}:
+                raise DataError("the same patient ids appear in training and validation data", file=source.name,
+                                column=source.table.schema.id_column,
+                                fix="split by patient: each patient belongs to one part only")
+        elif np.intersect1d(train_rows, val_rows).size:
+            raise DataError("the same patients are in training and validation", file=source.name,
+                            fix="split by patient: each patient belongs to one part only")
+        if len(train_rows) == 0:
+            raise DataError("no training patients", file=source.name)
+
+    def _fit_summary(self, source, train_rows, train_s, train_set, val_source, val_rows, val_s, val_set) -> dict:
+        out = {"train_patients": len(train_rows), "val_patients": len(val_rows)}
+        if source.kind == TABLE:
+            out.update(train=source.summary(train_s, train_set), val=val_source.summary(val_s, val_set),
+                       # names only: columns left out because their values are (almost) unique per patient
+                       identifier_like_columns=list(source.table.schema.identifier_like),
+                       train_patient_ids=sorted(source.table.patient_ids[i] for i in train_rows),
+                       val_patient_ids=sorted(val_source.table.patient_ids[i] for i in val_rows))
+            return out
+        sources: dict[str, int] = {}
+        for s in self.label_vocab_.introduced_from():
+            if s:
+                sources[s] = sources.get(s, 0) + 1
+        out.update(train_samples=len(train_s), val_samples=len(val_s), train=source.summary(train_s, train_set),
+                   val=val_source.summary(val_s, val_set), labels=len(self.label_vocab_),
+                   input_codes=self.encoder_.n_codes - 1, labels_with_introduced_at=sources)
+        return out
+
+    # -- samples and predictions -----------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "label_vocab_"):
+            raise ModelError(f"this {type(self).__name__} is not fitted yet: call fit() or ehrdx.load()")
+
+    @property
+    def labels_(self) -> list[str]:
+        self._check_fitted()
+        return list(self.label_vocab_.labels)
+
+    def samples(self, data, rows: np.ndarray | None = None, *, times=None, require_labels: bool = True,
+                targets=None) -> Samples:
+        """Samples of the given patients (all by default): for event streams at visit ends, at given
+        (row, time) pairs, or at the prediction times of given `targets`; one per patient for a table."""
+        self._check_fitted()
+        return self.source(data, targets).samples(rows, self.label_vocab_, self.task_, self.selector_, times=times,
+                                                  require_labels=require_labels)
+
+    def dataset(self, data, samples: Samples):
+        """What the model reads for these samples (a SequenceSet, SampleSet or MatrixSet)."""
+        self._check_fitted()
+        spec = get_model(self.model_name_)
+        return self.source(data).dataset(samples, self.encoder_, spec.inputs, self.new_onset_)
+
+    def predict_samples(self, data, samples: Samples) -> np.ndarray:
+        """Probability of every label (``labels_`` order) for every sample."""
+        self._check_fitted()
+        if len(samples) == 0:
+            return np.zeros((0, len(self.label_vocab_)))
+        dataset = self.dataset(data, samples)
+        if isinstance(self.model_, torch.nn.Module):
+            logits = predict_logits(self.model_, dataset)
+        else:
+            logits = self.model_.decision_function(dataset.X)
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+    def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
+        """Probability of every label for every patient row of a table, or every sample (visit end) of the
+        given patients of an event store. `last_prediction_summary_` says what was unseen in training."""
+        source = self.source(data)
+        samples = self.samples(source, rows, require_labels=False)
+        proba = self.predict_samples(source, samples)
+        if source.kind == TABLE:
+            self.last_prediction_summary_ = source.summary(samples, self.dataset(source, samples))
+        return proba
+
+    def predict(self, data, threshold: float | None = None) -> np.ndarray:
+        """Multi-hot predictions at the tuned per-label thresholds (or one fixed threshold)."""
+        proba = self.predict_proba(data)
+        thr = self.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+        return proba >= thr[None, :]
+
+    def evaluate(self, data, rows: np.ndarray | None = None, proba: np.ndarray | None = None,
+                 samples: Samples | None = None) -> dict:
+        """Metrics at 0.5 and at the tuned thresholds. Event streams: per prediction time, for all labels, new
+        onset only, and by number of prior visits; a table: per patient, with a summary of unseen values."""
+        self._check_fitted()
+        source = self.source(data)
+        samples = samples if samples is not None else self.samples(source, rows)
+        proba = proba if proba is not None else self.predict_samples(source, samples)
+        if source.kind == EVENTS:
+            return evaluate_samples(samples, proba, self.labels_, self.thresholds_, self.label_vocab_.descriptions())
+        if source.table.labels is None:
+            raise DataError("evaluation needs a label column", file=source.name,
+                            fix=f"add the '{self.encoder_.schema.label_column}' column")
+        result = evaluate_predictions(samples.y, samples.mask, proba, self.labels_, self.thresholds_)
+        describe_rows(result["per_label"], self.label_vocab_.descriptions())
+        result["summary"] = source.summary(samples, self.dataset(source, samples))
+        return result
+
+    def to(self, device: str = "auto") -> EHRClassifier:
+        """Move the network to a device for prediction (auto, cpu, cuda, cuda:N); models that are not
+        networks run on the CPU whatever is asked."""
+        from ehrdx.train.device import resolve_device
+
+        self._check_fitted()
+        if isinstance(self.model_, torch.nn.Module):
+            self.model_.to(resolve_device(device))
+        return self
+
+    # -- artifacts (the parts are written and read by ehrdx.estimator_io.Artifacts) ----------------
+    def save(self, directory: str | Path) -> Path:
+        self._check_fitted()
+        return save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EHRClassifier:
+        return load_model(directory)
+
+
+register_family("table", ("preprocessing.json", "labels.json", "model.safetensors"), EHRClassifier.from_parts)
+register_family("events", ("preprocessing.json", "labels.json", "task.json", "model.safetensors"),
+                EHRClassifier.from_parts)
+
+EventClassifier = EHRClassifier  # the name event-stream code used before there was one estimator

@@ -1,0 +1,103 @@
+"""The estimator's model directory: what it saves and how it is read back, for both families.
+
+`table` (a model of a patient table): preprocessing.json (the table encoder), labels.json, model.safetensors.
+`events` (a model of event streams): the same plus task.json, the label selection inside labels.json and,
+when the command line recorded how the events were read, input.json. config.json holds the model's config,
+`model_name` (the registry name), `params` (the estimator's settings, `get_params()` without the machine's
+device and the objects saved in their own files), the training config, thresholds, history and lineage.
+Directories written before there was one estimator load too: their settings are read from their configs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ehrdx.data.preprocess import TablePreprocessor
+from ehrdx.data.sequences import EventEncoder
+from ehrdx.models.registry import TABLE, get_model
+from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.select import LabelSelector
+from ehrdx.tasks.task import TaskSpec
+from ehrdx.train.loop import TrainConfig, TrainHistory
+
+NOT_SAVED = ("task", "labels", "device", "schema")  # in their own files, or the machine's
+PARAMS_VERSION = 2  # 2: the one estimator's settings, as given; before: each classifier's own meaning
+
+
+class Artifacts:
+    """Mixed into the estimator: `artifact_parts()` for ehrdx.artifacts.save_model, `from_parts` for loading."""
+
+    def artifact_parts(self) -> dict:
+        config, state, model_files = get_model(self.model_name_).save(self.model_)
+        params = {k: v for k, v in self.get_params().items() if k not in NOT_SAVED}
+        common = {"model": config, "model_name": self.model_name_, "params": params, "params_version": PARAMS_VERSION,
+                  "train": self.train_config_.to_dict(), "thresholds": [float(t) for t in self.thresholds_],
+                  "history": self.history_.to_artifact() if hasattr(self, "history_") else None}
+        json_files = {"preprocessing.json": self.encoder_.to_dict(), **model_files}
+        if self.source_kind_ == TABLE:
+            return {"family": "table", "json": {**json_files, "labels.json": self.label_vocab_.to_dict()},
+                    "state": state, "config": common}
+        json_files.update({"labels.json": {**self.label_vocab_.to_dict(), "selector": self.selector_.to_dict()},
+                           "task.json": self.task_.to_dict()})
+        if getattr(self, "input_", None):  # how the events were read (ehrdx.input_settings)
+            json_files["input.json"] = self.input_
+        return {"family": "events", "json": json_files, "state": state,
+                "config": {**common, "lineage": getattr(self, "lineage_", None),
+                           "infer_introduced": self.infer_introduced}}
+
+    @classmethod
+    def from_parts(cls, config: dict, files: dict[str, dict], state: dict):
+        family = config.get("family", "table")
+        model_cfg, train = config["model"], config["train"]
+        name = config.get("model_name") or "mlp"  # table models before the registry were all MLPs
+        params = dict(config.get("params") or params_of_older_model(config, files))
+        if config.get("params_version") != PARAMS_VERSION:
+            # Saved before the one estimator: what the model really used (events MLPs multiplied the batch size
+            # by 4; layers None meant a default that now lives in the registry), so a copy trains the same.
+            params["batch_size"] = train["batch_size"]
+        if config.get("params_version") != PARAMS_VERSION and model_cfg.get("kind") in ("sequence", "mlp"):
+            params["layers"] = model_cfg["layers"] if model_cfg["kind"] == "sequence" else model_cfg["depth"]
+            params["hidden"] = model_cfg["hidden"]
+        if family == "table":
+            clf = cls(**params)
+            clf.encoder_ = TablePreprocessor.from_dict(files["preprocessing.json"])
+        else:
+            task = TaskSpec.from_dict(files["task.json"])
+            params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
+            selector = LabelSelector.from_dict(files["labels.json"]["selector"])
+            # A prefix or regex selection is its spec; a label map is kept whole (its file may be gone).
+            clf = cls(task=task.name, labels=selector.spec if selector.kind != "map" else selector, **params)
+            clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
+            if files.get("input.json"):
+                clf.input_ = files["input.json"]
+            if config.get("lineage"):
+                clf.lineage_ = config["lineage"]
+        clf.resolve_settings("table" if family == "table" else "events")
+        clf.model_name_ = name  # the saved one, whatever the default for model=None is today
+        spec = get_model(name)
+        clf.train_config_ = TrainConfig(**train)
+        clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
+        clf.model_ = spec.load(model_cfg, state, files)
+        clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
+        if config.get("history"):
+            clf.history_ = TrainHistory(**config["history"])
+        return clf
+
+
+def params_of_older_model(config: dict, files: dict[str, dict]) -> dict:
+    """Settings of a model saved before config.json kept them: from its model and train configs."""
+    train, model_cfg = config["train"], config["model"]
+    params = {"lr": train["lr"], "weight_decay": train["weight_decay"], "max_epochs": train["max_epochs"],
+              "patience": train["patience"], "pos_weight": train["pos_weight"], "seed": train["seed"],
+              "precision": train.get("precision", "auto")}
+    if config.get("family", "table") == "table":
+        params.update(code_dim=model_cfg.get("code_dim", 32), dropout=model_cfg["dropout"])
+        return params
+    task = TaskSpec.from_dict(files["task.json"])
+    params.update(model=config["model_name"], new_onset=task.new_onset, censor=task.censor,
+                  min_code_count=files["preprocessing.json"].get("min_count", 1))
+    if model_cfg.get("kind") in ("sequence", "mlp"):
+        params["dropout"] = model_cfg["dropout"]
+    if model_cfg.get("kind") == "sequence":
+        params["heads"] = model_cfg["heads"]
+    return params

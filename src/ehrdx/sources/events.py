@@ -1,0 +1,183 @@
+"""An event store as a source: prediction times at visit ends (or given), labels from the task's windows over
+the events or from given targets (a long table or MEDS task directories)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ehrdx.data.batches import MATRIX, ROWS, SEQUENCE, MatrixSet, SampleSet
+from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
+from ehrdx.data.samples import Samples
+from ehrdx.data.sequences import EventEncoder, SequenceSet
+from ehrdx.data.splits import split_patients
+from ehrdx.data.store import EventStore
+from ehrdx.errors import DataError, ModelError
+from ehrdx.tasks.icd10 import fill_icd10
+from ehrdx.tasks.labels import LabelVocab, describe_from_codes
+from ehrdx.tasks.select import LabelSelector, check_label_spellings
+from ehrdx.tasks.targets import Targets
+from ehrdx.tasks.task import (
+    TaskSpec,
+    build_samples,
+    code_label_index,
+    codes_of_labels,
+    label_first_times,
+    labels_missing_from,
+    mask_before_introduction,
+    rows_of_subjects,
+)
+
+
+class EventSource:
+    kind = "events"
+
+    def __init__(self, store: EventStore, targets: Targets | None = None) -> None:
+        self.store = store
+        self.targets = targets
+        self.name = str(store.directory)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # -- fitted on training rows -----------------------------------------------------------------
+    def fit_labels(self, rows: np.ndarray, selector: LabelSelector, infer_introduced: bool) -> LabelVocab:
+        """The labels recorded among `rows`, each with its codes, description and introduction date."""
+        store, targets = self.store, self.targets
+        if targets is None:
+            first = label_first_times(store, rows, selector)
+        else:  # labels with a known positive among training patients; first record = first positive time
+            t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
+            in_train = np.isin(t_rows, rows)
+            pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
+            first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
+        check_label_spellings(first, file=self.name, column="code",
+                              fix="the codes behind these labels differ only in case or spaces: correct the "
+                              "codes, or give --labels map:FILE mapping every spelling to one label")
+        codes = codes_of_labels(store, selector, rows)
+        info = {lab: {"codes": sorted(codes.get(lab, [])), **selector.info.get(lab, {})} for lab in first}
+        describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
+        fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
+        vocab = LabelVocab.from_first_times(first, info, infer_introduced)
+        if len(vocab) == 0:
+            raise DataError(f"no label codes (labels '{selector.spec}') in the training patients' events",
+                            file=self.name, column="code",
+                            fix="check --labels against the codes in the data (ehrdx reads them from events)")
+        return vocab
+
+    def fit_encoder(self, rows: np.ndarray, min_code_count: int) -> EventEncoder:
+        return EventEncoder.fit(self.store, rows, min_code_count)
+
+    # -- samples and model inputs ----------------------------------------------------------------
+    def samples(self, rows: np.ndarray | None, vocab: LabelVocab, task: TaskSpec, selector: LabelSelector, *,
+                times=None, require_labels: bool = True) -> Samples:
+        """Samples of the given patients (all by default) at visit ends or at (row, time) pairs; with this
+        source's targets, at their prediction times and with their labels instead of the task's windows."""
+        store, targets = self.store, self.targets
+        rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+        index = code_label_index(store, selector, vocab)
+        L = len(vocab)
+        introduced = vocab.introduced_seconds()
+        introduced_from = vocab.introduced_from()
+        if targets is None:
+            out = build_samples(store, rows, task, index, L, times=times, require_labels=require_labels,
+                                introduced=introduced, introduced_from=introduced_from)
+            # Labels in the data that this model does not know (e.g. newer codes): left out, and said so.
+            for lab in labels_missing_from(store, rows, selector, vocab):
+                out.counts[f"label_not_in_model:{lab}"] = 1
+            return out
+        t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
+        keep = np.isin(t_rows, rows)
+        s = build_samples(store, rows, task, index, L, times=(t_rows[keep], targets.time[keep]),
+                          require_labels=False)
+        # Align the given labels to the samples (both are unique by (row, time)) and to the vocabulary.
+        origin = int(targets.time.min(initial=0))
+        key_t = t_rows[keep].astype(np.int64) * 2**40 + targets.time[keep] - origin
+        key_s = s.row.astype(np.int64) * 2**40 + s.time - origin
+        order = np.argsort(key_t)
+        at = order[np.searchsorted(key_t[order], key_s)]
+        col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
+        have = col >= 0
+        y_src, m_src = targets.y[keep][at], targets.mask[keep][at]
+        s.y = np.zeros((len(s), L), dtype=np.float32)
+        s.mask = np.zeros((len(s), L), dtype=bool)
+        s.y[:, have] = y_src[:, col[have]]
+        s.mask[:, have] = m_src[:, col[have]]
+        s.counts.update(mask_before_introduction(s.mask, s.window_end, np.where(have, introduced, -np.inf),
+                                                 introduced_from))
+        if not have.all():
+            s.counts["labels_not_in_targets"] = int((~have).sum())
+        if require_labels:
+            usable = s.mask.any(1)
+            if (~usable).any():
+                s.counts["samples_without_known_labels_left_out"] = int((~usable).sum())
+                s = s.subset(usable)
+        return s
+
+    def dataset(self, samples: Samples, encoder: EventEncoder, inputs: str, new_onset: bool):
+        if inputs == SEQUENCE:
+            return SequenceSet(self.store, samples, encoder, new_onset=new_onset)
+        features = history_features(self.store, samples, encoder)
+        if inputs == ROWS:
+            return SampleSet(features, samples.y, samples.train_mask(new_onset))
+        if inputs == MATRIX:
+            return MatrixSet(count_matrix(features, encoder.n_codes), samples.y, samples.train_mask(new_onset))
+        raise ModelError(f"an event source cannot make model inputs of kind '{inputs}'")
+
+    def summary(self, samples: Samples, dataset) -> dict:
+        return {"excluded": samples.counts}
+
+    @property
+    def notes(self) -> dict[str, int]:
+        """What reading the events left out, counted by reason."""
+        return dict(self.store.counts)
+
+    # -- splits and the oracle -------------------------------------------------------------------
+    def default_splits(self, seed: int, fractions=(0.7, 0.15, 0.15), selector: LabelSelector | None = None,
+                       meds: str | Path | None = None, split_names: dict[str, str] | None = None):
+        """Train/validation/test rows: MEDS subject_splits (train/tuning/held_out) where the dataset has
+        them, else a seeded split stratified by each patient's rarest label. `split_names` maps other split
+        names (test, val ...) to those three; an unmapped other name is an error."""
+        ids = np.asarray(self.store.subject_ids)
+        if meds is not None:
+            splits = read_subject_splits(meds)
+            if splits is not None:
+                splits = map_split_names(splits, split_names, str(Path(meds) / "metadata" / "subject_splits.parquet"))
+                frame = pl.DataFrame({"subject_id": ids, "row": np.arange(len(ids))}).join(
+                    splits, on="subject_id", how="left")
+                missing = frame.filter(pl.col("split").is_null()).height
+                if missing:
+                    raise DataError(f"{missing} subject(s) have no split", file=str(Path(meds) / "metadata"),
+                                    column="split", fix="list every subject in subject_splits.parquet")
+                return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
+                             for s in MEDS_SPLITS)
+        y = self.patient_labels(selector) if selector is not None else np.zeros((len(ids), 0), np.float32)
+        return split_patients(y, fractions, seed=seed)
+
+    def patient_labels(self, selector: LabelSelector) -> np.ndarray:
+        """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
+        store = self.store
+        vocab = LabelVocab(sorted({lab for c in store.code_names for lab in selector.labels_of(c)}))
+        at, lab = code_label_index(store, selector, vocab).expand(np.asarray(store.codes).astype(np.int64))
+        row = np.searchsorted(np.asarray(store.offsets), at, side="right") - 1
+        y = np.zeros((len(store), len(vocab)), dtype=np.float32)
+        y[row, lab] = 1.0
+        return y
+
+    def oracle(self, oracle: pl.DataFrame, samples: Samples, labels: list[str]) -> np.ndarray:
+        """Oracle probabilities (from ehrdx synth) aligned to samples (by subject and prediction time)."""
+        missing_cols = [f"p_{lab}" for lab in labels if f"p_{lab}" not in oracle.columns]
+        if missing_cols:
+            raise DataError(f"oracle has no column(s) {', '.join(missing_cols)}",
+                            fix="use the oracle written with the data")
+        key = pl.DataFrame({"subject_id": np.asarray(self.store.subject_ids)[samples.row], "t": samples.time})
+        frame = oracle.with_columns(pl.col("prediction_time").dt.epoch("s").alias("t"))
+        mat = key.join(frame, on=["subject_id", "t"], how="left", maintain_order="left").select(
+            [f"p_{lab}" for lab in labels]).to_numpy().astype(np.float64)
+        if np.isnan(mat).any():
+            raise DataError("the oracle lacks some prediction times of this task",
+                            fix="the built-in oracle covers the next-visit task at visit ends")
+        return mat
