@@ -44,6 +44,8 @@ from external import bootstrap
 from external.models import MODELS, Settings
 from external.protocol import prepare
 
+from ehrdx.tasks.task import parse_duration
+
 SETS = ("eunomia", "clinosim", "syntha")
 COLUMNS = [("new_onset", "macro_auroc"), ("new_onset", "macro_auprc"), ("new_onset", "micro_auroc"),
            ("new_onset", "micro_auprc"), ("all", "macro_auroc"), ("all", "macro_auprc"), ("all", "micro_auroc"),
@@ -119,6 +121,7 @@ def main() -> None:
     ap.add_argument("--min-label-patients", type=int, default=10)
     ap.add_argument("--times", choices=("yearly", "visits"), default="yearly")
     ap.add_argument("--years", type=int, default=10, help="yearly prediction times: how many years")
+    ap.add_argument("--visit-gap", default="1d", help="events this close form one visit (ehrdx --visit-gap)")
     ap.add_argument("--max-epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bootstrap", type=int, default=200)
@@ -136,7 +139,8 @@ def main() -> None:
         build_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         prepared = prepare(set_name, meds, meds.parent / "work", n_labels=args.labels,
-                           min_patients=args.min_label_patients, years=args.years, times_mode=args.times)
+                           min_patients=args.min_label_patients, years=args.years, times_mode=args.times,
+                           visit_gap_seconds=parse_duration(args.visit_gap))
         summary = {**prepared.summary, "build_seconds": round(build_seconds, 1),
                    "prepare_seconds": round(time.perf_counter() - t1, 1),
                    "provenance": json.loads((meds / "metadata" / "provenance.json").read_text()),

@@ -8,6 +8,8 @@
   task              window:365d with censoring (ehrdx): labels recorded in (t, t + 365 d]; where follow-up
                     (the patient's last event, death included) ends earlier, a label that did not occur
                     is unknown, not negative. New onset = labels not recorded at or before t.
+  visits            runs of events with gaps of at most --visit-gap (1 day by default: a hospital stay's
+                    hourly vitals are one visit, not hundreds; see the findings on the transformer)
   split             the set's MEDS subject_splits: 80% / 20% of patients, 10% of the training patients as
                     tuning (early stopping, LightGBM's early stopping), seeded at conversion.
   labels            the set's label candidates (disease codes, grouped into labels by the converter); of
@@ -93,10 +95,10 @@ def write_label_map(path: Path, codes_of: dict[str, list[str]], descriptions: di
 
 
 def prepare(name: str, meds: Path, work: Path, *, n_labels: int, min_patients: int, years: int,
-            times_mode: str) -> Prepared:
+            times_mode: str, visit_gap_seconds: int = 0) -> Prepared:
     store_dir = work / "store"
     shutil.rmtree(store_dir, ignore_errors=True)
-    store = open_store(meds=meds, store_dir=store_dir)
+    store = open_store(meds=meds, store_dir=store_dir, visit_gap_seconds=visit_gap_seconds)
     tr, va, te = patient_splits(store, meds, 0)
     rows = {"train": tr, "tuning": va, "held_out": te}
     cand = read_candidates(meds)
