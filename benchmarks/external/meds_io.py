@@ -91,3 +91,29 @@ def write_set(root: str | Path, events: pl.DataFrame, *, codes: pl.DataFrame, ca
 
 def read_candidates(root: str | Path) -> pl.DataFrame:
     return pl.read_parquet(Path(root) / "metadata" / "label_candidates.parquet")
+
+
+def slice_set(root: str | Path, out: str | Path, patients: int, seed: int) -> Path:
+    """A small seeded slice of a converted set (e.g. the test fixture), with its splits, codes and label
+    candidates restricted to those patients; the patients who died are kept first."""
+    root, out = Path(root), Path(out)
+    events = pl.concat([pl.read_parquet(f) for f in sorted((root / "data").glob("**/*.parquet"))])
+    ids = np.unique(events.get_column("subject_id").to_numpy())
+    dead = np.unique(events.filter(pl.col("code") == "MEDS_DEATH").get_column("subject_id").to_numpy())
+    rng = np.random.default_rng(seed)
+    alive = rng.permutation(np.setdiff1d(ids, dead))
+    keep = np.concatenate([rng.permutation(dead)[: max(1, patients // 10)], alive])[:patients]
+    events = events.filter(pl.col("subject_id").is_in(keep.tolist()))
+    splits = pl.read_parquet(root / "metadata" / "subject_splits.parquet").filter(
+        pl.col("subject_id").is_in(keep.tolist()))
+    codes = pl.read_parquet(root / "metadata" / "codes.parquet").join(
+        events.select(pl.col("code").unique()), on="code", how="semi")
+    write_meds(out, events, splits=splits, codes=codes, dataset_name=f"{root.name}_slice",
+               shard_size=max(len(keep), 1))
+    cands = read_candidates(root).join(events.select(pl.col("code").unique()), on="code", how="semi")
+    write_parquet_typed(cands, out / "metadata" / "label_candidates.parquet",
+                        {k: MEDS_CODES_TYPES["code"] for k in ("code", "label", "description")})
+    full = json.loads((root / "metadata" / "provenance.json").read_text())
+    prov = {"name": f"{full.get('name')}_slice", **check_invariants(events), "slice_seed": seed, "slice_of": full}
+    (out / "metadata" / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    return out
