@@ -113,7 +113,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="eunomia,clinosim,syntha")
-    ap.add_argument("--models", default="gru,transformer,logistic,lgbm-counts",
+    ap.add_argument("--models", default="gru,transformer,logistic,lgbm-counts,lgbm-counts-small",
                     help=f"comma-separated, from {', '.join(MODELS)}")
     ap.add_argument("--patients", type=int, default=2000, help="per set (Eunomia has 2,694 at most)")
     ap.add_argument("--seed", type=int, default=0, help="generation, split and model seed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,9 +66,10 @@ def code_counts(store: EventStore, samples: Samples, columns: np.ndarray) -> sp.
     return sp.hstack([counts, sp.csr_matrix(age[:, None].astype(np.float32))], format="csr")
 
 
-def lgbm_counts(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
+def lgbm_counts(p: Prepared, s: Settings, **params) -> tuple[np.ndarray, dict]:
     """The baseline users compare against: count each code before the prediction time, one
-    LGBMClassifier per label (training samples where the label is known), early stopping on tuning."""
+    LGBMClassifier per label (training samples where the label is known), early stopping on tuning.
+    LightGBM's defaults (lr 0.05), or `params` over them."""
     import lightgbm as lgb
 
     t0 = time.perf_counter()
@@ -85,8 +87,8 @@ def lgbm_counts(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
         if y.min() == y.max():
             proba[:, j] = y.mean()
             continue
-        clf = lgb.LGBMClassifier(n_estimators=1000, learning_rate=0.05, n_jobs=s.threads, random_state=s.seed,
-                                 verbose=-1)
+        clf = lgb.LGBMClassifier(**{"n_estimators": 1000, "learning_rate": 0.05, "n_jobs": s.threads,
+                                    "random_state": s.seed, "verbose": -1, **params})
         fit_args = {}
         if 0 < yv.sum() < len(yv):
             fit_args = {"eval_X": (X["tuning"][mv],), "eval_y": (yv,), "callbacks": [lgb.early_stopping(50, verbose=False)]}
@@ -104,5 +106,8 @@ MODELS: dict[str, Runner] = {
     "transformer": ehrdx_model("transformer"),
     "logistic": ehrdx_model("logistic"),
     "lgbm-counts": lgbm_counts,
+    # the same with smaller, subsampled trees (on Eunomia the defaults stop after ~5 trees per label)
+    "lgbm-counts-small": partial(lgbm_counts, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
+                                 colsample_bytree=0.8, reg_lambda=1.0),
     # "gbm": ehrdx_model("gbm"), "auto": ehrdx_model("auto"),  (once the estimator has them)
 }
