@@ -3,7 +3,7 @@
     clinosim simulate --country US --population N --seed S --start 2019-01-01 --end 2024-01-01 --format cif
 
 Its CIF output (one JSON per episode, with the patient's record) is converted to MEDS:
-  MEDS_BIRTH at date_of_birth, GENDER//<sex> (static), MEDS_DEATH at date_of_death;
+  MEDS_BIRTH at date_of_birth, GENDER//<sex> (static), MEDS_DEATH at the end of date_of_death;
   ICD10CM//<code> at each chronic condition's onset_date (the simulator's own disease timeline, which
   reaches back before the simulated years), and the episode's admission diagnosis at its first
   admission and discharge diagnosis at its last discharge;
@@ -12,7 +12,9 @@ Its CIF output (one JSON per episode, with the patient's record) is converted to
 A visit is a run of events at one timestamp (ehrdx's default). Label candidates: every ICD10CM code
 outside chapters R (symptoms and signs) and V-Z (external causes, encounter reasons such as Z00 check-ups), labelled by its
 3-character category (E11.9 -> E11). Patient ids (POP-000123, newborns' longer ids) become 0..n-1 in
-sorted order. Prediction times start with the simulated years (study_start). clinosim's "population" is the catchment: about 90% of it has an encounter.
+sorted order. Prediction times lie within the simulated years (study_start, study_end): clinosim
+derives dates of birth from ages at the run date, so some births fall after the simulated end (and
+after the patient's encounters; ehrdx counts those as events_before_birth). clinosim's "population" is the catchment: about 90% of it has an encounter.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def episode_events(d: dict) -> list[tuple]:
     pid = p["patient_id"]
     rows = [(pid, p.get("date_of_birth"), "MEDS_BIRTH", None), (pid, None, f"GENDER//{p.get('sex')}", None)]
     if p.get("date_of_death"):
-        rows.append((pid, p["date_of_death"], "MEDS_DEATH", None))
+        # a date: at the end of that day, so the day's own care (vitals, labs) is not after the death
+        day = p["date_of_death"]
+        rows.append((pid, f"{day}T23:59:59" if len(day) == 10 else day, "MEDS_DEATH", None))
     rows += [(pid, c["onset_date"], f"ICD10CM//{c['code']}", None) for c in p.get("chronic_conditions") or []
              if c.get("onset_date") and c.get("code")]
     encs = d.get("encounters") or []
@@ -103,7 +107,7 @@ def build(root: Path, work: Path, *, patients: int, seed: int) -> dict:
         pl.col("code").str.slice(9, 3).alias("label"), pl.lit(None, dtype=pl.Utf8).alias("description"))
     provenance = {"source": "clinosim", "package_version": version("clinosim"),
                   "command": f"clinosim simulate --country US --population {patients} --seed {seed} "
-                             f"--start {START} --end {END} --format cif", "episode_files": len(files), "study_start": START,
+                             f"--start {START} --end {END} --format cif", "episode_files": len(files), "study_start": START, "study_end": END,
                   "rows_without_time_dropped": unparsed}
     codes = events.select(pl.col("code").unique()).with_columns(pl.lit(None, dtype=pl.Utf8).alias("description"))
     return write_set(root, events, codes=codes, candidates=candidates, name="clinosim", seed=seed,

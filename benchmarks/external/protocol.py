@@ -2,8 +2,8 @@
 
   prediction times  yearly: 1 January 00:00 of each of the last `years` calendar years whose whole next
                     year lies before the data set's last event, for every patient with an event at or
-                    before it and one after it; a set whose generator back-dates history before the years
-                    it simulates starts at its study_start (ehrdx leaves out, and counts, times before a first
+                    before it and one after it; a set whose generator simulates given years (its
+                    study_start, study_end) keeps its times within them (ehrdx leaves out, and counts, times before a first
                     visit); or `visits`: the end of every visit (ehrdx's default).
   task              window:365d with censoring (ehrdx): labels recorded in (t, t + 365 d]; where follow-up
                     (the patient's last event, death included) ends earlier, a label that did not occur
@@ -57,14 +57,16 @@ class Prepared:
     summary: dict = field(default_factory=dict)
 
 
-def yearly_times(store: EventStore, rows: np.ndarray, years: int,
-                 study_start: str | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def yearly_times(store: EventStore, rows: np.ndarray, years: int, study_start: str | None = None,
+                 study_end: str | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(rows, times) on 1 January of the last `years` years whose next 365 days end by the last event
     (and not before `study_start`, where a generator back-dates history before the years it simulates)."""
     times = np.asarray(store.times)
     offsets = np.asarray(store.offsets)
     timed = times != STATIC_TIME
     end = int(times[timed].max())
+    if study_end:
+        end = min(end, int(datetime.fromisoformat(study_end).replace(tzinfo=UTC).timestamp()))
     last = datetime.fromtimestamp(end - 365 * DAY, UTC).year
     if datetime(last, 1, 1, tzinfo=UTC).timestamp() + 365 * DAY > end:
         last -= 1
@@ -114,7 +116,8 @@ def prepare(name: str, meds: Path, work: Path, *, n_labels: int, min_patients: i
     calendar = None
     if times_mode == "yearly":
         provenance = json.loads((Path(meds) / "metadata" / "provenance.json").read_text())
-        r, t, calendar = yearly_times(store, all_rows, years, provenance.get("study_start"))
+        r, t, calendar = yearly_times(store, all_rows, years, provenance.get("study_start"),
+                                      provenance.get("study_end"))
         given = (r, t)
     else:
         given = None
