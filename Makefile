@@ -42,7 +42,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench-external: $(BENCH_VENV)/.installed
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/bench_external.py --sets eunomia,clinosim,syntha \
-		--patients 2000 --out bench_out/external
+		--patients 2500 --seed 1 --out bench_out/external
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

