@@ -77,15 +77,14 @@ def build_set(name: str, data: Path, patients: int, seed: int) -> Path:
     return meds
 
 
-def run_model(name: str, prepared, settings: Settings, weights: np.ndarray) -> dict:
-    """The one function every model goes through: fit, predict the held-out samples, score."""
-    if name not in MODELS:
-        raise SystemExit(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+def run_model(name: str, prepared, settings: Settings, weights: np.ndarray) -> tuple[dict, dict]:
+    """The one function every model goes through: fit, predict the held-out samples, score. Returns the
+    result and the bootstrap draws of its metrics (for paired differences)."""
     t0 = time.perf_counter()
     proba, info = MODELS[name](prepared, settings)
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 2), **info,
-            "metrics": bootstrap.evaluate(prepared.samples["held_out"], proba, weights)}
+    metrics, draws = bootstrap.evaluate(prepared.samples["held_out"], proba, weights)
+    return {"seconds": round(seconds, 2), **info, "metrics": metrics}, draws
 
 
 def cell(m: dict) -> str:
@@ -109,7 +108,23 @@ def markdown(results: dict) -> str:
                 continue
             lines.append("| " + " | ".join([label, model, *[cell(m["metrics"][a][b]) for a, b in COLUMNS],
                                             f"{m['seconds']:.0f}"]) + " |")
+    ref = results["args"]["reference"]
+    lines += ["", f"Paired differences from {ref} (same bootstrap draws; an interval above 0 is a win):", "",
+              "| data set | model | new-onset macro AUROC | new-onset macro AUPRC | all macro AUROC | all macro AUPRC |",
+              "|---|---|---|---|---|---|"]
+    for set_name, r in results["sets"].items():
+        for model, d in r.get("vs_reference", {}).items():
+            lines.append(f"| {set_name} | {model} − {ref} | " + " | ".join(
+                signed(d[a][b]) for a, b in (("new_onset", "macro_auroc"), ("new_onset", "macro_auprc"),
+                                             ("all", "macro_auroc"), ("all", "macro_auprc"))) + " |")
     return "\n".join(lines)
+
+
+def signed(m: dict) -> str:
+    if m["value"] is None:
+        return "–"
+    ci = f" ({m['ci_low']:+.3f} to {m['ci_high']:+.3f})" if m.get("ci_low") is not None else ""
+    return f"{m['value']:+.3f}{ci}"
 
 
 def main() -> None:
@@ -117,6 +132,8 @@ def main() -> None:
     ap.add_argument("--sets", default="eunomia,clinosim,syntha")
     ap.add_argument("--models", default="gru,transformer,logistic,lgbm-counts,lgbm-counts-small",
                     help=f"comma-separated, from {', '.join(MODELS)}")
+    ap.add_argument("--reference", default="lgbm-counts",
+                    help="the model every other is compared with, paired on the same bootstrap draws")
     ap.add_argument("--patients", type=int, default=2000, help="per set (Eunomia has 2,694 at most)")
     ap.add_argument("--seed", type=int, default=0, help="generation, split and model seed")
     ap.add_argument("--labels", type=int, default=25, help="labels per set (top N by training patients)")
@@ -133,6 +150,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
+    unknown = [m for m in args.models.split(",") if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODELS)}")
     settings = Settings(max_epochs=args.max_epochs, seed=args.seed, threads=args.threads)
     results = {"args": vars(args), "python": platform.python_version(), "torch": torch.__version__, "sets": {}}
     for set_name in args.sets.split(","):
@@ -150,11 +170,12 @@ def main() -> None:
         print(json.dumps({"set": set_name, **{k: summary[k] for k in ("patients", "events", "labels",
                                                                        "prediction_times")}}), flush=True)
         weights = bootstrap.patient_weights(prepared.samples["held_out"].row, args.bootstrap, args.seed)
-        entry = {"summary": summary, "models": {}}
+        entry = {"summary": summary, "models": {}, "vs_reference": {}}
+        draws: dict[str, dict] = {}
         results["sets"][set_name] = entry
         for model in args.models.split(","):
             try:
-                entry["models"][model] = run_model(model, prepared, settings, weights)
+                entry["models"][model], draws[model] = run_model(model, prepared, settings, weights)
             except Exception as exc:  # noqa: BLE001 -- a model that breaks on this data is a finding, not the end of the run
                 entry["models"][model] = {"error": f"{type(exc).__name__}: {exc}"}
                 traceback.print_exc()
@@ -163,6 +184,10 @@ def main() -> None:
                               "new_onset_macro_auroc": m.get("metrics", {}).get("new_onset", {}).get(
                                   "macro_auroc", {}).get("value"), "error": m.get("error")}), flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if args.reference in draws:
+            entry["vs_reference"] = {m: bootstrap.difference(d, draws[args.reference]) for m, d in draws.items()
+                                     if m != args.reference}
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     table = markdown(results)
     (out / "results.md").write_text(table + "\n")
     print(table)

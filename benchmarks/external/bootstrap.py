@@ -8,6 +8,8 @@ With unit weights both equal scikit-learn's roc_auc_score and average_precision_
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ehrdx.data.samples import Samples
@@ -44,13 +46,10 @@ def metric_draws(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, w: np.ndarr
     """[draws] macro/micro AUROC/AUPRC; `w` [draws, samples]."""
     per_label = [auroc_auprc(y[mask[:, j], j] > 0.5, proba[mask[:, j], j], w[:, mask[:, j]])
                  for j in range(y.shape[1])]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = {"macro_auroc": np.nanmean(np.stack([a for a, _ in per_label], 1), axis=1),
-                   "macro_auprc": np.nanmean(np.stack([b for _, b in per_label], 1), axis=1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw where no label is defined: NaN
+        out = {"macro_auroc": np.nanmean(np.stack([a for a, _ in per_label], 1), axis=1),
+               "macro_auprc": np.nanmean(np.stack([b for _, b in per_label], 1), axis=1)}
     flat_y, flat_p = y[mask] > 0.5, proba[mask]
     sample_of = np.nonzero(mask)[0]
     parts = [auroc_auprc(flat_y, flat_p, w[i:i + chunk][:, sample_of]) for i in range(0, len(w), chunk)]
@@ -68,17 +67,30 @@ def patient_weights(rows: np.ndarray, draws: int, seed: int) -> np.ndarray:
     return np.concatenate([np.ones((1, len(rows))), counts[:, inverse]]).astype(np.float64)
 
 
-def evaluate(samples: Samples, proba: np.ndarray, weights: np.ndarray) -> dict:
-    """{all, new_onset} -> metric -> {value, ci_low, ci_high} (95% percentile interval over the draws)."""
-    out = {}
+def evaluate(samples: Samples, proba: np.ndarray, weights: np.ndarray) -> tuple[dict, dict]:
+    """({all, new_onset} -> metric -> {value, ci_low, ci_high}: a 95% percentile interval over the draws,
+    and the raw draws, [1 + draws] per metric, for paired differences between models (`difference`)."""
+    out, draws = {}, {}
     for name, mask in (("all", samples.mask), ("new_onset", samples.mask & ~samples.history)):
         d = metric_draws(samples.y, mask, proba, weights)
-        out[name] = {k: {"value": _r(v[0]), "ci_low": _r(np.nanpercentile(v[1:], 2.5)) if len(v) > 1 else None,
-                         "ci_high": _r(np.nanpercentile(v[1:], 97.5)) if len(v) > 1 else None}
-                     for k, v in d.items()}
+        out[name] = {k: summarise(v) for k, v in d.items()}
         out[name]["known"] = int(mask.sum())
         out[name]["positives"] = int(((samples.y > 0.5) & mask).sum())
-    return out
+        draws[name] = d
+    return out, draws
+
+
+def summarise(v: np.ndarray) -> dict:
+    """The point value (first entry, unit weights) and the 2.5 and 97.5 percentiles of the draws."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every draw
+        lo, hi = (np.nanpercentile(v[1:], 2.5), np.nanpercentile(v[1:], 97.5)) if len(v) > 1 else (None, None)
+    return {"value": _r(v[0]), "ci_low": _r(lo), "ci_high": _r(hi)}
+
+
+def difference(a: dict, b: dict) -> dict:
+    """Model a minus model b on the same draws (paired): {all, new_onset} -> metric -> value and interval."""
+    return {name: {k: summarise(a[name][k] - b[name][k]) for k in a[name]} for name in a}
 
 
 def _r(x: float) -> float | None:
