@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench bench-external clean setup
 
 setup: $(STAMP)
 
@@ -30,6 +30,19 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_table.py --patients 100000
 	$(PY) benchmarks/bench_events.py --patients 5000
+
+# The external benchmark in its own venv (generators and LightGBM stay out of the library's venv);
+# data are generated into benchmarks/.external_data/ (ignored by git).
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_VENV)/.installed
+
+bench-external: $(BENCH_VENV)/.installed
+	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/bench_external.py --sets eunomia,clinosim,syntha \
+		--patients 2500 --seed 1 --out bench_out/external
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
