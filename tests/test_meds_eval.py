@@ -188,3 +188,36 @@ def test_refusals_name_the_fix(meds_model, seed_table_path, tmp_path):
             tmp_path / "last.parquet", "--out", tmp_path / "y")
     assert r.exit_code == 2 and "has a known label" in r.output and "--targets" in r.output
     assert not (tmp_path / "y").exists()
+
+
+def test_given_targets_are_scored_as_evaluate_scores_them(meds_model, tmp_path):
+    d, meds = meds_model, meds_model / "c" / "meds"
+    r = run("targets", "--meds", meds, "--labels", f"map:{d / 'c' / 'label_map.csv'}", "--task", "window:365d",
+            "--out", tmp_path / "t.parquet")
+    assert r.exit_code == 0, r.output
+    r = run("predict", "--meds", meds, "--model", d / "m", "--format", "meds-eval", "--targets", tmp_path / "t.parquet",
+            "--split", "held_out", "--out", tmp_path / "pe")
+    assert r.exit_code == 0, r.output
+    r = run("--min-cell", "1", "evaluate", "--meds", meds, "--model", d / "m", "--targets", tmp_path / "t.parquet",
+            "--out", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    own, written, manifest = own_and_written(tmp_path / "pe", tmp_path / "e.json", "test")
+    assert manifest["labels_from"] == "--targets"
+    # a year's window, not the model's next visit: other labels than the task windows give
+    windows = {r["label"]: r["positives"] for r in json.loads((d / "pe" / "labels.json").read_text())["labels"]}
+    assert any(row["positives"] != windows[row["label"]] for row, _ in written)
+    for row, table in written:
+        assert table.num_rows == own[row["label"]]["known"] and row["positives"] == own[row["label"]]["positives"]
+        if own[row["label"]]["auroc"] is not None:
+            truth = table.column("boolean_value").to_numpy(zero_copy_only=False)
+            proba = table.column("predicted_boolean_probability").to_numpy()
+            assert roc_auc_score(truth, proba) == pytest.approx(own[row["label"]]["auroc"], abs=1e-6)
+
+
+def test_split_chooses_the_patients_of_plain_predictions_too(meds_model, tmp_path):
+    d = meds_model
+    r = run("predict", "--meds", d / "c" / "meds", "--model", d / "m", "--split", "held_out", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    splits = pl.read_parquet(d / "c" / "meds" / "metadata" / "subject_splits.parquet")
+    held_out = set(splits.filter(pl.col("split") == "held_out")["subject_id"])
+    assert set(pl.read_csv(tmp_path / "p.csv")["subject_id"]) == held_out and 0 < len(held_out) < splits.height
