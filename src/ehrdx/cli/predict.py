@@ -27,7 +27,9 @@ from ehrdx.cli.options import (
     check_out,
     console,
     fail,
+    given_options,
 )
+from ehrdx.cli.predict_meds_eval import predict_meds_eval, refuse_table_input
 from ehrdx.errors import EhrdxError
 from ehrdx.paths import TABLE_SUFFIXES
 
@@ -140,32 +142,66 @@ def _report_summary(summary: dict) -> None:
 
 
 @app.command()
-@reads_events(table_only=("id_col",), events_only=("times",))
+@reads_events(table_only=("id_col",), events_only=("times", "split", "targets"))
 def predict(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Argument(help="Patient table with the training columns (labels not "
                                                 "needed), or --meds / --events.")] = None,
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train.")] = Path("model_out"),
-    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path("predictions.csv"),
+    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet; a directory for --format "
+                                      "meds-eval.")] = Path("predictions.csv"),
+    format: Annotated[str, typer.Option("--format", help="table: one row per patient or prediction time, a "
+                                        "p_<label> column per label (.csv/.parquet by --out's suffix). meds-eval: "
+                                        "event streams, a directory with one MEDS prediction file per label "
+                                        "(subject_id, prediction_time, boolean_value, predicted_boolean_value, "
+                                        "predicted_boolean_probability) for meds-evaluation to score, and "
+                                        "labels.json; only times whose label is known.")] = "table",
     threshold: Annotated[float | None, typer.Option(help="One threshold for all labels (default: tuned per label).")] = None,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time); default: the end of every visit.")] = None,
+    split: Annotated[str, typer.Option(help="Event streams: which patients: all (default), held_out (also "
+                                       "'test'; what ehrdx evaluate scores), tuning or train.")] = "all",
+    targets: Annotated[Path | None, typer.Option(help="Event streams, --format meds-eval: the true labels, given "
+                                                 "as for evaluate --targets (default: the model's task "
+                                                 "windows).")] = None,
     device: Device = "auto",
     id_col: IdCol = None,
     *,
     event_data: EventData,
 ) -> None:
     """Predict every disease's probability: one row per patient (tables) or per (patient, prediction
-    time) (event streams), with one probability column per disease (p_<label>) and the predicted set."""
+    time) (event streams), with one probability column per disease (p_<label>) and the predicted set;
+    or, with --format meds-eval, labelled predictions per label in the MEDS prediction schema."""
     meds, store = event_data.meds, event_data.store
-    check_out(out, {"patient table": data, **event_data.paths(model),
-                     "prediction times (--times)": times}, suffixes=TABLE_SUFFIXES)
+    if format not in ("table", "meds-eval"):
+        fail(EhrdxError(f"--format {format} is not a format\n  fix: give table (the default) or meds-eval"))
+    meds_eval = format == "meds-eval"
+    if meds_eval and "--out" not in given_options(ctx, ["out"]):
+        fail(EhrdxError("--format meds-eval writes a directory\n  fix: name it with --out DIR"))
+    if targets is not None and not meds_eval:
+        fail(EhrdxError("--targets gives true labels, which only --format meds-eval writes\n  fix: leave "
+                        "--targets out, or add --format meds-eval --out DIR"))
+    check_out(out, {"patient table": data, **event_data.paths(model), "prediction times (--times)": times,
+                    "targets (--targets)": targets},
+              kind="dir" if meds_eval else "file", suffixes=None if meds_eval else TABLE_SUFFIXES)
     if threshold is not None and not 0 <= threshold <= 1:
         fail(EhrdxError(f"--threshold {threshold} is not a probability\n  fix: give a number from 0 to 1, or "
                          "leave it out to use the thresholds tuned per label"))
+    if meds_eval:
+        if not event_data.given:
+            refuse_table_input(data)
+        from ehrdx.evaluate.meds_eval import check_meds_eval_dir
+
+        try:
+            check_meds_eval_dir(out)
+        except EhrdxError as exc:
+            fail(exc)
+        settings, events = event_data.resolve(model)
+        predict_meds_eval(model, meds, events, store, settings, split, times, targets, out, threshold, device)
+        return
     if event_data.given:
         settings, events = event_data.resolve(model)
-        _predict_events(model, meds, events, store, settings, times, out, threshold, device)
+        _predict_events(model, meds, events, store, settings, times, out, threshold, device, split)
         return
     if data is None:
         fail(EhrdxError("give a patient table, or --meds DIR / --events FILE"))
@@ -195,7 +231,8 @@ def predict(
     _report_summary(clf.last_prediction_summary_)
 
 
-def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu") -> None:
+def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu",
+                    split="all") -> None:
     import numpy as np
     import polars as pl
 
@@ -209,12 +246,14 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
         require_events_model(clf, model_dir)
         clf.to(device)
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        pt = read_prediction_times(times, st) if times else None
+        rows, scored = split_rows(st, meds, clf, settings, split)
+        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
         t0 = time.perf_counter()
-        samples = clf.samples(st, None, times=pt, require_labels=False)
+        samples = clf.samples(st, rows, times=pt, require_labels=False)
         proba = clf.predict_samples(st, samples)
         seconds = time.perf_counter() - t0
-        coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if pt is None else pt[0])
+        chosen = (np.arange(len(st)) if rows is None else rows) if pt is None else pt[0]
+        coverage = prediction_coverage(clf, st, samples, chosen)
     except EhrdxError as exc:
         fail(exc)
     labels = clf.labels_

@@ -1,0 +1,83 @@
+"""ehrdx predict --format meds-eval: labelled predictions, one MEDS prediction file per label, for
+`meds-evaluation` to score (the files and their rules: ehrdx.evaluate.meds_eval)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from ehrdx.cli.inputs import open_events, require_events_model, split_rows, times_in_split
+from ehrdx.cli.options import console, fail, print_counts
+from ehrdx.errors import DataError, EhrdxError
+
+NEEDS_LABELS = ("--format meds-eval writes each prediction beside its true label at a prediction time, and "
+                "{what}\n  fix: give event streams (--meds, --events or --omop): their labels come from the "
+                "model's task windows or from --targets; or write plain predictions with --out FILE.csv")
+
+
+def refuse_table_input(data: Path | None) -> None:
+    """Stop (exit 2): a patient table has no prediction times, which the MEDS prediction schema requires."""
+    what = ("a patient table has no prediction time per row" if data is not None
+            else "no event streams were given")
+    fail(EhrdxError(NEEDS_LABELS.format(what=what)))
+
+
+def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, split: str, times: Path | None,
+                      targets: Path | None, out: Path, threshold: float | None, device: str = "cpu") -> None:
+    """Score the chosen patients' prediction times that have known labels, and write them to `out`."""
+    import numpy as np
+
+    import ehrdx
+    from ehrdx.evaluate.meds_eval import write_meds_eval
+    from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.targets import read_targets
+    from ehrdx.tasks.task import read_prediction_times
+
+    try:
+        clf = ehrdx.load(model_dir)
+        require_events_model(clf, model_dir)
+        clf.to(device)
+        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+        rows, scored = split_rows(st, meds, clf, settings, split)
+        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+        samples = clf.samples(st, rows, times=pt, targets=read_targets(targets) if targets else None)
+        new_onset = clf.new_onset_
+        known = samples.train_mask(new_onset)  # what ehrdx's own metrics score for this model
+        if not known.any():
+            raise DataError(
+                f"none of the prediction times of the {scored} has a known label"
+                f"{' not already in the history (a new-onset model)' if new_onset else ''}: "
+                f"nothing to score ({_said(samples.counts)})", file=str(targets or times or meds or events),
+                fix="give prediction times with follow-up after them (leave out --times: every visit end), "
+                    "another --split, or the labels with --targets FILE")
+        proba = clf.predict_samples(st, samples)
+        thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+        ids = np.asarray(st.subject_ids)[samples.row]
+        about = {"model": clf.model_name_, "split": scored, "labels_from": "--targets" if targets else "task windows",
+                 "known": ("new onset: known and not yet in the history (the model is new-onset)" if new_onset
+                           else "known (not censored, label defined by then)"),
+                 "thresholds": "--threshold" if threshold is not None else "tuned per label",
+                 "samples": len(samples), "patients": len(np.unique(samples.row)),
+                 "excluded": dict(samples.counts)}
+        manifest = write_meds_eval(out, ids, samples.time, samples.y, known, proba, clf.labels_, thr,
+                                   original_ids=st.original_ids(ids) if st.id_map is not None else None,
+                                   about=about)
+    except EhrdxError as exc:
+        fail(exc)
+    files = [r for r in manifest["labels"] if r["file"]]
+    console.print(f"scored {scored}: {len(samples):,} prediction times, {sum(r['rows'] for r in files):,} known "
+                  f"(time, label) pairs in {len(files)} label files -> {escape(str(out))}")
+    if st.id_map is not None:
+        console.print("[yellow]text subject ids are written as int64 (the MEDS schema's type); "
+                      "subject_ids.parquet maps them back[/yellow]")
+    for r in manifest["labels"]:
+        if r["status"] != "ok":
+            console.print(f"[yellow]label '{escape(r['label'])}': {r['status']}[/yellow]")
+    print_counts(samples.counts)
+    first = files[0]["file"] if files else "FILE"
+    console.print(f"score a label: meds-evaluation-cli predictions_path={escape(str(Path(out) / first))} output_file=OUT.json")
+
+
+def _said(counts: dict) -> str:
+    return "; ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in counts.items()) or "no samples"
