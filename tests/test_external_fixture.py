@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ehrdx.data.store import STATIC_TIME
-from ehrdx.events_api import EventClassifier
+from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

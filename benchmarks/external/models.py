@@ -32,7 +32,7 @@ def ehrdx_model(model: str, **params) -> Runner:
     prediction times (training patients; the tuning patients stop training and tune thresholds)."""
 
     def run(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
-        from ehrdx.events_api import EventClassifier
+        from ehrdx.estimator import EventClassifier
 
         clf = EventClassifier(model=model, task=p.task, labels=p.selector, max_epochs=s.max_epochs, seed=s.seed,
                               **params)
