@@ -96,8 +96,9 @@ def test_added_labels_leave_the_old_boosters_unchanged(fitted):
 
 def test_a_label_without_tuning_samples_trains_a_fixed_number_of_rounds_and_shapes_are_checked():
     X, y, m = _data(300, 0)
-    model = GBMModel(rounds_without_validation=7).fit(X, y[:, :1], m[:, :1])
-    assert model.labels_[0]["stopped"] == "no_validation" and model.labels_[0]["rounds"] == 7
+    seen = []
+    model = GBMModel(rounds_without_validation=7).fit(X, y[:, :1], m[:, :1], on_label=lambda j, i: seen.append(j))
+    assert model.labels_[0]["stopped"] == "no_validation" and model.labels_[0]["rounds"] == 7 and seen == [0]
     with pytest.raises(ModelError, match="30 features"):
         model.decision_function(X[:, :10])
     with pytest.raises(ModelError, match="not fitted"):

@@ -110,6 +110,9 @@ def test_sample_order_does_not_matter_and_the_featuriser_round_trips_through_jso
     rev = np.array([2, 1, 0])
     # the same arithmetic on the same events whatever the order or the copy: exact by construction
     assert _same(again.transform(store, s.subset(rev)), X[rev]) and again.feature_names_ == feat.feature_names_
+    assert _same(feat.transform(store, s, chunk=1), X)  # one sample at a time
+    empty = feat.transform(store, s.subset(np.zeros(3, bool)))
+    assert empty.shape == (0, feat.n_features)
 
 
 def test_events_after_the_prediction_time_change_no_feature(tmp_path):

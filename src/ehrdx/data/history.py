@@ -45,6 +45,7 @@ from ehrdx.errors import DataError
 
 DAY = 86400
 DEFAULT_WINDOWS = (30 * DAY, 365 * DAY)
+CHUNK_SAMPLES = 50_000  # samples featurised at once (memory grows with samples x history codes)
 UNKNOWN_CODE = "<unknown>"
 PATIENT_FEATURES = ("age_years", "n_visits", "n_events", "days_since_last_visit", "days_since_previous_visit",
                     "days_since_first_visit")
@@ -118,21 +119,35 @@ class HistoryFeaturizer:
                 np.array([num.get(c, -1) for c in store.code_names], dtype=np.int64))
 
     # -- transform -------------------------------------------------------------------------------
-    def transform(self, store: EventStore, samples: Samples, counts: dict[str, int] | None = None) -> sp.csr_matrix:
+    def transform(self, store: EventStore, samples: Samples, counts: dict[str, int] | None = None,
+                  chunk: int = CHUNK_SAMPLES) -> sp.csr_matrix:
         """[S, n_features] float32 CSR of every sample's history features (feature_names_ order). With
-        `counts`, adds how many history events had a code the featuriser does not know ("codes:unseen")."""
+        `counts`, adds how many history events had a code the featuriser does not know ("codes:unseen").
+        Works through `chunk` samples at a time (of a patient-sorted order) to bound memory."""
         self._check_fitted()
-        S, K, M = len(samples), self.n_code_columns, len(self.numeric_codes_)
+        maps = self._maps(store)
+        order = np.lexsort((samples.cutoff, samples.row))  # by patient, then time
+        arrays = [np.asarray(a, dtype=np.int64)[order] for a in (samples.row, samples.time, samples.cutoff,
+                                                                   samples.n_visits)]
+        parts = [self._transform_sorted(store, *(a[i : i + chunk] for a in arrays), maps, counts)
+                 for i in range(0, max(len(order), 1), chunk)]
+        out = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        out = out[inverse]  # back to the caller's sample order
+        out.sort_indices()
+        return out
+
+    def _transform_sorted(self, store: EventStore, s_row: np.ndarray, s_time: np.ndarray, s_cut: np.ndarray,
+                          s_nv: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
+                          counts: dict[str, int] | None) -> sp.csr_matrix:
+        """Features of samples sorted by (patient, cutoff), in that order."""
+        S, K, M = len(s_row), self.n_code_columns, len(self.numeric_codes_)
         P, W = len(PATIENT_FEATURES), len(self.windows)
-        code_col, num_col = self._maps(store)
-        # Samples sorted by (patient, cutoff); `u` numbers the patients involved.
-        order = np.lexsort((samples.cutoff, samples.row))
-        s_row, s_cut = samples.row[order].astype(np.int64), samples.cutoff[order].astype(np.int64)
-        s_time = samples.time[order].astype(np.int64)
-        urow, s_u = np.unique(s_row, return_inverse=True)
+        code_col, num_col = maps
+        urow, s_u = np.unique(s_row, return_inverse=True)  # `u` numbers the patients involved
         offsets = np.asarray(store.offsets)
-        last_cut = np.zeros(len(urow), dtype=np.int64)
-        np.maximum.at(last_cut, s_u, s_cut)
+        last_cut = s_cut[np.flatnonzero(np.append(s_u[1:] != s_u[:-1], True))] if S else np.zeros(0, np.int64)
         pos = concat_ranges(offsets[urow], last_cut)  # every event some sample may read, no later one
         ev_u = np.repeat(np.arange(len(urow)), np.maximum(last_cut - offsets[urow], 0))
         times = np.asarray(store.times)[pos]
@@ -140,7 +155,8 @@ class HistoryFeaturizer:
         values = np.asarray(store.values)[pos].astype(np.float64)
         big = len(store.times) + 2  # exceeds every event index: patient-major sort keys
         s_key = s_u * big + s_cut
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [self._patient_block(store, samples, order)]
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [
+            self._patient_block(store, s_row, s_time, s_cut, s_nv)]
 
         col = code_col[codes]
         g = last_of_group(ev_u, pos, col, K, s_key, big)
@@ -178,16 +194,12 @@ class HistoryFeaturizer:
         r = np.concatenate([p[0] for p in parts])
         c = np.concatenate([p[1] for p in parts])
         d = np.concatenate([p[2] for p in parts]).astype(np.float32)
-        rows = order[r]  # back to the caller's sample order
-        out = sp.csr_matrix((d, (rows, c)), shape=(S, self.n_features), dtype=np.float32)
-        out.sort_indices()
-        return out
+        return sp.csr_matrix((d, (r, c)), shape=(S, self.n_features), dtype=np.float32)
 
-    def _patient_block(self, store: EventStore, samples: Samples, order: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Age, visits, events and visit gaps of each (sorted) sample; NaN where unknown."""
-        row, t = samples.row[order].astype(np.int64), samples.time[order].astype(np.float64)
-        nv = samples.n_visits[order].astype(np.int64)
+    def _patient_block(self, store: EventStore, row: np.ndarray, time: np.ndarray, cutoff: np.ndarray,
+                       nv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Age, visits, events and visit gaps of each sample; NaN where unknown."""
+        t = time.astype(np.float64)
         vo = np.asarray(store.visit_offsets)
         v_start_t = np.asarray(store.times)[np.asarray(store.visit_starts)] if len(store.visit_starts) else np.zeros(0)
 
@@ -199,7 +211,7 @@ class HistoryFeaturizer:
         block = np.stack([
             (t - birth_times(store, row)) / YEAR,
             nv,
-            samples.cutoff[order] - np.asarray(store.offsets)[row],
+            cutoff - np.asarray(store.offsets)[row],
             (t - visit_time(nv - 1, has)) / DAY,
             (t - visit_time(nv - 2, nv >= 2)) / DAY,
             (t - visit_time(np.zeros_like(nv), has)) / DAY,

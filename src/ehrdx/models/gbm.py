@@ -21,6 +21,7 @@ threads are faster and may change the last digits).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import lightgbm as lgb
 import numpy as np
@@ -29,7 +30,7 @@ import scipy.sparse as sp
 from ehrdx.errors import ModelError
 
 DEFAULT_PARAMS = {
-    "objective": "binary", "metric": "binary_logloss", "learning_rate": 0.05, "num_leaves": 31,
+    "objective": "binary", "metric": "binary_logloss", "learning_rate": 0.05, "num_leaves": 15,
     "min_data_in_leaf": 20, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
     "lambda_l2": 1.0, "max_bin": 63, "verbose": -1,
 }
@@ -56,8 +57,10 @@ class GBMModel:
         self.rounds_without_validation = rounds_without_validation  # a label with no known tuning sample
 
     def _full_params(self, seed: int) -> dict:
+        # feature_pre_filter: columns too rare to split under min_data_in_leaf (over all training rows) are
+        # dropped once, when the shared Dataset is binned; the same value goes to every booster.
         return {**DEFAULT_PARAMS, **self.params, "num_threads": self.num_threads, "deterministic": True,
-                "force_row_wise": True, "feature_pre_filter": False, "seed": seed}
+                "force_row_wise": True, "feature_pre_filter": True, "seed": seed}
 
     @property
     def config(self) -> dict:
@@ -69,18 +72,20 @@ class GBMModel:
 
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X: sp.csr_matrix, y: np.ndarray, mask: np.ndarray, X_val: sp.csr_matrix | None = None,
-            y_val: np.ndarray | None = None, mask_val: np.ndarray | None = None, seed: int = 0) -> GBMModel:
+            y_val: np.ndarray | None = None, mask_val: np.ndarray | None = None, seed: int = 0,
+            on_label: Callable[[int, dict], None] | None = None) -> GBMModel:
         """Fit a booster per column of `y` [N, L] on the rows where `mask` [N, L] is True, stopping early on
-        the rows of `X_val` where `mask_val` is True."""
+        the rows of `X_val` where `mask_val` is True. `on_label(j, info)` is called after each label."""
         self.n_features_ = X.shape[1]
         self.seed_ = seed
         self.labels_: list[dict] = []
         self.boosters_: list[lgb.Booster | None] = []
         self.fit_seconds_: list[float] = []
-        return self.add_labels(X, y, mask, X_val, y_val, mask_val)
+        return self.add_labels(X, y, mask, X_val, y_val, mask_val, on_label)
 
     def add_labels(self, X: sp.csr_matrix, y: np.ndarray, mask: np.ndarray, X_val: sp.csr_matrix | None = None,
-                   y_val: np.ndarray | None = None, mask_val: np.ndarray | None = None) -> GBMModel:
+                   y_val: np.ndarray | None = None, mask_val: np.ndarray | None = None,
+                   on_label: Callable[[int, dict], None] | None = None) -> GBMModel:
         """Fit boosters for new labels (`y`, `mask`: [N, L_new], only the new columns) and append them; the
         boosters already there are kept as they are, so they predict exactly as before."""
         self._check_fitted()
@@ -105,6 +110,8 @@ class GBMModel:
                                      "train_samples": len(rows), "positives": int(yj.sum())})
                 self.boosters_.append(None)
                 self.fit_seconds_.append(time.perf_counter() - t0)
+                if on_label is not None:
+                    on_label(len(self.labels_) - 1, self.labels_[-1])
                 continue
             sub = train.subset(rows).construct()
             sub.set_label(yj)
@@ -127,6 +134,8 @@ class GBMModel:
                                  "train_samples": len(rows), "positives": int(yj.sum()),
                                  "val_samples": len(v_rows)})
             self.fit_seconds_.append(time.perf_counter() - t0)
+            if on_label is not None:
+                on_label(len(self.labels_) - 1, self.labels_[-1])
         return self
 
     # -- predict ---------------------------------------------------------------------------------
