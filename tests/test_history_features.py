@@ -98,6 +98,8 @@ def test_hand_built_history_features(hand):
     np.testing.assert_allclose(f["days_since_previous_visit"][:2], [60, 289])
     assert np.isnan(f["days_since_previous_visit"][2])
     np.testing.assert_allclose(f["days_since_first_visit"], [60, 349, 197])
+    np.testing.assert_array_equal(f["visits_30d"], [1, 1, 0])
+    np.testing.assert_array_equal(f["visits_365d"], [2, 3, 1])
 
 
 def test_sample_order_does_not_matter_and_the_featuriser_round_trips_through_json(hand):

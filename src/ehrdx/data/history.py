@@ -3,7 +3,8 @@ training patients and computed at each prediction time from the events at or bef
 
 Columns (`HistoryFeaturizer.feature_names_`), in this order:
   patient block   age_years, n_visits, n_events, days_since_last_visit, days_since_previous_visit,
-                  days_since_first_visit: one entry per sample, NaN where unknown (no birth, one visit)
+                  days_since_first_visit, visits_30d ... (visits started in each window): one entry per
+                  sample, NaN where unknown (no birth, one visit)
   per code        count:C (whole history), count_30d:C ... (one per window: events in (t - w, t]),
                   recency:C = 1 / (1 + days since C was last seen)
   per numeric code  last:C, delta:C (last minus the value before), slope_per_year:C (least squares over the
@@ -48,7 +49,7 @@ DEFAULT_WINDOWS = (30 * DAY, 365 * DAY)
 CHUNK_SAMPLES = 50_000  # samples featurised at once (memory grows with samples x history codes)
 UNKNOWN_CODE = "<unknown>"
 PATIENT_FEATURES = ("age_years", "n_visits", "n_events", "days_since_last_visit", "days_since_previous_visit",
-                    "days_since_first_visit")
+                    "days_since_first_visit")  # then visits_<window> per window
 NUMERIC_FEATURES = ("last", "delta", "slope_per_year", "n_values")
 
 
@@ -94,10 +95,15 @@ class HistoryFeaturizer:
         return len(self.codes_) + 1  # + the unknown code
 
     @property
+    def n_patient_features(self) -> int:
+        return len(PATIENT_FEATURES) + len(self.windows)
+
+    @property
     def feature_names_(self) -> list[str]:
         self._check_fitted()
         codes = [UNKNOWN_CODE, *self.codes_]
-        names = list(PATIENT_FEATURES) + [f"count:{c}" for c in codes]
+        names = [*PATIENT_FEATURES, *(f"visits_{window_name(w)}" for w in self.windows)]
+        names += [f"count:{c}" for c in codes]
         for w in self.windows:
             names += [f"count_{window_name(w)}:{c}" for c in codes]
         names += [f"recency:{c}" for c in codes]
@@ -108,7 +114,7 @@ class HistoryFeaturizer:
     @property
     def n_features(self) -> int:
         self._check_fitted()
-        return (len(PATIENT_FEATURES) + (len(self.windows) + 2) * self.n_code_columns
+        return (self.n_patient_features + (len(self.windows) + 2) * self.n_code_columns
                 + len(NUMERIC_FEATURES) * len(self.numeric_codes_))
 
     def _maps(self, store: EventStore) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +149,7 @@ class HistoryFeaturizer:
                           counts: dict[str, int] | None) -> sp.csr_matrix:
         """Features of samples sorted by (patient, cutoff), in that order."""
         S, K, M = len(s_row), self.n_code_columns, len(self.numeric_codes_)
-        P, W = len(PATIENT_FEATURES), len(self.windows)
+        P, W = self.n_patient_features, len(self.windows)
         code_col, num_col = maps
         urow, s_u = np.unique(s_row, return_inverse=True)  # `u` numbers the patients involved
         offsets = np.asarray(store.offsets)
@@ -216,8 +222,27 @@ class HistoryFeaturizer:
             (t - visit_time(nv - 2, nv >= 2)) / DAY,
             (t - visit_time(np.zeros_like(nv), has)) / DAY,
         ], axis=1)
+        block = np.concatenate([block, self._recent_visits(vo, v_start_t, row, t, nv)], axis=1)
         S, P = block.shape
         return np.repeat(np.arange(S), P), np.tile(np.arange(P), S), block.ravel()
+
+    def _recent_visits(self, vo: np.ndarray, v_start_t: np.ndarray, row: np.ndarray, t: np.ndarray,
+                       nv: np.ndarray) -> np.ndarray:
+        """[S, W] visits of each sample's first `nv` that started in each window (t - w, t]."""
+        urow, u = np.unique(row, return_inverse=True)
+        n_of = vo[urow + 1] - vo[urow]
+        vt = v_start_t[concat_ranges(vo[urow], vo[urow + 1])].astype(np.int64)
+        out = np.zeros((len(row), len(self.windows)))
+        if len(vt) == 0:
+            return out
+        t0, span = int(vt.min()), int(vt.max() - vt.min()) + 2
+        key = np.repeat(np.arange(len(urow)), n_of) * span + (vt - t0 + 1)  # sorted: patients, then time
+        first = np.concatenate([[0], np.cumsum(n_of)[:-1]])[u]
+        for k, w in enumerate(self.windows):
+            q = np.clip(t.astype(np.int64) - w - t0 + 1, 0, span - 1)
+            before = np.searchsorted(key, u * span + q, side="right") - first
+            out[:, k] = nv - np.minimum(before, nv)
+        return out
 
     def _numeric_block(self, ev_u, pos, num, times, values, s_key, big, first_col, M):
         """last, delta, slope per year and number of values of each numeric code in each sample's history."""
