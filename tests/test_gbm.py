@@ -52,6 +52,11 @@ def test_boosters_learn_their_labels_and_a_one_class_label_is_a_constant(fitted)
     assert np.isclose(1 / (1 + np.exp(-logits[0, 2])), 1e-4)
     imp = model.feature_importance()
     assert imp.shape == (3, 30) and imp[0].argmax() == 0 and not imp[2].any()
+    for j in (0, 2):  # per-sample contributions add up to the logit (TreeSHAP; a constant is all bias), up
+        contrib = model.contributions(Xt[:50], j)  # to LightGBM's float rounding along another summation path
+        assert contrib.shape == (50, 31)
+        np.testing.assert_allclose(contrib.sum(1), logits[:50, j], rtol=0, atol=1e-6)
+    assert np.abs(model.contributions(Xt[:50], 0)[:, 0]).mean() > np.abs(model.contributions(Xt[:50], 0)[:, 5]).mean()
 
 
 def test_each_label_learns_from_its_known_samples_only():

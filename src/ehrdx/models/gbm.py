@@ -164,6 +164,19 @@ class GBMModel:
                 out[:, j] = booster.predict(X, raw_score=True, num_threads=self.num_threads)
         return out
 
+    def contributions(self, X: sp.csr_matrix, label: int) -> np.ndarray:
+        """[N, n_features + 1] each feature's contribution (TreeSHAP, LightGBM's `pred_contrib`) to label
+        `label`'s logit, the last column the expected logit; each row sums to decision_function's logit."""
+        self._check_fitted()
+        self._check_features(X)
+        booster = self.boosters_[label]
+        if booster is None:
+            out = np.zeros((X.shape[0], self.n_features_ + 1))
+            out[:, -1] = self.labels_[label]["logit"]
+            return out
+        contrib = booster.predict(sp.csr_matrix(X), pred_contrib=True, num_threads=self.num_threads)
+        return np.asarray(contrib.toarray() if sp.issparse(contrib) else contrib, dtype=np.float64)
+
     def feature_importance(self, importance_type: str = "gain") -> np.ndarray:
         """[L, n_features] total gain (or split count, `importance_type="split"`) of each feature per label;
         zeros for constant labels."""
