@@ -118,8 +118,9 @@ def test_sample_order_does_not_matter_and_the_featuriser_round_trips_through_jso
 
 
 def test_events_after_the_prediction_time_change_no_feature(tmp_path):
-    """Appending events after each sample's prediction time (new codes, new values, known codes) changes
-    no feature of that sample: the features of a store cut at a date equal those of the full store."""
+    """Events after each sample's prediction time (the rest of the history, and new codes, values and known
+    codes appended) change no feature of that sample: features at a date from a store cut at that date
+    equal those from the full store."""
     rng = np.random.default_rng(0)
     day0 = datetime(2019, 1, 1)
     rows = []
@@ -129,20 +130,19 @@ def test_events_after_the_prediction_time_change_no_feature(tmp_path):
             when = (day0 + timedelta(days=int(rng.integers(0, 1500)))).isoformat()
             rows += [(p, when, c, None) for c in rng.choice(["A", "B", "C", "D"], int(rng.integers(1, 4)))]
             rows.append((p, when, "LAB//X", float(rng.normal(5, 2))))
-    cut = "2020-06-30"
-    before = [r for r in rows if r[1] is None or r[1] <= cut]
-    later = [r for r in rows if r[1] is not None and r[1] > cut]
-    later += [(p, "2021-01-01", "LAB//NEW", 1e6) for p in range(0, 40, 3)]
-    full, short = _store(rows + later, tmp_path / "full"), _store(before, tmp_path / "short")
-    enc = EventEncoder.fit(short, np.arange(30))
-    feat = HistoryFeaturizer().fit(short, np.arange(30), enc)
-    times = np.array([_t(d) for d in ("2019-06-01", "2020-01-15", cut)])
-    r, t = np.repeat(np.arange(40), 3), np.tile(times, 40)
-    a = feat.transform(short, _samples(short, r, t))
-    b = feat.transform(full, _samples(full, r, t))
-    assert a.nnz > 40 * 3 * 6
-    # the same events before each cutoff, the same arithmetic: exact by construction
-    assert _same(a, b)
+    extra = [(p, "2023-01-01", c, v) for p in range(0, 40, 3) for c, v in (("LAB//NEW", 1e6), ("A", None),
+                                                                          ("LAB//X", -1e6))]
+    full = _store(rows + extra, tmp_path / "full")
+    for k, cut in enumerate(("2019-06-01", "2020-01-15", "2020-06-30")):
+        short = _store([r for r in rows if r[1] is None or r[1] <= cut], tmp_path / f"short{k}")
+        feat = HistoryFeaturizer().fit(short, np.arange(30), EventEncoder.fit(short, np.arange(30)))
+        r, t = np.arange(40), np.full(40, _t(cut))
+        a = feat.transform(short, _samples(short, r, t))
+        # in the full store, each patient also has a later sample, so its later events are read too
+        b = feat.transform(full, _samples(full, np.tile(r, 2), np.concatenate([t, np.full(40, _t("2023-06-01"))])))
+        assert a.nnz > 40 * 8
+        # the same events before each cutoff, the same arithmetic: exact by construction
+        assert _same(a, b[:40]), cut
 
 
 def test_segmented_cumsum_sums_within_runs_only():
