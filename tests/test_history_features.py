@@ -11,6 +11,7 @@ from ehrdx.data.meds import normalise_events
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import YEAR, EventEncoder
 from ehrdx.data.store import build_store
+from ehrdx.errors import ModelError
 
 ROWS = [  # patient 1: born 1970, a woman; A twice, B once, lab X three times
     (1, None, "GENDER//F", None), (1, "1970-01-01", "MEDS_BIRTH", None),
@@ -115,6 +116,17 @@ def test_sample_order_does_not_matter_and_the_featuriser_round_trips_through_jso
     assert _same(feat.transform(store, s, chunk=1), X)  # one sample at a time
     empty = feat.transform(store, s.subset(np.zeros(3, bool)))
     assert empty.shape == (0, feat.n_features)
+
+
+def test_max_codes_keeps_the_most_frequent_codes_and_the_rest_count_as_unknown(hand):
+    store, _ = hand
+    enc = EventEncoder.fit(store, np.arange(len(store)))
+    feat = HistoryFeaturizer(max_codes=2).fit(store, np.arange(len(store)), enc)
+    assert feat.codes_ == ["A", "LAB//X"] and feat.numeric_codes_ == ["LAB//X"]  # 3 events each, the rest 1
+    X = feat.transform(store, _samples(store, [0, 1], [_t("2020-12-15")] * 2)).toarray()
+    np.testing.assert_array_equal(X[:, feat.feature_names_.index("count:<unknown>")], [3, 1])
+    with pytest.raises(ModelError, match="not fitted"):
+        HistoryFeaturizer().transform(store, _samples(store, [0], [_t("2020-12-15")]))
 
 
 def test_events_after_the_prediction_time_change_no_feature(tmp_path):

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import YEAR, EventEncoder, birth_times
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, ModelError
 
 DAY = 86400
 DEFAULT_WINDOWS = (30 * DAY, 365 * DAY)
@@ -88,7 +88,7 @@ class HistoryFeaturizer:
     # -- columns ---------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "codes_"):
-            raise DataError("this HistoryFeaturizer is not fitted yet: call fit() first")
+            raise ModelError("this HistoryFeaturizer is not fitted yet: call fit() or from_dict()")
 
     @property
     def n_code_columns(self) -> int:
