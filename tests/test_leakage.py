@@ -31,10 +31,10 @@ def base(tmp_path_factory):
     return out, paths, events, splits, {name: (model_dir / name).read_bytes() for name in MODEL_FILES}
 
 
-def _train(meds, label_map, store_dir, model_dir):
+def _train(meds, label_map, store_dir, model_dir, model="gru"):
     store = open_store(meds=meds, store_dir=store_dir)
     tr, va, _ = patient_splits(store, meds, 0)
-    clf = EventClassifier(model="gru", labels=f"map:{label_map}", hidden=16, max_epochs=2, seed=0)
+    clf = EventClassifier(model=model, labels=f"map:{label_map}", hidden=16, max_epochs=2, seed=0)
     clf.fit(store, tr, va)
     return clf.save(model_dir)
 
@@ -75,6 +75,24 @@ def test_changing_test_patients_leaves_the_model_files_byte_identical(base, kind
     model_dir = _train(root / "meds", paths["label_map"], root / "store", root / "model")
     for name in MODEL_FILES:
         assert (model_dir / name).read_bytes() == expected[name], f"{name} changed when only test patients did ({kind})"
+
+
+def test_gradient_boosting_learns_nothing_from_test_patients(base):
+    """The gbm model's files (features fitted on training patients, boosters early-stopped on tuning patients)
+    are byte-identical when only test patients change."""
+    out, paths, events, splits, _ = base
+    test_ids = splits.filter(pl.col("split") == "held_out").get_column("subject_id").to_numpy()
+    files = ("config.json", "gbm.json", "preprocessing.json", "labels.json")
+    first = _train(paths["meds"], paths["label_map"], out / "gbm_store0", out / "gbm0", model="gbm")
+    for kind in ("drop", "values", "codes"):
+        changed = _change(events, test_ids, kind, 1)
+        new_ids = changed.filter(pl.col("subject_id") > 10_000_000).get_column("subject_id").unique()
+        new_splits = pl.concat([splits, pl.DataFrame({"subject_id": new_ids, "split": ["held_out"] * len(new_ids)})])
+        root = out / f"gbm_changed_{kind}"
+        write_meds(root / "meds", changed, splits=new_splits)
+        model_dir = _train(root / "meds", paths["label_map"], root / "store", root / "model", model="gbm")
+        for name in files:
+            assert (model_dir / name).read_bytes() == (first / name).read_bytes(), (name, kind)
 
 
 def test_the_guard_stops_features_from_after_the_prediction_time(base):

@@ -69,7 +69,7 @@ def _with_future_events(events: pl.DataFrame, subject: int, after: int) -> pl.Da
     return pl.concat([events, extra]).sort("subject_id", "time", "code", nulls_last=False)
 
 
-@pytest.mark.parametrize("model", ["gru", "transformer", "mlp", "logistic"])
+@pytest.mark.parametrize("model", ["gru", "transformer", "mlp", "logistic", "gbm"])
 def test_appending_future_events_leaves_earlier_predictions_unchanged(cohort, tmp_path, model):
     c, paths, store = cohort
     tr, va, te = patient_splits(store, paths["meds"], 0)
@@ -103,7 +103,7 @@ def test_appending_future_events_leaves_earlier_predictions_unchanged(cohort, tm
                                clf.predict_samples(store, before)[early], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("model", ["lstm", "logistic"])
+@pytest.mark.parametrize("model", ["lstm", "logistic", "gbm"])
 def test_save_and_load_give_the_same_predictions(cohort, tmp_path, model):
     _c, paths, store = cohort
     tr, va, te = patient_splits(store, paths["meds"], 0)

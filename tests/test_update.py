@@ -120,6 +120,26 @@ def test_logistic_update_fits_new_labels_only(data):
         update_model(new, new_store, patient_splits(new_store, paths["meds"], 0))
 
 
+def test_gbm_update_adds_boosters_and_keeps_the_old_ones(data, tmp_path):
+    """`ehrdx update` on the gradient-boosting model: boosters for the new labels on the saved features; the old
+    labels' predictions are those of the old model (the same boosters on the same features), and the result
+    saves and loads."""
+    paths, old_store, new_store = data
+    tr, va, _ = patient_splits(old_store, paths["meds"], 0)
+    old = EventClassifier(model="gbm", labels=f"map:{paths['label_map']}").fit(old_store, tr, va)
+    splits = patient_splits(new_store, paths["meds"], 0)
+    new, report = update_model(old, new_store, splits)
+    L = len(old.labels_)
+    assert len(new.labels_) == L + 3 and report["init"] == {lab: "fit" for lab in report["added"]}
+    s = new.samples(new_store, splits[2])
+    # The same boosters on the same features, one tree walk each: the same numbers.
+    np.testing.assert_array_equal(new.predict_samples(new_store, s)[:, :L], old.predict_samples(new_store, s))
+    assert report["new_labels_macro_auroc"] > 0.6
+    new.save(tmp_path / "g")
+    np.testing.assert_array_equal(ehrdx.load(tmp_path / "g").predict_samples(new_store, s),
+                                  new.predict_samples(new_store, s))
+
+
 @pytest.mark.slow
 def test_update_keeps_old_labels_and_learns_new_ones_nearly_as_well_as_retraining(tmp_path):
     """The issue's bars (seeded, built-in cohort): after adding labels, old-label macro AUROC drops by at

@@ -159,8 +159,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("no training samples with a known label (every patient has a single visit, or "
                             "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
         torch.manual_seed(self.seed)
-        train_set, val_set = source.dataset(train_s, self.encoder_, spec.inputs, self.new_onset_), \
-            val_source.dataset(val_s, self.encoder_, spec.inputs, self.new_onset_)
+        inputs = spec.inputs_for(source.kind)
+        train_set, val_set = source.dataset(train_s, self.encoder_, inputs, self.new_onset_), \
+            val_source.dataset(val_s, self.encoder_, inputs, self.new_onset_)
         sizes = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
                  "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes}
         self.model_ = spec.build(train_set, len(self.label_vocab_), sizes)
@@ -234,8 +235,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
     def dataset(self, data, samples: Samples):
         """What the model reads for these samples (a SequenceSet, SampleSet or MatrixSet)."""
         self._check_fitted()
-        spec = get_model(self.model_name_)
-        return self.source(data).dataset(samples, self.encoder_, spec.inputs, self.new_onset_)
+        source = self.source(data)
+        inputs = get_model(self.model_name_).inputs_for(source.kind)
+        return source.dataset(samples, self.encoder_, inputs, self.new_onset_)
 
     def predict_samples(self, data, samples: Samples) -> np.ndarray:
         """Probability of every label (``labels_`` order) for every sample."""
@@ -246,7 +248,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         if isinstance(self.model_, torch.nn.Module):
             logits = predict_logits(self.model_, dataset)
         else:
-            logits = self.model_.decision_function(dataset.X)
+            logits = self.model_.predict_logits(dataset)
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:

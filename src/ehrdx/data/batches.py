@@ -19,6 +19,7 @@ from ehrdx.data.preprocess import EncodedFeatures
 SEQUENCE = "sequence"  # each patient's visits up to each prediction time (data.sequences.SequenceSet)
 ROWS = "rows"  # one row per sample: a dense block and a bag of codes (SampleSet)
 MATRIX = "matrix"  # one sparse row per sample (MatrixSet)
+HISTORY = "history"  # the samples themselves, with their store, for features fitted by the model (HistorySet)
 
 
 @dataclass

@@ -337,3 +337,18 @@ def segmented_cumsum(x: np.ndarray, rank: np.ndarray) -> np.ndarray:
         out = step
         d *= 2
     return out
+
+
+@dataclass
+class HistorySet:
+    """Samples with what a model needs to compute their history features itself (gradient boosting fits a
+    HistoryFeaturizer on its training set's patients): the store, the samples, the input code encoder."""
+
+    store: EventStore
+    samples: Samples
+    encoder: EventEncoder
+    y: np.ndarray  # [N, L] float32 multi-hot targets
+    y_mask: np.ndarray  # [N, L] bool, True where the label is known (and counts for training)
+
+    def __len__(self) -> int:
+        return len(self.samples)

@@ -55,6 +55,9 @@ class LogisticBaseline:
         self.config["n_labels"] = len(self.intercept)
         return self
 
+    def predict_logits(self, dataset) -> np.ndarray:
+        return self.decision_function(dataset.X)
+
     def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
         return np.asarray(X @ self.coef.T) + self.intercept[None, :]
 

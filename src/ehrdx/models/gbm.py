@@ -29,7 +29,10 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
+from ehrdx.data.batches import HISTORY, MATRIX
+from ehrdx.data.history import HistoryFeaturizer, HistorySet
 from ehrdx.errors import ModelError
+from ehrdx.models.registry import EVENTS, TABLE, ModelKind, register_model
 
 # Chosen on the built-in cohort (benchmarks/bench_gbm.py, 5,000 and 20,000 patients, new-onset macro AUROC
 # and AUPRC): 15 leaves matched or beat 31 at both sizes; learning rate 0.1 lost 0.008 AUROC against 0.05;
@@ -212,3 +215,67 @@ class GBMModel:
                          for info in d["labels"]]
         out.fit_seconds_ = []
         return out
+
+
+class HistoryGBM:
+    """The `gbm` model of the registry: history features (HistoryFeaturizer, fitted on the training samples'
+    patients) and one booster per label; on a patient table, its count matrix instead (no history there)."""
+
+    def __init__(self, n_labels: int, num_threads: int = 1) -> None:
+        self.n_labels = n_labels
+        self.featurizer: HistoryFeaturizer | None = None
+        self.gbm = GBMModel(num_threads=num_threads)
+
+    @property
+    def config(self) -> dict:
+        return {"kind": "gbm", "n_labels": self.n_labels, "history": self.featurizer is not None}
+
+    def _matrix(self, dataset, counts: dict | None = None) -> sp.csr_matrix:
+        if isinstance(dataset, HistorySet):
+            return self.featurizer.transform(dataset.store, dataset.samples, counts=counts)
+        return dataset.X
+
+    def fit_sets(self, train, val=None, seed: int = 0) -> HistoryGBM:
+        if isinstance(train, HistorySet):
+            self.featurizer = HistoryFeaturizer().fit(train.store, np.unique(train.samples.row), train.encoder)
+        X = self._matrix(train)
+        with_val = val is not None and len(val) > 0
+        self.gbm.fit(X, train.y, train.y_mask, self._matrix(val) if with_val else None,
+                     val.y if with_val else None, val.y_mask if with_val else None, seed=seed)
+        return self
+
+    def add_labels(self, train, val=None, n_old: int = 0, seed: int = 0) -> HistoryGBM:
+        """Boosters for the labels from column `n_old` on, on the saved features; the old ones are kept."""
+        with_val = val is not None and len(val) > 0
+        self.gbm.add_labels(self._matrix(train), train.y[:, n_old:], train.y_mask[:, n_old:],
+                            self._matrix(val) if with_val else None, val.y[:, n_old:] if with_val else None,
+                            val.y_mask[:, n_old:] if with_val else None)
+        self.n_labels = train.y.shape[1]
+        return self
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        return self.gbm.decision_function(self._matrix(dataset))
+
+
+def _build(train_set, n_labels: int, params: dict) -> HistoryGBM:
+    return HistoryGBM(n_labels)  # one thread: see the module's docstring
+
+
+def _save(model: HistoryGBM) -> tuple[dict, dict, dict]:
+    files = {"gbm.json": {"model": model.gbm.to_dict(),
+                          "features": model.featurizer.to_dict() if model.featurizer is not None else None}}
+    return model.config, {}, files
+
+
+def _load(config: dict, state: dict, files: dict) -> HistoryGBM:
+    saved = files["gbm.json"]
+    model = HistoryGBM(config["n_labels"])
+    model.gbm = GBMModel.from_dict(saved["model"])
+    model.featurizer = HistoryFeaturizer.from_dict(saved["features"]) if saved["features"] else None
+    return model
+
+
+register_model(ModelKind(
+    "gbm", {EVENTS: HISTORY, TABLE: MATRIX}, (TABLE, EVENTS),
+    "gradient boosting (LightGBM), one booster per label, on history features: counts in windows, recency, "
+    "value trends", _build, _save, _load))

@@ -7,9 +7,11 @@ saved `config.json` (`model_name`) and loading all come from here.
 A model takes one kind of input, built by the source for its samples (`ehrdx.sources`):
   SEQUENCE  each patient's visits up to each prediction time (`data.sequences.SequenceSet`): events only
   ROWS      one row per sample: a dense block and a bag of codes (`data.batches.SampleSet`)
-  MATRIX    one sparse row per sample (`data.batches.MatrixSet`): counts and history features
+  MATRIX    one sparse row per sample (`data.batches.MatrixSet`): counts and last values
+  HISTORY   the samples with their store (`data.history.HistorySet`), for a model that fits its own features
 A torch model (`torch.nn.Module` with a `head`) is trained by `train.loop.train_model`; any other model
-fits itself: `fit(train_set, val_set, seed)`, `decision_function(matrix) -> logits`, `add_labels(...)`.
+fits itself: `fit_sets(train_set, val_set, seed)`, `predict_logits(dataset) -> [N, L]`, and
+`add_labels(train_set, val_set, n_old, seed)` for `ehrdx update`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ehrdx.data.batches import MATRIX, ROWS, SEQUENCE
+from ehrdx.data.batches import HISTORY, MATRIX, ROWS, SEQUENCE
 from ehrdx.errors import ModelError
 
-__all__ = ["EVENTS", "MATRIX", "ROWS", "SEQUENCE", "TABLE", "ModelKind", "get_model", "model_names", "models",
+__all__ = ["EVENTS", "HISTORY", "MATRIX", "ROWS", "SEQUENCE", "TABLE", "ModelKind", "get_model", "model_names", "models",
            "register_model", "torch_save"]
 TABLE, EVENTS = "table", "events"  # the kinds of source (ehrdx.sources: TableSource.kind, EventSource.kind)
 
@@ -35,7 +37,7 @@ class ModelKind:
     code_dim); `save(model)` gives (config dict, tensors, JSON files); `load(config, tensors, files)` undoes it."""
 
     name: str
-    inputs: str  # SEQUENCE | ROWS | MATRIX
+    inputs: str | dict[str, str]  # SEQUENCE | ROWS | MATRIX | HISTORY, or one of them per kind of source
     sources: tuple[str, ...]  # TABLE and/or EVENTS
     description: str
     build: Callable[[Any, int, dict], Any]
@@ -44,6 +46,10 @@ class ModelKind:
     default_layers: int = 1
     default_batch_size: int = 256  # rows per batch; sequence models count whole patients
     explains: bool = False  # `ehrdx explain` can attribute its predictions to past events
+
+    def inputs_for(self, source: str) -> str:
+        """What the model reads from a source of this kind."""
+        return self.inputs[source] if isinstance(self.inputs, dict) else self.inputs
 
 
 _MODELS: dict[str, ModelKind] = {}

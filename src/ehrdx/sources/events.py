@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.batches import MATRIX, ROWS, SEQUENCE, MatrixSet, SampleSet
+from ehrdx.data.batches import HISTORY, MATRIX, ROWS, SEQUENCE, MatrixSet, SampleSet
 from ehrdx.data.counts import count_matrix, history_features
+from ehrdx.data.history import HistorySet
 from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
@@ -120,6 +121,8 @@ class EventSource:
     def dataset(self, samples: Samples, encoder: EventEncoder, inputs: str, new_onset: bool):
         if inputs == SEQUENCE:
             return SequenceSet(self.store, samples, encoder, new_onset=new_onset)
+        if inputs == HISTORY:
+            return HistorySet(self.store, samples, encoder, samples.y, samples.train_mask(new_onset))
         features = history_features(self.store, samples, encoder)
         if inputs == ROWS:
             return SampleSet(features, samples.y, samples.train_mask(new_onset))
