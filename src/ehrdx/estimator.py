@@ -18,7 +18,6 @@ Everything learned comes from the training patients; validation patients stop tr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,7 +40,9 @@ from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec
-from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
+from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
+from ehrdx.train.fit import fit_model, model_logits
+from ehrdx.train.loop import TrainConfig
 
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "gru"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
@@ -159,24 +160,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("no training samples with a known label (every patient has a single visit, or "
                             "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
         torch.manual_seed(self.seed)
-        inputs = spec.inputs_for(source.kind)
-        train_set, val_set = source.dataset(train_s, self.encoder_, inputs, self.new_onset_), \
-            val_source.dataset(val_s, self.encoder_, inputs, self.new_onset_)
-        sizes = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
-                 "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes}
-        self.model_ = spec.build(train_set, len(self.label_vocab_), sizes)
-        if isinstance(self.model_, torch.nn.Module):
-            mask = train_s.train_mask(self.new_onset_)
-            prevalence = (train_s.y * mask).sum(0) / np.maximum(mask.sum(0), 1)
-            self.model_.head.set_bias_from_prevalence(torch.from_numpy(prevalence.astype(np.float32)))
-            self.history_ = train_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
-                                        checkpoint=checkpoint, resume=resume)
-        else:
-            t0 = time.perf_counter()
-            self.model_.fit_sets(train_set, val_set, seed=self.seed)
-            seconds = time.perf_counter() - t0
-            self.history_ = TrainHistory(epochs_run=1, seconds=seconds,
-                                         samples_per_second=len(train_s) / max(seconds, 1e-9))
+        train_set, val_set = self.dataset(source, train_s), self.dataset(val_source, val_s)
+        settings = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
+                    "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_}
+        self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
+        self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
+                                  checkpoint=checkpoint, resume=resume)
         self.thresholds_ = (tune_thresholds(val_s.y, val_s.train_mask(self.new_onset_), self.predict_samples(
             val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
         self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,
@@ -233,10 +222,13 @@ class EHRClassifier(Artifacts, BaseEstimator):
                                                   require_labels=require_labels)
 
     def dataset(self, data, samples: Samples):
-        """What the model reads for these samples (a SequenceSet, SampleSet or MatrixSet)."""
+        """What the model reads for these samples (a SequenceSet, SampleSet, MatrixSet or HistorySet; for a
+        model that reads several kinds, a dict of them by kind)."""
         self._check_fitted()
         source = self.source(data)
         inputs = get_model(self.model_name_).inputs_for(source.kind)
+        if isinstance(inputs, tuple):
+            return {kind: source.dataset(samples, self.encoder_, kind, self.new_onset_) for kind in inputs}
         return source.dataset(samples, self.encoder_, inputs, self.new_onset_)
 
     def predict_samples(self, data, samples: Samples) -> np.ndarray:
@@ -244,12 +236,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         if len(samples) == 0:
             return np.zeros((0, len(self.label_vocab_)))
-        dataset = self.dataset(data, samples)
-        if isinstance(self.model_, torch.nn.Module):
-            logits = predict_logits(self.model_, dataset)
-        else:
-            logits = self.model_.predict_logits(dataset)
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        logits = model_logits(self.model_, self.dataset(data, samples))
+        return 1.0 / (1.0 + np.exp(-logits))
 
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
         """Probability of every label for every patient row of a table, or every sample (visit end) of the

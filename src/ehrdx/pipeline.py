@@ -70,6 +70,8 @@ def train_and_evaluate(
                                      "excluded": result["excluded"]})
     else:
         metrics["test"] = result
+    if hasattr(clf.model_, "member_probabilities"):  # the auto ensemble: every candidate and the choice
+        metrics.update(_candidates(clf, source, test_s))
     if oracle is not None and (not events or (clf.task_.kind == "next-visit" and targets is None)):
         metrics.update(_oracle_metrics(clf, source, oracle, va, test_s))
     if baselines:
@@ -90,6 +92,20 @@ def train_and_evaluate(
                                            "fit_seconds": seconds} if events else
                                           {"test": headline(r), "fit_seconds": seconds})
     return clf, metrics
+
+
+def _candidates(clf: EHRClassifier, source, test_s) -> dict:
+    """Each member of an ensemble on the test samples, and the per-label weights chosen on tuning samples."""
+    ens = clf.model_
+    probs = ens.member_probabilities(clf.dataset(source, test_s))
+    candidates = {}
+    for name, p in zip(ens.names, probs):
+        r = evaluate_samples(test_s, p, clf.labels_, None)
+        candidates[name] = {"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"])}
+    per_label = [{"label": lab, "weights": dict(zip(ens.names, map(float, w))), **choice}
+                 for lab, w, choice in zip(clf.labels_, ens.weights, ens.choices)]
+    return {"candidates": candidates, "ensemble": {"members": list(ens.names), "per_label": per_label,
+                                                   "chosen_on": "tuning (validation) patients, AUPRC per label"}}
 
 
 def _oracle_metrics(clf: EHRClassifier, source, oracle: pl.DataFrame, val_rows, test_s) -> dict:

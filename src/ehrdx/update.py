@@ -81,6 +81,10 @@ def update_model(
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
     fine-tuning, with its old labels as targets and the new labels unknown."""
+    if not hasattr(old.model_, "head") and not hasattr(old.model_, "add_labels"):
+        raise ModelError(f"ehrdx update cannot yet add labels to a '{old.model_name_}' model (the auto ensemble's "
+                         "members would each need growing)\n  fix: retrain with the new labels, or update a "
+                         "gbm, gru, lstm, transformer, mlp or logistic model")
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)

@@ -11,6 +11,7 @@ def list_models() -> None:
     """List the models `--model` accepts (ehrdx.models.registry): name, inputs, sources, what it is."""
     from rich.table import Table
 
+    import ehrdx.estimator  # noqa: F401  (the estimator registers `auto`)
     from ehrdx.models.registry import models
 
     table = Table("model", "reads", "learns from", "explain", "what it is")

@@ -95,7 +95,9 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     if "test" not in metrics:
         console.print("[yellow]no test patients: nothing to evaluate[/yellow]")
         return
-    baselines = metrics.get("baselines", {})
+    # the ensemble's members, then the baselines fitted beside the model
+    baselines = {**{f"{k} (member)": v for k, v in metrics.get("candidates", {}).items()},
+                 **{f"{k} (baseline)": v for k, v in metrics.get("baselines", {}).items()}}
     ts = metrics.get("test_samples", {})
     for mode, key in (("all labels", "test"), ("new onset", "test_new_onset")):
         t = Table(title=f"{title}, {mode}: {ts.get('samples', '?')} prediction times of "
@@ -103,7 +105,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         t.add_column("metric")
         t.add_column(metrics.get("model", "model"), justify="right")
         for name in baselines:
-            t.add_column(f"{name} (counts)", justify="right")
+            t.add_column(name, justify="right")
         oracle_key = key.replace("test", "oracle")
         if oracle_key in metrics:
             t.add_column("oracle (best achievable)", justify="right")

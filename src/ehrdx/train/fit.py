@@ -1,0 +1,37 @@
+"""Fit any model of the registry on its training set, and get its logits: a network through the training
+loop (label biases started at the training prevalence), any other model through its own `fit_sets`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
+
+
+def fit_model(model, train_set, val_set, config: TrainConfig,
+              on_epoch: Callable[[int, float, float | None], None] | None = None,
+              checkpoint: str | Path | None = None, resume: bool = False) -> TrainHistory:
+    """Train `model` in place on `train_set` (early stopping on `val_set`); the history of the run."""
+    if isinstance(model, nn.Module):
+        y, mask = train_set.y, train_set.y_mask
+        prevalence = (y * mask).sum(0) / np.maximum(mask.sum(0), 1)
+        model.head.set_bias_from_prevalence(torch.from_numpy(np.asarray(prevalence, dtype=np.float32)))
+        return train_model(model, train_set, val_set, config, on_epoch, checkpoint=checkpoint, resume=resume)
+    t0 = time.perf_counter()
+    model.fit_sets(train_set, val_set, seed=config.seed)
+    seconds = time.perf_counter() - t0
+    n = len(next(iter(train_set.values()))) if isinstance(train_set, dict) else len(train_set)
+    return TrainHistory(epochs_run=1, seconds=seconds, samples_per_second=n / max(seconds, 1e-9))
+
+
+def model_logits(model, dataset) -> np.ndarray:
+    """Logits [N, L] of `model` for every sample of `dataset` (in sample order)."""
+    if isinstance(model, nn.Module):
+        return np.asarray(predict_logits(model, dataset), dtype=np.float64)
+    return np.asarray(model.predict_logits(dataset), dtype=np.float64)
