@@ -81,7 +81,7 @@ def test_longitudinal_demo_reports_new_onset_beside_the_oracle_and_baselines(tmp
             "recall_at_10", "recall_at_20"}
     for part in ("test", "test_new_onset", "oracle", "oracle_new_onset"):
         assert keys <= set(m[part]), part
-    assert set(m["baselines"]) == {"mlp", "logistic"}
+    assert set(m["baselines"]) == {"gbm", "logistic"}
     assert m["test_samples"]["samples"] > m["test_samples"]["patients"]
     assert "new onset" in r.output and (tmp_path / "demo" / "model" / "task.json").exists()
     assert m["update"]["added"] == ["E11.2", "E11.9", "U07.1"]

@@ -105,9 +105,10 @@ MODELS: dict[str, Runner] = {
     "gru": ehrdx_model("gru"),
     "transformer": ehrdx_model("transformer"),
     "logistic": ehrdx_model("logistic"),
+    "gbm": ehrdx_model("gbm"),
+    "auto": ehrdx_model("auto"),
     "lgbm-counts": lgbm_counts,
     # the same with smaller, subsampled trees (on Eunomia the defaults stop after ~5 trees per label)
     "lgbm-counts-small": partial(lgbm_counts, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
                                  colsample_bytree=0.8, reg_lambda=1.0),
-    # "gbm": ehrdx_model("gbm"), "auto": ehrdx_model("auto"),  (once the estimator has them)
 }

@@ -17,6 +17,10 @@ def list_models() -> None:
     table = Table("model", "reads", "learns from", "explain", "what it is")
     for name, kind in models().items():
         sources = " and ".join("event streams" if s == "events" else "patient tables" for s in kind.sources)
-        reads = kind.inputs if isinstance(kind.inputs, str) else ", ".join(f"{v} ({k})" for k, v in kind.inputs.items())
+        def said(v):
+            return v if isinstance(v, str) else " + ".join(v)
+
+        reads = said(kind.inputs) if not isinstance(kind.inputs, dict) else ", ".join(
+            f"{said(v)} ({k})" for k, v in kind.inputs.items())
         table.add_row(name, reads, sources, "yes" if kind.explains else "no", kind.description)
     console.print(table)

@@ -135,10 +135,13 @@ Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event stream
 Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
                                      "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
 ModelKind = Annotated[str | None, typer.Option(help="A model of the registry (`ehrdx models` lists them). Event "
-                                               "streams: gru (default), lstm, transformer, or the count baselines "
-                                               "mlp, logistic; a patient table: mlp (default) or logistic.")]
-Baselines = Annotated[str | None, typer.Option(help="Event streams: also fit these count baselines and report "
-                                               "them beside the model, e.g. mlp,logistic.")]
+                                               "streams: gru (default), lstm, transformer, gbm (gradient boosting "
+                                               "on history features), auto (gbm and gru combined per label), or "
+                                               "the baselines mlp, logistic; a patient table: mlp (default), "
+                                               "logistic or gbm.")]
+Baselines = Annotated[str | None, typer.Option(help="Event streams: also fit these baselines and report them "
+                                               "beside the model, e.g. gbm,logistic (gbm: gradient boosting on "
+                                               "history features, the one to beat).")]
 TargetsOpt = Annotated[Path | None, typer.Option(help="Event streams: given multi-label targets instead of the "
                                                  "task's windows: a long table (subject_id, prediction_time, label, "
                                                  "value) or a directory of per-label MEDS task directories.")]
