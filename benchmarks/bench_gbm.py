@@ -24,10 +24,11 @@ import numpy as np
 from ehrdx.data.counts import count_matrix, history_features
 from ehrdx.data.history import DAY, HistoryFeaturizer
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.estimator import EventClassifier
 from ehrdx.evaluate.metrics import evaluate_samples, tune_thresholds
-from ehrdx.events_api import EventClassifier
-from ehrdx.events_pipeline import open_store, oracle_for, patient_splits
+from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.gbm import GBMModel
+from ehrdx.sources.events import EventSource
 
 
 def scores(result: dict) -> dict:
@@ -104,9 +105,9 @@ def main() -> None:
     if args.count_gbm:
         n_codes = base.encoder_.n_codes
         gbm_run("gbm on count_matrix", lambda s: count_matrix(history_features(store, s, base.encoder_), n_codes))
-    if base.task.kind == "next-visit":
-        o_val = oracle_for(cohort.oracle, store, val_s, labels)
-        o = evaluate_samples(test_s, oracle_for(cohort.oracle, store, test_s, labels), labels,
+    if base.task_.kind == "next-visit":
+        o_val = EventSource(store).oracle(cohort.oracle, val_s, labels)
+        o = evaluate_samples(test_s, EventSource(store).oracle(cohort.oracle, test_s, labels), labels,
                              tune_thresholds(val_s.y, val_s.train_mask(new_onset), o_val))
         print(json.dumps({"model": "oracle (simulator's hidden state)", **scores(o)}), flush=True)
 

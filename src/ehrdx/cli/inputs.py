@@ -145,3 +145,20 @@ def require_table_model(clf, model_dir, data) -> None:
                          "table: an event model reads event streams, not one row per patient\n  fix: give the "
                          "event data with --meds DIR, --events FILE or --omop DIR instead of the table, or use a "
                          "model trained on a patient table")
+
+
+def events_model_and_times(model_dir, meds, events, store, settings: dict, times, split: str, device: str = "cpu"):
+    """The event model saved in `model_dir` (on `device`), its events read as it was trained on them, the
+    rows of the chosen `split` with a description of them, and the given prediction times in that split:
+    (clf, store, rows, scored, times)."""
+    import ehrdx
+    from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.task import read_prediction_times
+
+    clf = ehrdx.load(model_dir)
+    require_events_model(clf, model_dir)
+    clf.to(device)
+    st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
+    rows, scored = split_rows(st, meds, clf, settings, split)
+    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    return clf, st, rows, scored, pt

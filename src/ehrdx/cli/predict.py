@@ -12,6 +12,7 @@ from rich.markup import escape
 from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
+    events_model_and_times,
     open_events,
     require_events_model,
     require_table_model,
@@ -236,18 +237,11 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     import numpy as np
     import polars as pl
 
-    import ehrdx
     from ehrdx.events_pipeline import prediction_coverage
-    from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.task import read_prediction_times
 
     try:
-        clf = ehrdx.load(model_dir)
-        require_events_model(clf, model_dir)
-        clf.to(device)
-        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        rows, scored = split_rows(st, meds, clf, settings, split)
-        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+        clf, st, rows, _scored, pt = events_model_and_times(model_dir, meds, events, store, settings, times, split,
+                                                           device)
         t0 = time.perf_counter()
         samples = clf.samples(st, rows, times=pt, require_labels=False)
         proba = clf.predict_samples(st, samples)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ehrdx.cli.inputs import open_events, require_events_model, split_rows, times_in_split
+from ehrdx.cli.inputs import events_model_and_times
 from ehrdx.cli.options import console, fail, print_counts
 from ehrdx.errors import DataError, EhrdxError
 
@@ -28,19 +28,12 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
     """Score the chosen patients' prediction times that have known labels, and write them to `out`."""
     import numpy as np
 
-    import ehrdx
     from ehrdx.evaluate.meds_eval import write_meds_eval
-    from ehrdx.input_settings import columns_of
     from ehrdx.tasks.targets import read_targets
-    from ehrdx.tasks.task import read_prediction_times
 
     try:
-        clf = ehrdx.load(model_dir)
-        require_events_model(clf, model_dir)
-        clf.to(device)
-        st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
-        rows, scored = split_rows(st, meds, clf, settings, split)
-        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+        clf, st, rows, scored, pt = events_model_and_times(model_dir, meds, events, store, settings, times, split,
+                                                           device)
         samples = clf.samples(st, rows, times=pt, targets=read_targets(targets) if targets else None)
         new_onset = clf.new_onset_
         known = samples.train_mask(new_onset)  # what ehrdx's own metrics score for this model
