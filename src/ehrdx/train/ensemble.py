@@ -1,8 +1,8 @@
 """`auto`: the chosen ensemble. Fits each candidate model (gradient boosting on history features and a GRU
-over visits), then, per label, the weights of a probability average chosen on the tuning (validation)
-samples only: the weight grid is searched for the best tuning AUPRC of that label, and a mix is kept only if
-it beats the best single candidate by more than `MIN_GAIN`; otherwise that candidate alone. The members, the
-weights and the tuning scores behind them are saved with the model and listed in its metrics."""
+over visits), then the weights of a probability average, chosen on the tuning (validation) samples only
+(`choose_weights`): one shared choice (the best member, or a mix that beats it), and weights of its own for
+a label with enough tuning positives where they beat the shared choice. The members, the weights and the
+tuning scores behind them are saved with the model and listed in its metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from ehrdx.train.fit import fit_model, model_logits
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru")
 GRID = np.linspace(0.0, 1.0, 11)  # weight of the first member; the second gets the rest
-MIN_GAIN = 0.005  # tuning AUPRC a mix must add over the best single member to be kept
+MIN_GAIN = 0.005  # tuning AUPRC a mix (or a label's own weights) must add to be kept
+MIN_POSITIVES = 50  # known tuning positives a label needs for weights of its own
 EPS = 1e-6
 
 
@@ -27,33 +28,42 @@ def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(average_precision_score(y, p))
 
 
+def _macro(p_val: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, labels) -> float:
+    scores = [_auprc(y[mask[:, j], j] > 0.5, np.tensordot(weights[j], p_val[:, mask[:, j], j], 1)) for j in labels]
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def choose_weights(p_val: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """Per label, weights [L, M] of the members' probabilities p_val [M, N, L] with the best tuning AUPRC
-    (masked samples only), and what each choice rests on. A label with no positive and negative among its
-    known tuning samples gets equal weights."""
+    """Weights [L, M] of the members' probabilities p_val [M, N, L], chosen on tuning samples (masked entries
+    do not count). First one choice for all labels: the best member, or a mix of two if its macro AUPRC beats
+    that member's by MIN_GAIN. Then a label with at least MIN_POSITIVES known tuning positives gets its own
+    weights where they beat the shared choice on it by MIN_GAIN (a label with fewer positives would be fitted
+    to noise). A label with no positive or no negative among its tuning samples keeps the shared choice."""
     M, _, L = p_val.shape
-    weights = np.full((L, M), 1.0 / M)
+    usable = [j for j in range(L) if _auprc(y[mask[:, j], j] > 0.5, p_val[0, mask[:, j], j]) is not None]
+    candidates = [np.eye(M)[k] for k in range(M)]
+    if M == 2:
+        candidates += [np.array([w, 1 - w]) for w in GRID[1:-1]]
+    scores = [_macro(p_val, y, mask, np.tile(c, (L, 1)), usable) for c in candidates]
+    best_single = int(np.argmax(scores[:M]))
+    best = int(np.argmax(scores))
+    shared = candidates[best] if scores[best] > scores[best_single] + MIN_GAIN else candidates[best_single]
+    weights = np.tile(shared, (L, 1))
     report = []
     for j in range(L):
+        if j not in usable:
+            report.append({"chosen": "shared (no positive or no negative among tuning samples)"})
+            continue
         m = mask[:, j]
         yj = y[m, j] > 0.5
-        single = [_auprc(yj, p_val[k, m, j]) for k in range(M)]
-        if any(s is None for s in single):
-            report.append({"chosen": "equal weights (no positive or no negative among tuning samples)"})
-            continue
-        best_k = int(np.argmax(single))
-        best_w, best_score = None, single[best_k]
-        if M == 2:
-            for w in GRID[1:-1]:
-                score = _auprc(yj, w * p_val[0, m, j] + (1 - w) * p_val[1, m, j])
-                if score is not None and score > best_score + MIN_GAIN and (best_w is None or score > best_w[1]):
-                    best_w = (w, score)
-        if best_w is not None:
-            weights[j] = [best_w[0], 1 - best_w[0]]
-            report.append({"chosen": "mix", "tuning_auprc": best_w[1], "single_auprc": single})
+        mine = [_auprc(yj, np.tensordot(c, p_val[:, m, j], 1)) for c in candidates]
+        shared_score = _auprc(yj, np.tensordot(shared, p_val[:, m, j], 1))
+        k = int(np.argmax(mine))
+        if yj.sum() >= MIN_POSITIVES and mine[k] > shared_score + MIN_GAIN:
+            weights[j] = candidates[k]
+            report.append({"chosen": "own", "tuning_auprc": mine[k], "shared_auprc": shared_score})
         else:
-            weights[j] = np.eye(M)[best_k]
-            report.append({"chosen": "single", "tuning_auprc": single[best_k], "single_auprc": single})
+            report.append({"chosen": "shared", "tuning_auprc": shared_score})
     return weights, report
 
 
