@@ -258,7 +258,11 @@ class HistoryGBM:
 
 
 def _build(train_set, n_labels: int, params: dict) -> HistoryGBM:
-    return HistoryGBM(n_labels)  # one thread: see the module's docstring
+    import torch
+
+    # As many threads as torch uses (OMP_NUM_THREADS or the cores): the same model on the same machine. On a
+    # machine shared with other jobs, one thread can be faster (see the module's docstring).
+    return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()))
 
 
 def _save(model: HistoryGBM) -> tuple[dict, dict, dict]:
