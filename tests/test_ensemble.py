@@ -6,7 +6,6 @@ import pytest
 
 import ehrdx
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
@@ -93,12 +92,24 @@ def test_the_weights_come_from_tuning_patients_only(fitted):
     np.testing.assert_array_equal(third.model_.weights, clf.model_.weights)
 
 
-def test_update_and_explain_say_they_do_not_handle_auto_yet(fitted):
+def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_path):
     _out, _paths, store, splits, clf, _ = fitted
-    with pytest.raises(ModelError, match="cannot yet add labels to a 'auto' model"):
-        update_model(clf, store, splits)
+    tr, va, te = splits
+    # the model as of a date, then updated with the labels that appear later (as `ehrdx update` does)
+    early = EHRClassifier(**{**clf.get_params(), "labels": "regex:^DX//(E11|I10|E78|J44|F32)$"}).fit(store, tr, va)
+    L = len(early.labels_)
+    new, report = update_model(early, store, splits, selector=clf.selector_)
+    assert len(new.labels_) > L and new.model_.weights.shape == (len(new.labels_), 2)
+    assert len(new.model_.members["gru"].head.block_sizes) == 2  # a new head block, the old one untouched
+    s = new.samples(store, te)
+    # old labels: the same boosters, the same head block and the same weights (to float rounding of the sum)
+    np.testing.assert_allclose(new.predict_samples(store, s)[:, :L], early.predict_samples(store, s), rtol=0,
+                               atol=1e-12)
+    assert report["new_labels_macro_auroc"] > 0.55
+    new.save(tmp_path / "u")
+    np.testing.assert_array_equal(ehrdx.load(tmp_path / "u").predict_samples(store, s), new.predict_samples(store, s))
     from ehrdx.explain import explain_sample
 
-    s = clf.samples(store, splits[2][:1], require_labels=False)
-    with pytest.raises(ModelError, match="sequence model"):
-        explain_sample(clf, store, s, 0)
+    one = clf.samples(store, te[:1], require_labels=False)
+    result = explain_sample(clf, store, one, 0)
+    assert result["model"].startswith("the gru member of the auto ensemble") and result["labels"][0]["events"]

@@ -89,9 +89,15 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     each the events that drove its score, largest first, with their visit, time, code and value."""
     from ehrdx.models.sequence import SequenceModel
 
-    if not isinstance(clf.model_, SequenceModel):
-        raise ModelError(f"explanations need a sequence model (gru, lstm, transformer); this one is {clf.model_name_}")
-    model = clf.model_.cpu().eval()
+    model, explained = clf.model_, clf.model_name_
+    if not isinstance(model, SequenceModel):  # an ensemble: its sequence member, and it says so
+        members = [(name, m) for name, m in getattr(model, "members", {}).items() if isinstance(m, SequenceModel)]
+        if not members:
+            raise ModelError(f"explanations need a sequence model (gru, lstm, transformer) or an ensemble with "
+                             f"one; this one is {clf.model_name_}")
+        name, model = members[0]
+        explained = f"the {name} member of the {clf.model_name_} ensemble (its own probabilities, not the ensemble's)"
+    model = model.cpu().eval()
     ds = SequenceSet(store, samples, clf.encoder_)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
     inputs = _event_inputs(ds, seq)
@@ -112,7 +118,7 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     names = np.asarray(store.code_names, dtype=object)[np.asarray(store.codes)[inputs.positions]]
     values = np.asarray(store.values)[inputs.positions]
     out = {"prediction_time": int(samples.time[index]), "prior_visits": int(samples.n_visits[index]),
-           "events_read": len(inputs.positions), "labels": []}
+           "events_read": len(inputs.positions), "model": explained, "labels": []}
     for j in chosen:
         attr, full, empty = integrated_gradients(model, inputs, sample_pos, int(j))
         order = np.argsort(-np.abs(attr))[:top_events]

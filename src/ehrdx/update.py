@@ -31,8 +31,9 @@ from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
 from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
-from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
-from ehrdx.train.loop import TrainConfig, model_device, train_model
+from ehrdx.train.device import autocast, resolve_device, resolve_precision
+from ehrdx.train.loop import TrainConfig, train_model
+from ehrdx.train.probe import probe_rows
 
 PROTECT = ("distill", "none")
 ADDED = "update --add"  # introduced_from of a date given with the label to add
@@ -81,10 +82,6 @@ def update_model(
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
     fine-tuning, with its old labels as targets and the new labels unknown."""
-    if not hasattr(old.model_, "head") and not hasattr(old.model_, "add_labels"):
-        raise ModelError(f"ehrdx update cannot yet add labels to a '{old.model_name_}' model (the auto ensemble's "
-                         "members would each need growing)\n  fix: retrain with the new labels, or update a "
-                         "gbm, gru, lstm, transformer, mlp or logistic model")
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
@@ -202,30 +199,6 @@ def _lineage_history(old: EHRClassifier) -> list[dict]:
     if not lineage:
         return []
     return [*lineage.get("history", []), {k: v for k, v in lineage.items() if k != "history"}]
-
-
-@torch.no_grad()
-def sample_states(model, dataset) -> np.ndarray:
-    """[S, H] the state the label head reads, for every sample (in sample order)."""
-    model.eval()
-    out = None
-    device = model_device(model)
-    for batch in device_batches(dataset.batches(512), device):
-        h = model.states(batch).float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(dataset), h.shape[1]), dtype=np.float32)
-        out[batch.sample_index.cpu().numpy()] = h
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-def probe_rows(model, dataset, y: np.ndarray, mask: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """New label rows fit by logistic regression on the frozen model's states (linear probing, the first
-    half of LP-FT): the best a row can do before the body moves at all."""
-    from ehrdx.models.baselines import LogisticBaseline
-
-    H = sample_states(model, dataset)
-    fit = LogisticBaseline(H.shape[1], y.shape[1], C=1.0).fit(H, y, mask, seed=seed)
-    return torch.from_numpy(fit.coef.astype(np.float32)), torch.from_numpy(fit.intercept.astype(np.float32))
 
 
 def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_rows: np.ndarray,

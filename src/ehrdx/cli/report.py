@@ -137,7 +137,8 @@ def explain(
     if not exact:
         result = without_exact_dates_and_values(result)
     when = f"at {datetime.fromtimestamp(result['prediction_time'], UTC).strftime('%Y-%m-%d %H:%M')}, " if exact else ""
-    console.print(f"prediction {when}after {result['prior_visits']} visit(s), from {result['events_read']} events")
+    console.print(f"prediction {when}after {result['prior_visits']} visit(s), from {result['events_read']} events"
+                  + (f"; explained: {escape(result['model'])}" if result['model'] != clf.model_name_ else ""))
     if not exact:
         console.print(f"event times are days from the prediction time and values have {VALUE_DIGITS} significant "
                       "digits (ehrdx --show-ids shows exact dates and values)")

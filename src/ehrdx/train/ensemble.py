@@ -13,6 +13,7 @@ from ehrdx.data.batches import HISTORY, SEQUENCE
 from ehrdx.errors import ModelError
 from ehrdx.models.registry import EVENTS, ModelKind, get_model, register_model
 from ehrdx.train.fit import fit_model, model_logits
+from ehrdx.train.probe import probe_rows
 
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru")
@@ -96,6 +97,31 @@ class EnsembleModel:
             probs.append(_sigmoid(model_logits(member, val[kind])))
         v = val[SEQUENCE]
         self.weights, self.choices = choose_weights(np.stack(probs), v.y, v.y_mask)
+        return self
+
+    def add_labels(self, train: dict, val: dict | None = None, n_old: int = 0, seed: int = 0) -> EnsembleModel:
+        """`ehrdx update`: every member learns the labels from column `n_old` on, and the old labels' outputs
+        stay as they were. A member that fits itself (gbm) adds its own boosters; a network (gru) gets new head
+        rows by linear probing on its frozen states (no fine-tuning, so its body does not move). The new
+        labels' weights are chosen on the tuning samples as at fit time."""
+        for name in self.names:
+            member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
+            if hasattr(member, "head"):
+                rows, bias = probe_rows(member, train[kind], train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:],
+                                        seed=seed)
+                member.head.grow(rows, bias)
+                member.config.n_labels = train[kind].y.shape[1]
+                member.config.label_blocks = member.head.block_sizes
+            else:
+                member.add_labels(train[kind], val[kind] if val else None, n_old=n_old, seed=seed)
+        self.n_labels = train[SEQUENCE].y.shape[1]
+        new_weights, new_choices = np.full((self.n_labels - n_old, len(self.names)), 1.0 / len(self.names)), []
+        if val and len(val[SEQUENCE]):
+            v = val[SEQUENCE]
+            p = self.member_probabilities(val)[:, :, n_old:]
+            new_weights, new_choices = choose_weights(p, v.y[:, n_old:], v.y_mask[:, n_old:])
+        self.weights = np.vstack([self.weights, new_weights])
+        self.choices = [*self.choices, *new_choices]
         return self
 
     def member_probabilities(self, dataset: dict) -> np.ndarray:
