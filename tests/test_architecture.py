@@ -41,7 +41,7 @@ TOP_LEVEL = {  # ehrdx/<name>.py -> layer
     "errors": "base", "io": "base", "tempdirs": "base", "version": "base", "paths": "base", "times": "base",
     "estimator": "estimator", "estimator_io": "estimator", "artifacts": "estimator", "update": "estimator",
     "explain": "estimator", "pipeline": "estimator", "events_pipeline": "estimator", "input_settings": "estimator",
-    "report": "estimator", "demo": "estimator",
+    "report": "estimator", "demo": "estimator", "search": "estimator",
     "cli": "cli", "__main__": "cli",
 }
 

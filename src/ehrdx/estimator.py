@@ -64,6 +64,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
     min_code_count  event codes rarer than this in training read as the unknown code
     val_fraction    share of patients held out for validation when `fit` is given no validation rows
     seed, device, precision, schema (a TableSchema for tables)
+    gbm_params      LightGBM settings over the gbm model's defaults (e.g. {"num_leaves": 31}); None: defaults
     """
 
     def __init__(self, *, model: str | None = None, task: str | TaskSpec = "next-visit",
@@ -72,13 +73,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
                  code_dim: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, batch_size: int | None = None,
                  max_epochs: int = 30, patience: int | None = None, pos_weight: bool = False,
                  min_code_count: int = 1, val_fraction: float = 0.15, seed: int = 0, device: str = "cpu",
-                 precision: str = "auto", infer_introduced: bool = False, schema=None) -> None:
+                 precision: str = "auto", infer_introduced: bool = False, schema=None,
+                 gbm_params: dict | None = None) -> None:
         self.model, self.task, self.labels, self.new_onset, self.censor = model, task, labels, new_onset, censor
         self.hidden, self.layers, self.heads, self.dropout, self.code_dim = hidden, layers, heads, dropout, code_dim
         self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
         self.patience, self.pos_weight, self.min_code_count = patience, pos_weight, min_code_count
         self.val_fraction, self.seed, self.device, self.precision = val_fraction, seed, device, precision
-        self.infer_introduced, self.schema = infer_introduced, schema
+        self.infer_introduced, self.schema, self.gbm_params = infer_introduced, schema, gbm_params
 
     # -- settings resolved for a source ----------------------------------------------------------
     def resolve_settings(self, kind: str) -> ModelKind:
@@ -162,7 +164,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         torch.manual_seed(self.seed)
         train_set, val_set = self.dataset(source, train_s), self.dataset(val_source, val_s)
         settings = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
-                    "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_}
+                    "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,
+                    "gbm_params": self.gbm_params}
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
         self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
                                   checkpoint=checkpoint, resume=resume)

@@ -45,6 +45,7 @@ from ehrdx.cli.options import (
     fail,
     split_list,
 )
+from ehrdx.cli.search import Budget, Search, run_search
 from ehrdx.errors import EhrdxError
 from ehrdx.paths import label_map_path
 
@@ -121,6 +122,8 @@ def train(
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = 1,
+    search: Search = 0,
+    budget: Budget = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
                                          "epoch (checkpoints are kept in OUT/checkpoint until the model is "
                                          "saved); the same data and options are required.")] = False,
@@ -160,7 +163,7 @@ def train(
         _train_events(opts, event_data, out=out, task=task, new_onset=new_onset, censor=censor, labels=labels,
                       model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
                       fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                      resume=resume, workers=workers,
+                      resume=resume, workers=workers, search=(search, budget),
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience, "batch_size": batch_size,
@@ -211,9 +214,12 @@ def train(
             return
         oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+        clf = EHRClassifier(**params)
+        splits = clf.source(table, for_fit=True).default_splits(seed, fractions)
+        if search:
+            run_search(opts, clf, table, splits, search, budget, out)
         with EpochProgress(epochs) as progress:
-            clf, metrics = train_and_evaluate(table, EHRClassifier(**params), fractions=fractions,
-                                              seed=seed, oracle=oracle_frame, on_epoch=progress,
+            clf, metrics = train_and_evaluate(table, clf, splits, oracle=oracle_frame, on_epoch=progress,
                                               checkpoint=out / CHECKPOINT_DIR, resume=resume)
     except EhrdxError as exc:
         fail(exc)
@@ -221,7 +227,8 @@ def train(
 
 
 def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
-                  targets, oracle, fractions, params, resume=False, workers=1, split_names=None) -> None:
+                  targets, oracle, fractions, params, resume=False, workers=1, split_names=None,
+                  search=(0, None)) -> None:
     import polars as pl
 
     from ehrdx.estimator import EHRClassifier
@@ -254,6 +261,8 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                                                                           "subject_splits.parquet").exists() else ""))
         oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         given = read_targets(targets) if targets else None
+        if search[0]:
+            run_search(opts, clf, st, splits, search[0], search[1], out, targets=given)
         with EpochProgress(params["max_epochs"], f"training {model or 'gru'}") as progress:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,

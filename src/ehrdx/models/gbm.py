@@ -103,12 +103,11 @@ class GBMModel:
             raise ModelError(f"y {y.shape}, mask {mask.shape} and X {X.shape} do not agree")
         params = self._full_params(self.seed_)
         data_params = {k: v for k, v in params.items() if k in DATASET_PARAMS}
-        train = lgb.Dataset(X, label=np.zeros(X.shape[0]), params=data_params, free_raw_data=True).construct()
+        X = sp.csr_matrix(X)
         val = None
         if X_val is not None and y_val is not None and mask_val is not None and X_val.shape[0]:
             self._check_features(X_val)
-            val = lgb.Dataset(X_val, label=np.zeros(X_val.shape[0]), reference=train, params=data_params,
-                              free_raw_data=True).construct()
+            val = sp.csr_matrix(X_val)
         for j in range(y.shape[1]):
             t0 = time.perf_counter()
             rows = np.flatnonzero(mask[:, j])
@@ -121,12 +120,13 @@ class GBMModel:
                 if on_label is not None:
                     on_label(len(self.labels_) - 1, self.labels_[-1])
                 continue
-            sub = train.subset(rows).construct()
-            sub.set_label(yj)
+            # A Dataset of this label's rows (LightGBM 4.7's Dataset.subset of one shared Dataset failed its
+            # split checks, or crashed, on small cohorts: "Check failed: best_split_info.left_count > 0").
+            sub = lgb.Dataset(X[rows], label=yj, params=data_params, free_raw_data=True)
             v_rows = np.flatnonzero(mask_val[:, j]) if val is not None else np.zeros(0, np.int64)
             if len(v_rows):
-                vsub = val.subset(v_rows).construct()
-                vsub.set_label((y_val[v_rows, j] > 0.5).astype(np.float64))
+                vsub = lgb.Dataset(val[v_rows], label=(y_val[v_rows, j] > 0.5).astype(np.float64), reference=sub,
+                                   params=data_params, free_raw_data=True)
                 booster = lgb.train(params, sub, num_boost_round=self.num_boost_round, valid_sets=[vsub],
                                     callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True,
                                                                   verbose=False)])
@@ -221,10 +221,10 @@ class HistoryGBM:
     """The `gbm` model of the registry: history features (HistoryFeaturizer, fitted on the training samples'
     patients) and one booster per label; on a patient table, its count matrix instead (no history there)."""
 
-    def __init__(self, n_labels: int, num_threads: int = 1) -> None:
+    def __init__(self, n_labels: int, num_threads: int = 1, params: dict | None = None) -> None:
         self.n_labels = n_labels
         self.featurizer: HistoryFeaturizer | None = None
-        self.gbm = GBMModel(num_threads=num_threads)
+        self.gbm = GBMModel(params, num_threads=num_threads)
 
     @property
     def config(self) -> dict:
@@ -262,7 +262,7 @@ def _build(train_set, n_labels: int, params: dict) -> HistoryGBM:
 
     # As many threads as torch uses (OMP_NUM_THREADS or the cores): the same model on the same machine. On a
     # machine shared with other jobs, one thread can be faster (see the module's docstring).
-    return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()))
+    return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()), params=params.get("gbm_params"))
 
 
 def _save(model: HistoryGBM) -> tuple[dict, dict, dict]:

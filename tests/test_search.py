@@ -1,0 +1,56 @@
+"""--search: seeded trials on the tuning patients, the best settings set and saved, resumable from its journal."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ehrdx.cli import app
+from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.estimator import EHRClassifier
+from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.search import GBM_SPACE, search_settings
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search")
+    paths = write_longitudinal(generate_longitudinal(300, seed=4), out)
+    store = open_store(meds=paths["meds"], store_dir=out / "store")
+    return paths, store, patient_splits(store, paths["meds"], 0)
+
+
+def test_search_sets_the_best_settings_and_resumes_from_its_journal(cohort, tmp_path):
+    paths, store, splits = cohort
+    clf = EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3)
+    seen = []
+    result = search_settings(clf, store, splits, 3, journal_dir=tmp_path, on_trial=lambda *a: seen.append(a))
+    r = result["members"]["gbm"]
+    assert len(r["trials"]) == len(seen) == 3 and r["resumed_trials"] == 0
+    assert set(r["trials"][0]["settings"]) == set(GBM_SPACE)
+    best = max(r["trials"], key=lambda t: t["tuning_auprc"])
+    assert clf.gbm_params == best["settings"] == {k: v for k, v in r["best"]["gbm_params"].items()}
+    # the same journal: the finished trials count, only the missing ones run
+    again = EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3)
+    r2 = search_settings(again, store, splits, 4, journal_dir=tmp_path)["members"]["gbm"]
+    assert r2["resumed_trials"] == 3 and len(r2["trials"]) == 4
+    assert [t["settings"] for t in r2["trials"][:3]] == [t["settings"] for t in r["trials"]]
+    # seeded: a fresh search with the same seed tries the same settings
+    fresh = search_settings(EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3), store, splits, 3,
+                            journal_dir=tmp_path / "fresh")["members"]["gbm"]
+    assert [t["settings"] for t in fresh["trials"]] == [t["settings"] for t in r["trials"]]
+
+
+def test_train_search_from_the_command_line(cohort, tmp_path):
+    paths, _store, _splits = cohort
+    r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}",
+                                 "--model", "gru", "--epochs", "1", "--search", "2", "--budget", "10m",
+                                 "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    found = json.loads((tmp_path / "m" / "search.json").read_text())
+    best = found["members"]["gru"]["best"]
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["params"]
+    assert all(saved[k] == v for k, v in best.items())  # the chosen settings are the model's
+    r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--model", "logistic", "--search", "2",
+                                 "--labels", f"map:{paths['label_map']}", "--out", str(tmp_path / "l")])
+    assert r.exit_code == 2 and "no settings to search" in r.output
