@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -53,15 +54,20 @@ def run(p, name: str, settings: dict, seed: int) -> dict:
         return spec
 
     clf.resolve_settings = resolve_with
-    test = p.samples["held_out"]
     points, paused, state = [], [0.0], {}
+
+    def held_out():
+        if "test" not in state:  # the built-in cohort's samples come from the estimator's own task
+            state["test"] = p.samples["held_out"] if p.samples else clf.samples(p.store, p.rows["held_out"])
+            state["cols"] = [clf.labels_.index(lab) for lab in (p.labels or clf.labels_)]
+        return state["test"], state["cols"]
 
     def on_epoch(epoch, train_loss, val_loss):
         t = time.perf_counter()
+        test, cols = held_out()
         if "ds" not in state:
             state["ds"] = clf.dataset(p.store, test)
         proba = 1 / (1 + np.exp(-predict_logits(clf.model_, state["ds"]).astype(np.float64)))
-        cols = [clf.labels_.index(lab) for lab in p.labels]
         points.append({"epoch": epoch + 1, "seconds": round(t - state["t0"] - paused[0], 2),
                        "val": None if val_loss is None else round(val_loss, 5), **score(test, proba[:, cols])})
         paused[0] += time.perf_counter() - t
@@ -69,7 +75,8 @@ def run(p, name: str, settings: dict, seed: int) -> dict:
     state["t0"] = time.perf_counter()
     clf.fit(p.store, p.rows["train"], p.rows["tuning"], targets=p.targets, on_epoch=on_epoch)
     seconds = time.perf_counter() - state["t0"] - paused[0]
-    proba = clf.predict_samples(p.store, test)[:, [clf.labels_.index(lab) for lab in p.labels]]
+    test, cols = held_out()
+    proba = clf.predict_samples(p.store, test)[:, cols]
     final = score(test, proba)
     key = "no_auroc" if final["no_auroc"] is not None else "all_auroc"  # syntha: no new onsets
     ttq = next((q["seconds"] for q in points if q[key] >= final[key] - 0.005), seconds)
@@ -78,6 +85,19 @@ def run(p, name: str, settings: dict, seed: int) -> dict:
     return {"set": p.name, "variant": name, "seed": seed, **{k: v if v is None else round(v, 4) for k, v in final.items()}, "fit_s": round(seconds, 1),
             "ttq_s": ttq, "epochs": h.epochs_run, "best_epoch": h.best_epoch + 1,
             "steps": getattr(h, "steps", None), "config": cfg, "per_epoch": points}
+
+
+def builtin(patients: int, work: Path) -> SimpleNamespace:
+    """ehrdx's own cohort (next-visit task, its MEDS splits), as bench_quality_time.py runs it."""
+    from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+    from ehrdx.events_pipeline import open_store, patient_splits
+
+    paths = write_longitudinal(generate_longitudinal(patients, seed=0), work)
+    store = open_store(meds=paths["meds"], store_dir=work / "store")
+    tr, va, te = patient_splits(store, paths["meds"], 0)
+    return SimpleNamespace(name=f"builtin{patients}", store=store, task="next-visit", targets=None, samples=None,
+                           selector=f"map:{paths['label_map']}", labels=None,
+                           rows={"train": tr, "tuning": va, "held_out": te})
 
 
 def main() -> None:
@@ -97,9 +117,12 @@ def main() -> None:
     variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variant]
     results = []
     for set_name in args.sets.split(","):
-        meds = Path(args.data) / f"{set_name}_p{args.patients}_s{args.seed}" / "meds"
-        p = prepare(set_name, meds, Path(args.work) / f"{set_name}_p{args.patients}_s{args.seed}", n_labels=25,
-                    min_patients=10, years=10, times_mode="yearly", visit_gap_seconds=86400)
+        if set_name.startswith("builtin"):
+            p = builtin(int(set_name.split(":")[1]), Path(args.work) / set_name.replace(":", "_"))
+        else:
+            meds = Path(args.data) / f"{set_name}_p{args.patients}_s{args.seed}" / "meds"
+            p = prepare(set_name, meds, Path(args.work) / f"{set_name}_p{args.patients}_s{args.seed}", n_labels=25,
+                        min_patients=10, years=10, times_mode="yearly", visit_gap_seconds=86400)
         runs = [(name, settings, ms) for name, settings in variants for ms in map(int, args.model_seeds.split(","))]
         for name, settings, ms in runs:
             r = run(p, name, settings, ms)

@@ -71,7 +71,7 @@ RUN_ONLY = ("seconds", "samples_per_second", "resumed_after_epoch")
 @dataclass
 class TrainHistory:
     train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)  # what early stopping minimised, per epoch
     best_epoch: int = 0
     epochs_run: int = 0
     steps: int = 0  # optimiser steps taken
@@ -202,9 +202,14 @@ def train_model(
 ) -> TrainHistory:
     """Train in place; on return the model holds the weights of the best validation epoch.
 
+    Early stopping minimises `validation_score` (`config.monitor`: the validation loss, or minus the
+    masked macro AUROC/AUPRC); that value is what `on_epoch` gets as its third argument and what
+    `history.val_loss` records. `val_score(model)` replaces it. Stopping waits `config.patience` epochs
+    without improvement and `config.min_steps` optimiser steps. The learning rate follows `lr_at` over a
+    budget of `max_epochs` epochs of steps (set before every step, so a resumed run continues it).
+
     `extra_loss(model, batch, logits)` adds a term to each step's loss (e.g. distillation when a
-    model grows new labels); `val_score(model)` replaces the validation loss as what early stopping
-    minimises. The model is moved to `config.device` and stays there.
+    model grows new labels). The model is moved to `config.device` and stays there.
 
     Started by torchrun (see train/distributed.py), the same call trains data parallel: each process
     takes its share of every epoch and DistributedDataParallel averages the gradients.
