@@ -11,7 +11,7 @@ from torch import nn
 
 from ehrdx.data.batches import SampleSet
 from ehrdx.data.preprocess import EncodedFeatures
-from ehrdx.train.loop import TrainConfig, lr_at, masked_macro_score, predict_logits, train_model
+from ehrdx.train.loop import TrainConfig, epoch_budget, lr_at, masked_macro_score, predict_logits, train_model
 
 
 class Linear(nn.Module):
@@ -114,6 +114,23 @@ def test_min_steps_holds_early_stopping_back():
     cfg = TrainConfig(batch_size=50, max_epochs=20, patience=1, min_steps=4 * 6)  # 4 steps an epoch
     h = train_model(Linear(6, 3), train, val, cfg, val_score=always_worse)
     assert h.epochs_run == 6 and h.steps == 24 and h.best_epoch == 0
+
+
+def test_min_steps_extends_the_budget_of_a_small_set(monkeypatch):
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    train = rows(100, 8)  # 2 batches of 50 an epoch: 3 epochs are 6 steps, min_steps asks for 10
+    cfg = TrainConfig(lr=1e-2, batch_size=50, max_epochs=3, schedule="cosine", min_steps=10)
+    assert epoch_budget(cfg, 2) == 5 and epoch_budget(cfg, 4) == 3 and epoch_budget(cfg, 20) == 3
+    h = train_model(Linear(6, 3), train, None, cfg)
+    assert h.epochs_run == 5 and h.steps == 10
+    np.testing.assert_allclose(seen, [lr_at(s, 10, cfg) for s in range(10)])  # decays over the 10 steps
 
 
 def test_a_scheduled_run_resumes_to_the_same_weights(tmp_path):

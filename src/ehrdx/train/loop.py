@@ -31,7 +31,8 @@ class TrainConfig:
     monitor: str = "loss"  # what early stopping follows on validation: loss | auroc | auprc (masked macro)
     schedule: str = "constant"  # learning rate: constant | cosine (decay to 0 over max_epochs' steps)
     warmup: float = 0.0  # share of the step budget over which the learning rate rises linearly from 0
-    min_steps: int = 0  # optimiser steps before early stopping may stop (a small set has few per epoch)
+    min_steps: int = 0  # optimiser steps before early stopping may stop, and the least step budget: a small
+    # set (few steps an epoch) trains for more than max_epochs epochs until it has taken this many
     pos_weight: bool = False  # up-weight positives of rare labels (capped), see label_pos_weight
     seed: int = 0
     device: str = "cpu"  # auto | cpu | cuda | cuda:N
@@ -63,6 +64,11 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
         return config.lr
     done = min(step - warm, max(total - warm, 1)) / max(total - warm, 1)
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def epoch_budget(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs to train at most: max_epochs, or more where min_steps needs more epochs of this size."""
+    return max(config.max_epochs, -(-config.min_steps // max(steps_per_epoch, 1)))
 
 
 RUN_ONLY = ("seconds", "samples_per_second", "resumed_after_epoch")
@@ -206,7 +212,8 @@ def train_model(
     masked macro AUROC/AUPRC); that value is what `on_epoch` gets as its third argument and what
     `history.val_loss` records. `val_score(model)` replaces it. Stopping waits `config.patience` epochs
     without improvement and `config.min_steps` optimiser steps. The learning rate follows `lr_at` over a
-    budget of `max_epochs` epochs of steps (set before every step, so a resumed run continues it).
+    budget of `max_epochs` epochs of steps, or of as many epochs as `min_steps` needs where that is more
+    (set before every step, so a resumed run continues it).
 
     `extra_loss(model, batch, logits)` adds a term to each step's loss (e.g. distillation when a
     model grows new labels). The model is moved to `config.device` and stays there.
@@ -227,7 +234,9 @@ def train_model(
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     generator = torch.Generator().manual_seed(config.seed)
-    budget = config.max_epochs * n_batches(train, batch_size, shard)  # optimiser steps of the schedule
+    per_epoch = max(n_batches(train, batch_size, shard), 1)
+    epochs = epoch_budget(config, per_epoch)
+    budget = epochs * per_epoch  # optimiser steps of the schedule
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     pos_weight = label_pos_weight(train.y, train.y_mask).to(device) if config.pos_weight else None
     history = TrainHistory(processes=shard.world, device=str(device), precision=precision)
@@ -247,12 +256,12 @@ def train_model(
             history = TrainHistory(**{**meta["history"], "resumed_after_epoch": meta["epoch"] + 1})
             best_val = math.inf if meta["best_val"] is None else meta["best_val"]
             stale = meta["stale"]
-            start_epoch = config.max_epochs if meta["stopped"] else meta["epoch"] + 1
+            start_epoch = epochs if meta["stopped"] else meta["epoch"] + 1
         elif is_main():
             ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
-    for epoch in range(start_epoch, config.max_epochs):
+    for epoch in range(start_epoch, epochs):
         net.train()
         # Sums stay on the device: reading them back every step would stall a GPU.
         total = torch.zeros((), dtype=torch.float64, device=device)
