@@ -1,4 +1,5 @@
-"""The training loop: one readable function, masked loss, AdamW, early stopping on validation."""
+"""The training loop: one readable function, masked loss, AdamW with an optional warm-up and cosine decay
+over the step budget, early stopping on validation loss or on a validation ranking metric."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ehrdx.data.batch import Batch
-from ehrdx.data.batches import SampleSet
+from ehrdx.data.batches import SampleSet, n_batches
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
 from ehrdx.train.distributed import all_sum, current_shard, is_distributed, is_main
@@ -27,13 +28,47 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 30
     patience: int = 4  # epochs without validation improvement before stopping
+    monitor: str = "loss"  # what early stopping follows on validation: loss | auroc | auprc (masked macro)
+    schedule: str = "constant"  # learning rate: constant | cosine (decay to 0 over max_epochs' steps)
+    warmup: float = 0.0  # share of the step budget over which the learning rate rises linearly from 0
+    min_steps: int = 0  # optimiser steps before early stopping may stop, and the least step budget: a small
+    # set (few steps an epoch) trains for more than max_epochs epochs until it has taken this many
     pos_weight: bool = False  # up-weight positives of rare labels (capped), see label_pos_weight
     seed: int = 0
     device: str = "cpu"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (fp32; see train/device.py) | fp32 | bf16 autocast
 
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a share of the step budget in [0, 1), not {self.warmup}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MONITORS = ("loss", "auroc", "auprc")
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(step: int, total: int, config: TrainConfig) -> float:
+    """The learning rate of optimiser step `step` (0-based) of a budget of `total` steps: a linear
+    rise over the first `warmup` share, then constant or a cosine decay that reaches 0 at `total`."""
+    warm = round(config.warmup * total)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    if config.schedule == "constant":
+        return config.lr
+    done = min(step - warm, max(total - warm, 1)) / max(total - warm, 1)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def epoch_budget(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs to train at most: max_epochs, or more where min_steps needs more epochs of this size."""
+    return max(config.max_epochs, -(-config.min_steps // max(steps_per_epoch, 1)))
 
 
 RUN_ONLY = ("seconds", "samples_per_second", "resumed_after_epoch")
@@ -42,9 +77,10 @@ RUN_ONLY = ("seconds", "samples_per_second", "resumed_after_epoch")
 @dataclass
 class TrainHistory:
     train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)  # what early stopping minimised, per epoch
     best_epoch: int = 0
     epochs_run: int = 0
+    steps: int = 0  # optimiser steps taken
     seconds: float = 0.0
     samples_per_second: float = 0.0
     processes: int = 1  # data parallel processes that trained together
@@ -129,6 +165,31 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
     return out if out is not None else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
 
 
+def masked_macro_score(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, metric: str) -> float:
+    """Macro AUROC or AUPRC (average precision) over the labels that have both classes among their
+    known elements; nan when none has."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    fn = roc_auc_score if metric == "auroc" else average_precision_score
+    values = []
+    for j in range(y.shape[1]):
+        known = mask[:, j]
+        yj = y[known, j] > 0.5
+        if 0 < yj.sum() < len(yj):
+            values.append(fn(yj, scores[known, j]))
+    return float(np.mean(values)) if values else math.nan
+
+
+def validation_score(model: nn.Module, val, monitor: str, precision: str = "fp32") -> float:
+    """What early stopping minimises: the mean validation loss, or minus the masked macro metric
+    (falling back to the loss where no label has both classes in validation)."""
+    if monitor != "loss":
+        value = masked_macro_score(val.y, val.y_mask, predict_logits(model, val, precision=precision), monitor)
+        if not math.isnan(value):
+            return -value
+    return evaluate_loss(model, val, precision=precision)
+
+
 def _eval_batch(samples) -> int:
     """Rows per evaluation batch: patient-table rows are cheap; sequences carry all their visits."""
     return 4096 if isinstance(samples, SampleSet) else 512
@@ -147,9 +208,15 @@ def train_model(
 ) -> TrainHistory:
     """Train in place; on return the model holds the weights of the best validation epoch.
 
+    Early stopping minimises `validation_score` (`config.monitor`: the validation loss, or minus the
+    masked macro AUROC/AUPRC); that value is what `on_epoch` gets as its third argument and what
+    `history.val_loss` records. `val_score(model)` replaces it. Stopping waits `config.patience` epochs
+    without improvement and `config.min_steps` optimiser steps. The learning rate follows `lr_at` over a
+    budget of `max_epochs` epochs of steps, or of as many epochs as `min_steps` needs where that is more
+    (set before every step, so a resumed run continues it).
+
     `extra_loss(model, batch, logits)` adds a term to each step's loss (e.g. distillation when a
-    model grows new labels); `val_score(model)` replaces the validation loss as what early stopping
-    minimises. The model is moved to `config.device` and stays there.
+    model grows new labels). The model is moved to `config.device` and stays there.
 
     Started by torchrun (see train/distributed.py), the same call trains data parallel: each process
     takes its share of every epoch and DistributedDataParallel averages the gradients.
@@ -167,6 +234,9 @@ def train_model(
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     generator = torch.Generator().manual_seed(config.seed)
+    per_epoch = max(n_batches(train, batch_size, shard), 1)
+    epochs = epoch_budget(config, per_epoch)
+    budget = epochs * per_epoch  # optimiser steps of the schedule
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     pos_weight = label_pos_weight(train.y, train.y_mask).to(device) if config.pos_weight else None
     history = TrainHistory(processes=shard.world, device=str(device), precision=precision)
@@ -186,12 +256,12 @@ def train_model(
             history = TrainHistory(**{**meta["history"], "resumed_after_epoch": meta["epoch"] + 1})
             best_val = math.inf if meta["best_val"] is None else meta["best_val"]
             stale = meta["stale"]
-            start_epoch = config.max_epochs if meta["stopped"] else meta["epoch"] + 1
+            start_epoch = epochs if meta["stopped"] else meta["epoch"] + 1
         elif is_main():
             ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
-    for epoch in range(start_epoch, config.max_epochs):
+    for epoch in range(start_epoch, epochs):
         net.train()
         # Sums stay on the device: reading them back every step would stall a GPU.
         total = torch.zeros((), dtype=torch.float64, device=device)
@@ -209,7 +279,10 @@ def train_model(
                 loss = loss + extra_loss(model, batch, logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(history.steps, budget, config)
             optimizer.step()
+            history.steps += 1
             total += s.detach()
             count += n
             seen += batch.y.shape[0]
@@ -221,7 +294,8 @@ def train_model(
         if not use_val:
             val_loss = None
         else:
-            val_loss = val_score(model) if val_score is not None else evaluate_loss(model, val, precision=precision)
+            val_loss = (val_score(model) if val_score is not None
+                        else validation_score(model, val, config.monitor, precision))
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
         stop = False
@@ -234,7 +308,7 @@ def train_model(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-                stop = stale >= config.patience
+                stop = stale >= config.patience and history.steps >= config.min_steps
         if ckpt is not None and is_main():
             ckpt.save(epoch=epoch, model=model, optimizer=optimizer, best_state=best_state,
                       best_val=None if math.isinf(best_val) else best_val, stale=stale, stopped=stop,
