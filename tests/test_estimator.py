@@ -97,8 +97,8 @@ class _Prevalence:
         self.logit = np.log(p / (1 - p))
         return self
 
-    def decision_function(self, X):
-        return np.tile(self.logit, (X.shape[0], 1))
+    def predict_logits(self, dataset):
+        return np.tile(self.logit, (len(dataset), 1))
 
 
 def test_a_model_registered_in_one_place_trains_saves_and_loads(events, tmp_path):

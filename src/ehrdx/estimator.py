@@ -61,6 +61,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
     hidden, layers, heads, dropout, code_dim    network size (layers None: the model's default)
     lr, weight_decay, batch_size, max_epochs, patience, pos_weight    training (None: the model's or the
                     source's default)
+    monitor, schedule, warmup, min_steps    early stopping on validation loss (or masked macro auroc/auprc),
+                    a constant or warm-up + cosine learning rate, the least optimiser steps (train/loop.py)
     min_code_count  event codes rarer than this in training read as the unknown code
     val_fraction    share of patients held out for validation when `fit` is given no validation rows
     seed, device, precision, schema (a TableSchema for tables)
@@ -72,6 +74,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
                  hidden: int = 128, layers: int | None = None, heads: int = 4, dropout: float = 0.1,
                  code_dim: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, batch_size: int | None = None,
                  max_epochs: int = 30, patience: int | None = None, pos_weight: bool = False,
+                 monitor: str = "loss", schedule: str = "constant", warmup: float = 0.0, min_steps: int = 0,
                  min_code_count: int = 1, val_fraction: float = 0.15, seed: int = 0, device: str = "cpu",
                  precision: str = "auto", infer_introduced: bool = False, schema=None,
                  gbm_params: dict | None = None) -> None:
@@ -79,6 +82,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.hidden, self.layers, self.heads, self.dropout, self.code_dim = hidden, layers, heads, dropout, code_dim
         self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
         self.patience, self.pos_weight, self.min_code_count = patience, pos_weight, min_code_count
+        self.monitor, self.schedule, self.warmup, self.min_steps = monitor, schedule, warmup, min_steps
         self.val_fraction, self.seed, self.device, self.precision = val_fraction, seed, device, precision
         self.infer_introduced, self.schema, self.gbm_params = infer_introduced, schema, gbm_params
 
@@ -105,6 +109,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.train_config_ = TrainConfig(
             lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size or spec.default_batch_size,
             max_epochs=self.max_epochs, patience=self.patience or DEFAULT_PATIENCE[kind], pos_weight=self.pos_weight,
+            monitor=self.monitor, schedule=self.schedule, warmup=self.warmup, min_steps=self.min_steps,
             seed=self.seed, device=self.device, precision=self.precision)
         return spec
 
