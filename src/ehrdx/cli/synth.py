@@ -109,7 +109,7 @@ def demo(
     with EpochProgress(epochs, f"4. training {model}") as progress:
         clf, metrics = run.train_event_demo(
             st, splits, cohort, run.event_classifier(paths, model, hidden, epochs, seed), on_epoch=progress,
-            on_baseline=lambda name: console.print(f"   fitting baseline {name} on count features"))
+            on_baseline=lambda name: console.print(f"   fitting baseline {name}"))
     clf.save(out / "model")
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     opts.write_json(out / "metrics.json", metrics)
