@@ -126,3 +126,10 @@ def test_a_model_registered_in_one_place_trains_saves_and_loads(events, tmp_path
         np.testing.assert_array_equal(back.predict_samples(store, s), p)  # same numbers through one exp
     finally:
         registry._MODELS.pop("prevalence", None)
+
+
+def test_training_rows_alone_mean_no_validation(table):
+    rows = np.arange(400)
+    clf = EHRClassifier(hidden=8, layers=1, max_epochs=2, seed=0).fit(table, rows)
+    assert clf.fit_summary_["train_patients"] == 400 and clf.fit_summary_["val_patients"] == 0
+    assert np.all(clf.thresholds_ == 0.5) and clf.history_.epochs_run == 2  # nothing to stop early on

@@ -149,7 +149,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
             on_epoch: Callable[[int, float, float | None], None] | None = None,
             checkpoint: str | Path | None = None, resume: bool = False) -> EHRClassifier:
         """Fit on the `train_rows` of `data` (a store or a table); `val_rows` (or a separate `val` table)
-        stop training and tune thresholds. Without rows, a seeded share of patients is held out.
+        stop training and tune thresholds (none given with `train_rows`: no early stopping, thresholds 0.5).
+        Without rows, a seeded share (val_fraction) of patients is held out for validation.
         `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints."""
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
@@ -157,7 +158,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
         if train_rows is None:
             train_rows, val_rows = self._default_rows(source) if val is None else (np.arange(len(source)), None)
         train_rows = np.asarray(train_rows, np.int64)
-        val_rows = np.arange(len(val_source)) if val_rows is None else np.asarray(val_rows, np.int64)
+        if val_rows is None:  # a separate validation table: all of it; training rows alone: no validation
+            val_rows = np.arange(len(val_source)) if val is not None else np.zeros(0, np.int64)
+        val_rows = np.asarray(val_rows, np.int64)
         self._check_parts(source, train_rows, val_source, val_rows)
         self.label_vocab_ = source.fit_labels(train_rows, self.selector_, self.infer_introduced)
         self.encoder_ = source.fit_encoder(train_rows, self.min_code_count)
