@@ -133,3 +133,24 @@ def test_training_rows_alone_mean_no_validation(table):
     clf = EHRClassifier(hidden=8, layers=1, max_epochs=2, seed=0).fit(table, rows)
     assert clf.fit_summary_["train_patients"] == 400 and clf.fit_summary_["val_patients"] == 0
     assert np.all(clf.thresholds_ == 0.5) and clf.history_.epochs_run == 2  # nothing to stop early on
+
+
+def test_a_given_task_and_table_roles_travel_with_the_model(events, small_cohort, tmp_path):
+    from ehrdx.data.table import TableSchema
+    from ehrdx.tasks.task import TaskSpec
+
+    paths, store, (tr, va, _) = events
+    task = TaskSpec.parse("window:365d", new_onset=True, censor=False)
+    clf = EHRClassifier(model="logistic", task=task, labels=f"map:{paths['label_map']}").fit(store, tr, va)
+    clf.save(tmp_path / "e")
+    assert ehrdx.load(tmp_path / "e").task_ == task
+    # a separate validation store is refused (validation patients are rows of the same store)
+    with pytest.raises(ehrdx.errors.DataError, match="separate validation source"):
+        EHRClassifier(model="logistic").fit(store, val=store)
+    frame = small_cohort.table.head(300)
+    schema = TableSchema(id_column="patient_id", label_column="diseases")
+    t = EHRClassifier(model="logistic", schema=schema).fit(frame)
+    t.save(tmp_path / "t")
+    back = ehrdx.load(tmp_path / "t")
+    assert back.get_params()["schema"] == schema
+    assert clone(back).fit(frame).labels_ == t.labels_

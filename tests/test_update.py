@@ -192,3 +192,18 @@ def test_replay_mixes_old_data_with_new_labels_unknown(data):
     new, report = update_model(old, new_store, patient_splits(new_store, paths["meds"], 0), epochs=1,
                                replay=(old_store, tr))
     assert report["replay"] and new.lineage_["replay"] and len(new.labels_) == len(old.labels_) + 3
+
+
+def test_an_update_without_validation_patients_keeps_the_old_thresholds_and_starts_new_ones_at_half(data):
+    paths, old_store, new_store = data
+    tr, va, _ = patient_splits(old_store, paths["meds"], 0)
+    old = EventClassifier(model="gbm", labels=f"map:{paths['label_map']}").fit(old_store, tr, va)
+    tr2, _va2, te2 = patient_splits(new_store, paths["meds"], 0)
+    new, _ = update_model(old, new_store, (tr2, np.zeros(0, np.int64), te2))
+    L = len(old.labels_)
+    assert len(new.thresholds_) == len(new.labels_) > L
+    np.testing.assert_array_equal(new.thresholds_[:L], old.thresholds_)  # copied, not computed
+    assert np.all(new.thresholds_[L:] == 0.5)
+    assert new.evaluate(new_store, te2)["all"]["macro_auroc"] > 0.5  # usable as saved
+    with pytest.raises(ehrdx.errors.DataError, match="not fine-tuned"):
+        update_model(old, new_store, (tr2, np.zeros(0, np.int64), te2), replay=(old_store, tr))

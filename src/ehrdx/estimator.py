@@ -155,6 +155,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
         val_source = source if val is None else self.source(val, for_fit=True)
+        if val is not None and source.kind != TABLE:
+            raise DataError("a separate validation source is for patient tables; an event store's validation "
+                            "patients are rows of the same store", file=source.name,
+                            fix="give fit(store, train_rows, val_rows) (ehrdx.patient_splits makes them)")
         if train_rows is None:
             train_rows, val_rows = self._default_rows(source) if val is None else (np.arange(len(source)), None)
         train_rows = np.asarray(train_rows, np.int64)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ehrdx.data.preprocess import TablePreprocessor
 from ehrdx.data.sequences import EventEncoder
+from ehrdx.data.table import TableSchema
 from ehrdx.models.registry import TABLE, get_model
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
@@ -30,6 +31,8 @@ class Artifacts:
     def artifact_parts(self) -> dict:
         config, state, model_files = get_model(self.model_name_).save(self.model_)
         params = {k: v for k, v in self.get_params().items() if k not in NOT_SAVED}
+        if isinstance(self.schema, TableSchema):  # the roles the user gave (not the inferred ones)
+            params["schema"] = self.schema.to_dict()
         common = {"model": config, "model_name": self.model_name_, "params": params, "params_version": PARAMS_VERSION,
                   "train": self.train_config_.to_dict(), "thresholds": [float(t) for t in self.thresholds_],
                   "history": self.history_.to_artifact() if hasattr(self, "history_") else None}
@@ -58,12 +61,15 @@ class Artifacts:
         if config.get("params_version") != PARAMS_VERSION and model_cfg.get("kind") in ("sequence", "mlp"):
             params["layers"] = model_cfg["layers"] if model_cfg["kind"] == "sequence" else model_cfg["depth"]
             params["hidden"] = model_cfg["hidden"]
+        if params.get("schema"):
+            params["schema"] = TableSchema.from_dict(params["schema"])
         if family == "table":
             clf = cls(**params)
             clf.encoder_ = TablePreprocessor.from_dict(files["preprocessing.json"])
         else:
             task = TaskSpec.from_dict(files["task.json"])
             params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
+            params.update(new_onset=task.new_onset, censor=task.censor)  # also when a TaskSpec was given whole
             selector = LabelSelector.from_dict(files["labels.json"]["selector"])
             # A prefix or regex selection is its spec; a label map is kept whole (its file may be gone).
             clf = cls(task=task.name, labels=selector.spec if selector.kind != "map" else selector, **params)

@@ -132,6 +132,11 @@ def update_model(
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
 
     if not isinstance(new.model_, torch.nn.Module):  # a model that fits itself: new labels fit, old ones kept
+        if replay is not None:
+            raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{new.model_name_}' model "
+                            "is not fine-tuned: its old labels' outputs are kept as they are",
+                            fix="leave out --replay-meds for this model")
+        protect = "not needed (old labels' outputs kept as they are)"
         used = ["fit" for _ in found]
         new.model_.add_labels(new.dataset(store, train_s), new.dataset(store, val_s), n_old=L_old, seed=new.seed)
         history = None
@@ -174,6 +179,8 @@ def update_model(
     if len(val_s):
         new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.new_onset_),
                                           new.predict_samples(store, val_s))
+    else:  # no validation patients: the old labels keep theirs, the new ones start at 0.5
+        new.thresholds_ = np.concatenate([np.asarray(old.thresholds_, dtype=np.float64), np.full(L - L_old, 0.5)])
     seconds = time.perf_counter() - t0
     parent = Path(parent_dir) if parent_dir else None
     new.lineage_ = {

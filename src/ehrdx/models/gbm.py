@@ -273,8 +273,11 @@ def _save(model: HistoryGBM) -> tuple[dict, dict, dict]:
 
 def _load(config: dict, state: dict, files: dict) -> HistoryGBM:
     saved = files["gbm.json"]
+    import torch
+
     model = HistoryGBM(config["n_labels"])
     model.gbm = GBMModel.from_dict(saved["model"])
+    model.gbm.num_threads = max(1, torch.get_num_threads())  # this machine's, not the one it was trained on
     model.featurizer = HistoryFeaturizer.from_dict(saved["features"]) if saved["features"] else None
     return model
 
