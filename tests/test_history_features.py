@@ -70,7 +70,7 @@ def test_hand_built_history_features(hand):
     f = {name: X[:, j] for j, name in enumerate(feat.feature_names_)}
     assert feat.codes_ == ["A", "LAB//X"]  # GENDER//F, MEDS_BIRTH, B, RARE: once each, under min_count=2
     assert X.shape == (3, feat.n_features) and len(feat.feature_names_) == feat.n_features
-    # counts over the whole history and in the windows (t - w, t]
+    # counts over the whole history and in the windows (t - w, t]; small integers, exact in float32
     np.testing.assert_array_equal(f["count:A"], [2, 2, 1])
     np.testing.assert_array_equal(f["count_30d:A"], [1, 0, 0])  # on 2020-03-01 the visit of that day
     np.testing.assert_array_equal(f["count_365d:A"], [2, 2, 1])

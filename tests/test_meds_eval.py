@@ -64,7 +64,7 @@ def test_files_have_the_prediction_schema_and_ehrdx_counts_and_auroc(meds_model)
         assert int(truth.sum()) == row["positives"] == own[row["label"]]["positives"]
         clear = np.abs(proba - row["threshold"]) > 1e-6  # decided in float64, written in float32
         assert clear.mean() > 0.9
-        np.testing.assert_array_equal(predicted[clear], (proba >= row["threshold"])[clear])
+        np.testing.assert_array_equal(predicted[clear], (proba >= row["threshold"])[clear])  # booleans
         if own[row["label"]]["auroc"] is not None:
             # float32 keeps the order of the probabilities; it ties none of them here (counted in the manifest)
             assert row["probabilities_tied_by_float32"] == 0

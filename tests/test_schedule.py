@@ -54,7 +54,9 @@ def test_bad_settings_are_refused():
         TrainConfig(warmup=1.0)
 
 
-def test_the_loop_steps_the_schedule_over_max_epochs(monkeypatch):
+@pytest.fixture
+def learning_rates(monkeypatch):
+    """The learning rate of every optimiser step taken in the test, in order."""
     seen = []
     step = torch.optim.AdamW.step
 
@@ -63,6 +65,11 @@ def test_the_loop_steps_the_schedule_over_max_epochs(monkeypatch):
         return step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    return seen
+
+
+def test_the_loop_steps_the_schedule_over_max_epochs(learning_rates):
+    seen = learning_rates
     train = rows(200, 0)  # 4 batches of 50 per epoch
     cfg = TrainConfig(lr=1e-2, batch_size=50, max_epochs=5, schedule="cosine", warmup=0.2)
     h = train_model(Linear(6, 3), train, None, cfg)
@@ -116,15 +123,8 @@ def test_min_steps_holds_early_stopping_back():
     assert h.epochs_run == 6 and h.steps == 24 and h.best_epoch == 0
 
 
-def test_min_steps_extends_the_budget_of_a_small_set(monkeypatch):
-    seen = []
-    step = torch.optim.AdamW.step
-
-    def recording(self, *a, **k):
-        seen.append(self.param_groups[0]["lr"])
-        return step(self, *a, **k)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+def test_min_steps_extends_the_budget_of_a_small_set(learning_rates):
+    seen = learning_rates
     train = rows(100, 8)  # 2 batches of 50 an epoch: 3 epochs are 6 steps, min_steps asks for 10
     cfg = TrainConfig(lr=1e-2, batch_size=50, max_epochs=3, schedule="cosine", min_steps=10)
     assert epoch_budget(cfg, 2) == 5 and epoch_budget(cfg, 4) == 3 and epoch_budget(cfg, 20) == 3
