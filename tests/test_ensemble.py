@@ -113,3 +113,18 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
     one = clf.samples(store, te[:1], require_labels=False)
     result = explain_sample(clf, store, one, 0)
     assert result["model"].startswith("the gru member of the auto ensemble") and result["labels"][0]["events"]
+
+
+def test_gbm_member_stops_on_training_patients_so_tuning_patients_stay_unseen(fitted):
+    _out, _paths, store, splits, clf, _ = fitted
+    from ehrdx.data.batches import HISTORY
+    from ehrdx.train.ensemble import inner_split
+
+    s = clf.samples(store, splits[0])
+    train = clf.dataset(store, s)[HISTORY]
+    fit_part, stop_part = inner_split(train, seed=0)
+    a, b = set(fit_part.samples.row), set(stop_part.samples.row)
+    assert not a & b and a | b == set(s.row) and len(fit_part) + len(stop_part) == len(s)  # by patient
+    assert 0.05 < len(b) / len(a | b) < 0.2  # about a tenth of the training patients
+    np.testing.assert_array_equal(stop_part.y, stop_part.samples.y)  # targets follow their samples
+    assert not set(stop_part.samples.row) & set(splits[1])  # none of them a tuning patient
