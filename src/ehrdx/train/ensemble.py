@@ -138,7 +138,7 @@ class EnsembleModel:
         """`ehrdx update`: every member learns the labels from column `n_old` on, and the old labels' outputs
         stay as they were. A member that fits itself (gbm) adds its own boosters; a network (gru) gets new head
         rows by linear probing on its frozen states (no fine-tuning, so its body does not move). The new
-        labels' weights are chosen on the tuning samples as at fit time."""
+        labels' weights are chosen on the tuning samples as at fit time (gbm stops on training patients)."""
         for name in self.names:
             member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
             if hasattr(member, "head"):
@@ -148,7 +148,8 @@ class EnsembleModel:
                 member.config.n_labels = train[kind].y.shape[1]
                 member.config.label_blocks = member.head.block_sizes
             else:
-                member.add_labels(train[kind], val[kind] if val else None, n_old=n_old, seed=seed)
+                fit_part, stop_part = inner_split(train[kind], seed)  # as at fit time
+                member.add_labels(fit_part, stop_part, n_old=n_old, seed=seed)
         self.n_labels = train[SEQUENCE].y.shape[1]
         new_weights, new_choices = np.full((self.n_labels - n_old, len(self.names)), 1.0 / len(self.names)), []
         if val and len(val[SEQUENCE]):
