@@ -15,7 +15,7 @@ from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.grow import init_rows
 from ehrdx.models.mlp import build_model
-from ehrdx.update import update_model
+from ehrdx.update import below_retraining, update_model
 
 
 def run(*args):
@@ -71,6 +71,11 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     assert {r["label"] for r in report["per_label"] if r["new"]} == {"E11.2", "E11.9", "U07.1"}
     assert report["old_labels_macro_auroc_before"] is not None and report["new_labels_macro_auroc"] is not None
     assert set(report["compare"]) == {"update (distill)", "fine-tune, no protection", "retrain from scratch"}
+    retrained = {x["label"]: x["auroc_after"] for x in report["compare"]["retrain from scratch"]["per_label"]}
+    assert set(retrained) == {"E11.2", "E11.9", "U07.1"}
+    assert report["new_labels_below_retraining"] == below_retraining(report)  # the CLI's list is the library's
+    for w in report["new_labels_below_retraining"]:
+        assert w["auroc_update"] < retrained[w["label"]] - 0.02 and f"new label {w['label']}" in r.output
     assert "retrain from scratch" in r.output
     back = ehrdx.load(tmp_path / "new")
     assert back.labels_ == new_labels["labels"] and back.lineage_["added"] == lineage["added"]
@@ -207,3 +212,31 @@ def test_an_update_without_validation_patients_keeps_the_old_thresholds_and_star
     assert new.evaluate(new_store, te2)["all"]["macro_auroc"] > 0.5  # usable as saved
     with pytest.raises(ehrdx.errors.DataError, match="not fine-tuned"):
         update_model(old, new_store, (tr2, np.zeros(0, np.int64), te2), replay=(old_store, tr))
+
+
+def test_the_report_names_new_labels_an_update_learned_worse_than_retraining():
+    per_label = [{"label": "A", "new": False, "auroc_after": 0.70, "train_positives": 900},
+                 {"label": "B", "new": True, "auroc_after": 0.49, "train_positives": 1859},
+                 {"label": "C", "new": True, "auroc_after": 0.60, "train_positives": 40},
+                 {"label": "D", "new": True, "auroc_after": 0.80, "train_positives": 300},
+                 {"label": "E", "new": True, "auroc_after": None, "train_positives": 0}]
+    retrained = [{"label": k, "auroc_after": v} for k, v in {"B": 0.566, "C": 0.615, "D": 0.79, "E": 0.7}.items()]
+    report = {"per_label": per_label, "compare": {"retrain from scratch": {"per_label": retrained}}}
+    worse = below_retraining(report)
+    # B is 0.076 below retraining, C only 0.015 (within the margin), D above, E has no AUROC after the update
+    assert [w["label"] for w in worse] == ["B"] and abs(worse[0]["difference"] + 0.076) < 1e-12
+    assert [w["label"] for w in below_retraining(report, margin=0.01)] == ["B", "C"]  # worst first
+    assert below_retraining({"per_label": per_label}) == []  # without --compare there is nothing to compare
+
+
+def test_retraining_rows_of_small_labels_are_suppressed_and_not_warned_about():
+    from ehrdx.evaluate.privacy import suppress_small_cells
+
+    row = {"label": "B", "new": True, "train_positives": 3, "test_positives": 4, "test_positive_patients": 2,
+           "auroc_after": 0.49, "auprc_after": 0.1}
+    report = {"per_label": [dict(row)],
+              "compare": {"retrain from scratch": {"per_label": [{**row, "auroc_after": 0.7}]}}}
+    assert [w["label"] for w in below_retraining(report)] == ["B"]
+    released = suppress_small_cells(report, 11)
+    assert released["compare"]["retrain from scratch"]["per_label"][0]["auroc_after"] is None
+    assert below_retraining(released) == []  # a hidden cell is not given away by a warning

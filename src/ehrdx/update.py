@@ -36,6 +36,7 @@ from ehrdx.train.loop import TrainConfig, train_model
 from ehrdx.train.probe import probe_rows
 
 PROTECT = ("distill", "none")
+RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
 
 
@@ -274,5 +275,26 @@ def compare_update(old: EHRClassifier, store, splits, report: dict, selector=Non
     r = compare_before_after(old, scratch, store, splits[2])
     rows["retrain from scratch"] = {"seconds": round(seconds, 2),
                                     "old_labels_macro_auroc_after": r["old_labels_macro_auroc_after"],
-                                    "new_labels_macro_auroc": r["new_labels_macro_auroc"]}
+                                    "new_labels_macro_auroc": r["new_labels_macro_auroc"],
+                                    # per new label, as rows so that small cells are suppressed like the report's
+                                    "per_label": [{k: x[k] for k in ("label", "new", "train_positives",
+                                                                     "test_positives", "test_positive_patients",
+                                                                     "auroc_after", "auprc_after")}
+                                                  for x in r["per_label"] if x["new"]]}
     return rows
+
+
+def below_retraining(report: dict, margin: float = RETRAIN_MARGIN) -> list[dict]:
+    """The new labels whose test AUROC after the update is more than `margin` below retraining from scratch
+    (from `--compare`), worst first: what the update report warns about. Labels without an AUROC on either
+    side (no positive or no negative among the test samples, or suppressed as a small cell: give the report
+    as released) are not compared."""
+    retrained = {x["label"]: x["auroc_after"]
+                 for x in report.get("compare", {}).get("retrain from scratch", {}).get("per_label", [])}
+    out = []
+    for row in report["per_label"]:
+        a, b = row["auroc_after"], retrained.get(row["label"])
+        if row["new"] and a is not None and b is not None and a < b - margin:
+            out.append({"label": row["label"], "auroc_update": a, "auroc_retrain": b, "difference": a - b,
+                        "train_positives": row["train_positives"]})
+    return sorted(out, key=lambda x: x["difference"])

@@ -74,7 +74,7 @@ def update(
     from ehrdx.input_settings import columns_of, settings_to_save
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.task import parse_duration
-    from ehrdx.update import compare_update, update_model
+    from ehrdx.update import below_retraining, compare_update, update_model
 
     settings, events = event_data.resolve(model, split_names)
     try:
@@ -102,6 +102,7 @@ def update(
         if compare:
             report["compare"] = compare_update(old, st, splits, report, selector, add_labels, introduced, init,
                                                epochs, lr, infer_introduced, stage=console.status)
+            report["new_labels_below_retraining"] = below_retraining(opts.release(report))
         opts.write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         fail(exc)
@@ -153,5 +154,9 @@ def print_update(report: dict) -> None:
             c.add_row(way, _fmt(float(r["seconds"])), _fmt(r["old_labels_macro_auroc_after"]),
                       _fmt(r["new_labels_macro_auroc"]))
         console.print(c)
+    for w in report.get("new_labels_below_retraining", []):
+        console.print(f"[yellow]new label {escape(w['label'])}: AUROC {_fmt(w['auroc_update'])} after the update, "
+                      f"{_fmt(w['auroc_retrain'])} retrained from scratch ({w['difference']:+.3f}; "
+                      f"{w['train_positives']:,} training positives): for this label, retraining is better[/yellow]")
 
 
