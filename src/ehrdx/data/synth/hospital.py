@@ -8,8 +8,8 @@ admitted). Each diagnosis category has a base rate (a few common, most rare), lo
 age effect, a recoding rate (chronic categories are coded again at many later encounters, acute ones
 rarely), a precursor lab and a precursor symptom category. Whether a category starts during follow-up is
 drawn once per patient and category; it is first coded at a random encounter. In the year before that,
-the precursor lab drifts up to 1.5 standard deviations from the patient's own level (and stays there)
-and is ordered more often, and the precursor symptom is coded: what a model can learn before the first
+the precursor lab drifts up to 1.5 of its spreads from the patient's own level (and back over the year
+after: treated) and is ordered more often, and the precursor symptom is coded: what a model can learn before the first
 code. Every lab's level also follows the latent factors, so labs carry risk in general.
 
 An encounter is an outpatient visit (one charting time) or an inpatient stay (many charting times hours
@@ -263,12 +263,13 @@ def generate_chunk(cat: Catalog, n: int, shape: HospitalShape, rng: np.random.Ge
     lp, lt, lj = np.concatenate(lab_patient), np.concatenate(lab_time), np.concatenate(lab_id)
     L = cat.lab_mean.size
     key = pp * L + cat.precursor_lab[dd]
-    order = np.lexsort((onset_time, key))
-    ukey, first = np.unique(key[order], return_index=True)  # the earliest onset per (patient, lab)
-    first_onset = onset_time[order][first]
-    at = np.minimum(np.searchsorted(ukey, lp * L + lj), max(len(ukey) - 1, 0))
-    found = (ukey[at] == lp * L + lj) if len(ukey) else np.zeros(len(lp), bool)
-    ramp = np.where(found, np.clip(1 + (lt - first_onset[at]) / RAMP, 0, 1), 0)
+    order = np.argsort(key, kind="stable")
+    skey, s_onset = key[order], onset_time[order]
+    lab_key = lp * L + lj  # each onset whose precursor this lab is: a triangle peaking at the first code
+    lo, hi = np.searchsorted(skey, lab_key, "left"), np.searchsorted(skey, lab_key, "right")
+    which = np.repeat(np.arange(len(lp)), hi - lo)
+    tri = np.clip(1 - np.abs(lt[which] - s_onset[concat_ranges(lo, hi)]) / RAMP, 0, 1)
+    ramp = np.bincount(which, weights=tri, minlength=len(lp))
     level = (z[lp] * cat.lab_load[lj]).sum(1)
     value = cat.lab_mean[lj] * np.exp(cat.lab_sd[lj] * (0.6 * level + 0.6 * rng.standard_normal(len(lp))
                                                         + LAB_SHIFT * ramp))
