@@ -87,8 +87,9 @@ def _synth_hospital(out: Path, patients: int, seed: int) -> None:
     except (EhrdxError, ValueError) as exc:
         fail(exc)
     v = info["visits_per_patient"]
-    console.print(f"{patients:,} patients, {info['n_visits']:,} visits (mean {v['mean']:.0f}, max {v['max']:,} per "
-                  f"patient), {info['n_events']:,} events, {info['codes_used']:,} codes, "
+    console.print(f"{patients:,} patients, {info['n_visits']:,} visits (charting times; mean {v['mean']:.0f}, max "
+                  f"{v['max']:,} per patient, in {info['encounters_per_patient']:.0f} stays or outpatient visits), "
+                  f"{info['n_events']:,} events, {info['codes_used']:,} codes, "
                   f"{info['label_categories_used']:,} label categories in {info['seconds']:.1f}s")
     console.print(f"  labels    --labels {info['labels']}")
     for name, path in paths.items():

@@ -141,6 +141,7 @@ class ChunkEvents:
     value: np.ndarray  # [N] float32, NaN where none
     female: np.ndarray  # [n] bool
     visits: np.ndarray  # [n] charting times per patient
+    encounters: np.ndarray  # [n] outpatient visits and inpatient stays per patient
     inpatient_visits: int  # charting times that belong to inpatient stays
 
 
@@ -287,4 +288,4 @@ def generate_chunk(cat: Catalog, n: int, shape: HospitalShape, rng: np.random.Ge
     ev.add(np.arange(n), np.full(n, STATIC_TIME), np.where(female, FEMALE, MALE))
     ev.add(np.arange(n), np.floor(entry - age * YEAR), BIRTH)
     patient, time, code, value = ev.sorted()
-    return ChunkEvents(patient, time, code, value, female, visits, int(slot_inp.sum()))
+    return ChunkEvents(patient, time, code, value, female, visits, n_enc, int(slot_inp.sum()))

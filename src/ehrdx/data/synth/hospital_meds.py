@@ -57,7 +57,7 @@ def write_hospital(n_patients: int, out_dir: str | Path, seed: int = 0, shape: H
     cat = make_catalog(shape, seed)
     names = pl.Series("code", cat.names)
     split_rng = np.random.default_rng([seed, 2])
-    ids, splits, visits = [], [], []
+    ids, splits, visits, encounters = [], [], [], []
     events = inpatient = 0
     used = np.zeros(len(cat.names), bool)
     for k, start in enumerate(range(0, n_patients, shape.chunk_patients)):
@@ -73,6 +73,7 @@ def write_hospital(n_patients: int, out_dir: str | Path, seed: int = 0, shape: H
         ids.append(np.arange(start + 1, start + n + 1))
         splits.append(split)
         visits.append(ev.visits)
+        encounters.append(ev.encounters)
         events += len(ev.code)
         inpatient += ev.inpatient_visits
         used[np.unique(ev.code)] = True
@@ -97,6 +98,7 @@ def write_hospital(n_patients: int, out_dir: str | Path, seed: int = 0, shape: H
             "mean": round(float(v.mean()), 1), "median": float(np.median(v)),
             "p99": float(np.percentile(v, 99)), "max": int(v.max())},
         "inpatient_visit_share": round(inpatient / max(int(v.sum()), 1), 3),
+        "encounters_per_patient": round(float(np.concatenate(encounters).mean()), 1),  # a stay is one
         "events_per_visit": round(events / max(int(v.sum()), 1), 2),
         "codes": len(cat.names), "codes_used": int(used.sum()), "label_categories_used": len(categories),
         "labels": LABEL_SPEC, "splits": {name: int((split == s).sum()) for s, name in enumerate(MEDS_SPLITS)},
