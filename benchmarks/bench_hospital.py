@@ -2,7 +2,7 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_hospital.py \
         [--patients 30000,100000,300000] [--labels prefix:ICD10CM//:3] [--threads 2] [--max-rss-gb 16] \
-        [--stage-timeout SECONDS] \
+        [--stage-timeout SECONDS] [--visit-gap-hours 0] \
         [--out benchmarks/results/hospital.json]
 
 For each size: `ehrdx synth --shape hospital` (generation, reported but not a target), conversion of the
@@ -48,7 +48,8 @@ def stage_generate(work: Path, args) -> dict:
 def stage_convert(work: Path, args) -> dict:
     from ehrdx.events_pipeline import open_store
 
-    store = open_store(meds=work / "data" / "meds", store_dir=work / "store")
+    store = open_store(meds=work / "data" / "meds", store_dir=work / "store",
+                       visit_gap_seconds=int(args.visit_gap_hours * 3600))
     return {"events": store.meta["events"], "visits": store.meta["visits"], "patients": len(store)}
 
 
@@ -113,7 +114,8 @@ def _round(x):
 def run_stage(stage: str, work: Path, args) -> dict:
     """This stage in a child process: its result, seconds and peak RSS, or its failure."""
     cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work), "--n", str(args.n), "--seed",
-           str(args.seed), "--labels", args.labels, "--model", args.model, "--threads", str(args.threads)]
+           str(args.seed), "--labels", args.labels, "--model", args.model, "--threads", str(args.threads),
+           "--visit-gap-hours", str(args.visit_gap_hours)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
     limit_kb, killed, timed_out = args.max_rss_gb * 1024 * 1024, False, False
@@ -182,6 +184,8 @@ def main() -> None:
     ap.add_argument("--labels", default="prefix:ICD10CM//:3", help="label selection (ICD-10 categories: ~1,500)")
     ap.add_argument("--model", default="gru")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--visit-gap-hours", type=float, default=0.0,
+                    help="events this close form one visit (0: a timestamp is a visit; 24: a stay is about one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-rss-gb", type=float, default=16.0, help="kill a stage whose RSS passes this")
     ap.add_argument("--stage-timeout", type=float, default=0, help="kill a stage that runs longer (s; 0: never)")
@@ -224,7 +228,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     result = {"benchmark": "bench_hospital", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "threads": args.threads, "labels": args.labels, "model": args.model, "max_rss_gb": args.max_rss_gb,
+              "threads": args.threads, "visit_gap_hours": args.visit_gap_hours, "labels": args.labels, "model": args.model, "max_rss_gb": args.max_rss_gb,
               "stage_timeout_s": args.stage_timeout,
               "stages": rows, "growth": growth(rows)}
     for g in result["growth"]:
