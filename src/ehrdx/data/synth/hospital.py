@@ -104,7 +104,7 @@ def make_catalog(shape: HospitalShape, seed: int) -> Catalog:
         first_sub[d] = len(names)
         subs = [c] if n_sub[d] == 1 else [f"{c}.{k}" for k in range(n_sub[d])]
         names += [DX_PREFIX + s for s in subs]
-        desc += [f"synthetic diagnosis {s}" for s in subs]
+        desc += [f"synthetic diagnosis category {c}"] * len(subs)  # shared: the label's own (not the real ICD's)
         parents += [None] if n_sub[d] == 1 else [[DX_PREFIX + c]] * n_sub[d]
     first_lab = len(names)
     names += [f"LAB//L{j:04d}" for j in range(L)]
