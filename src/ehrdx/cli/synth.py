@@ -30,6 +30,7 @@ from ehrdx.report import write_html_report
 
 @app.command()
 def synth(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory to write the cohort into.")],
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 20_000,
     seed: Seed = 0,
@@ -38,11 +39,23 @@ def synth(
                                         "(OUT/meds) with the next-visit oracle at every visit end and a label "
                                         "map; 'events': the index-date cohort (events.parquet + patient "
                                         "table + oracle).")] = "events",
+    shape: Annotated[str, typer.Option("--shape", help="'builtin': the small cohort with an oracle; 'hospital': "
+                                       "inpatient + outpatient records at scale (about 150 visits per patient, "
+                                       "a tail to 3,000; about 5,000 codes with labs; about 1,500 diagnosis "
+                                       "categories: train with --labels prefix:ICD10CM//:3), written as MEDS "
+                                       "(OUT/meds) chunk by chunk, no oracle.")] = "builtin",
 ) -> None:
     """Generate a synthetic cohort with known best-achievable (oracle) probabilities."""
     from ehrdx.data.synth import generate_cohort, generate_longitudinal, write_cohort, write_longitudinal
 
     check_out(out, {}, kind="dir")
+    if shape not in ("builtin", "hospital"):
+        raise EhrdxError("--shape must be builtin or hospital")
+    if shape == "hospital":
+        refuse_options(ctx, ("format", "table_format"), meant_for="the built-in cohort (--shape builtin)",
+                       reading="the hospital shape, always MEDS")
+        _synth_hospital(out, patients, seed)
+        return
     if table_format not in ("parquet", "csv"):
         raise EhrdxError("--table-format must be parquet or csv")
     if format not in ("events", "meds"):
@@ -58,6 +71,27 @@ def synth(
     except (EhrdxError, ValueError) as exc:
         fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")
+    for name, path in paths.items():
+        console.print(f"  {name:9s} {escape(str(path))}")
+
+
+def _synth_hospital(out: Path, patients: int, seed: int) -> None:
+    from rich.progress import Progress
+
+    from ehrdx.data.synth import write_hospital
+
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("generating patients", total=patients)
+            paths, info = write_hospital(patients, out, seed, on_chunk=lambda done, _: bar.update(task, completed=done))
+    except (EhrdxError, ValueError) as exc:
+        fail(exc)
+    v = info["visits_per_patient"]
+    console.print(f"{patients:,} patients, {info['n_visits']:,} visits (charting times; mean {v['mean']:.0f}, max "
+                  f"{v['max']:,} per patient, in {info['encounters_per_patient']:.0f} stays or outpatient visits), "
+                  f"{info['n_events']:,} events, {info['codes_used']:,} codes, "
+                  f"{info['label_categories_used']:,} label categories in {info['seconds']:.1f}s")
+    console.print(f"  labels    --labels {info['labels']}")
     for name, path in paths.items():
         console.print(f"  {name:9s} {escape(str(path))}")
 
