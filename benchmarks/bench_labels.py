@@ -65,9 +65,9 @@ def run_one(args) -> dict:
     import torch
 
     import ehrdx.estimator as est
-    import ehrdx.evaluate.html as html
     from ehrdx.data.store import EventStore
     from ehrdx.estimator import EHRClassifier
+    from ehrdx.evaluate import html
     from ehrdx.events_pipeline import patient_splits
     from ehrdx.sources.events import EventSource
 

@@ -15,10 +15,10 @@ import io
 from datetime import UTC, datetime
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
 
-from ehrdx.evaluate.metrics import evaluate_predictions, recall_at_k
+from ehrdx.evaluate.metrics import label_patients, recall_at_k
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
+from ehrdx.ranking import label_curves, macro_scores
 
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 YEAR = 365.25 * 86400
@@ -62,57 +62,77 @@ def _table(headers: list[str], rows: list[list], sortable: bool = False, cls: st
 
 
 def _shown_labels(y, mask, groups, labels, min_cell) -> list[int]:
-    out = []
-    for j in range(len(labels)):
-        m = mask[:, j]
-        pos = (y[m, j] > 0.5)
-        n_pat = len(np.unique(groups[m][pos])) if groups is not None else int(pos.sum())
-        if pos.any() and (~pos).any() and n_pat >= min_cell:
-            out.append(j)
-    return out
+    """Labels with both classes among their known elements and positives from at least `min_cell` patients."""
+    known = np.asarray(mask, dtype=bool)
+    pos = (np.asarray(y) > 0.5) & known
+    n_pos, n_known = pos.sum(0), known.sum(0)
+    n_pat = label_patients(pos, known, groups)[0]
+    return [int(j) for j in np.flatnonzero((n_pos > 0) & (n_pos < n_known) & (n_pat >= min_cell))]
+
+
+def _thin(x: np.ndarray, y: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """At most `points` points of a curve to draw (a pooled curve has one per distinct score)."""
+    if len(x) <= points:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, points).astype(np.int64))
+    return x[keep], y[keep]
+
+
+def roc_pr_points(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, recall, precision) from cumulative counts at each threshold (ehrdx.ranking.label_curves),
+    as scikit-learn's roc_curve (from (0, 0)) and precision_recall_curve (from recall 0, precision 1, up to
+    the first threshold with full recall) draw them, recall ascending."""
+    fpr = np.r_[0.0, fp / fp[-1]]
+    tpr = np.r_[0.0, tp / tp[-1]]
+    full = int(np.searchsorted(tp, tp[-1])) + 1
+    recall = np.r_[0.0, tp[:full] / tp[-1]]
+    precision = np.r_[1.0, tp[:full] / (tp[:full] + fp[:full])]
+    return fpr, tpr, recall, precision
 
 
 def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 12) -> tuple[str, str, list[str]]:
     """ROC and PR figures: micro, macro (mean of per-label curves on a common grid) and per label (the
-    most frequent `max_labels` of those with enough patients). Returns the two PNGs and the labels left
-    out of the per-label curves because of small cells."""
+    most frequent `max_labels` of those with enough patients; the legend says how many there are). Returns
+    the two PNGs and the labels left out of the per-label curves because of small cells."""
     plt = _plt()
     shown = _shown_labels(y, mask, groups, labels, min_cell)
-    left_out = [labels[j] for j in range(len(labels)) if j not in shown and ((y[:, j] > 0.5) & mask[:, j]).any()]
-    support = {j: int(((y[:, j] > 0.5) & mask[:, j]).sum()) for j in shown}
-    per = sorted(shown, key=lambda j: -support[j])[:max_labels]
+    support = ((np.asarray(y) > 0.5) & mask).sum(0)
+    shown_set = set(shown)
+    left_out = [labels[j] for j in np.flatnonzero(support > 0) if j not in shown_set]
+    per = set(sorted(shown, key=lambda j: (-support[j], j))[:max_labels])
     grid = np.linspace(0, 1, 201)
+    interp: dict[str, list] = {"roc": [], "pr": []}
+    drawn: dict[str, list] = {"roc": [], "pr": []}
+    for j, tp, fp in label_curves(y, mask, proba, shown):
+        fpr, tpr, rec, prec = roc_pr_points(tp, fp)
+        interp["roc"].append(np.interp(grid, fpr, tpr))
+        interp["pr"].append(np.interp(grid, rec, prec))
+        if j in per:
+            drawn["roc"].append((fpr, tpr, labels[j]))
+            drawn["pr"].append((rec, prec, labels[j]))
+    flat_y, flat_p = np.asarray(y)[mask], np.asarray(proba)[mask]
+    micro = None
+    if 0 < (flat_y > 0.5).sum() < len(flat_y):
+        _, tp, fp = next(label_curves(flat_y[:, None], np.ones((len(flat_y), 1), bool), flat_p[:, None], [0]))
+        fpr, tpr, rec, prec = roc_pr_points(tp, fp)
+        micro = {"roc": _thin(fpr, tpr), "pr": _thin(rec, prec)}
     out = []
     for kind in ("roc", "pr"):
         fig, ax = plt.subplots(figsize=(6.2, 5))
-        interp = []
-        for j in shown:
-            m = mask[:, j]
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(y[m, j], proba[m, j])
-                interp.append(np.interp(grid, fpr, tpr))
-                if j in per:
-                    ax.plot(fpr, tpr, lw=0.8, alpha=0.6, label=labels[j])
-            else:
-                prec, rec, _ = precision_recall_curve(y[m, j], proba[m, j])
-                interp.append(np.interp(grid, rec[::-1], prec[::-1]))
-                if j in per:
-                    ax.plot(rec, prec, lw=0.8, alpha=0.6, label=labels[j])
-        flat_y, flat_p = y[mask], proba[mask]
-        if 0 < flat_y.sum() < len(flat_y):
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(flat_y, flat_p)
-                ax.plot(fpr, tpr, color="black", lw=2, label="micro")
-            else:
-                prec, rec, _ = precision_recall_curve(flat_y, flat_p)
-                ax.plot(rec, prec, color="black", lw=2, label="micro")
-        if interp:
-            ax.plot(grid, np.mean(interp, axis=0), color="black", lw=2, ls="--", label="macro")
+        for xs, ys, name in drawn[kind]:
+            ax.plot(*_thin(xs, ys), lw=0.8, alpha=0.6, label=name)
+        if micro is not None:
+            ax.plot(*micro[kind], color="black", lw=2, label="micro")
+        if interp[kind]:
+            ax.plot(grid, np.mean(interp[kind], axis=0), color="black", lw=2, ls="--",
+                    label=f"macro ({len(interp[kind])} labels)")
         if kind == "roc":
             ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curves")
         else:
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curves")
+        if len(shown) > len(per):
+            ax.set_title(f"{ax.get_title()}: the {len(per)} most frequent of {len(shown)} labels", fontsize=10)
         ax.legend(fontsize=7, ncol=2, loc="lower right" if kind == "roc" else "upper right")
         out.append(_png(fig))
     return out[0], out[1], left_out
@@ -172,8 +192,8 @@ def subgroup_rows(y, mask, proba, labels, groups, history, group_of: np.ndarray,
         if patients < min_cell:
             rows.append([g, f"<{min_cell}", f"<{min_cell}", None, None, None, None])
             continue
-        a = evaluate_predictions(y[sel], mask[sel], proba[sel], labels, None, ())
-        n = evaluate_predictions(y[sel], mask[sel] & ~history[sel], proba[sel], labels, None, ())
+        a = macro_scores(y[sel], mask[sel], proba[sel])
+        n = macro_scores(y[sel], mask[sel] & ~history[sel], proba[sel])
         rows.append([g, patients, int(sel.sum()), a["macro_auroc"], a["macro_auprc"], n["macro_auroc"],
                      n["macro_auprc"]])
     return rows

@@ -1,0 +1,153 @@
+"""Ranking metrics of many labels at once: per-label AUROC, average precision and the points of their
+curves, from one sort per block of labels instead of one scikit-learn call per label.
+
+Only known (mask True) elements count. Each label's scores are sorted in descending order once; tied
+scores form one group (one threshold), exactly as scikit-learn's roc_curve / precision_recall_curve
+treat them, so with P positives and N negatives among the known elements:
+
+  AUROC = sum over groups of neg_g * (positives ranked above g + pos_g / 2) / (P N)   (trapezoids)
+  AP    = sum over groups of pos_g / P * precision at g                                (no interpolation)
+
+Both equal scikit-learn's roc_auc_score and average_precision_score up to floating-point rounding
+(tests/test_ranking.py checks 1e-9). Labels are processed in blocks of at most `max_elements` scores,
+so memory does not grow with labels x samples. Base layer: the training loop's monitor (train) and
+the evaluation (evaluate) both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_ELEMENTS = 2_000_000  # scores sorted at once (a block of labels): about 100 MB of working arrays
+
+
+@dataclass
+class LabelRanking:
+    """Per label: known elements, known positives, and AUROC / average precision (nan where the known
+    elements lack one of the classes)."""
+
+    known: np.ndarray  # [L] int64
+    positives: np.ndarray  # [L] int64
+    auroc: np.ndarray  # [L] float64, nan without both classes
+    auprc: np.ndarray  # [L] float64, nan without both classes
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Labels with both classes among their known elements (those with an AUROC)."""
+        return (self.positives > 0) & (self.positives < self.known)
+
+
+@dataclass
+class GroupCounts:
+    """Cumulative counts at each distinct score (one threshold) of a block of labels, scores descending:
+    `label[k]` (block-local index), and the known positives `tp[k]` / negatives `fp[k]` scored at or
+    above that threshold. Thresholds with no known element are left out."""
+
+    label: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    positives: np.ndarray  # [B] known positives per label of the block
+    negatives: np.ndarray  # [B]
+
+
+def label_blocks(n_samples: int, n_labels: int, max_elements: int = MAX_ELEMENTS) -> Iterator[slice]:
+    """Consecutive label slices of at most `max_elements` scores each (at least one label)."""
+    step = max(1, max_elements // max(n_samples, 1))
+    for j0 in range(0, n_labels, step):
+        yield slice(j0, min(j0 + step, n_labels))
+
+
+def group_counts(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> GroupCounts:
+    """Threshold groups of every column of [S, B] arrays (one block of labels)."""
+    p = np.ascontiguousarray(np.asarray(scores, dtype=np.float64).T)
+    known = np.asarray(mask, dtype=bool).T
+    pos = (np.asarray(y).T > 0.5) & known
+    order = np.argsort(-p, axis=1)  # ties need no order: a tied group is counted whole
+    p = np.take_along_axis(p, order, axis=1)
+    tp = np.cumsum(np.take_along_axis(pos, order, axis=1), axis=1, dtype=np.int64)
+    fp = np.cumsum(np.take_along_axis(known & ~pos, order, axis=1), axis=1, dtype=np.int64)
+    del order
+    end = np.ones(p.shape, dtype=bool)
+    end[:, :-1] = p[:, 1:] != p[:, :-1]
+    flat = np.flatnonzero(end)
+    label = flat // max(p.shape[1], 1)
+    tp_end, fp_end = tp.ravel()[flat], fp.ravel()[flat]
+    none = np.zeros(p.shape[0], np.int64)
+    positives, negatives = (tp[:, -1].copy(), fp[:, -1].copy()) if p.shape[1] else (none, none.copy())
+    # A group whose elements are all unknown repeats the counts before it: drop it.
+    first = np.ones(len(label), dtype=bool)
+    first[1:] = label[1:] != label[:-1]
+    size = np.diff(tp_end + fp_end, prepend=0)
+    size[first] = (tp_end + fp_end)[first]
+    keep = size > 0
+    return GroupCounts(label[keep], tp_end[keep], fp_end[keep], positives, negatives)
+
+
+def block_ranking(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> LabelRanking:
+    """AUROC and average precision of every column of [S, B] arrays."""
+    g = group_counts(y, mask, scores)
+    n = len(g.positives)
+    first = np.ones(len(g.label), dtype=bool)
+    first[1:] = g.label[1:] != g.label[:-1]
+    pos_g = np.diff(g.tp, prepend=0)
+    pos_g[first] = g.tp[first]
+    neg_g = np.diff(g.fp, prepend=0)
+    neg_g[first] = g.fp[first]
+    P, N = g.positives.astype(np.float64), g.negatives.astype(np.float64)
+    ok = (g.positives > 0) & (g.negatives > 0)
+    area = np.bincount(g.label, weights=neg_g * (g.tp - 0.5 * pos_g), minlength=n)
+    precision = g.tp / np.maximum(g.tp + g.fp, 1)
+    ap = np.bincount(g.label, weights=pos_g * precision, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = np.where(ok, area / (P * N), np.nan)
+        auprc = np.where(ok, ap / P, np.nan)
+    return LabelRanking(g.positives + g.negatives, g.positives, auroc, auprc)
+
+
+def label_ranking(y: np.ndarray, mask: np.ndarray, scores: np.ndarray,
+                  max_elements: int = MAX_ELEMENTS) -> LabelRanking:
+    """AUROC and average precision of every label ([S, L] arrays), a block of labels at a time."""
+    n_samples, n_labels = np.shape(scores)
+    parts = [block_ranking(y[:, b], mask[:, b], scores[:, b])
+             for b in label_blocks(n_samples, n_labels, max_elements)]
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return LabelRanking(empty, empty, np.zeros(0), np.zeros(0))
+    return LabelRanking(*(np.concatenate([getattr(r, f) for r in parts])
+                          for f in ("known", "positives", "auroc", "auprc")))
+
+
+def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
+    """AUROC and average precision of all given (known) elements pooled; None without both classes."""
+    y = np.asarray(y).reshape(-1, 1)
+    r = block_ranking(y, np.ones(y.shape, dtype=bool), np.asarray(scores).reshape(-1, 1))
+    if not r.scored[0]:
+        return None, None
+    return float(r.auroc[0]), float(r.auprc[0])
+
+
+def macro_scores(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies."""
+    r = label_ranking(y, mask, scores)
+    ok = r.scored
+    mask = np.asarray(mask, dtype=bool)
+    micro_auroc, micro_auprc = micro_ranking(np.asarray(y)[mask], np.asarray(scores)[mask])
+    return {"macro_auroc": float(np.mean(r.auroc[ok])) if ok.any() else None,
+            "macro_auprc": float(np.mean(r.auprc[ok])) if ok.any() else None,
+            "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}
+
+
+def label_curves(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, labels: np.ndarray
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(label, tp, fp) for each of the given label indices: cumulative known positives and negatives at
+    each threshold, highest first (ROC: fp/N, tp/P; precision-recall: tp/(tp+fp), tp/P)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    for b in label_blocks(len(scores), len(labels)):
+        cols = labels[b]
+        g = group_counts(y[:, cols], mask[:, cols], scores[:, cols])
+        bounds = np.searchsorted(g.label, np.arange(len(cols) + 1))
+        for k, j in enumerate(cols):
+            yield int(j), g.tp[bounds[k]:bounds[k + 1]], g.fp[bounds[k]:bounds[k + 1]]
