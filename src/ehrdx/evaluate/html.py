@@ -18,8 +18,10 @@ import numpy as np
 
 from ehrdx.evaluate.metrics import label_patients, recall_at_k
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
+from ehrdx.evaluate.report import more_labels_note, most_positive
 from ehrdx.ranking import label_curves, macro_scores
 
+REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 YEAR = 365.25 * 86400
 
@@ -265,13 +267,17 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
     parts.append(_table(["", "count"], summary))
+    shown, hidden = most_positive(released["test"]["per_label"], REPORT_LABELS)
+    more = (f"<p class='note'>The {len(shown)} labels with the most positives of {len(labels)}; "
+            f"{html.escape(more_labels_note(hidden, 'metrics.json (ehrdx train, ehrdx evaluate --out)'))}.</p>"
+            if hidden else "")
     freq = []
-    for row in released["test"]["per_label"]:
+    for row in (released["test"]["per_label"][j] for j in shown):
         freq.append([row["label"], row.get("description"), row["positives"], row["positive_patients"],
                      row["prevalence"]])
     parts.append("<h3>Label frequencies</h3>" + _table(["label", "description", "positive prediction times",
                                                         "positive patients", "prevalence"], freq, sortable=True,
-                                                       cls="labelfreq"))
+                                                       cls="labelfreq") + more)
     # -- headline
     head_rows = []
     for key in ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -290,7 +296,8 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  _table(["k", "recall@k"], [[k, v] for k, v in rk_values]))
     # -- per label
     per = []
-    for a, n in zip(released["test"]["per_label"], released["test_new_onset"]["per_label"]):
+    for j in shown:
+        a, n = released["test"]["per_label"][j], released["test_new_onset"]["per_label"][j]
         at = a.get("tuned") or a.get("threshold_0.5") or {}
         per.append([a["label"], a.get("description"), a["positives"], a["positive_patients"], a["auroc"], a["auprc"],
                     at.get("precision"),
@@ -299,7 +306,7 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  "Precision, recall and F1 at the thresholds tuned on validation.</p>" +
                  _table(["label", "description", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
                          "new-onset support", "new-onset AUROC", "new-onset AUPRC", "status"], per, sortable=True,
-                        cls="perlabel"))
+                        cls="perlabel") + more)
     # -- by prior visits
     vis = [[r["prior_visits"], r["patients"], r["samples"], r["all"]["macro_auroc"], r["all"]["macro_auprc"],
             r["new_onset"]["macro_auroc"], r["new_onset"]["macro_auprc"]] for r in released["test_by_prior_visits"]]
