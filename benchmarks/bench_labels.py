@@ -27,8 +27,13 @@ from pathlib import Path
 STAGES = ("samples", "epoch", "predict", "thresholds", "metrics", "report")
 
 
-def timed(table: dict, name: str, owner, attr: str) -> None:
-    """Wrap owner.attr so that its seconds add to table[name] (outermost call only)."""
+def peak_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def timed(table: dict, name: str, owner, attr: str, peaks: dict | None = None) -> None:
+    """Wrap owner.attr so that its seconds add to table[name] (outermost call only), and the peak RSS
+    after it is in peaks[name]."""
     inner = getattr(owner, attr)
     depth = [0]
 
@@ -41,6 +46,8 @@ def timed(table: dict, name: str, owner, attr: str) -> None:
             depth[0] -= 1
             if depth[0] == 0:
                 table[name] = table.get(name, 0.0) + time.perf_counter() - t0
+                if peaks is not None:
+                    peaks[name] = peak_mb()
 
     setattr(owner, attr, wrapper)
 
@@ -73,11 +80,12 @@ def run_one(args) -> dict:
 
     torch.set_num_threads(1)
     seconds: dict[str, float] = {}
-    timed(seconds, "samples", EventSource, "samples")
-    timed(seconds, "epoch", est, "fit_model")
-    timed(seconds, "predict", EHRClassifier, "predict_samples")
-    timed(seconds, "thresholds", est, "tune_thresholds")
-    timed(seconds, "metrics", est, "evaluate_samples")
+    peaks: dict[str, int] = {"start": peak_mb()}
+    timed(seconds, "samples", EventSource, "samples", peaks)
+    timed(seconds, "epoch", est, "fit_model", peaks)
+    timed(seconds, "predict", EHRClassifier, "predict_samples", peaks)
+    timed(seconds, "thresholds", est, "tune_thresholds", peaks)
+    timed(seconds, "metrics", est, "evaluate_samples", peaks)
     t_all = time.perf_counter()
     store = EventStore(args.store)
     tr, va, te = patient_splits(store, Path(args.meds), 0)
@@ -96,12 +104,13 @@ def run_one(args) -> dict:
                                  thresholds=clf.thresholds_, store=store, history=clf.history_.to_artifact(),
                                  descriptions=clf.label_vocab_.descriptions())
     seconds["report"] = time.perf_counter() - t0
+    peaks["report"] = peak_mb()
     total = time.perf_counter() - t_all
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mb()
     return {"config": args.config, "labels": len(clf.labels_), "train_samples": clf.fit_summary_["train_samples"],
             "test_samples": len(test_s), "macro_auroc": result["all"]["macro_auroc"],
             "report_kb": round(len(page) / 1024), "seconds": {k: round(seconds.get(k, 0.0), 2) for k in STAGES},
-            "total_seconds": round(total, 2), "peak_rss_mb": round(peak_mb), "finite": bool(np.isfinite(proba).all())}
+            "total_seconds": round(total, 2), "peak_rss_mb": round(peak), "peak_rss_mb_after": peaks, "finite": bool(np.isfinite(proba).all())}
 
 
 def main() -> None:

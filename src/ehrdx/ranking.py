@@ -8,8 +8,8 @@ roc_curve / precision_recall_curve treat them, so with P positives and N negativ
   AP    = sum over positives of precision at the positive's score / P                  (no interpolation)
 
 Both equal scikit-learn's roc_auc_score and average_precision_score up to floating-point rounding
-(tests/test_ranking.py checks 1e-9). Labels are processed in blocks of at most `max_elements` scores,
-so memory does not grow with labels x samples. Base layer: the training loop's monitor (train) and
+(tests/test_ranking.py checks 1e-9). Labels are read in blocks of at most `max_elements` scores, so
+working memory does not grow with labels x samples. Base layer: the training loop's monitor (train) and
 the evaluation (evaluate) both use it.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_ELEMENTS = 2_000_000  # scores sorted at once (a block of labels): about 100 MB of working arrays
+MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
 
 
 @dataclass
@@ -40,50 +40,11 @@ class LabelRanking:
         return (self.positives > 0) & (self.positives < self.known)
 
 
-@dataclass
-class GroupCounts:
-    """Cumulative counts at each distinct score (one threshold) of a block of labels, scores descending:
-    `label[k]` (block-local index), and the known positives `tp[k]` / negatives `fp[k]` scored at or
-    above that threshold. Thresholds with no known element are left out."""
-
-    label: np.ndarray
-    tp: np.ndarray
-    fp: np.ndarray
-    positives: np.ndarray  # [B] known positives per label of the block
-    negatives: np.ndarray  # [B]
-
-
 def label_blocks(n_samples: int, n_labels: int, max_elements: int = MAX_ELEMENTS) -> Iterator[slice]:
     """Consecutive label slices of at most `max_elements` scores each (at least one label)."""
     step = max(1, max_elements // max(n_samples, 1))
     for j0 in range(0, n_labels, step):
         yield slice(j0, min(j0 + step, n_labels))
-
-
-def group_counts(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> GroupCounts:
-    """Threshold groups of every column of [S, B] arrays (one block of labels)."""
-    p = np.ascontiguousarray(np.asarray(scores, dtype=np.float64).T)
-    known = np.asarray(mask, dtype=bool).T
-    pos = (np.asarray(y).T > 0.5) & known
-    order = np.argsort(-p, axis=1)  # ties need no order: a tied group is counted whole
-    p = np.take_along_axis(p, order, axis=1)
-    tp = np.cumsum(np.take_along_axis(pos, order, axis=1), axis=1, dtype=np.int64)
-    fp = np.cumsum(np.take_along_axis(known & ~pos, order, axis=1), axis=1, dtype=np.int64)
-    del order
-    end = np.ones(p.shape, dtype=bool)
-    end[:, :-1] = p[:, 1:] != p[:, :-1]
-    flat = np.flatnonzero(end)
-    label = flat // max(p.shape[1], 1)
-    tp_end, fp_end = tp.ravel()[flat], fp.ravel()[flat]
-    none = np.zeros(p.shape[0], np.int64)
-    positives, negatives = (tp[:, -1].copy(), fp[:, -1].copy()) if p.shape[1] else (none, none.copy())
-    # A group whose elements are all unknown repeats the counts before it: drop it.
-    first = np.ones(len(label), dtype=bool)
-    first[1:] = label[1:] != label[:-1]
-    size = np.diff(tp_end + fp_end, prepend=0)
-    size[first] = (tp_end + fp_end)[first]
-    keep = size > 0
-    return GroupCounts(label[keep], tp_end[keep], fp_end[keep], positives, negatives)
 
 
 def binary_ranking(positive_scores: np.ndarray, negative_scores: np.ndarray) -> tuple[float, float]:
@@ -141,14 +102,26 @@ def macro_scores(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> dict[st
             "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}
 
 
-def label_curves(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, labels: np.ndarray
-                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(label, tp, fp) for each of the given label indices: cumulative known positives and negatives at
-    each threshold, highest first (ROC: fp/N, tp/P; precision-recall: tp/(tp+fp), tp/P)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    for b in label_blocks(len(scores), len(labels)):
-        cols = labels[b]
-        g = group_counts(y[:, cols], mask[:, cols], scores[:, cols])
-        bounds = np.searchsorted(g.label, np.arange(len(cols) + 1))
-        for k, j in enumerate(cols):
-            yield int(j), g.tp[bounds[k]:bounds[k + 1]], g.fp[bounds[k]:bounds[k + 1]]
+def curve_counts(positive_scores: np.ndarray, negative_scores: np.ndarray, max_points: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Positives (tp) and negatives (fp) scored at or above each distinct score, highest first: the points
+    of the ROC (fp/N, tp/P) and precision-recall (tp/(tp+fp), tp/P) curves. With `max_points`, that many
+    thresholds spread evenly over the distinct scores (for drawing a pooled curve)."""
+    ps, ns = np.sort(positive_scores), np.sort(negative_scores)
+    thresholds = np.unique(np.concatenate([ps, ns]))[::-1]
+    if max_points is not None and len(thresholds) > max_points:
+        thresholds = thresholds[np.unique(np.linspace(0, len(thresholds) - 1, max_points).astype(np.int64))]
+    tp = len(ps) - np.searchsorted(ps, thresholds, side="left")
+    fp = len(ns) - np.searchsorted(ns, thresholds, side="left")
+    return tp, fp
+
+
+def label_curves(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, labels) -> Iterator[tuple[int, np.ndarray,
+                                                                                                  np.ndarray]]:
+    """(label, tp, fp) for each of the given label indices (curve_counts of its known elements)."""
+    for j in labels:
+        known = np.asarray(mask[:, j], dtype=bool)
+        pos = (np.asarray(y[:, j]) > 0.5) & known
+        p = np.asarray(scores[:, j])
+        tp, fp = curve_counts(p[pos], p[known & ~pos])
+        yield int(j), tp, fp

@@ -19,7 +19,7 @@ import numpy as np
 from ehrdx.evaluate.metrics import label_patients, recall_at_k
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import more_labels_note, most_positive
-from ehrdx.ranking import label_curves, macro_scores
+from ehrdx.ranking import curve_counts, label_curves, macro_scores
 
 REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
@@ -115,9 +115,9 @@ def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 1
     flat_y, flat_p = np.asarray(y)[mask], np.asarray(proba)[mask]
     micro = None
     if 0 < (flat_y > 0.5).sum() < len(flat_y):
-        _, tp, fp = next(label_curves(flat_y[:, None], np.ones((len(flat_y), 1), bool), flat_p[:, None], [0]))
-        fpr, tpr, rec, prec = roc_pr_points(tp, fp)
-        micro = {"roc": _thin(fpr, tpr), "pr": _thin(rec, prec)}
+        pos = flat_y > 0.5
+        fpr, tpr, rec, prec = roc_pr_points(*curve_counts(flat_p[pos], flat_p[~pos], max_points=2000))
+        micro = {"roc": (fpr, tpr), "pr": (rec, prec)}
     out = []
     for kind in ("roc", "pr"):
         fig, ax = plt.subplots(figsize=(6.2, 5))
