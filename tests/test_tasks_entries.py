@@ -47,3 +47,10 @@ def test_targets_and_history_match_the_events(store, task, spec):
     assert s.y.sum() > 0 and history.sum() > 0
     assert np.array_equal(s.y, y * known[:, None])
     assert np.array_equal(s.history, history)
+
+
+def test_no_label_records_give_no_entries(store):
+    selector = LabelSelector.parse("prefix:NOT_A_CODE//")
+    index = code_label_index(store, selector, LabelVocab(["A"]))
+    s = build_samples(store, np.arange(len(store)), TaskSpec.parse("next-visit"), index, 1, require_labels=False)
+    assert len(s) > 0 and not s.y.any() and not s.history.any()

@@ -32,8 +32,11 @@ def label_entries(s_key: np.ndarray, w_key: np.ndarray, record_key: np.ndarray, 
     w_run = np.maximum.accumulate(w_key) if len(w_key) else w_key
     lo = np.searchsorted(w_run, key, side="left")  # first sample whose window reaches k
     hi = np.searchsorted(s_key, key, side="left")  # samples before k
-    same_label = np.r_[False, lab[1:] == lab[:-1]]
-    lo = np.where(same_label, np.maximum(lo, np.r_[0, hi[:-1]]), lo)  # one label's ranges overlap: once each
+    same_label = np.zeros(len(lab), bool)
+    same_label[1:] = lab[1:] == lab[:-1]
+    prev_hi = np.zeros(len(hi), np.int64)
+    prev_hi[1:] = hi[:-1]
+    lo = np.where(same_label, np.maximum(lo, prev_hi), lo)  # one label's ranges overlap: once each
     n = np.maximum(hi - lo, 0)
     sample = concat_ranges(lo, hi)
     record = np.repeat(np.arange(len(key)), n)
@@ -41,7 +44,9 @@ def label_entries(s_key: np.ndarray, w_key: np.ndarray, record_key: np.ndarray, 
     positives = (sample[real], lab[record[real]])
     # History: from the first record of each (patient, label) to the patient's last sample.
     row = key >> time_bits
-    first = ~(same_label & np.r_[False, row[1:] == row[:-1]])
+    same_row = np.zeros(len(row), bool)
+    same_row[1:] = row[1:] == row[:-1]
+    first = ~(same_label & same_row)
     start = np.searchsorted(s_key, key[first], side="left")
     stop = np.searchsorted(s_key, (row[first] + 1) << time_bits, side="left")
     history = (concat_ranges(start, stop), np.repeat(lab[first], np.maximum(stop - start, 0)))
