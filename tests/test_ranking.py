@@ -6,7 +6,12 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from ehrdx.evaluate.html import roc_pr_points
-from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.evaluate.metrics import (
+    evaluate_predictions,
+    expected_calibration_error,
+    recall_at_k,
+    tune_thresholds,
+)
 from ehrdx.ranking import label_curves, label_ranking, macro_scores
 from ehrdx.train.loop import masked_macro_score
 
@@ -117,3 +122,18 @@ def test_monitor_equals_the_per_label_loop(metric):
     ref = np.mean([fn(y[mask[:, j], j], proba[mask[:, j], j]) for j in range(y.shape[1])
                    if 0 < y[mask[:, j], j].sum() < mask[:, j].sum()])
     assert abs(masked_macro_score(y, mask, proba, metric) - ref) < TOL
+
+
+def test_brier_ece_and_recall_at_k_equal_the_pooled_formulas():
+    y, mask, _, _ = random_set(9, n=300, labels=12)
+    proba = np.random.default_rng(9).random(y.shape)  # no ties: the top label of each sample is unique
+    r = evaluate_predictions(y, mask, proba, [f"L{j}" for j in range(12)], k_values=(1, 3))
+    flat_y, flat_p = y[mask].astype(np.float64), proba[mask]
+    assert abs(r["brier"] - np.mean((flat_p - flat_y) ** 2)) < TOL
+    assert abs(r["ece"] - expected_calibration_error(flat_y, flat_p)) < TOL
+    pos = (y > 0.5) & mask
+    has = pos.sum(1) > 0
+    scores = np.where(mask, proba, -np.inf)
+    top1 = np.argmax(scores, axis=1)
+    ref = np.mean(pos[np.arange(len(y)), top1][has] / pos.sum(1)[has])
+    assert abs(recall_at_k(y, mask, proba, 1, rows=7) - ref) < TOL and abs(r["recall_at_1"] - ref) < TOL

@@ -108,9 +108,12 @@ def curve_counts(positive_scores: np.ndarray, negative_scores: np.ndarray, max_p
     of the ROC (fp/N, tp/P) and precision-recall (tp/(tp+fp), tp/P) curves. With `max_points`, that many
     thresholds spread evenly over the distinct scores (for drawing a pooled curve)."""
     ps, ns = np.sort(positive_scores), np.sort(negative_scores)
-    thresholds = np.unique(np.concatenate([ps, ns]))[::-1]
-    if max_points is not None and len(thresholds) > max_points:
-        thresholds = thresholds[np.unique(np.linspace(0, len(thresholds) - 1, max_points).astype(np.int64))]
+    if max_points is not None and len(ps) + len(ns) > max_points:  # scores at evenly spaced ranks
+        every = np.concatenate([ps, ns])
+        at = np.linspace(0, len(every) - 1, max_points).astype(np.int64)
+        thresholds = np.unique(np.partition(every, at)[at])[::-1]
+    else:
+        thresholds = np.unique(np.concatenate([ps, ns]))[::-1]
     tp = len(ps) - np.searchsorted(ps, thresholds, side="left")
     fp = len(ns) - np.searchsorted(ns, thresholds, side="left")
     return tp, fp

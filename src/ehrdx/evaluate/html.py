@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from ehrdx.evaluate.metrics import label_patients, recall_at_k
+from ehrdx.evaluate.metrics import calibration_sums, label_patients, recall_at_k
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import more_labels_note, most_positive
 from ehrdx.ranking import curve_counts, label_curves, macro_scores
@@ -142,11 +142,8 @@ def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 1
 
 def calibration_figure(y, mask, proba, n_bins: int = 10) -> str:
     plt = _plt()
-    fy, fp = y[mask], proba[mask]
-    bins = np.minimum((fp * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    mean_p = np.bincount(bins, weights=fp, minlength=n_bins) / np.maximum(count, 1)
-    mean_y = np.bincount(bins, weights=fy, minlength=n_bins) / np.maximum(count, 1)
+    count, sum_p, sum_y, _ = calibration_sums(y, mask, proba, n_bins)
+    mean_p, mean_y = sum_p / np.maximum(count, 1), sum_y / np.maximum(count, 1)
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.2, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     nz = count > 0
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5)

@@ -57,18 +57,40 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 1
     return float(np.sum(np.abs(sum_p[nz] - sum_y[nz])) / len(y))
 
 
-def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int) -> float | None:
-    """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|."""
-    pos = (y > 0.5) & mask
-    n_pos = pos.sum(1)
-    keep = n_pos > 0
-    if not keep.any():
-        return None
-    scores = np.where(mask, proba, -np.inf)[keep]
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    hits = np.take_along_axis(pos[keep], top, axis=1).sum(1)
-    return float(np.mean(hits / n_pos[keep]))
+def calibration_sums(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, n_bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Over the known elements, per equal-width probability bin: count, sum of probabilities and sum of
+    outcomes; and the sum of squared errors (Brier). A block of labels at a time (no pooled copies)."""
+    count, sum_p, sum_y, squared = np.zeros(n_bins, np.int64), np.zeros(n_bins), np.zeros(n_bins), 0.0
+    for b in label_blocks(len(proba), np.shape(proba)[1]):
+        known = np.asarray(mask[:, b], dtype=bool)
+        p = np.asarray(proba[:, b], dtype=np.float64)[known]
+        t = np.asarray(y[:, b], dtype=np.float64)[known]
+        bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+        count += np.bincount(bins, minlength=n_bins)
+        sum_p += np.bincount(bins, weights=p, minlength=n_bins)
+        sum_y += np.bincount(bins, weights=t, minlength=n_bins)
+        squared += float(np.sum((p - t) ** 2))
+    return count, sum_p, sum_y, squared
+
+
+def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows: int = 4096) -> float | None:
+    """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|
+    (`rows` samples at a time)."""
+    total, samples = 0.0, 0
+    for r0 in range(0, len(y), rows):
+        pos = (np.asarray(y[r0:r0 + rows]) > 0.5) & mask[r0:r0 + rows]
+        n_pos = pos.sum(1)
+        keep = n_pos > 0
+        if not keep.any():
+            continue
+        scores = np.where(mask[r0:r0 + rows], proba[r0:r0 + rows], -np.inf)[keep]
+        kk = min(k, scores.shape[1])
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        hits = np.take_along_axis(pos[keep], top, axis=1).sum(1)
+        total += float(np.sum(hits / n_pos[keep]))
+        samples += int(keep.sum())
+    return total / samples if samples else None
 
 
 def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_label_ok: np.ndarray) -> dict:
@@ -153,8 +175,9 @@ def evaluate_predictions(
         row["prevalence"] = n_pos / n_known if n_known else None
         per_label.append(row)
 
-    flat_y, flat_p = np.asarray(y[mask], dtype=np.float64), np.asarray(proba[mask], dtype=np.float64)
-    micro_auroc, micro_auprc = micro_ranking(flat_y, flat_p)
+    micro_auroc, micro_auprc = micro_ranking(yb[mask], proba[mask])  # the pooled scores in their own dtype
+    count, sum_p, sum_y, squared = calibration_sums(y, mask, proba)
+    n_known = int(count.sum())
     result = {
         "n_samples": int(y.shape[0]),
         "n_known_elements": int(mask.sum()),
@@ -163,8 +186,8 @@ def evaluate_predictions(
         "micro_auroc": micro_auroc,
         "macro_auprc": float(np.mean(rank.auprc[ok])) if ok.any() else None,
         "micro_auprc": micro_auprc,
-        "brier": float(np.mean((flat_p - flat_y) ** 2)) if len(flat_y) else None,
-        "ece": expected_calibration_error(flat_y, flat_p) if len(flat_y) else None,
+        "brier": squared / n_known if n_known else None,
+        "ece": float(np.sum(np.abs(sum_p - sum_y)[count > 0]) / n_known) if n_known else None,
         "labels_in_macro": int(ok.sum()),
         "labels_left_out_of_macro": [r["label"] for r, o in zip(per_label, ok) if not o],
     }
