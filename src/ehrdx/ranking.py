@@ -110,8 +110,8 @@ def curve_counts(positive_scores: np.ndarray, negative_scores: np.ndarray, max_p
     ps, ns = np.sort(positive_scores), np.sort(negative_scores)
     if max_points is not None and len(ps) + len(ns) > max_points:  # scores at evenly spaced ranks
         every = np.concatenate([ps, ns])
-        at = np.linspace(0, len(every) - 1, max_points).astype(np.int64)
-        thresholds = np.unique(np.partition(every, at)[at])[::-1]
+        every.sort()
+        thresholds = np.unique(every[np.linspace(0, len(every) - 1, max_points).astype(np.int64)])[::-1]
     else:
         thresholds = np.unique(np.concatenate([ps, ns]))[::-1]
     tp = len(ps) - np.searchsorted(ps, thresholds, side="left")
