@@ -10,6 +10,7 @@ from ehrdx.evaluate.metrics import (
     evaluate_predictions,
     expected_calibration_error,
     recall_at_k,
+    recall_at_ks,
     tune_thresholds,
 )
 from ehrdx.ranking import label_curves, label_ranking, macro_scores
@@ -137,3 +138,15 @@ def test_brier_ece_and_recall_at_k_equal_the_pooled_formulas():
     top1 = np.argmax(scores, axis=1)
     ref = np.mean(pos[np.arange(len(y)), top1][has] / pos.sum(1)[has])
     assert abs(recall_at_k(y, mask, proba, 1, rows=7) - ref) < TOL and abs(r["recall_at_1"] - ref) < TOL
+
+
+def test_recall_at_several_k_equals_each_k_alone():
+    y, mask, _, _ = random_set(11, n=200, labels=15)
+    proba = np.random.default_rng(11).random(y.shape)
+    together = recall_at_ks(y, mask, proba, [1, 3, 5, 20], rows=13)
+    for k in (1, 3, 5, 20):
+        top = np.argsort(-np.where(mask, proba, -np.inf), axis=1)[:, :k]
+        pos = (y > 0.5) & mask
+        has = pos.sum(1) > 0
+        ref = np.mean(np.take_along_axis(pos, top, axis=1).sum(1)[has] / pos.sum(1)[has])
+        assert abs(together[k] - ref) < TOL

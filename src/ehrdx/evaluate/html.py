@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from ehrdx.evaluate.metrics import calibration_sums, label_patients, recall_at_k
+from ehrdx.evaluate.metrics import calibration_sums, label_patients, recall_at_ks
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import more_labels_note, most_positive
 from ehrdx.ranking import curve_counts, label_curves, macro_scores
@@ -157,7 +157,7 @@ def calibration_figure(y, mask, proba, n_bins: int = 10) -> str:
 def recall_figure(y, mask, proba, ks=(1, 2, 3, 5, 10, 15, 20)) -> tuple[str, list]:
     plt = _plt()
     ks = [k for k in ks if k <= y.shape[1]] or [1]
-    values = [recall_at_k(y, mask, proba, k) for k in ks]
+    values = list(recall_at_ks(y, mask, proba, ks).values())
     fig, ax = plt.subplots(figsize=(6.2, 3.5))
     ax.plot(ks, [v if v is not None else np.nan for v in values], marker="o")
     ax.set(xlabel="k (top-k labels per prediction time)", ylabel="recall@k", ylim=(0, 1.02), title="Recall@k")

@@ -74,23 +74,31 @@ def calibration_sums(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, n_bins:
     return count, sum_p, sum_y, squared
 
 
-def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows: int = 4096) -> float | None:
-    """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|
-    (`rows` samples at a time)."""
-    total, samples = 0.0, 0
+def recall_at_ks(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, ks, rows: int = 4096) -> dict[int, float | None]:
+    """recall@k for several k from one ranking (`rows` samples at a time): the mean over samples with at
+    least one known positive of |top-k known labels ∩ positives| / |positives|."""
+    ks = list(ks)
+    totals, samples = dict.fromkeys(ks, 0.0), 0
     for r0 in range(0, len(y), rows):
         pos = (np.asarray(y[r0:r0 + rows]) > 0.5) & mask[r0:r0 + rows]
         n_pos = pos.sum(1)
         keep = n_pos > 0
-        if not keep.any():
+        if not keep.any() or not ks:
             continue
         scores = np.where(mask[r0:r0 + rows], proba[r0:r0 + rows], -np.inf)[keep]
-        kk = min(k, scores.shape[1])
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        hits = np.take_along_axis(pos[keep], top, axis=1).sum(1)
-        total += float(np.sum(hits / n_pos[keep]))
+        k_max = min(max(ks), scores.shape[1])
+        top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        hits = np.cumsum(np.take_along_axis(pos[keep], top, axis=1), axis=1)  # hits within the top 1, 2, ...
+        for k in ks:
+            totals[k] += float(np.sum(hits[:, min(k, k_max) - 1] / n_pos[keep]))
         samples += int(keep.sum())
-    return total / samples if samples else None
+    return {k: totals[k] / samples if samples else None for k in ks}
+
+
+def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows: int = 4096) -> float | None:
+    """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|."""
+    return recall_at_ks(y, mask, proba, [k], rows)[k]
 
 
 def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_label_ok: np.ndarray) -> dict:
@@ -191,8 +199,8 @@ def evaluate_predictions(
         "labels_in_macro": int(ok.sum()),
         "labels_left_out_of_macro": [r["label"] for r, o in zip(per_label, ok) if not o],
     }
-    for k in k_values:
-        result[f"recall_at_{k}"] = recall_at_k(y, mask, proba, k)
+    for k, value in recall_at_ks(y, mask, proba, k_values).items():
+        result[f"recall_at_{k}"] = value
 
     sets = {"threshold_0.5": np.full(n_labels, 0.5)}
     if thresholds is not None:
