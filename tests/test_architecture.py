@@ -39,6 +39,7 @@ FOLDERS = {"data": "data", "tasks": "tasks", "sources": "tasks", "models": "mode
            "evaluate": "evaluate", "cli": "cli"}  # ehrdx/<folder>/ -> layer
 TOP_LEVEL = {  # ehrdx/<name>.py -> layer
     "errors": "base", "io": "base", "tempdirs": "base", "version": "base", "paths": "base", "times": "base",
+    "ranking": "base",
     "estimator": "estimator", "estimator_io": "estimator", "artifacts": "estimator", "update": "estimator",
     "explain": "estimator", "pipeline": "estimator", "events_pipeline": "estimator", "input_settings": "estimator",
     "report": "estimator", "demo": "estimator", "search": "estimator",

@@ -15,11 +15,13 @@ import io
 from datetime import UTC, datetime
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
 
-from ehrdx.evaluate.metrics import evaluate_predictions, recall_at_k
+from ehrdx.evaluate.metrics import calibration_sums, label_patients, recall_at_ks
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
+from ehrdx.evaluate.report import more_labels_note, most_positive
+from ehrdx.ranking import curve_counts, label_curves, macro_scores
 
+REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 YEAR = 365.25 * 86400
 
@@ -62,57 +64,77 @@ def _table(headers: list[str], rows: list[list], sortable: bool = False, cls: st
 
 
 def _shown_labels(y, mask, groups, labels, min_cell) -> list[int]:
-    out = []
-    for j in range(len(labels)):
-        m = mask[:, j]
-        pos = (y[m, j] > 0.5)
-        n_pat = len(np.unique(groups[m][pos])) if groups is not None else int(pos.sum())
-        if pos.any() and (~pos).any() and n_pat >= min_cell:
-            out.append(j)
-    return out
+    """Labels with both classes among their known elements and positives from at least `min_cell` patients."""
+    known = np.asarray(mask, dtype=bool)
+    pos = (np.asarray(y) > 0.5) & known
+    n_pos, n_known = pos.sum(0), known.sum(0)
+    n_pat = label_patients(pos, known, groups)[0]
+    return [int(j) for j in np.flatnonzero((n_pos > 0) & (n_pos < n_known) & (n_pat >= min_cell))]
+
+
+def _thin(x: np.ndarray, y: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """At most `points` points of a curve to draw (a pooled curve has one per distinct score)."""
+    if len(x) <= points:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, points).astype(np.int64))
+    return x[keep], y[keep]
+
+
+def roc_pr_points(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, recall, precision) from cumulative counts at each threshold (ehrdx.ranking.label_curves),
+    as scikit-learn's roc_curve (from (0, 0)) and precision_recall_curve (from recall 0, precision 1, up to
+    the first threshold with full recall) draw them, recall ascending."""
+    fpr = np.r_[0.0, fp / fp[-1]]
+    tpr = np.r_[0.0, tp / tp[-1]]
+    full = int(np.searchsorted(tp, tp[-1])) + 1
+    recall = np.r_[0.0, tp[:full] / tp[-1]]
+    precision = np.r_[1.0, tp[:full] / (tp[:full] + fp[:full])]
+    return fpr, tpr, recall, precision
 
 
 def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 12) -> tuple[str, str, list[str]]:
     """ROC and PR figures: micro, macro (mean of per-label curves on a common grid) and per label (the
-    most frequent `max_labels` of those with enough patients). Returns the two PNGs and the labels left
-    out of the per-label curves because of small cells."""
+    most frequent `max_labels` of those with enough patients; the legend says how many there are). Returns
+    the two PNGs and the labels left out of the per-label curves because of small cells."""
     plt = _plt()
     shown = _shown_labels(y, mask, groups, labels, min_cell)
-    left_out = [labels[j] for j in range(len(labels)) if j not in shown and ((y[:, j] > 0.5) & mask[:, j]).any()]
-    support = {j: int(((y[:, j] > 0.5) & mask[:, j]).sum()) for j in shown}
-    per = sorted(shown, key=lambda j: -support[j])[:max_labels]
+    support = ((np.asarray(y) > 0.5) & mask).sum(0)
+    shown_set = set(shown)
+    left_out = [labels[j] for j in np.flatnonzero(support > 0) if j not in shown_set]
+    per = set(sorted(shown, key=lambda j: (-support[j], j))[:max_labels])
     grid = np.linspace(0, 1, 201)
+    interp: dict[str, list] = {"roc": [], "pr": []}
+    drawn: dict[str, list] = {"roc": [], "pr": []}
+    for j, tp, fp in label_curves(y, mask, proba, shown):
+        fpr, tpr, rec, prec = roc_pr_points(tp, fp)
+        interp["roc"].append(np.interp(grid, fpr, tpr))
+        interp["pr"].append(np.interp(grid, rec, prec))
+        if j in per:
+            drawn["roc"].append((fpr, tpr, labels[j]))
+            drawn["pr"].append((rec, prec, labels[j]))
+    flat_y, flat_p = np.asarray(y)[mask], np.asarray(proba)[mask]
+    micro = None
+    if 0 < (flat_y > 0.5).sum() < len(flat_y):
+        pos = flat_y > 0.5
+        fpr, tpr, rec, prec = roc_pr_points(*curve_counts(flat_p[pos], flat_p[~pos], max_points=2000))
+        micro = {"roc": (fpr, tpr), "pr": (rec, prec)}
     out = []
     for kind in ("roc", "pr"):
         fig, ax = plt.subplots(figsize=(6.2, 5))
-        interp = []
-        for j in shown:
-            m = mask[:, j]
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(y[m, j], proba[m, j])
-                interp.append(np.interp(grid, fpr, tpr))
-                if j in per:
-                    ax.plot(fpr, tpr, lw=0.8, alpha=0.6, label=labels[j])
-            else:
-                prec, rec, _ = precision_recall_curve(y[m, j], proba[m, j])
-                interp.append(np.interp(grid, rec[::-1], prec[::-1]))
-                if j in per:
-                    ax.plot(rec, prec, lw=0.8, alpha=0.6, label=labels[j])
-        flat_y, flat_p = y[mask], proba[mask]
-        if 0 < flat_y.sum() < len(flat_y):
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(flat_y, flat_p)
-                ax.plot(fpr, tpr, color="black", lw=2, label="micro")
-            else:
-                prec, rec, _ = precision_recall_curve(flat_y, flat_p)
-                ax.plot(rec, prec, color="black", lw=2, label="micro")
-        if interp:
-            ax.plot(grid, np.mean(interp, axis=0), color="black", lw=2, ls="--", label="macro")
+        for xs, ys, name in drawn[kind]:
+            ax.plot(*_thin(xs, ys), lw=0.8, alpha=0.6, label=name)
+        if micro is not None:
+            ax.plot(*micro[kind], color="black", lw=2, label="micro")
+        if interp[kind]:
+            ax.plot(grid, np.mean(interp[kind], axis=0), color="black", lw=2, ls="--",
+                    label=f"macro ({len(interp[kind])} labels)")
         if kind == "roc":
             ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curves")
         else:
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curves")
+        if len(shown) > len(per):
+            ax.set_title(f"{ax.get_title()}: the {len(per)} most frequent of {len(shown)} labels", fontsize=10)
         ax.legend(fontsize=7, ncol=2, loc="lower right" if kind == "roc" else "upper right")
         out.append(_png(fig))
     return out[0], out[1], left_out
@@ -120,11 +142,8 @@ def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 1
 
 def calibration_figure(y, mask, proba, n_bins: int = 10) -> str:
     plt = _plt()
-    fy, fp = y[mask], proba[mask]
-    bins = np.minimum((fp * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    mean_p = np.bincount(bins, weights=fp, minlength=n_bins) / np.maximum(count, 1)
-    mean_y = np.bincount(bins, weights=fy, minlength=n_bins) / np.maximum(count, 1)
+    count, sum_p, sum_y, _ = calibration_sums(y, mask, proba, n_bins)
+    mean_p, mean_y = sum_p / np.maximum(count, 1), sum_y / np.maximum(count, 1)
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.2, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     nz = count > 0
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
@@ -138,7 +157,7 @@ def calibration_figure(y, mask, proba, n_bins: int = 10) -> str:
 def recall_figure(y, mask, proba, ks=(1, 2, 3, 5, 10, 15, 20)) -> tuple[str, list]:
     plt = _plt()
     ks = [k for k in ks if k <= y.shape[1]] or [1]
-    values = [recall_at_k(y, mask, proba, k) for k in ks]
+    values = list(recall_at_ks(y, mask, proba, ks).values())
     fig, ax = plt.subplots(figsize=(6.2, 3.5))
     ax.plot(ks, [v if v is not None else np.nan for v in values], marker="o")
     ax.set(xlabel="k (top-k labels per prediction time)", ylabel="recall@k", ylim=(0, 1.02), title="Recall@k")
@@ -172,8 +191,8 @@ def subgroup_rows(y, mask, proba, labels, groups, history, group_of: np.ndarray,
         if patients < min_cell:
             rows.append([g, f"<{min_cell}", f"<{min_cell}", None, None, None, None])
             continue
-        a = evaluate_predictions(y[sel], mask[sel], proba[sel], labels, None, ())
-        n = evaluate_predictions(y[sel], mask[sel] & ~history[sel], proba[sel], labels, None, ())
+        a = macro_scores(y[sel], mask[sel], proba[sel])
+        n = macro_scores(y[sel], mask[sel] & ~history[sel], proba[sel])
         rows.append([g, patients, int(sel.sum()), a["macro_auroc"], a["macro_auprc"], n["macro_auroc"],
                      n["macro_auprc"]])
     return rows
@@ -245,13 +264,17 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
     parts.append(_table(["", "count"], summary))
+    shown, hidden = most_positive(released["test"]["per_label"], REPORT_LABELS)
+    more = (f"<p class='note'>The {len(shown)} labels with the most positives of {len(labels)}; "
+            f"{html.escape(more_labels_note(hidden, 'metrics.json (ehrdx train, ehrdx evaluate --out)'))}.</p>"
+            if hidden else "")
     freq = []
-    for row in released["test"]["per_label"]:
+    for row in (released["test"]["per_label"][j] for j in shown):
         freq.append([row["label"], row.get("description"), row["positives"], row["positive_patients"],
                      row["prevalence"]])
     parts.append("<h3>Label frequencies</h3>" + _table(["label", "description", "positive prediction times",
                                                         "positive patients", "prevalence"], freq, sortable=True,
-                                                       cls="labelfreq"))
+                                                       cls="labelfreq") + more)
     # -- headline
     head_rows = []
     for key in ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -270,7 +293,8 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  _table(["k", "recall@k"], [[k, v] for k, v in rk_values]))
     # -- per label
     per = []
-    for a, n in zip(released["test"]["per_label"], released["test_new_onset"]["per_label"]):
+    for j in shown:
+        a, n = released["test"]["per_label"][j], released["test_new_onset"]["per_label"][j]
         at = a.get("tuned") or a.get("threshold_0.5") or {}
         per.append([a["label"], a.get("description"), a["positives"], a["positive_patients"], a["auroc"], a["auprc"],
                     at.get("precision"),
@@ -279,7 +303,7 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  "Precision, recall and F1 at the thresholds tuned on validation.</p>" +
                  _table(["label", "description", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
                          "new-onset support", "new-onset AUROC", "new-onset AUPRC", "status"], per, sortable=True,
-                        cls="perlabel"))
+                        cls="perlabel") + more)
     # -- by prior visits
     vis = [[r["prior_visits"], r["patients"], r["samples"], r["all"]["macro_auroc"], r["all"]["macro_auprc"],
             r["new_onset"]["macro_auroc"], r["new_onset"]["macro_auprc"]] for r in released["test_by_prior_visits"]]

@@ -8,9 +8,9 @@ macro averages rather than turning them into NaN.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ehrdx.data.samples import Samples
+from ehrdx.ranking import label_blocks, label_ranking, macro_scores, micro_ranking
 
 K_VALUES = (5, 10, 20)  # recall@k reported for event streams
 VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
@@ -23,20 +23,25 @@ def _nanmean(values: list[float]) -> float | None:
 
 
 def tune_thresholds(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Per-label threshold that maximises F1 on (validation) data; `default` where a label has no positives."""
+    """Per-label threshold that maximises F1 on (validation) data; `default` where a label has no positives.
+    The grid is 0.01, 0.02, ..., 0.99 (the first best on ties); all labels are counted at once, a block of
+    labels at a time: each known score falls in one grid interval, and the counts above each grid point
+    are cumulative sums of those interval counts."""
     grid = np.linspace(0.01, 0.99, 99)
     out = np.full(y.shape[1], default, dtype=np.float64)
-    for j in range(y.shape[1]):
-        m = mask[:, j]
-        yj, pj = y[m, j] > 0.5, proba[m, j]
-        if yj.sum() == 0:
-            continue
-        pred = pj[:, None] >= grid[None, :]
-        tp = (pred & yj[:, None]).sum(0)
-        fp = (pred & ~yj[:, None]).sum(0)
-        fn = yj.sum() - tp
-        f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-        out[j] = grid[int(np.argmax(f1))]
+    for b in label_blocks(len(y), y.shape[1]):
+        p = np.asarray(proba[:, b], dtype=np.float64)
+        known = np.asarray(mask[:, b], dtype=bool)
+        pos = (np.asarray(y[:, b]) > 0.5) & known
+        n = p.shape[1]
+        # p >= grid[k] exactly when k < searchsorted(grid, p, "right"): interval 0..99 (nan: never above)
+        interval = np.where(np.isnan(p), 0, np.searchsorted(grid, p, side="right")) + 100 * np.arange(n)
+        above = [np.cumsum(np.bincount(interval[sel], minlength=100 * n).reshape(n, 100)[:, ::-1], axis=1)[:, ::-1]
+                 for sel in (pos, known & ~pos)]
+        tp, fp = above[0][:, 1:], above[1][:, 1:]  # [n, 99]: known positives / negatives >= grid[k]
+        n_pos = above[0][:, 0]
+        f1 = 2 * tp / np.maximum(2 * tp + fp + (n_pos[:, None] - tp), 1)
+        out[b] = np.where(n_pos > 0, grid[np.argmax(f1, axis=1)], default)
     return out
 
 
@@ -52,18 +57,48 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 1
     return float(np.sum(np.abs(sum_p[nz] - sum_y[nz])) / len(y))
 
 
-def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int) -> float | None:
+def calibration_sums(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, n_bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Over the known elements, per equal-width probability bin: count, sum of probabilities and sum of
+    outcomes; and the sum of squared errors (Brier). A block of labels at a time (no pooled copies)."""
+    count, sum_p, sum_y, squared = np.zeros(n_bins, np.int64), np.zeros(n_bins), np.zeros(n_bins), 0.0
+    for b in label_blocks(len(proba), np.shape(proba)[1]):
+        known = np.asarray(mask[:, b], dtype=bool)
+        p = np.asarray(proba[:, b], dtype=np.float64)[known]
+        t = np.asarray(y[:, b], dtype=np.float64)[known]
+        bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+        count += np.bincount(bins, minlength=n_bins)
+        sum_p += np.bincount(bins, weights=p, minlength=n_bins)
+        sum_y += np.bincount(bins, weights=t, minlength=n_bins)
+        squared += float(np.sum((p - t) ** 2))
+    return count, sum_p, sum_y, squared
+
+
+def recall_at_ks(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, ks, rows: int = 4096) -> dict[int, float | None]:
+    """recall@k for several k from one ranking (`rows` samples at a time): the mean over samples with at
+    least one known positive of |top-k known labels ∩ positives| / |positives|."""
+    ks = list(ks)
+    totals, samples = dict.fromkeys(ks, 0.0), 0
+    for r0 in range(0, len(y), rows):
+        pos = (np.asarray(y[r0:r0 + rows]) > 0.5) & mask[r0:r0 + rows]
+        n_pos = pos.sum(1)
+        keep = n_pos > 0
+        if not keep.any() or not ks:
+            continue
+        scores = np.where(mask[r0:r0 + rows], proba[r0:r0 + rows], -np.inf)[keep]
+        k_max = min(max(ks), scores.shape[1])
+        top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        hits = np.cumsum(np.take_along_axis(pos[keep], top, axis=1), axis=1)  # hits within the top 1, 2, ...
+        for k in ks:
+            totals[k] += float(np.sum(hits[:, min(k, k_max) - 1] / n_pos[keep]))
+        samples += int(keep.sum())
+    return {k: totals[k] / samples if samples else None for k in ks}
+
+
+def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows: int = 4096) -> float | None:
     """Mean over samples with at least one known positive of |top-k known labels ∩ positives| / |positives|."""
-    pos = (y > 0.5) & mask
-    n_pos = pos.sum(1)
-    keep = n_pos > 0
-    if not keep.any():
-        return None
-    scores = np.where(mask, proba, -np.inf)[keep]
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    hits = np.take_along_axis(pos[keep], top, axis=1).sum(1)
-    return float(np.mean(hits / n_pos[keep]))
+    return recall_at_ks(y, mask, proba, [k], rows)[k]
 
 
 def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_label_ok: np.ndarray) -> dict:
@@ -96,6 +131,23 @@ def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_la
     }
 
 
+def label_patients(pos: np.ndarray, known: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: patients (distinct `groups`) with a known positive, and with a known element."""
+    if groups is None:
+        return pos.sum(0), known.sum(0)
+    groups = np.asarray(groups)
+    if len(groups) == 0:
+        return np.zeros(pos.shape[1], np.int64), np.zeros(pos.shape[1], np.int64)
+    order = None if np.all(groups[1:] >= groups[:-1]) else np.argsort(groups, kind="stable")
+    g = groups if order is None else groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    out = []
+    for a in (pos, known):
+        a = a if order is None else a[order]
+        out.append(np.logical_or.reduceat(a, starts, axis=0).sum(0))
+    return out[0], out[1]
+
+
 def evaluate_predictions(
     y: np.ndarray,
     mask: np.ndarray,
@@ -107,55 +159,48 @@ def evaluate_predictions(
 ) -> dict:
     """All metrics for one set. `thresholds` are per-label tuned thresholds (e.g. from validation).
     `groups` gives each sample's patient (several prediction times per patient), so that each label
-    also reports how many patients its positives come from (what small-cell suppression counts)."""
-    y = np.asarray(y, dtype=np.float64)
+    also reports how many patients its positives come from (what small-cell suppression counts).
+    Per-label AUROC/AUPRC are computed for all labels at once (ehrdx.ranking)."""
+    y = np.asarray(y)
     mask = np.asarray(mask, dtype=bool)
-    proba = np.asarray(proba, dtype=np.float64)
+    proba = np.asarray(proba)
     n_labels = y.shape[1]
-    per_label, aurocs, auprcs = [], [], []
-    ok = np.zeros(n_labels, dtype=bool)
+    yb = y > 0.5
+    rank = label_ranking(y, mask, proba)
+    ok = rank.scored
+    pos_patients, known_patients = label_patients(yb & mask, mask, groups)
+    per_label = []
     for j, name in enumerate(label_names):
-        m = mask[:, j]
-        yj, pj = y[m, j], proba[m, j]
-        n_pos = int(yj.sum())
-        if groups is None:
-            pos_patients, known_patients = n_pos, int(m.sum())
-        else:
-            pos_patients = len(np.unique(groups[m][yj > 0.5]))
-            known_patients = len(np.unique(groups[m]))
-        row = {"label": name, "known": int(m.sum()), "positives": n_pos, "positive_patients": pos_patients,
-               "known_patients": known_patients, "auroc": None, "auprc": None}
+        n_pos, n_known = int(rank.positives[j]), int(rank.known[j])
+        row = {"label": name, "known": n_known, "positives": n_pos, "positive_patients": int(pos_patients[j]),
+               "known_patients": int(known_patients[j]), "auroc": None, "auprc": None}
         if n_pos == 0:
             row["status"] = "no positives in this set"
-        elif n_pos == len(yj):
+        elif n_pos == n_known:
             row["status"] = "no negatives in this set"
         else:
-            row["status"] = "ok"
-            row["auroc"] = float(roc_auc_score(yj, pj))
-            row["auprc"] = float(average_precision_score(yj, pj))
-            aurocs.append(row["auroc"])
-            auprcs.append(row["auprc"])
-            ok[j] = True
-        row["prevalence"] = n_pos / len(yj) if len(yj) else None
+            row.update(status="ok", auroc=float(rank.auroc[j]), auprc=float(rank.auprc[j]))
+        row["prevalence"] = n_pos / n_known if n_known else None
         per_label.append(row)
 
-    flat_y, flat_p = y[mask], proba[mask]
-    both = 0 < flat_y.sum() < len(flat_y)
+    micro_auroc, micro_auprc = micro_ranking(yb[mask], proba[mask])  # the pooled scores in their own dtype
+    count, sum_p, sum_y, squared = calibration_sums(y, mask, proba)
+    n_known = int(count.sum())
     result = {
         "n_samples": int(y.shape[0]),
         "n_known_elements": int(mask.sum()),
-        "n_masked_elements": int((~mask).sum()),
-        "macro_auroc": _nanmean(aurocs),
-        "micro_auroc": float(roc_auc_score(flat_y, flat_p)) if both else None,
-        "macro_auprc": _nanmean(auprcs),
-        "micro_auprc": float(average_precision_score(flat_y, flat_p)) if both else None,
-        "brier": float(np.mean((flat_p - flat_y) ** 2)) if len(flat_y) else None,
-        "ece": expected_calibration_error(flat_y, flat_p) if len(flat_y) else None,
+        "n_masked_elements": int(mask.size - mask.sum()),
+        "macro_auroc": float(np.mean(rank.auroc[ok])) if ok.any() else None,
+        "micro_auroc": micro_auroc,
+        "macro_auprc": float(np.mean(rank.auprc[ok])) if ok.any() else None,
+        "micro_auprc": micro_auprc,
+        "brier": squared / n_known if n_known else None,
+        "ece": float(np.sum(np.abs(sum_p - sum_y)[count > 0]) / n_known) if n_known else None,
         "labels_in_macro": int(ok.sum()),
         "labels_left_out_of_macro": [r["label"] for r, o in zip(per_label, ok) if not o],
     }
-    for k in k_values:
-        result[f"recall_at_{k}"] = recall_at_k(y, mask, proba, k)
+    for k, value in recall_at_ks(y, mask, proba, k_values).items():
+        result[f"recall_at_{k}"] = value
 
     sets = {"threshold_0.5": np.full(n_labels, 0.5)}
     if thresholds is not None:
@@ -209,7 +254,7 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
         row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
                "patients": len(np.unique(samples.row[sel]))}
         for name, m in (("all", samples.mask), ("new_onset", new_mask)):
-            r = evaluate_predictions(samples.y[sel], m[sel], proba[sel], labels, None, ())
+            r = macro_scores(samples.y[sel], m[sel], proba[sel])
             row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
         out["by_prior_visits"].append(row)
     return out

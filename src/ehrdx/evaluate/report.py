@@ -9,6 +9,7 @@ from rich.text import Text
 
 from ehrdx.evaluate.metrics import HEADLINE
 
+TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
 EXTRA = ("brier", "ece", "recall_at_1", "recall_at_3")
 AT_THRESHOLD = ("element_accuracy", "subset_accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_samples")
 
@@ -20,6 +21,23 @@ def format_value(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
+
+
+def most_positive(per_label: list[dict], limit: int | None) -> tuple[list[int], int]:
+    """Indices of the `limit` labels with the most positives (then by name; a suppressed count "<10"
+    sorts as 0), and how many labels that leaves out."""
+    def key(j: int):
+        n = per_label[j].get("positives")
+        return (-(n if isinstance(n, int) else 0), str(per_label[j]["label"]))
+
+    order = sorted(range(len(per_label)), key=key)
+    shown = order if limit is None else order[:limit]
+    return shown, len(per_label) - len(shown)
+
+
+def more_labels_note(hidden: int, where: str = "metrics.json") -> str:
+    return (f"{hidden:,} more label{'s' if hidden != 1 else ''} with fewer positives not shown: every label is "
+            f"in {where}") if hidden else ""
 
 
 def has_descriptions(per_label: list[dict]) -> bool:
@@ -52,18 +70,22 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
                           *([format_value(oracle.get(thr, {}).get(key))] if oracle else []))
     console.print(t)
 
-    p = Table(title="Per label (test set; precision/recall/F1 at tuned thresholds)")
+    shown, hidden = most_positive(test["per_label"], TERMINAL_LABELS)
+    p = Table(title="Per label (test set; precision/recall/F1 at tuned thresholds"
+                    + (f"; the {len(shown)} with the most positives of {len(shown) + hidden})" if hidden else ")"))
     described = has_descriptions(test["per_label"])
     for col in ("label", *(["description"] if described else []), "pos", "prev", "AUROC", "AUPRC", "thr", "prec",
                 "recall", "F1", "status"):
         p.add_column(col, justify="left" if col in ("label", "description", "status") else "right",
                      no_wrap=col == "label")
-    for row in test["per_label"]:
+    for row in (test["per_label"][j] for j in shown):
         at = row.get("tuned", row.get("threshold_0.5"))
         p.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), format_value(row["prevalence"]), format_value(row["auroc"]),
                   format_value(row["auprc"]), format_value(at["threshold"]), format_value(at["precision"]), format_value(at["recall"]),
                   format_value(at["f1"]), row["status"].replace(" in this set", ""))
     console.print(p)
+    if hidden:
+        console.print(more_labels_note(hidden))
     print_exclusions(console, metrics)
     left_out = test.get("labels_left_out_of_macro") or []
     if left_out:
@@ -116,15 +138,20 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                 cells.append(format_value(metrics[oracle_key].get(row)))
             t.add_row(row, *cells)
         console.print(t)
-    per = Table(title="Per label (all labels; new-onset AUPRC beside)")
+    shown, hidden = most_positive(metrics["test"]["per_label"], TERMINAL_LABELS)
+    per = Table(title="Per label (all labels; new onset beside"
+                      + (f"; the {len(shown)} with the most positives of {len(shown) + hidden})" if hidden else ")"))
     described = has_descriptions(metrics["test"]["per_label"])
     for col in ("label", *(["description"] if described else []), "pos", "AUROC", "AUPRC", "new pos", "new AUROC",
                 "new AUPRC", "status"):
         per.add_column(col, justify="left" if col in ("label", "description", "status") else "right")
-    for row, new in zip(metrics["test"]["per_label"], metrics["test_new_onset"]["per_label"]):
+    for j in shown:
+        row, new = metrics["test"]["per_label"][j], metrics["test_new_onset"]["per_label"][j]
         per.add_row(escape(row["label"]), *description_cell(row, described), str(row["positives"]), format_value(row["auroc"]), format_value(row["auprc"]),
                     str(new["positives"]), format_value(new["auroc"]), format_value(new["auprc"]), row["status"].replace(" in this set", ""))
     console.print(per)
+    if hidden:
+        console.print(more_labels_note(hidden))
     by = metrics.get("test_by_prior_visits") or []
     if by:
         b = Table(title="By number of prior visits")

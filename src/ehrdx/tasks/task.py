@@ -26,6 +26,7 @@ import numpy as np
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
+from ehrdx.tasks.positives import label_entries
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TIME_BITS = 36  # composite keys: (row << 36) | (time - origin); 2**36 s is about 2,000 years
@@ -340,14 +341,11 @@ def build_samples(
     y = np.zeros((n, L), dtype=np.float32)
     history = np.zeros((n, L), dtype=bool)
     at, lab_id = label_index.expand(np.asarray(store.codes)[pos].astype(np.int64))
-    lab_key = ev_key[at]
-    for j in np.unique(lab_id):
-        kj = lab_key[lab_id == j]  # sorted
-        lo = np.searchsorted(kj, s_key, side="right")
-        hi = np.searchsorted(kj, key(s_row, w_end), side="right")
-        first = np.searchsorted(kj, key(s_row, np.full(n, origin)), side="left")
-        y[:, j] = (hi > lo) & known
-        history[:, j] = lo > first
+    (p_sample, p_label), (h_sample, h_label) = label_entries(s_key, key(s_row, w_end), ev_key[at], lab_id,
+                                                             _TIME_BITS)
+    y[p_sample, p_label] = 1
+    y[~known] = 0
+    history[h_sample, h_label] = True
 
     mask = np.repeat(known[:, None], L, axis=1)
     if task.censor:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ehrdx.data.batch import Batch
 from ehrdx.data.batches import SampleSet, n_batches
+from ehrdx.ranking import label_ranking
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
 from ehrdx.train.distributed import all_sum, current_shard, is_distributed, is_main
@@ -167,17 +168,10 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
 
 def masked_macro_score(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, metric: str) -> float:
     """Macro AUROC or AUPRC (average precision) over the labels that have both classes among their
-    known elements; nan when none has."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    fn = roc_auc_score if metric == "auroc" else average_precision_score
-    values = []
-    for j in range(y.shape[1]):
-        known = mask[:, j]
-        yj = y[known, j] > 0.5
-        if 0 < yj.sum() < len(yj):
-            values.append(fn(yj, scores[known, j]))
-    return float(np.mean(values)) if values else math.nan
+    known elements; nan when none has. All labels at once (ehrdx.ranking)."""
+    r = label_ranking(y, mask, scores)
+    values = (r.auroc if metric == "auroc" else r.auprc)[r.scored]
+    return float(np.mean(values)) if len(values) else math.nan
 
 
 def validation_score(model: nn.Module, val, monitor: str, precision: str = "fp32") -> float:

@@ -1,0 +1,131 @@
+"""Ranking metrics of many labels at once: per-label AUROC, average precision and the points of their
+curves, from two 1-D sorts and searches per label instead of one scikit-learn call per label (whose input
+checks cost more than the arithmetic: 269 labels x 18k samples went from 38 s to under 1 s).
+
+Only known (mask True) elements count. Tied scores form one threshold, exactly as scikit-learn's
+roc_curve / precision_recall_curve treat them, so with P positives and N negatives among the known elements:
+
+  AUROC = sum over positives of (negatives scored below + negatives tied / 2) / (P N)  (the trapezoids)
+  AP    = sum over positives of precision at the positive's score / P                  (no interpolation)
+
+Both equal scikit-learn's roc_auc_score and average_precision_score up to floating-point rounding
+(tests/test_ranking.py checks 1e-9). Labels are read in blocks of at most `max_elements` scores, so
+working memory does not grow with labels x samples. Base layer: the training loop's monitor (train) and
+the evaluation (evaluate) both use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
+
+
+@dataclass
+class LabelRanking:
+    """Per label: known elements, known positives, and AUROC / average precision (nan where the known
+    elements lack one of the classes)."""
+
+    known: np.ndarray  # [L] int64
+    positives: np.ndarray  # [L] int64
+    auroc: np.ndarray  # [L] float64, nan without both classes
+    auprc: np.ndarray  # [L] float64, nan without both classes
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Labels with both classes among their known elements (those with an AUROC)."""
+        return (self.positives > 0) & (self.positives < self.known)
+
+
+def label_blocks(n_samples: int, n_labels: int, max_elements: int = MAX_ELEMENTS) -> Iterator[slice]:
+    """Consecutive label slices of at most `max_elements` scores each (at least one label)."""
+    step = max(1, max_elements // max(n_samples, 1))
+    for j0 in range(0, n_labels, step):
+        yield slice(j0, min(j0 + step, n_labels))
+
+
+def binary_ranking(positive_scores: np.ndarray, negative_scores: np.ndarray) -> tuple[float, float]:
+    """AUROC and average precision of one label from its positives' and negatives' scores (nan without
+    both). Two sorts and searches: each positive counts the negatives below it (ties a half) and its
+    precision is read at its own score, the threshold that includes it and everything tied with it."""
+    ps, ns = np.sort(positive_scores), np.sort(negative_scores)
+    n_pos, n_neg = len(ps), len(ns)
+    if n_pos == 0 or n_neg == 0:
+        return math.nan, math.nan
+    below = np.searchsorted(ns, ps, side="left")
+    tied = np.searchsorted(ns, ps, side="right") - below
+    auroc = (int(below.sum()) + 0.5 * int(tied.sum())) / (n_pos * n_neg)
+    tp = n_pos - np.searchsorted(ps, ps, side="left")  # positives at or above each positive's score
+    fp = n_neg - below
+    return auroc, float(np.mean(tp / (tp + fp)))
+
+
+def label_ranking(y: np.ndarray, mask: np.ndarray, scores: np.ndarray,
+                  max_elements: int = MAX_ELEMENTS) -> LabelRanking:
+    """AUROC and average precision of every label ([S, L] arrays), a block of labels at a time (one
+    label's scores contiguous, so each label costs two 1-D sorts: faster than one sort of the block)."""
+    n_samples, n_labels = np.shape(scores)
+    known = np.zeros(n_labels, np.int64)
+    positives = np.zeros(n_labels, np.int64)
+    auroc, auprc = np.full(n_labels, np.nan), np.full(n_labels, np.nan)
+    for b in label_blocks(n_samples, n_labels, max_elements):
+        p = np.asarray(scores[:, b])
+        p = np.ascontiguousarray((p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)).T)
+        k = np.ascontiguousarray(np.asarray(mask[:, b], dtype=bool).T)
+        pos = np.ascontiguousarray(np.asarray(y[:, b]).T > 0.5) & k
+        known[b], positives[b] = k.sum(1), pos.sum(1)
+        for i, j in enumerate(range(b.start, b.stop)):
+            if 0 < positives[j] < known[j]:
+                auroc[j], auprc[j] = binary_ranking(p[i][pos[i]], p[i][k[i] & ~pos[i]])
+    return LabelRanking(known, positives, auroc, auprc)
+
+
+def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
+    """AUROC and average precision of all given (known) elements pooled; None without both classes."""
+    pos = np.asarray(y).ravel() > 0.5
+    scores = np.asarray(scores).ravel()
+    auroc, auprc = binary_ranking(scores[pos], scores[~pos])
+    return (None, None) if math.isnan(auroc) else (auroc, auprc)
+
+
+def macro_scores(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies."""
+    r = label_ranking(y, mask, scores)
+    ok = r.scored
+    mask = np.asarray(mask, dtype=bool)
+    micro_auroc, micro_auprc = micro_ranking(np.asarray(y)[mask], np.asarray(scores)[mask])
+    return {"macro_auroc": float(np.mean(r.auroc[ok])) if ok.any() else None,
+            "macro_auprc": float(np.mean(r.auprc[ok])) if ok.any() else None,
+            "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}
+
+
+def curve_counts(positive_scores: np.ndarray, negative_scores: np.ndarray, max_points: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Positives (tp) and negatives (fp) scored at or above each distinct score, highest first: the points
+    of the ROC (fp/N, tp/P) and precision-recall (tp/(tp+fp), tp/P) curves. With `max_points`, that many
+    thresholds at evenly spaced ranks of the scores (for drawing a pooled curve)."""
+    ps, ns = np.sort(positive_scores), np.sort(negative_scores)
+    if max_points is not None and len(ps) + len(ns) > max_points:  # scores at evenly spaced ranks
+        every = np.concatenate([ps, ns])
+        every.sort()
+        thresholds = np.unique(every[np.linspace(0, len(every) - 1, max_points).astype(np.int64)])[::-1]
+    else:
+        thresholds = np.unique(np.concatenate([ps, ns]))[::-1]
+    tp = len(ps) - np.searchsorted(ps, thresholds, side="left")
+    fp = len(ns) - np.searchsorted(ns, thresholds, side="left")
+    return tp, fp
+
+
+def label_curves(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, labels) -> Iterator[tuple[int, np.ndarray,
+                                                                                                  np.ndarray]]:
+    """(label, tp, fp) for each of the given label indices (curve_counts of its known elements)."""
+    for j in labels:
+        known = np.asarray(mask[:, j], dtype=bool)
+        pos = (np.asarray(y[:, j]) > 0.5) & known
+        p = np.asarray(scores[:, j])
+        tp, fp = curve_counts(p[pos], p[known & ~pos])
+        yield int(j), tp, fp
