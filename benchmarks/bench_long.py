@@ -11,7 +11,9 @@ number of steps, not epochs: windows make more, shorter sequences, so an epoch h
 configuration runs in a process forked from this one after the data is prepared, one after another
 (so each one's memory is its own): seconds per training epoch (the loop's own clock: optimiser steps
 only) and the peak resident memory while fitting above the memory before it (sampled every 5 ms).
-Ratios: Transformer / GRU at each context, and each context / none for each model.
+Ratios: Transformer / GRU at each context, and each context / none for each model. First, one attention
+call (forward and backward, 16 x 4 heads x 1,024 visits) as the Transformer ran it before (a mask and
+dropout on the weights) and as it runs now (is_causal), time and peak memory.
 
 Data: a MEDS set read with ehrdx's protocol for external sets (benchmarks/external/protocol.py:
 window:365d with censoring, the 25 most common labels among training patients) with prediction times
@@ -116,6 +118,25 @@ def forked(fn, *args) -> dict:
     return result
 
 
+def attention(kind: str, batch: int = 16, heads: int = 4, visits: int = 1024, dim: int = 16) -> dict:
+    """One attention forward and backward as the Transformer ran it before (`masked`: a [B, 1, T, T] mask
+    of causal & valid visits, dropout 0.1 on the weights, which sends CPUs to the materialised path) and
+    now (`causal`: is_causal, no mask, no weight dropout). Seconds per call (mean of 2), peak memory."""
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, visits, dim, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.ones(visits, visits, dtype=torch.bool).tril()[None, None].expand(batch, 1, visits, visits)
+    kw = {"attn_mask": mask, "dropout_p": 0.1} if kind == "masked" else {"is_causal": True}
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        for _ in range(2):
+            F.scaled_dot_product_attention(q, k, v, **kw).sum().backward()
+        seconds = (time.perf_counter() - t0) / 2
+    return {"attention": kind, "shape": [batch, heads, visits, dim], "seconds": round(seconds, 3),
+            "peak_mb": round(mem.peak - mem.before, 1)}
+
+
 def markdown(results: list[dict]) -> str:
     by = {(r["model"], r["context"]): r for r in results if "error" not in r}
     lines = [("| model | context | epoch s | peak MB | visits read | longest | new-onset macro AUROC | "
@@ -162,6 +183,8 @@ def main() -> None:
     print(f"{p.name}: {len(p.labels)} labels; training patients {len(rows['train'])}, visits per patient "
           f"mean {visits.mean():.0f}, max {visits.max()}; prepared in {time.perf_counter() - t0:.0f} s", flush=True)
     contexts = [None if c == "none" else int(c) for c in args.contexts.split(",")]
+    kernels = [forked(attention, kind) for kind in ("masked", "causal")]
+    print(json.dumps(kernels), f"causal / masked time {kernels[1]['seconds'] / kernels[0]['seconds']:.2f}", flush=True)
     results = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +197,7 @@ def main() -> None:
                 "args": vars(args), "machine": {"python": platform.python_version(), "torch": torch.__version__,
                                                 "cpu": platform.processor() or platform.machine(), "threads": 1},
                 "data": {"set": p.name, "train_visits_mean": float(visits.mean()), "train_visits_max": int(visits.max()),
-                         "labels": len(p.labels)}, "results": results}, indent=2))
+                         "labels": len(p.labels)}, "attention": kernels, "results": results}, indent=2))
     print(markdown(results))
 
 

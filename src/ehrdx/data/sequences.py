@@ -3,8 +3,11 @@ sequences of visits per sample, and a collate that pads a batch only to its own 
 
 A patient's samples at the ends of complete visits share one sequence (the model reads it once and
 predicts at every visit); a sample whose prediction time falls inside a visit gets a sequence of its own,
-cut at that time. Within a visit, codes go into an embedding bag (no padding at the event level) and each
-numeric value is standardised with its code's training mean and standard deviation.
+cut at that time. Sequences stop at their latest sample: visits after a patient's last prediction time are
+never read. With a bounded context (data/windows.py) a sequence is a window of at most 2N visits and its
+samples' time features still count from the patient's first visit. Within a visit, codes go into an
+embedding bag (no padding at the event level) and each numeric value is standardised with its code's
+training mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarra
 
 
 class SequenceSet:
-    """Samples of one store made ready for sequence models; `batches` yields collated tensors."""
+    """Samples of one store made ready for sequence models; `batches` yields collated tensors. `context`:
+    read each sample's window of visits (data/windows.py) with a summary of the earlier ones; None: all."""
 
     def __init__(self, store: EventStore, samples: Samples, encoder: EventEncoder, new_onset: bool = False,
                  context: int | None = None) -> None:

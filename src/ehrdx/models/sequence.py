@@ -4,7 +4,7 @@ Visit input = weighted embedding bag of its codes (mean) + per-code value embedd
 standardised numeric value + a projection of the most frequent numeric codes' values at this visit and
 their last values before it (carried forward, as in GRU-D) + a projection of time features (time since
 the previous and the first visit, age, visit size) + the patient's static facts. One forward pass gives a state after every visit;
-the state at visit v depends on visits 0..v only (recurrence, or a causal attention mask), so padding at
+the state at visit v depends on visits 0..v only (recurrence, or causal attention), so padding at
 the end of short sequences cannot reach any valid output, and the head reads the states at the samples'
 positions only. The Transformer attends with `is_causal=True` and no mask: padding is only at the end of a
 sequence, so no valid position can attend to it, and PyTorch may pick its flash or memory-efficient
