@@ -17,6 +17,7 @@ from ehrdx.data.windows import window_starts
 from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.explain import explain_sample
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.task import label_first_times
@@ -177,6 +178,15 @@ def test_context_is_a_setting_saved_with_the_model_and_refused_where_nothing_rea
     assert back.context == 3
     s = clf.samples(store, te, require_labels=False)
     np.testing.assert_allclose(back.predict_samples(store, s), clf.predict_samples(store, s), rtol=1e-5, atol=1e-6)
+    # an explanation reads the sample's window, numbering visits in the patient's whole history
+    deep = int(np.flatnonzero(s.n_visits >= 9)[0])
+    start = int(window_starts(s.n_visits[deep : deep + 1] - 1, 3)[0])
+    out = explain_sample(clf, store, s, deep, top_labels=1, top_events=50)
+    vo, vs, ve = (np.asarray(a) for a in (store.visit_offsets, store.visit_starts, store.visit_ends))
+    first = vo[s.row[deep]] + start
+    assert out["events_read"] == int((np.minimum(ve[first:first + s.n_visits[deep] - start], s.cutoff[deep])
+                                      - vs[first:first + s.n_visits[deep] - start]).sum())
+    assert min(e["visit"] for e in out["labels"][0]["events"]) > start >= 3  # 1-based: visits 4 .. 9
     # a model directory from before the setting: no "context" in its params, loads as the whole history
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["params"]["context"] == 3 and cfg["model"]["prior_summary"] is True
