@@ -140,18 +140,8 @@ def test_the_summary_counts_the_codes_before_the_window_and_times_run_from_the_f
     assert batch.prior_ids.tolist() == ids.tolist()
     w = np.log1p(counts) / np.log1p(counts).sum()
     np.testing.assert_allclose(batch.prior_weights.numpy(), w, rtol=1e-6)
-    feats = batch.prior_features.numpy()[0]
-    np.testing.assert_allclose(feats[:3], [np.log1p(first) / 5, np.log1p(len(before)) / 10, 1], rtol=1e-6)
-    # then each dense numeric code's last value before the window (standardised) and whether there is one
-    K = len(ds.numeric_ids)
-    values = np.asarray(store.values)[vs[vo[row]]:vs[vo[row] + first]]
-    for k, code in enumerate(ds.numeric_ids):
-        at = np.flatnonzero((before == code) & ~np.isnan(values))
-        assert feats[3 + K + k] == (len(at) > 0)
-        if len(at):
-            z = (values[at[-1]] - clf.encoder_.value_mean[code]) / clf.encoder_.value_std[code]
-            assert feats[3 + k] == pytest.approx(np.clip(z, -5, 5), rel=1e-5, abs=1e-6)
-    assert feats[3 + K:].sum() >= 1  # the check means something: some code was measured before the window
+    np.testing.assert_allclose(batch.prior_features.numpy()[0], [np.log1p(first) / 5, np.log1p(len(before)) / 10, 1],
+                               rtol=1e-6)
     # the window's visits have the time features (time since the first visit, first-visit flag) they have
     # in the whole history: the same visits of the patient's whole-history sequence
     w_seq = int(np.flatnonzero((whole.seq_row == row) & (whole.seq_start == 0))[0])

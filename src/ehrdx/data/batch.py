@@ -76,8 +76,7 @@ class SequenceBatch(Batch):
     prior_ids: torch.Tensor | None = None  # [P] int64 code ids of the earlier visits, each code once per sequence
     prior_offsets: torch.Tensor | None = None  # [B] int64 where each sequence's earlier codes start in prior_ids
     prior_weights: torch.Tensor | None = None  # [P] float32 log(1 + count), normalised to sum 1 per sequence
-    # [B, N_PRIOR_FEATURES + 2K] float32 earlier visits and events; last value of each dense numeric code, has one
-    prior_features: torch.Tensor | None = None
+    prior_features: torch.Tensor | None = None  # [B, N_PRIOR_FEATURES] float32 earlier visits and events
 
     def with_event_gates(self, gate: torch.Tensor) -> SequenceBatch:
         """The batch as the model sees it with event i scaled by gate[i] ([E], differentiable): its weight

@@ -244,10 +244,6 @@ class SequenceSet:
             out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
         return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
 
-    def standardise(self, codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Values of events with these model codes as the model reads them: z-scores, clipped; 0 if none."""
-        return np.clip(np.nan_to_num((values - self._mean[codes]) / self._std[codes], nan=0.0), -Z_CLIP, Z_CLIP)
-
     def collate(self, seqs: np.ndarray, device: torch.device | str = "cpu", sources: bool = False) -> SequenceBatch:
         """The batch of sequences `seqs` (indices into seq_row) with all their samples; with `sources`, also
         which event fills each numeric entry (SequenceBatch.numeric_source, for explanations)."""
@@ -269,7 +265,7 @@ class SequenceSet:
         pos = concat_ranges(ev_s, ev_e)
         codes = self._code_map[np.asarray(store.codes)[pos]]
         values = np.asarray(store.values)[pos]
-        z = self.standardise(codes, values)
+        z = np.clip(np.nan_to_num((values - self._mean[codes]) / self._std[codes], nan=0.0), -Z_CLIP, Z_CLIP)
         w = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
         bag_offsets = np.zeros(len(vis), dtype=np.int64)
         np.cumsum(lengths[:-1], out=bag_offsets[1:])
@@ -306,8 +302,8 @@ class SequenceSet:
         gather = local_seq * T + self.sample_pos[sample_idx]
         visit_mask = np.zeros((B, T), dtype=bool)
         visit_mask[vis_seq, grid_pos] = True
-        prior = (prior_summary(store, self._code_map, vlo, wlo, self.encoder.n_codes, self._numeric_col,
-                               self.standardise) if self.context is not None else None)
+        prior = (prior_summary(store, self._code_map, vlo, wlo, self.encoder.n_codes) if self.context is not None
+                 else None)
 
         def tt(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)

@@ -9,9 +9,8 @@ which other samples exist, so training, validation and prediction read the same 
 
 What came before the window reaches the model as a summary (`PriorSummary`): the earlier visits' codes
 as a bag weighted by log(1 + count) (normalised to sum 1, so long and short pasts have the same scale),
-the number of earlier visits and events, and the last value before the window of each dense numeric
-code (as the numeric block carries values forward within a sequence). The time features still measure
-from the patient's real first visit (data/sequences.py), so the model knows how long the history is.
+plus the number of earlier visits and events. The time features still measure from the patient's real
+first visit (data/sequences.py), so the model knows how long the history is.
 
 Why windows of 2N with stride N rather than each sample's own last N visits: per-sample sequences
 would make the model read about N visits per sample (for a patient with V visits and a sample at each,
@@ -20,7 +19,6 @@ V x N visit reads instead of V); windows keep the reads at most 2V per patient w
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,17 +46,13 @@ class PriorSummary:
     ids: np.ndarray  # [P] int64 model code ids, sequence after sequence (each code once per sequence)
     offsets: np.ndarray  # [B] int64 where each sequence's codes start in ids
     weights: np.ndarray  # [P] float32 log(1 + count) of the code, normalised to sum 1 per sequence
-    # [B, N_PRIOR_FEATURES + 2K] float32: the counts, then per dense numeric code its last standardised value
-    # before the window (0 if none) and whether there is one
-    features: np.ndarray
+    features: np.ndarray  # [B, N_PRIOR_FEATURES] float32
 
 
 def prior_summary(store: EventStore, code_map: np.ndarray, first_visit: np.ndarray, window_visit: np.ndarray,
-                  n_codes: int, numeric_col: np.ndarray,
-                  standardise: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> PriorSummary:
+                  n_codes: int) -> PriorSummary:
     """Summary of the visits [first_visit, window_visit) (store visit indices) of each sequence; an empty
-    range (a window at the start of the history) gives an empty bag and zero features. `numeric_col`: each
-    model code's dense numeric column (-1: none); `standardise(codes, values)`: the values as the model reads them."""
+    range (a window at the start of the history) gives an empty bag and zero features."""
     first_visit = np.asarray(first_visit, dtype=np.int64)
     window_visit = np.asarray(window_visit, dtype=np.int64)
     B = len(first_visit)
@@ -68,23 +62,14 @@ def prior_summary(store: EventStore, code_map: np.ndarray, first_visit: np.ndarr
     lo = np.where(has, v_starts[np.minimum(first_visit, len(v_starts) - 1)] if len(v_starts) else 0, 0)
     hi = np.where(has, np.asarray(store.visit_ends)[np.maximum(window_visit - 1, 0)] if len(v_starts) else 0, 0)
     n_events = np.maximum(hi - lo, 0)
-    pos = concat_ranges(lo, hi)
-    codes = code_map[np.asarray(store.codes)[pos]]
+    codes = code_map[np.asarray(store.codes)[concat_ranges(lo, hi)]]
     owner = np.repeat(np.arange(B, dtype=np.int64), n_events)
-    values = np.asarray(store.values)[pos]
-    K = int(numeric_col.max(initial=-1)) + 1
-    column = np.where(np.isnan(values), -1, numeric_col[codes])
-    measured = np.flatnonzero(column >= 0)
-    latest = np.full(B * K, -1, dtype=np.int64)  # per (sequence, column): its last measurement (events in time order)
-    np.maximum.at(latest, owner[measured] * K + column[measured], measured)
-    z = np.append(standardise(codes, values), np.float32(0))[latest].reshape(B, K)  # -1 (none) reads 0
     keys, counts = np.unique(owner * n_codes + codes, return_counts=True)  # sorted by sequence, then code
     seq, ids = keys // n_codes, keys % n_codes
     w = np.log1p(counts)
     total = np.bincount(seq, weights=w, minlength=B)
     offsets = np.zeros(B, dtype=np.int64)
     np.cumsum(np.bincount(seq, minlength=B)[:-1], out=offsets[1:])
-    counts = np.stack([np.log1p(n_visits) / 5.0, np.log1p(n_events) / 10.0, has.astype(np.float64)], axis=1)
-    features = np.concatenate([counts, z, (latest >= 0).reshape(B, K)], axis=1)
+    features = np.stack([np.log1p(n_visits) / 5.0, np.log1p(n_events) / 10.0, has.astype(np.float64)], axis=1)
     return PriorSummary(ids.astype(np.int64), offsets, (w / total[seq]).astype(np.float32),
                         features.astype(np.float32))

@@ -11,9 +11,8 @@ sequence, so no valid position can attend to it, and PyTorch may pick its flash 
 kernels (no [B, 1, T, T] mask is materialised).
 
 With a bounded context (data/windows.py) a sequence is a window of the patient's visits and the batch
-carries a summary of the visits before it (a weighted bag of their codes, a few counts and the last value
-of each dense numeric code); a projection of that summary is added to every visit's input, like the
-static facts.
+carries a summary of the visits before it (a weighted bag of their codes and a few counts); a projection
+of that summary is added to every visit's input, like the static facts.
 """
 
 from __future__ import annotations
@@ -91,8 +90,7 @@ class SequenceModel(nn.Module):
         nn.init.normal_(self.value_embedding.weight, std=H**-0.5)
         self.time_proj = nn.Linear(N_TIME_FEATURES, H)
         self.numeric_proj = nn.Linear(4 * config.n_numeric, H) if config.n_numeric else None
-        n_prior = H + N_PRIOR_FEATURES + 2 * config.n_numeric  # the code bag, counts, last numeric values
-        self.prior_proj = nn.Linear(n_prior, H) if config.prior_summary else None
+        self.prior_proj = nn.Linear(H + N_PRIOR_FEATURES, H) if config.prior_summary else None
         self.in_norm = nn.LayerNorm(H)
         self.drop = nn.Dropout(config.dropout)
         if config.encoder == "transformer":
