@@ -34,7 +34,7 @@ from ehrdx.data.table import PatientTable, read_table, table_from_frame
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
-from ehrdx.models.registry import EVENTS, TABLE, ModelKind, get_model
+from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
@@ -67,6 +67,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
     val_fraction    share of patients held out for validation when `fit` is given no validation rows
     seed, device, precision, schema (a TableSchema for tables)
     gbm_params      LightGBM settings over the gbm model's defaults (e.g. {"num_leaves": 31}); None: defaults
+    context         sequence models (gru, lstm, transformer, auto's gru): read at most about this many of the
+                    latest visits (N to 2N, data/windows.py) plus a summary of the earlier ones; None: the whole
+                    history. Refused for models that do not read sequences.
     """
 
     def __init__(self, *, model: str | None = None, task: str | TaskSpec = "next-visit",
@@ -77,7 +80,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
                  monitor: str = "loss", schedule: str = "constant", warmup: float = 0.0, min_steps: int = 0,
                  min_code_count: int = 1, val_fraction: float = 0.15, seed: int = 0, device: str = "cpu",
                  precision: str = "auto", infer_introduced: bool = False, schema=None,
-                 gbm_params: dict | None = None) -> None:
+                 gbm_params: dict | None = None, context: int | None = None) -> None:
         self.model, self.task, self.labels, self.new_onset, self.censor = model, task, labels, new_onset, censor
         self.hidden, self.layers, self.heads, self.dropout, self.code_dim = hidden, layers, heads, dropout, code_dim
         self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
@@ -85,6 +88,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.monitor, self.schedule, self.warmup, self.min_steps = monitor, schedule, warmup, min_steps
         self.val_fraction, self.seed, self.device, self.precision = val_fraction, seed, device, precision
         self.infer_introduced, self.schema, self.gbm_params = infer_introduced, schema, gbm_params
+        self.context = context
 
     # -- settings resolved for a source ----------------------------------------------------------
     def resolve_settings(self, kind: str) -> ModelKind:
@@ -105,6 +109,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
                                                                                            self.censor)
             labels = self.labels if self.labels is not None else DEFAULT_LABELS
             self.selector_ = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
+        self._check_context(spec, kind)
         self.layers_ = self.layers if self.layers is not None else spec.default_layers
         self.train_config_ = TrainConfig(
             lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size or spec.default_batch_size,
@@ -112,6 +117,16 @@ class EHRClassifier(Artifacts, BaseEstimator):
             monitor=self.monitor, schedule=self.schedule, warmup=self.warmup, min_steps=self.min_steps,
             seed=self.seed, device=self.device, precision=self.precision)
         return spec
+
+    def _check_context(self, spec: ModelKind, kind: str) -> None:
+        if self.context is None:
+            return
+        inputs = spec.inputs_for(kind)
+        if SEQUENCE not in (inputs if isinstance(inputs, tuple) else (inputs,)):
+            raise ModelError(f"context bounds the visits a sequence model reads; {self.model_name_} does not read "
+                             "visit sequences\n  fix: leave context out, or choose gru, lstm, transformer or auto")
+        if isinstance(self.context, bool) or not isinstance(self.context, int | np.integer) or self.context < 1:
+            raise ModelError(f"context must be a positive number of visits or None, not {self.context!r}")
 
     @property
     def new_onset_(self) -> bool:
@@ -242,9 +257,11 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         source = self.source(data)
         inputs = get_model(self.model_name_).inputs_for(source.kind)
+        bounded = {"context": self.context} if self.context is not None else {}  # sequences only (_check_context)
         if isinstance(inputs, tuple):
-            return {kind: source.dataset(samples, self.encoder_, kind, self.new_onset_) for kind in inputs}
-        return source.dataset(samples, self.encoder_, inputs, self.new_onset_)
+            return {kind: source.dataset(samples, self.encoder_, kind, self.new_onset_,
+                                         **(bounded if kind == SEQUENCE else {})) for kind in inputs}
+        return source.dataset(samples, self.encoder_, inputs, self.new_onset_, **bounded)
 
     def predict_samples(self, data, samples: Samples) -> np.ndarray:
         """Probability of every label (``labels_`` order) for every sample."""

@@ -37,7 +37,7 @@ class EventInputs:
 
     batch: SequenceBatch
     positions: np.ndarray  # store event index of each gated event
-    visit: np.ndarray  # visit (within the sequence) of each event
+    visit: np.ndarray  # visit (in the patient's history) of each event
 
 
 def _event_inputs(dataset: SequenceSet, seq: int) -> EventInputs:
@@ -48,11 +48,12 @@ def _event_inputs(dataset: SequenceSet, seq: int) -> EventInputs:
     store = dataset.store
     row = int(dataset.seq_row[seq])
     nv = int(dataset.seq_nv[seq])
-    vlo = int(np.asarray(store.visit_offsets)[row])
+    first = int(dataset.seq_start[seq])  # a bounded context reads a window (earlier visits: a summary, not gated)
+    vlo = int(np.asarray(store.visit_offsets)[row]) + first
     vis = np.arange(vlo, vlo + nv)
     starts = np.asarray(store.visit_starts)[vis]
     ends = np.minimum(np.asarray(store.visit_ends)[vis], int(dataset.seq_cutoff[seq]))
-    return EventInputs(batch, concat_ranges(starts, ends), np.repeat(np.arange(nv), ends - starts))
+    return EventInputs(batch, concat_ranges(starts, ends), np.repeat(np.arange(first, first + nv), ends - starts))
 
 
 def _scores(model, inputs: EventInputs, gates: torch.Tensor, sample_pos: int, label: int) -> torch.Tensor:
@@ -98,7 +99,7 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
         name, model = members[0]
         explained = f"the {name} member of the {clf.model_name_} ensemble (its own probabilities, not the ensemble's)"
     model = model.cpu().eval()
-    ds = SequenceSet(store, samples, clf.encoder_)
+    ds = SequenceSet(store, samples, clf.encoder_, context=clf.context)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
     inputs = _event_inputs(ds, seq)
     # where this sample sits among the batch's samples (the model returns one row per sample)

@@ -51,7 +51,8 @@ from ehrdx.paths import label_map_path
 
 CHECKPOINT_DIR = "checkpoint"
 TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv")
-EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers")
+EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers",
+               "context")
 
 
 def _note_resume(history, resume: bool) -> None:
@@ -122,6 +123,9 @@ def train(
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = 1,
+    context: Annotated[int | None, typer.Option(min=1, help="Event streams, sequence models: read at most about N "
+                                                "of the latest visits (N to 2N) plus a summary of the earlier "
+                                                "ones, instead of the whole history.")] = None,
     search: Search = 0,
     budget: Budget = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
@@ -168,7 +172,7 @@ def train(
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience, "batch_size": batch_size,
                               "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
-                              "infer_introduced": infer_introduced})
+                              "infer_introduced": infer_introduced, "context": context})
         return
     if data is None:
         fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))

@@ -6,7 +6,8 @@ carry the samples' targets and where the samples sit in their sample set, and bo
 (`to`, `pin_memory`), so the training loop and train/device.py need not know their fields.
 
 Shapes: S samples, L labels; for a table B = S rows; for sequences B sequences padded to T visits,
-V = the batch's real visits (V <= B * T), E = its events, K = dense numeric codes (MAX_NUMERIC at most).
+V = the batch's real visits (V <= B * T), E = its events, K = dense numeric codes (MAX_NUMERIC at most),
+P = distinct codes of the visits before the sequences' windows (a bounded context only).
 """
 
 from __future__ import annotations
@@ -71,11 +72,17 @@ class SequenceBatch(Batch):
     # [V, 4K] int64 event (index into code_ids) whose value fills each entry of `numeric`, -1 where none;
     # only when asked for (SequenceSet.collate(..., sources=True)), for `with_event_gates`
     numeric_source: torch.Tensor | None = None
+    # With a bounded context (data/windows.py), what came before each sequence's window; None without one:
+    prior_ids: torch.Tensor | None = None  # [P] int64 code ids of the earlier visits, each code once per sequence
+    prior_offsets: torch.Tensor | None = None  # [B] int64 where each sequence's earlier codes start in prior_ids
+    prior_weights: torch.Tensor | None = None  # [P] float32 log(1 + count), normalised to sum 1 per sequence
+    prior_features: torch.Tensor | None = None  # [B, N_PRIOR_FEATURES] float32 earlier visits and events
 
     def with_event_gates(self, gate: torch.Tensor) -> SequenceBatch:
         """The batch as the model sees it with event i scaled by gate[i] ([E], differentiable): its weight
         in the code bag and in the value bag, and the numeric entries its value fills (at its visit, and
-        carried forward to later visits). Gates of 1 give the batch back; gates of 0 visits without events."""
+        carried forward to later visits). Gates of 1 give the batch back; gates of 0 visits without events.
+        The summary of visits before a bounded context's window (prior_*) is not gated."""
         if self.numeric_source is None:
             raise ValueError("collate the batch with sources=True to gate its events")
         entry_gate = torch.cat([gate, gate.new_zeros(1)])[self.numeric_source]  # -1 (no event) -> 0

@@ -3,8 +3,11 @@ sequences of visits per sample, and a collate that pads a batch only to its own 
 
 A patient's samples at the ends of complete visits share one sequence (the model reads it once and
 predicts at every visit); a sample whose prediction time falls inside a visit gets a sequence of its own,
-cut at that time. Within a visit, codes go into an embedding bag (no padding at the event level) and each
-numeric value is standardised with its code's training mean and standard deviation.
+cut at that time. Sequences stop at their latest sample: visits after a patient's last prediction time are
+never read. With a bounded context (data/windows.py) a sequence is a window of at most 2N visits and its
+samples' time features still count from the patient's first visit. Within a visit, codes go into an
+embedding bag (no padding at the event level) and each numeric value is standardised with its code's
+training mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
+from ehrdx.data.windows import prior_summary, window_starts
 
 YEAR = 365.25 * 86400
 N_TIME_FEATURES = 6
@@ -146,10 +150,12 @@ def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarra
 
 
 class SequenceSet:
-    """Samples of one store made ready for sequence models; `batches` yields collated tensors."""
+    """Samples of one store made ready for sequence models; `batches` yields collated tensors. `context`:
+    read each sample's window of visits (data/windows.py) with a summary of the earlier ones; None: all."""
 
-    def __init__(self, store: EventStore, samples: Samples, encoder: EventEncoder, new_onset: bool = False) -> None:
-        self.store, self.samples, self.encoder = store, samples, encoder
+    def __init__(self, store: EventStore, samples: Samples, encoder: EventEncoder, new_onset: bool = False,
+                 context: int | None = None) -> None:
+        self.store, self.samples, self.encoder, self.context = store, samples, encoder, context
         self.y = samples.y
         self.y_mask = samples.train_mask(new_onset)
         self._code_map = encoder.code_map(store)
@@ -163,19 +169,24 @@ class SequenceSet:
         row, nv = samples.row, samples.n_visits.astype(np.int64)
         last_visit = vo[row] + nv - 1
         full = samples.cutoff >= v_ends[last_visit] if len(row) else np.zeros(0, bool)
-        # Shared sequences: one per patient with complete-visit samples, as long as the longest of them.
-        shared_rows, shared_inv = np.unique(row[full], return_inverse=True)
-        shared_nv = np.zeros(len(shared_rows), dtype=np.int64)
+        start = window_starts(nv - 1, context)  # each sample's window (data/windows.py); 0: whole history
+        # Shared sequences: one per patient (and window) with complete-visit samples, as long as the longest
+        # of them: visits after a patient's last prediction time are never read.
+        stride = int(nv.max(initial=0)) + 1
+        keys, shared_inv = np.unique(row[full] * stride + start[full], return_inverse=True)
+        shared_rows, shared_start = keys // stride, keys % stride
+        shared_nv = np.zeros(len(keys), dtype=np.int64)
         np.maximum.at(shared_nv, shared_inv, nv[full])
         offsets = np.asarray(store.offsets)
         part = np.flatnonzero(~full)
         self.seq_row = np.concatenate([shared_rows, row[part]])
         self.seq_cutoff = np.concatenate([offsets[shared_rows + 1], samples.cutoff[part]])
-        self.seq_nv = np.concatenate([shared_nv, nv[part]])
+        self.seq_start = np.concatenate([shared_start, start[part]])  # first visit read (patient-relative)
+        self.seq_nv = np.concatenate([shared_nv, nv[part]]) - self.seq_start  # visits read
         seq_of = np.empty(len(row), dtype=np.int64)
         seq_of[full] = shared_inv
-        seq_of[part] = len(shared_rows) + np.arange(len(part))
-        self.sample_pos = nv - 1
+        seq_of[part] = len(keys) + np.arange(len(part))
+        self.sample_pos = nv - 1 - start  # position in its sequence
         self.sample_order = np.argsort(seq_of, kind="stable")  # samples grouped by sequence
         counts = np.bincount(seq_of, minlength=len(self.seq_row))
         self.seq_sample_offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -241,10 +252,12 @@ class SequenceSet:
         rows = self.seq_row[seqs]
         nv = self.seq_nv[seqs]
         B, T = len(seqs), int(nv.max()) if len(seqs) else 0
-        vlo = np.asarray(store.visit_offsets)[rows]
-        vis = concat_ranges(vlo, vlo + nv)
+        vlo = np.asarray(store.visit_offsets)[rows]  # the patient's first visit
+        wlo = vlo + self.seq_start[seqs]  # the first visit read
+        vis = concat_ranges(wlo, wlo + nv)
         vis_seq = np.repeat(np.arange(B), nv)
-        vis_pos = vis - np.repeat(vlo, nv)
+        vis_pos = vis - np.repeat(vlo, nv)  # in the patient's history (time features)
+        grid_pos = vis - np.repeat(wlo, nv)  # in the sequence read
         v_starts = np.asarray(store.visit_starts)
         ev_s = v_starts[vis]
         ev_e = np.minimum(np.asarray(store.visit_ends)[vis], np.repeat(self.seq_cutoff[seqs], nv))
@@ -280,7 +293,7 @@ class SequenceSet:
         np.cumsum((s_end - s_start)[:-1], out=static_offsets[1:])
 
         columns = np.where(np.isnan(values), -1, self._numeric_col[codes])
-        now, last = numeric_sources(columns, np.repeat(np.arange(len(vis)), lengths), vis_pos, len(self.numeric_ids))
+        now, last = numeric_sources(columns, np.repeat(np.arange(len(vis)), lengths), grid_pos, len(self.numeric_ids))
         numeric = numeric_block(z, now, last)
 
         so = self.seq_sample_offsets
@@ -288,16 +301,22 @@ class SequenceSet:
         local_seq = np.repeat(np.arange(B), so[seqs + 1] - so[seqs])
         gather = local_seq * T + self.sample_pos[sample_idx]
         visit_mask = np.zeros((B, T), dtype=bool)
-        visit_mask[vis_seq, vis_pos] = True
+        visit_mask[vis_seq, grid_pos] = True
+        prior = (prior_summary(store, self._code_map, vlo, wlo, self.encoder.n_codes) if self.context is not None
+                 else None)
 
         def tt(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
         return SequenceBatch(
             code_ids=tt(codes), code_weights=tt(w), value_weights=tt((z * w).astype(np.float32)),
-            bag_offsets=tt(bag_offsets), visit_index=tt(vis_seq * T + vis_pos), time_feats=tt(time_feats),
+            bag_offsets=tt(bag_offsets), visit_index=tt(vis_seq * T + grid_pos), time_feats=tt(time_feats),
             static_ids=tt(static_ids), static_offsets=tt(static_offsets), visit_mask=tt(visit_mask),
             numeric=tt(numeric), gather=tt(gather), sample_index=tt(sample_idx),
             y=tt(self.y[sample_idx]), y_mask=tt(self.y_mask[sample_idx]),
             numeric_source=tt(np.concatenate([now, now, last, last], axis=1)) if sources else None,
+            prior_ids=None if prior is None else tt(prior.ids),
+            prior_offsets=None if prior is None else tt(prior.offsets),
+            prior_weights=None if prior is None else tt(prior.weights),
+            prior_features=None if prior is None else tt(prior.features),
         )

@@ -4,9 +4,15 @@ Visit input = weighted embedding bag of its codes (mean) + per-code value embedd
 standardised numeric value + a projection of the most frequent numeric codes' values at this visit and
 their last values before it (carried forward, as in GRU-D) + a projection of time features (time since
 the previous and the first visit, age, visit size) + the patient's static facts. One forward pass gives a state after every visit;
-the state at visit v depends on visits 0..v only (recurrence, or a causal attention mask), so padding at
+the state at visit v depends on visits 0..v only (recurrence, or causal attention), so padding at
 the end of short sequences cannot reach any valid output, and the head reads the states at the samples'
-positions only.
+positions only. The Transformer attends with `is_causal=True` and no mask: padding is only at the end of a
+sequence, so no valid position can attend to it, and PyTorch may pick its flash or memory-efficient
+kernels (no [B, 1, T, T] mask is materialised).
+
+With a bounded context (data/windows.py) a sequence is a window of the patient's visits and the batch
+carries a summary of the visits before it (a weighted bag of their codes and a few counts); a projection
+of that summary is added to every visit's input, like the static facts.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch.nn import functional as F
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.sequences import N_TIME_FEATURES
+from ehrdx.data.windows import N_PRIOR_FEATURES
 from ehrdx.models.head import LabelHead
 from ehrdx.models.registry import EVENTS, SEQUENCE, ModelKind, register_model, torch_save
 
@@ -36,16 +43,19 @@ class SequenceConfig:
     heads: int = 4
     dropout: float = 0.1
     label_blocks: list[int] | None = None  # head block sizes, one per vocabulary version (None: one block)
+    prior_summary: bool = False  # reads a summary of the visits before a bounded context's window
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["label_blocks"] is None:
             del d["label_blocks"]
+        if not d["prior_summary"]:  # configs of whole-history models stay as they were
+            del d["prior_summary"]
         return {"kind": "sequence", **d}
 
 
 class CausalBlock(nn.Module):
-    """Pre-norm Transformer block with a boolean attention mask (True = may attend)."""
+    """Pre-norm Transformer block with causal attention (each visit attends to itself and earlier visits)."""
 
     def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -55,12 +65,14 @@ class CausalBlock(nn.Module):
         self.out = nn.Linear(d, d)
         self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.drop = nn.Dropout(dropout)
-        self.p = dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.p if self.training else 0.0)
+        # (B, heads, T, D / heads); causal without a mask: padding at the end is never attended from a valid visit.
+        # No dropout on the attention weights: with it PyTorch's CPU kernels fall back to the materialised
+        # [B, heads, T, T] path (11x slower at T = 1,024); dropout stays on the residual branches.
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, T, D)))
         return x + self.drop(self.ff(self.norm2(x)))
 
@@ -78,6 +90,7 @@ class SequenceModel(nn.Module):
         nn.init.normal_(self.value_embedding.weight, std=H**-0.5)
         self.time_proj = nn.Linear(N_TIME_FEATURES, H)
         self.numeric_proj = nn.Linear(4 * config.n_numeric, H) if config.n_numeric else None
+        self.prior_proj = nn.Linear(H + N_PRIOR_FEATURES, H) if config.prior_summary else None
         self.in_norm = nn.LayerNorm(H)
         self.drop = nn.Dropout(config.dropout)
         if config.encoder == "transformer":
@@ -104,18 +117,24 @@ class SequenceModel(nn.Module):
         B, T = batch.visit_mask.shape
         x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch.visit_index, visits)
         static = F.embedding_bag(batch.static_ids, self.code_embedding.weight, batch.static_offsets, mode="mean")
+        if self.prior_proj is not None:
+            static = static + self.prior_proj(torch.cat([self.prior(batch), batch.prior_features], 1))
         return x.view(B, T, -1) + static[:, None, :]
+
+    def prior(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, H] the weighted bag of the codes before each sequence's window (zeros where there are none)."""
+        if batch.prior_ids is None:
+            raise ValueError("this model was trained with a bounded context: build its inputs with the same "
+                             "context (SequenceSet(..., context=N))")
+        return F.embedding_bag(batch.prior_ids, self.code_embedding.weight, batch.prior_offsets, mode="sum",
+                               per_sample_weights=batch.prior_weights)
 
     def encode(self, batch: SequenceBatch) -> torch.Tensor:
         """Patient state after every visit, [B, T, H]."""
         x = self.drop(self.in_norm(self.visit_inputs(batch)))
         if self.config.encoder == "transformer":
-            valid = batch.visit_mask
-            T = valid.shape[1]
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            allowed = (causal[None, :, :] & valid[:, None, :])[:, None, :, :]  # [B, 1, T, T]
             for block in self.blocks:
-                x = block(x, allowed)
+                x = block(x)
             return self.out_norm(x)
         out, _ = self.rnn(x)
         return out + x  # a skip connection: the latest visit reaches the head directly
@@ -137,7 +156,8 @@ def n_parameters(model: nn.Module) -> int:
 def _build(train_set, n_labels: int, params: dict, encoder: str = "gru") -> SequenceModel:
     return SequenceModel(SequenceConfig(n_codes=params["n_codes"], n_labels=n_labels, encoder=encoder,
                                         n_numeric=len(train_set.numeric_ids), hidden=params["hidden"],
-                                        layers=params["layers"], heads=params["heads"], dropout=params["dropout"]))
+                                        layers=params["layers"], heads=params["heads"], dropout=params["dropout"],
+                                        prior_summary=getattr(train_set, "context", None) is not None))
 
 
 def _load(config: dict, state: dict, files: dict) -> SequenceModel:

@@ -118,9 +118,10 @@ class EventSource:
                 s = s.subset(usable)
         return s
 
-    def dataset(self, samples: Samples, encoder: EventEncoder, inputs: str, new_onset: bool):
-        if inputs == SEQUENCE:
-            return SequenceSet(self.store, samples, encoder, new_onset=new_onset)
+    def dataset(self, samples: Samples, encoder: EventEncoder, inputs: str, new_onset: bool,
+                context: int | None = None):
+        if inputs == SEQUENCE:  # context: the visits a sequence reads (data/windows.py); None: all
+            return SequenceSet(self.store, samples, encoder, new_onset=new_onset, context=context)
         if inputs == HISTORY:
             return HistorySet(self.store, samples, encoder, samples.y, samples.train_mask(new_onset))
         features = history_features(self.store, samples, encoder)
