@@ -128,3 +128,14 @@ def test_gbm_member_stops_on_training_patients_so_tuning_patients_stay_unseen(fi
     assert 0.05 < len(b) / len(a | b) < 0.2  # about a tenth of the training patients
     np.testing.assert_array_equal(stop_part.y, stop_part.samples.y)  # targets follow their samples
     assert not set(stop_part.samples.row) & set(splits[1])  # none of them a tuning patient
+
+
+def test_a_split_sequence_set_keeps_its_context(fitted):
+    _out, _paths, store, splits, clf, _ = fitted
+    from ehrdx.data.sequences import SequenceSet
+    from ehrdx.train.ensemble import subset_set
+
+    s = clf.samples(store, splits[0])
+    ds = SequenceSet(store, s, clf.encoder_, context=2)
+    part = subset_set(ds, np.arange(len(s) // 2))
+    assert part.context == 2 and int(part.seq_nv.max()) <= 4  # windows of at most 2N visits

@@ -84,7 +84,7 @@ def subset_set(dataset, keep: np.ndarray):
         return HistorySet(dataset.store, dataset.samples.subset(keep), dataset.encoder, dataset.y[keep],
                           dataset.y_mask[keep])
     if isinstance(dataset, SequenceSet):
-        out = SequenceSet(dataset.store, dataset.samples.subset(keep), dataset.encoder)
+        out = SequenceSet(dataset.store, dataset.samples.subset(keep), dataset.encoder, context=dataset.context)
         out.y, out.y_mask, out.bucket = dataset.y[keep], dataset.y_mask[keep], dataset.bucket
         return out
     raise TypeError(f"the auto model cannot split a {type(dataset).__name__}")
