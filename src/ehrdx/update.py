@@ -167,8 +167,10 @@ def update_model(
         torch.manual_seed(old.seed)
         if replay is not None:
             old_s = new.samples(replay[0], np.asarray(replay[1], dtype=np.int64))
-            old_s.mask[:, L_old:] = False  # the old data did not record the new labels
-            old_s.history[:, L_old:] = False
+            mask, history = old_s.mask.copy(), old_s.history.copy()
+            mask[:, L_old:] = False  # the old data did not record the new labels
+            history[:, L_old:] = False
+            old_s.mask, old_s.history = mask, history
             keep = old_s.mask.any(1)
             train_set = ConcatSet(train_set, new.dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:

@@ -238,10 +238,11 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
                      descriptions: dict[str, str] | None = None) -> dict:
     """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
     rows carry the label's `description` where `descriptions` has one."""
-    new_mask = samples.mask & ~samples.history
+    y, mask = samples.y, samples.mask  # dense copies of the packed tables, read once
+    new_mask = samples.train_mask(True)
     out = {
-        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "all": evaluate_predictions(y, mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "new_onset": evaluate_predictions(y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
         "by_prior_visits": [],
         "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
     }
@@ -253,8 +254,8 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
             continue
         row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
                "patients": len(np.unique(samples.row[sel]))}
-        for name, m in (("all", samples.mask), ("new_onset", new_mask)):
-            r = macro_scores(samples.y[sel], m[sel], proba[sel])
+        for name, m in (("all", mask), ("new_onset", new_mask)):
+            r = macro_scores(y[sel], m[sel], proba[sel])
             row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
         out["by_prior_visits"].append(row)
     return out
