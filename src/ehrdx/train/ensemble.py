@@ -85,7 +85,8 @@ def subset_set(dataset, keep: np.ndarray):
                           dataset.y_mask[keep])
     if isinstance(dataset, SequenceSet):
         out = SequenceSet(dataset.store, dataset.samples.subset(keep), dataset.encoder, context=dataset.context)
-        out.y, out.y_mask, out.bucket = dataset.y[keep], dataset.y_mask[keep], dataset.bucket
+        out.y_bits, out.mask_bits = dataset.y_bits.take(keep), dataset.mask_bits.take(keep)
+        out.bucket = dataset.bucket
         return out
     raise TypeError(f"the auto model cannot split a {type(dataset).__name__}")
 
