@@ -119,3 +119,33 @@ def test_a_sequence_batch_reads_its_samples_targets_from_the_packed_tables(tmp_p
         seen += len(idx)
     assert seen == len(samples)
     assert np.array_equal(ds.y, y) and np.array_equal(ds.y_mask, known)  # dense on demand
+
+
+def test_pooled_ranking_equals_the_ranking_of_the_pooled_known_scores():
+    from ehrdx.ranking import micro_ranking, pooled_ranking
+
+    y, mask = tables(8, n=300, labels=17)
+    scores = np.round(np.random.default_rng(9).random((300, 17)), 2)  # many ties
+    rows = np.flatnonzero(np.arange(300) % 4 != 1)
+    for r in (None, rows):
+        sel = np.arange(300) if r is None else r
+        want = micro_ranking(y[sel][mask[sel]], scores[sel][mask[sel]])
+        # the same integer counts in the same formula: equal, not just close
+        assert pooled_ranking(BitTable.from_dense(y), BitTable.from_dense(mask), scores, r, max_elements=600) == want
+    assert pooled_ranking(y, np.zeros_like(mask), scores) == (None, None)
+
+
+def test_evaluation_of_packed_tables_equals_that_of_dense_arrays():
+    from ehrdx.evaluate.metrics import evaluate_predictions
+
+    y, mask = tables(10, n=200, labels=19)
+    mask[:, 3] = False
+    y[:, 5] = 0
+    proba = np.random.default_rng(11).random((200, 19))
+    thr = np.linspace(0.2, 0.8, 19)
+    groups = np.repeat(np.arange(50), 4)
+    dense = evaluate_predictions(y, mask, proba, [f"L{j}" for j in range(19)], thr, (1, 3), groups)
+    packed = evaluate_predictions(BitTable.from_dense(y), BitTable.from_dense(mask), proba,
+                                  [f"L{j}" for j in range(19)], thr, (1, 3), groups)
+    # every figure comes from the same integer counts or the same blocks of scores
+    assert packed == dense
