@@ -149,3 +149,24 @@ def test_evaluation_of_packed_tables_equals_that_of_dense_arrays():
                                   [f"L{j}" for j in range(19)], thr, (1, 3), groups)
     # every figure comes from the same integer counts or the same blocks of scores
     assert packed == dense
+
+
+def test_the_task_mask_is_packed_block_by_block_as_the_dense_rule_gives_it():
+    from ehrdx.tasks.task import known_entries, mask_before_introduction
+
+    rng = np.random.default_rng(12)
+    n, L = 57, 13
+    rows, cols = rng.integers(0, n, 80), rng.integers(0, L, 80)
+    y = BitTable.from_entries(n, L, rows, cols)
+    whole = rng.random(n) < 0.6
+    window_end = rng.integers(0, 100, n)
+    introduced = rng.integers(0, 120, L).astype(float)
+    rules = ["icd", None, "first_record"] * 4 + ["icd"]
+    dense = whole[:, None] | y.dense()  # whole windows know every label; censored ones their positives
+    want = mask_before_introduction(dense, window_end, introduced, rules)
+    assert want  # the case has entries before introduction, of both rules
+    for block in (1 << 24, 5 * L, 1):
+        mask, counts = known_entries(y, whole, window_end, introduced, rules, max_entries=block)
+        assert np.array_equal(mask.dense(), dense) and counts == want and list(counts) == list(want)
+    mask, counts = known_entries(y, whole, window_end, None)
+    assert np.array_equal(mask.dense(), whole[:, None] | y.dense()) and counts == {}

@@ -75,6 +75,10 @@ class BitTable:
         """Entries set here and in `other`."""
         return BitTable(self.packed & other.packed, self.n_cols)
 
+    def rows_any(self) -> np.ndarray:
+        """Whether each row has a set entry, [S] bool."""
+        return self.packed.any(1)
+
     def column_sums(self) -> np.ndarray:
         """Set entries per column, [L] int64."""
         return column_sums(self)
