@@ -110,7 +110,7 @@ def masked_bce_with_logits(
     loss = nn.functional.binary_cross_entropy_with_logits(
         logits, targets, pos_weight=pos_weight, reduction="none"
     )
-    loss = torch.where(mask, loss, torch.zeros_like(loss))
+    loss = torch.where(mask, loss, 0.0)  # a scalar: no second [N, L] tensor of zeros
     return loss.sum(), mask.sum()
 
 
