@@ -72,7 +72,10 @@ def stage_task(work: Path, args) -> dict:
     vocab = source.fit_labels(splits(store, work)[0], selector, False)
     samples = source.samples(None, vocab, TaskSpec.parse("next-visit"), selector)
     out = {"events": store.meta["events"], "prediction_times": len(samples), "labels": len(vocab)}
-    if isinstance(getattr(samples, "y", None), np.ndarray):  # dense targets: count positives and known entries
+    if hasattr(samples, "y_bits"):  # packed targets: count positives and known entries without a dense copy
+        out["positives"] = int(samples.y_bits.column_sums().sum())
+        out["known_entries"] = int(samples.mask_bits.column_sums().sum())
+    elif isinstance(getattr(samples, "y", None), np.ndarray):  # dense targets
         out["positives"] = int((samples.y > 0.5).sum())
         out["known_entries"] = int(samples.mask.sum())
     return out

@@ -53,30 +53,43 @@ def binary_ranking(positive_scores: np.ndarray, negative_scores: np.ndarray) -> 
     both). Two sorts and searches: each positive counts the negatives below it (ties a half) and its
     precision is read at its own score, the threshold that includes it and everything tied with it."""
     ps, ns = np.sort(positive_scores), np.sort(negative_scores)
-    n_pos, n_neg = len(ps), len(ns)
-    if n_pos == 0 or n_neg == 0:
+    if len(ps) == 0 or len(ns) == 0:
         return math.nan, math.nan
     below = np.searchsorted(ns, ps, side="left")
-    tied = np.searchsorted(ns, ps, side="right") - below
+    return ranking_of_counts(ps, below, np.searchsorted(ns, ps, side="right") - below, len(ns))
+
+
+def ranking_of_counts(ps: np.ndarray, below: np.ndarray, tied: np.ndarray, n_neg: int) -> tuple[float, float]:
+    """AUROC and average precision from the sorted positive scores `ps`, the negatives scored below each
+    and tied with each, and the number of negatives (one formula for binary_ranking and pooled_ranking)."""
+    n_pos = len(ps)
     auroc = (int(below.sum()) + 0.5 * int(tied.sum())) / (n_pos * n_neg)
     tp = n_pos - np.searchsorted(ps, ps, side="left")  # positives at or above each positive's score
     fp = n_neg - below
     return auroc, float(np.mean(tp / (tp + fp)))
 
 
-def label_ranking(y: np.ndarray, mask: np.ndarray, scores: np.ndarray,
-                  max_elements: int = MAX_ELEMENTS) -> LabelRanking:
-    """AUROC and average precision of every label ([S, L] arrays), a block of labels at a time (one
-    label's scores contiguous, so each label costs two 1-D sorts: faster than one sort of the block)."""
+def read_block(table, rows: np.ndarray | None, b: slice) -> np.ndarray:
+    """`table[rows, b]` (all rows when `rows` is None) as an array: `table` is an [S, L] array or anything
+    indexed like one (data/bits.py BitTable: targets and masks kept bit-packed)."""
+    return np.asarray(table[:, b] if rows is None else table[rows, b])
+
+
+def label_ranking(y, mask, scores: np.ndarray, max_elements: int = MAX_ELEMENTS,
+                  rows: np.ndarray | None = None) -> LabelRanking:
+    """AUROC and average precision of every label ([S, L] arrays, or tables indexed like them), a block of
+    labels at a time (one label's scores contiguous, so each label costs two 1-D sorts: faster than one
+    sort of the block). `rows`: only these samples (indices)."""
     n_samples, n_labels = np.shape(scores)
+    n_samples = n_samples if rows is None else len(rows)
     known = np.zeros(n_labels, np.int64)
     positives = np.zeros(n_labels, np.int64)
     auroc, auprc = np.full(n_labels, np.nan), np.full(n_labels, np.nan)
     for b in label_blocks(n_samples, n_labels, max_elements):
-        p = np.asarray(scores[:, b])
+        p = read_block(scores, rows, b)
         p = np.ascontiguousarray((p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)).T)
-        k = np.ascontiguousarray(np.asarray(mask[:, b], dtype=bool).T)
-        pos = np.ascontiguousarray(np.asarray(y[:, b]).T > 0.5) & k
+        k = np.ascontiguousarray(read_block(mask, rows, b).astype(bool, copy=False).T)
+        pos = np.ascontiguousarray(read_block(y, rows, b).T > 0.5) & k
         known[b], positives[b] = k.sum(1), pos.sum(1)
         for i, j in enumerate(range(b.start, b.stop)):
             if 0 < positives[j] < known[j]:
@@ -92,12 +105,52 @@ def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, floa
     return (None, None) if math.isnan(auroc) else (auroc, auprc)
 
 
-def macro_scores(y: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
-    """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies."""
-    r = label_ranking(y, mask, scores)
+def pooled_ranking(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
+                   max_elements: int = MAX_ELEMENTS) -> tuple[float | None, float | None]:
+    """micro_ranking of all known elements of [S, L] tables (`rows` only, when given), without pooling
+    them: a first pass over blocks of labels keeps the positives' scores (sorted), a second counts, for
+    each positive, the negatives scored below it and tied with it (each negative found among the sorted
+    positives). The counts are the ones micro_ranking gets from the pooled arrays, so the result is the
+    same; memory grows with the positives, not with samples x labels."""
+    n_samples, n_labels = np.shape(scores)
+    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels, max_elements))
+
+    def known_block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = read_block(mask, rows, b).astype(bool, copy=False)
+        return read_block(scores, rows, b), k, (read_block(y, rows, b) > 0.5) & k
+
+    parts = []
+    for b in blocks:
+        p, _, pos = known_block(b)
+        parts.append(p[pos])
+    ps = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
+    n_pos = len(ps)
+    below, at_most, n_neg = np.zeros(n_pos + 1, np.int64), np.zeros(n_pos + 1, np.int64), 0
+    for b in blocks:
+        p, k, pos = known_block(b)
+        ns = np.sort(p[k & ~pos])  # sorted keys search faster (each search starts at the last one's place)
+        n_neg += len(ns)
+        # a negative v is below positive i when i >= searchsorted(ps, v, "right"); at or below it when
+        # i >= searchsorted(ps, v, "left"): counted at that index, summed up to each i below. The two
+        # indices differ only where v equals a positive's score: search again for those alone.
+        left = np.searchsorted(ps, ns, side="left")
+        right = left.copy()
+        tied = np.flatnonzero(ps[np.minimum(left, n_pos - 1)] == ns) if n_pos else np.zeros(0, np.int64)
+        right[tied] = np.searchsorted(ps, ns[tied], side="right")
+        below += np.bincount(right, minlength=n_pos + 1)
+        at_most += np.bincount(left, minlength=n_pos + 1)
+    if n_pos == 0 or n_neg == 0:
+        return None, None
+    below, at_most = np.cumsum(below)[:n_pos], np.cumsum(at_most)[:n_pos]
+    return ranking_of_counts(ps, below, at_most - below, n_neg)
+
+
+def macro_scores(y, mask, scores: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float | None]:
+    """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies.
+    `rows`: only these samples."""
+    r = label_ranking(y, mask, scores, rows=rows)
     ok = r.scored
-    mask = np.asarray(mask, dtype=bool)
-    micro_auroc, micro_auprc = micro_ranking(np.asarray(y)[mask], np.asarray(scores)[mask])
+    micro_auroc, micro_auprc = pooled_ranking(y, mask, scores, rows)
     return {"macro_auroc": float(np.mean(r.auroc[ok])) if ok.any() else None,
             "macro_auprc": float(np.mean(r.auprc[ok])) if ok.any() else None,
             "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}

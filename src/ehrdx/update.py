@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from ehrdx.data.batches import ConcatSet
+from ehrdx.data.bits import label_counts
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
@@ -127,8 +128,9 @@ def update_model(
 
     train_s = new.samples(store, tr)
     val_s = new.samples(store, va)
-    mask = train_s.train_mask(new.new_onset_)
-    prevalence = (train_s.y * mask).sum(0) / np.maximum(mask.sum(0), 1)
+    known_bits = train_s.train_mask_bits(new.new_onset_)  # packed: counts and blocks, no dense [S, L] copy
+    positives, known = label_counts(train_s.y_bits, known_bits)
+    prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
 
@@ -146,7 +148,8 @@ def update_model(
         new.model_.to(dev)
         train_set = new.dataset(store, train_s)
         if init == "probe":
-            rows, bias = probe_rows(new.model_, train_set, train_s.y[:, L_old:], mask[:, L_old:], seed=new.seed)
+            rows, bias = probe_rows(new.model_, train_set, train_s.y_bits[:, L_old:].astype(np.float32),
+                                    known_bits[:, L_old:], seed=new.seed)
             used = ["probe"] * len(found)
         else:
             rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,
@@ -167,8 +170,10 @@ def update_model(
         torch.manual_seed(old.seed)
         if replay is not None:
             old_s = new.samples(replay[0], np.asarray(replay[1], dtype=np.int64))
-            old_s.mask[:, L_old:] = False  # the old data did not record the new labels
-            old_s.history[:, L_old:] = False
+            mask, history = old_s.mask.copy(), old_s.history.copy()
+            mask[:, L_old:] = False  # the old data did not record the new labels
+            history[:, L_old:] = False
+            old_s.mask, old_s.history = mask, history
             keep = old_s.mask.any(1)
             train_set = ConcatSet(train_set, new.dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.batch import TableBatch
+from ehrdx.data.bits import BitTable, label_tables
 from ehrdx.data.preprocess import EncodedFeatures
 
 # What a model reads (ehrdx.models.registry), made by a source (ehrdx.sources) for its samples.
@@ -113,8 +114,19 @@ class ConcatSet:
 
     def __init__(self, *sets) -> None:
         self.sets = sets
-        self.y = np.concatenate([s.y for s in sets])
-        self.y_mask = np.concatenate([s.y_mask for s in sets])
+        tables = [label_tables(s) for s in sets]
+        self.y_bits = BitTable.concat([t if isinstance(t, BitTable) else BitTable.from_dense(t) for t, _ in tables])
+        self.mask_bits = BitTable.concat([m if isinstance(m, BitTable) else BitTable.from_dense(m) for _, m in tables])
+
+    @property
+    def y(self) -> np.ndarray:
+        """[N, L] float32 targets of all sets, dense (a new array)."""
+        return self.y_bits.dense().astype(np.float32)
+
+    @property
+    def y_mask(self) -> np.ndarray:
+        """[N, L] bool training mask of all sets, dense (a new array)."""
+        return self.mask_bits.dense()
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sets)

@@ -156,8 +156,7 @@ class SequenceSet:
     def __init__(self, store: EventStore, samples: Samples, encoder: EventEncoder, new_onset: bool = False,
                  context: int | None = None) -> None:
         self.store, self.samples, self.encoder, self.context = store, samples, encoder, context
-        self.y = samples.y
-        self.y_mask = samples.train_mask(new_onset)
+        self.y_bits, self.mask_bits = samples.y_bits, samples.train_mask_bits(new_onset)  # read per batch
         self._code_map = encoder.code_map(store)
         self._mean = encoder.value_mean.astype(np.float32)
         self.numeric_ids = encoder.dense_numeric_codes()
@@ -202,6 +201,16 @@ class SequenceSet:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def y(self) -> np.ndarray:
+        """[N, L] float32 targets, dense (a new array: for small label sets; training reads y_bits)."""
+        return self.y_bits.dense().astype(np.float32)
+
+    @property
+    def y_mask(self) -> np.ndarray:
+        """[N, L] bool training mask, dense (a new array; training reads mask_bits)."""
+        return self.mask_bits.dense()
 
     @property
     def n_sequences(self) -> int:
@@ -313,7 +322,7 @@ class SequenceSet:
             bag_offsets=tt(bag_offsets), visit_index=tt(vis_seq * T + grid_pos), time_feats=tt(time_feats),
             static_ids=tt(static_ids), static_offsets=tt(static_offsets), visit_mask=tt(visit_mask),
             numeric=tt(numeric), gather=tt(gather), sample_index=tt(sample_idx),
-            y=tt(self.y[sample_idx]), y_mask=tt(self.y_mask[sample_idx]),
+            y=tt(self.y_bits[sample_idx].astype(np.float32)), y_mask=tt(self.mask_bits[sample_idx]),
             numeric_source=tt(np.concatenate([now, now, last, last], axis=1)) if sources else None,
             prior_ids=None if prior is None else tt(prior.ids),
             prior_offsets=None if prior is None else tt(prior.offsets),

@@ -248,7 +248,7 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it."""
     from ehrdx.evaluate.metrics import evaluate_samples
 
-    y, mask, groups = samples.y, samples.mask, samples.row
+    y, mask, recorded, groups = samples.y, samples.mask, samples.history, samples.row  # read once (packed)
     result = evaluate_samples(samples, proba, labels, thresholds, descriptions)
     released = suppress_small_cells({"test": result["all"], "test_new_onset": result["new_onset"],
                                      "test_by_prior_visits": result["by_prior_visits"]}, min_cell)
@@ -323,8 +323,8 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
         sex, band = sex_and_age(store, samples)
         heads = ["group", "patients", "prediction times", "macro AUROC", "macro AUPRC", "new-onset AUROC",
                  "new-onset AUPRC"]
-        sex_rows = subgroup_rows(y, mask, proba, labels, groups, samples.history, sex, sorted(set(sex)), min_cell)
-        age_rows = subgroup_rows(y, mask, proba, labels, groups, samples.history, band,
+        sex_rows = subgroup_rows(y, mask, proba, labels, groups, recorded, sex, sorted(set(sex)), min_cell)
+        age_rows = subgroup_rows(y, mask, proba, labels, groups, recorded, band,
                                  [b[2] for b in AGE_BANDS] + ["unknown"], min_cell)
         parts.append("<h2 id='fairness'>By sex and age band</h2><p class='note'>The same model on each group; a gap "
                      "between groups is a question to ask of the model and the data. Age at the prediction "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ehrdx.data.samples import Samples
-from ehrdx.ranking import label_blocks, label_ranking, macro_scores, micro_ranking
+from ehrdx.ranking import label_blocks, label_ranking, macro_scores, pooled_ranking
 
 K_VALUES = (5, 10, 20)  # recall@k reported for event streams
 VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
@@ -101,23 +101,35 @@ def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows
     return recall_at_ks(y, mask, proba, [k], rows)[k]
 
 
-def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_label_ok: np.ndarray) -> dict:
-    yb = y > 0.5
-    known = mask.sum()
-    correct = ((pred == yb) & mask).sum()
-    tp_l = (pred & yb & mask).sum(0)
-    fp_l = (pred & ~yb & mask).sum(0)
-    fn_l = (~pred & yb & mask).sum(0)
+def _threshold_metrics(y, mask, proba: np.ndarray, thr: np.ndarray, per_label_ok: np.ndarray) -> dict:
+    """Metrics of the predictions proba >= thr, from integer counts gathered a block of labels at a time
+    (per label: tp, fp, fn; per sample: tp, predicted and true known positives, all known labels right),
+    so they equal the counts of the whole [S, L] tables exactly."""
+    S, L = np.shape(proba)
+    tp_l, fp_l, fn_l = np.zeros(L, np.int64), np.zeros(L, np.int64), np.zeros(L, np.int64)
+    tp_s, pred_s, true_s = np.zeros(S, np.int64), np.zeros(S, np.int64), np.zeros(S, np.int64)
+    has_known, all_right, known, correct = np.zeros(S, bool), np.ones(S, bool), 0, 0
+    for b in label_blocks(S, L):
+        m = np.asarray(mask[:, b], dtype=bool)
+        yb = np.asarray(y[:, b]) > 0.5
+        pred = np.asarray(proba[:, b]) >= thr[None, b]
+        hit = pred == yb
+        known += int(m.sum())
+        correct += int((hit & m).sum())
+        tp_l[b], fp_l[b], fn_l[b] = (pred & yb & m).sum(0), (pred & ~yb & m).sum(0), (~pred & yb & m).sum(0)
+        tp_s += (pred & yb & m).sum(1)
+        pred_s += (pred & m).sum(1)
+        true_s += (yb & m).sum(1)
+        has_known |= m.any(1)
+        all_right &= (hit | ~m).all(1)
     tp, fp, fn = tp_l.sum(), fp_l.sum(), fn_l.sum()
     prec_l = np.where(tp_l + fp_l > 0, tp_l / np.maximum(tp_l + fp_l, 1), 0.0)
     rec_l = np.where(tp_l + fn_l > 0, tp_l / np.maximum(tp_l + fn_l, 1), 0.0)
     f1_l = 2 * tp_l / np.maximum(2 * tp_l + fp_l + fn_l, 1)
     # Per-sample F1 over known labels; a sample with no true and no predicted positives scores 1.
-    tp_s = (pred & yb & mask).sum(1)
-    denom_s = (pred & mask).sum(1) + (yb & mask).sum(1)
+    denom_s = pred_s + true_s
     f1_s = np.where(denom_s > 0, 2 * tp_s / np.maximum(denom_s, 1), 1.0)
-    has_known = mask.any(1)
-    subset = (((pred == yb) | ~mask).all(1))[has_known]
+    subset = all_right[has_known]
     return {
         "element_accuracy": float(correct / known) if known else None,
         "hamming_loss": float(1 - correct / known) if known else None,
@@ -129,6 +141,16 @@ def _threshold_metrics(y: np.ndarray, mask: np.ndarray, pred: np.ndarray, per_la
         "f1_samples": float(f1_s[has_known].mean()) if has_known.any() else None,
         "_per_label": {"precision": prec_l, "recall": rec_l, "f1": f1_l},
     }
+
+
+def patients_per_label(y, mask, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """label_patients of [S, L] tables (arrays or packed), a block of labels at a time."""
+    L = np.shape(mask)[1]
+    pos_patients, known_patients = np.zeros(L, np.int64), np.zeros(L, np.int64)
+    for b in label_blocks(np.shape(mask)[0], L):
+        m = np.asarray(mask[:, b], dtype=bool)
+        pos_patients[b], known_patients[b] = label_patients((np.asarray(y[:, b]) > 0.5) & m, m, groups)
+    return pos_patients, known_patients
 
 
 def label_patients(pos: np.ndarray, known: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +171,8 @@ def label_patients(pos: np.ndarray, known: np.ndarray, groups: np.ndarray | None
 
 
 def evaluate_predictions(
-    y: np.ndarray,
-    mask: np.ndarray,
+    y,
+    mask,
     proba: np.ndarray,
     label_names: list[str],
     thresholds: np.ndarray | None = None,
@@ -160,15 +182,14 @@ def evaluate_predictions(
     """All metrics for one set. `thresholds` are per-label tuned thresholds (e.g. from validation).
     `groups` gives each sample's patient (several prediction times per patient), so that each label
     also reports how many patients its positives come from (what small-cell suppression counts).
-    Per-label AUROC/AUPRC are computed for all labels at once (ehrdx.ranking)."""
-    y = np.asarray(y)
-    mask = np.asarray(mask, dtype=bool)
+    Per-label AUROC/AUPRC are computed for all labels at once (ehrdx.ranking). `y` and `mask` are [S, L]
+    arrays or tables read like them (data/bits.py BitTable): every metric reads a block of labels (or of
+    samples) at a time, so no [S, L] copy is made beyond one block."""
     proba = np.asarray(proba)
-    n_labels = y.shape[1]
-    yb = y > 0.5
+    n_labels = np.shape(proba)[1]
     rank = label_ranking(y, mask, proba)
     ok = rank.scored
-    pos_patients, known_patients = label_patients(yb & mask, mask, groups)
+    pos_patients, known_patients = patients_per_label(y, mask, groups)
     per_label = []
     for j, name in enumerate(label_names):
         n_pos, n_known = int(rank.positives[j]), int(rank.known[j])
@@ -183,13 +204,13 @@ def evaluate_predictions(
         row["prevalence"] = n_pos / n_known if n_known else None
         per_label.append(row)
 
-    micro_auroc, micro_auprc = micro_ranking(yb[mask], proba[mask])  # the pooled scores in their own dtype
+    micro_auroc, micro_auprc = pooled_ranking(y, mask, proba)  # the pooled scores in their own dtype
     count, sum_p, sum_y, squared = calibration_sums(y, mask, proba)
     n_known = int(count.sum())
     result = {
-        "n_samples": int(y.shape[0]),
-        "n_known_elements": int(mask.sum()),
-        "n_masked_elements": int(mask.size - mask.sum()),
+        "n_samples": int(np.shape(proba)[0]),
+        "n_known_elements": int(rank.known.sum()),
+        "n_masked_elements": int(np.shape(proba)[0] * n_labels - rank.known.sum()),
         "macro_auroc": float(np.mean(rank.auroc[ok])) if ok.any() else None,
         "micro_auroc": micro_auroc,
         "macro_auprc": float(np.mean(rank.auprc[ok])) if ok.any() else None,
@@ -206,7 +227,7 @@ def evaluate_predictions(
     if thresholds is not None:
         sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
     for name, thr in sets.items():
-        tm = _threshold_metrics(y, mask, proba >= thr[None, :], ok)
+        tm = _threshold_metrics(y, mask, proba, thr, ok)
         pl = tm.pop("_per_label")
         result[name] = tm
         for j, row in enumerate(per_label):
@@ -238,10 +259,11 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
                      descriptions: dict[str, str] | None = None) -> dict:
     """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
     rows carry the label's `description` where `descriptions` has one."""
-    new_mask = samples.mask & ~samples.history
+    y, mask = samples.y_bits, samples.mask_bits  # packed: every metric reads a block at a time
+    new_mask = samples.train_mask_bits(True)
     out = {
-        "all": evaluate_predictions(samples.y, samples.mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "new_onset": evaluate_predictions(samples.y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "all": evaluate_predictions(y, mask, proba, labels, thresholds, K_VALUES, samples.row),
+        "new_onset": evaluate_predictions(y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
         "by_prior_visits": [],
         "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
     }
@@ -253,8 +275,8 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
             continue
         row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
                "patients": len(np.unique(samples.row[sel]))}
-        for name, m in (("all", samples.mask), ("new_onset", new_mask)):
-            r = macro_scores(samples.y[sel], m[sel], proba[sel])
+        for name, m in (("all", mask), ("new_onset", new_mask)):
+            r = macro_scores(y, m, proba, rows=np.flatnonzero(sel))
             row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
         out["by_prior_visits"].append(row)
     return out

@@ -103,12 +103,12 @@ class EventSource:
         col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
         have = col >= 0
         y_src, m_src = targets.y[keep][at], targets.mask[keep][at]
-        s.y = np.zeros((len(s), L), dtype=np.float32)
-        s.mask = np.zeros((len(s), L), dtype=bool)
-        s.y[:, have] = y_src[:, col[have]]
-        s.mask[:, have] = m_src[:, col[have]]
-        s.counts.update(mask_before_introduction(s.mask, s.window_end, np.where(have, introduced, -np.inf),
+        y, mask = np.zeros((len(s), L), dtype=np.float32), np.zeros((len(s), L), dtype=bool)
+        y[:, have] = y_src[:, col[have]]
+        mask[:, have] = m_src[:, col[have]]
+        s.counts.update(mask_before_introduction(mask, s.window_end, np.where(have, introduced, -np.inf),
                                                  introduced_from))
+        s.y, s.mask = y, mask
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ehrdx.data.bits import MAX_BLOCK, BitTable, row_blocks
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
@@ -254,6 +255,26 @@ def mask_before_introduction(mask: np.ndarray, window_end: np.ndarray, introduce
     return counts
 
 
+def known_entries(y: BitTable, whole: np.ndarray, window_end: np.ndarray, introduced: np.ndarray | None,
+                  introduced_from: Sequence[str | None] | None = None, max_entries: int = MAX_BLOCK
+                  ) -> tuple[BitTable, dict[str, int]]:
+    """The mask, packed: every label of the samples in `whole`, the positives (`y`) of the others; with
+    `introduced`, entries of labels whose window ends before their introduction masked and counted
+    (mask_before_introduction). A block of samples at a time, so no [S, L] table is made whole."""
+    n, L = y.shape
+    packed, total = np.empty_like(y.packed), {}
+    every = np.packbits(np.ones(L, bool))
+    for r in row_blocks(n, L, max_entries):
+        block = np.where(whole[r, None], every[None, :], y.packed[r])  # y's bits are among every label's
+        if introduced is not None:
+            dense = np.unpackbits(block, axis=1, count=L).view(bool)
+            for k, v in mask_before_introduction(dense, window_end[r], introduced, introduced_from).items():
+                total[k] = total.get(k, 0) + v
+            block = np.packbits(dense, axis=1)
+        packed[r] = block
+    return BitTable(packed, L), dict(sorted(total.items()))  # the total first, then by rule, as one call gives
+
+
 def build_samples(
     store: EventStore,
     rows: np.ndarray,
@@ -338,20 +359,16 @@ def build_samples(
         known = np.ones(len(s_row), bool)
 
     n, L = len(s_row), n_labels
-    y = np.zeros((n, L), dtype=np.float32)
-    history = np.zeros((n, L), dtype=bool)
     at, lab_id = label_index.expand(np.asarray(store.codes)[pos].astype(np.int64))
     (p_sample, p_label), (h_sample, h_label) = label_entries(s_key, key(s_row, w_end), ev_key[at], lab_id,
                                                              _TIME_BITS)
-    y[p_sample, p_label] = 1
-    y[~known] = 0
-    history[h_sample, h_label] = True
-
-    mask = np.repeat(known[:, None], L, axis=1)
-    if task.censor:
-        mask &= ~censored[:, None] | (y > 0)
-    if introduced is not None and n:
-        counts.update(mask_before_introduction(mask, w_end, introduced, introduced_from))
+    real = known[p_sample]  # a sample without a label window has no positives
+    y = BitTable.from_entries(n, L, p_sample[real], p_label[real])  # packed straight from the index lists
+    history = BitTable.from_entries(n, L, h_sample, h_label)
+    # Known: every label of a sample with a whole window; a censored window still knows what it recorded.
+    mask, masked = known_entries(y, known & ~censored if task.censor else known, w_end,
+                                 introduced if n else None, introduced_from)
+    counts.update(masked)
     if task.kind == "window" and censored.any():
         counts["censored_samples"] = int(censored.sum())
     if task.kind == "next-visit" and (~known).any():
@@ -359,7 +376,7 @@ def build_samples(
     out = Samples(s_row, s_time, cutoff, n_visits.astype(np.int32), np.asarray(w_end, np.int64), y, mask, history,
                   counts)
     if require_labels:
-        usable = out.mask.any(1) if L else np.zeros(n, bool)
+        usable = out.mask_bits.rows_any()
         dropped = int((~usable).sum())
         if dropped:
             counts["samples_without_known_labels_left_out"] = dropped

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 
+from ehrdx.data.bits import label_tables, row_blocks
 from ehrdx.errors import ModelError
 from ehrdx.io import atomic_save_tensors, atomic_write_json
 
@@ -37,8 +38,12 @@ def data_fingerprint(train, val) -> str:
         if part is None:
             h.update(b"none")
             continue
-        h.update(np.ascontiguousarray(part.y).tobytes())
-        h.update(np.ascontiguousarray(part.y_mask).tobytes())
+        # The bytes of the dense float32 targets and bool mask, a block of rows at a time (the same digest
+        # as hashing the whole arrays: SHA-256 reads a stream), so packed targets are never made dense whole.
+        y, mask = label_tables(part)
+        for table, dtype in ((y, np.float32), (mask, bool)):
+            for r in row_blocks(*np.shape(table)):
+                h.update(np.ascontiguousarray(table[r], dtype=dtype).tobytes())
         h.update(str((len(part), getattr(part, "n_units", len(part)))).encode())
     return h.hexdigest()
 

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
+from ehrdx.data.bits import label_tables
 from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
@@ -85,7 +86,8 @@ def subset_set(dataset, keep: np.ndarray):
                           dataset.y_mask[keep])
     if isinstance(dataset, SequenceSet):
         out = SequenceSet(dataset.store, dataset.samples.subset(keep), dataset.encoder, context=dataset.context)
-        out.y, out.y_mask, out.bucket = dataset.y[keep], dataset.y_mask[keep], dataset.bucket
+        out.y_bits, out.mask_bits = dataset.y_bits.take(keep), dataset.mask_bits.take(keep)
+        out.bucket = dataset.bucket
         return out
     raise TypeError(f"the auto model cannot split a {type(dataset).__name__}")
 
@@ -145,12 +147,12 @@ class EnsembleModel:
                 rows, bias = probe_rows(member, train[kind], train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:],
                                         seed=seed)
                 member.head.grow(rows, bias)
-                member.config.n_labels = train[kind].y.shape[1]
+                member.config.n_labels = label_tables(train[kind])[0].shape[1]
                 member.config.label_blocks = member.head.block_sizes
             else:
                 fit_part, stop_part = inner_split(train[kind], seed)  # as at fit time
                 member.add_labels(fit_part, stop_part, n_old=n_old, seed=seed)
-        self.n_labels = train[SEQUENCE].y.shape[1]
+        self.n_labels = label_tables(train[SEQUENCE])[0].shape[1]
         new_weights, new_choices = np.full((self.n_labels - n_old, len(self.names)), 1.0 / len(self.names)), []
         if val and len(val[SEQUENCE]):
             v = val[SEQUENCE]

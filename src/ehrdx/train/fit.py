@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ehrdx.data.bits import label_counts, label_tables
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
 
 
@@ -19,8 +20,8 @@ def fit_model(model, train_set, val_set, config: TrainConfig,
               checkpoint: str | Path | None = None, resume: bool = False) -> TrainHistory:
     """Train `model` in place on `train_set` (early stopping on `val_set`); the history of the run."""
     if isinstance(model, nn.Module):
-        y, mask = train_set.y, train_set.y_mask
-        prevalence = (y * mask).sum(0) / np.maximum(mask.sum(0), 1)
+        positives, known = label_counts(*label_tables(train_set))  # from packed bits: no dense [N, L] copy
+        prevalence = positives / np.maximum(known, 1)
         model.head.set_bias_from_prevalence(torch.from_numpy(np.asarray(prevalence, dtype=np.float32)))
         return train_model(model, train_set, val_set, config, on_epoch, checkpoint=checkpoint, resume=resume)
     t0 = time.perf_counter()

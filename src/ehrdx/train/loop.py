@@ -16,6 +16,7 @@ from torch import nn
 
 from ehrdx.data.batch import Batch
 from ehrdx.data.batches import SampleSet, n_batches
+from ehrdx.data.bits import column_sums, label_counts, label_tables
 from ehrdx.ranking import label_ranking
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
 from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
@@ -109,14 +110,16 @@ def masked_bce_with_logits(
     loss = nn.functional.binary_cross_entropy_with_logits(
         logits, targets, pos_weight=pos_weight, reduction="none"
     )
-    loss = torch.where(mask, loss, torch.zeros_like(loss))
+    loss = torch.where(mask, loss, 0.0)  # a scalar: no second [N, L] tensor of zeros
     return loss.sum(), mask.sum()
 
 
-def label_pos_weight(y: np.ndarray, mask: np.ndarray, cap: float = 20.0) -> torch.Tensor:
-    """neg/pos ratio per label over known training elements, capped so very rare labels stay stable."""
-    pos = (y * mask).sum(0)
-    neg = ((1 - y) * mask).sum(0)
+def label_pos_weight(y, mask, cap: float = 20.0) -> torch.Tensor:
+    """neg/pos ratio per label over known training elements, capped so very rare labels stay stable
+    ([N, L] arrays or BitTables)."""
+    positives, known = label_counts(y, mask)
+    # float32 counts as the dense float32 sums gave them (whole numbers, exact below 2**24): same weights
+    pos, neg = positives.astype(np.float32), (known - positives).astype(np.float32)
     w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
     return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
 
@@ -163,12 +166,13 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
         if out is None:
             out = np.zeros((len(samples), logits.shape[1]), dtype=np.float32)
         out[batch.sample_index.cpu().numpy()] = logits
-    return out if out is not None else np.zeros((0, samples.y.shape[1]), dtype=np.float32)
+    return out if out is not None else np.zeros((0, label_tables(samples)[0].shape[1]), dtype=np.float32)
 
 
-def masked_macro_score(y: np.ndarray, mask: np.ndarray, scores: np.ndarray, metric: str) -> float:
+def masked_macro_score(y, mask, scores: np.ndarray, metric: str) -> float:
     """Macro AUROC or AUPRC (average precision) over the labels that have both classes among their
-    known elements; nan when none has. All labels at once (ehrdx.ranking)."""
+    known elements; nan when none has. A block of labels at a time (ehrdx.ranking); `y` and `mask`:
+    [N, L] arrays or BitTables."""
     r = label_ranking(y, mask, scores)
     values = (r.auroc if metric == "auroc" else r.auprc)[r.scored]
     return float(np.mean(values)) if len(values) else math.nan
@@ -178,7 +182,7 @@ def validation_score(model: nn.Module, val, monitor: str, precision: str = "fp32
     """What early stopping minimises: the mean validation loss, or minus the masked macro metric
     (falling back to the loss where no label has both classes in validation)."""
     if monitor != "loss":
-        value = masked_macro_score(val.y, val.y_mask, predict_logits(model, val, precision=precision), monitor)
+        value = masked_macro_score(*label_tables(val), predict_logits(model, val, precision=precision), monitor)
         if not math.isnan(value):
             return -value
     return evaluate_loss(model, val, precision=precision)
@@ -232,10 +236,10 @@ def train_model(
     epochs = epoch_budget(config, per_epoch)
     budget = epochs * per_epoch  # optimiser steps of the schedule
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    pos_weight = label_pos_weight(train.y, train.y_mask).to(device) if config.pos_weight else None
+    pos_weight = label_pos_weight(*label_tables(train)).to(device) if config.pos_weight else None
     history = TrainHistory(processes=shard.world, device=str(device), precision=precision)
     best_val, best_state, stale = math.inf, None, 0
-    use_val = val is not None and len(val) > 0 and bool(val.y_mask.any())
+    use_val = val is not None and len(val) > 0 and bool(column_sums(label_tables(val)[1]).any())
     start_epoch = 0
     ckpt = None
     if checkpoint is not None:

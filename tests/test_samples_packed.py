@@ -1,0 +1,45 @@
+"""Samples keep targets, masks and history bit-packed; they read back exactly, whole or by batch."""
+
+import numpy as np
+import pytest
+
+from ehrdx.data.samples import Samples
+
+
+def samples(seed=0, n=50, labels=13):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.3).astype(np.float32)
+    mask = rng.random((n, labels)) < 0.8
+    history = rng.random((n, labels)) < 0.2
+    z = np.zeros(n, np.int64)
+    return Samples(np.arange(n), z, z, z.astype(np.int32), z, y, mask, history), y, mask, history
+
+
+def test_tables_read_back_exactly_and_take_a_bit_per_entry():
+    s, y, mask, history = samples()
+    assert s.y.dtype == np.float32 and np.array_equal(s.y, y)
+    assert np.array_equal(s.mask, mask) and np.array_equal(s.history, history)
+    assert np.array_equal(s.train_mask(True), mask & ~history) and np.array_equal(s.train_mask(False), mask)
+    assert s.label_nbytes == 3 * 50 * 2  # 13 labels in 2 bytes per sample and table
+
+
+def test_a_batch_and_a_subset_read_the_same_entries():
+    s, y, mask, history = samples(1)
+    rows = np.array([4, 0, 31])
+    yb, mb = s.targets_of(rows, new_onset=True)
+    assert np.array_equal(yb, y[rows]) and np.array_equal(mb, (mask & ~history)[rows])
+    keep = np.arange(50) % 3 == 0
+    sub = s.subset(keep)
+    assert len(sub) == keep.sum() and np.array_equal(sub.y, y[keep]) and np.array_equal(sub.history, history[keep])
+
+
+def test_changes_are_assigned_whole_never_lost_in_a_copy():
+    s, _, mask, _ = samples(2)
+    with pytest.raises(ValueError, match="read-only"):
+        s.mask[:, 0] = False
+    new = mask.copy()
+    new[:, 0] = False
+    s.mask = new
+    assert not s.mask[:, 0].any()
+    with pytest.raises(ValueError, match="must be"):
+        s.mask = new[:, 1:]
