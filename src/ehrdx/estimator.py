@@ -196,7 +196,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
         self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
                                   checkpoint=checkpoint, resume=resume)
-        self.thresholds_ = (tune_thresholds(val_s.y, val_s.train_mask(self.new_onset_), self.predict_samples(
+        self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.predict_samples(
             val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
         self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,
                                               val_set)

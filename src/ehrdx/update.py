@@ -183,7 +183,7 @@ def update_model(
         else:
             history = None
     if len(val_s):
-        new.thresholds_ = tune_thresholds(val_s.y, val_s.train_mask(new.new_onset_),
+        new.thresholds_ = tune_thresholds(val_s.y_bits, val_s.train_mask_bits(new.new_onset_),
                                           new.predict_samples(store, val_s))
     else:  # no validation patients: the old labels keep theirs, the new ones start at 0.5
         new.thresholds_ = np.concatenate([np.asarray(old.thresholds_, dtype=np.float64), np.full(L - L_old, 0.5)])
