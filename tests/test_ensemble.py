@@ -126,7 +126,7 @@ def test_gbm_member_stops_on_training_patients_so_tuning_patients_stay_unseen(fi
     a, b = set(fit_part.samples.row), set(stop_part.samples.row)
     assert not a & b and a | b == set(s.row) and len(fit_part) + len(stop_part) == len(s)  # by patient
     assert 0.05 < len(b) / len(a | b) < 0.2  # about a tenth of the training patients
-    np.testing.assert_array_equal(stop_part.y, stop_part.samples.y)  # targets follow their samples
+    np.testing.assert_array_equal(stop_part.y, stop_part.samples.y)  # exact: 0/1 targets copied, not computed
     assert not set(stop_part.samples.row) & set(splits[1])  # none of them a tuning patient
 
 

@@ -17,7 +17,7 @@ def samples(seed=0, n=50, labels=13):
 
 def test_tables_read_back_exactly_and_take_a_bit_per_entry():
     s, y, mask, history = samples()
-    assert s.y.dtype == np.float32 and np.array_equal(s.y, y)
+    assert s.y.dtype == np.float32 and np.array_equal(s.y, y)  # exact: 0/1 values unpacked from bits
     assert np.array_equal(s.mask, mask) and np.array_equal(s.history, history)
     assert np.array_equal(s.train_mask(True), mask & ~history) and np.array_equal(s.train_mask(False), mask)
     assert s.label_nbytes == 3 * 50 * 2  # 13 labels in 2 bytes per sample and table
@@ -30,7 +30,7 @@ def test_a_batch_and_a_subset_read_the_same_entries():
     assert np.array_equal(yb, y[rows]) and np.array_equal(mb, (mask & ~history)[rows])
     keep = np.arange(50) % 3 == 0
     sub = s.subset(keep)
-    assert len(sub) == keep.sum() and np.array_equal(sub.y, y[keep]) and np.array_equal(sub.history, history[keep])
+    assert len(sub) == keep.sum() and np.array_equal(sub.y, y[keep]) and np.array_equal(sub.history, history[keep])  # exact: 0/1 values copied
 
 
 def test_changes_are_assigned_whole_never_lost_in_a_copy():
