@@ -62,8 +62,8 @@ def test_labels_not_yet_introduced_are_masked_and_count_for_nothing(tmp_path):
     y2 = s.y.copy()
     y2[hidden] = 1 - y2[hidden]
     for y in (y2, np.where(hidden, rng.integers(0, 2, s.y.shape), s.y).astype(np.float32)):
-        a = masked_bce_with_logits(logits, torch.from_numpy(s.y).double(), torch.from_numpy(s.mask))
-        b = masked_bce_with_logits(logits, torch.from_numpy(y).double(), torch.from_numpy(s.mask))
+        a = masked_bce_with_logits(logits, torch.tensor(s.y, dtype=torch.float64), torch.tensor(s.mask))
+        b = masked_bce_with_logits(logits, torch.from_numpy(y).double(), torch.tensor(s.mask))
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
         m1 = evaluate_predictions(s.y, s.mask, proba, vocab.labels, None, (1, 2))
         m2 = evaluate_predictions(y, s.mask, proba, vocab.labels, None, (1, 2))
