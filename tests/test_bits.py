@@ -170,3 +170,10 @@ def test_the_task_mask_is_packed_block_by_block_as_the_dense_rule_gives_it():
         assert np.array_equal(mask.dense(), dense) and counts == want and list(counts) == list(want)
     mask, counts = known_entries(y, whole, window_end, None)
     assert np.array_equal(mask.dense(), whole[:, None] | y.dense()) and counts == {}
+
+
+def test_index_arrays_for_rows_and_columns_at_once_are_refused():
+    t = BitTable.from_dense(np.eye(4, dtype=bool))
+    with pytest.raises(IndexError, match="not both"):
+        t[np.array([0, 1]), np.array([0, 1])]  # numpy would pair them; refused rather than read another way
+    assert t[np.array([0, 1]), 1:3].tolist() == [[False, False], [True, False]]

@@ -102,3 +102,20 @@ def test_a_checkpoint_from_other_data_or_tampered_is_refused(cohort):
         fit(tr, True)
     fresh = fit(tr, False)  # without --resume a damaged checkpoint is replaced, not read
     assert fresh.history_.resumed_after_epoch is None
+
+
+def test_a_checkpoint_is_not_resumed_with_another_context(cohort):
+    tmp, paths = cohort
+    store = open_store(meds=paths["meds"], store_dir=tmp / "store_ctx")
+    tr, va, _ = patient_splits(store, paths["meds"], 0)
+    ckpt = tmp / "ckpt_ctx"
+
+    def fit(context, resume):
+        clf = EventClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1, seed=0,
+                              context=context)
+        return clf.fit(store, tr, va, checkpoint=ckpt, resume=resume)
+
+    fit(3, False)
+    assert fit(3, True).history_.resumed_after_epoch == 1  # the same windows: resumed
+    with pytest.raises(ModelError, match="different run"):
+        fit(5, True)  # other windows, the same model config otherwise

@@ -43,3 +43,10 @@ def test_changes_are_assigned_whole_never_lost_in_a_copy():
     assert not s.mask[:, 0].any()
     with pytest.raises(ValueError, match="must be"):
         s.mask = new[:, 1:]
+
+
+def test_dense_targets_are_read_only_so_a_write_is_never_lost():
+    s, _, _, _ = samples(2)
+    for dense in (s.y, s.train_mask(True), s.train_mask(False)):
+        with pytest.raises(ValueError, match="read-only"):
+            dense[0, 0] = 1

@@ -277,7 +277,7 @@ def compare_update(old: EHRClassifier, store, splits, report: dict, selector=Non
     with stage("retraining from scratch"):
         scratch.fit(store, splits[0], splits[1])
     seconds = time.perf_counter() - t0
-    r = compare_before_after(old, scratch, store, splits[2])
+    r = compare_before_after(old, scratch, store, splits[2], scratch.samples(store, splits[0]))  # positives
     rows["retrain from scratch"] = {"seconds": round(seconds, 2),
                                     "old_labels_macro_auroc_after": r["old_labels_macro_auroc_after"],
                                     "new_labels_macro_auroc": r["new_labels_macro_auroc"],

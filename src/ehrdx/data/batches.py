@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.batch import TableBatch
-from ehrdx.data.bits import BitTable, label_tables
+from ehrdx.data.bits import BitTable, label_tables, read_only
 from ehrdx.data.preprocess import EncodedFeatures
 
 # What a model reads (ehrdx.models.registry), made by a source (ehrdx.sources) for its samples.
@@ -121,12 +121,12 @@ class ConcatSet:
     @property
     def y(self) -> np.ndarray:
         """[N, L] float32 targets of all sets, dense (a new array)."""
-        return self.y_bits.dense().astype(np.float32)
+        return read_only(self.y_bits.dense().astype(np.float32))
 
     @property
     def y_mask(self) -> np.ndarray:
         """[N, L] bool training mask of all sets, dense (a new array)."""
-        return self.mask_bits.dense()
+        return read_only(self.mask_bits.dense())
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sets)

@@ -51,6 +51,9 @@ class BitTable:
     def __getitem__(self, key) -> np.ndarray:
         """Dense bool entries: `t[rows]`, `t[rows, cols]` (rows: a slice, indices or a bool selection)."""
         rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        if not isinstance(cols, (slice, int, np.integer)) and not isinstance(rows, (slice, int, np.integer)):
+            raise IndexError("a BitTable takes index arrays for rows or for columns, not both (numpy would pair "
+                             "them element by element)")
         if isinstance(cols, slice) and cols.step in (None, 1):
             c0, c1, _ = cols.indices(self.n_cols)
             c1 = max(c0, c1)
@@ -123,3 +126,9 @@ def label_tables(dataset) -> tuple:
     if hasattr(dataset, "y_bits"):
         return dataset.y_bits, dataset.mask_bits
     return dataset.y, dataset.y_mask
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """`a`, marked read-only: a dense copy of a packed table, whose writes would be lost."""
+    a.flags.writeable = False
+    return a

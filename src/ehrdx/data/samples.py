@@ -52,7 +52,9 @@ class Samples:
 
     @property
     def y(self) -> np.ndarray:
-        return self.y_bits.dense().astype(np.float32)
+        out = self.y_bits.dense().astype(np.float32)
+        out.flags.writeable = False  # a change must be assigned whole (it would be lost on a copy)
+        return out
 
     @y.setter
     def y(self, table: np.ndarray | BitTable) -> None:
@@ -93,7 +95,7 @@ class Samples:
         return self.mask_bits.and_not(self.history_bits) if new_onset else self.mask_bits
 
     def train_mask(self, new_onset: bool) -> np.ndarray:
-        return self.train_mask_bits(new_onset).dense()
+        return self._dense(self.train_mask_bits(new_onset))
 
     def targets_of(self, rows: np.ndarray, new_onset: bool) -> tuple[np.ndarray, np.ndarray]:
         """Dense targets (float32) and training mask of the given samples (a batch)."""

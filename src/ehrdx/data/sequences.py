@@ -19,6 +19,7 @@ import torch
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
+from ehrdx.data.bits import read_only
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
@@ -205,12 +206,12 @@ class SequenceSet:
     @property
     def y(self) -> np.ndarray:
         """[N, L] float32 targets, dense (a new array: for small label sets; training reads y_bits)."""
-        return self.y_bits.dense().astype(np.float32)
+        return read_only(self.y_bits.dense().astype(np.float32))
 
     @property
     def y_mask(self) -> np.ndarray:
         """[N, L] bool training mask, dense (a new array; training reads mask_bits)."""
-        return self.mask_bits.dense()
+        return read_only(self.mask_bits.dense())
 
     @property
     def n_sequences(self) -> int:

@@ -245,6 +245,7 @@ def train_model(
     if checkpoint is not None:
         train_cfg = {k: v for k, v in config.to_dict().items() if k != "device"}  # may resume elsewhere
         model_cfg = model.config.to_dict() if hasattr(model, "config") else {}
+        model_cfg["context"] = getattr(train, "context", None)  # the windows read: resuming must read the same
         ckpt = Checkpointer(checkpoint, {"train": train_cfg, "model": model_cfg, "processes": shard.world,
                                          "data": data_fingerprint(train, val), "precision": precision,
                                          "extra_loss": extra_loss is not None, "val_score": val_score is not None})
