@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ehrdx.data.batch import TableBatch
-from ehrdx.data.bits import BitTable, label_tables, read_only
+from ehrdx.data.bits import BitTable, PackedTargets, label_tables
 from ehrdx.data.preprocess import EncodedFeatures
 
 # What a model reads (ehrdx.models.registry), made by a source (ehrdx.sources) for its samples.
@@ -108,7 +108,7 @@ def n_batches(dataset, batch_size: int, shard=None) -> int:
     return -(-n // batch_size)
 
 
-class ConcatSet:
+class ConcatSet(PackedTargets):
     """Several sample sets trained on together (e.g. new data and a replay of old data): each epoch
     visits every batch of every set once, the sets' batches interleaved in a seeded random order."""
 
@@ -117,16 +117,6 @@ class ConcatSet:
         tables = [label_tables(s) for s in sets]
         self.y_bits = BitTable.concat([t if isinstance(t, BitTable) else BitTable.from_dense(t) for t, _ in tables])
         self.mask_bits = BitTable.concat([m if isinstance(m, BitTable) else BitTable.from_dense(m) for _, m in tables])
-
-    @property
-    def y(self) -> np.ndarray:
-        """[N, L] float32 targets of all sets, dense (a new array)."""
-        return read_only(self.y_bits.dense().astype(np.float32))
-
-    @property
-    def y_mask(self) -> np.ndarray:
-        """[N, L] bool training mask of all sets, dense (a new array)."""
-        return read_only(self.mask_bits.dense())
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sets)

@@ -132,3 +132,19 @@ def read_only(a: np.ndarray) -> np.ndarray:
     """`a`, marked read-only: a dense copy of a packed table, whose writes would be lost."""
     a.flags.writeable = False
     return a
+
+
+class PackedTargets:
+    """For a set that keeps its targets and training mask packed (`y_bits`, `mask_bits`): the dense
+    [N, L] tables on demand, read-only (for small label sets; training and evaluation read the bits)."""
+
+    y_bits: BitTable
+    mask_bits: BitTable
+
+    @property
+    def y(self) -> np.ndarray:
+        return read_only(self.y_bits.dense().astype(np.float32))
+
+    @property
+    def y_mask(self) -> np.ndarray:
+        return read_only(self.mask_bits.dense())

@@ -19,7 +19,7 @@ import torch
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
-from ehrdx.data.bits import read_only
+from ehrdx.data.bits import PackedTargets
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
@@ -150,7 +150,7 @@ def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarra
     return np.concatenate([zs[now], now >= 0, zs[last], last >= 0], axis=1).astype(np.float32)
 
 
-class SequenceSet:
+class SequenceSet(PackedTargets):
     """Samples of one store made ready for sequence models; `batches` yields collated tensors. `context`:
     read each sample's window of visits (data/windows.py) with a summary of the earlier ones; None: all."""
 
@@ -202,16 +202,6 @@ class SequenceSet:
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def y(self) -> np.ndarray:
-        """[N, L] float32 targets, dense (a new array: for small label sets; training reads y_bits)."""
-        return read_only(self.y_bits.dense().astype(np.float32))
-
-    @property
-    def y_mask(self) -> np.ndarray:
-        """[N, L] bool training mask, dense (a new array; training reads mask_bits)."""
-        return read_only(self.mask_bits.dense())
 
     @property
     def n_sequences(self) -> int:
