@@ -24,6 +24,15 @@ def cohort(tmp_path_factory):
     return out, paths
 
 
+@pytest.fixture(scope="module")
+def opened(cohort):
+    """The cohort's store and its training and validation rows, opened once for the tests that fit in-process."""
+    tmp, paths = cohort
+    store = open_store(meds=paths["meds"], store_dir=tmp / "store")
+    tr, va, _ = patient_splits(store, paths["meds"], 0)
+    return store, tr, va
+
+
 def _run(cmd):
     return subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=600)
 
@@ -77,10 +86,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(cohort):
     assert not (killed_dir / "checkpoint").exists()  # removed once the model is saved
 
 
-def test_a_checkpoint_from_other_data_or_tampered_is_refused(cohort):
+def test_a_checkpoint_from_other_data_or_tampered_is_refused(cohort, opened):
     tmp, paths = cohort
-    store = open_store(meds=paths["meds"], store_dir=tmp / "store")
-    tr, va, _ = patient_splits(store, paths["meds"], 0)
+    store, tr, va = opened
     ckpt = tmp / "ckpt"
 
     def fit(rows, resume):
@@ -104,10 +112,9 @@ def test_a_checkpoint_from_other_data_or_tampered_is_refused(cohort):
     assert fresh.history_.resumed_after_epoch is None
 
 
-def test_a_checkpoint_is_not_resumed_with_another_context(cohort):
+def test_a_checkpoint_is_not_resumed_with_another_context(cohort, opened):
     tmp, paths = cohort
-    store = open_store(meds=paths["meds"], store_dir=tmp / "store_ctx")
-    tr, va, _ = patient_splits(store, paths["meds"], 0)
+    store, tr, va = opened
     ckpt = tmp / "ckpt_ctx"
 
     def fit(context, resume):
