@@ -94,3 +94,18 @@ def test_a_patient_drawn_twice_weighs_as_its_rows_repeated():
         rep = np.repeat(np.arange(120), w[d].astype(int))
         assert auroc[d] == pytest.approx(roc_auc_score(y[rep], score[rep]), abs=1e-12)
         assert auprc[d] == pytest.approx(average_precision_score(y[rep], score[rep]), abs=1e-12)
+
+
+def test_protocol_prepares_the_slice(tmp_path):
+    """The benchmark's protocol runs on the slice: the most frequent labels (by training patients), in name
+    order, the same columns in every split, positives only where the label is known."""
+    from external.protocol import prepare
+
+    p = prepare("clinosim", FIXTURE, tmp_path, n_labels=3, min_patients=1, years=10, times_mode="visits")
+    assert len(p.labels) == 3 and p.labels == sorted(p.labels)
+    for part, s in p.samples.items():
+        assert s.y.shape == (len(s), 3), part
+        assert not ((s.y > 0.5) & ~s.mask).any(), part
+        assert np.isin(s.row, p.rows[part]).all(), part
+    train = p.samples["train"]
+    assert (((train.y > 0.5) & train.mask).sum(0) > 0).all()

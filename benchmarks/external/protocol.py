@@ -131,7 +131,8 @@ def prepare(name: str, meds: Path, work: Path, *, n_labels: int, min_patients: i
                    key=lambda j: (-patients[j], vocab.labels[j]))[:n_labels]
     chosen = sorted(order, key=lambda j: vocab.labels[j])
     labels = [vocab.labels[j] for j in chosen]
-    s.y, s.mask, s.history = s.y[:, chosen], s.mask[:, chosen], s.history[:, chosen]
+    s = Samples(s.row, s.time, s.cutoff, s.n_visits, s.window_end, s.y[:, chosen], s.mask[:, chosen],
+                s.history[:, chosen], s.counts)
     usable = s.mask.any(1)
     s.counts["samples_without_known_chosen_label_left_out"] = int((~usable).sum())
     s = s.subset(usable)
