@@ -43,6 +43,7 @@ from ehrdx.tasks.task import TaskSpec
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainConfig
+from ehrdx.train.scores import model_scores
 
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "gru"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
@@ -196,7 +197,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
         self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
                                   checkpoint=checkpoint, resume=resume)
-        self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.predict_samples(
+        self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.scores(
             val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
         self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,
                                               val_set)
@@ -294,7 +295,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         source = self.source(data)
         samples = samples if samples is not None else self.samples(source, rows)
-        proba = proba if proba is not None else self.predict_samples(source, samples)
+        proba = proba if proba is not None else self.scores(source, samples)
         if source.kind == EVENTS:
             return evaluate_samples(samples, proba, self.labels_, self.thresholds_, self.label_vocab_.descriptions())
         if source.table.labels is None:
@@ -304,6 +305,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
         describe_rows(result["per_label"], self.label_vocab_.descriptions())
         result["summary"] = source.summary(samples, self.dataset(source, samples))
         return result
+
+    def scores(self, data, samples: Samples):
+        """predict_samples for evaluation: the same probabilities, kept as scores computed a block at a time
+        (ranking.HeadScores) where a sequence model's [samples, labels] table would be large."""
+        self._check_fitted()
+        if len(samples) == 0:
+            return np.zeros((0, len(self.label_vocab_)))
+        return model_scores(self.model_, self.dataset(data, samples))
 
     def to(self, device: str = "auto") -> EHRClassifier:
         """Move the network to a device for prediction (auto, cpu, cuda, cuda:N); models that are not

@@ -41,6 +41,57 @@ class LabelRanking:
         return (self.positives > 0) & (self.positives < self.known)
 
 
+class HeadScores:
+    """Probabilities [S, L] of a network whose output is a linear label head over patient states, kept as
+    the states [S, H] and the head (rows [L, H], biases [L]) instead of an [S, L] table: a read of some
+    samples and labels computes just those (sigmoid(state . row + bias), float64 from float32 logits).
+    With 1,500 labels and a state of 128 that is 12x less memory than the scores; every metric here and in
+    evaluate/metrics.py reads scores a block at a time, each block computed when read (a block is
+    `block_elements` scores: computing one costs a pass over the states, so blocks are larger than those
+    copied from an array). np.asarray(...) makes the whole table, for callers that need it."""
+
+    ndim = 2
+    dtype = np.dtype(np.float64)
+    block_elements = 16_000_000  # about 128 MB of float64 scores per block read
+
+    def __init__(self, states: np.ndarray, rows: np.ndarray, bias: np.ndarray) -> None:
+        self.states = np.asarray(states, dtype=np.float32)
+        self.rows = np.asarray(rows, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        if self.states.ndim != 2 or self.rows.shape != (len(self.bias), self.states.shape[1]):
+            raise ValueError(f"states {self.states.shape}, rows {self.rows.shape} and bias {self.bias.shape} "
+                             "do not agree")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.states), len(self.bias)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, key) -> np.ndarray:
+        samples, labels = key if isinstance(key, tuple) else (key, slice(None))
+        return sigmoid((self.states[samples] @ self.rows[labels].T + self.bias[labels]).astype(np.float64))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), in place on `logits` (a float array of the caller's: no copies)."""
+    np.negative(logits, out=logits)
+    np.exp(logits, out=logits)
+    logits += 1.0
+    return np.reciprocal(logits, out=logits)
+
+
+def block_elements(scores) -> int:
+    """How many scores to read at once from `scores`: MAX_ELEMENTS from an array, more from scores that are
+    computed when read (HeadScores)."""
+    return getattr(scores, "block_elements", MAX_ELEMENTS)
+
+
 def label_blocks(n_samples: int, n_labels: int, max_elements: int = MAX_ELEMENTS) -> Iterator[slice]:
     """Consecutive label slices of at most `max_elements` scores each (at least one label)."""
     step = max(1, max_elements // max(n_samples, 1))
@@ -75,7 +126,7 @@ def read_block(table, rows: np.ndarray | None, b: slice) -> np.ndarray:
     return np.asarray(table[:, b] if rows is None else table[rows, b])
 
 
-def label_ranking(y, mask, scores: np.ndarray, max_elements: int = MAX_ELEMENTS,
+def label_ranking(y, mask, scores: np.ndarray, max_elements: int | None = None,
                   rows: np.ndarray | None = None) -> LabelRanking:
     """AUROC and average precision of every label ([S, L] arrays, or tables indexed like them), a block of
     labels at a time (one label's scores contiguous, so each label costs two 1-D sorts: faster than one
@@ -85,7 +136,7 @@ def label_ranking(y, mask, scores: np.ndarray, max_elements: int = MAX_ELEMENTS,
     known = np.zeros(n_labels, np.int64)
     positives = np.zeros(n_labels, np.int64)
     auroc, auprc = np.full(n_labels, np.nan), np.full(n_labels, np.nan)
-    for b in label_blocks(n_samples, n_labels, max_elements):
+    for b in label_blocks(n_samples, n_labels, max_elements or block_elements(scores)):
         p = read_block(scores, rows, b)
         p = np.ascontiguousarray((p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)).T)
         k = np.ascontiguousarray(read_block(mask, rows, b).astype(bool, copy=False).T)
@@ -106,14 +157,15 @@ def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, floa
 
 
 def pooled_ranking(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
-                   max_elements: int = MAX_ELEMENTS) -> tuple[float | None, float | None]:
+                   max_elements: int | None = None) -> tuple[float | None, float | None]:
     """micro_ranking of all known elements of [S, L] tables (`rows` only, when given), without pooling
     them: a first pass over blocks of labels keeps the positives' scores (sorted), a second counts, for
     each positive, the negatives scored below it and tied with it (each negative found among the sorted
     positives). The counts are the ones micro_ranking gets from the pooled arrays, so the result is the
     same; memory grows with the positives, not with samples x labels."""
     n_samples, n_labels = np.shape(scores)
-    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels, max_elements))
+    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels,
+                               max_elements or block_elements(scores)))
 
     def known_block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = read_block(mask, rows, b).astype(bool, copy=False)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ehrdx.data.samples import Samples
-from ehrdx.ranking import label_blocks, label_ranking, macro_scores, pooled_ranking
+from ehrdx.ranking import (
+    HeadScores,
+    block_elements,
+    label_blocks,
+    label_ranking,
+    macro_scores,
+    pooled_ranking,
+)
 
 K_VALUES = (5, 10, 20)  # recall@k reported for event streams
 VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
@@ -29,7 +36,7 @@ def tune_thresholds(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, default:
     are cumulative sums of those interval counts."""
     grid = np.linspace(0.01, 0.99, 99)
     out = np.full(y.shape[1], default, dtype=np.float64)
-    for b in label_blocks(len(y), y.shape[1]):
+    for b in label_blocks(len(y), y.shape[1], block_elements(proba)):
         p = np.asarray(proba[:, b], dtype=np.float64)
         known = np.asarray(mask[:, b], dtype=bool)
         pos = (np.asarray(y[:, b]) > 0.5) & known
@@ -62,7 +69,7 @@ def calibration_sums(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, n_bins:
     """Over the known elements, per equal-width probability bin: count, sum of probabilities and sum of
     outcomes; and the sum of squared errors (Brier). A block of labels at a time (no pooled copies)."""
     count, sum_p, sum_y, squared = np.zeros(n_bins, np.int64), np.zeros(n_bins), np.zeros(n_bins), 0.0
-    for b in label_blocks(len(proba), np.shape(proba)[1]):
+    for b in label_blocks(len(proba), np.shape(proba)[1], block_elements(proba)):
         known = np.asarray(mask[:, b], dtype=bool)
         p = np.asarray(proba[:, b], dtype=np.float64)[known]
         t = np.asarray(y[:, b], dtype=np.float64)[known]
@@ -109,7 +116,7 @@ def _threshold_metrics(y, mask, proba: np.ndarray, thr: np.ndarray, per_label_ok
     tp_l, fp_l, fn_l = np.zeros(L, np.int64), np.zeros(L, np.int64), np.zeros(L, np.int64)
     tp_s, pred_s, true_s = np.zeros(S, np.int64), np.zeros(S, np.int64), np.zeros(S, np.int64)
     has_known, all_right, known, correct = np.zeros(S, bool), np.ones(S, bool), 0, 0
-    for b in label_blocks(S, L):
+    for b in label_blocks(S, L, block_elements(proba)):
         m = np.asarray(mask[:, b], dtype=bool)
         yb = np.asarray(y[:, b]) > 0.5
         pred = np.asarray(proba[:, b]) >= thr[None, b]
@@ -185,7 +192,7 @@ def evaluate_predictions(
     Per-label AUROC/AUPRC are computed for all labels at once (ehrdx.ranking). `y` and `mask` are [S, L]
     arrays or tables read like them (data/bits.py BitTable): every metric reads a block of labels (or of
     samples) at a time, so no [S, L] copy is made beyond one block."""
-    proba = np.asarray(proba)
+    proba = proba if isinstance(proba, HeadScores) else np.asarray(proba)
     n_labels = np.shape(proba)[1]
     rank = label_ranking(y, mask, proba)
     ok = rank.scored

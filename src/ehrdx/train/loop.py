@@ -152,16 +152,16 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None = None,
-                   precision: str = "fp32") -> np.ndarray:
+                   precision: str = "fp32", forward=None) -> np.ndarray:
     """Logits [N, L] in sample order (batches may visit samples in another order), computed on the
-    model's device."""
+    model's device; or, with `forward` (e.g. model.states), what it gives per sample of a batch."""
     model.eval()
     device = model_device(model)
     out = None  # as wide as the model's output, which may differ from the samples' label columns
     batches = samples.batches(batch_size or _eval_batch(samples), bucket=device.type == "cpu")
     for batch in device_batches(batches, device):
         with autocast(device, precision):
-            logits = model(batch)
+            logits = model(batch) if forward is None else forward(batch)
         logits = logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(samples), logits.shape[1]), dtype=np.float32)
