@@ -17,7 +17,7 @@ from ehrdx.ranking import HeadScores, sigmoid
 from ehrdx.train.fit import model_logits
 from ehrdx.train.loop import predict_logits
 
-DENSE_LIMIT = 1 << 27  # entries (1 GB of float64) above which a sequence model's scores stay lazy
+DENSE_LIMIT = 1 << 25  # entries (256 MB of float64) above which a sequence model's scores stay lazy
 
 
 def model_scores(model, dataset, dense_limit: int | None = None):
