@@ -94,7 +94,7 @@ def test_a_tampered_encoder_or_a_model_directory_is_refused(data, tmp_path):
     (d / "targets.json").write_text(json.dumps(targets))
     with pytest.raises(ModelError, match="checksum"):
         load_encoder(d)
-    with pytest.raises(ModelError, match="pretrained encoder"):
+    with pytest.raises(ModelError, match="unknown model family 'encoder'"):
         ehrdx.load(data["out"] / "gru")  # not a model: ehrdx predict and friends refuse it
 
 

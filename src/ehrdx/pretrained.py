@@ -19,7 +19,6 @@ the body (full fine-tune) or without it (`probe`).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ehrdx.artifacts import load_model, register_family, save_model
+from ehrdx.artifacts import FAMILIES, load_model, register_family, save_model
 from ehrdx.data.sequences import EventEncoder
 from ehrdx.errors import DataError, ModelError
 from ehrdx.models.registry import SEQUENCE, get_model
@@ -37,7 +36,6 @@ FAMILY = "encoder"
 FILES = ("preprocessing.json", "targets.json", "patients.json", "model.safetensors")
 PATIENT_HASH = "blake2b-8"
 SIZES = ("hidden", "layers", "heads")  # what must agree between an encoder and the model it initialises
-_READING = contextvars.ContextVar("reading_encoder", default=False)
 
 
 def file_sha256(path: Path) -> str | None:
@@ -79,9 +77,6 @@ class PretrainedEncoder:
 
     @classmethod
     def from_parts(cls, config: dict, files: dict[str, dict], state: dict) -> PretrainedEncoder:
-        if not _READING.get():
-            raise ModelError("this directory holds a pretrained encoder (ehrdx pretrain), not a model\n  fix: "
-                             "give it to ehrdx train --init DIR, which fine-tunes a model from it")
         targets = files["targets.json"]
         patients = {k: list(v) for k, v in files["patients.json"].items() if k != "hash"}
         return cls(config["model_name"], config["model"], dict(state), EventEncoder.from_dict(files["preprocessing.json"]),
@@ -115,16 +110,14 @@ def load_encoder(directory: str | Path) -> PretrainedEncoder:
         if family != FAMILY:
             raise DataError(f"this is a model directory (family {family!r}), not a pretrained encoder",
                             file=str(config_path), fix="give --init the directory that ehrdx pretrain wrote")
-    token = _READING.set(True)
+    # The family is known only while an encoder is read: `ehrdx.load` (predict, evaluate ...) refuses it.
+    register_family(FAMILY, FILES, PretrainedEncoder.from_parts)
     try:
         encoder = load_model(d)
     finally:
-        _READING.reset(token)
+        FAMILIES.pop(FAMILY, None)
     encoder.directory = d
     return encoder
-
-
-register_family(FAMILY, FILES, PretrainedEncoder.from_parts)
 
 
 # -- a fine-tune from an encoder (the estimator's fit) ---------------------------------------------------
