@@ -275,9 +275,11 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
 
             from ehrdx.pretrained import check_pretrained_patients, load_encoder
 
-            ids = np.asarray(st.subject_ids)
-            check_pretrained_patients(load_encoder(params["init"]), {"validation": ids[splits[1]],
-                                                                     "test": ids[splits[2]]})
+            ids, enc = np.asarray(st.subject_ids), load_encoder(params["init"])
+            check_pretrained_patients(enc, {"validation": ids[splits[1]], "test": ids[splits[2]]})
+            console.print(escape(f"from the pretrained {enc.model_name} encoder in {params['init']} (hidden "
+                                 f"{enc.sizes['hidden']}, {len(enc.targets):,} targets): "
+                                 + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))
