@@ -11,9 +11,11 @@ atomically, the SHA-256 of every file in config.json, checked on load, nothing u
   patients.json        blake2b (8 bytes, hex, sorted) of the pretraining patients' ids: `train` (trained on)
                        and `tuning` (stopped early on); a fine-tune refuses to validate or test on them
 
-`ehrdx train --init DIR` (EHRClassifier(init=DIR)) builds its model with the encoder's vocabulary and sizes,
-copies the body, keeps the output rows with the model (for `ehrdx update`) and trains the label head, with
-the body (full fine-tune) or without it (`probe`).
+`ehrdx train --init DIR` (EHRClassifier(init=DIR, hidden=None)) builds its model with the encoder's vocabulary
+and sizes (a size given must agree), copies the body, keeps the output rows with the model (for `ehrdx update`)
+and trains the label head, with the body (full fine-tune) or without it (`probe`). `fit` refuses validation
+patients the encoder was trained on; `ehrdx train` also refuses test patients it was trained or tuned on
+(`check_pretrained_patients`, for a library run's own test rows).
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ def settings_from_encoder(clf, kind: str):
     if wrong:
         raise DataError("the model's sizes disagree with the encoder's: " + ", ".join(
             f"{k} {v} (encoder {enc.sizes[k]})" for k, v in wrong.items()), file=str(config),
-            fix="leave " + ", ".join(f"--{k}" for k in wrong) + " out to take the encoder's sizes, or pretrain with "
-            "the sizes wanted")
+            fix="leave " + ", ".join(f"--{k}" for k in wrong) + " out to take the encoder's sizes (Python: "
+            + ", ".join(f"{k}=None" for k in wrong) + "), or pretrain with the sizes wanted")
     clf.layers_ = enc.sizes["layers"]
     return enc, spec, enc.sizes
 
