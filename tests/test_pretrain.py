@@ -215,5 +215,7 @@ def test_the_command_line_pretrains_fine_tunes_and_refuses(data, tmp_path):
     assert r.exit_code == 2 and "not a pretrained encoder" in r.output
     r = run("train", "--meds", meds, "--out", tmp_path / "m4", "--init", tmp_path / "enc", "--hidden", "64")
     assert r.exit_code == 2 and "hidden 64 (encoder 16)" in r.output
+    r = run("train", "--meds", meds, "--out", tmp_path / "m5", "--probe")  # a probe of what?
+    assert r.exit_code == 2 and "--init" in r.output
     r = run("pretrain", "--out", tmp_path / "enc2")
     assert r.exit_code == 2 and "--meds" in r.output
