@@ -42,7 +42,7 @@ TOP_LEVEL = {  # ehrdx/<name>.py -> layer
     "ranking": "base",
     "estimator": "estimator", "estimator_io": "estimator", "artifacts": "estimator", "update": "estimator",
     "explain": "estimator", "pipeline": "estimator", "events_pipeline": "estimator", "input_settings": "estimator",
-    "report": "estimator", "demo": "estimator", "search": "estimator",
+    "report": "estimator", "demo": "estimator", "search": "estimator", "pretrain": "estimator", "pretrained": "estimator",
     "cli": "cli", "__main__": "cli",
 }
 

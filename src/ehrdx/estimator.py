@@ -35,6 +35,13 @@ from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
+from ehrdx.pretrained import (
+    check_pretrained_patients,
+    file_sha256,
+    frozen_body,
+    initialise_from_encoder,
+    settings_from_encoder,
+)
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
@@ -71,6 +78,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
     context         sequence models (gru, lstm, transformer, auto's gru): read at most about this many of the
                     latest visits (N to 2N, data/windows.py) plus a summary of the earlier ones; None: the whole
                     history. Refused for models that do not read sequences.
+    init, probe     event streams: start from a pretrained encoder directory (ehrdx pretrain): its input
+                    vocabulary, sizes (hidden, layers, heads None: the encoder's) and body weights; `probe`
+                    trains the label head only, on the frozen body (ehrdx.pretrained)
     """
 
     def __init__(self, *, model: str | None = None, task: str | TaskSpec = "next-visit",
@@ -81,7 +91,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
                  monitor: str = "loss", schedule: str = "constant", warmup: float = 0.0, min_steps: int = 0,
                  min_code_count: int = 1, val_fraction: float = 0.15, seed: int = 0, device: str = "cpu",
                  precision: str = "auto", infer_introduced: bool = False, schema=None,
-                 gbm_params: dict | None = None, context: int | None = None) -> None:
+                 gbm_params: dict | None = None, context: int | None = None, init: str | None = None,
+                 probe: bool = False) -> None:
         self.model, self.task, self.labels, self.new_onset, self.censor = model, task, labels, new_onset, censor
         self.hidden, self.layers, self.heads, self.dropout, self.code_dim = hidden, layers, heads, dropout, code_dim
         self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
@@ -89,7 +100,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self.monitor, self.schedule, self.warmup, self.min_steps = monitor, schedule, warmup, min_steps
         self.val_fraction, self.seed, self.device, self.precision = val_fraction, seed, device, precision
         self.infer_introduced, self.schema, self.gbm_params = infer_introduced, schema, gbm_params
-        self.context = context
+        self.context, self.init, self.probe = context, init, probe
 
     # -- settings resolved for a source ----------------------------------------------------------
     def resolve_settings(self, kind: str) -> ModelKind:
@@ -182,8 +193,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
             val_rows = np.arange(len(val_source)) if val is not None else np.zeros(0, np.int64)
         val_rows = np.asarray(val_rows, np.int64)
         self._check_parts(source, train_rows, val_source, val_rows)
+        pretrained, sizes = None, {}
+        if self.init is not None or self.probe:  # the encoder's model, sizes and vocabulary (ehrdx.pretrained)
+            pretrained, spec, sizes = settings_from_encoder(self, source.kind)
+            check_pretrained_patients(pretrained, {"validation": np.asarray(source.store.subject_ids)[val_rows]})
         self.label_vocab_ = source.fit_labels(train_rows, self.selector_, self.infer_introduced)
-        self.encoder_ = source.fit_encoder(train_rows, self.min_code_count)
+        self.encoder_ = pretrained.input_encoder if pretrained else source.fit_encoder(train_rows, self.min_code_count)
         train_s = self.samples(source, train_rows)
         val_s = self.samples(val_source, val_rows)
         if len(train_s) == 0:
@@ -193,10 +208,15 @@ class EHRClassifier(Artifacts, BaseEstimator):
         train_set, val_set = self.dataset(source, train_s), self.dataset(val_source, val_s)
         settings = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
                     "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,
-                    "gbm_params": self.gbm_params}
+                    "gbm_params": self.gbm_params, **sizes}
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
-        self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
-                                  checkpoint=checkpoint, resume=resume)
+        if pretrained is not None:
+            initialise_from_encoder(self.model_, pretrained)
+            self.pretrained_ = {"directory": pretrained.where, "probe": bool(self.probe),
+                                "config_sha256": file_sha256(Path(pretrained.where) / "config.json")}
+        with frozen_body(self.model_, bool(self.probe)):
+            self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
+                                      checkpoint=checkpoint, resume=resume)
         self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.scores(
             val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
         self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,

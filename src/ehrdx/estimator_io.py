@@ -10,6 +10,8 @@ Directories written before there was one estimator load too: their settings are 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ehrdx.data.preprocess import TablePreprocessor
@@ -30,12 +32,13 @@ class Artifacts:
 
     def artifact_parts(self) -> dict:
         config, state, model_files = get_model(self.model_name_).save(self.model_)
-        params = {k: v for k, v in self.get_params().items() if k not in NOT_SAVED}
+        params = {k: str(v) if isinstance(v, Path) else v for k, v in self.get_params().items() if k not in NOT_SAVED}
         if isinstance(self.schema, TableSchema):  # the roles the user gave (not the inferred ones)
             params["schema"] = self.schema.to_dict()
         common = {"model": config, "model_name": self.model_name_, "params": params, "params_version": PARAMS_VERSION,
                   "train": self.train_config_.to_dict(), "thresholds": [float(t) for t in self.thresholds_],
-                  "history": self.history_.to_artifact() if hasattr(self, "history_") else None}
+                  "history": self.history_.to_artifact() if hasattr(self, "history_") else None,
+                  **({"pretrained": self.pretrained_} if getattr(self, "pretrained_", None) else {})}
         json_files = {"preprocessing.json": self.encoder_.to_dict(), **model_files}
         if self.source_kind_ == TABLE:
             return {"family": "table", "json": {**json_files, "labels.json": self.label_vocab_.to_dict()},
@@ -78,6 +81,8 @@ class Artifacts:
                 clf.input_ = files["input.json"]
             if config.get("lineage"):
                 clf.lineage_ = config["lineage"]
+            if config.get("pretrained"):  # the encoder it came from (ehrdx train --init)
+                clf.pretrained_ = config["pretrained"]
         clf.resolve_settings("table" if family == "table" else "events")
         clf.model_name_ = name  # the saved one, whatever the default for model=None is today
         spec = get_model(name)

@@ -147,10 +147,12 @@ def update_model(
         dev = resolve_device(device)
         new.model_.to(dev)
         train_set = new.dataset(store, train_s)
-        if init == "probe":
+        if init == "probe":  # from the pretrained rows of each label's codes, where the model keeps them
+            start = new.model_.pretrained_start([label_codes.get(lab, []) for lab in found]) if hasattr(
+                new.model_, "pretrained_start") else None
             rows, bias = probe_rows(new.model_, train_set, train_s.y_bits[:, L_old:].astype(np.float32),
-                                    known_bits[:, L_old:], seed=new.seed)
-            used = ["probe"] * len(found)
+                                    known_bits[:, L_old:], seed=new.seed, start=start)
+            used = ["pretrained+probe" if start is not None and start[2][j] else "probe" for j in range(len(found))]
         else:
             rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,
                                    new.encoder_)

@@ -14,7 +14,7 @@ from ehrdx.errors import EhrdxError, show_identifiers
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL
 
 # The order of `ehrdx --help`: the way through the tool, whichever module defines each command.
-ORDER = ("synth", "train", "evaluate", "predict", "report", "explain", "update", "targets", "demo")
+ORDER = ("synth", "pretrain", "train", "evaluate", "predict", "report", "explain", "update", "targets", "demo")
 
 
 class Commands(TyperGroup):

@@ -43,6 +43,7 @@ from ehrdx.cli.options import (
     check_out,
     console,
     fail,
+    given_options,
     split_list,
 )
 from ehrdx.cli.search import Budget, Search, run_search
@@ -52,7 +53,7 @@ from ehrdx.paths import label_map_path
 CHECKPOINT_DIR = "checkpoint"
 TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv")
 EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers",
-               "context")
+               "context", "init", "probe")
 
 
 def _note_resume(history, resume: bool) -> None:
@@ -126,6 +127,11 @@ def train(
     context: Annotated[int | None, typer.Option(min=1, help="Event streams, sequence models: read at most about N "
                                                 "of the latest visits (N to 2N) plus a summary of the earlier "
                                                 "ones, instead of the whole history.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Event streams: start from a pretrained encoder (the directory "
+                                              "ehrdx pretrain wrote): its model, sizes, input vocabulary and "
+                                              "weights; the label head is trained as usual.")] = None,
+    probe: Annotated[bool, typer.Option("--probe", help="With --init: train the label head only, on the "
+                                        "encoder's frozen states (a linear probe).")] = False,
     search: Search = 0,
     budget: Budget = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
@@ -161,6 +167,9 @@ def train(
         console.print("[yellow]--depth is the old name of --layers, and still works[/yellow]")
         layers = depth if layers is None else layers
 
+    if init is not None:  # the encoder's sizes unless given (ehrdx.pretrained checks given ones)
+        given = given_options(ctx, ("hidden", "heads"))
+        hidden, heads = (hidden if "--hidden" in given else None), (heads if "--heads" in given else None)
     if event_data.given:
         if data is not None:
             fail(EhrdxError("give either a patient table or --meds/--events, not both"))
@@ -172,7 +181,8 @@ def train(
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience, "batch_size": batch_size,
                               "pos_weight": pos_weight, "seed": seed, "device": device, "precision": precision,
-                              "infer_introduced": infer_introduced, "context": context})
+                              "infer_introduced": infer_introduced, "context": context,
+                              "init": None if init is None else str(init), "probe": probe})
         return
     if data is None:
         fail(EhrdxError("give a patient table, or --meds DIR / --events FILE for event streams"))
@@ -260,6 +270,16 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                          data.columns() if events is not None else None, data.until, workers)
         meds = data.meds
         splits = patient_splits(st, meds, params["seed"], fractions, selector, split_names=names)
+        if params.get("init"):  # before any training: no validation or test patient was pretrained on
+            import numpy as np
+
+            from ehrdx.pretrained import check_pretrained_patients, load_encoder
+
+            ids, enc = np.asarray(st.subject_ids), load_encoder(params["init"])
+            check_pretrained_patients(enc, {"validation": ids[splits[1]], "test": ids[splits[2]]})
+            console.print(escape(f"from the pretrained {enc.model_name} encoder in {params['init']} (hidden "
+                                 f"{enc.sizes['hidden']}, {len(enc.targets):,} targets): "
+                                 + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
                                                                           "subject_splits.parquet").exists() else ""))

@@ -44,13 +44,15 @@ class SequenceConfig:
     dropout: float = 0.1
     label_blocks: list[int] | None = None  # head block sizes, one per vocabulary version (None: one block)
     prior_summary: bool = False  # reads a summary of the visits before a bounded context's window
+    pretrained_targets: list[str] | None = None  # from an encoder (ehrdx pretrain): its next-visit targets,
+    # whose output rows the model keeps (buffers `pretrained_rows` [T, H], `pretrained_bias` [T]) to start new
+    # labels' rows from (ehrdx update)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["label_blocks"] is None:
-            del d["label_blocks"]
-        if not d["prior_summary"]:  # configs of whole-history models stay as they were
-            del d["prior_summary"]
+        for key, absent in (("label_blocks", None), ("prior_summary", False), ("pretrained_targets", None)):
+            if d[key] == absent:  # configs of models without the feature stay as they were
+                del d[key]
         return {"kind": "sequence", **d}
 
 
@@ -103,6 +105,10 @@ class SequenceModel(nn.Module):
             self.rnn = rnn(H, H, num_layers=config.layers, batch_first=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
         self.head = LabelHead(H, config.n_labels, config.label_blocks)
+        if config.pretrained_targets is not None:
+            T = len(config.pretrained_targets)
+            self.register_buffer("pretrained_rows", torch.zeros(T, H))
+            self.register_buffer("pretrained_bias", torch.zeros(T))
 
     def visit_inputs(self, batch: SequenceBatch) -> torch.Tensor:
         """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
@@ -147,6 +153,44 @@ class SequenceModel(nn.Module):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """Logits [S, L] for the batch's samples (the states at their positions)."""
         return self.head(self.drop(self.states(batch)))
+
+
+    # -- what a pretrained encoder (ehrdx pretrain) gives ---------------------------------------------
+    def body_state(self) -> dict[str, torch.Tensor]:
+        """The body's tensors (embeddings, projections, recurrent or Transformer layers): all but the label
+        head and the kept pretrained rows."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("head.", "pretrained_"))}
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("head.")]
+
+    def keep_pretrained_rows(self, targets: list[str], rows: torch.Tensor, bias: torch.Tensor) -> None:
+        """Keep an encoder's next-visit output rows (one per target code) with the model, saved with it."""
+        if rows.shape != (len(targets), self.config.hidden) or bias.shape != (len(targets),):
+            raise ValueError(f"pretrained rows {tuple(rows.shape)} / bias {tuple(bias.shape)} do not fit "
+                             f"{len(targets)} targets of width {self.config.hidden}")
+        self.config.pretrained_targets = list(targets)
+        device = self.code_embedding.weight.device
+        self.register_buffer("pretrained_rows", rows.detach().to(device, torch.float32).clone())
+        self.register_buffer("pretrained_bias", bias.detach().to(device, torch.float32).clone())
+
+    def pretrained_start(self, label_codes: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Starting rows for labels from the kept pretrained rows: per label, the mean of the rows (and of the
+        biases) of the codes that define it; (rows [k, H], bias [k], found [k] bool): a label none of whose
+        codes was a pretraining target is not found (zeros). Nothing is found in a model without them."""
+        k, H = len(label_codes), self.config.hidden
+        rows, bias, found = torch.zeros(k, H), torch.zeros(k), torch.zeros(k, dtype=torch.bool)
+        targets = self.config.pretrained_targets
+        if targets is None:
+            return rows, bias, found
+        index = {code: i for i, code in enumerate(targets)}
+        for j, codes in enumerate(label_codes):
+            ids = sorted({index[c] for c in codes if c in index})
+            if ids:
+                rows[j] = self.pretrained_rows[ids].detach().float().cpu().mean(0)
+                bias[j] = self.pretrained_bias[ids].detach().float().cpu().mean()
+                found[j] = True
+        return rows, bias, found
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -1,0 +1,124 @@
+"""ehrdx pretrain: a sequence encoder pretrained on every frequent code of event streams, with no labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ehrdx.cli.app import app
+from ehrdx.cli.event_data import EventData, reads_events
+from ehrdx.cli.inputs import open_events
+from ehrdx.cli.options import (
+    BatchSize,
+    Device,
+    Dropout,
+    EpochProgress,
+    Heads,
+    Hidden,
+    Labels,
+    Layers,
+    Lr,
+    Precision,
+    Seed,
+    SplitNames,
+    WeightDecay,
+    Workers,
+    check_out,
+    console,
+    fail,
+    print_counts,
+)
+from ehrdx.errors import EhrdxError
+from ehrdx.paths import label_map_path
+
+
+@app.command()
+@reads_events(for_model=False)
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Encoder directory to write (give it to ehrdx train --init).")],
+    model: Annotated[str, typer.Option(help="The encoder: gru, lstm or transformer.")] = "gru",
+    hidden: Hidden = 128,
+    layers: Layers = None,
+    heads: Heads = 4,
+    dropout: Dropout = 0.1,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs; early stopping on the tuning patients' next-visit "
+                                        "loss may end sooner.")] = 10,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement on the tuning patients before "
+                                          "stopping.")] = 2,
+    batch_size: BatchSize = None,
+    lr: Lr = 2e-3,
+    weight_decay: WeightDecay = 1e-4,
+    min_count: Annotated[int, typer.Option(help="A code is a target when at least this many training patients "
+                                           "have it at a visit.")] = 20,
+    max_targets: Annotated[int, typer.Option(help="At most this many target codes, the most frequent first.")] = 4096,
+    min_code_count: Annotated[int, typer.Option(help="Input codes rarer than this in training read as the unknown "
+                                                "code.")] = 1,
+    time_targets: Annotated[bool, typer.Option("--time-targets/--no-time-targets", help="Also predict how soon "
+                                               "the next visit comes (within 7, 30, 90, 365 days).")] = True,
+    labels: Labels = "prefix:DX//",
+    val_fraction: Annotated[float, typer.Option(help="Share of patients for tuning (early stopping), as in ehrdx "
+                                                "train.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of patients held out (never read), as in ehrdx "
+                                                 "train.")] = 0.15,
+    split_names: SplitNames = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = 1,
+    *,
+    event_data: EventData,
+) -> None:
+    """Pretrain a sequence encoder without labels: at the end of every visit of a training patient, predict
+    which codes (every code at least --min-count training patients have) occur in the next visit, and how
+    soon it comes. The patients are split as ehrdx train splits them with the same options (MEDS
+    subject_splits, else the seeded split stratified by --labels), so the encoder never reads a later run's
+    test patients; --labels only shapes that split. Early stopping on the tuning patients' next-visit loss.
+    Writes OUT: weights (safetensors), model config, input and target vocabularies, and hashes of the
+    pretraining patients' ids, which ehrdx train --init checks its validation and test patients against."""
+    check_out(out, {**event_data.paths(), "label map (--labels)": label_map_path(labels)}, kind="dir")
+    if not event_data.given:
+        fail(EhrdxError("give the event data to pretrain on: --meds DIR, --events FILE or --omop DIR"))
+    from ehrdx.events_pipeline import patient_splits
+    from ehrdx.input_settings import parse_split_names
+    from ehrdx.models.registry import get_model
+    from ehrdx.pretrain import pretrain as run_pretraining
+    from ehrdx.tasks.select import LabelSelector
+    from ehrdx.train.device import resolve_device
+
+    try:
+        selector = LabelSelector.parse(labels)
+        spec = get_model(model, "events")
+        names = parse_split_names(split_names)
+        events = event_data.source()
+        st = open_events(event_data.meds, events, event_data.store, event_data.visit_gap,
+                         event_data.columns() if events is not None else None, event_data.until, workers)
+        fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+        splits = patient_splits(st, event_data.meds, seed, fractions, selector, split_names=names)
+        console.print(f"patients: pretraining {len(splits[0]):,}, tuning {len(splits[1]):,}, held out (not read) "
+                      f"{len(splits[2]):,}")
+        settings = {"seed": seed, "fractions": list(fractions), "labels": labels, "split_names": names,
+                    "reader": event_data.kind, "visit_gap": event_data.visit_gap, "until": event_data.until}
+        with EpochProgress(epochs, f"pretraining {model}") as progress:
+            enc = run_pretraining(
+                st, splits, model=model, hidden=hidden, layers=layers, heads=heads, dropout=dropout,
+                max_epochs=epochs, batch_size=batch_size or spec.default_batch_size, lr=lr,
+                weight_decay=weight_decay, patience=patience, seed=seed, min_count=min_count,
+                max_targets=max_targets, min_code_count=min_code_count, time_targets=time_targets,
+                device=str(resolve_device(device)), precision=precision, settings=settings, on_epoch=progress)
+        enc.save(out)
+    except EhrdxError as exc:
+        fail(exc)
+    print_counts(enc.settings["excluded"])
+    history = enc.history or {}
+    best = history.get("best_epoch", 0)
+    val = history.get("val_loss") or []
+    console.print(f"{len(enc.targets) - enc.n_time_targets:,} target codes"
+                  + (f" + {enc.n_time_targets} time-to-next-visit targets" if enc.n_time_targets else "")
+                  + f", {enc.settings['train_samples']:,} visits of {enc.settings['train_patients']:,} patients; "
+                  f"{history.get('epochs_run', 0)} epoch(s), best {best + 1}"
+                  + (f" (tuning loss {val[best]:.4f})" if len(val) > best else "")
+                  + f", {history.get('samples_per_second', 0):,.0f} visits/s")
+    console.print(f"encoder saved to {escape(str(out))}")

@@ -1,0 +1,206 @@
+"""A pretrained encoder (ehrdx pretrain) as a directory, and what a fine-tune takes from it.
+
+The encoder directory has the integrity of a model directory (ehrdx.artifacts: JSON and safetensors written
+atomically, the SHA-256 of every file in config.json, checked on load, nothing unpickled):
+  config.json          family `encoder`, the model's kind and sizes (`model`, `model_name`), the split and
+                       training settings, the history, the ehrdx version, checksums
+  model.safetensors    the whole pretraining network: its body and its next-visit output rows (the head)
+  preprocessing.json   the input code vocabulary and value statistics (a fine-tune reads its inputs with it,
+                       so the embeddings line up)
+  targets.json         the target codes (then the time-to-next-visit targets), with their training patients
+  patients.json        blake2b (8 bytes, hex, sorted) of the pretraining patients' ids: `train` (trained on)
+                       and `tuning` (stopped early on); a fine-tune refuses to validate or test on them
+
+`ehrdx train --init DIR` (EHRClassifier(init=DIR, hidden=None)) builds its model with the encoder's vocabulary
+and sizes (a size given must agree), copies the body, keeps the output rows with the model (for `ehrdx update`)
+and trains the label head, with the body (full fine-tune) or without it (`probe`). `fit` refuses validation
+patients the encoder was trained on; `ehrdx train` also refuses test patients it was trained or tuned on
+(`check_pretrained_patients`, for a library run's own test rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ehrdx.artifacts import FAMILIES, load_model, register_family, save_model
+from ehrdx.data.sequences import EventEncoder
+from ehrdx.errors import DataError, ModelError
+from ehrdx.models.registry import SEQUENCE, get_model
+
+FAMILY = "encoder"
+FILES = ("preprocessing.json", "targets.json", "patients.json", "model.safetensors")
+PATIENT_HASH = "blake2b-8"
+SIZES = ("hidden", "layers", "heads")  # what must agree between an encoder and the model it initialises
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file (None when it is not there): which encoder a model came from."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def patient_hashes(subject_ids) -> list[str]:
+    """blake2b (8 bytes, hex) of each patient id, sorted: which patients, without their ids."""
+    return sorted(hashlib.blake2b(str(int(s)).encode(), digest_size=8).hexdigest() for s in subject_ids)
+
+
+@dataclass
+class PretrainedEncoder:
+    model_name: str  # gru | lstm | transformer
+    model_config: dict  # SequenceConfig.to_dict() of the pretraining network (n_labels = len(targets))
+    state: dict[str, torch.Tensor]
+    input_encoder: EventEncoder
+    targets: list[str]  # target codes, then the time targets
+    target_patients: list[int]  # training patients with each target code (time targets: samples)
+    n_time_targets: int
+    patients: dict[str, list[str]]  # train, tuning: patient_hashes
+    settings: dict = field(default_factory=dict)  # split and training settings, as given
+    history: dict | None = None
+    directory: Path | None = None  # where it was read from
+
+    # -- the directory ---------------------------------------------------------------------------------
+    def artifact_parts(self) -> dict:
+        return {"family": FAMILY, "state": self.state,
+                "json": {"preprocessing.json": self.input_encoder.to_dict(),
+                         "targets.json": {"targets": self.targets, "training_patients": self.target_patients,
+                                          "time_targets": self.n_time_targets},
+                         "patients.json": {"hash": PATIENT_HASH, **self.patients}},
+                "config": {"model": self.model_config, "model_name": self.model_name, "settings": self.settings,
+                           "history": self.history, "targets": len(self.targets)}}
+
+    def save(self, directory: str | Path) -> Path:
+        return save_model(self, directory)
+
+    @classmethod
+    def from_parts(cls, config: dict, files: dict[str, dict], state: dict) -> PretrainedEncoder:
+        targets = files["targets.json"]
+        patients = {k: list(v) for k, v in files["patients.json"].items() if k != "hash"}
+        return cls(config["model_name"], config["model"], dict(state), EventEncoder.from_dict(files["preprocessing.json"]),
+                   list(targets["targets"]), list(targets["training_patients"]), int(targets["time_targets"]),
+                   patients, dict(config.get("settings") or {}), config.get("history"))
+
+    # -- what a fine-tune reads --------------------------------------------------------------------------
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {k: int(self.model_config[k]) for k in SIZES}
+
+    @property
+    def head_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next-visit output rows [T, H] and biases [T] (one per target)."""
+        return self.state["head.label_embedding"], self.state["head.label_bias"]
+
+    @property
+    def where(self) -> str:
+        return str(self.directory) if self.directory is not None else "the encoder"
+
+
+def load_encoder(directory: str | Path) -> PretrainedEncoder:
+    """Read an encoder directory, checking every file's checksum (ehrdx.artifacts.load_model)."""
+    d = Path(directory)
+    config_path = d / "config.json"
+    if config_path.is_file():
+        try:
+            family = json.loads(config_path.read_text()).get("family")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            family = FAMILY  # load_model says what is wrong with it
+        if family != FAMILY:
+            raise DataError(f"this is a model directory (family {family!r}), not a pretrained encoder",
+                            file=str(config_path), fix="give --init the directory that ehrdx pretrain wrote")
+    # The family is known only while an encoder is read: `ehrdx.load` (predict, evaluate ...) refuses it.
+    register_family(FAMILY, FILES, PretrainedEncoder.from_parts)
+    try:
+        encoder = load_model(d)
+    finally:
+        FAMILIES.pop(FAMILY, None)
+    encoder.directory = d
+    return encoder
+
+
+# -- a fine-tune from an encoder (the estimator's fit) ---------------------------------------------------
+def settings_from_encoder(clf, kind: str):
+    """For `clf.fit` with `init`: read the encoder, check that the model asked for is the encoder's (model
+    None: the encoder's), set the derived `model_name_` and `layers_`, and return (encoder, the model's
+    registry entry, the sizes to build with: the encoder's)."""
+    if clf.init is None:
+        raise ModelError("probe trains a linear head on a pretrained encoder's frozen states, and no encoder is "
+                         "given\n  fix: give init=ENCODER_DIR (--init), or leave probe out")
+    enc = load_encoder(clf.init)
+    config = Path(enc.where) / "config.json"
+    if kind != "events":
+        raise DataError("a pretrained encoder reads event streams; this is a patient table", file=str(config),
+                        fix="give --meds, --events or --omop, or leave --init out")
+    if clf.model is not None and clf.model != enc.model_name:
+        raise DataError(f"the encoder is a {enc.model_name} and the model asked for is a {clf.model}",
+                        file=str(config), fix=f"give --model {enc.model_name} (or leave --model out), or pretrain a "
+                        f"{clf.model} encoder (ehrdx pretrain --model {clf.model})")
+    clf.model_name_ = enc.model_name
+    spec = get_model(enc.model_name, kind)
+    if spec.inputs_for(kind) != SEQUENCE:
+        raise DataError(f"the encoder's model {enc.model_name} does not read sequences", file=str(config),
+                        fix="pretrain a gru, lstm or transformer encoder")
+    asked = {"hidden": clf.hidden, "layers": clf.layers, "heads": clf.heads}
+    if enc.model_name != "transformer":
+        asked.pop("heads")  # a recurrent model has no heads
+    wrong = {k: v for k, v in asked.items() if v is not None and v != enc.sizes[k]}
+    if wrong:
+        raise DataError("the model's sizes disagree with the encoder's: " + ", ".join(
+            f"{k} {v} (encoder {enc.sizes[k]})" for k, v in wrong.items()), file=str(config),
+            fix="leave " + ", ".join(f"--{k}" for k in wrong) + " out to take the encoder's sizes (Python: "
+            + ", ".join(f"{k}=None" for k in wrong) + "), or pretrain with the sizes wanted")
+    clf.layers_ = enc.sizes["layers"]
+    return enc, spec, enc.sizes
+
+
+def initialise_from_encoder(model, enc: PretrainedEncoder) -> None:
+    """Copy the encoder's body into `model` (built with its vocabulary and sizes) and keep its output rows."""
+    body = {k: v for k, v in enc.state.items() if not k.startswith(("head.", "pretrained_"))}
+    own = model.body_state()
+    missing = sorted(k for k in body if k not in own)
+    mismatched = sorted(k for k in body if k in own and tuple(own[k].shape) != tuple(body[k].shape))
+    if missing or mismatched:
+        raise DataError(f"the encoder's weights do not fit this model ({', '.join((missing + mismatched)[:5])}): "
+                        "it was pretrained on other inputs or sizes", file=str(Path(enc.where) / "model.safetensors"),
+                        fix="pretrain on the same data with the sizes of this model")
+    model.load_state_dict(body, strict=False)
+    model.keep_pretrained_rows(enc.targets, *enc.head_rows)
+
+
+@contextlib.contextmanager
+def frozen_body(model, frozen: bool):
+    """Train the label head only (`frozen`): the body's parameters take no gradient for the duration (AdamW
+    skips them, weight decay included); they train again afterwards (e.g. in ehrdx update)."""
+    if not frozen:
+        yield
+        return
+    params = model.body_parameters()
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def check_pretrained_patients(enc: PretrainedEncoder, subject_ids: dict[str, np.ndarray]) -> None:
+    """Refuse to validate or test on the encoder's pretraining patients: `subject_ids` by part (validation,
+    test); a validation patient may have been one of its tuning patients (they only stopped pretraining
+    early), a test patient neither."""
+    train, tuning = set(enc.patients.get("train", [])), set(enc.patients.get("tuning", []))
+    for part, ids in subject_ids.items():
+        hashes = patient_hashes(ids)
+        seen = train if part == "validation" else train | tuning
+        n = sum(h in seen for h in hashes)
+        if n:
+            raise DataError(f"{n:,} of this run's {len(hashes):,} {part} patients were pretraining patients of "
+                            f"the encoder: its scores would be optimistic",
+                            file=str(Path(enc.where) / "patients.json"),
+                            fix="pretrain with the same split settings as this run (--seed, --val-fraction, "
+                            "--test-fraction, --labels, or the MEDS subject_splits) so that they stay out of "
+                            "pretraining, or split this run so that they are training patients")
