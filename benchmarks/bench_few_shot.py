@@ -10,7 +10,8 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                arm, label, k and seed, and are never used for anything but the final scores.
   labels       the label universe is the whole label map. The few-shot labels (--labels, or by default the
                --n-labels labels with the fewest positive training patients among those with at least
-               2 x max(k)) are chosen on training patients only.
+               2 x max(k) and a validation AUROC of at least --min-val-auroc when trained with all of them)
+               are chosen on training and validation patients only.
   base model   trained once on all training patients with every label of the universe except the few-shot
                labels (a model that exists before the label of interest does; it saw the label's codes as
                inputs, as a clinic's model has seen the patients it now starts labelling).
@@ -130,20 +131,24 @@ def positive_patients(s: Samples, j: int) -> np.ndarray:
     return np.unique(s.row[(s.y[:, j] > 0.5) & s.mask[:, j]])
 
 
-def choose_labels(train: Samples, labels: list[str], given: str | None, n: int, min_patients: int) -> list[str]:
+def choose_labels(train: Samples, labels: list[str], val_auroc: dict[str, float], args) -> list[str]:
+    """--labels, or the --n-labels labels with the fewest positive training patients among those with at least
+    2 x max(k) of them whose validation AUROC with all positives reaches --min-val-auroc (a label no model
+    learns even from all its patients would measure noise at every k)."""
     counts = {lab: len(positive_patients(train, j)) for j, lab in enumerate(labels)}
-    if given:
-        chosen = [x.strip() for x in given.split(",")]
+    if args.labels:
+        chosen = [x.strip() for x in args.labels.split(",")]
         unknown = [x for x in chosen if x not in counts]
         if unknown:
             raise SystemExit(f"--labels: {', '.join(unknown)} not among the labels of the training patients "
                              f"({', '.join(labels)})")
         return chosen
-    eligible = sorted((c, lab) for lab, c in counts.items() if c >= min_patients)
+    need = 2 * max(args.ks)
+    eligible = sorted((c, lab) for lab, c in counts.items() if c >= need and val_auroc[lab] >= args.min_val_auroc)
     if not eligible:
-        raise SystemExit(f"no label has {min_patients} positive training patients (most: {max(counts.values())}): "
-                         "give more --patients, smaller --ks, or --labels")
-    return [lab for _, lab in eligible[:n]]
+        raise SystemExit(f"no label has {need} positive training patients and a validation AUROC of "
+                         f"{args.min_val_auroc}: give more --patients, smaller --ks, --min-val-auroc or --labels")
+    return [lab for _, lab in eligible[:args.n_labels]]
 
 
 def write_map(full: Path, keep_out: list[str], out: Path) -> Path:
@@ -217,7 +222,10 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     ctx = {"ds": ds, "args": args, "params": params, "full_selector": full, "labels": labels,
            "train_samples": everything.samples(ds.store, tr), "val_samples": everything.samples(ds.store, va),
            "test_samples": everything.samples(ds.store, te)}
-    chosen = choose_labels(ctx["train_samples"], labels, args.labels, args.n_labels, 2 * max(args.ks))
+    val_proba = everything.predict_samples(ds.store, ctx["val_samples"])
+    val_auroc = {lab: scores(one_label(ctx["val_samples"], j), val_proba[:, j])["all"]["auroc"] or 0.0
+                 for j, lab in enumerate(labels)}
+    chosen = choose_labels(ctx["train_samples"], labels, val_auroc, args)
     ctx["test"] = {lab: one_label(ctx["test_samples"], labels.index(lab)) for lab in chosen}
     entry = results["sets"].setdefault(ds.name, {
         "patients": {"train": len(tr), "validation": len(va), "test": len(te)}, "task": ds.task,
@@ -236,8 +244,9 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     for label in chosen:
         j = labels.index(label)
         pos_tr, pos_va = positive_patients(ctx["train_samples"], j), positive_patients(ctx["val_samples"], j)
-        entry.setdefault("label_positive_patients", {})[label] = {"train": len(pos_tr), "validation": len(pos_va),
-                                                                   "test": len(positive_patients(ctx["test"][label], 0))}
+        entry.setdefault("label_positive_patients", {})[label] = {
+            "train": len(pos_tr), "validation": len(pos_va), "test": len(positive_patients(ctx["test"][label], 0)),
+            "validation_auroc_all_positives": val_auroc[label]}
         for arm in arms:
             if arm == "scratch":  # the model trained on everything is the scratch arm with all positives
                 r = {**scores(ctx["test"][label], everything.predict_samples(ds.store, ctx["test_samples"])[:, j]),
@@ -340,6 +349,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=6000, help="built-in cohort size")
     ap.add_argument("--labels", default=None, help="comma-separated few-shot labels (default: chosen, see above)")
     ap.add_argument("--n-labels", type=int, default=3)
+    ap.add_argument("--min-val-auroc", type=float, default=0.7,
+                    help="labels chosen by default: validation AUROC (scratch, all positives) at least this")
     ap.add_argument("--ks", default=",".join(map(str, K_FULL)))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--model", default="gru")
