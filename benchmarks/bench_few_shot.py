@@ -305,12 +305,33 @@ def markdown(results: dict) -> str:
                          for k in ks]
                 lines.append(f"| mean of labels | {arm} | " + " | ".join(
                     f"{np.mean(m):.3f}" if m else "–" for m in means) + " |")
+        lines += targets(entry, results["args"]["ks"])
         old = [r["old_labels_macro_auroc_after"] - r["old_labels_macro_auroc_before"] for r in entry["runs"]
                if "old_labels_macro_auroc_after" in r and r["old_labels_macro_auroc_after"] is not None]
         if old:
             lines += ["", (f"Old labels' macro AUROC through the updates: change from {min(old):+.4f} to "
                            f"{max(old):+.4f} ({len(old)} updates).")]
     return "\n".join(lines).strip()
+
+
+def targets(entry: dict, ks: list[int]) -> list[str]:
+    """Issue 16's targets, new-onset AUROC averaged over labels (each label's mean over seeds): each arm's
+    share of its own AUROC with all positives, and its difference from gbm-counts at the same k."""
+    table = summarise(entry["runs"], ("new_onset", "auroc"))
+    arms = list(dict.fromkeys(r["arm"] for r in entry["runs"]))
+    labels = entry["few_shot_labels"]
+    lines = ["", ("New-onset AUROC as a share of the same arm's with all positives / minus gbm-counts at the same k "
+                  "(mean over labels):"), "", "| arm | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for arm in arms:
+        cells = []
+        for k in ks:
+            share = [table[(lab, arm, k)][0] / table[(lab, arm, "all")][0] for lab in labels
+                     if (lab, arm, k) in table and (lab, arm, "all") in table]
+            diff = [table[(lab, arm, k)][0] - table[(lab, "gbm-counts", k)][0] for lab in labels
+                    if (lab, arm, k) in table and (lab, "gbm-counts", k) in table]
+            cells.append(f"{100 * np.mean(share):.0f}% / {np.mean(diff):+.3f}" if share and diff else "–")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def figure(results: dict, path: Path) -> None:
@@ -363,7 +384,16 @@ def main() -> None:
                     "5 epochs: minutes on one thread")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench_out/few_shot")
+    ap.add_argument("--render", default=None, help="only write results.md and the figure from this results.json")
     args = ap.parse_args()
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(markdown(results) + "\n")
+        figure(results, out / "auroc_vs_k.png")
+        print(markdown(results))
+        return
     args.ks = sorted(int(k) for k in args.ks.split(","))
     if args.quick:
         args.n_labels, args.ks, args.seeds, args.patients, args.epochs = 2, list(K_QUICK), 2, 2500, 5
