@@ -132,15 +132,15 @@ def print_update(report: dict) -> None:
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")
     for col in ("label", "description", "new", "introduced_at", "parent", "train pos patients", "train pos",
-                "test pos", "AUROC before",
-                "AUROC after", "AUPRC before", "AUPRC after", "init"):
+                "test pos", "AUROC before", "AUROC after", "AUPRC before", "AUPRC after", "init"):
         t.add_column(col, justify="left" if col in ("label", "description", "introduced_at", "parent", "init")
                      else "right")
     for r in report["per_label"]:
         t.add_row(escape(r["label"]), Text(r.get("description") or ""), "yes" if r["new"] else "",
                   (r["introduced_at"] or "")[:10], escape(r["parent"] or ""),
-                  str(r.get("train_positive_patients", "")), str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
-                  _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
+                  str(r.get("train_positive_patients", "")), str(r["train_positives"]), str(r["test_positives"]),
+                  _fmt(r["auroc_before"]), _fmt(r["auroc_after"]), _fmt(r["auprc_before"]), _fmt(r["auprc_after"]),
+                  report["init"].get(r["label"], ""))
     console.print(t)
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
