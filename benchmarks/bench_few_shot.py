@@ -183,6 +183,7 @@ def encoder_base(ds: DataSet, base_map: Path, params: dict, work: Path, pretrain
              "--seed", "0", "--visit-gap", ds.visit_gap], "ehrdx pretrain")
     run_cli(["train", ENCODER_DATA_OPTION, str(ds.meds), "--out", str(model), "--init", str(enc),
              "--labels", f"map:{base_map}", "--task", ds.task, "--model", params["model"],
+             "--hidden", str(params["hidden"]),
              "--epochs", str(params["max_epochs"]), "--seed", "0", "--visit-gap", ds.visit_gap, "--device", "cpu"],
             "ehrdx train --init")
     return ehrdx.load(model)
