@@ -227,10 +227,13 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     val_auroc = {lab: scores(one_label(ctx["val_samples"], j), val_proba[:, j])["all"]["auroc"] or 0.0
                  for j, lab in enumerate(labels)}
     chosen = choose_labels(ctx["train_samples"], labels, val_auroc, args)
+    choice = {lab: {"train_positive_patients": len(positive_patients(ctx["train_samples"], j)),
+                    "validation_positive_patients": len(positive_patients(ctx["val_samples"], j)),
+                    "validation_auroc_all_positives": val_auroc[lab]} for j, lab in enumerate(labels)}
     ctx["test"] = {lab: one_label(ctx["test_samples"], labels.index(lab)) for lab in chosen}
     entry = results["sets"].setdefault(ds.name, {
         "patients": {"train": len(tr), "validation": len(va), "test": len(te)}, "task": ds.task,
-        "labels": len(labels), "few_shot_labels": chosen, "runs": [],
+        "labels": len(labels), "few_shot_labels": chosen, "label_choice": choice, "runs": [],
         "test_samples": len(ctx["test_samples"])})
     entry["scratch_all_seconds"] = round(time.perf_counter() - t0, 1)
     base_map = write_map(ds.label_map, chosen, work / "base_map.csv")
