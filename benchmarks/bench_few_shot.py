@@ -10,7 +10,8 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                arm, label, k and seed, and are never used for anything but the final scores.
   labels       the label universe is the whole label map. The few-shot labels (--labels, or by default the
                --n-labels labels with the fewest positive training patients among those with at least
-               2 x max(k) and a validation AUROC of at least --min-val-auroc when trained with all of them)
+               2 x max(k) and a validation AUROC of at least --min-val-auroc, on at least 10 positive
+               validation patients, when trained with all of them)
                are chosen on training and validation patients only.
   base model   trained once on all training patients with every label of the universe except the few-shot
                labels (a model that exists before the label of interest does; it saw the label's codes as
@@ -69,6 +70,7 @@ from ehrdx.update import update_model
 K_FULL, K_QUICK = (4, 8, 16, 32, 64, 128), (8, 32)
 ENCODER_ARM = "update (encoder)"
 ARMS = ("update", "gbm-counts", "scratch", ENCODER_ARM)
+MIN_VAL_PATIENTS = 10  # positive validation patients behind the validation AUROC that chooses a label
 ENCODER_DATA_OPTION = "--meds"  # how the pretrain/train commands are given the data set (a MEDS directory)
 
 
@@ -131,11 +133,13 @@ def positive_patients(s: Samples, j: int) -> np.ndarray:
     return np.unique(s.row[(s.y[:, j] > 0.5) & s.mask[:, j]])
 
 
-def choose_labels(train: Samples, labels: list[str], val_auroc: dict[str, float], args) -> list[str]:
+def choose_labels(train: Samples, val: Samples, labels: list[str], val_auroc: dict[str, float], args) -> list[str]:
     """--labels, or the --n-labels labels with the fewest positive training patients among those with at least
-    2 x max(k) of them whose validation AUROC with all positives reaches --min-val-auroc (a label no model
-    learns even from all its patients would measure noise at every k)."""
+    2 x max(k) of them whose validation AUROC with all positives reaches --min-val-auroc on at least
+    MIN_VAL_PATIENTS positive validation patients (a label no model learns even from all its patients would
+    measure noise at every k)."""
     counts = {lab: len(positive_patients(train, j)) for j, lab in enumerate(labels)}
+    val_counts = {lab: len(positive_patients(val, j)) for j, lab in enumerate(labels)}
     if args.labels:
         chosen = [x.strip() for x in args.labels.split(",")]
         unknown = [x for x in chosen if x not in counts]
@@ -144,7 +148,8 @@ def choose_labels(train: Samples, labels: list[str], val_auroc: dict[str, float]
                              f"({', '.join(labels)})")
         return chosen
     need = 2 * max(args.ks)
-    eligible = sorted((c, lab) for lab, c in counts.items() if c >= need and val_auroc[lab] >= args.min_val_auroc)
+    eligible = sorted((c, lab) for lab, c in counts.items() if c >= need and val_counts[lab] >= MIN_VAL_PATIENTS
+                      and val_auroc[lab] >= args.min_val_auroc)
     if not eligible:
         raise SystemExit(f"no label has {need} positive training patients and a validation AUROC of "
                          f"{args.min_val_auroc}: give more --patients, smaller --ks, --min-val-auroc or --labels")
@@ -226,7 +231,7 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     val_proba = everything.predict_samples(ds.store, ctx["val_samples"])
     val_auroc = {lab: scores(one_label(ctx["val_samples"], j), val_proba[:, j])["all"]["auroc"] or 0.0
                  for j, lab in enumerate(labels)}
-    chosen = choose_labels(ctx["train_samples"], labels, val_auroc, args)
+    chosen = choose_labels(ctx["train_samples"], ctx["val_samples"], labels, val_auroc, args)
     choice = {lab: {"train_positive_patients": len(positive_patients(ctx["train_samples"], j)),
                     "validation_positive_patients": len(positive_patients(ctx["val_samples"], j)),
                     "validation_auroc_all_positives": val_auroc[lab]} for j, lab in enumerate(labels)}
