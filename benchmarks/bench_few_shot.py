@@ -239,6 +239,7 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     entry = results["sets"].setdefault(ds.name, {
         "patients": {"train": len(tr), "validation": len(va), "test": len(te)}, "task": ds.task,
         "labels": len(labels), "few_shot_labels": chosen, "label_choice": choice, "runs": [],
+        "descriptions": {lab: everything.label_vocab_.descriptions().get(lab) for lab in chosen},
         "test_samples": len(ctx["test_samples"])})
     entry["scratch_all_seconds"] = round(time.perf_counter() - t0, 1)
     base_map = write_map(ds.label_map, chosen, work / "base_map.csv")
@@ -364,7 +365,8 @@ def figure(results: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(results["args"]["ks"], [str(k) for k in results["args"]["ks"]])
         ax.set(xlabel="positive training patients (k)", ylabel="test new-onset AUROC",
-               title=f"{label} ({entry['label_positive_patients'][label]['train']} train pos.)\n{name}")
+               title=f"{label} ({entry['label_positive_patients'][label]['train']} train pos.)\n"
+                     f"{(entry.get('descriptions', {}).get(label) or '')[:40]}\n{name}")
         ax.axhline(0.5, color="grey", lw=0.5)
     axes[0][0].legend(fontsize=7, title="dotted: all positives", title_fontsize=7)
     fig.tight_layout()
