@@ -365,8 +365,8 @@ def figure(results: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(results["args"]["ks"], [str(k) for k in results["args"]["ks"]])
         ax.set(xlabel="positive training patients (k)", ylabel="test new-onset AUROC",
-               title=f"{label} ({entry['label_positive_patients'][label]['train']} train pos.)\n"
-                     f"{(entry.get('descriptions', {}).get(label) or '')[:40]}\n{name}")
+               title="\n".join(x for x in (f"{label} ({entry['label_positive_patients'][label]['train']} train pos.)",
+                                           (entry.get("descriptions", {}).get(label) or "")[:40], name) if x))
         ax.axhline(0.5, color="grey", lw=0.5)
     axes[0][0].legend(fontsize=7, title="dotted: all positives", title_fontsize=7)
     fig.tight_layout()
