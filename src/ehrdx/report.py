@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ehrdx.evaluate.html import build_report
+from ehrdx.evaluate.metrics import BOOTSTRAP_DRAWS
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL
 from ehrdx.explain import explain_sample, without_exact_dates_and_values
 from ehrdx.io import atomic_write_bytes
@@ -26,7 +27,8 @@ def explain_latest(clf, st, rows: list[int], exact: bool = False) -> list[dict]:
 
 
 def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path | None = None,
-                      explanations: list[dict] | None = None, min_cell: int = DEFAULT_MIN_CELL) -> Path:
+                      explanations: list[dict] | None = None, min_cell: int = DEFAULT_MIN_CELL,
+                      bootstrap_draws: int = BOOTSTRAP_DRAWS) -> Path:
     """Predict `samples` with `clf` and write the HTML report to `out` (atomically); cells from fewer than
     `min_cell` patients are suppressed. An update_report.json in `model_dir` adds old-vs-new labels."""
     proba = clf.predict_samples(st, samples)
@@ -38,7 +40,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
                         excluded=st.counts, min_cell=min_cell, explanations=explanations,
-                        descriptions=clf.label_vocab_.descriptions())
+                        descriptions=clf.label_vocab_.descriptions(), bootstrap_draws=bootstrap_draws)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode())
     return out

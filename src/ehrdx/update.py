@@ -26,7 +26,7 @@ from ehrdx.data.batches import ConcatSet
 from ehrdx.data.bits import label_counts
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier
-from ehrdx.evaluate.metrics import evaluate_predictions, tune_thresholds
+from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
 from ehrdx.models.grow import init_rows
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
@@ -238,6 +238,8 @@ def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_row
     row_of = {lab: i for i, lab in enumerate(old_labels)}
     new_row_of = {labels[j]: i for i, j in enumerate(new_cols)}
     seen = ((train_s.y > 0.5) & train_s.mask).sum(0) if train_s is not None else np.zeros(len(labels))
+    seen_patients = (patients_per_label(train_s.y_bits, train_s.mask_bits, train_s.row)[0] if train_s is not None
+                     else np.zeros(len(labels)))
     rows = []
     for j, lab in enumerate(labels):
         is_old = lab in row_of
@@ -247,6 +249,7 @@ def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_row
                      "introduced_at": new.label_vocab_.info[lab].get("introduced_at"),
                      "introduced_from": new.label_vocab_.info[lab].get("introduced_from"),
                      "parent": new.label_vocab_.info[lab].get("parent"), "train_positives": int(seen[j]),
+                     "train_positive_patients": int(seen_patients[j]),
                      "test_positives": a["positives"], "test_positive_patients": a["positive_patients"],
                      "auroc_before": b["auroc"] if b else None, "auprc_before": b["auprc"] if b else None,
                      "auroc_after": a["auroc"], "auprc_after": a["auprc"]})
@@ -285,7 +288,7 @@ def compare_update(old: EHRClassifier, store, splits, report: dict, selector=Non
                                     "new_labels_macro_auroc": r["new_labels_macro_auroc"],
                                     # per new label, as rows so that small cells are suppressed like the report's
                                     "per_label": [{k: x[k] for k in ("label", "new", "train_positives",
-                                                                     "test_positives", "test_positive_patients",
+                                                                     "train_positive_patients", "test_positives", "test_positive_patients",
                                                                      "auroc_after", "auprc_after")}
                                                   for x in r["per_label"] if x["new"]]}
     return rows

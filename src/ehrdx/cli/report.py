@@ -42,6 +42,8 @@ def report(
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
                                                          "prediction the report explains (ehrdx explain).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Resamplings of the patients behind each label's 95% "
+                                           "interval of AUROC and AUPRC (0: no intervals).")] = 200,
     split_names: SplitNames = None,
     device: Device = "auto",
     *,
@@ -76,7 +78,7 @@ def report(
                                   identifiers_shown())
         path = write_html_report(clf, st, samples, out, title or f"ehrdx report: {model} on {meds or events} "
                                  f"({split} patients)", model, examples,
-                                 min_cell=opts.min_cell)
+                                 min_cell=opts.min_cell, bootstrap_draws=bootstrap)
     console.print(f"report: {escape(str(path))}")
 
 

@@ -70,6 +70,7 @@ def update(
     check_out(out, {**event_data.paths(model), "replay data (--replay-meds)": replay_meds,
                      "label map (--labels)": label_map_path(labels)}, kind="dir")
     import ehrdx
+    from ehrdx.evaluate.report import few_positive_labels
     from ehrdx.events_pipeline import open_store, patient_splits
     from ehrdx.input_settings import columns_of, settings_to_save
     from ehrdx.tasks.select import LabelSelector
@@ -103,6 +104,7 @@ def update(
             report["compare"] = compare_update(old, st, splits, report, selector, add_labels, introduced, init,
                                                epochs, lr, infer_introduced, stage=console.status)
             report["new_labels_below_retraining"] = below_retraining(opts.release(report))
+        report["new_labels_few_positives"] = few_positive_labels(opts.release(report))
         opts.write_json(out / "update_report.json", report)
     except (EhrdxError, ValueError) as exc:
         fail(exc)
@@ -129,15 +131,16 @@ def print_update(report: dict) -> None:
 
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")
-    for col in ("label", "description", "new", "introduced_at", "parent", "train pos", "test pos", "AUROC before",
-                "AUROC after", "AUPRC before", "AUPRC after", "init"):
+    for col in ("label", "description", "new", "introduced_at", "parent", "train pos patients", "train pos",
+                "test pos", "AUROC before", "AUROC after", "AUPRC before", "AUPRC after", "init"):
         t.add_column(col, justify="left" if col in ("label", "description", "introduced_at", "parent", "init")
                      else "right")
     for r in report["per_label"]:
         t.add_row(escape(r["label"]), Text(r.get("description") or ""), "yes" if r["new"] else "",
                   (r["introduced_at"] or "")[:10], escape(r["parent"] or ""),
-                  str(r["train_positives"]), str(r["test_positives"]), _fmt(r["auroc_before"]), _fmt(r["auroc_after"]),
-                  _fmt(r["auprc_before"]), _fmt(r["auprc_after"]), report["init"].get(r["label"], ""))
+                  str(r.get("train_positive_patients", "")), str(r["train_positives"]), str(r["test_positives"]),
+                  _fmt(r["auroc_before"]), _fmt(r["auroc_after"]), _fmt(r["auprc_before"]), _fmt(r["auprc_after"]),
+                  report["init"].get(r["label"], ""))
     console.print(t)
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
@@ -154,6 +157,11 @@ def print_update(report: dict) -> None:
             c.add_row(way, _fmt(float(r["seconds"])), _fmt(r["old_labels_macro_auroc_after"]),
                       _fmt(r["new_labels_macro_auroc"]))
         console.print(c)
+    for w in report.get("new_labels_few_positives", []):
+        console.print(f"[yellow]new label {escape(w['label'])}: {w['train_positive_patients']} positive training "
+                      f"patients ({w['train_positives']} prediction times), fewer than {w['minimum']} (the few-shot "
+                      "benchmark's minimum, MIN_TRAIN_POSITIVE_PATIENTS): its test AUROC and AUPRC are not to be "
+                      "trusted; see their intervals in ehrdx report, or add patients with the label[/yellow]")
     for w in report.get("new_labels_below_retraining", []):
         console.print(f"[yellow]new label {escape(w['label'])}: AUROC {_fmt(w['auroc_update'])} after the update, "
                       f"{_fmt(w['auroc_retrain'])} retrained from scratch ({w['difference']:+.3f}; "

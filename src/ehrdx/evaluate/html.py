@@ -16,9 +16,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from ehrdx.evaluate.metrics import calibration_sums, label_patients, recall_at_ks
+from ehrdx.evaluate.metrics import (
+    BOOTSTRAP_DRAWS,
+    bootstrap_label_intervals,
+    calibration_sums,
+    label_patients,
+    recall_at_ks,
+)
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
-from ehrdx.evaluate.report import more_labels_note, most_positive
+from ehrdx.evaluate.report import few_positive_labels, format_interval, more_labels_note, most_positive
 from ehrdx.ranking import curve_counts, label_curves, macro_scores
 
 REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
@@ -61,6 +67,14 @@ def _table(headers: list[str], rows: list[list], sortable: bool = False, cls: st
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
     attr = ' class="sortable"' if sortable else ""
     return f'<table{attr}{" id=" + chr(34) + cls + chr(34) if cls else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def with_interval(row: dict, intervals: dict | None, metric: str, i: int):
+    """A released per-label metric with its bootstrap interval (`intervals`: bootstrap_label_intervals of the
+    table's labels, i its column); the value alone where it is suppressed, undefined or has no interval."""
+    if row[metric] is None or intervals is None:
+        return row[metric]
+    return format_interval(row[metric], intervals[f"{metric}_low"][i], intervals[f"{metric}_high"][i])
 
 
 def _shown_labels(y, mask, groups, labels, min_cell) -> list[int]:
@@ -243,9 +257,12 @@ SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
 def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], thresholds, store=None,
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
                  excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
-                 explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None) -> str:
+                 explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None,
+                 bootstrap_draws: int = BOOTSTRAP_DRAWS) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
-    n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it."""
+    n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it.
+    The per-label table's AUROC and AUPRC carry 95% intervals over `bootstrap_draws` resamplings of the
+    patients (seed 0; 0: none)."""
     from ehrdx.evaluate.metrics import evaluate_samples
 
     y, mask, recorded, groups = samples.y, samples.mask, samples.history, samples.row  # read once (packed)
@@ -292,15 +309,21 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     parts.append("<h2 id='recall'>Recall@k</h2>" + _img(rk, "Recall at k") +
                  _table(["k", "recall@k"], [[k, v] for k, v in rk_values]))
     # -- per label
-    per = []
-    for j in shown:
+    per, cols = [], np.asarray(shown, dtype=np.int64)
+    ci = {part: bootstrap_label_intervals(y[:, cols], m[:, cols], proba[:, cols], groups, bootstrap_draws)
+          for part, m in (("all", mask), ("new", mask & ~recorded))} if bootstrap_draws and len(cols) else {}
+    for i, j in enumerate(shown):
         a, n = released["test"]["per_label"][j], released["test_new_onset"]["per_label"][j]
         at = a.get("tuned") or a.get("threshold_0.5") or {}
-        per.append([a["label"], a.get("description"), a["positives"], a["positive_patients"], a["auroc"], a["auprc"],
-                    at.get("precision"),
-                    at.get("recall"), at.get("f1"), n["positives"], n["auroc"], n["auprc"], a["status"]])
+        per.append([a["label"], a.get("description"), a["positives"], a["positive_patients"],
+                    with_interval(a, ci.get("all"), "auroc", i), with_interval(a, ci.get("all"), "auprc", i),
+                    at.get("precision"), at.get("recall"), at.get("f1"), n["positives"],
+                    with_interval(n, ci.get("new"), "auroc", i), with_interval(n, ci.get("new"), "auprc", i),
+                    a["status"]])
     parts.append("<h2 id='per-label'>Per label</h2><p class='note'>Click a column to sort (support, AUPRC, ...). "
-                 "Precision, recall and F1 at the thresholds tuned on validation.</p>" +
+                 "Precision, recall and F1 at the thresholds tuned on validation." +
+                 (f" AUROC and AUPRC with a 95% interval over {bootstrap_draws} resamplings of the patients (seed 0): "
+                  "a label with few positive patients has a wide one." if ci else "") + "</p>" +
                  _table(["label", "description", "support", "patients", "AUROC", "AUPRC", "precision", "recall", "F1",
                          "new-onset support", "new-onset AUROC", "new-onset AUPRC", "status"], per, sortable=True,
                         cls="perlabel") + more)
@@ -337,13 +360,16 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     if update_report:
         rep = suppress_small_cells(update_report, min_cell)
         rows = [[r["label"], r.get("description"), "new" if r["new"] else "old", r.get("introduced_at"),
-                 r.get("train_positives"),
-                 r.get("test_positives"), r.get("auroc_before"), r.get("auroc_after"), r.get("auprc_before"),
-                 r.get("auprc_after")] for r in rep.get("per_label", [])]
-        parts.append("<h2 id='update'>Labels added by ehrdx update: old vs new</h2>" +
-                     _table(["label", "description", "", "introduced", "train positives", "test positives",
-                             "AUROC before",
-                             "AUROC after", "AUPRC before", "AUPRC after"], rows, sortable=True, cls="update") +
+                 r.get("train_positive_patients"), r.get("train_positives"), r.get("test_positives"),
+                 r.get("auroc_before"), r.get("auroc_after"), r.get("auprc_before"), r.get("auprc_after")]
+                for r in rep.get("per_label", [])]
+        few = "".join(f"<p class='note'><b>{html.escape(w['label'])}</b>: {_fmt(w['train_positive_patients'])} "
+                      f"positive training patients, fewer than {w['minimum']}: its results rest on too few patients "
+                      "to trust (see its interval in the per-label table).</p>" for w in few_positive_labels(rep))
+        parts.append("<h2 id='update'>Labels added by ehrdx update: old vs new</h2>" + few +
+                     _table(["label", "description", "", "introduced", "train positive patients",
+                             "train positive times", "test positives", "AUROC before", "AUROC after",
+                             "AUPRC before", "AUPRC after"], rows, sortable=True, cls="update") +
                      f"<p>Old labels macro AUROC {_fmt(rep.get('old_labels_macro_auroc_before'))} before, "
                      f"{_fmt(rep.get('old_labels_macro_auroc_after'))} after; new labels macro AUROC "
                      f"{_fmt(rep.get('new_labels_macro_auroc'))}.</p>")

@@ -22,6 +22,7 @@ from ehrdx.ranking import (
 K_VALUES = (5, 10, 20)  # recall@k reported for event streams
 VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
 HEADLINE = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro")
+BOOTSTRAP_DRAWS = 200  # resamplings of the patients behind a per-label interval (the HTML report's)
 
 
 def _nanmean(values: list[float]) -> float | None:
@@ -286,4 +287,63 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
             r = macro_scores(y, m, proba, rows=np.flatnonzero(sel))
             row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
         out["by_prior_visits"].append(row)
+    return out
+
+
+def weighted_ranking(positive: np.ndarray, score: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision of one label's known samples under each row of integer sample weights
+    `w` [draws, samples] (a patient drawn twice weighs 2): one sort, then the weighted true and false
+    positives at each distinct score. Tied scores are one threshold, as in ehrdx.ranking, so with unit
+    weights both equal `label_ranking`'s. nan where a draw has no positive or no negative weight."""
+    order = np.argsort(-score, kind="mergesort")
+    pos, w = positive[order], w[:, order]
+    total = np.cumsum(w, axis=1, dtype=np.int64)  # integer sums: exact, whatever the order of addition
+    tp = np.cumsum(np.where(pos, w, 0), axis=1, dtype=np.int64)
+    distinct = np.flatnonzero(np.diff(score[order]))
+    if len(distinct) < len(score) - 1:  # ties: one point per distinct score, its last sample
+        ends = np.r_[distinct, len(score) - 1]
+        tp, total = tp[:, ends], total[:, ends]
+    fp = total - tp
+    n_pos, n_neg = tp[:, -1:], fp[:, -1:]
+    ok = (n_pos[:, 0] > 0) & (n_neg[:, 0] > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, fpr = tp / n_pos, fp / n_neg
+        auroc = np.sum(np.diff(fpr, axis=1, prepend=0) * (tpr + np.c_[np.zeros(len(w)), tpr[:, :-1]]) / 2, axis=1)
+        auprc = np.sum(np.diff(tpr, axis=1, prepend=0) * np.where(total > 0, tp / np.maximum(total, 1), 0.0), axis=1)
+    return np.where(ok, auroc, np.nan), np.where(ok, auprc, np.nan)
+
+
+def bootstrap_label_intervals(y, mask, proba: np.ndarray, groups: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
+                              seed: int = 0, level: float = 0.95, chunk: int = 64) -> dict[str, np.ndarray]:
+    """Per label, a `level` percentile interval of AUROC and of AUPRC over `draws` resamplings of the
+    patients (`groups`: each sample's patient) with replacement, each drawn patient's samples weighing as
+    often as the patient is drawn: {"auroc_low", "auroc_high", "auprc_low", "auprc_high"}, [L] each. The
+    same draws for every label, from `seed` (the same intervals on every run). nan where fewer than half of
+    the draws have both classes among the label's known samples; an interval is widened, where the draws
+    are so skewed that it would not, to hold the point estimate (the unit-weight value). [S, L] inputs
+    (arrays or tables read like them)."""
+    patients, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_pat = len(patients)
+    picks = np.random.default_rng(seed).integers(0, n_pat, (draws, n_pat))
+    counts = np.bincount((np.arange(draws)[:, None] * n_pat + picks).ravel(), minlength=draws * n_pat)
+    counts = np.concatenate([np.ones((1, n_pat), np.int32), counts.reshape(draws, n_pat).astype(np.int32)])
+    n_labels = np.shape(proba)[1]
+    values = {m: np.full((draws + 1, n_labels), np.nan) for m in ("auroc", "auprc")}
+    for b in label_blocks(len(inverse), n_labels):
+        known, yb = np.asarray(mask[:, b], dtype=bool), np.asarray(y[:, b]) > 0.5
+        pb = np.asarray(proba[:, b], dtype=np.float64)
+        for i, j in enumerate(range(b.start, b.stop)):
+            k = known[:, i]
+            for d0 in range(0, draws + 1, chunk):
+                values["auroc"][d0:d0 + chunk, j], values["auprc"][d0:d0 + chunk, j] = weighted_ranking(
+                    yb[k, i], pb[k, i], counts[d0:d0 + chunk][:, inverse[k]])
+    out, tail = {}, 100 * (1 - level) / 2
+    for m, v in values.items():
+        point, draw = v[0], v[1:]
+        enough = np.sum(~np.isnan(draw), axis=0) >= max(draws / 2, 1)
+        lo, hi = np.full(n_labels, np.nan), np.full(n_labels, np.nan)
+        if enough.any():
+            lo[enough], hi[enough] = np.nanpercentile(draw[:, enough], [tail, 100 - tail], axis=0)
+        out[f"{m}_low"], out[f"{m}_high"] = np.where(enough, np.fmin(lo, point), np.nan), np.where(
+            enough, np.fmax(hi, point), np.nan)
     return out

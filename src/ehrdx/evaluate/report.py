@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -10,6 +12,13 @@ from rich.text import Text
 from ehrdx.evaluate.metrics import HEADLINE
 
 TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
+# Positive training patients below which a new label's test AUROC/AUPRC are not to be trusted: the update
+# report warns under it. From benchmarks/bench_few_shot.py (BENCHMARKS.md, "Few-shot new labels"; built-in
+# cohort, 3,000 patients, 2 labels x 3 seeds): a label added by `ehrdx update` from k positive patients
+# reached 83, 89, 91, 94 and 98% of the new-onset AUROC it reached with all of them at k = 4, 8, 16, 32 and
+# 64, with a spread over which k patients of up to +-0.08 AUROC; on Eunomia (2 labels x 3 seeds) 54, 80,
+# 94, 98 and 99% (at k = 4 below chance on both labels). Revisit with the pretrained-encoder arm.
+MIN_TRAIN_POSITIVE_PATIENTS = 32
 EXTRA = ("brier", "ece", "recall_at_1", "recall_at_3")
 AT_THRESHOLD = ("element_accuracy", "subset_accuracy", "hamming_loss", "f1_micro", "f1_macro", "f1_samples")
 
@@ -33,6 +42,33 @@ def most_positive(per_label: list[dict], limit: int | None) -> tuple[list[int], 
     order = sorted(range(len(per_label)), key=key)
     shown = order if limit is None else order[:limit]
     return shown, len(per_label) - len(shown)
+
+
+def format_interval(value, low, high) -> str:
+    """A metric with its interval, e.g. '0.812 (0.751-0.862)'; the value alone where there is no interval."""
+    if value is None or low is None or high is None or math.isnan(low) or math.isnan(high):
+        return format_value(value)
+    return f"{value:.3f} ({low:.3f}–{high:.3f})"
+
+
+def few_positive_labels(report: dict, minimum: int = MIN_TRAIN_POSITIVE_PATIENTS) -> list[dict]:
+    """The new labels of an update report learned from fewer than `minimum` positive training patients,
+    fewest first: what the update report warns about. Give the report as released: a count suppressed as a
+    small cell ("<10") is below any minimum of at least 10."""
+    out = []
+    for row in report.get("per_label", []):
+        n = row.get("train_positive_patients")
+        if not row.get("new") or n is None:
+            continue
+        if isinstance(n, str):  # "<10": fewer than 10
+            below, order = int(n.lstrip("<")) <= minimum, -1
+        else:
+            below, order = n < minimum, n
+        if below:
+            out.append({"label": row["label"], "train_positive_patients": n,
+                        "train_positives": row.get("train_positives"), "minimum": minimum, "_order": order})
+    out.sort(key=lambda x: (x["_order"], x["label"]))
+    return [{k: v for k, v in x.items() if k != "_order"} for x in out]
 
 
 def more_labels_note(hidden: int, where: str = "metrics.json") -> str:
