@@ -145,11 +145,14 @@ def train(
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
 
     Patient table: one prediction per patient (MLP, or logistic). With --cv K, K-fold mean and spread instead.
-    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
-    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic). `ehrdx models` lists them all.
+    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with auto
+    (the default: gradient boosting on history features and a GRU, combined per label with weights chosen on
+    the validation patients), a GRU, LSTM, causal Transformer, gbm, or the count baselines (mlp, logistic).
+    `ehrdx models` lists them all. --resume works for every model (gbm and auto's gbm member: the fitted model).
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
-    CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
+    CPUs, NCCL on GPUs (gbm, and auto's gbm member: every process fits the same boosters on all training
+    patients); only rank 0 writes the model and prints."""
     opts: GlobalOptions = ctx.obj
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")

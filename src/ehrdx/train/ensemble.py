@@ -144,7 +144,9 @@ class EnsembleModel:
         """Fit the members in order, then choose the weights on `val`. `on_epoch` follows the network member;
         with `checkpoint` each member checkpoints in its own subfolder and `resume` continues from them."""
         if not val or len(next(iter(val.values()))) == 0:
-            raise ModelError("the auto model chooses its weights on validation (tuning) patients, and there are none")
+            raise ModelError("the auto model (the default for event streams) chooses its weights on validation "
+                             "(tuning) patients, and there are none\n  fix: give validation rows, fit(store, "
+                             "train_rows, val_rows) (--val-fraction above 0), or choose one model, e.g. gru")
         t0 = time.perf_counter()
         config = replace(self.settings["train"], seed=seed)
         if checkpoint is not None:
