@@ -132,6 +132,7 @@ class EnsembleModel:
         self.choices: list[dict] = []
         self.history = TrainHistory()  # the network member's, over the whole fit's time (set by fit_sets)
         self.resumed: dict[str, str] = {}  # member -> what a resumed run read from its checkpoint
+        self.member_histories: dict[str, TrainHistory] = {}
 
     @property
     def config(self) -> dict:
@@ -172,6 +173,7 @@ class EnsembleModel:
         v = val[SEQUENCE]
         self.weights, self.choices = choose_weights(np.stack(probs), v.y, v.y_mask)
         self.history = self._history(histories, time.perf_counter() - t0)
+        self.member_histories = histories  # this fit's, per member (not saved)
         return self
 
     def _check_run(self, directory: Path, config, resume: bool) -> None:
