@@ -231,7 +231,7 @@ def test_auto_resumes_after_the_gbm_member_and_after_gru_epoch_one_to_the_same_p
 
 
 def _never(*_args, **_kw):
-    raise AssertionError("the gbm was fitted again instead of read from its checkpoint")
+    raise AssertionError("the model was fitted again instead of read from its checkpoint")
 
 
 def test_gbm_resumes_from_its_fitted_model_and_refuses_another_run_or_a_damaged_one(small, monkeypatch):
@@ -262,3 +262,20 @@ def test_gbm_resumes_from_its_fitted_model_and_refuses_another_run_or_a_damaged_
     with pytest.raises(ModelError, match="does not match its digest"):
         fit(resume=True)
     assert fit().history_.resumed_after_epoch is None  # without --resume: fitted afresh, the damaged one replaced
+
+
+def test_a_fitted_logistic_model_resumes_from_its_tensors_on_a_table(seed_table_path, tmp_path, monkeypatch):
+    """The same FittedCheckpoint for any model that fits itself; logistic keeps its weights in safetensors."""
+    from ehrdx.estimator import EHRClassifier
+
+    first = EHRClassifier(model="logistic", seed=0).fit(seed_table_path, checkpoint=tmp_path)
+    assert (tmp_path / "fitted.safetensors").exists()
+    with monkeypatch.context() as m:
+        m.setattr("ehrdx.models.baselines.LogisticBaseline.fit_sets", _never)
+        back = EHRClassifier(model="logistic", seed=0).fit(seed_table_path, checkpoint=tmp_path, resume=True)
+    np.testing.assert_array_equal(back.model_.coef, first.model_.coef)
+    raw = bytearray((tmp_path / "fitted.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "fitted.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="does not match"):
+        EHRClassifier(model="logistic", seed=0).fit(seed_table_path, checkpoint=tmp_path, resume=True)
