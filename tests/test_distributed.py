@@ -44,7 +44,7 @@ def _train(args, out, nproc, env):
 def test_torchrun_two_processes_match_one_process(tmp_path):
     paths = write_longitudinal(generate_longitudinal(1200, seed=11), tmp_path / "c")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    args = ["--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}", "--epochs", "3",
+    args = ["--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}", "--model", "gru", "--epochs", "3",
             "--patience", "5", "--hidden", "32", "--device", "cpu", "--store", str(tmp_path / "store")]
     _train(args, tmp_path / "one", 1, env)
     two = _train(args, tmp_path / "two", 2, env)
@@ -62,3 +62,28 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     # only rank 0 printed the report and wrote the model
     assert two.stdout.count("model saved to") == 1
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_torchrun_gbm_and_auto_every_process_fits_the_same_gbm_and_the_gru_member_trains_data_parallel(tmp_path):
+    """Under torchrun every process fits the same deterministic boosters on all training patients (no
+    communication): auto's gbm member is the 1-process one byte for byte, its GRU member trains data parallel
+    as --model gru does (close, not equal). --model gbm takes the same path (train/fit.py). Only rank 0 writes."""
+    paths = write_longitudinal(generate_longitudinal(400, seed=5), tmp_path / "c")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    args = ["--meds", str(paths["meds"]), "--labels", "regex:^DX//(E11|I10|E78|E66)$", "--epochs", "2",  # 4 boosters
+            "--hidden", "16", "--device", "cpu", "--store", str(tmp_path / "store")]
+    _train([*args, "--model", "auto"], tmp_path / "one", 1, env)
+    two = _train([*args, "--model", "auto"], tmp_path / "two", 2, env)
+    assert (tmp_path / "one" / "gbm.gbm.json").read_bytes() == (tmp_path / "two" / "gbm.gbm.json").read_bytes()
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["history"]["processes"] == 2 and m2["history"]["epochs_run"] == 2
+    assert m1["candidates"]["gbm"] == m2["candidates"]["gbm"]  # the same boosters: the same numbers
+    for key in ("macro_auroc", "micro_auroc"):
+        assert abs(m1["candidates"]["gru"]["test"][key] - m2["candidates"]["gru"]["test"][key]) < 0.03
+        assert abs(m1["test"][key] - m2["test"][key]) < 0.03, (key, m1["test"][key], m2["test"][key])
+    assert two.stdout.count("model saved to") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    gbm = _train([*args, "--model", "gbm"], tmp_path / "gbm_two", 2, env)
+    assert gbm.stdout.count("model saved to") == 1
+    assert json.loads((tmp_path / "gbm_two" / "config.json").read_text())["model_name"] == "gbm"

@@ -1,11 +1,12 @@
-"""`--model auto`: candidates fitted, weights per label chosen on tuning patients only, every candidate and
-the choice reported, saved and loaded; update and explain say they do not handle it yet."""
+"""`--model auto`, the default for event streams: candidates fitted, weights per label chosen on tuning patients
+only, every candidate and the choice reported, saved, loaded, updated and explained (its GRU member)."""
 
 import numpy as np
 import pytest
 
 import ehrdx
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
@@ -139,3 +140,12 @@ def test_a_split_sequence_set_keeps_its_context(fitted):
     ds = SequenceSet(store, s, clf.encoder_, context=2)
     part = subset_set(ds, np.arange(len(s) // 2))
     assert part.context == 2 and int(part.seq_nv.max()) <= 4  # windows of at most 2N visits
+
+
+def test_auto_is_the_default_for_event_streams_and_needs_tuning_patients(fitted):
+    _out, paths, store, splits, _clf, _ = fitted
+    assert EHRClassifier().resolve_settings("events").name == "auto"
+    assert EHRClassifier().resolve_settings("table").name == "mlp"  # tables keep theirs
+    with pytest.raises(ModelError, match=r"(?s)auto model \(the default for event streams\).*there are none.*fix: give "
+                                         "validation rows"):
+        EHRClassifier(labels=f"map:{paths['label_map']}").fit(store, splits[0])

@@ -67,7 +67,7 @@ def test_settings_travel_with_the_model(store, tmp_path, monkeypatch):
     # A label map is kept whole in the model (its file may be gone later): the selector, read from that spec.
     assert loaded.pop("labels").spec == clf.get_params()["labels"]
     assert loaded == {k: v for k, v in clf.get_params().items() if k != "labels"}
-    prefix = EventClassifier(labels="prefix:DX//", hidden=8, max_epochs=1, seed=1).fit(store, tr, va)
+    prefix = EventClassifier(model="gru", labels="prefix:DX//", hidden=8, max_epochs=1, seed=1).fit(store, tr, va)
     prefix.save(tmp_path / "p")
     assert ehrdx.load(tmp_path / "p").get_params() == prefix.get_params()
 

@@ -133,7 +133,7 @@ def test_train_and_predict_from_an_omop_export(tmp_path):
     omop = write_omop(c.events, tmp_path / "omop")
     c.label_map.write_csv(tmp_path / "label_map.csv")
     args = ["--omop", str(omop), "--omop-prefix", "visit=ENCOUNTER,condition=DX,measurement=LAB"]
-    r = CliRunner().invoke(app, ["train", *args, "--labels", f"map:{tmp_path / 'label_map.csv'}", "--epochs", "2",
+    r = CliRunner().invoke(app, ["train", *args, "--labels", f"map:{tmp_path / 'label_map.csv'}", "--model", "gru", "--epochs", "2",
                                  "--hidden", "16", "--device", "cpu", "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert "macro_auroc" in r.output

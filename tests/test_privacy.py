@@ -56,6 +56,8 @@ def test_training_output_and_metrics_carry_no_ids_and_no_small_cells(cohort, tmp
                                  "--epochs", "2", "--hidden", "16", "--device", "cpu", "--baselines", "logistic",
                                  "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
+    # no --model: the default for event streams, auto, whose members' and weights' reports are checked too
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_name"] == "auto"
     _assert_no_ids(r.output)
     metrics_text = (tmp_path / "m" / "metrics.json").read_text()
     _assert_no_ids(metrics_text)
@@ -78,7 +80,7 @@ def test_training_output_and_metrics_carry_no_ids_and_no_small_cells(cohort, tmp
 def test_min_cell_zero_reports_every_cell(cohort, tmp_path):
     paths, _ = cohort
     r = CliRunner().invoke(app, ["--min-cell", "0", "train", "--meds", str(paths["meds"]), "--labels",
-                                 f"map:{paths['label_map']}", "--epochs", "1", "--hidden", "16", "--device", "cpu",
+                                 f"map:{paths['label_map']}", "--model", "gru", "--epochs", "1", "--hidden", "16", "--device", "cpu",
                                  "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m" / "metrics.json").read_text())

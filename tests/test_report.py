@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
                             oracle=c.oracle.with_columns(pl.col("subject_id") + OFFSET))
     paths = write_longitudinal(c, out / "c")
     r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}",
-                                 "--epochs", "3", "--hidden", "16", "--device", "cpu", "--out", str(out / "m")])
+                                 "--model", "gru", "--epochs", "3", "--hidden", "16", "--device", "cpu", "--out", str(out / "m")])
     assert r.exit_code == 0, r.output
     return out, paths
 

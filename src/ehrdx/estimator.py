@@ -52,7 +52,7 @@ from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainConfig
 from ehrdx.train.scores import model_scores
 
-DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "gru"}
+DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "auto"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
 DEFAULT_PATIENCE = {TABLE: 4, EVENTS: 3}
 EVENT_ONLY = {"task": "next-visit", "labels": None, "new_onset": False, "censor": True, "infer_introduced": False}
@@ -62,7 +62,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
     """Multi-label disease prediction. Settings (one name each, for tables and event streams alike):
 
     model           a name from the registry (`ehrdx.models.registry.model_names()`); None: mlp for a table,
-                    gru for event streams
+                    auto (gbm and gru combined per label, weights chosen on the validation patients) for event
+                    streams
     task, labels    event streams: prediction task (next-visit, window:365d) and label selection (prefix:DX//,
                     regex:..., map:FILE); new_onset, censor, infer_introduced refine them. A table's labels are
                     its label column.

@@ -57,6 +57,9 @@ class Artifacts:
         model_cfg, train = config["model"], config["train"]
         name = config.get("model_name") or "mlp"  # table models before the registry were all MLPs
         params = dict(config.get("params") or params_of_older_model(config, files))
+        # model=None meant the default of the version that trained it (gru for event streams before auto): the
+        # loaded estimator names the model it has, so a copy (`update --compare`'s retraining) trains the same.
+        params["model"] = params.get("model") or name
         if config.get("params_version") != PARAMS_VERSION:
             # Saved before the one estimator: what the model really used (events MLPs multiplied the batch size
             # by 4; layers None meant a default that now lives in the registry), so a copy trains the same.

@@ -11,7 +11,7 @@ def list_models() -> None:
     """List the models `--model` accepts (ehrdx.models.registry): name, inputs, sources, what it is."""
     from rich.table import Table
 
-    import ehrdx.estimator  # noqa: F401  (the estimator registers `auto`)
+    from ehrdx.estimator import DEFAULT_MODEL  # (importing the estimator registers `auto`)
     from ehrdx.models.registry import models
 
     table = Table("model", "reads", "learns from", "explain", "what it is")
@@ -24,3 +24,5 @@ def list_models() -> None:
             f"{said(v)} ({k})" for k, v in kind.inputs.items())
         table.add_row(name, reads, sources, "yes" if kind.explains else "no", kind.description)
     console.print(table)
+    console.print(f"without --model: {DEFAULT_MODEL['events']} for event streams, {DEFAULT_MODEL['table']} for a "
+                  "patient table")

@@ -56,9 +56,16 @@ EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", 
                "context", "init", "probe")
 
 
-def _note_resume(history, resume: bool) -> None:
-    if history is not None and history.resumed_after_epoch is not None:
-        console.print(f"resumed from the checkpoint after epoch {history.resumed_after_epoch}")
+def _note_resume(clf, resume: bool) -> None:
+    import torch
+
+    history, members = clf.history_, getattr(clf.model_, "resumed", None)
+    if members:  # the auto ensemble: what each member read from its checkpoint
+        console.print("resumed from the checkpoint: " + "; ".join(f"{k} {v}" for k, v in members.items()))
+    elif history is not None and history.resumed_after_epoch is not None:
+        console.print(f"resumed from the checkpoint after epoch {history.resumed_after_epoch}" if
+                      isinstance(clf.model_, torch.nn.Module) else "resumed: the fitted model was read from the "
+                      "checkpoint, not fitted again")
     elif resume:
         console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
 
@@ -70,7 +77,7 @@ def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bo
 
     from ehrdx.train.distributed import is_main
 
-    _note_resume(clf.history_, resume)
+    _note_resume(clf, resume)
     if is_main():
         clf.save(out)
         opts.write_json(out / "metrics.json", metrics)
@@ -144,11 +151,14 @@ def train(
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
 
     Patient table: one prediction per patient (MLP, or logistic). With --cv K, K-fold mean and spread instead.
-    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with a
-    GRU, LSTM, causal Transformer, or the count baselines (mlp, logistic). `ehrdx models` lists them all.
+    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with auto
+    (the default: gradient boosting on history features and a GRU, combined per label with weights chosen on
+    the validation patients), a GRU, LSTM, causal Transformer, gbm, or the count baselines (mlp, logistic).
+    `ehrdx models` lists them all. --resume works for every model (gbm and auto's gbm member: the fitted model).
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
-    CPUs, NCCL on GPUs; only rank 0 writes the model and prints."""
+    CPUs, NCCL on GPUs (gbm, and auto's gbm member: every process fits the same boosters on all training
+    patients); only rank 0 writes the model and prints."""
     opts: GlobalOptions = ctx.obj
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
@@ -245,7 +255,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                   search=(0, None)) -> None:
     import polars as pl
 
-    from ehrdx.estimator import EHRClassifier
+    from ehrdx.estimator import DEFAULT_MODEL, EHRClassifier
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_pipeline import patient_splits
     from ehrdx.input_settings import parse_split_names, settings_to_save
@@ -258,7 +268,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     try:
         # Checked before the events are read: a typo in the task, labels or model fails at once.
         selector = LabelSelector.parse(labels)
-        get_model(model or "gru", "events")
+        get_model(model or DEFAULT_MODEL["events"], "events")
         clf = EHRClassifier(model=model, task=TaskSpec.parse(task, new_onset, censor), labels=selector,
                             new_onset=new_onset, censor=censor, **params)
         names = parse_split_names(split_names)
@@ -287,7 +297,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         given = read_targets(targets) if targets else None
         if search[0]:
             run_search(opts, clf, st, splits, search[0], search[1], out, targets=given)
-        with EpochProgress(params["max_epochs"], f"training {model or 'gru'}") as progress:
+        with EpochProgress(params["max_epochs"], f"training {model or DEFAULT_MODEL['events']}") as progress:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,

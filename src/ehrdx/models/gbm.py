@@ -230,6 +230,17 @@ class HistoryGBM:
     def config(self) -> dict:
         return {"kind": "gbm", "n_labels": self.n_labels, "history": self.featurizer is not None}
 
+    @property
+    def hyperparameters(self) -> dict:
+        """What a fit depends on besides its data and seed (a checkpoint of another run's settings is refused):
+        LightGBM's parameters, the rounds, and the history feature windows. Not the thread count, which may
+        differ on the machine that resumes."""
+        g, features = self.gbm, HistoryFeaturizer()
+        params = {k: v for k, v in g._full_params(0).items() if k not in ("num_threads", "seed")}
+        return {"params": params, "num_boost_round": g.num_boost_round, "early_stopping_rounds":
+                g.early_stopping_rounds, "rounds_without_validation": g.rounds_without_validation,
+                "windows": list(features.windows), "max_codes": features.max_codes}
+
     def _matrix(self, dataset, counts: dict | None = None) -> sp.csr_matrix:
         if isinstance(dataset, HistorySet):
             return self.featurizer.transform(dataset.store, dataset.samples, counts=counts)

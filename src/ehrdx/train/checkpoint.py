@@ -10,6 +10,11 @@ After every epoch (its validation and early-stopping decision included) the dire
 Both are written atomically, tensors first; the JSON names the tensor file's digest, so a pair from
 two different epochs is refused. Nothing is pickled. On the CPU a resumed run takes exactly the steps
 the uninterrupted run would have taken and ends with the same weights.
+
+A model that fits itself in one go (gbm, logistic) has no epochs: `FittedCheckpoint` keeps it once fitted, in
+the registry's own saved form (config and JSON files, for gbm LightGBM's model text; tensors, if any, in a
+safetensors file), so a resumed run reads it instead of fitting it again. The `auto` ensemble gives each member
+a subfolder of the run's checkpoint directory (`gbm/`, `gru/`) and keeps its own settings beside them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ehrdx.io import atomic_save_tensors, atomic_write_json
 
 CHECKPOINT_VERSION = 1
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+FITTED = "fitted"  # FittedCheckpoint's file names: fitted.json (and fitted.safetensors)
 
 
 def data_fingerprint(train, val) -> str:
@@ -98,11 +104,7 @@ class Checkpointer:
         if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
             raise ModelError(f"{tensor_path}: does not match {meta_path} (changed or from another epoch); "
                              "remove the checkpoint to start afresh")
-        diff = sorted(k for k in {*meta["fingerprint"], *self.fingerprint}
-                      if meta["fingerprint"].get(k) != self.fingerprint.get(k))
-        if diff:
-            raise ModelError(f"{meta_path}: the checkpoint is from a different run ({', '.join(diff)} differ); "
-                             "resume with the same data and options, or remove the checkpoint to start afresh")
+        check_fingerprint(meta_path, meta["fingerprint"], self.fingerprint)
         return meta, load_tensors(raw)
 
     @staticmethod
@@ -124,3 +126,66 @@ class Checkpointer:
         if cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda)
         return best
+
+
+def check_fingerprint(path: Path, saved: dict, expected: dict) -> None:
+    """Refuse a checkpoint whose run (settings, data) is not this one, naming what differs."""
+    diff = sorted(k for k in {*saved, *expected} if saved.get(k) != expected.get(k))
+    if diff:
+        raise ModelError(f"{path}: the checkpoint is from a different run ({', '.join(diff)} differ); "
+                         "resume with the same data and options, or remove the checkpoint to start afresh")
+
+
+def _digest(config: dict, files: dict) -> str:
+    return hashlib.sha256(json.dumps({"config": config, "files": files}, sort_keys=True).encode()).hexdigest()
+
+
+class FittedCheckpoint:
+    """A fitted model that fits itself (no epochs), as the registry saves it: `NAME.json` (fingerprint, config,
+    JSON files, the digests of both parts) and `NAME.safetensors` where it has tensors. Written atomically,
+    tensors first, once the model is fitted; read back only by a run with the same fingerprint."""
+
+    def __init__(self, directory: str | Path, fingerprint: dict, name: str = FITTED) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.meta, self.tensors = self.directory / f"{name}.json", self.directory / f"{name}.safetensors"
+
+    def exists(self) -> bool:
+        return self.meta.exists()
+
+    def clear(self) -> None:
+        self.meta.unlink(missing_ok=True)
+        self.tensors.unlink(missing_ok=True)
+
+    def save(self, config: dict, tensors: dict[str, torch.Tensor], files: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        digest = None
+        if tensors:
+            atomic_save_tensors(self.tensors, {k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+            digest = hashlib.sha256(self.tensors.read_bytes()).hexdigest()
+        atomic_write_json(self.meta, {"checkpoint_version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint,
+                                      "config": config, "files": files, "sha256": _digest(config, files),
+                                      "tensors_sha256": digest})
+
+    def load(self) -> tuple[dict, dict[str, torch.Tensor], dict]:
+        """(config, tensors, files) as the registry's `load` takes them; refused if damaged or of another run."""
+        try:
+            meta = json.loads(self.meta.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{self.meta}: unreadable checkpoint ({exc}); remove it to start afresh") from exc
+        if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
+            raise ModelError(f"{self.meta}: checkpoint format {meta.get('checkpoint_version')!r} is not supported")
+        if _digest(meta.get("config"), meta.get("files")) != meta.get("sha256"):
+            raise ModelError(f"{self.meta}: its model does not match its digest (changed or damaged); remove the "
+                             "checkpoint to start afresh")
+        check_fingerprint(self.meta, meta["fingerprint"], self.fingerprint)
+        tensors: dict[str, torch.Tensor] = {}
+        if meta.get("tensors_sha256") is not None:
+            try:
+                raw = self.tensors.read_bytes()
+            except OSError as exc:
+                raise ModelError(f"{self.tensors}: missing checkpoint tensors ({exc})") from exc
+            if hashlib.sha256(raw).hexdigest() != meta["tensors_sha256"]:
+                raise ModelError(f"{self.tensors}: does not match {self.meta}; remove the checkpoint to start afresh")
+            tensors = load_tensors(raw)
+        return meta["config"], tensors, meta["files"]

@@ -9,12 +9,26 @@ so the tuning patients that choose the weights are patients no member was fitted
 Stopping it on the tuning patients made its tuning scores look better than they were (new-onset AUROC
 0.750 on tuning vs 0.687 held out on clinosim, 0.676 vs 0.625 on Eunomia; the GRU, which makes one
 stopping decision for all labels, was level: 0.669 vs 0.668), and auto chose gbm alone where a mix was
-better held out (BENCHMARKS.md)."""
+better held out (BENCHMARKS.md).
+
+Checkpoints (`ehrdx train --resume`): each member in its own subfolder of the run's checkpoint directory,
+`gbm/` (the fitted member, as the registry saves it: LightGBM's model text, train/checkpoint.py
+`FittedCheckpoint`) and `gru/` (per epoch, as `--model gru`), beside `auto.json`, the ensemble's own settings.
+A resumed run reads the fitted gbm instead of fitting it again and continues the GRU from its last epoch; the
+weights are chosen again (seconds, deterministic). Under torchrun every process fits the same gbm on all the
+training patients (deterministic: same data, seed and thread count; no communication), the GRU trains data
+parallel as `--model gru` does, and only rank 0 writes."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import average_precision_score
+from torch import nn
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
 from ehrdx.data.bits import label_tables
@@ -22,7 +36,10 @@ from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
 from ehrdx.models.registry import EVENTS, ModelKind, get_model, register_model
+from ehrdx.train.checkpoint import FittedCheckpoint
+from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
+from ehrdx.train.loop import TrainHistory
 from ehrdx.train.probe import probe_rows
 
 ENSEMBLE = "auto"
@@ -104,6 +121,8 @@ def inner_split(dataset, seed: int, share: float = INNER_SHARE):
 class EnsembleModel:
     """Members by name, and per-label weights of their probabilities."""
 
+    has_members = True  # train/fit.py: fit_sets trains (and checkpoints) the members itself
+
     def __init__(self, n_labels: int, settings: dict, members: tuple[str, ...] = MEMBERS) -> None:
         self.n_labels = n_labels
         self.settings = settings
@@ -111,30 +130,71 @@ class EnsembleModel:
         self.members: dict[str, object] = {}
         self.weights = np.full((n_labels, len(members)), 1.0 / len(members))
         self.choices: list[dict] = []
+        self.history = TrainHistory()  # the network member's, over the whole fit's time (set by fit_sets)
+        self.resumed: dict[str, str] = {}  # member -> what a resumed run read from its checkpoint
+        self.member_histories: dict[str, TrainHistory] = {}
 
     @property
     def config(self) -> dict:
         return {"kind": ENSEMBLE, "n_labels": self.n_labels, "members": list(self.names),
                 "weights": self.weights.tolist(), "choices": self.choices}
 
-    def fit_sets(self, train: dict, val: dict | None = None, seed: int = 0) -> EnsembleModel:
+    def fit_sets(self, train: dict, val: dict | None = None, seed: int = 0,
+                 on_epoch: Callable[[int, float, float | None], None] | None = None,
+                 checkpoint: str | Path | None = None, resume: bool = False) -> EnsembleModel:
+        """Fit the members in order, then choose the weights on `val`. `on_epoch` follows the network member;
+        with `checkpoint` each member checkpoints in its own subfolder and `resume` continues from them."""
         if not val or len(next(iter(val.values()))) == 0:
-            raise ModelError("the auto model chooses its weights on validation (tuning) patients, and there are none")
-        self.members, probs = {}, []
+            raise ModelError("the auto model (the default for event streams) chooses its weights on validation "
+                             "(tuning) patients, and there are none\n  fix: give validation rows, fit(store, "
+                             "train_rows, val_rows) (--val-fraction above 0), or choose one model, e.g. gru")
+        t0 = time.perf_counter()
+        config = replace(self.settings["train"], seed=seed)
+        if checkpoint is not None:
+            self._check_run(Path(checkpoint), config, resume)
+        self.members, self.resumed, probs, histories = {}, {}, [], {}
         for name in self.names:
             spec = get_model(name, EVENTS)
             kind = spec.inputs_for(EVENTS)
             member = spec.build(train[kind], self.n_labels, self.settings)
+            where = None if checkpoint is None else Path(checkpoint) / name
             if kind == HISTORY:  # stops per label: on training patients, so the tuning patients stay unseen
                 fit_part, stop_part = inner_split(train[kind], seed)
-                fit_model(member, fit_part, stop_part, self.settings["train"])
+                histories[name] = fit_model(member, fit_part, stop_part, config, checkpoint=where, resume=resume)
             else:
-                fit_model(member, train[kind], val[kind], self.settings["train"])
+                histories[name] = fit_model(member, train[kind], val[kind], config, on_epoch, checkpoint=where,
+                                            resume=resume)
+            done = histories[name].resumed_after_epoch
+            if done is not None:
+                self.resumed[name] = ("after epoch " + str(done)) if isinstance(member, nn.Module) else \
+                    "fitted, read from the checkpoint"
             self.members[name] = member
             probs.append(_sigmoid(model_logits(member, val[kind])))
         v = val[SEQUENCE]
         self.weights, self.choices = choose_weights(np.stack(probs), v.y, v.y_mask)
+        self.history = self._history(histories, time.perf_counter() - t0)
+        self.member_histories = histories  # this fit's, per member (not saved)
         return self
+
+    def _check_run(self, directory: Path, config, resume: bool) -> None:
+        """The ensemble's own settings beside its members' checkpoints: a resumed run must have the same."""
+        ckpt = FittedCheckpoint(directory, {"members": list(self.names), "inner_share": INNER_SHARE,
+                                            "seed": config.seed, "gbm_params": self.settings.get("gbm_params")},
+                                name=ENSEMBLE)
+        if resume and ckpt.exists():
+            ckpt.load()
+        elif is_main():
+            ckpt.save({}, {}, {})
+
+    def _history(self, histories: dict[str, TrainHistory], seconds: float) -> TrainHistory:
+        """The network member's history (epochs, losses, steps) over the whole fit's time; resumed where any
+        member was (after the network's complete epochs, 0 where only a fitted member was read)."""
+        net = [n for n in self.names if isinstance(self.members[n], nn.Module)]
+        out = replace(histories[net[0]]) if net else TrainHistory(epochs_run=1)
+        out.seconds = seconds
+        if self.resumed and out.resumed_after_epoch is None:
+            out.resumed_after_epoch = 0
+        return out
 
     def add_labels(self, train: dict, val: dict | None = None, n_old: int = 0, seed: int = 0) -> EnsembleModel:
         """`ehrdx update`: every member learns the labels from column `n_old` on, and the old labels' outputs
