@@ -135,5 +135,8 @@ class ConcatSet(PackedTargets):
                  for s in self.sets]
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
         for k in order:
-            batch = next(iters[k])
-            yield replace(batch, sample_index=batch.sample_index + int(offsets[k]))
+            while True:  # every part of the set's next step (data/batch.py Batch.part)
+                batch = next(iters[k])
+                yield replace(batch, sample_index=batch.sample_index + int(offsets[k]))
+                if batch.part == batch.parts - 1:
+                    break

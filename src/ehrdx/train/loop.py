@@ -3,6 +3,7 @@ over the step budget, early stopping on validation loss or on a validation ranki
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -269,19 +270,28 @@ def train_model(
         batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
                                 bucket=device.type == "cpu")
         for batch in device_batches(batches, device):
-            with autocast(device, precision):
-                logits = net(batch)
-            logits = logits.float()  # the loss (and any extra term) in float32
-            s, n = masked_bce_with_logits(logits, batch.y, batch.y_mask, pos_weight)
-            loss = s / n.clamp(min=1)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model, batch, logits)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(history.steps, budget, config)
-            optimizer.step()
-            history.steps += 1
+            last = batch.part == batch.parts - 1  # a step may come in parts (data/batch.py): one update each
+            if batch.part == 0:
+                optimizer.zero_grad(set_to_none=True)
+            # Parts before the last only accumulate gradients; the last one's backward averages them over
+            # the processes (so processes whose steps have different numbers of parts still agree).
+            with net.no_sync() if not last and net is not model else contextlib.nullcontext():
+                with autocast(device, precision):
+                    logits = net(batch)
+                logits = logits.float()  # the loss (and any extra term) in float32
+                s, n = masked_bce_with_logits(logits, batch.y, batch.y_mask, pos_weight)
+                # A part is normalised by the whole step's known entries, so the parts' gradients add up
+                # to the whole step's (a mean-per-sample extra term: by the part's share of samples).
+                loss = s / (n.clamp(min=1) if batch.parts == 1 else max(batch.step_known, 1))
+                if extra_loss is not None:
+                    extra = extra_loss(model, batch, logits)
+                    loss = loss + (extra if batch.parts == 1 else extra * (len(batch) / max(batch.step_rows, 1)))
+                loss.backward()
+            if last:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(history.steps, budget, config)
+                optimizer.step()
+                history.steps += 1
             total += s.detach()
             count += n
             seen += batch.y.shape[0]
