@@ -20,6 +20,7 @@ import torch
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
 from ehrdx.data.bits import BitTable, PackedTargets
+from ehrdx.data.device_collate import DeviceCollate
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
@@ -203,6 +204,7 @@ class SequenceSet(PackedTargets):
         self.seq_sample_offsets = np.concatenate([[0], np.cumsum(counts)])
         self.bucket: bool | None = None  # batches of similar lengths; None: as the caller asks (see batches)
         self.max_cells = MAX_BATCH_CELLS  # samples x labels per batch at most (see step_parts)
+        self.device_collate: DeviceCollate | None = None  # set by collate_on: batches built on a device
         self._prepare_patients()
 
     def _prepare_patients(self) -> None:
@@ -258,17 +260,27 @@ class SequenceSet(PackedTargets):
         parts.append(seqs[start:])
         return parts
 
+    def collate_on(self, device: torch.device | str | None) -> bool:
+        """From now on build batches on `device` with tensor indexing (data/device_collate.py: the store's
+        arrays go there once; `batches` then ignores its `device`); None: back to the numpy collate."""
+        if device is None:
+            self.device_collate = None
+        elif self.device_collate is None or self.device_collate.device != torch.device(device):
+            self.device_collate = DeviceCollate(self, device)
+        return self.device_collate is not None
+
     def _step(self, seqs: np.ndarray, device):
         """One step's batch, or its parts with the whole step's sample and known-entry counts."""
+        collate = self.collate if self.device_collate is None else self.device_collate.collate
         parts = self.step_parts(seqs)
         if len(parts) == 1:
-            yield self.collate(seqs, device)
+            yield collate(seqs, device)
             return
         so = self.seq_sample_offsets
         samples = self.sample_order[concat_ranges(so[seqs], so[seqs + 1])]
         known = known_entries(self.mask_bits, samples)
         for k, part in enumerate(parts):
-            yield replace(self.collate(part, device), part=k, parts=len(parts), step_rows=len(samples),
+            yield replace(collate(part, device), part=k, parts=len(parts), step_rows=len(samples),
                           step_known=known)
 
     def _length_batches(self, order: np.ndarray, batch_size: int, shuffle: bool,
