@@ -2,7 +2,7 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_hospital.py \
         [--patients 30000,100000,300000] [--labels prefix:ICD10CM//:3] [--threads 2] [--max-rss-gb 16] \
-        [--stage-timeout SECONDS] [--visit-gap-hours 0] \
+        [--stage-timeout SECONDS] [--visit-gap-hours 0] [--max-batch-cells N] \
         [--out benchmarks/results/hospital.json]
 
 For each size: `ehrdx synth --shape hospital` (generation, reported but not a target), conversion of the
@@ -118,7 +118,7 @@ def run_stage(stage: str, work: Path, args) -> dict:
     """This stage in a child process: its result, seconds and peak RSS, or its failure."""
     cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work), "--n", str(args.n), "--seed",
            str(args.seed), "--labels", args.labels, "--model", args.model, "--threads", str(args.threads),
-           "--visit-gap-hours", str(args.visit_gap_hours)]
+           "--visit-gap-hours", str(args.visit_gap_hours), "--max-batch-cells", str(args.max_batch_cells)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
     limit_kb, killed, timed_out = args.max_rss_gb * 1024 * 1024, False, False
@@ -193,6 +193,9 @@ def main() -> None:
     ap.add_argument("--max-rss-gb", type=float, default=16.0, help="kill a stage whose RSS passes this")
     ap.add_argument("--stage-timeout", type=float, default=0, help="kill a stage that runs longer (s; 0: never)")
     ap.add_argument("--work", default=None, help="where the data and the store go (default: a temporary directory)")
+    ap.add_argument("--max-batch-cells", type=int, default=0,
+                    help="samples x labels per batch at most (data/sequences.py MAX_BATCH_CELLS); 0: the default, "
+                         "-1: no cap (one batch per step, as before the cap)")
     ap.add_argument("--keep", action="store_true", help="keep each size's data, store and model")
     ap.add_argument("--out", default="benchmarks/results/hospital.json")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -206,6 +209,10 @@ def main() -> None:
         import ehrdx.events_pipeline  # noqa: F401  (imported before the clock starts)
 
         torch.set_num_threads(args.threads)
+        if args.max_batch_cells:
+            from ehrdx.data import sequences
+
+            sequences.MAX_BATCH_CELLS = 1 << 62 if args.max_batch_cells < 0 else args.max_batch_cells
         t0 = time.perf_counter()
         result = globals()[f"stage_{args.stage}"](Path(args.work), args)
         print(json.dumps({"work_seconds": round(time.perf_counter() - t0, 1)} | result), flush=True)
@@ -232,6 +239,7 @@ def main() -> None:
     result = {"benchmark": "bench_hospital", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "threads": args.threads, "visit_gap_hours": args.visit_gap_hours, "labels": args.labels, "model": args.model, "max_rss_gb": args.max_rss_gb,
+              "max_batch_cells": args.max_batch_cells,
               "stage_timeout_s": args.stage_timeout,
               "stages": rows, "growth": growth(rows)}
     for g in result["growth"]:

@@ -117,3 +117,53 @@ def test_a_concatenated_set_passes_every_part_of_a_step(sets):
     steps = sum(b.part == b.parts - 1 for b in batches)
     assert steps == -(-train.n_sequences // 16) + -(-val.n_sequences // 16) < len(batches)
     _cap(train, None), _cap(val, None)
+
+
+
+def _ddp_worker(rank: int, store_dir: str, label_map: str, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from ehrdx.data.store import EventStore
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        store = EventStore(store_dir)
+        clf = EHRClassifier(labels=f"map:{label_map}")
+        clf.resolve_settings("events")
+        rows = np.arange(len(store))[:80]
+        clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
+        ds = SequenceSet(store, clf.samples(store, rows, require_labels=False), EventEncoder.fit(store, rows))
+        # whole steps everywhere, then rank 0 in parts of 12 samples and rank 1 whole
+        for name, cap in (("whole", None), ("parts", 12 if rank == 0 else None)):
+            model = _model(_cap(ds, cap))
+            history = train_model(model, ds, None, TrainConfig(batch_size=32, max_epochs=2, lr=5e-3, seed=3))
+            np.savez(f"{out}/{name}_{rank}.npz", steps=history.steps,
+                     **{k: v.numpy() for k, v in model.state_dict().items()})
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes importing torch: ~10 s on an idle 2-core box
+def test_processes_whose_steps_come_in_different_numbers_of_parts_train_together(tmp_path):
+    """Under torchrun every process takes the same steps; a step's parts accumulate without a gradient
+    exchange until its last part, so one process may cut its share into parts and another not."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    paths = write_longitudinal(generate_longitudinal(80, seed=5), tmp_path / "c")
+    open_store(meds=paths["meds"], store_dir=tmp_path / "store")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "store"), str(paths["label_map"]), port, str(tmp_path)), nprocs=2,
+             join=True)
+    w = {(n, r): dict(np.load(tmp_path / f"{n}_{r}.npz")) for n in ("whole", "parts") for r in (0, 1)}
+    assert int(w["parts", 0]["steps"]) == int(w["parts", 1]["steps"]) == int(w["whole", 0]["steps"]) > 0
+    for k, v in w["whole", 0].items():
+        np.testing.assert_array_equal(w["parts", 0][k], w["parts", 1][k])  # the processes stay identical
+        np.testing.assert_allclose(w["parts", 0][k], v, atol=1e-5, rtol=1e-4, err_msg=k)  # and match whole steps
