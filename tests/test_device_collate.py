@@ -40,23 +40,28 @@ def _set(parts, rows, context=None, new_onset=False):
                        context=context)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # a GPU session checks CUDA too
+
+
 def _same(a, b):
     for f in dataclasses.fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name)
         if not isinstance(x, torch.Tensor):
             assert x == y, f.name
             continue
+        y = y.cpu()
         assert isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape, f.name
-        if f.name in COMPUTED:
+        if f.name in COMPUTED or (x.is_floating_point() and b.y.device.type != "cpu"):  # other kernels on a GPU
             torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f.name)
         else:
             assert torch.equal(x, y), f.name  # index fields, and floats that are copies or one float32 op
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("context", [None, 3])
-def test_the_device_collate_gives_the_numpy_collates_batch(parts, context):
+def test_the_device_collate_gives_the_numpy_collates_batch(parts, context, device):
     ds = _set(parts, parts[3], context, new_onset=True)
-    dev = ds.collate_on("cpu") and ds.device_collate
+    dev = ds.collate_on(device) and ds.device_collate
     rng = np.random.default_rng(0)
     picks = [np.arange(ds.n_sequences), rng.permutation(ds.n_sequences)[:17], np.array([ds.n_sequences - 1]),
              np.argsort(-ds.seq_nv)[:5]]

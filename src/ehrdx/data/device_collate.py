@@ -64,11 +64,19 @@ def store_tensors(store, device: torch.device) -> dict[str, torch.Tensor]:
     return per_device[device]
 
 
+def exact_device(device: torch.device | str) -> torch.device:
+    """`device` with its index ('cuda' is the current GPU, as a model's parameters report it: cuda:N)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class DeviceCollate:
     """A sequence set's store and lookup tables on `device`, and its collate done there."""
 
     def __init__(self, ds, device: torch.device | str) -> None:
-        self.device = torch.device(device)
+        self.device = exact_device(device)
         self.ds = ds
         store = ds.store
 

@@ -20,7 +20,7 @@ import torch
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
 from ehrdx.data.bits import BitTable, PackedTargets
-from ehrdx.data.device_collate import DeviceCollate
+from ehrdx.data.device_collate import DeviceCollate, exact_device
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
@@ -265,7 +265,7 @@ class SequenceSet(PackedTargets):
         arrays go there once; `batches` then ignores its `device`); None: back to the numpy collate."""
         if device is None:
             self.device_collate = None
-        elif self.device_collate is None or self.device_collate.device != torch.device(device):
+        elif self.device_collate is None or self.device_collate.device != exact_device(device):
             self.device_collate = DeviceCollate(self, device)
         return self.device_collate is not None
 
