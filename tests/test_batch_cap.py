@@ -81,15 +81,20 @@ def test_a_single_sequence_over_the_cap_is_a_part_of_its_own(sets):
     _cap(train, None)
 
 
-@pytest.mark.parametrize("encoder", ["gru", "transformer"])
-def test_training_in_parts_gives_the_same_model_as_whole_batches(sets, encoder):
+def _mean_square(model, batch, logits):
+    """An extra loss term that is a mean over the batch's samples (as `ehrdx update`'s distillation is)."""
+    return 0.05 * (logits**2).mean()
+
+
+@pytest.mark.parametrize("encoder,extra", [("gru", None), ("transformer", None), ("gru", _mean_square)])
+def test_training_in_parts_gives_the_same_model_as_whole_batches(sets, encoder, extra):
     train, val = sets
     cfg = TrainConfig(batch_size=32, max_epochs=2, lr=5e-3, seed=3, patience=5)
     results = []
     for cap in (None, 20):
         _cap(train, cap), _cap(val, cap)
         model = _model(train, encoder)
-        history = train_model(model, train, val, cfg)
+        history = train_model(model, train, val, cfg, extra_loss=extra)
         results.append((history, model.state_dict(), predict_logits(model, val), evaluate_loss(model, val)))
     (h1, w1, p1, l1), (h2, w2, p2, l2) = results
     assert h1.steps == h2.steps > 0  # parts are not steps
