@@ -271,7 +271,7 @@ def train_model(
         batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
                                 bucket=device.type == "cpu")
         for batch in device_batches(batches, device, ready=on_device):
-            last = batch.part == batch.parts - 1  # a step may come in parts (data/batch.py): one update each
+            last = batch.part == batch.parts - 1  # a step may come in parts (data/batch.py), updated once
             if batch.part == 0:
                 optimizer.zero_grad(set_to_none=True)
             # Parts before the last only accumulate gradients; the last one's backward averages them over
