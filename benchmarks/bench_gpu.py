@@ -1,6 +1,8 @@
 """Training and prediction throughput on a GPU at 100k patients, beside the CPU of the same machine.
 
     python benchmarks/bench_gpu.py --patients 100000 [--models gru,transformer] [--out results.jsonl]
+    python benchmarks/bench_gpu.py --patients 100000 --precisions fp32 --batch-sizes 256,1024 \
+        --device-collate both --cpu-patients 0          (issue 15: the loop against ready batches)
 
 Builds the built-in longitudinal cohort, converts it to the store and builds the training sequences
 once. Then for each model (hidden 128, batch 256 patients, as in bench_events.py):
@@ -10,6 +12,10 @@ once. Then for each model (hidden 128, batch 256 patients, as in bench_events.py
   per second and patients per second; the test macro AUROC after those epochs; and the same steps
   on batches already on the GPU ("compute only"), which shows how much of the time is collation;
 - batched prediction on the test patients (fp32);
+- for each `--batch-sizes` entry and, with `--device-collate both`, with batches built on the GPU by
+  tensor indexing (data/device_collate.py, the default on CUDA) and with the numpy collate plus a copy:
+  `loop_over_ready` is the training loop's rows/s over the compute-only rows/s, in the same process
+  (issue 15's target: >= 0.7 at batch 256 and 1,024, hidden 128, GRU and Transformer);
 - on the CPU of the same machine: one epoch on `--cpu-patients` training patients at 1 thread and
   at all threads, in the same process, so the GPU/CPU ratio is measured, not assembled.
 Prints one JSON line per measurement and a table at the end. Needs a CUDA GPU for the GPU rows; with
@@ -36,6 +42,7 @@ from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.task import label_first_times
+from ehrdx.train import device as device_mod
 from ehrdx.train.device import autocast, to_device
 from ehrdx.train.loop import TrainConfig, masked_bce_with_logits, predict_logits, train_model
 
@@ -87,8 +94,9 @@ def compute_only(model, ds, device, precision: str, batch: int, steps: int) -> f
     return rows / (time.perf_counter() - t0)
 
 
-def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient, device) -> dict:
-    cfg = TrainConfig(batch_size=args.batch_size, max_epochs=1, device=str(device), precision=precision)
+def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient, device,
+            batch: int) -> dict:
+    cfg = TrainConfig(batch_size=batch, max_epochs=1, device=str(device), precision=precision)
     model = make_model(name, clf, train_ds, args.hidden)
     train_model(model, warm_ds, None, cfg)  # cuDNN/kernel selection, allocator warm-up
     if device.type == "cuda":
@@ -102,9 +110,11 @@ def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows
     predict_logits(model, test_ds)  # ends with a copy to the host, so the device's work is done
     pred = len(test_s) / (time.perf_counter() - t1)
     fresh = make_model(name, clf, train_ds, args.hidden).to(device)
-    comp = compute_only(fresh, train_ds, device, precision, args.batch_size, 40)
+    comp = compute_only(fresh, train_ds, device, precision, batch, 40)
     rec = {"model": name, "device": device.type, "precision": precision, "epochs": args.epochs,
+           "batch_patients": batch, "device_collate": train_ds.device_collate is not None,
            "train_rows_per_s": round(h.samples_per_second),
+           "loop_over_ready": round(h.samples_per_second / comp, 3),
            "train_patients_per_s": round(h.samples_per_second / rows_per_patient),
            "compute_only_rows_per_s": round(comp),
            "predict_rows_per_s": round(pred), "test_macro_auroc": round(float(auroc), 4),
@@ -119,6 +129,9 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-sizes", default=None, help="comma-separated, each in turn (default: --batch-size)")
+    ap.add_argument("--device-collate", default="on", choices=("on", "off", "both"),
+                    help="batches built on the device by tensor indexing (on), numpy + copy (off), or both")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--cpu-patients", type=int, default=5000, help="0: no CPU rows")
     ap.add_argument("--out", default=None)
@@ -150,15 +163,21 @@ def main() -> None:
     table = []
     for name in args.models.split(","):
         if gpu:
-            for precision, bucket in [(p, b) for p in args.precisions.split(",")
-                                      for b in ({"on": [True], "off": [False], "both": [True, False]}[args.bucket])]:
+            choices = {"on": [True], "off": [False], "both": [True, False]}
+            sizes = [int(b) for b in (args.batch_sizes or str(args.batch_size)).split(",")]
+            for precision, bucket, batch, collate in [
+                    (p, b, n, c) for p in args.precisions.split(",") for b in choices[args.bucket] for n in sizes
+                    for c in choices[args.device_collate]]:
+                device_mod.DEVICE_COLLATE = collate  # what the training loop does on CUDA
                 for ds in (train_ds, warm_ds, test_ds):
                     ds.bucket = bucket  # overrides the training loop's choice (random batches on a GPU)
+                    ds.collate_on(device if collate else None)  # also on the CPU (a dry run)
                 try:
                     rec = gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient,
-                                  device)
+                                  device, batch)
                 except Exception as e:  # noqa: BLE001 - a configuration that fails is reported, the rest run
-                    rec = {"model": name, "device": "cuda", "precision": precision, "error": repr(e)[:500],
+                    rec = {"model": name, "device": "cuda", "precision": precision, "batch_patients": batch,
+                           "device_collate": collate, "error": repr(e)[:500],
                            "train_rows_per_s": 0, "train_patients_per_s": 0}
                 rec["bucket"] = bucket
                 if args.bucket == "both":
@@ -176,12 +195,13 @@ def main() -> None:
             emit(args.out, rec)
             table.append(rec)
         torch.set_num_threads(os.cpu_count() or 1)
-    print(f"\n{'model':12s} {'device':10s} {'prec':5s} {'rows/s':>10s} {'patients/s':>11s} {'compute-only':>13s} "
-          f"{'predict/s':>10s} {'AUROC':>6s}")
+    print(f"\n{'model':12s} {'device':10s} {'prec':5s} {'batch':>5s} {'dev-col':>7s} {'rows/s':>10s} "
+          f"{'patients/s':>11s} {'compute-only':>13s} {'loop/ready':>10s} {'predict/s':>10s} {'AUROC':>6s}")
     for r in table:
-        print(f"{r['model']:12s} {r['device']:10s} {r['precision']:5s} {r['train_rows_per_s']:>10,} "
+        print(f"{r['model']:12s} {r['device']:10s} {r['precision']:5s} {r.get('batch_patients', ''):>5} "
+              f"{r.get('device_collate', '')!s:>7s} {r['train_rows_per_s']:>10,} "
               f"{r['train_patients_per_s']:>11,} {r.get('compute_only_rows_per_s', ''):>13} "
-              f"{r.get('predict_rows_per_s', ''):>10} {r.get('test_macro_auroc', ''):>6}")
+              f"{r.get('loop_over_ready', ''):>10} {r.get('predict_rows_per_s', ''):>10} {r.get('test_macro_auroc', ''):>6}")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

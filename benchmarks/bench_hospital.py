@@ -2,7 +2,7 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_hospital.py \
         [--patients 30000,100000,300000] [--labels prefix:ICD10CM//:3] [--threads 2] [--max-rss-gb 16] \
-        [--stage-timeout SECONDS] [--visit-gap-hours 0] \
+        [--stage-timeout SECONDS] [--visit-gap-hours 0] [--max-batch-cells N] [--compare-models PATIENTS] \
         [--out benchmarks/results/hospital.json]
 
 For each size: `ehrdx synth --shape hospital` (generation, reported but not a target), conversion of the
@@ -14,6 +14,11 @@ process, so its peak RSS is its own (os.wait4's ru_maxrss); a stage whose RSS pa
 killed, and so is one that runs past --stage-timeout. A stage that fails (killed, out of memory, an
 error) is recorded with its message and the stages that need it are skipped; the next size still runs. Prints one JSON line per stage and writes all of them,
 with the growth in seconds per event between consecutive sizes, to --out.
+
+`--compare-models P` adds a stage (issue 15's Transformer-vs-GRU target): one training epoch of the GRU
+(1 layer) and of the Transformer (`--transformer-layers`, 2 as the estimator's default) on the first P
+training patients, hidden 128, batch 64, with the whole history and with each `--contexts` window,
+alternating GRU, Transformer, GRU, Transformer in one process; the ratio of the faster of each pair.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-STAGES = ("generate", "convert", "task", "train", "evaluate")
-NEEDS = {"generate": (), "convert": ("generate",), "task": ("convert",), "train": ("convert",),
+STAGES = ("generate", "convert", "task", "train", "evaluate", "models")
+NEEDS = {"generate": (), "convert": ("generate",), "task": ("convert",), "train": ("convert",), "models": ("convert",),
          "evaluate": ("train",)}
 
 
@@ -110,6 +115,43 @@ def stage_evaluate(work: Path, args) -> dict:
             "micro_auroc": _round(r.get("micro_auroc"))}
 
 
+def stage_models(work: Path, args) -> dict:
+    import torch
+
+    from ehrdx.data.sequences import EventEncoder, SequenceSet
+    from ehrdx.data.store import EventStore
+    from ehrdx.estimator import EHRClassifier
+    from ehrdx.models.sequence import SequenceConfig, SequenceModel
+    from ehrdx.tasks.labels import LabelVocab
+    from ehrdx.tasks.task import label_first_times
+    from ehrdx.train.loop import TrainConfig, train_model
+
+    store = EventStore(work / "store")
+    tr = splits(store, work)[0][: args.compare_models]
+    clf = EHRClassifier(labels=args.labels)
+    clf.resolve_settings("events")
+    clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, tr, clf.selector_))
+    clf.encoder_ = EventEncoder.fit(store, tr)
+    samples = clf.samples(store, tr)
+    out = {"events": store.meta["events"], "train_patients": len(tr), "prediction_times": len(samples),
+           "labels": len(clf.label_vocab_), "transformer_layers": args.transformer_layers, "runs": []}
+    for context in [None, *(int(c) for c in args.contexts.split(",") if c)]:
+        ds = SequenceSet(store, samples, clf.encoder_, context=context)
+        best = {}
+        for enc in ("gru", "transformer", "gru", "transformer"):
+            torch.manual_seed(0)
+            model = SequenceModel(SequenceConfig(ds.encoder.n_codes, len(clf.label_vocab_), enc,
+                                                 n_numeric=len(ds.numeric_ids), hidden=128,
+                                                 layers=args.transformer_layers if enc == "transformer" else 1,
+                                                 prior_summary=context is not None))
+            h = train_model(model, ds, None, TrainConfig(max_epochs=1, batch_size=64, seed=0))
+            best[enc] = min(best.get(enc, float("inf")), h.seconds)
+        out["runs"].append({"context": context, "max_visits_read": int(ds.seq_nv.max()),
+                            "gru_epoch_s": round(best["gru"], 2), "transformer_epoch_s": round(best["transformer"], 2),
+                            "transformer_over_gru": round(best["transformer"] / best["gru"], 2)})
+    return out
+
+
 def _round(x):
     return None if x is None else round(float(x), 4)
 
@@ -118,7 +160,9 @@ def run_stage(stage: str, work: Path, args) -> dict:
     """This stage in a child process: its result, seconds and peak RSS, or its failure."""
     cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work), "--n", str(args.n), "--seed",
            str(args.seed), "--labels", args.labels, "--model", args.model, "--threads", str(args.threads),
-           "--visit-gap-hours", str(args.visit_gap_hours)]
+           "--visit-gap-hours", str(args.visit_gap_hours), "--max-batch-cells", str(args.max_batch_cells),
+           "--compare-models", str(args.compare_models), "--contexts", args.contexts, "--transformer-layers",
+           str(args.transformer_layers)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
     limit_kb, killed, timed_out = args.max_rss_gb * 1024 * 1024, False, False
@@ -193,6 +237,13 @@ def main() -> None:
     ap.add_argument("--max-rss-gb", type=float, default=16.0, help="kill a stage whose RSS passes this")
     ap.add_argument("--stage-timeout", type=float, default=0, help="kill a stage that runs longer (s; 0: never)")
     ap.add_argument("--work", default=None, help="where the data and the store go (default: a temporary directory)")
+    ap.add_argument("--max-batch-cells", type=int, default=0,
+                    help="samples x labels per batch at most (data/sequences.py MAX_BATCH_CELLS); 0: the default, "
+                         "-1: no cap (one batch per step, as before the cap)")
+    ap.add_argument("--compare-models", type=int, default=0,
+                    help="training patients for the GRU vs Transformer epoch stage (0: no such stage)")
+    ap.add_argument("--contexts", default="64", help="bounded contexts the model stage also runs (comma-separated)")
+    ap.add_argument("--transformer-layers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep each size's data, store and model")
     ap.add_argument("--out", default="benchmarks/results/hospital.json")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -206,6 +257,10 @@ def main() -> None:
         import ehrdx.events_pipeline  # noqa: F401  (imported before the clock starts)
 
         torch.set_num_threads(args.threads)
+        if args.max_batch_cells:
+            from ehrdx.data import sequences
+
+            sequences.MAX_BATCH_CELLS = 1 << 62 if args.max_batch_cells < 0 else args.max_batch_cells
         t0 = time.perf_counter()
         result = globals()[f"stage_{args.stage}"](Path(args.work), args)
         print(json.dumps({"work_seconds": round(time.perf_counter() - t0, 1)} | result), flush=True)
@@ -218,6 +273,8 @@ def main() -> None:
         work.mkdir(parents=True)
         done: set[str] = set()
         for stage in STAGES:
+            if stage == "models" and not args.compare_models:
+                continue
             missing = [s for s in NEEDS[stage] if s not in done]
             row = ({"stage": stage, "patients": n, "skipped": f"needs {', '.join(missing)}"} if missing
                    else run_stage(stage, work, args))
@@ -232,6 +289,7 @@ def main() -> None:
     result = {"benchmark": "bench_hospital", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "threads": args.threads, "visit_gap_hours": args.visit_gap_hours, "labels": args.labels, "model": args.model, "max_rss_gb": args.max_rss_gb,
+              "max_batch_cells": args.max_batch_cells,
               "stage_timeout_s": args.stage_timeout,
               "stages": rows, "growth": growth(rows)}
     for g in result["growth"]:

@@ -69,7 +69,7 @@ def test_background_batches_train_exactly_like_inline_batches(cohort, monkeypatc
     inline = _fit(paths, store, splits)
     from ehrdx.train import loop
 
-    monkeypatch.setattr(loop, "device_batches", lambda b, d: device_batches(b, d, background=True))
+    monkeypatch.setattr(loop, "device_batches", lambda b, d, **kw: device_batches(b, d, background=True, **kw))
     background = _fit(paths, store, splits)
     for k, v in inline.model_.state_dict().items():
         torch.testing.assert_close(background.model_.state_dict()[k], v, rtol=0, atol=0)

@@ -25,10 +25,18 @@ class Batch:
     y: torch.Tensor  # [S, L] float32 multi-hot targets
     y_mask: torch.Tensor  # [S, L] bool, True where the label is known (unknown: out of loss and metrics)
     sample_index: torch.Tensor  # [S] int64, row of each output in the sample set (the model's output order)
+    # A step whose samples would pass the row cap (data/sequences.py MAX_BATCH_CELLS) comes as several
+    # batches, parts 0 .. parts - 1 of one optimiser step; the loop accumulates their gradients and
+    # normalises by the whole step's counts, so the step computes what the one big batch would.
+    part: int = 0
+    parts: int = 1
+    step_rows: int = 0  # samples of the whole step (0 when it is one part: len(self))
+    step_known: int = 0  # known target entries of the whole step (0 when it is one part: y_mask.sum())
 
     def apply(self, fn) -> Self:
-        """A copy with `fn` applied to every tensor (fields that are None stay None)."""
-        return replace(self, **{f.name: fn(v) for f in fields(self) if (v := getattr(self, f.name)) is not None})
+        """A copy with `fn` applied to every tensor (fields that are None and plain numbers stay as they are)."""
+        return replace(self, **{f.name: fn(v) for f in fields(self) if isinstance(v := getattr(self, f.name),
+                                                                                    torch.Tensor)})
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Self:
         return self.apply(lambda t: t.to(device, non_blocking=non_blocking))

@@ -125,6 +125,11 @@ class ConcatSet(PackedTargets):
     def n_units(self) -> int:
         return sum(s.n_units for s in self.sets)
 
+    def collate_on(self, device: torch.device | str | None) -> bool:
+        """Each set that can builds its batches on `device` (SequenceSet.collate_on); whether all do."""
+        ready = [s.collate_on(device) if hasattr(s, "collate_on") else False for s in self.sets]  # every set
+        return all(ready)
+
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu", shard=None, bucket: bool | None = None):
         counts = [n_batches(s, batch_size, shard) for s in self.sets]
@@ -135,5 +140,8 @@ class ConcatSet(PackedTargets):
                  for s in self.sets]
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sets])])
         for k in order:
-            batch = next(iters[k])
-            yield replace(batch, sample_index=batch.sample_index + int(offsets[k]))
+            while True:  # every part of the set's next step (data/batch.py Batch.part)
+                batch = next(iters[k])
+                yield replace(batch, sample_index=batch.sample_index + int(offsets[k]))
+                if batch.part == batch.parts - 1:
+                    break

@@ -12,14 +12,15 @@ training mean and standard deviation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
-from ehrdx.data.bits import PackedTargets
+from ehrdx.data.bits import BitTable, PackedTargets
+from ehrdx.data.device_collate import DeviceCollate, exact_device
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
@@ -29,6 +30,10 @@ N_TIME_FEATURES = 6
 Z_CLIP = 5.0
 MAX_NUMERIC = 64  # numeric codes (most frequent in training) also given as a dense per-visit block
 BUCKET_BATCHES = 50  # batches per chunk sorted by sequence length (see SequenceSet._length_batches)
+# Samples x labels of one batch at most (its dense logits, targets, mask, loss and their gradients): a step
+# of whole sequences with more comes in parts (SequenceSet.step_parts). 2**24 is 64 MB per float32 block:
+# 11k samples at 1,500 labels; with tens of labels no batch of the cohorts seen so far comes near it.
+MAX_BATCH_CELLS = 1 << 24
 
 
 @dataclass
@@ -150,6 +155,13 @@ def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarra
     return np.concatenate([zs[now], now >= 0, zs[last], last >= 0], axis=1).astype(np.float32)
 
 
+def known_entries(mask, rows: np.ndarray) -> int:
+    """Set entries in the given rows of a BitTable (a popcount of its packed bytes) or a dense array."""
+    if isinstance(mask, BitTable):
+        return int(np.bitwise_count(mask.packed[rows]).sum())
+    return int(np.count_nonzero(np.asarray(mask)[rows]))
+
+
 class SequenceSet(PackedTargets):
     """Samples of one store made ready for sequence models; `batches` yields collated tensors. `context`:
     read each sample's window of visits (data/windows.py) with a summary of the earlier ones; None: all."""
@@ -191,6 +203,8 @@ class SequenceSet(PackedTargets):
         counts = np.bincount(seq_of, minlength=len(self.seq_row))
         self.seq_sample_offsets = np.concatenate([[0], np.cumsum(counts)])
         self.bucket: bool | None = None  # batches of similar lengths; None: as the caller asks (see batches)
+        self.max_cells = MAX_BATCH_CELLS  # samples x labels per batch at most (see step_parts)
+        self.device_collate: DeviceCollate | None = None  # set by collate_on: batches built on a device
         self._prepare_patients()
 
     def _prepare_patients(self) -> None:
@@ -222,7 +236,52 @@ class SequenceSet(PackedTargets):
         order = epoch_order(self.n_sequences, shuffle, generator, shard)
         choice = self.bucket if self.bucket is not None else (True if bucket is None else bucket)
         for seqs in self._length_batches(order, batch_size, shuffle, generator, choice):
-            yield self.collate(seqs, device)
+            yield from self._step(seqs, device)
+
+    @property
+    def max_rows(self) -> int:
+        """Samples per batch at most: `max_cells` over the number of labels."""
+        return max(1, self.max_cells // max(self.y_bits.shape[1], 1))
+
+    def step_parts(self, seqs: np.ndarray) -> list[np.ndarray]:
+        """The sequences of one step cut, in order, into parts of at most `max_rows` samples; a part holds
+        whole sequences (a sequence with more samples than that is a part of its own)."""
+        so = self.seq_sample_offsets
+        counts = so[seqs + 1] - so[seqs]
+        cap = self.max_rows
+        if int(counts.sum()) <= cap:
+            return [seqs]
+        parts, start, rows = [], 0, 0
+        for i, c in enumerate(counts.tolist()):
+            if rows + c > cap and i > start:
+                parts.append(seqs[start:i])
+                start, rows = i, 0
+            rows += c
+        parts.append(seqs[start:])
+        return parts
+
+    def collate_on(self, device: torch.device | str | None) -> bool:
+        """From now on build batches on `device` with tensor indexing (data/device_collate.py: the store's
+        arrays go there once; `batches` then ignores its `device`); None: back to the numpy collate."""
+        if device is None:
+            self.device_collate = None
+        elif self.device_collate is None or self.device_collate.device != exact_device(device):
+            self.device_collate = DeviceCollate(self, device)
+        return self.device_collate is not None
+
+    def _step(self, seqs: np.ndarray, device):
+        """One step's batch, or its parts with the whole step's sample and known-entry counts."""
+        collate = self.collate if self.device_collate is None else self.device_collate.collate
+        parts = self.step_parts(seqs)
+        if len(parts) == 1:
+            yield collate(seqs, device)
+            return
+        so = self.seq_sample_offsets
+        samples = self.sample_order[concat_ranges(so[seqs], so[seqs + 1])]
+        known = known_entries(self.mask_bits, samples)
+        for k, part in enumerate(parts):
+            yield replace(collate(part, device), part=k, parts=len(parts), step_rows=len(samples),
+                          step_known=known)
 
     def _length_batches(self, order: np.ndarray, batch_size: int, shuffle: bool,
                         generator: torch.Generator | None, bucket: bool = True) -> list[np.ndarray]:

@@ -2,7 +2,8 @@
 
 Batches are collated on the CPU (numpy); on a GPU they are copied from pinned memory with
 non-blocking copies, and a background thread collates the next batches while the GPU works on this
-one. On the CPU nothing is copied and nothing runs in the background.
+one. On the CPU nothing is copied and nothing runs in the background. Sequence sets on a GPU instead
+build their batches there (`collate_on_device`, data/device_collate.py): the store goes over once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ehrdx.errors import ModelError
 T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICE_COLLATE = True  # sequence sets build their batches on a GPU (collate_on_device); False: numpy + copy
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
@@ -64,7 +66,8 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def pin(batch: Batch) -> Batch:
-    return batch.pin_memory()
+    """Pinned host memory for a host batch; a batch built on the device already is left as it is."""
+    return batch.pin_memory() if batch.y.device.type == "cpu" else batch
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -113,8 +116,23 @@ def prefetch(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
         thread.join(timeout=5)
 
 
-def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None) -> Iterator[Batch]:
-    """Batches on `device`; collated in a background thread when the device is a GPU (or if asked)."""
+def collate_on_device(dataset, device: torch.device) -> bool:
+    """Have `dataset` build its batches on `device` with tensor indexing when the device is a GPU and the
+    set can (sequence sets, data/device_collate.py; DEVICE_COLLATE switches it off, for benchmarks);
+    whether its batches now come ready on the device (device_batches' `ready`)."""
+    if device.type != "cuda" or not hasattr(dataset, "collate_on"):
+        return False
+    return bool(dataset.collate_on(device if DEVICE_COLLATE else None))
+
+
+def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None,
+                   ready: bool = False) -> Iterator[Batch]:
+    """Batches on `device`; collated in a background thread when the device is a GPU (or if asked).
+    `ready`: they are built on the device already (collate_on_device) and pass through as they come: a
+    thread would only wait on the device's queue, and there is nothing to pin or copy."""
+    if ready:
+        yield from batches
+        return
     gpu = device.type == "cuda"
     background = gpu if background is None else background
     if gpu:  # pinned in the producer too, so the main thread only launches copies

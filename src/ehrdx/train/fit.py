@@ -73,8 +73,21 @@ def fit_or_restore(model, train_set, val_set, config: TrainConfig, checkpoint: s
     return False
 
 
-def model_logits(model, dataset) -> np.ndarray:
-    """Logits [N, L] of `model` for every sample of `dataset` (in sample order)."""
+def model_logits(model, dataset, dtype=np.float64) -> np.ndarray:
+    """Logits [N, L] of `model` for every sample of `dataset` (in sample order); a network's come as
+    float32, so `dtype=np.float32` takes them without a copy."""
     if isinstance(model, nn.Module):
-        return np.asarray(predict_logits(model, dataset), dtype=np.float64)
-    return np.asarray(model.predict_logits(dataset), dtype=np.float64)
+        return np.asarray(predict_logits(model, dataset), dtype=dtype)
+    return np.asarray(model.predict_logits(dataset), dtype=dtype)
+
+
+def sigmoid_(logits: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """Probabilities from float32 logits, written over them (no second [N, L] array) and returned: each
+    computed in float64, a block of rows at a time, and rounded once to float32, so a logit gives the same
+    probability wherever it sits (vectorised float32 kernels may differ from their scalar tails in the
+    last bit) and what float64 probabilities gave, to float32's precision."""
+    rows = max(1, block // max(logits.shape[1], 1)) if logits.ndim == 2 else len(logits)
+    for r0 in range(0, len(logits), rows):
+        x = logits[r0 : r0 + rows].astype(np.float64)
+        logits[r0 : r0 + rows] = 1.0 / (1.0 + np.exp(-x))
+    return logits

@@ -3,6 +3,7 @@ over the step budget, early stopping on validation loss or on a validation ranki
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -19,7 +20,7 @@ from ehrdx.data.batches import SampleSet, n_batches
 from ehrdx.data.bits import column_sums, label_counts, label_tables
 from ehrdx.ranking import label_ranking
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
-from ehrdx.train.device import autocast, device_batches, resolve_device, resolve_precision
+from ehrdx.train.device import autocast, collate_on_device, device_batches, resolve_device, resolve_precision
 from ehrdx.train.distributed import all_sum, current_shard, is_distributed, is_main
 
 
@@ -140,7 +141,7 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
     count = torch.zeros((), dtype=torch.int64, device=device)
     batches = samples.batches(batch_size or _eval_batch(samples), shard=current_shard(pad=False),
                               bucket=device.type == "cpu")
-    for batch in device_batches(batches, device):
+    for batch in device_batches(batches, device, ready=collate_on_device(samples, device)):
         with autocast(device, precision):
             logits = model(batch)
         s, n = masked_bce_with_logits(logits.float(), batch.y, batch.y_mask)
@@ -159,7 +160,7 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
     device = model_device(model)
     out = None  # as wide as the model's output, which may differ from the samples' label columns
     batches = samples.batches(batch_size or _eval_batch(samples), bucket=device.type == "cpu")
-    for batch in device_batches(batches, device):
+    for batch in device_batches(batches, device, ready=collate_on_device(samples, device)):
         with autocast(device, precision):
             logits = model(batch) if forward is None else forward(batch)
         logits = logits.float().cpu().numpy()
@@ -258,6 +259,7 @@ def train_model(
             start_epoch = epochs if meta["stopped"] else meta["epoch"] + 1
         elif is_main():
             ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
+    on_device = collate_on_device(train, device)  # sequence sets on a GPU: the store goes there once
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
     for epoch in range(start_epoch, epochs):
@@ -268,20 +270,29 @@ def train_model(
         epoch_start = time.perf_counter()
         batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
                                 bucket=device.type == "cpu")
-        for batch in device_batches(batches, device):
-            with autocast(device, precision):
-                logits = net(batch)
-            logits = logits.float()  # the loss (and any extra term) in float32
-            s, n = masked_bce_with_logits(logits, batch.y, batch.y_mask, pos_weight)
-            loss = s / n.clamp(min=1)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model, batch, logits)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(history.steps, budget, config)
-            optimizer.step()
-            history.steps += 1
+        for batch in device_batches(batches, device, ready=on_device):
+            last = batch.part == batch.parts - 1  # a step may come in parts (data/batch.py), updated once
+            if batch.part == 0:
+                optimizer.zero_grad(set_to_none=True)
+            # Parts before the last only accumulate gradients; the last one's backward averages them over
+            # the processes (so processes whose steps have different numbers of parts still agree).
+            with net.no_sync() if not last and net is not model else contextlib.nullcontext():
+                with autocast(device, precision):
+                    logits = net(batch)
+                logits = logits.float()  # the loss (and any extra term) in float32
+                s, n = masked_bce_with_logits(logits, batch.y, batch.y_mask, pos_weight)
+                # A part is normalised by the whole step's known entries, so the parts' gradients add up
+                # to the whole step's (a mean-per-sample extra term: by the part's share of samples).
+                loss = s / (n.clamp(min=1) if batch.parts == 1 else max(batch.step_known, 1))
+                if extra_loss is not None:
+                    extra = extra_loss(model, batch, logits)
+                    loss = loss + (extra if batch.parts == 1 else extra * (len(batch) / max(batch.step_rows, 1)))
+                loss.backward()
+            if last:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(history.steps, budget, config)
+                optimizer.step()
+                history.steps += 1
             total += s.detach()
             count += n
             seen += batch.y.shape[0]

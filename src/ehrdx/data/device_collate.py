@@ -1,0 +1,219 @@
+"""Sequence batches gathered and collated on the device with tensor indexing (issue 15, "the GPU kept busy").
+
+`SequenceSet.collate` builds a batch with numpy on the host and the training loop copies it to the GPU;
+at batch 1,024 that host work, not the GPU, set the pace. `DeviceCollate` moves the event store's arrays
+(codes, values, times, visit bounds) and the sample set's lookup tables (sequences, samples, bit-packed
+targets and masks) to the device once, and builds the same `SequenceBatch` there: only the batch's
+sequence indices cross from the host. It mirrors `SequenceSet.collate` step for step; integer and index
+fields come out identical, float fields identical where they are copies or single float32 operations and
+within float rounding where numpy and torch evaluate log1p or sum in another order (tests/test_device_collate.py).
+
+It runs on any torch device, so the CPU tests check it against the numpy collate; the training loop uses it
+on CUDA (train/device.py `collate_on`). A few scalar reads (output sizes of the range gathers) synchronise
+with the device once per batch.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+
+from ehrdx.data.batch import SequenceBatch
+from ehrdx.data.bits import BitTable
+
+YEAR = 365.25 * 86400  # as data/sequences.py
+Z_CLIP = 5.0
+
+
+def ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """store.concat_ranges on tensors: the concatenation of arange(s, e) over the pairs (s, e)."""
+    lengths = (ends - starts).clamp(min=0)
+    total = int(lengths.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.int64, device=starts.device)
+    first = torch.cumsum(lengths, 0) - lengths
+    return torch.repeat_interleave(starts - first, lengths, output_size=total) + torch.arange(
+        total, device=starts.device)
+
+
+def exclusive_cumsum(lengths: torch.Tensor) -> torch.Tensor:
+    """Where each of consecutive runs of `lengths` starts (0 first)."""
+    return torch.cumsum(lengths, 0) - lengths
+
+
+def unpack_rows(packed: torch.Tensor, rows: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """Dense bool [len(rows), n_cols] from np.packbits rows (big-endian bits) kept on the device."""
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    bits = (packed[rows].unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(len(rows), -1)[:, :n_cols].bool()
+
+
+STORE_ARRAYS = ("codes", "values", "times", "visit_offsets", "visit_starts", "visit_ends")
+_ON_DEVICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> {device: its arrays there}
+
+
+def store_tensors(store, device: torch.device) -> dict[str, torch.Tensor]:
+    """The store's arrays on `device`, copied once per store and device (training and validation sets of
+    one store share them) and freed with the store."""
+    per_device = _ON_DEVICE.setdefault(store, {})
+    if device not in per_device:
+        per_device[device] = {name: torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(store, name)))).to(device)
+                              for name in STORE_ARRAYS}
+    return per_device[device]
+
+
+def exact_device(device: torch.device | str) -> torch.device:
+    """`device` with its index ('cuda' is the current GPU, as a model's parameters report it: cuda:N)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+class DeviceCollate:
+    """A sequence set's store and lookup tables on `device`, and its collate done there."""
+
+    def __init__(self, ds, device: torch.device | str) -> None:
+        self.device = exact_device(device)
+        self.ds = ds
+        store = ds.store
+
+        def t(a) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(np.asarray(a))).to(self.device)
+
+        arrays = store_tensors(store, self.device)
+        self.codes, self.values, self.times = arrays["codes"], arrays["values"], arrays["times"]
+        self.visit_offsets, self.visit_starts, self.visit_ends = (arrays["visit_offsets"], arrays["visit_starts"],
+                                                                  arrays["visit_ends"])
+        self.code_map, self.mean, self.std = t(ds._code_map), t(ds._mean), t(ds._std)
+        self.numeric_col = t(ds._numeric_col)
+        self.seq_row, self.seq_nv, self.seq_start, self.seq_cutoff = (t(ds.seq_row), t(ds.seq_nv), t(ds.seq_start),
+                                                                      t(ds.seq_cutoff))
+        self.seq_sample_offsets, self.sample_order, self.sample_pos = (t(ds.seq_sample_offsets), t(ds.sample_order),
+                                                                       t(ds.sample_pos))
+        self.rows, self.birth = t(ds._rows), t(ds._birth)
+        self.static_start, self.static_end = t(ds._static_start), t(ds._static_end)
+        self.y_bits, self.mask_bits = self._bits(ds.y_bits), self._bits(ds.mask_bits)
+        self.n_labels = ds.y_bits.shape[1]
+        self.n_numeric = len(ds.numeric_ids)
+
+    def _bits(self, table) -> torch.Tensor:
+        packed = table.packed if isinstance(table, BitTable) else np.packbits(np.asarray(table).astype(bool), axis=1)
+        return torch.from_numpy(np.ascontiguousarray(packed)).to(self.device)
+
+    def collate(self, seqs, device=None, sources: bool = False) -> SequenceBatch:
+        """The batch of sequences `seqs`, as SequenceSet.collate gives it, built on this device (`device`,
+        accepted for the same signature, is ignored: the batch is where the tables are)."""
+        del device
+        dev = self.device
+        seqs = torch.as_tensor(np.asarray(seqs, dtype=np.int64)).to(dev)
+        rows = self.seq_row[seqs]
+        nv = self.seq_nv[seqs]
+        B = len(seqs)
+        T = int(nv.max()) if B else 0
+        n_vis = int(nv.sum()) if B else 0
+        vlo = self.visit_offsets[rows]
+        wlo = vlo + self.seq_start[seqs]
+        vis = ranges(wlo, wlo + nv)
+        vis_seq = torch.repeat_interleave(torch.arange(B, device=dev), nv, output_size=n_vis)
+        vis_pos = vis - torch.repeat_interleave(vlo, nv, output_size=n_vis)
+        grid_pos = vis - torch.repeat_interleave(wlo, nv, output_size=n_vis)
+        ev_s = self.visit_starts[vis]
+        ev_e = torch.minimum(self.visit_ends[vis], torch.repeat_interleave(self.seq_cutoff[seqs], nv, output_size=n_vis))
+        lengths = ev_e - ev_s
+        pos = ranges(ev_s, ev_e)
+        n_ev = len(pos)
+        codes = self.code_map[self.codes[pos].long()]
+        values = self.values[pos]
+        z = torch.nan_to_num((values - self.mean[codes]) / self.std[codes], nan=0.0).clamp(-Z_CLIP, Z_CLIP)
+        w = torch.repeat_interleave((1.0 / lengths.clamp(min=1).double()).float(), lengths, output_size=n_ev)
+        bag_offsets = exclusive_cumsum(lengths)
+
+        t = self.times[ev_s].double()
+        first_t = torch.repeat_interleave(self.times[self.visit_starts[vlo]].double(), nv, output_size=n_vis)
+        prev_t = torch.where(vis_pos > 0, self.times[self.visit_starts[(vis - 1).clamp(min=0)]].double(), t)
+        slots = torch.searchsorted(self.rows, rows)
+        birth = torch.repeat_interleave(self.birth[slots], nv, output_size=n_vis)
+        age = (t - birth) / YEAR
+        time_feats = torch.stack([
+            torch.log1p((t - prev_t) / 86400.0) / 5.0,
+            torch.log1p((t - first_t) / 86400.0) / 5.0,
+            torch.nan_to_num((age - 50.0) / 20.0, nan=0.0),
+            torch.isnan(age).double(),
+            torch.log1p(lengths.double()) / 3.0,
+            (vis_pos == 0).double(),
+        ], dim=1).float()
+
+        s_start, s_end = self.static_start[slots], self.static_end[slots]
+        static_ids = self.code_map[self.codes[ranges(s_start, s_end)].long()]
+        static_offsets = exclusive_cumsum(s_end - s_start)
+
+        columns = torch.where(torch.isnan(values), -1, self.numeric_col[codes])
+        owner = torch.repeat_interleave(torch.arange(n_vis, device=dev), lengths, output_size=n_ev)
+        now, last = self._numeric_sources(columns, owner, grid_pos)
+        zs = torch.cat([z, z.new_zeros(1)])  # index -1 (no event) reads 0
+        numeric = torch.cat([zs[now], (now >= 0).float(), zs[last], (last >= 0).float()], dim=1)
+
+        so = self.seq_sample_offsets
+        sample_idx = self.sample_order[ranges(so[seqs], so[seqs + 1])]
+        per_seq = so[seqs + 1] - so[seqs]
+        local_seq = torch.repeat_interleave(torch.arange(B, device=dev), per_seq, output_size=len(sample_idx))
+        gather = local_seq * T + self.sample_pos[sample_idx]
+        visit_mask = torch.zeros(B * T, dtype=torch.bool, device=dev)
+        visit_mask[vis_seq * T + grid_pos] = True
+        prior = self._prior(vlo, wlo) if self.ds.context is not None else None
+        return SequenceBatch(
+            code_ids=codes, code_weights=w, value_weights=z * w, bag_offsets=bag_offsets,
+            visit_index=vis_seq * T + grid_pos, time_feats=time_feats, static_ids=static_ids,
+            static_offsets=static_offsets, visit_mask=visit_mask.view(B, T), numeric=numeric, gather=gather,
+            sample_index=sample_idx, y=unpack_rows(self.y_bits, sample_idx, self.n_labels).float(),
+            y_mask=unpack_rows(self.mask_bits, sample_idx, self.n_labels),
+            numeric_source=torch.cat([now, now, last, last], dim=1) if sources else None,
+            prior_ids=None if prior is None else prior[0], prior_offsets=None if prior is None else prior[1],
+            prior_weights=None if prior is None else prior[2], prior_features=None if prior is None else prior[3],
+        )
+
+    def _numeric_sources(self, columns: torch.Tensor, owner: torch.Tensor, vis_pos: torch.Tensor):
+        """sequences.numeric_sources on tensors: the event filling each entry now (the last of a visit's
+        values: the largest event index, by a max-scatter, deterministic) and carried forward (cummax)."""
+        V, K, dev = len(vis_pos), self.n_numeric, self.device
+        now = torch.full((V * K,), -1, dtype=torch.int64, device=dev)
+        has = columns >= 0
+        events = torch.arange(len(columns), device=dev)
+        now.scatter_reduce_(0, owner[has] * K + columns[has], events[has], reduce="amax")
+        now = now.view(V, K)
+        if V == 0 or K == 0:
+            return now, now.clone()
+        idx = torch.where(now >= 0, torch.arange(V, device=dev)[:, None], -1)
+        idx = torch.cummax(idx, dim=0).values
+        prev_idx = torch.cat([torch.full((1, K), -1, dtype=torch.int64, device=dev), idx[:-1]])
+        seq_first = torch.arange(V, device=dev) - vis_pos
+        last = torch.where(prev_idx >= seq_first[:, None], torch.gather(now, 0, prev_idx.clamp(min=0)), -1)
+        return now, last
+
+    def _prior(self, first_visit: torch.Tensor, window_visit: torch.Tensor):
+        """windows.prior_summary on tensors: ids, offsets, weights and features of the visits before each
+        sequence's window."""
+        dev, n_codes = self.device, self.ds.encoder.n_codes
+        B = len(first_visit)
+        n_visits = window_visit - first_visit
+        has = n_visits > 0
+        nvs = len(self.visit_starts)
+        if nvs:
+            lo = torch.where(has, self.visit_starts[first_visit.clamp(max=nvs - 1)], 0)
+            hi = torch.where(has, self.visit_ends[(window_visit - 1).clamp(min=0)], 0)
+        else:
+            lo = hi = torch.zeros(B, dtype=torch.int64, device=dev)
+        n_events = (hi - lo).clamp(min=0)
+        codes = self.code_map[self.codes[ranges(lo, hi)].long()]
+        owner = torch.repeat_interleave(torch.arange(B, device=dev), n_events, output_size=len(codes))
+        keys, counts = torch.unique(owner * n_codes + codes, sorted=True, return_counts=True)
+        seq, ids = keys // n_codes, keys % n_codes
+        w = torch.log1p(counts.double())
+        total = torch.zeros(B, dtype=torch.float64, device=dev).index_add_(0, seq, w)
+        offsets = exclusive_cumsum(torch.bincount(seq, minlength=B))
+        features = torch.stack([torch.log1p(n_visits.double()) / 5.0, torch.log1p(n_events.double()) / 10.0,
+                                has.double()], dim=1).float()
+        return ids, offsets, (w / total[seq]).float(), features

@@ -1,0 +1,104 @@
+"""Batches gathered and collated with tensor indexing on the device (data/device_collate.py) are the
+numpy collate's batches: run here on the CPU, where the same code checks itself against data/sequences.py."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ehrdx.data.sequences import EventEncoder, SequenceSet
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.estimator import EHRClassifier
+from ehrdx.events_pipeline import open_store
+from ehrdx.models.sequence import SequenceConfig, SequenceModel
+from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.task import label_first_times
+from ehrdx.train.loop import TrainConfig, predict_logits, train_model
+
+# float fields computed, not copied, where numpy and torch may round differently (log1p of float64 in
+# another implementation, a float64 sum in another order): all within float32 rounding
+COMPUTED = {"time_feats", "prior_weights", "prior_features"}
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("devcol")
+    paths = write_longitudinal(generate_longitudinal(150, seed=9), out / "c")
+    store = open_store(meds=paths["meds"], store_dir=out / "store")
+    clf = EHRClassifier(labels=f"map:{paths['label_map']}")
+    clf.resolve_settings("events")
+    rows = np.arange(len(store))
+    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
+    encoder = EventEncoder.fit(store, rows[:100])  # codes unseen in training map to 0, as in a real fit
+    return store, clf, encoder, rows
+
+
+def _set(parts, rows, context=None, new_onset=False):
+    store, clf, encoder, _ = parts
+    return SequenceSet(store, clf.samples(store, rows, require_labels=False), encoder, new_onset=new_onset,
+                       context=context)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # a GPU session checks CUDA too
+
+
+def _same(a, b):
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if not isinstance(x, torch.Tensor):
+            assert x == y, f.name
+            continue
+        y = y.cpu()
+        assert isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape, f.name
+        if f.name in COMPUTED or (x.is_floating_point() and b.y.device.type != "cpu"):  # other kernels on a GPU
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f.name)
+        else:
+            assert torch.equal(x, y), f.name  # index fields, and floats that are copies or one float32 op
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("context", [None, 3])
+def test_the_device_collate_gives_the_numpy_collates_batch(parts, context, device):
+    ds = _set(parts, parts[3], context, new_onset=True)
+    dev = ds.collate_on(device) and ds.device_collate
+    rng = np.random.default_rng(0)
+    picks = [np.arange(ds.n_sequences), rng.permutation(ds.n_sequences)[:17], np.array([ds.n_sequences - 1]),
+             np.argsort(-ds.seq_nv)[:5]]
+    for seqs in picks:
+        _same(ds.collate(seqs), dev.collate(seqs))
+        _same(ds.collate(seqs, sources=True), dev.collate(seqs, sources=True))
+    if context is not None:
+        b = dev.collate(picks[0])
+        assert b.prior_ids is not None and len(b.prior_ids) > 0  # some windows have an earlier past
+
+
+def test_batches_go_through_the_device_collate_when_asked_and_back(parts):
+    ds = _set(parts, parts[3])
+    ds.max_cells = ds.y_bits.shape[1] * 30  # and steps in parts too
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    plain = list(ds.batches(16, shuffle=True, generator=g1))
+    assert ds.collate_on("cpu")
+    on = list(ds.batches(16, shuffle=True, generator=g2))
+    assert len(plain) == len(on) and any(b.parts > 1 for b in on)
+    for a, b in zip(plain, on):
+        _same(a, b)
+    assert not ds.collate_on(None) and ds.device_collate is None
+
+
+@pytest.mark.parametrize("context", [None, 3])
+def test_a_seeded_fit_through_the_device_collate_gives_the_same_probabilities(parts, context):
+    rows = parts[3]
+    probs = []
+    for on in (False, True):
+        train, val = _set(parts, rows[:100], context), _set(parts, rows[100:], context)
+        if on:
+            train.collate_on("cpu"), val.collate_on("cpu")
+        torch.manual_seed(0)
+        model = SequenceModel(SequenceConfig(train.encoder.n_codes, train.y_bits.shape[1], "gru",
+                                             n_numeric=len(train.numeric_ids), hidden=16, layers=1,
+                                             prior_summary=context is not None))
+        torch.manual_seed(1)  # the dropout draws: the same batches in the same order draw the same masks
+        train_model(model, train, val, TrainConfig(batch_size=16, max_epochs=2, seed=2))
+        probs.append(torch.sigmoid(torch.from_numpy(predict_logits(model, val))).numpy())
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
