@@ -18,6 +18,7 @@ from torch import nn
 
 from ehrdx.data.bits import label_counts, label_tables
 from ehrdx.models.registry import get_model
+from ehrdx.ranking import sigmoid
 from ehrdx.train.checkpoint import FittedCheckpoint, data_fingerprint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.loop import TrainConfig, TrainHistory, predict_logits, train_model
@@ -88,6 +89,5 @@ def sigmoid_(logits: np.ndarray, block: int = 1 << 20) -> np.ndarray:
     last bit) and what float64 probabilities gave, to float32's precision."""
     rows = max(1, block // max(logits.shape[1], 1)) if logits.ndim == 2 else len(logits)
     for r0 in range(0, len(logits), rows):
-        x = logits[r0 : r0 + rows].astype(np.float64)
-        logits[r0 : r0 + rows] = 1.0 / (1.0 + np.exp(-x))
+        logits[r0 : r0 + rows] = sigmoid(logits[r0 : r0 + rows].astype(np.float64))
     return logits

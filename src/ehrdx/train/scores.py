@@ -13,17 +13,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ehrdx.ranking import HeadScores, sigmoid
-from ehrdx.train.fit import model_logits
+from ehrdx.ranking import HeadScores
+from ehrdx.train.fit import model_logits, sigmoid_
 from ehrdx.train.loop import predict_logits
 
-DENSE_LIMIT = 1 << 25  # entries (256 MB of float64) above which a sequence model's scores stay lazy
+DENSE_LIMIT = 1 << 25  # entries (128 MB of float32) above which a sequence model's scores stay lazy
 
 
 def model_scores(model, dataset, dense_limit: int | None = None):
-    """Probabilities [N, L] of `model` for every sample of `dataset` (sample order): a float64 array, or
-    HeadScores where `model` reads out a label head from patient states (`states`, `head`) and N x L is
-    above `dense_limit` (DENSE_LIMIT)."""
+    """Probabilities [N, L] of `model` for every sample of `dataset` (sample order): predict_samples' float32
+    array, or HeadScores where `model` reads out a label head from patient states (`states`, `head`) and
+    N x L is above `dense_limit` (DENSE_LIMIT)."""
     limit = DENSE_LIMIT if dense_limit is None else dense_limit
     head = getattr(model, "head", None)
     if isinstance(model, nn.Module) and hasattr(model, "states") and head is not None \
@@ -35,7 +35,7 @@ def model_scores(model, dataset, dense_limit: int | None = None):
         if len(states) == 0:
             states = np.zeros((0, head.state_dim), np.float32)
         return HeadScores(states, rows, bias)
-    return sigmoid(model_logits(model, dataset))
+    return sigmoid_(model_logits(model, dataset, dtype=np.float32))  # as predict_samples gives them
 
 
 def rows_device(module: nn.Module) -> torch.device:
