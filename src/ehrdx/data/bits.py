@@ -72,10 +72,14 @@ class BitTable:
 
     def and_not(self, other: BitTable) -> BitTable:
         """Entries set here and clear in `other` (padding bits stay 0)."""
+        if type(other) is not BitTable:  # a table of another kind (data/sparse.py) combines the two
+            return other.invert().both(self)
         return BitTable(self.packed & ~other.packed, self.n_cols)
 
     def both(self, other: BitTable) -> BitTable:
         """Entries set here and in `other`."""
+        if type(other) is not BitTable:
+            return other.both(self)
         return BitTable(self.packed & other.packed, self.n_cols)
 
     def rows_any(self) -> np.ndarray:
@@ -84,11 +88,15 @@ class BitTable:
 
     def column_sums(self) -> np.ndarray:
         """Set entries per column, [L] int64."""
-        return column_sums(self)
+        return _block_column_sums(self)
 
     @staticmethod
     def concat(tables: list[BitTable]) -> BitTable:
-        """Rows of several tables of the same width, one after the other."""
+        """Rows of several tables of the same width, one after the other (of the kind of the first table
+        of another kind than BitTable, if any: data/sparse.py)."""
+        for t in tables:
+            if type(t) is not BitTable:
+                return type(t).concat(tables)
         return BitTable(np.concatenate([t.packed for t in tables]), tables[0].n_cols)
 
 
@@ -101,6 +109,12 @@ def row_blocks(n_rows: int, n_cols: int, max_entries: int = MAX_BLOCK):
 
 def column_sums(table) -> np.ndarray:
     """Set (nonzero) entries per column of an [S, L] array or BitTable, [L] int64, a block of rows at a time."""
+    if isinstance(table, BitTable):
+        return table.column_sums()
+    return _block_column_sums(table)
+
+
+def _block_column_sums(table) -> np.ndarray:
     n_rows, n_cols = np.shape(table)
     out = np.zeros(n_cols, np.int64)
     for r in row_blocks(n_rows, n_cols):
