@@ -101,7 +101,7 @@ class Samples:
 
     def targets_of(self, rows: np.ndarray, new_onset: bool) -> tuple[np.ndarray, np.ndarray]:
         """Dense targets (float32) and training mask of the given samples (a batch)."""
-        m = self.mask_bits.take(rows)
+        m = self.mask_bits[rows]
         if new_onset:
-            m = m.and_not(self.history_bits.take(rows))
-        return self.y_bits[rows].astype(np.float32), m.dense()
+            m &= ~self.history_bits[rows]
+        return self.y_bits[rows].astype(np.float32), m
