@@ -51,7 +51,9 @@ class SparseTable(BitTable):
                      flip: np.ndarray | None = None) -> SparseTable:
         """The table whose rows list the (row, col) entries (any order, repeats once): set entries, or
         clear ones in the rows where `flip` is True."""
-        keys = np.sort(np.asarray(rows, np.int64) * n_cols + np.asarray(cols, np.int64))
+        keys = np.asarray(rows, np.int64) * n_cols
+        keys += np.asarray(cols, np.int64)
+        keys.sort()  # in place: a table's worth of int64 keys at a time, no more
         if len(keys) > 1:
             repeat = keys[1:] == keys[:-1]
             if repeat.any():  # (np.unique hashes first: several times slower than a sort)
@@ -61,9 +63,8 @@ class SparseTable(BitTable):
     @classmethod
     def _from_keys(cls, keys: np.ndarray, n_rows: int, n_cols: int, flip: np.ndarray | None) -> SparseTable:
         """From sorted unique keys row * n_cols + col."""
-        rows = keys // max(n_cols, 1)
-        indptr = np.searchsorted(rows, np.arange(n_rows + 1), side="left")
-        return cls(indptr, keys - rows * n_cols, n_cols, flip)
+        indptr = np.searchsorted(keys, np.arange(n_rows + 1, dtype=np.int64) * n_cols, side="left")
+        return cls(indptr, keys % max(n_cols, 1), n_cols, flip)
 
     @classmethod
     def from_dense(cls, table) -> SparseTable:

@@ -334,6 +334,7 @@ def build_samples(
     real = known[p_sample]  # a sample without a label window has no positives
     y = SparseTable.from_entries(n, L, p_sample[real], p_label[real])  # straight from the index lists
     history = SparseTable.from_entries(n, L, h_sample, h_label)
+    del h_sample, h_label  # the index lists: as large as the table's int64 keys
     # Known: every label of a sample with a whole window; a censored window still knows what it recorded.
     mask, masked = known_entries(y, known & ~censored if task.censor else known, w_end,
                                  introduced if n else None, introduced_from)
