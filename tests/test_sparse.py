@@ -21,7 +21,7 @@ def dense_table(seed, n=40, labels=21, p=0.3):
 
 KEYS = [np.s_[:], np.s_[3:9], np.s_[:, 5:19], np.s_[2:38, 5:19], np.s_[[7, 0, 2], 8:9], np.s_[5, :], np.s_[-1],
         np.s_[np.arange(40) % 3 == 0, 16:21], np.s_[:, [20, 1]], np.s_[::3], np.s_[:, 4], np.s_[[5, 5, 3]],
-        np.s_[:, 0:0], np.s_[10:10], np.s_[:, 3:21:2], np.s_[30:, :6]]
+        np.s_[:, 0:0], np.s_[10:10], np.s_[3, -2], np.s_[[1, 5], 20], np.s_[2:9, 0], np.s_[:, 3:21:2], np.s_[30:, :6]]
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -123,6 +123,11 @@ class SparseTable(BitTable):
         if isinstance(cols, slice) and cols.step in (None, 1):
             c0, c1, _ = cols.indices(self.n_cols)
             out = self._block(rows, c0, max(c0, c1))
+        elif isinstance(cols, (int, np.integer)):  # one column: read as a block of one, not whole rows
+            c = int(cols) + self.n_cols if int(cols) < 0 else int(cols)
+            if not 0 <= c < self.n_cols:
+                raise IndexError(f"column {cols} is out of range for {self.n_cols} columns")
+            out = self._block(rows, c, c + 1)[:, 0]
         else:
             out = self._block(rows, 0, self.n_cols)[:, cols]
         return out[0] if one_row else out
