@@ -109,3 +109,15 @@ def test_index_arrays_for_rows_and_columns_together_are_refused():
         t[[1, 2], [3, 4]]
     with pytest.raises(IndexError, match="out of range"):
         t[40]
+
+
+def test_code_written_for_packed_bytes_reads_the_same_bytes():
+    """BitTable.packed readers (a popcount of some rows' bytes, a whole table copied to a device) get the
+    bytes a BitTable of the same entries holds."""
+    dense = dense_table(7)
+    t, bits = SparseTable.from_dense(dense), BitTable.from_dense(dense)
+    rows = np.array([8, 0, 5, 3])
+    assert np.array_equal(t.packed[rows], bits.packed[rows]) and t.packed.shape == bits.packed.shape
+    assert int(np.bitwise_count(t.packed[rows]).sum()) == dense[rows].sum()
+    assert np.array_equal(np.ascontiguousarray(t.packed), bits.packed)
+    assert np.array_equal(t.packed[2:9, 1:], bits.packed[2:9, 1:]) and np.array_equal(t.packed[4], bits.packed[4])

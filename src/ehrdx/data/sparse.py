@@ -103,8 +103,11 @@ class SparseTable(BitTable):
         """Entries listed (the exceptions to the rows' defaults)."""
         return len(self.cols)
 
-    def _row_keys(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.indptr))
+    @property
+    def packed(self) -> PackedRows:
+        """The rows bit-packed as a BitTable keeps them, packed on demand (`packed[rows]`, or whole with
+        np.asarray), for code written for BitTable.packed."""
+        return PackedRows(self)
 
     # -- reading --------------------------------------------------------------------------------------
     def __getitem__(self, key) -> np.ndarray:
@@ -268,3 +271,26 @@ class SparseTable(BitTable):
             indptr.append(t.indptr[1:] + indptr[-1][-1])
         return SparseTable(np.concatenate(indptr), np.concatenate([t.cols for t in tables]), tables[0].n_cols,
                            np.concatenate([t.flip for t in tables]))
+
+
+class PackedRows:
+    """A SparseTable's rows bit-packed along the labels (np.packbits, padding bits 0), packed when read:
+    `p[rows]` packs those rows; np.asarray(p) packs the whole table, a block of rows at a time."""
+
+    def __init__(self, table: SparseTable) -> None:
+        self.table = table
+        self.shape = (len(table), (table.n_cols + 7) // 8)
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        return np.packbits(self.table[rows, :], axis=-1)[..., cols]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, np.uint8)
+        for r in row_blocks(*self.table.shape):
+            out[r] = np.packbits(self.table[r], axis=1)
+        return out if dtype is None else out.astype(dtype)
