@@ -6,6 +6,8 @@ gives dense blocks on demand: a batch of rows for a loss, a block of labels for 
 an array's (`t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]`) and returns a new dense bool array, so code written
 for [S, L] arrays (ranking.label_ranking, the evaluation metrics) reads either. `label_counts` gives the
 per-label counts training needs (positives and known entries) from either without a dense [S, L] copy.
+Samples keep their tables as index lists (data/sparse.py SparseTable, a BitTable subclass with the same
+reading interface); a BitTable combines with one (and_not, both, concat) as with another BitTable.
 """
 
 from __future__ import annotations
