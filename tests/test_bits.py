@@ -8,6 +8,7 @@ import torch
 
 from ehrdx.data.bits import BitTable, column_sums, label_counts, label_tables
 from ehrdx.data.samples import Samples
+from ehrdx.data.sparse import SparseTable
 from ehrdx.train.checkpoint import data_fingerprint
 from ehrdx.train.loop import label_pos_weight, masked_macro_score
 
@@ -151,7 +152,7 @@ def test_evaluation_of_packed_tables_equals_that_of_dense_arrays():
     assert packed == dense
 
 
-def test_the_task_mask_is_packed_block_by_block_as_the_dense_rule_gives_it():
+def test_the_task_mask_is_built_from_index_lists_as_the_dense_rule_gives_it():
     from ehrdx.tasks.task import known_entries, mask_before_introduction
 
     rng = np.random.default_rng(12)
@@ -161,13 +162,15 @@ def test_the_task_mask_is_packed_block_by_block_as_the_dense_rule_gives_it():
     whole = rng.random(n) < 0.6
     window_end = rng.integers(0, 100, n)
     introduced = rng.integers(0, 120, L).astype(float)
+    introduced[3] = np.nan  # no date: never masked
     rules = ["icd", None, "first_record"] * 4 + ["icd"]
     dense = whole[:, None] | y.dense()  # whole windows know every label; censored ones their positives
     want = mask_before_introduction(dense, window_end, introduced, rules)
     assert want  # the case has entries before introduction, of both rules
-    for block in (1 << 24, 5 * L, 1):
-        mask, counts = known_entries(y, whole, window_end, introduced, rules, max_entries=block)
+    for table in (y, SparseTable.from_dense(y.dense())):
+        mask, counts = known_entries(table, whole, window_end, introduced, rules)
         assert np.array_equal(mask.dense(), dense) and counts == want and list(counts) == list(want)
+        assert np.array_equal(mask.flip, whole)  # a whole window lists its unknowns, a censored one its knowns
     mask, counts = known_entries(y, whole, window_end, None)
     assert np.array_equal(mask.dense(), whole[:, None] | y.dense()) and counts == {}
 

@@ -54,3 +54,19 @@ def test_no_label_records_give_no_entries(store):
     index = code_label_index(store, selector, LabelVocab(["A"]))
     s = build_samples(store, np.arange(len(store)), TaskSpec.parse("next-visit"), index, 1, require_labels=False)
     assert len(s) > 0 and not s.y.any() and not s.history.any()
+
+
+@pytest.mark.parametrize("task", ["next-visit", "window:180d", "window:730d"])
+def test_the_mask_lists_unknowns_of_whole_windows_and_positives_of_censored_ones(store, task):
+    selector = LabelSelector.parse("prefix:DX//")
+    rows = np.arange(len(store))
+    vocab = LabelVocab(sorted(label_first_times(store, rows, selector)))
+    index = code_label_index(store, selector, vocab)
+    s = build_samples(store, rows, TaskSpec.parse(task), index, len(vocab), require_labels=False)
+    last = np.asarray(store.times)[np.asarray(store.offsets)[s.row + 1] - 1]
+    has_window = s.window_end > s.time  # next-visit: a next visit
+    whole = has_window & (last >= s.window_end) if task != "next-visit" else has_window
+    assert whole.any() and (~whole).any()
+    assert np.array_equal(s.mask, whole[:, None] | (s.y > 0.5))  # censored windows know their positives
+    assert np.array_equal(s.mask_bits.flip, whole) and s.mask_bits.n_listed == (s.y[~whole] > 0.5).sum()
+    assert np.array_equal(s.train_mask(True), s.mask & ~s.history)

@@ -6,6 +6,8 @@ gives dense blocks on demand: a batch of rows for a loss, a block of labels for 
 an array's (`t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]`) and returns a new dense bool array, so code written
 for [S, L] arrays (ranking.label_ranking, the evaluation metrics) reads either. `label_counts` gives the
 per-label counts training needs (positives and known entries) from either without a dense [S, L] copy.
+Samples keep their tables as index lists (data/sparse.py SparseTable, a BitTable subclass with the same
+reading interface); a BitTable combines with one (and_not, both, concat) as with another BitTable.
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ class BitTable:
 
     def and_not(self, other: BitTable) -> BitTable:
         """Entries set here and clear in `other` (padding bits stay 0)."""
+        if type(other) is not BitTable:  # a table of another kind (data/sparse.py) combines the two
+            return other.invert().both(self)
         return BitTable(self.packed & ~other.packed, self.n_cols)
 
     def both(self, other: BitTable) -> BitTable:
         """Entries set here and in `other`."""
+        if type(other) is not BitTable:
+            return other.both(self)
         return BitTable(self.packed & other.packed, self.n_cols)
 
     def rows_any(self) -> np.ndarray:
@@ -84,11 +90,15 @@ class BitTable:
 
     def column_sums(self) -> np.ndarray:
         """Set entries per column, [L] int64."""
-        return column_sums(self)
+        return _block_column_sums(self)
 
     @staticmethod
     def concat(tables: list[BitTable]) -> BitTable:
-        """Rows of several tables of the same width, one after the other."""
+        """Rows of several tables of the same width, one after the other (of the kind of the first table
+        of another kind than BitTable, if any: data/sparse.py)."""
+        for t in tables:
+            if type(t) is not BitTable:
+                return type(t).concat(tables)
         return BitTable(np.concatenate([t.packed for t in tables]), tables[0].n_cols)
 
 
@@ -101,6 +111,12 @@ def row_blocks(n_rows: int, n_cols: int, max_entries: int = MAX_BLOCK):
 
 def column_sums(table) -> np.ndarray:
     """Set (nonzero) entries per column of an [S, L] array or BitTable, [L] int64, a block of rows at a time."""
+    if isinstance(table, BitTable):
+        return table.column_sums()
+    return _block_column_sums(table)
+
+
+def _block_column_sums(table) -> np.ndarray:
     n_rows, n_cols = np.shape(table)
     out = np.zeros(n_cols, np.int64)
     for r in row_blocks(n_rows, n_cols):

@@ -3,11 +3,12 @@
 A plain container in the data layer so that what turns samples into model inputs (sequences.py,
 counts.py) does not depend on how the tasks choose prediction times and label windows (tasks/task.py).
 
-Targets, masks and history are [S, L] yes/no tables kept bit-packed along the labels (data/bits.py:
-S x ceil(L / 8) bytes each, a 32nd of a float32 table), so a cohort with thousands of labels holds them at
-one bit per entry. Read them a block at a time (`y_bits`, `mask_bits`, `history_bits`, `train_mask_bits`:
-BitTables; `targets_of`: a batch's dense targets) or whole (`y`, `mask`, `history`: new read-only dense
-arrays, for small label sets; assign a whole new array to change one).
+Targets, masks and history are [S, L] yes/no tables kept as index lists (data/sparse.py SparseTable:
+per sample, its positives, its unknown labels, its recorded ones; negatives and known entries implied),
+so memory grows with those entries, not with samples x labels. Read them a block at a time (`y_bits`,
+`mask_bits`, `history_bits`, `train_mask_bits`: tables read like BitTables; `targets_of`: a batch's dense
+targets) or whole (`y`, `mask`, `history`: new read-only dense arrays, for small label sets; assign a
+whole new array to change one). A BitTable given as such is kept as it is (e.g. pretraining's).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from ehrdx.data.bits import BitTable
+from ehrdx.data.sparse import SparseTable
 
 
 class Samples:
-    """Samples in (row, time) order. Arrays are per sample; y/mask/history are [S, L] (kept bit-packed)."""
+    """Samples in (row, time) order. Arrays are per sample; y/mask/history are [S, L] (kept sparse)."""
 
     def __init__(self, row: np.ndarray, time: np.ndarray, cutoff: np.ndarray, n_visits: np.ndarray,
                  window_end: np.ndarray, y: np.ndarray | BitTable, mask: np.ndarray | BitTable,
@@ -41,7 +43,7 @@ class Samples:
         if np.shape(table) != (len(self.row), self.n_labels):
             raise ValueError(f"{name} must be [{len(self.row)}, {self.n_labels}], not {np.shape(table)}")
         if not isinstance(table, BitTable):
-            table = BitTable.from_dense(np.asarray(table) > 0.5 if name == "y" else table)
+            table = SparseTable.from_dense(np.asarray(table) > 0.5 if name == "y" else table)
         setattr(self, f"{name}_bits", table)
 
     @staticmethod
@@ -78,7 +80,7 @@ class Samples:
 
     @property
     def label_nbytes(self) -> int:
-        """Bytes held by the three packed tables."""
+        """Bytes held by the three label tables."""
         return self.y_bits.nbytes + self.mask_bits.nbytes + self.history_bits.nbytes
 
     def subset(self, keep: np.ndarray) -> Samples:
@@ -99,7 +101,7 @@ class Samples:
 
     def targets_of(self, rows: np.ndarray, new_onset: bool) -> tuple[np.ndarray, np.ndarray]:
         """Dense targets (float32) and training mask of the given samples (a batch)."""
-        m = self.mask_bits.take(rows)
+        m = self.mask_bits[rows]
         if new_onset:
-            m = m.and_not(self.history_bits.take(rows))
-        return self.y_bits[rows].astype(np.float32), m.dense()
+            m &= ~self.history_bits[rows]
+        return self.y_bits[rows].astype(np.float32), m

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ehrdx.data.bits import MAX_BLOCK, BitTable, row_blocks
 from ehrdx.data.samples import Samples
+from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
-from ehrdx.tasks.positives import label_entries
+from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TIME_BITS = 36  # composite keys: (row << 36) | (time - origin); 2**36 s is about 2,000 years
@@ -233,9 +233,6 @@ def visit_end_times(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np
     return sample_rows, times
 
 
-INTRODUCTION_MASKED = "label_entries_before_introduction_masked"
-
-
 def mask_before_introduction(mask: np.ndarray, window_end: np.ndarray, introduced: np.ndarray,
                              introduced_from: Sequence[str | None] | None = None) -> dict[str, int]:
     """Mask (in place) the entries of labels whose window ends before the label's introduced_at; return
@@ -244,35 +241,7 @@ def mask_before_introduction(mask: np.ndarray, window_end: np.ndarray, introduce
     unknown = (np.asarray(window_end)[:, None] < np.asarray(introduced)[None, :]) & mask
     per_label = unknown.sum(0)
     mask &= ~unknown
-    counts: dict[str, int] = {}
-    if per_label.sum():
-        counts[INTRODUCTION_MASKED] = int(per_label.sum())
-        if introduced_from is not None:
-            for rule in sorted({r for r in introduced_from if r}):
-                n = int(per_label[[r == rule for r in introduced_from]].sum())
-                if n:
-                    counts[f"{INTRODUCTION_MASKED}:{rule}"] = n
-    return counts
-
-
-def known_entries(y: BitTable, whole: np.ndarray, window_end: np.ndarray, introduced: np.ndarray | None,
-                  introduced_from: Sequence[str | None] | None = None, max_entries: int = MAX_BLOCK
-                  ) -> tuple[BitTable, dict[str, int]]:
-    """The mask, packed: every label of the samples in `whole`, the positives (`y`) of the others; with
-    `introduced`, entries of labels whose window ends before their introduction masked and counted
-    (mask_before_introduction). A block of samples at a time, so no [S, L] table is made whole."""
-    n, L = y.shape
-    packed, total = np.empty_like(y.packed), {}
-    every = np.packbits(np.ones(L, bool))
-    for r in row_blocks(n, L, max_entries):
-        block = np.where(whole[r, None], every[None, :], y.packed[r])  # y's bits are among every label's
-        if introduced is not None:
-            dense = np.unpackbits(block, axis=1, count=L).view(bool)
-            for k, v in mask_before_introduction(dense, window_end[r], introduced, introduced_from).items():
-                total[k] = total.get(k, 0) + v
-            block = np.packbits(dense, axis=1)
-        packed[r] = block
-    return BitTable(packed, L), dict(sorted(total.items()))  # the total first, then by rule, as one call gives
+    return introduction_counts(per_label, introduced_from)
 
 
 def build_samples(
@@ -363,8 +332,9 @@ def build_samples(
     (p_sample, p_label), (h_sample, h_label) = label_entries(s_key, key(s_row, w_end), ev_key[at], lab_id,
                                                              _TIME_BITS)
     real = known[p_sample]  # a sample without a label window has no positives
-    y = BitTable.from_entries(n, L, p_sample[real], p_label[real])  # packed straight from the index lists
-    history = BitTable.from_entries(n, L, h_sample, h_label)
+    y = SparseTable.from_entries(n, L, p_sample[real], p_label[real])  # straight from the index lists
+    history = SparseTable.from_entries(n, L, h_sample, h_label)
+    del h_sample, h_label  # the index lists: as large as the table's int64 keys
     # Known: every label of a sample with a whole window; a censored window still knows what it recorded.
     mask, masked = known_entries(y, known & ~censored if task.censor else known, w_end,
                                  introduced if n else None, introduced_from)
