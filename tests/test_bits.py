@@ -158,8 +158,10 @@ def test_the_task_mask_is_built_from_index_lists_as_the_dense_rule_gives_it():
     rng = np.random.default_rng(12)
     n, L = 57, 13
     rows, cols = rng.integers(0, n, 80), rng.integers(0, L, 80)
-    y = BitTable.from_entries(n, L, rows, cols)
+    rows, cols = np.r_[rows, np.zeros(L - 1, int), np.ones(L, int)], np.r_[cols, np.arange(L - 1), np.arange(L)]
+    y = BitTable.from_entries(n, L, rows, cols)  # rows 0 and 1 mostly / all positive: kept flipped when sparse
     whole = rng.random(n) < 0.6
+    whole[:2] = False  # censored: they know their positives only
     window_end = rng.integers(0, 100, n)
     introduced = rng.integers(0, 120, L).astype(float)
     introduced[3] = np.nan  # no date: never masked
@@ -167,6 +169,7 @@ def test_the_task_mask_is_built_from_index_lists_as_the_dense_rule_gives_it():
     dense = whole[:, None] | y.dense()  # whole windows know every label; censored ones their positives
     want = mask_before_introduction(dense, window_end, introduced, rules)
     assert want  # the case has entries before introduction, of both rules
+    assert SparseTable.from_dense(y.dense()).flip[:2].all()
     for table in (y, SparseTable.from_dense(y.dense())):
         mask, counts = known_entries(table, whole, window_end, introduced, rules)
         assert np.array_equal(mask.dense(), dense) and counts == want and list(counts) == list(want)

@@ -72,6 +72,10 @@ def test_a_label_with_few_positive_patients_gets_a_wide_interval_and_one_without
     width = ci["auroc_high"] - ci["auroc_low"]
     assert width[1] > 0.2 and width[1] > 3 * width[0], width
     assert np.isnan(ci["auroc_low"][2]) and np.isnan(ci["auprc_high"][2])  # no positive: no AUROC, no interval
+    mask[:, 1] = False  # a label with no known sample at all (introduced after every window): none either
+    ci = bootstrap_label_intervals(y, mask, proba, groups, draws=20)
+    assert np.isnan(ci["auroc_low"][1]) and not np.isnan(ci["auroc_low"][0])
+    assert all(np.isnan(v).all() for v in weighted_ranking(np.zeros(0, bool), np.zeros(0), np.ones((3, 0), np.int32)))
 
 
 def test_new_labels_below_the_minimum_of_training_patients_are_warned_about_fewest_first():

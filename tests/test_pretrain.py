@@ -172,6 +172,27 @@ def test_an_update_starts_new_labels_from_the_pretrained_rows_of_their_codes(dat
             torch.testing.assert_close(bias[j], b[ids].mean())
             assert new.lineage_["init"][lab] == "pretrained+probe"
     assert found.any()
+    # the update's own split is checked against the encoder's patients, read again from its directory
+    tr, va, te = data["splits"]
+    with pytest.raises(DataError, match=f"{len(tr)} of this run's {len(tr)} test patients were pretraining"):
+        update_model(old, data["store"], (te, va, tr), epochs=0)
+
+
+def test_an_update_refuses_a_model_whose_encoder_is_gone_or_changed(data, tmp_path):
+    import shutil
+
+    shutil.copytree(data["out"] / "gru", tmp_path / "enc")
+    meds = data["paths"]["meds"]
+    otr, ova, _ = patient_splits(data["old_store"], meds, 0)
+    old = EHRClassifier(labels=_labels(data), init=str(tmp_path / "enc"), hidden=None, max_epochs=0)
+    old.fit(data["old_store"], otr, ova)
+    config = tmp_path / "enc" / "config.json"
+    config.write_text(config.read_text().replace('"hidden"', '"hidden" ', 1))
+    with pytest.raises(DataError, match="no longer there as it was"):
+        update_model(old, data["store"], data["splits"], epochs=0)
+    shutil.rmtree(tmp_path / "enc")
+    with pytest.raises(DataError, match="no longer there as it was"):
+        update_model(old, data["store"], data["splits"], epochs=0)
 
 
 def test_the_probe_starts_from_the_given_row():

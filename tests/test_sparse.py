@@ -94,6 +94,10 @@ def test_counts_take_and_concat_equal_the_dense_ones():
         assert np.array_equal(tm.take(rows).dense(), mask[rows])
     both = BitTable.concat([tm, BitTable.from_dense(y), ty.take(np.arange(3))])
     assert isinstance(both, SparseTable) and np.array_equal(both.dense(), np.concatenate([mask, y, y[:3]]))
+    empty_first = SparseTable.concat([ty.take(np.zeros(0, np.int64)), tm, ty.take(np.zeros(0, np.int64)), ty])
+    assert np.array_equal(empty_first.dense(), np.concatenate([mask, y]))
+    with pytest.raises(ValueError, match="different widths"):
+        SparseTable.concat([ty, SparseTable.from_dense(y[:, :3])])
 
 
 def test_packed_and_sparse_tables_combine_either_way():

@@ -48,9 +48,9 @@ from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
-from ehrdx.train.fit import fit_model, model_logits, sigmoid_
+from ehrdx.train.fit import fit_model
 from ehrdx.train.loop import TrainConfig
-from ehrdx.train.scores import model_scores
+from ehrdx.train.scores import model_probabilities, model_scores
 
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "auto"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
@@ -290,8 +290,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         if len(samples) == 0:
             return np.zeros((0, len(self.label_vocab_)), dtype=np.float32)
-        # float32, the sigmoid in place: at 1,500 labels the [S, L] probabilities are the evaluation's largest array
-        return sigmoid_(model_logits(self.model_, self.dataset(data, samples), dtype=np.float32))
+        return model_probabilities(self.model_, self.dataset(data, samples))
 
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
         """Probability of every label for every patient row of a table, or every sample (visit end) of the

@@ -188,6 +188,24 @@ def frozen_body(model, frozen: bool):
             p.requires_grad_(True)
 
 
+def check_model_patients(clf, subject_ids: dict[str, np.ndarray]) -> None:
+    """check_pretrained_patients for a model that came from an encoder (`clf.pretrained_`, e.g. before
+    `ehrdx update` evaluates it on a new split): its encoder directory is read again (the model keeps its
+    path and config digest, not the patients). An encoder that is gone or was changed since is refused:
+    the split could not be checked."""
+    info = getattr(clf, "pretrained_", None)
+    if not info:
+        return
+    where = Path(info["directory"])
+    config = where / "config.json"
+    if not config.exists() or file_sha256(config) != info.get("config_sha256"):
+        raise DataError("this model came from a pretrained encoder that is no longer there as it was, so its "
+                        "pretraining patients cannot be kept out of this run's validation and test patients",
+                        file=str(config), fix="put the encoder directory back where it was when the model was "
+                        "trained (its path is in the model's config.json, `pretrained`)")
+    check_pretrained_patients(load_encoder(where), subject_ids)
+
+
 def check_pretrained_patients(enc: PretrainedEncoder, subject_ids: dict[str, np.ndarray]) -> None:
     """Refuse to validate or test on the encoder's pretraining patients: `subject_ids` by part (validation,
     test); a validation patient may have been one of its tuning patients (they only stopped pretraining

@@ -28,6 +28,7 @@ from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
 from ehrdx.models.grow import init_rows
+from ehrdx.pretrained import check_model_patients
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
 from ehrdx.tasks.select import check_label_spellings
@@ -87,6 +88,8 @@ def update_model(
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
+    ids = np.asarray(store.subject_ids)
+    check_model_patients(old, {"validation": ids[va], "test": ids[te]})  # a model from an encoder
     t0 = time.perf_counter()
     new = copy.deepcopy(old)
     if selector is not None:

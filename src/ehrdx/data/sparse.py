@@ -266,9 +266,12 @@ class SparseTable(BitTable):
     def concat(tables: list) -> SparseTable:
         """Rows of several tables of the same width, one after the other."""
         tables = [SparseTable.from_bits(t) for t in tables]
-        indptr = [np.zeros(1, np.int64)]
+        if len({t.n_cols for t in tables}) > 1:
+            raise ValueError(f"tables of different widths {[t.n_cols for t in tables]} cannot be concatenated")
+        indptr, offset = [np.zeros(1, np.int64)], 0
         for t in tables:
-            indptr.append(t.indptr[1:] + indptr[-1][-1])
+            indptr.append(t.indptr[1:] + offset)
+            offset += int(t.indptr[-1])
         return SparseTable(np.concatenate(indptr), np.concatenate([t.cols for t in tables]), tables[0].n_cols,
                            np.concatenate([t.flip for t in tables]))
 

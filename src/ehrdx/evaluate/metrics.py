@@ -295,6 +295,8 @@ def weighted_ranking(positive: np.ndarray, score: np.ndarray, w: np.ndarray) -> 
     `w` [draws, samples] (a patient drawn twice weighs 2): one sort, then the weighted true and false
     positives at each distinct score. Tied scores are one threshold, as in ehrdx.ranking, so with unit
     weights both equal `label_ranking`'s. nan where a draw has no positive or no negative weight."""
+    if len(score) == 0:  # no known sample: no ranking in any draw
+        return np.full(len(w), np.nan), np.full(len(w), np.nan)
     order = np.argsort(-score, kind="mergesort")
     pos, w = positive[order], w[:, order]
     total = np.cumsum(w, axis=1, dtype=np.int64)  # integer sums: exact, whatever the order of addition
@@ -334,6 +336,8 @@ def bootstrap_label_intervals(y, mask, proba: np.ndarray, groups: np.ndarray, dr
         pb = np.asarray(proba[:, b], dtype=np.float64)
         for i, j in enumerate(range(b.start, b.stop)):
             k = known[:, i]
+            if not k.any():  # no known sample of this label: no interval
+                continue
             for d0 in range(0, draws + 1, chunk):
                 values["auroc"][d0:d0 + chunk, j], values["auprc"][d0:d0 + chunk, j] = weighted_ranking(
                     yb[k, i], pb[k, i], counts[d0:d0 + chunk][:, inverse[k]])

@@ -84,6 +84,8 @@ def known_entries(y: SparseTable, whole: np.ndarray, window_end: np.ndarray, int
     y = SparseTable.from_bits(y)
     n, L = y.shape
     whole = np.asarray(whole, bool)
+    if y.flip.any():  # rows listed by their clear entries (from_dense of mostly-set rows): list the set ones
+        y = SparseTable.from_entries(n, L, *np.nonzero(y.dense()))
     y_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(y.indptr))
     y_col = y.cols.astype(np.int64)
     partial = ~whole[y_row]

@@ -36,6 +36,7 @@ from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
 from ehrdx.models.registry import EVENTS, ModelKind, get_model, register_model
+from ehrdx.ranking import sigmoid
 from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
@@ -234,7 +235,7 @@ class EnsembleModel:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return sigmoid(np.array(x, dtype=np.float64))  # a copy: the caller's logits stay as they were
 
 
 def _build(train_set, n_labels: int, settings: dict) -> EnsembleModel:

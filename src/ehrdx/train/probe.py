@@ -15,25 +15,17 @@ import numpy as np
 import torch
 
 from ehrdx.models.baselines import LogisticBaseline
-from ehrdx.train.device import device_batches
-from ehrdx.train.loop import model_device
+from ehrdx.train.loop import predict_logits
 
 PROBE_C = 1.0  # inverse L2 strength, as scikit-learn's C: sum of losses + |w - w0|^2 / (2 C)
 PROBE_ITERATIONS = 300
 
 
-@torch.no_grad()
 def sample_states(model, dataset) -> np.ndarray:
     """[S, H] the state the label head reads, for every sample (in sample order)."""
-    model.eval()
-    out = None
-    device = model_device(model)
-    for batch in device_batches(dataset.batches(512), device):
-        h = model.states(batch).float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(dataset), h.shape[1]), dtype=np.float32)
-        out[batch.sample_index.cpu().numpy()] = h
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    if len(dataset) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return predict_logits(model, dataset, forward=model.states)
 
 
 def probe_rows(model, dataset, y: np.ndarray, mask: np.ndarray, seed: int = 0,

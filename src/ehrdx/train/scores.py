@@ -15,7 +15,7 @@ from torch import nn
 
 from ehrdx.ranking import HeadScores
 from ehrdx.train.fit import model_logits, sigmoid_
-from ehrdx.train.loop import predict_logits
+from ehrdx.train.probe import sample_states
 
 DENSE_LIMIT = 1 << 25  # entries (128 MB of float32) above which a sequence model's scores stay lazy
 
@@ -28,14 +28,20 @@ def model_scores(model, dataset, dense_limit: int | None = None):
     head = getattr(model, "head", None)
     if isinstance(model, nn.Module) and hasattr(model, "states") and head is not None \
             and len(dataset) * head.n_labels > limit:
-        states = predict_logits(model, dataset, forward=model.states)
+        states = sample_states(model, dataset)
         with torch.no_grad():
             rows = head.rows().float().cpu().numpy()
             bias = head(torch.zeros(1, head.state_dim, device=rows_device(head))).float().cpu().numpy()[0]
         if len(states) == 0:
             states = np.zeros((0, head.state_dim), np.float32)
         return HeadScores(states, rows, bias)
-    return sigmoid_(model_logits(model, dataset, dtype=np.float32))  # as predict_samples gives them
+    return model_probabilities(model, dataset)
+
+
+def model_probabilities(model, dataset) -> np.ndarray:
+    """Probabilities [N, L] of every label for every sample (float32; the sigmoid written over the logits:
+    at 1,500 labels the [N, L] table is the largest array of a prediction)."""
+    return sigmoid_(model_logits(model, dataset, dtype=np.float32))
 
 
 def rows_device(module: nn.Module) -> torch.device:
