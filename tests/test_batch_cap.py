@@ -18,14 +18,9 @@ from ehrdx.train.loop import TrainConfig, evaluate_loss, predict_logits, train_m
 
 
 @pytest.fixture(scope="module")
-def sets(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cap")
-    paths = write_longitudinal(generate_longitudinal(160, seed=5), out / "c")
-    store = open_store(meds=paths["meds"], store_dir=out / "store")
-    clf = EHRClassifier(labels=f"map:{paths['label_map']}")
-    clf.resolve_settings("events")
+def sets(labelled_store):
+    _, _, store, clf = labelled_store(160, 5, "cap")
     rows = np.arange(len(store))
-    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
     encoder = EventEncoder.fit(store, rows)
 
     def make(r):

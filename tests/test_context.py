@@ -12,26 +12,18 @@ from typer.testing import CliRunner
 import ehrdx
 from ehrdx.cli import app
 from ehrdx.data.sequences import EventEncoder, SequenceSet
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.data.windows import window_starts
 from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
-from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.events_pipeline import patient_splits
 from ehrdx.explain import explain_sample
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
-from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.task import label_first_times
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("context")
-    paths = write_longitudinal(generate_longitudinal(300, seed=7), out / "c")
-    store = open_store(meds=paths["meds"], store_dir=out / "store")
-    clf = EHRClassifier(labels=f"map:{paths['label_map']}")
-    clf.resolve_settings("events")
+def cohort(labelled_store):
+    out, paths, store, clf = labelled_store(300, 7, "context")
     rows = np.arange(len(store))
-    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
     clf.encoder_ = EventEncoder.fit(store, rows)
     samples = clf.samples(store, rows, require_labels=False)
     return out, paths, store, clf, samples

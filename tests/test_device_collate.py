@@ -8,12 +8,7 @@ import pytest
 import torch
 
 from ehrdx.data.sequences import EventEncoder, SequenceSet
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.estimator import EHRClassifier
-from ehrdx.events_pipeline import open_store
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
-from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.task import label_first_times
 from ehrdx.train.loop import TrainConfig, predict_logits, train_model
 
 # float fields computed, not copied, where numpy and torch may round differently (log1p of float64 in
@@ -22,14 +17,9 @@ COMPUTED = {"time_feats", "prior_weights", "prior_features"}
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("devcol")
-    paths = write_longitudinal(generate_longitudinal(150, seed=9), out / "c")
-    store = open_store(meds=paths["meds"], store_dir=out / "store")
-    clf = EHRClassifier(labels=f"map:{paths['label_map']}")
-    clf.resolve_settings("events")
+def parts(labelled_store):
+    _, _, store, clf = labelled_store(150, 9, "devcol")
     rows = np.arange(len(store))
-    clf.label_vocab_ = LabelVocab(sorted(label_first_times(store, rows, clf.selector_)))
     encoder = EventEncoder.fit(store, rows[:100])  # codes unseen in training map to 0, as in a real fit
     return store, clf, encoder, rows
 
