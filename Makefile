@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ehrdx demo --out $(DEMO_OUT)
 
+# Two workers, one thread each (these 2 cores; most tests are single-threaded Python), a test file per
+# worker so that module fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
