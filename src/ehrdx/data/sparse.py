@@ -255,6 +255,13 @@ class SparseTable(BitTable):
         listed = np.diff(self.indptr)
         return np.where(self.flip, listed < self.n_cols, listed > 0)
 
+    def row_sums(self, rows=None) -> np.ndarray:
+        """Set entries per row (of the given rows: indices, a bool selection or a slice), [n] int64, from
+        the row lengths alone."""
+        rows = slice(None) if rows is None else rows
+        listed = (self.indptr[1:] - self.indptr[:-1])[rows]
+        return np.where(self.flip[rows], self.n_cols - listed, listed)
+
     def column_sums(self) -> np.ndarray:
         """Set entries per column, [L] int64."""
         listed_flip = np.repeat(self.flip, np.diff(self.indptr))
