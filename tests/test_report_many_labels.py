@@ -83,8 +83,11 @@ def test_the_report_reads_the_sparse_tables_a_block_at_a_time(monkeypatch):
     from ehrdx import ranking
 
     n, L = 8_000, 160
-    y, mask, history, proba = _tables(n, L, seed=1)
+    y, mask, history, _ = _tables(n, L, seed=1)
     rng = np.random.default_rng(2)
+    # scores as a sequence model's evaluation keeps them: patient states and a label head, computed when read
+    proba = ranking.HeadScores(rng.normal(size=(n, 8)), rng.normal(size=(L, 8)), rng.normal(-2, 1, L))
+    monkeypatch.setattr(ranking.HeadScores, "__array__", lambda *a, **k: pytest.fail("made the whole scores"))
     samples = Samples(np.repeat(np.arange(n // 20), 20), np.arange(n) * 86400, np.arange(n), rng.integers(1, 30, n),
                       np.arange(n) * 86400 + 30, SparseTable.from_dense(y), SparseTable.from_dense(mask),
                       SparseTable.from_dense(history), {"censored_samples": 7})
@@ -99,7 +102,8 @@ def test_the_report_reads_the_sparse_tables_a_block_at_a_time(monkeypatch):
         return out
 
     monkeypatch.setattr(SparseTable, "__getitem__", counted)
-    monkeypatch.setattr(ranking, "MAX_ELEMENTS", 100_000)  # blocks of 8 labels
+    monkeypatch.setattr(ranking, "MAX_ELEMENTS", 100_000)  # blocks of 12 labels (the defaults: 1M and 16M
+    monkeypatch.setattr(ranking.HeadScores, "block_elements", 100_000)  # entries a block, whatever the table)
     page = html.build_report(title="t", samples=samples, proba=proba, labels=[f"L{j}" for j in range(L)],
                              thresholds=np.full(L, 0.5), min_cell=5, bootstrap_draws=5)
     # the largest read is one block of at most a million entries (labels x samples, or recall@k's 4,096
