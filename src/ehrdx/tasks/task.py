@@ -27,7 +27,8 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
-from ehrdx.tasks.chunks import CHUNK_ENTRIES, EntryBudget, concat_samples, patient_runs
+from ehrdx.tasks import chunks
+from ehrdx.tasks.chunks import EntryBudget, concat_samples, patient_runs
 from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -256,7 +257,7 @@ def build_samples(
     require_labels: bool = True,
     introduced: np.ndarray | None = None,
     introduced_from: Sequence[str | None] | None = None,
-    chunk_entries: int = CHUNK_ENTRIES,
+    chunk_entries: int | None = None,
 ) -> Samples:
     """Samples for the given patients at visit ends (default) or at given (row, time) pairs.
 
@@ -264,7 +265,7 @@ def build_samples(
     `introduced` (seconds per label) masks a label for samples whose window ends before it existed;
     `introduced_from` (per label, where that date came from) splits the count of masked entries by rule.
     Built a run of patients at a time (tasks/chunks.py), each run holding about `chunk_entries` events,
-    samples and label entries: the result is the same whatever the runs.
+    samples and label entries (default chunks.CHUNK_ENTRIES): the result is the same whatever the runs.
     """
     rows = np.asarray(rows, dtype=np.int64)
     s_row, s_time = visit_end_times(store, rows) if times is None else (np.asarray(times[0], np.int64),
@@ -288,7 +289,8 @@ def build_samples(
     runs = patient_runs(s_row)  # samples of patient i: runs[i]:runs[i + 1]
     offsets = np.asarray(store.offsets)
     patients = s_row[runs[:-1]]
-    budget = EntryBudget(offsets[patients + 1] - offsets[patients] + np.diff(runs), chunk_entries)
+    budget = EntryBudget(offsets[patients + 1] - offsets[patients] + np.diff(runs),
+                         chunk_entries or chunks.CHUNK_ENTRIES)
     parts = []
     for p0, p1 in budget:
         a, b = runs[p0], runs[p1]
