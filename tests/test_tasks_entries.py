@@ -130,11 +130,11 @@ def test_runs_of_patients_stay_within_the_entry_budget():
     runs = []
     for p0, p1 in budget:
         runs.append((p0, p1))
-        budget.built(0)  # no entries: a unit of cost costs 1 + 0
-    assert runs == [(0, 2), (2, 3), (3, 4), (4, 6)]  # first guess: 2 per unit; a patient over budget alone
-    budget = EntryBudget(np.array([5] * 6), 20)
+        budget.built(0)  # no entries: a unit of cost costs 1
+    assert runs == [(0, 1), (1, 3), (3, 4), (4, 6)]  # first a sixteenth of the budget; a patient over it alone
+    budget = EntryBudget(np.array([5] * 6), 40)
     runs = []
     for p0, p1 in budget:
         runs.append((p0, p1))
-        budget.built(15 * (p1 - p0))  # 3 entries per unit of cost: 4 per unit in all
-    assert runs == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
+        budget.built(15 * (p1 - p0))  # 3 entries per unit of cost: 4 per unit in all, 10 units a run
+    assert runs == [(0, 1), (1, 3), (3, 5), (5, 6)]
