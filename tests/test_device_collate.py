@@ -111,6 +111,8 @@ def test_a_device_table_reads_the_rows_of_a_sparse_a_packed_and_a_dense_table(de
     for table in (sparse, BitTable.from_dense(dense), dense):
         t = DeviceTable(table, torch.device(device))
         assert t.sparse == (table is sparse)
+        if t.sparse:  # the listed columns cross as the table keeps them: 2 bytes each
+            assert t.cols.dtype == torch.int16 and len(t.cols) == sparse.n_listed
         got = t.rows(torch.as_tensor(rows, device=device)).cpu()
         assert got.dtype == torch.bool and torch.equal(got, torch.from_numpy(dense[rows]))  # bools: exact
         assert t.rows(torch.zeros(0, dtype=torch.int64, device=device)).shape == (0, 19)

@@ -64,7 +64,8 @@ class DeviceTable:
         self.n_cols = int(np.shape(table)[1])
         self.sparse = isinstance(table, SparseTable)
         if self.sparse:
-            self.indptr, self.cols, self.flip = t(table.indptr), t(table.cols.astype(np.int64)), t(table.flip)
+            # the listed columns as the table keeps them (2 bytes each below 32,768 labels), widened per batch
+            self.indptr, self.cols, self.flip = t(table.indptr), t(table.cols), t(table.flip)
         else:
             self.packed = t(table.packed if isinstance(table, BitTable) else
                             np.packbits(np.asarray(table).astype(bool), axis=1))
@@ -78,7 +79,7 @@ class DeviceTable:
         which = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), ends - starts,
                                         output_size=len(at))
         out = torch.zeros(len(rows), self.n_cols, dtype=torch.bool, device=rows.device)
-        out[which, self.cols[at]] = True
+        out[which, self.cols[at].long()] = True
         return out ^ self.flip[rows][:, None]  # a flipped row lists its clear entries
 
 
