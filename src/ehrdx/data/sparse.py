@@ -8,8 +8,8 @@ positives) or set by default (`flip` True: the clear entries are listed, e.g. a 
 grows with the listed entries (2 bytes each below 32,768 labels), not with samples x labels.
 
 It reads like a BitTable (data/bits.py): `t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]` return new dense bool
-arrays, `take`, `and_not`, `both`, `column_sums`, `rows_any`, `concat`; it is a BitTable subclass so that
-code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the booleans of the
+arrays, `take`, `and_not`, `both`, `column_sums`, `row_sums`, `rows_any`, `concat`; it is a BitTable
+subclass so that code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the booleans of the
 dense table (a yes/no table has no rounding). Column blocks over all rows (metrics read a few labels at
 a time) use a column index built once per table.
 """

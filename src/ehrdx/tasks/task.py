@@ -11,7 +11,8 @@ Masks (True = known):
                (counted).
   new onset    a label already recorded at or before t is unknown for that sample (`history` holds it;
                the new-onset mask is `mask & ~history`).
-Everything is vectorised over events with numpy; no Python loop over patients or samples.
+Everything is vectorised over events with numpy; no Python loop over patients or samples. Samples are
+built a run of patients at a time (tasks/chunks.py), so the index lists held at once are one run's.
 """
 
 from __future__ import annotations
