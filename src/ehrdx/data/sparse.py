@@ -9,9 +9,9 @@ grows with the listed entries (2 bytes each below 32,768 labels), not with sampl
 
 It reads like a BitTable (data/bits.py): `t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]` return new dense bool
 arrays, `take`, `and_not`, `both`, `column_sums`, `row_sums`, `rows_any`, `concat`; it is a BitTable
-subclass so that code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the booleans of the
-dense table (a yes/no table has no rounding). Column blocks over all rows (metrics read a few labels at
-a time) use a column index built once per table.
+subclass so that code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the
+booleans of the dense table (a yes/no table has no rounding). Column blocks over all rows (metrics read a
+few labels at a time) use a column index built once per table.
 """
 
 from __future__ import annotations
