@@ -3,6 +3,7 @@
     PYTHONPATH=src OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_hospital.py \
         [--patients 30000,100000,300000] [--labels prefix:ICD10CM//:3] [--threads 2] [--max-rss-gb 16] \
         [--stage-timeout SECONDS] [--visit-gap-hours 0] [--max-batch-cells N] [--compare-models PATIENTS] \
+        [--chunk-entries N] \
         [--out benchmarks/results/hospital.json]
 
 For each size: `ehrdx synth --shape hospital` (generation, reported but not a target), conversion of the
@@ -162,7 +163,7 @@ def run_stage(stage: str, work: Path, args) -> dict:
            str(args.seed), "--labels", args.labels, "--model", args.model, "--threads", str(args.threads),
            "--visit-gap-hours", str(args.visit_gap_hours), "--max-batch-cells", str(args.max_batch_cells),
            "--compare-models", str(args.compare_models), "--contexts", args.contexts, "--transformer-layers",
-           str(args.transformer_layers)]
+           str(args.transformer_layers), "--chunk-entries", str(args.chunk_entries)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
     limit_kb, killed, timed_out = args.max_rss_gb * 1024 * 1024, False, False
@@ -244,6 +245,9 @@ def main() -> None:
                     help="training patients for the GRU vs Transformer epoch stage (0: no such stage)")
     ap.add_argument("--contexts", default="64", help="bounded contexts the model stage also runs (comma-separated)")
     ap.add_argument("--transformer-layers", type=int, default=2)
+    ap.add_argument("--chunk-entries", type=int, default=0,
+                    help="events, samples and label entries the task builds at once (tasks/chunks.py CHUNK_ENTRIES; "
+                         "0: the default)")
     ap.add_argument("--keep", action="store_true", help="keep each size's data, store and model")
     ap.add_argument("--out", default="benchmarks/results/hospital.json")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -261,6 +265,10 @@ def main() -> None:
             from ehrdx.data import sequences
 
             sequences.MAX_BATCH_CELLS = 1 << 62 if args.max_batch_cells < 0 else args.max_batch_cells
+        if args.chunk_entries:
+            from ehrdx.tasks import chunks
+
+            chunks.CHUNK_ENTRIES = args.chunk_entries
         t0 = time.perf_counter()
         result = globals()[f"stage_{args.stage}"](Path(args.work), args)
         print(json.dumps({"work_seconds": round(time.perf_counter() - t0, 1)} | result), flush=True)
@@ -289,7 +297,7 @@ def main() -> None:
     result = {"benchmark": "bench_hospital", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "threads": args.threads, "visit_gap_hours": args.visit_gap_hours, "labels": args.labels, "model": args.model, "max_rss_gb": args.max_rss_gb,
-              "max_batch_cells": args.max_batch_cells,
+              "max_batch_cells": args.max_batch_cells, "chunk_entries": args.chunk_entries,
               "stage_timeout_s": args.stage_timeout,
               "stages": rows, "growth": growth(rows)}
     for g in result["growth"]:

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ehrdx.data.bits import BitTable
+from ehrdx.data.device_collate import DeviceTable
 from ehrdx.data.sequences import EventEncoder, SequenceSet
+from ehrdx.data.sparse import SparseTable
 from ehrdx.models.sequence import SequenceConfig, SequenceModel
 from ehrdx.train.loop import TrainConfig, predict_logits, train_model
 
@@ -52,6 +55,7 @@ def _same(a, b):
 def test_the_device_collate_gives_the_numpy_collates_batch(parts, context, device):
     ds = _set(parts, parts[3], context, new_onset=True)
     dev = ds.collate_on(device) and ds.device_collate
+    assert dev.y_table.sparse and dev.mask_table.sparse  # the SparseTables' own arrays on the device
     rng = np.random.default_rng(0)
     picks = [np.arange(ds.n_sequences), rng.permutation(ds.n_sequences)[:17], np.array([ds.n_sequences - 1]),
              np.argsort(-ds.seq_nv)[:5]]
@@ -92,3 +96,33 @@ def test_a_seeded_fit_through_the_device_collate_gives_the_same_probabilities(pa
         train_model(model, train, val, TrainConfig(batch_size=16, max_epochs=2, seed=2))
         probs.append(torch.sigmoid(torch.from_numpy(predict_logits(model, val))).numpy())
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_device_table_reads_the_rows_of_a_sparse_a_packed_and_a_dense_table(device):
+    rng = np.random.default_rng(5)
+    dense = rng.random((40, 19)) < 0.2
+    dense[3] = True  # a full row
+    dense[7] = False  # an empty one
+    dense[11, :15] = True  # mostly set: listed by its clear entries
+    sparse = SparseTable.from_dense(dense)
+    assert sparse.flip[[3, 11]].all() and not sparse.flip[7]
+    rows = np.array([11, 0, 3, 7, 7, 39, 11, 20])  # repeats and any order, as a batch's samples come
+    for table in (sparse, BitTable.from_dense(dense), dense):
+        t = DeviceTable(table, torch.device(device))
+        assert t.sparse == (table is sparse)
+        if t.sparse:  # the listed columns cross as the table keeps them: 2 bytes each
+            assert t.cols.dtype == torch.int16 and len(t.cols) == sparse.n_listed
+        got = t.rows(torch.as_tensor(rows, device=device)).cpu()
+        assert got.dtype == torch.bool and torch.equal(got, torch.from_numpy(dense[rows]))  # bools: exact
+        assert t.rows(torch.zeros(0, dtype=torch.int64, device=device)).shape == (0, 19)
+
+
+def test_a_set_whose_tables_are_bit_packed_collates_on_the_device_as_with_numpy(parts):
+    ds = _set(parts, parts[3], new_onset=True)
+    assert isinstance(ds.y_bits, SparseTable) and isinstance(ds.mask_bits, SparseTable)  # as samples build them
+    ds.y_bits, ds.mask_bits = BitTable.from_dense(ds.y_bits.dense()), BitTable.from_dense(ds.mask_bits.dense())
+    dev = ds.collate_on("cpu") and ds.device_collate
+    assert not dev.y_table.sparse and not dev.mask_table.sparse
+    seqs = np.random.default_rng(1).permutation(ds.n_sequences)[:23]
+    _same(ds.collate(seqs), dev.collate(seqs))

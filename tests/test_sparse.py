@@ -125,3 +125,16 @@ def test_code_written_for_packed_bytes_reads_the_same_bytes():
     assert int(np.bitwise_count(t.packed[rows]).sum()) == dense[rows].sum()
     assert np.array_equal(np.ascontiguousarray(t.packed), bits.packed)
     assert np.array_equal(t.packed[2:9, 1:], bits.packed[2:9, 1:]) and np.array_equal(t.packed[4], bits.packed[4])
+
+
+@pytest.mark.parametrize("rows", [None, np.array([5, 3, 7, 7, 8, 0]), np.arange(40) % 4 == 1, slice(2, 30)])
+def test_row_sums_and_a_batchs_known_entries_count_from_the_row_lengths(rows):
+    from ehrdx.data.sequences import known_entries
+
+    dense = dense_table(4)
+    t = SparseTable.from_dense(dense)
+    want = dense.sum(1) if rows is None else dense[rows].sum(1)
+    assert t.row_sums(rows).dtype == np.int64 and np.array_equal(t.row_sums(rows), want)
+    if rows is not None:
+        for table in (t, BitTable.from_dense(dense), dense):
+            assert known_entries(table, rows) == want.sum()

@@ -70,3 +70,71 @@ def test_the_mask_lists_unknowns_of_whole_windows_and_positives_of_censored_ones
     assert np.array_equal(s.mask, whole[:, None] | (s.y > 0.5))  # censored windows know their positives
     assert np.array_equal(s.mask_bits.flip, whole) and s.mask_bits.n_listed == (s.y[~whole] > 0.5).sum()
     assert np.array_equal(s.train_mask(True), s.mask & ~s.history)
+
+
+@pytest.fixture(scope="module")
+def cohort_store(tmp_path_factory):
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+
+    out = tmp_path_factory.mktemp("chunks")
+    paths = write_longitudinal(generate_longitudinal(150, seed=7), out / "c")
+    return open_store(meds=paths["meds"], store_dir=out / "store")
+
+
+def same_samples(a, b) -> None:
+    for name in ("row", "time", "cutoff", "n_visits", "window_end"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name in ("y_bits", "mask_bits", "history_bits"):
+        ta, tb = getattr(a, name), getattr(b, name)
+        assert ta.shape == tb.shape, name
+        for part in ("indptr", "cols", "flip"):
+            assert np.array_equal(getattr(ta, part), getattr(tb, part)), (name, part)
+    assert list(a.counts.items()) == list(b.counts.items())  # the same counts, in the same order
+
+
+@pytest.mark.parametrize("task", ["next-visit", "window:365d", "window:90d:uncensored"])
+@pytest.mark.parametrize("require_labels", [True, False])
+def test_samples_built_a_few_patients_at_a_time_equal_one_build(cohort_store, task, require_labels):
+    from ehrdx.train.checkpoint import data_fingerprint
+
+    store = cohort_store
+    selector = LabelSelector.parse("prefix:DX//:3")
+    rows = np.arange(len(store))
+    # Introduced at each label's first record: windows that end earlier do not know the label (masked, counted).
+    vocab = LabelVocab.from_first_times(label_first_times(store, rows[:100], selector), infer_introduced=True)
+    index = code_label_index(store, selector, vocab)
+    spec = TaskSpec.parse(task.removesuffix(":uncensored"), new_onset=True, censor=not task.endswith("uncensored"))
+
+    def build(chunk_entries: int):
+        return build_samples(store, rows, spec, index, len(vocab), require_labels=require_labels,
+                             introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from(),
+                             chunk_entries=chunk_entries)
+
+    whole = build(10**12)  # one run of every patient
+    assert len(whole) > 500 and whole.history_bits.n_listed > 0 and whole.y_bits.n_listed > 0
+    assert whole.counts["label_entries_before_introduction_masked"] > 0
+    assert (task == "next-visit") == ("samples_without_next_visit" in whole.counts)
+    assert task.startswith("window") == ("censored_samples" in whole.counts)  # counted, masked or not
+    for chunk_entries in (1, 3_000):  # one patient a run; a few patients a run
+        part = build(chunk_entries)
+        same_samples(part, whole)
+        new_onset = part.train_mask_bits(True)
+        assert np.array_equal(new_onset.dense(), whole.train_mask_bits(True).dense())
+        assert data_fingerprint(part, None) == data_fingerprint(whole, None)
+
+
+def test_runs_of_patients_stay_within_the_entry_budget():
+    from ehrdx.tasks.chunks import EntryBudget
+
+    budget = EntryBudget(np.array([5, 5, 5, 30, 5, 5]), 20)
+    runs = []
+    for p0, p1 in budget:
+        runs.append((p0, p1))
+        budget.built(0)  # no entries: a unit of cost costs 1
+    assert runs == [(0, 1), (1, 3), (3, 4), (4, 6)]  # first a sixteenth of the budget; a patient over it alone
+    budget = EntryBudget(np.array([5] * 6), 40)
+    runs = []
+    for p0, p1 in budget:
+        runs.append((p0, p1))
+        budget.built(15 * (p1 - p0))  # 3 entries per unit of cost: 4 per unit in all, 10 units a run
+    assert runs == [(0, 1), (1, 3), (3, 5), (5, 6)]

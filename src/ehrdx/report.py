@@ -31,7 +31,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
                       bootstrap_draws: int = BOOTSTRAP_DRAWS) -> Path:
     """Predict `samples` with `clf` and write the HTML report to `out` (atomically); cells from fewer than
     `min_cell` patients are suppressed. An update_report.json in `model_dir` adds old-vs-new labels."""
-    proba = clf.predict_samples(st, samples)
+    proba = clf.scores(st, samples)  # kept as patient states and the label head where [S, L] would be large
     update_report = None
     if model_dir is not None and (Path(model_dir) / "update_report.json").exists():
         update_report = json.loads((Path(model_dir) / "update_report.json").read_text())

@@ -53,7 +53,7 @@ def tuning_score(clf: EHRClassifier, source, val_rows) -> float:
     s = clf.samples(source, val_rows)
     if len(s) == 0:
         return 0.0
-    r = evaluate_predictions(s.y, s.train_mask(clf.new_onset_), clf.predict_samples(source, s), clf.labels_, None)
+    r = evaluate_predictions(s.y_bits, s.train_mask_bits(clf.new_onset_), clf.scores(source, s), clf.labels_, None)
     return float(r["macro_auprc"] or 0.0)
 
 

@@ -2,8 +2,8 @@
 
 `SequenceSet.collate` builds a batch with numpy on the host and the training loop copies it to the GPU;
 at batch 1,024 that host work, not the GPU, set the pace. `DeviceCollate` moves the event store's arrays
-(codes, values, times, visit bounds) and the sample set's lookup tables (sequences, samples, bit-packed
-targets and masks) to the device once, and builds the same `SequenceBatch` there: only the batch's
+(codes, values, times, visit bounds) and the sample set's lookup tables (sequences, samples, targets and
+masks: a SparseTable's index lists, other tables bit-packed; `DeviceTable`) to the device once, and builds the same `SequenceBatch` there: only the batch's
 sequence indices cross from the host. It mirrors `SequenceSet.collate` step for step; integer and index
 fields come out identical, float fields identical where they are copies or single float32 operations and
 within float rounding where numpy and torch evaluate log1p or sum in another order (tests/test_device_collate.py).
@@ -22,6 +22,7 @@ import torch
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.bits import BitTable
+from ehrdx.data.sparse import SparseTable
 
 YEAR = 365.25 * 86400  # as data/sequences.py
 Z_CLIP = 5.0
@@ -47,7 +48,39 @@ def unpack_rows(packed: torch.Tensor, rows: torch.Tensor, n_cols: int) -> torch.
     """Dense bool [len(rows), n_cols] from np.packbits rows (big-endian bits) kept on the device."""
     shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
     bits = (packed[rows].unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(len(rows), -1)[:, :n_cols].bool()
+    return bits.reshape(len(rows), packed.shape[1] * 8)[:, :n_cols].bool()
+
+
+class DeviceTable:
+    """An [S, L] yes/no table on the device, read a batch of rows at a time as dense bool [rows, L]. A
+    SparseTable moves its own arrays (row pointers, listed columns, row flags: memory grows with its listed
+    entries, not with S x L) and each batch's block is set from them with tensor indexing; a BitTable moves
+    its packed bits, and a dense array is packed first."""
+
+    def __init__(self, table, device: torch.device) -> None:
+        def t(a) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        self.n_cols = int(np.shape(table)[1])
+        self.sparse = isinstance(table, SparseTable)
+        if self.sparse:
+            # the listed columns as the table keeps them (2 bytes each below 32,768 labels), widened per batch
+            self.indptr, self.cols, self.flip = t(table.indptr), t(table.cols), t(table.flip)
+        else:
+            self.packed = t(table.packed if isinstance(table, BitTable) else
+                            np.packbits(np.asarray(table).astype(bool), axis=1))
+
+    def rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Dense bool [len(rows), L] of the given rows (indices on the device)."""
+        if not self.sparse:
+            return unpack_rows(self.packed, rows, self.n_cols)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        at = ranges(starts, ends)
+        which = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), ends - starts,
+                                        output_size=len(at))
+        out = torch.zeros(len(rows), self.n_cols, dtype=torch.bool, device=rows.device)
+        out[which, self.cols[at].long()] = True
+        return out ^ self.flip[rows][:, None]  # a flipped row lists its clear entries
 
 
 STORE_ARRAYS = ("codes", "values", "times", "visit_offsets", "visit_starts", "visit_ends")
@@ -95,13 +128,9 @@ class DeviceCollate:
                                                                        t(ds.sample_pos))
         self.rows, self.birth = t(ds._rows), t(ds._birth)
         self.static_start, self.static_end = t(ds._static_start), t(ds._static_end)
-        self.y_bits, self.mask_bits = self._bits(ds.y_bits), self._bits(ds.mask_bits)
+        self.y_table, self.mask_table = DeviceTable(ds.y_bits, self.device), DeviceTable(ds.mask_bits, self.device)
         self.n_labels = ds.y_bits.shape[1]
         self.n_numeric = len(ds.numeric_ids)
-
-    def _bits(self, table) -> torch.Tensor:
-        packed = table.packed if isinstance(table, BitTable) else np.packbits(np.asarray(table).astype(bool), axis=1)
-        return torch.from_numpy(np.ascontiguousarray(packed)).to(self.device)
 
     def collate(self, seqs, device=None, sources: bool = False) -> SequenceBatch:
         """The batch of sequences `seqs`, as SequenceSet.collate gives it, built on this device (`device`,
@@ -168,8 +197,7 @@ class DeviceCollate:
             code_ids=codes, code_weights=w, value_weights=z * w, bag_offsets=bag_offsets,
             visit_index=vis_seq * T + grid_pos, time_feats=time_feats, static_ids=static_ids,
             static_offsets=static_offsets, visit_mask=visit_mask.view(B, T), numeric=numeric, gather=gather,
-            sample_index=sample_idx, y=unpack_rows(self.y_bits, sample_idx, self.n_labels).float(),
-            y_mask=unpack_rows(self.mask_bits, sample_idx, self.n_labels),
+            sample_index=sample_idx, y=self.y_table.rows(sample_idx).float(), y_mask=self.mask_table.rows(sample_idx),
             numeric_source=torch.cat([now, now, last, last], dim=1) if sources else None,
             prior_ids=None if prior is None else prior[0], prior_offsets=None if prior is None else prior[1],
             prior_weights=None if prior is None else prior[2], prior_features=None if prior is None else prior[3],

@@ -22,6 +22,7 @@ from ehrdx.data.batches import epoch_order
 from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.device_collate import DeviceCollate, exact_device
 from ehrdx.data.samples import Samples
+from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
 
@@ -156,7 +157,10 @@ def numeric_block(z: np.ndarray, now: np.ndarray, last: np.ndarray) -> np.ndarra
 
 
 def known_entries(mask, rows: np.ndarray) -> int:
-    """Set entries in the given rows of a BitTable (a popcount of its packed bytes) or a dense array."""
+    """Set entries in the given rows of a SparseTable (from its row lengths), a BitTable (a popcount of its
+    packed bytes) or a dense array."""
+    if isinstance(mask, SparseTable):
+        return int(mask.row_sums(rows).sum())
     if isinstance(mask, BitTable):
         return int(np.bitwise_count(mask.packed[rows]).sum())
     return int(np.count_nonzero(np.asarray(mask)[rows]))

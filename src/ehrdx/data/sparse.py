@@ -8,10 +8,10 @@ positives) or set by default (`flip` True: the clear entries are listed, e.g. a 
 grows with the listed entries (2 bytes each below 32,768 labels), not with samples x labels.
 
 It reads like a BitTable (data/bits.py): `t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]` return new dense bool
-arrays, `take`, `and_not`, `both`, `column_sums`, `rows_any`, `concat`; it is a BitTable subclass so that
-code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the booleans of the
-dense table (a yes/no table has no rounding). Column blocks over all rows (metrics read a few labels at
-a time) use a column index built once per table.
+arrays, `take`, `and_not`, `both`, `column_sums`, `row_sums`, `rows_any`, `concat`; it is a BitTable
+subclass so that code that asks `isinstance(t, BitTable)` keeps it as it is. Every read gives exactly the
+booleans of the dense table (a yes/no table has no rounding). Column blocks over all rows (metrics read a
+few labels at a time) use a column index built once per table.
 """
 
 from __future__ import annotations
@@ -254,6 +254,13 @@ class SparseTable(BitTable):
         """Whether each row has a set entry, [S] bool."""
         listed = np.diff(self.indptr)
         return np.where(self.flip, listed < self.n_cols, listed > 0)
+
+    def row_sums(self, rows=None) -> np.ndarray:
+        """Set entries per row (of the given rows: indices, a bool selection or a slice), [n] int64, from
+        the row lengths alone."""
+        rows = slice(None) if rows is None else rows
+        listed = (self.indptr[1:] - self.indptr[:-1])[rows]
+        return np.where(self.flip[rows], self.n_cols - listed, listed)
 
     def column_sums(self) -> np.ndarray:
         """Set entries per column, [L] int64."""

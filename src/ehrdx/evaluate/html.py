@@ -16,20 +16,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from ehrdx.evaluate.metrics import (
-    BOOTSTRAP_DRAWS,
-    bootstrap_label_intervals,
-    calibration_sums,
-    label_patients,
-    recall_at_ks,
-)
+from ehrdx.evaluate.metrics import BOOTSTRAP_DRAWS, bootstrap_label_intervals, calibration_sums, recall_at_ks
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import few_positive_labels, format_interval, more_labels_note, most_positive
-from ehrdx.ranking import curve_counts, label_curves, macro_scores
+from ehrdx.evaluate.subgroups import AGE_BANDS, sex_and_age, subgroup_rows
+from ehrdx.ranking import block_elements, curve_counts, label_blocks, label_curves
 
 REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
-AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
-YEAR = 365.25 * 86400
+MAX_POOLED = 4_000_000  # known scores pooled whole for the micro curve; more: its thresholds from a sample
 
 
 def _plt():
@@ -77,13 +71,45 @@ def with_interval(row: dict, intervals: dict | None, metric: str, i: int):
     return format_interval(row[metric], intervals[f"{metric}_low"][i], intervals[f"{metric}_high"][i])
 
 
-def _shown_labels(y, mask, groups, labels, min_cell) -> list[int]:
-    """Labels with both classes among their known elements and positives from at least `min_cell` patients."""
-    known = np.asarray(mask, dtype=bool)
-    pos = (np.asarray(y) > 0.5) & known
-    n_pos, n_known = pos.sum(0), known.sum(0)
-    n_pat = label_patients(pos, known, groups)[0]
-    return [int(j) for j in np.flatnonzero((n_pos > 0) & (n_pos < n_known) & (n_pat >= min_cell))]
+def label_columns(table, cols) -> np.ndarray:
+    """Dense [S, len(cols)] of the given labels of an [S, L] table, read a label at a time (a SparseTable
+    reads a column from its column index: no [S, L] copy)."""
+    if not len(cols):
+        return np.zeros((len(table), 0), np.asarray(table[:0, :0]).dtype)
+    return np.stack([np.asarray(table[:, int(j)]) for j in cols], axis=1)
+
+
+def pooled_curve_counts(y, mask, proba, n_known: int, max_points: int = 2000,
+                        max_pooled: int = MAX_POOLED) -> tuple[np.ndarray, np.ndarray]:
+    """The micro (pooled) curve: curve_counts of every known score with `max_points` thresholds, a block
+    of labels at a time. Up to `max_pooled` known scores (of `n_known`), pooled as they are; beyond, the
+    thresholds are evenly spaced ranks of every k-th score (k = n_known / max_pooled, rounded up: the
+    positives and, per block, the sorted negatives), and the positives and negatives at or above each are
+    counted exactly in a second pass, so memory grows with the positives, not the known entries."""
+    blocks = list(label_blocks(len(proba), np.shape(proba)[1], block_elements(proba)))
+    stride = max(1, -(-int(n_known) // max_pooled))
+
+    def known_block(b: slice) -> tuple[np.ndarray, np.ndarray]:
+        known = np.asarray(mask[:, b], dtype=bool)
+        p = np.asarray(proba[:, b])
+        pos = (np.asarray(y[:, b]) > 0.5) & known
+        return p[pos], p[known & ~pos]
+
+    ps, ns = [], []
+    for b in blocks:
+        pos, neg = known_block(b)
+        ps.append(pos)
+        ns.append(neg if stride == 1 else np.sort(neg)[::stride])
+    ps, ns = np.sort(np.concatenate(ps)), np.concatenate(ns)
+    if stride == 1:
+        return curve_counts(ps, ns, max_points)
+    every = np.sort(np.concatenate([ps[::stride], ns]))
+    thresholds = np.unique(every[np.linspace(0, len(every) - 1, max_points).astype(np.int64)])[::-1]
+    fp = np.zeros(len(thresholds), np.int64)
+    for b in blocks:
+        neg = np.sort(known_block(b)[1])
+        fp += len(neg) - np.searchsorted(neg, thresholds, side="left")
+    return len(ps) - np.searchsorted(ps, thresholds, side="left"), fp
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -106,13 +132,18 @@ def roc_pr_points(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return fpr, tpr, recall, precision
 
 
-def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 12) -> tuple[str, str, list[str]]:
+def curves_figures(y, mask, proba, labels, per_label: list[dict], min_cell,
+                   max_labels: int = 12) -> tuple[str, str, list[str]]:
     """ROC and PR figures: micro, macro (mean of per-label curves on a common grid) and per label (the
     most frequent `max_labels` of those with enough patients; the legend says how many there are). Returns
-    the two PNGs and the labels left out of the per-label curves because of small cells."""
+    the two PNGs and the labels left out of the per-label curves because of small cells. `per_label`:
+    evaluate_predictions' rows of these tables (known, positives, positive_patients per label)."""
     plt = _plt()
-    shown = _shown_labels(y, mask, groups, labels, min_cell)
-    support = ((np.asarray(y) > 0.5) & mask).sum(0)
+    support = np.array([r["positives"] for r in per_label], dtype=np.int64)
+    n_known = np.array([r["known"] for r in per_label], dtype=np.int64)
+    n_pat = np.array([r["positive_patients"] for r in per_label], dtype=np.int64)
+    # Labels with both classes among their known elements and positives from at least `min_cell` patients.
+    shown = [int(j) for j in np.flatnonzero((support > 0) & (support < n_known) & (n_pat >= min_cell))]
     shown_set = set(shown)
     left_out = [labels[j] for j in np.flatnonzero(support > 0) if j not in shown_set]
     per = set(sorted(shown, key=lambda j: (-support[j], j))[:max_labels])
@@ -126,11 +157,9 @@ def curves_figures(y, mask, proba, labels, groups, min_cell, max_labels: int = 1
         if j in per:
             drawn["roc"].append((fpr, tpr, labels[j]))
             drawn["pr"].append((rec, prec, labels[j]))
-    flat_y, flat_p = np.asarray(y)[mask], np.asarray(proba)[mask]
     micro = None
-    if 0 < (flat_y > 0.5).sum() < len(flat_y):
-        pos = flat_y > 0.5
-        fpr, tpr, rec, prec = roc_pr_points(*curve_counts(flat_p[pos], flat_p[~pos], max_points=2000))
+    if 0 < support.sum() < n_known.sum():
+        fpr, tpr, rec, prec = roc_pr_points(*pooled_curve_counts(y, mask, proba, int(n_known.sum())))
         micro = {"roc": (fpr, tpr), "pr": (rec, prec)}
     out = []
     for kind in ("roc", "pr"):
@@ -193,51 +222,6 @@ def history_figure(history: dict) -> str | None:
     return _png(fig)
 
 
-def subgroup_rows(y, mask, proba, labels, groups, history, group_of: np.ndarray, names: list[str],
-                  min_cell: int) -> list[list]:
-    """Macro metrics (all labels and new onset) for each group; suppressed below `min_cell` patients."""
-    rows = []
-    for g in names:
-        sel = group_of == g
-        patients = len(np.unique(groups[sel])) if sel.any() else 0
-        if patients == 0:
-            continue
-        if patients < min_cell:
-            rows.append([g, f"<{min_cell}", f"<{min_cell}", None, None, None, None])
-            continue
-        a = macro_scores(y[sel], mask[sel], proba[sel])
-        n = macro_scores(y[sel], mask[sel] & ~history[sel], proba[sel])
-        rows.append([g, patients, int(sel.sum()), a["macro_auroc"], a["macro_auprc"], n["macro_auroc"],
-                     n["macro_auprc"]])
-    return rows
-
-
-def sex_and_age(store, samples) -> tuple[np.ndarray, np.ndarray]:
-    """Each sample's sex (from a static GENDER// or SEX// code; 'unknown' without one) and age band at
-    its prediction time ('unknown' without a birth)."""
-    from ehrdx.data.sequences import birth_times, static_ranges
-    from ehrdx.data.store import concat_ranges
-
-    rows = np.unique(samples.row)
-    start, end = static_ranges(store, rows)
-    pos = concat_ranges(start, end)
-    owner = np.repeat(np.arange(len(rows)), end - start)
-    names = np.asarray(store.code_names, dtype=object)
-    codes = names[np.asarray(store.codes)[pos]] if len(pos) else np.zeros(0, dtype=object)
-    sex = np.full(len(rows), "unknown", dtype=object)
-    for i, c in zip(owner, codes):
-        upper = str(c).upper()
-        if upper.startswith(("GENDER//", "SEX//")):
-            sex[i] = str(c).split("//", 1)[1]
-    at = np.searchsorted(rows, samples.row)
-    birth = birth_times(store, samples.row)
-    age = (samples.time - birth) / YEAR
-    band = np.full(len(samples.row), "unknown", dtype=object)
-    for lo, hi, name in AGE_BANDS:
-        band[(age >= lo) & (age < hi)] = name
-    return sex[at], band
-
-
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
@@ -265,7 +249,8 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     patients (seed 0; 0: none)."""
     from ehrdx.evaluate.metrics import evaluate_samples
 
-    y, mask, recorded, groups = samples.y, samples.mask, samples.history, samples.row  # read once (packed)
+    # The tables as index lists (data/sparse.py), read a block of labels or rows at a time: no [S, L] copy.
+    y, mask, new_mask, groups = samples.y_bits, samples.mask_bits, samples.train_mask_bits(True), samples.row
     result = evaluate_samples(samples, proba, labels, thresholds, descriptions)
     released = suppress_small_cells({"test": result["all"], "test_new_onset": result["new_onset"],
                                      "test_by_prior_visits": result["by_prior_visits"]}, min_cell)
@@ -275,8 +260,9 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     # -- cohort
     parts.append("<h2 id='cohort'>Cohort</h2>")
     summary = [["patients", len(np.unique(groups))], ["prediction times", len(samples)],
-               ["labels", len(labels)], ["known (sample, label) entries", int(mask.sum())],
-               ["unknown entries (masked: censored, not yet defined, not new onset)", int((~mask).sum())]]
+               ["labels", len(labels)], ["known (sample, label) entries", result["all"]["n_known_elements"]],
+               ["unknown entries (masked: censored, not yet defined, not new onset)",
+                result["all"]["n_masked_elements"]]]
     summary += [[k.replace("_", " "), v] for k, v in {**(excluded or {}), **samples.counts}.items()]
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
@@ -299,7 +285,7 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
         head_rows.append([key, released["test"].get(key), released["test_new_onset"].get(key)])
     parts.append("<h2 id='metrics'>Metrics</h2>" + _table(["metric", "all labels", "new onset"], head_rows))
     # -- curves
-    roc, pr, left_out = curves_figures(y, mask, proba, labels, groups, min_cell)
+    roc, pr, left_out = curves_figures(y, mask, proba, labels, result["all"]["per_label"], min_cell)
     parts.append("<h2 id='curves'>ROC and precision-recall curves</h2>" + _img(roc, "ROC curves") + _img(pr, "PR curves"))
     if left_out:
         parts.append(f"<p class='note'>No per-label curve (fewer than {min_cell} patients, or one class only): "
@@ -310,8 +296,12 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  _table(["k", "recall@k"], [[k, v] for k, v in rk_values]))
     # -- per label
     per, cols = [], np.asarray(shown, dtype=np.int64)
-    ci = {part: bootstrap_label_intervals(y[:, cols], m[:, cols], proba[:, cols], groups, bootstrap_draws)
-          for part, m in (("all", mask), ("new", mask & ~recorded))} if bootstrap_draws and len(cols) else {}
+    if bootstrap_draws and len(cols):  # the shown labels' columns alone
+        y_cols, p_cols = label_columns(y, cols), np.asarray(proba[:, cols])
+        ci = {part: bootstrap_label_intervals(y_cols, label_columns(m, cols), p_cols, groups, bootstrap_draws)
+              for part, m in (("all", mask), ("new", new_mask))}
+    else:
+        ci = {}
     for i, j in enumerate(shown):
         a, n = released["test"]["per_label"][j], released["test_new_onset"]["per_label"][j]
         at = a.get("tuned") or a.get("threshold_0.5") or {}
@@ -346,9 +336,9 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
         sex, band = sex_and_age(store, samples)
         heads = ["group", "patients", "prediction times", "macro AUROC", "macro AUPRC", "new-onset AUROC",
                  "new-onset AUPRC"]
-        sex_rows = subgroup_rows(y, mask, proba, labels, groups, recorded, sex, sorted(set(sex)), min_cell)
-        age_rows = subgroup_rows(y, mask, proba, labels, groups, recorded, band,
-                                 [b[2] for b in AGE_BANDS] + ["unknown"], min_cell)
+        sex_rows = subgroup_rows(y, mask, proba, groups, new_mask, sex, sorted(set(sex)), min_cell)
+        age_rows = subgroup_rows(y, mask, proba, groups, new_mask, band, [b[2] for b in AGE_BANDS] + ["unknown"],
+                                 min_cell)
         parts.append("<h2 id='fairness'>By sex and age band</h2><p class='note'>The same model on each group; a gap "
                      "between groups is a question to ask of the model and the data. Age at the prediction "
                      "time.</p><h3>Sex</h3>" + _table(heads, sex_rows) + "<h3>Age band</h3>" + _table(heads, age_rows))

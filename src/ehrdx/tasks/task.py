@@ -11,7 +11,8 @@ Masks (True = known):
                (counted).
   new onset    a label already recorded at or before t is unknown for that sample (`history` holds it;
                the new-onset mask is `mask & ~history`).
-Everything is vectorised over events with numpy; no Python loop over patients or samples.
+Everything is vectorised over events with numpy; no Python loop over patients or samples. Samples are
+built a run of patients at a time (tasks/chunks.py), so the index lists held at once are one run's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
+from ehrdx.tasks import chunks
+from ehrdx.tasks.chunks import EntryBudget, concat_samples, patient_runs
 from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -255,21 +258,22 @@ def build_samples(
     require_labels: bool = True,
     introduced: np.ndarray | None = None,
     introduced_from: Sequence[str | None] | None = None,
+    chunk_entries: int | None = None,
 ) -> Samples:
     """Samples for the given patients at visit ends (default) or at given (row, time) pairs.
 
     With `require_labels`, samples that can have no known label (no next visit) are left out and counted.
     `introduced` (seconds per label) masks a label for samples whose window ends before it existed;
     `introduced_from` (per label, where that date came from) splits the count of masked entries by rule.
+    Built a run of patients at a time (tasks/chunks.py), each run holding about `chunk_entries` events,
+    samples and label entries (default chunks.CHUNK_ENTRIES): the result is the same whatever the runs.
     """
     rows = np.asarray(rows, dtype=np.int64)
     s_row, s_time = visit_end_times(store, rows) if times is None else (np.asarray(times[0], np.int64),
                                                                            np.asarray(times[1], np.int64))
     order = np.lexsort((s_time, s_row))
     s_row, s_time = s_row[order], s_time[order]
-    counts: dict[str, int] = {}
 
-    offsets = np.asarray(store.offsets)
     ev_times = np.asarray(store.times)
     timed = ev_times != STATIC_TIME
     origin = int(ev_times[timed].min()) - 1 if timed.any() else 0
@@ -281,20 +285,51 @@ def build_samples(
     if span >= 2**_TIME_BITS or len(store) >= 2 ** (63 - _TIME_BITS):
         raise DataError("event times span too long a period to index", file=str(store.directory),
                         column="time", fix="check for far-past or far-future times")
+    del timed
 
-    def key(r: np.ndarray, t: np.ndarray) -> np.ndarray:
-        t = np.clip(np.asarray(t, np.int64) - origin, 0, 2**_TIME_BITS - 1)
-        return (np.asarray(r, np.int64) << _TIME_BITS) | t
+    runs = patient_runs(s_row)  # samples of patient i: runs[i]:runs[i + 1]
+    offsets = np.asarray(store.offsets)
+    patients = s_row[runs[:-1]]
+    budget = EntryBudget(offsets[patients + 1] - offsets[patients] + np.diff(runs),
+                         chunk_entries or chunks.CHUNK_ENTRIES)
+    parts = []
+    for p0, p1 in budget:
+        a, b = runs[p0], runs[p1]
+        part, entries = _samples_of(store, s_row[a:b], s_time[a:b], task, label_index, n_labels, origin,
+                                    require_labels, introduced, introduced_from)
+        budget.built(entries)
+        parts.append(part)
+    if not parts:  # no sample: the empty tables, as a build of nothing gives them
+        parts.append(_samples_of(store, s_row, s_time, task, label_index, n_labels, origin, require_labels,
+                                 introduced, introduced_from)[0])
+    return concat_samples(parts)
 
-    # Global event row and keys (only over the patients involved).
+
+def _key(r: np.ndarray, t: np.ndarray, origin: int) -> np.ndarray:
+    """Composite sort keys (row << 36) | (time - origin)."""
+    t = np.clip(np.asarray(t, np.int64) - origin, 0, 2**_TIME_BITS - 1)
+    return (np.asarray(r, np.int64) << _TIME_BITS) | t
+
+
+def _samples_of(store: EventStore, s_row: np.ndarray, s_time: np.ndarray, task: TaskSpec, label_index: LabelIndex,
+                n_labels: int, origin: int, require_labels: bool, introduced: np.ndarray | None,
+                introduced_from: Sequence[str | None] | None) -> tuple[Samples, int]:
+    """build_samples of the samples (s_row, s_time), sorted by (row, time), of a run of whole patients;
+    and how many label entries (positives and history) it found."""
+    counts: dict[str, int] = {}
+    offsets = np.asarray(store.offsets)
+    ev_times = np.asarray(store.times)
+
+    # Event rows and keys (only over the patients involved).
     pos = _event_positions(store, np.unique(s_row)) if len(s_row) else np.zeros(0, np.int64)
     ev_row = np.searchsorted(offsets, pos, side="right") - 1
-    ev_t = np.where(timed[pos], ev_times[pos], origin)  # static facts count as before everything
-    ev_key = key(ev_row, ev_t)  # sorted: events are in (row, time) order in the store
-    s_key = key(s_row, s_time)
+    ev_t = ev_times[pos]
+    ev_key = _key(ev_row, np.where(ev_t != STATIC_TIME, ev_t, origin), origin)  # static facts: before all
+    del ev_row, ev_t  # sorted: events are in (row, time) order in the store
+    s_key = _key(s_row, s_time, origin)
     cutoff = pos[np.searchsorted(ev_key, s_key, side="right") - 1] + 1 if len(pos) else np.zeros(0, np.int64)
     # A sample whose patient has no event at all at or before t gets cutoff at the patient's start.
-    first_key = key(s_row, np.full(len(s_row), origin))
+    first_key = _key(s_row, np.full(len(s_row), origin), origin)
     no_events = np.searchsorted(ev_key, s_key, side="right") <= np.searchsorted(ev_key, first_key, side="left")
     cutoff = np.where(no_events, offsets[s_row], cutoff)
 
@@ -329,8 +364,10 @@ def build_samples(
 
     n, L = len(s_row), n_labels
     at, lab_id = label_index.expand(np.asarray(store.codes)[pos].astype(np.int64))
-    (p_sample, p_label), (h_sample, h_label) = label_entries(s_key, key(s_row, w_end), ev_key[at], lab_id,
-                                                             _TIME_BITS)
+    (p_sample, p_label), (h_sample, h_label) = label_entries(s_key, _key(s_row, w_end, origin), ev_key[at],
+                                                             lab_id, _TIME_BITS)
+    del at, lab_id, ev_key, pos
+    entries = len(p_sample) + len(h_sample)
     real = known[p_sample]  # a sample without a label window has no positives
     y = SparseTable.from_entries(n, L, p_sample[real], p_label[real])  # straight from the index lists
     history = SparseTable.from_entries(n, L, h_sample, h_label)
@@ -351,4 +388,4 @@ def build_samples(
         if dropped:
             counts["samples_without_known_labels_left_out"] = dropped
             out = out.subset(usable)
-    return out
+    return out, entries
