@@ -21,7 +21,8 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                (as EHRSHOT draws k for train and k for validation); the other positive patients of L are left
                out of that run's training and validation data altogether, every negative patient is kept.
                The choices are nested (for one seed, the 8 patients are among the 32).
-  arms         update       ehrdx update's Python API (update_model: probe init, 2 distilled epochs) adding L
+  arms         update       ehrdx update's Python API (update_model: probe init, its penalty chosen on the
+                            run's validation patients, 2 distilled epochs) adding L
                             to the base model, on the run's patients;
                gbm-counts   LightGBM on code counts, one booster for L, the run's patients
                             (benchmarks/external/models.py lgbm_counts, the external benchmark's baseline);
@@ -206,7 +207,8 @@ def run_arm(arm: str, ctx: dict, label: str, tr: np.ndarray, va: np.ndarray) -> 
                                 selector=ctx["full_selector"], epochs=ctx["args"].update_epochs)
         proba = new.predict_samples(ds.store, ctx["test_samples"])[:, new.labels_.index(label)]
         extra = {"old_labels_macro_auroc_before": rep["old_labels_macro_auroc_before"],
-                 "old_labels_macro_auroc_after": rep["old_labels_macro_auroc_after"]}
+                 "old_labels_macro_auroc_after": rep["old_labels_macro_auroc_after"],
+                 "probe_c": rep.get("probe_c", {}).get(label)}  # the probe's penalty, chosen on validation
     elif arm == "scratch":
         clf = EHRClassifier(**ctx["params"], task=ds.task, labels=ctx["full_selector"]).fit(ds.store, tr, va)
         proba = clf.predict_samples(ds.store, ctx["test_samples"])[:, clf.labels_.index(label)]

@@ -18,7 +18,7 @@ from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pretrain import next_visit_samples, pretrain, target_codes
 from ehrdx.pretrained import load_encoder, patient_hashes
 from ehrdx.tasks.task import LabelIndex, TaskSpec, build_samples, codes_of_labels
-from ehrdx.train.probe import fit_from_start
+from ehrdx.train.probe import PROBE_C, PROBE_PATH, fit_from_start
 from ehrdx.update import update_model
 
 
@@ -216,14 +216,16 @@ def test_an_update_starts_new_labels_from_the_pretrained_rows_of_their_codes(dat
     old = EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), hidden=None, max_epochs=1)
     old.fit(data["old_store"], otr, ova)
     seen = {}
-    real = ehrdx.update.probe_rows
+    real = ehrdx.update.probe_rows_on_path  # the penalty chosen on the validation patients
 
     def spy(*args, start=None, **kwargs):
         seen["start"] = start
         return real(*args, start=start, **kwargs)
 
-    monkeypatch.setattr(ehrdx.update, "probe_rows", spy)
+    monkeypatch.setattr(ehrdx.update, "probe_rows_on_path", spy)
     new, report = update_model(old, data["store"], data["splits"], epochs=0)
+    assert set(report["probe_c"]) == set(report["added"]) and new.lineage_["probe_c"] == report["probe_c"]
+    assert set(report["probe_c"].values()) <= {*PROBE_PATH, PROBE_C}
     rows, bias, found = seen["start"]
     index = {code: i for i, code in enumerate(enc.targets)}
     W, b = enc.state["head.label_embedding"], enc.state["head.label_bias"]
