@@ -165,6 +165,7 @@ def test_the_command_line_pretrains_with_a_context_and_train_takes_it(data, tmp_
     r = run("pretrain", "--meds", meds, "--out", tmp_path / "enc", "--epochs", "1", "--hidden", "16", "--min-count",
             "5", "--max-targets", "30", "--context", "2")
     assert r.exit_code == 0, r.output
+    assert "(context 2)" in r.output
     r = run("train", "--meds", meds, "--labels", _labels(data), "--out", tmp_path / "m", "--init", tmp_path / "enc",
             "--epochs", "1")
     assert r.exit_code == 0, r.output

@@ -120,7 +120,8 @@ def pretrain(
     val = history.get("val_loss") or []
     console.print(f"{len(enc.targets) - enc.n_time_targets:,} target codes"
                   + (f" + {enc.n_time_targets} time-to-next-visit targets" if enc.n_time_targets else "")
-                  + f", {enc.settings['train_samples']:,} visits of {enc.settings['train_patients']:,} patients; "
+                  + f", {enc.settings['train_samples']:,} visits of {enc.settings['train_patients']:,} patients"
+                  + (f" (context {enc.context})" if enc.context is not None else "") + "; "
                   f"{history.get('epochs_run', 0)} epoch(s), best {best + 1}"
                   + (f" (tuning loss {val[best]:.4f})" if len(val) > best else "")
                   + f", {history.get('samples_per_second', 0):,.0f} visits/s")
