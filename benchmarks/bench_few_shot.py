@@ -21,7 +21,8 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                (as EHRSHOT draws k for train and k for validation); the other positive patients of L are left
                out of that run's training and validation data altogether, every negative patient is kept.
                The choices are nested (for one seed, the 8 patients are among the 32).
-  arms         update       ehrdx update's Python API (update_model: probe init, 2 distilled epochs) adding L
+  arms         update       ehrdx update's Python API (update_model: probe init, its penalty chosen on the
+                            run's validation patients, 2 distilled epochs) adding L
                             to the base model, on the run's patients;
                gbm-counts   LightGBM on code counts, one booster for L, the run's patients
                             (benchmarks/external/models.py lgbm_counts, the external benchmark's baseline);
@@ -206,7 +207,8 @@ def run_arm(arm: str, ctx: dict, label: str, tr: np.ndarray, va: np.ndarray) -> 
                                 selector=ctx["full_selector"], epochs=ctx["args"].update_epochs)
         proba = new.predict_samples(ds.store, ctx["test_samples"])[:, new.labels_.index(label)]
         extra = {"old_labels_macro_auroc_before": rep["old_labels_macro_auroc_before"],
-                 "old_labels_macro_auroc_after": rep["old_labels_macro_auroc_after"]}
+                 "old_labels_macro_auroc_after": rep["old_labels_macro_auroc_after"],
+                 "probe_c": rep.get("probe_c", {}).get(label)}  # the probe's penalty, chosen on validation
     elif arm == "scratch":
         clf = EHRClassifier(**ctx["params"], task=ds.task, labels=ctx["full_selector"]).fit(ds.store, tr, va)
         proba = clf.predict_samples(ds.store, ctx["test_samples"])[:, clf.labels_.index(label)]
@@ -247,7 +249,7 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     t0 = time.perf_counter()
     ctx["base"] = EHRClassifier(**params, task=ds.task, labels=f"map:{base_map}").fit(ds.store, tr, va)
     entry["base_seconds"] = round(time.perf_counter() - t0, 1)
-    arms = [a for a in ARMS if a != ENCODER_ARM or args.encoder_arm]
+    arms = [a for a in ARMS if (a != ENCODER_ARM or args.encoder_arm) and (not args.arms or a in args.arms)]
     if args.encoder_arm:
         t0 = time.perf_counter()
         ctx["encoder_base"] = encoder_base(ds, base_map, params, work, args.pretrain_epochs)
@@ -299,6 +301,8 @@ def main() -> None:
     ap.add_argument("--update-epochs", type=int, default=2, help="fine-tuning epochs of ehrdx update")
     ap.add_argument("--encoder-arm", action="store_true", help="add the pretrained-encoder arm (ehrdx pretrain)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--arms", default=None, help="comma-separated arms to run (default: all; e.g. update, to "
+                    "measure a change of ehrdx update alone)")
     ap.add_argument("--quick", action="store_true", help="2 labels, k in (8, 32), 2 seeds, 2,500 patients, "
                     "5 epochs: minutes on one thread")
     ap.add_argument("--threads", type=int, default=1)
@@ -314,6 +318,10 @@ def main() -> None:
         print(markdown(results))
         return
     args.ks = sorted(int(k) for k in args.ks.split(","))
+    args.arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    unknown = sorted(set(args.arms or []) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(ARMS)})")
     if args.quick:
         args.n_labels, args.ks, args.seeds, args.patients, args.epochs = 2, list(K_QUICK), 2, 2500, 5
     torch.set_num_threads(args.threads)

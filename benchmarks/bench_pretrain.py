@@ -1,7 +1,7 @@
 """Benchmark `ehrdx pretrain` on the built-in cohort: time of each phase and training throughput, and the
 linear extrapolation to a larger cohort (the issue's target: 100,000 patients within 30 minutes on 2 cores).
 
-    nice .venv/bin/python benchmarks/bench_pretrain.py --patients 2000 --threads 1 --epochs 3
+    nice .venv/bin/python benchmarks/bench_pretrain.py --patients 2000 --threads 1 --epochs 3 [--context 8]
 
 Early stopping is off (patience above the epochs), so every epoch runs. Prints one JSON line: seconds to
 convert the cohort to the store, to split, to build the targets and samples, per epoch (training steps and
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--model", default="gru")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--context", type=int, default=None, help="a bounded context (N to 2N latest visits plus a "
+                    "summary of the earlier ones); default: whole histories")
     ap.add_argument("--target", type=int, default=100_000, help="patients to extrapolate to")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,7 +65,7 @@ def main() -> None:
 
     t = time.perf_counter()
     enc = pretrain(store, splits, model=args.model, hidden=args.hidden, max_epochs=args.epochs,
-                   patience=args.epochs + 1, device=args.device, on_epoch=on_epoch)
+                   patience=args.epochs + 1, context=args.context, device=args.device, on_epoch=on_epoch)
     total = time.perf_counter() - t
     h = enc.history
     per_epoch = float(np.median(epochs))  # training steps and the tuning loss
@@ -72,7 +74,7 @@ def main() -> None:
     scale = args.target / args.patients
     print(json.dumps({
         "patients": args.patients, "threads": args.threads, "model": args.model, "hidden": args.hidden,
-        "device": args.device, "torch": torch.__version__, "machine": platform.machine(),
+        "context": args.context, "device": args.device, "torch": torch.__version__, "machine": platform.machine(),
         "visits": len(store.visit_starts), "train_samples": n_samples,
         "targets": len(enc.targets), "store_s": round(t_store, 2), "split_s": round(t_split, 2),
         "samples_s": round(t_samples, 2), "setup_s": round(setup, 2), "epoch_s": [round(e, 2) for e in epochs],

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ehrdx.cli import app
@@ -17,6 +18,7 @@ from ehrdx.evaluate.privacy import suppress_small_cells
 from ehrdx.evaluate.report import MIN_TRAIN_POSITIVE_PATIENTS, few_positive_labels
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.ranking import label_ranking
+from ehrdx.train.probe import PROBE_C, PROBE_MARGIN, PROBE_PATH, choose_on_path, fit_rows
 from ehrdx.update import update_model
 
 INTERVAL = re.compile(r"\d\.\d{3} \((\d\.\d{3})–(\d\.\d{3})\)")
@@ -165,3 +167,34 @@ def test_ehrdx_update_prints_and_saves_the_warning(updated, tmp_path):
     assert r.exit_code == 0, r.output
     page = (tmp_path / "r.html").read_text()
     assert INTERVAL.search(page) and "over 20 resamplings of the patients" in page
+
+
+def test_the_probe_chooses_each_labels_penalty_on_the_validation_samples():
+    rng = np.random.default_rng(0)
+    H, Hv = rng.normal(size=(300, 48)).astype(np.float32), rng.normal(size=(300, 48)).astype(np.float32)
+    weak = H[:, 0] + rng.normal(size=300) > 2.6  # 9 positives in 48 dimensions: C = 1 fits them, not the signal
+    yv = np.stack([Hv[:, 0] + rng.normal(size=300) > 2.0, np.zeros(300, bool), np.zeros(300, bool)], 1)
+    y = np.stack([weak, H[:, 1] > 1.0, H[:, 2] > 1.0], 1).astype(np.float32)  # 1, 2: strong
+    yv[0, 1], Hv[0, 1] = True, 50.0  # label 1: one validation positive, first under every C (a tie)
+    m, mv = np.ones_like(y, bool), np.ones_like(yv, bool)  # label 2: no validation positive at all
+    rows, bias, chosen = choose_on_path(H, y, m, Hv, yv, mv)
+    path = sorted({*PROBE_PATH, PROBE_C})
+    aurocs = []
+    for c in path:  # label 0 on its own, one C at a time: the best validation AUROC is the one kept
+        w, b = fit_rows(H, y[:, :1], m[:, :1], C=c)
+        s = Hv @ w[0].numpy() + float(b[0])
+        aurocs.append(label_ranking(yv[:, :1].astype(np.float32), mv[:, :1], s[:, None]).auroc[0])
+    default = path.index(PROBE_C)
+    assert max(aurocs) > aurocs[default] + PROBE_MARGIN  # the data make another C clearly better ...
+    assert chosen[0] == path[int(np.argmax(aurocs))] != PROBE_C  # ... so it is kept
+    w, b = fit_rows(H, y[:, :1], m[:, :1], C=chosen[0])
+    torch.testing.assert_close(rows[0], w[0])
+    torch.testing.assert_close(bias[0], b[0])
+    assert chosen[1] == PROBE_C  # every C ranks its one positive first: none beats the default
+    assert chosen[2] == PROBE_C  # nothing to choose by
+    # labels that start from pretrained rows choose their pull towards them the same way
+    start = (torch.ones(3, 48) / 7, torch.zeros(3), torch.tensor([True, False, True]))
+    rows_s, _, chosen_s = choose_on_path(H, y, m, Hv, yv, mv, start=start)
+    assert chosen_s[2] == PROBE_C and chosen_s[1] == PROBE_C
+    w, _ = fit_rows(H, y, m, start=start, C=chosen_s[0])
+    torch.testing.assert_close(rows_s[0], w[0])

@@ -17,8 +17,8 @@ from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pretrain import next_visit_samples, pretrain, target_codes
 from ehrdx.pretrained import load_encoder, patient_hashes
-from ehrdx.tasks.task import LabelIndex, TaskSpec, build_samples
-from ehrdx.train.probe import fit_from_start
+from ehrdx.tasks.task import LabelIndex, TaskSpec, build_samples, codes_of_labels
+from ehrdx.train.probe import PROBE_C, PROBE_PATH, fit_from_start
 from ehrdx.update import update_model
 
 
@@ -113,6 +113,71 @@ def test_init_copies_the_encoder_body_and_keeps_its_output_rows(data, kind):
     assert clf.model_.config.pretrained_targets == enc.targets
 
 
+def test_init_starts_each_labels_row_from_the_pretrained_rows_of_its_codes(data, tmp_path):
+    store, (tr, va, _) = data["store"], data["splits"]
+    few = pretrain(store, data["splits"], hidden=16, max_epochs=1, min_count=5, max_targets=30)  # rarer codes out
+    few.save(tmp_path / "few")
+    clf = EHRClassifier(labels=_labels(data), init=str(tmp_path / "few"), hidden=None, max_epochs=0)
+    clf.fit(store, tr, va)
+    index = {code: i for i, code in enumerate(few.targets)}
+    W = few.state["head.label_embedding"]
+    codes = codes_of_labels(store, clf.selector_, tr)
+    rows = clf.model_.head.rows().detach()
+    started = []
+    for j, lab in enumerate(clf.labels_):
+        ids = [index[c] for c in codes[lab] if c in index]
+        if ids:  # the mean of the rows of the label's codes (E11: of E11 and E11.9; E11.2 is not a target)
+            torch.testing.assert_close(rows[j], W[ids].mean(0))
+            started.append(lab)
+        else:  # no code of the label was a pretraining target: the default start, not a pretrained row
+            assert not any(torch.allclose(rows[j], w) for w in W)
+    assert 0 < len(started) < len(clf.labels_) and "E11" in started and "E11.2" not in started
+    assert clf.pretrained_["labels_from_encoder"] == len(started)
+    assert clf.fit_summary_["pretrained"]["labels_from_encoder"] == len(started)  # metrics.json's train_summary
+    # the biases are each label's prevalence, as in any fit (a next-visit code's rate is not the label's)
+    e11, b = clf.labels_.index("E11"), few.state["head.label_bias"]
+    assert abs(float(clf.model_.head.label_bias[e11]) - float(b[[index["DX//E11"], index["DX//E11.9"]]].mean())) > 0.1
+
+
+def test_pretraining_with_a_bounded_context_and_a_fine_tune_that_reads_the_same(data, tmp_path):
+    store, (tr, va, _) = data["store"], data["splits"]
+    enc = pretrain(store, data["splits"], hidden=16, max_epochs=1, min_count=5, context=2)
+    enc.save(tmp_path / "ctx")
+    back = load_encoder(tmp_path / "ctx")
+    assert back.context == 2 and "prior_proj.weight" in back.state  # the summary of the visits before the window
+    assert data["enc"].context is None
+    clf = EHRClassifier(labels=_labels(data), init=str(tmp_path / "ctx"), hidden=None, context=2, max_epochs=0)
+    clf.fit(store, tr, va)
+    assert torch.equal(clf.model_.prior_proj.weight, enc.state["prior_proj.weight"])
+    assert clf.predict_proba(store, va[:5]).shape[1] == len(clf.labels_)
+    for context, said in ((None, "this model would read whole histories"), (3, "this model would read context 3")):
+        with pytest.raises(DataError, match=f"pretrained reading context 2 and {said}"):
+            EHRClassifier(labels=_labels(data), init=str(tmp_path / "ctx"), hidden=None, context=context).fit(
+                store, tr, va)
+    with pytest.raises(DataError, match="pretrained reading whole histories and this model would read context 2"):
+        EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), hidden=None, context=2).fit(store, tr, va)
+    with pytest.raises(DataError, match="context must be a positive number"):
+        pretrain(store, data["splits"], hidden=16, max_epochs=1, context=0)
+
+
+def test_the_command_line_pretrains_with_a_context_and_train_takes_it(data, tmp_path):
+    meds = data["paths"]["meds"]
+    r = run("pretrain", "--meds", meds, "--out", tmp_path / "enc", "--epochs", "1", "--hidden", "16", "--min-count",
+            "5", "--max-targets", "30", "--context", "2")
+    assert r.exit_code == 0, r.output
+    assert "(context 2)" in r.output
+    r = run("train", "--meds", meds, "--labels", _labels(data), "--out", tmp_path / "m", "--init", tmp_path / "enc",
+            "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert "context 2" in r.output and "labels started from the pretrained rows of their codes" in r.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["params"]["context"] == 2 and config["pretrained"]["labels_from_encoder"] > 0
+    assert ehrdx.load(tmp_path / "m").context == 2  # predictions read the same windows
+    r = run("train", "--meds", meds, "--labels", _labels(data), "--out", tmp_path / "m2", "--init", tmp_path / "enc",
+            "--context", "4")
+    assert r.exit_code == 2 and "pretrained reading context 2 and this model would read context 4" in r.output
+
+
 def test_probe_trains_the_head_only_and_the_saved_model_keeps_the_rows(data, tmp_path):
     (tr, va, _), enc = data["splits"], data["enc"]
     clf = EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), probe=True, hidden=None, max_epochs=2)
@@ -152,14 +217,16 @@ def test_an_update_starts_new_labels_from_the_pretrained_rows_of_their_codes(dat
     old = EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), hidden=None, max_epochs=1)
     old.fit(data["old_store"], otr, ova)
     seen = {}
-    real = ehrdx.update.probe_rows
+    real = ehrdx.update.probe_rows_on_path  # the penalty chosen on the validation patients
 
     def spy(*args, start=None, **kwargs):
         seen["start"] = start
         return real(*args, start=start, **kwargs)
 
-    monkeypatch.setattr(ehrdx.update, "probe_rows", spy)
+    monkeypatch.setattr(ehrdx.update, "probe_rows_on_path", spy)
     new, report = update_model(old, data["store"], data["splits"], epochs=0)
+    assert set(report["probe_c"]) == set(report["added"]) and new.lineage_["probe_c"] == report["probe_c"]
+    assert set(report["probe_c"].values()) <= {*PROBE_PATH, PROBE_C}
     rows, bias, found = seen["start"]
     index = {code: i for i, code in enumerate(enc.targets)}
     W, b = enc.state["head.label_embedding"], enc.state["head.label_bias"]

@@ -242,3 +242,20 @@ def test_retraining_rows_of_small_labels_are_suppressed_and_not_warned_about():
     released = suppress_small_cells(report, 11)
     assert released["compare"]["retrain from scratch"]["per_label"][0]["auroc_after"] is None
     assert below_retraining(released) == []  # a hidden cell is not given away by a warning
+
+
+def test_the_probes_penalty_is_chosen_on_validation_patients_and_is_the_default_without_them(data):
+    from ehrdx.cli.update import init_text
+    from ehrdx.train.probe import PROBE_C, PROBE_PATH
+
+    paths, old_store, new_store = data
+    tr = patient_splits(old_store, paths["meds"], 0)[0]
+    old = EventClassifier(model="gru", hidden=16, max_epochs=1, labels=f"map:{paths['label_map']}").fit(
+        old_store, tr[:200])
+    tr2, va2, te2 = patient_splits(new_store, paths["meds"], 0)
+    te2 = te2[:30]  # only the report reads them
+    _, report = update_model(old, new_store, (tr2, va2, te2), epochs=0)
+    assert set(report["probe_c"]) == set(report["added"]) and set(report["probe_c"].values()) <= set(PROBE_PATH)
+    _, blind = update_model(old, new_store, (tr2, np.zeros(0, np.int64), te2), epochs=0)
+    assert blind["probe_c"] == dict.fromkeys(blind["added"], PROBE_C)  # nothing to choose by
+    assert init_text(blind, "U07.1") == "probe (C 1)" and init_text(blind, "E11") == ""

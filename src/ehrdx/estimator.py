@@ -46,7 +46,7 @@ from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
-from ehrdx.tasks.task import TaskSpec
+from ehrdx.tasks.task import TaskSpec, codes_of_labels
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
 from ehrdx.train.fit import fit_model
 from ehrdx.train.loop import TrainConfig
@@ -211,10 +211,13 @@ class EHRClassifier(Artifacts, BaseEstimator):
                     "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,
                     "gbm_params": self.gbm_params, **sizes}
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
-        if pretrained is not None:
-            initialise_from_encoder(self.model_, pretrained)
+        if pretrained is not None:  # the body, and each label's row from its codes' pretrained rows
+            codes = codes_of_labels(source.store, self.selector_, train_rows)
+            started = initialise_from_encoder(self.model_, pretrained,
+                                              [codes.get(lab, []) for lab in self.label_vocab_.labels])
             self.pretrained_ = {"directory": pretrained.where, "probe": bool(self.probe),
-                                "config_sha256": file_sha256(Path(pretrained.where) / "config.json")}
+                                "config_sha256": file_sha256(Path(pretrained.where) / "config.json"),
+                                "labels_from_encoder": started}
         with frozen_body(self.model_, bool(self.probe)):
             self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
                                       checkpoint=checkpoint, resume=resume)
@@ -252,7 +255,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
                 sources[s] = sources.get(s, 0) + 1
         out.update(train_samples=len(train_s), val_samples=len(val_s), train=source.summary(train_s, train_set),
                    val=val_source.summary(val_s, val_set), labels=len(self.label_vocab_),
-                   input_codes=self.encoder_.n_codes - 1, labels_with_introduced_at=sources)
+                   input_codes=self.encoder_.n_codes - 1, labels_with_introduced_at=sources,
+                   **({"pretrained": self.pretrained_} if getattr(self, "pretrained_", None) else {}))
         return out
 
     # -- samples and predictions -----------------------------------------------------------------

@@ -12,6 +12,10 @@ broadcast views of one row (no [S, T] table is ever dense: a batch reads its own
 them; the registry builds the network and `fit_model` trains it. The patient split is `ehrdx train`'s
 default on the same data and settings, so pretraining patients are training (and tuning) patients of a later
 `ehrdx train` with the same split settings, never its test patients (ehrdx.pretrained checks it).
+
+Long histories: `context=N` reads at most about the N latest visits before each sample (N to 2N) plus a
+summary of the earlier ones, as `ehrdx train --context N` does (data/windows.py); the encoder records it, and
+a fine-tune from it reads the same (`ehrdx train --init` takes it; another context is refused).
 """
 
 from __future__ import annotations
@@ -107,16 +111,21 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
              max_epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
              patience: int = 2, seed: int = 0, min_count: int = DEFAULT_MIN_COUNT,
              max_targets: int | None = DEFAULT_MAX_TARGETS, min_code_count: int = 1, time_targets: bool = True,
-             device: str = "cpu", precision: str = "auto", settings: dict | None = None,
+             context: int | None = None, device: str = "cpu", precision: str = "auto", settings: dict | None = None,
              on_epoch: Callable[[int, float, float | None], None] | None = None) -> PretrainedEncoder:
     """Pretrain a `model` (gru, lstm, transformer) on the training patients of `splits` (train, tuning, test
     store rows; the test rows are never read), stopping early on the tuning patients' next-visit loss.
-    `settings`: how the split was made, recorded with the encoder."""
+    `context`: read at most about this many of the latest visits (N to 2N, data/windows.py) plus a summary of
+    the earlier ones (None: whole histories), as `ehrdx train --context` reads them; a fine-tune from the
+    encoder reads the same. `settings`: how the split was made, recorded with the encoder."""
     spec = get_model(model, "events")
     if spec.inputs_for("events") != SEQUENCE:
         raise DataError(f"pretraining is for sequence models, and {model} does not read visit sequences",
                         column="--model", fix="choose gru, lstm or transformer")
     tr, va = (np.asarray(x, dtype=np.int64) for x in splits[:2])
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1):
+        raise DataError(f"context must be a positive number of visits or None, not {context!r}", column="--context",
+                        fix="give --context N with N >= 1, or leave it out to read whole histories")
     if len(tr) == 0:
         raise DataError("no training patients to pretrain on", file=str(store.directory))
     codes, patients = target_codes(store, tr, min_count, max_targets)
@@ -132,7 +141,8 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
         raise DataError("no training patient has two visits: there is no next visit to predict",
                         file=str(store.directory), fix="pretrain on data with repeated visits")
     torch.manual_seed(seed)
-    train_set, val_set = SequenceSet(store, train_s, encoder), SequenceSet(store, val_s, encoder)
+    train_set = SequenceSet(store, train_s, encoder, context=context)
+    val_set = SequenceSet(store, val_s, encoder, context=context)
     layers = layers if layers is not None else spec.default_layers
     n_targets = train_s.n_labels
     net = spec.build(train_set, n_targets, {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
@@ -147,7 +157,7 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
         model, net.config.to_dict(), {k: v.detach().cpu() for k, v in net.state_dict().items()}, encoder, names,
         [int(x) for x in patients] + [int(x) for x in time_counts], len(names) - len(codes),
         {"train": patient_hashes(ids[tr]), "tuning": patient_hashes(ids[va])},
-        {**(settings or {}), "min_count": min_count, "max_targets": max_targets, "min_code_count": min_code_count,
+        {**(settings or {}), "context": context, "min_count": min_count, "max_targets": max_targets, "min_code_count": min_code_count,
          "train_patients": len(tr), "tuning_patients": len(va), "train_samples": len(train_s),
          "tuning_samples": len(val_s), "excluded": train_s.counts, "train": config.to_dict()},
         history.to_dict())

@@ -13,7 +13,10 @@ atomically, the SHA-256 of every file in config.json, checked on load, nothing u
 
 `ehrdx train --init DIR` (EHRClassifier(init=DIR, hidden=None)) builds its model with the encoder's vocabulary
 and sizes (a size given must agree), copies the body, keeps the output rows with the model (for `ehrdx update`)
-and trains the label head, with the body (full fine-tune) or without it (`probe`). `fit` refuses validation
+and starts each label's head row from the output rows of the codes that define it (their mean; a label with
+no pretrained code keeps the default start), then trains the label head, with the body (full fine-tune) or
+without it (`probe`). The model reads the visits as the encoder did: its `context` (ehrdx pretrain --context)
+must be given again (ehrdx train takes it from the encoder; another one is refused). `fit` refuses validation
 patients the encoder was trained on; `ehrdx train` also refuses test patients it was trained or tuned on
 (`check_pretrained_patients`, for a library run's own test rows).
 """
@@ -96,6 +99,12 @@ class PretrainedEncoder:
         return self.state["head.label_embedding"], self.state["head.label_bias"]
 
     @property
+    def context(self) -> int | None:
+        """The visits a sequence read in pretraining (ehrdx pretrain --context; None: whole histories)."""
+        value = self.settings.get("context")
+        return None if value is None else int(value)
+
+    @property
     def where(self) -> str:
         return str(self.directory) if self.directory is not None else "the encoder"
 
@@ -153,12 +162,24 @@ def settings_from_encoder(clf, kind: str):
             f"{k} {v} (encoder {enc.sizes[k]})" for k, v in wrong.items()), file=str(config),
             fix="leave " + ", ".join(f"--{k}" for k in wrong) + " out to take the encoder's sizes (Python: "
             + ", ".join(f"{k}=None" for k in wrong) + "), or pretrain with the sizes wanted")
+    if clf.context != enc.context:  # other windows, or a prior summary the encoder never learned (or lacks)
+        reads = {None: "whole histories"}
+        fix = (f"leave --context out (ehrdx train takes the encoder's; Python: context={enc.context})"
+               if enc.context is not None else
+               f"leave --context out (context=None), or pretrain with ehrdx pretrain --context {clf.context}")
+        raise DataError(f"the encoder was pretrained reading {reads.get(enc.context, f'context {enc.context}')} "
+                        f"and this model would read {reads.get(clf.context, f'context {clf.context}')}",
+                        file=str(config), fix=fix)
     clf.layers_ = enc.sizes["layers"]
     return enc, spec, enc.sizes
 
 
-def initialise_from_encoder(model, enc: PretrainedEncoder) -> None:
-    """Copy the encoder's body into `model` (built with its vocabulary and sizes) and keep its output rows."""
+def initialise_from_encoder(model, enc: PretrainedEncoder, label_codes: list[list[str]] | None = None) -> int:
+    """Copy the encoder's body into `model` (built with its vocabulary and sizes), keep its output rows, and
+    start each label's head row from them (`label_codes`: per label, in head order, the codes that define it):
+    the mean of its codes' rows (`pretrained_start`, as ehrdx update starts a new label). A label none of whose
+    codes was a pretraining target keeps the default start. The biases are left to the fit (each label's
+    prevalence: a next-visit code's rate is not the label's). Returns how many labels started from the encoder."""
     body = {k: v for k, v in enc.state.items() if not k.startswith(("head.", "pretrained_"))}
     own = model.body_state()
     missing = sorted(k for k in body if k not in own)
@@ -169,6 +190,13 @@ def initialise_from_encoder(model, enc: PretrainedEncoder) -> None:
                         fix="pretrain on the same data with the sizes of this model")
     model.load_state_dict(body, strict=False)
     model.keep_pretrained_rows(enc.targets, *enc.head_rows)
+    if not label_codes:
+        return 0
+    rows, _, found = model.pretrained_start(label_codes)
+    weight = model.head.label_embedding  # a model just built has one block: every label's row
+    with torch.no_grad():
+        weight[found] = rows[found].to(weight.device, weight.dtype)
+    return int(found.sum())
 
 
 @contextlib.contextmanager

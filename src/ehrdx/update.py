@@ -3,8 +3,9 @@
 `update_model` finds the labels in new data that the model lacks (or takes a list), appends them to
 the vocabulary (existing labels keep their index, row and name), grows the head with rows started from
 what is known about each new label (see models/grow.py; by default `probe`: logistic regression on the
-frozen model's states), and fine-tunes briefly on the new data's training patients. Forgetting is held off by distillation: on every batch, the old labels' outputs are pulled
-towards the old model's predictions (`protect="distill"`); `protect="none"` fine-tunes without it.
+frozen model's states, its penalty chosen per label on the validation patients, train/probe.py), and
+fine-tunes briefly on the new data's training patients. Forgetting is held off by distillation: on every
+batch, the old labels' outputs are pulled towards the old model's predictions (`protect="distill"`); `protect="none"` fine-tunes without it.
 The old model object and directory are never modified; the new model records its lineage.
 """
 
@@ -35,7 +36,7 @@ from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, resolve_device, resolve_precision
 from ehrdx.train.loop import TrainConfig, train_model
-from ehrdx.train.probe import probe_rows
+from ehrdx.train.probe import PROBE_C, probe_rows, probe_rows_on_path
 
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
@@ -137,6 +138,7 @@ def update_model(
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
 
+    probe_c: dict[str, float] = {}  # each probed label's penalty (train/probe.py)
     if not isinstance(new.model_, torch.nn.Module):  # a model that fits itself: new labels fit, old ones kept
         if replay is not None:
             raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{new.model_name_}' model "
@@ -149,12 +151,20 @@ def update_model(
     else:
         dev = resolve_device(device)
         new.model_.to(dev)
-        train_set = new.dataset(store, train_s)
+        train_set, val_set = new.dataset(store, train_s), new.dataset(store, val_s)
         if init == "probe":  # from the pretrained rows of each label's codes, where the model keeps them
             start = new.model_.pretrained_start([label_codes.get(lab, []) for lab in found]) if hasattr(
                 new.model_, "pretrained_start") else None
-            rows, bias = probe_rows(new.model_, train_set, train_s.y_bits[:, L_old:].astype(np.float32),
-                                    known_bits[:, L_old:], seed=new.seed, start=start)
+            y_new = train_s.y_bits[:, L_old:].astype(np.float32)
+            if len(val_s):  # each label's penalty chosen on the validation patients (train/probe.py: few positives)
+                rows, bias, strengths = probe_rows_on_path(
+                    new.model_, train_set, y_new, known_bits[:, L_old:], val_set, val_s.y_bits[:, L_old:],
+                    val_s.train_mask_bits(new.new_onset_)[:, L_old:], seed=new.seed, start=start)
+                probe_c = dict(zip(found, strengths))
+            else:
+                rows, bias = probe_rows(new.model_, train_set, y_new, known_bits[:, L_old:], seed=new.seed,
+                                        start=start)
+                probe_c = dict.fromkeys(found, PROBE_C)
             used = ["pretrained+probe" if start is not None and start[2][j] else "probe" for j in range(len(found))]
         else:
             rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,
@@ -182,7 +192,7 @@ def update_model(
             keep = old_s.mask.any(1)
             train_set = ConcatSet(train_set, new.dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:
-            history = train_model(new.model_, train_set, new.dataset(store, val_s), config,
+            history = train_model(new.model_, train_set, val_set, config,
                                   on_epoch, extra_loss=distill if protect == "distill" else None)
             new.history_ = history
         else:
@@ -199,14 +209,16 @@ def update_model(
         "parent_model_sha256": _file_sha(parent / "model.safetensors") if parent else None,
         "parent_config_sha256": _file_sha(parent / "config.json") if parent else None,
         "labels_version_before": vocab_before.version, "labels_version_after": new.label_vocab_.version,
-        "added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
+        "added": found, "init": dict(zip(found, used)), "probe_c": probe_c, "protect": protect,
+        "replay": replay is not None,
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 2),
         # Every earlier update, oldest first, each without its own history (it is the list's head).
         "history": _lineage_history(old),
     }
     report = compare_before_after(old, new, store, te, train_s)
     report["train_excluded"] = dict(train_s.counts)
-    report.update({"added": found, "init": dict(zip(found, used)), "protect": protect, "replay": replay is not None,
+    report.update({"added": found, "init": dict(zip(found, used)), "probe_c": probe_c, "protect": protect,
+                   "replay": replay is not None,
                    "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
     return new, report

@@ -64,6 +64,9 @@ def pretrain(
     test_fraction: Annotated[float, typer.Option(help="Share of patients held out (never read), as in ehrdx "
                                                  "train.")] = 0.15,
     split_names: SplitNames = None,
+    context: Annotated[int | None, typer.Option(min=1, help="Read at most about N of the latest visits (N to 2N) "
+                                                "plus a summary of the earlier ones, instead of whole histories "
+                                                "(long histories); ehrdx train --init reads them the same way.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -107,7 +110,7 @@ def pretrain(
                 max_epochs=epochs, batch_size=batch_size or spec.default_batch_size, lr=lr,
                 weight_decay=weight_decay, patience=patience, seed=seed, min_count=min_count,
                 max_targets=max_targets, min_code_count=min_code_count, time_targets=time_targets,
-                device=str(resolve_device(device)), precision=precision, settings=settings, on_epoch=progress)
+                context=context, device=str(resolve_device(device)), precision=precision, settings=settings, on_epoch=progress)
         enc.save(out)
     except EhrdxError as exc:
         fail(exc)
@@ -117,7 +120,8 @@ def pretrain(
     val = history.get("val_loss") or []
     console.print(f"{len(enc.targets) - enc.n_time_targets:,} target codes"
                   + (f" + {enc.n_time_targets} time-to-next-visit targets" if enc.n_time_targets else "")
-                  + f", {enc.settings['train_samples']:,} visits of {enc.settings['train_patients']:,} patients; "
+                  + f", {enc.settings['train_samples']:,} visits of {enc.settings['train_patients']:,} patients"
+                  + (f" (context {enc.context})" if enc.context is not None else "") + "; "
                   f"{history.get('epochs_run', 0)} epoch(s), best {best + 1}"
                   + (f" (tuning loss {val[best]:.4f})" if len(val) > best else "")
                   + f", {history.get('samples_per_second', 0):,.0f} visits/s")

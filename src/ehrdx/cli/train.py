@@ -287,8 +287,11 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
 
             ids, enc = np.asarray(st.subject_ids), load_encoder(params["init"])
             check_pretrained_patients(enc, {"validation": ids[splits[1]], "test": ids[splits[2]]})
+            if params["context"] is None:  # read the visits as the encoder did (another --context is refused)
+                clf.set_params(context=enc.context)
             console.print(escape(f"from the pretrained {enc.model_name} encoder in {params['init']} (hidden "
-                                 f"{enc.sizes['hidden']}, {len(enc.targets):,} targets): "
+                                 f"{enc.sizes['hidden']}, {len(enc.targets):,} targets"
+                                 + (f", context {enc.context}" if enc.context is not None else "") + "): "
                                  + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
@@ -304,6 +307,9 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                 checkpoint=out / CHECKPOINT_DIR, resume=resume)
     except EhrdxError as exc:
         fail(exc)
+    if getattr(clf, "pretrained_", None):
+        console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
+                      "pretrained rows of their codes")
     _save_trained(opts, clf, metrics, out, resume, print_events_report)
 
 

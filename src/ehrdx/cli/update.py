@@ -45,7 +45,8 @@ def update(
     labels: Annotated[str | None, typer.Option(help="A new label selection (e.g. a map with new conditions of "
                                                "interest); it must still select every old label.")] = None,
     init: Annotated[str, typer.Option(help="How new label rows start: probe (logistic regression on the frozen "
-                                      "model's states), auto, parent, code, description, mean.")] = "probe",
+                                      "model's states, its L2 penalty C chosen per label on the validation "
+                                      "patients), auto, parent, code, description, mean.")] = "probe",
     protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
     lr: Lr = 1e-3,
@@ -123,6 +124,12 @@ def labels_to_add(add: str | None) -> tuple[list[str] | None, dict[str, str]]:
     return labels or None, dates
 
 
+def init_text(report: dict, label: str) -> str:
+    """How a label's row started, with the probe's penalty where one was chosen (e.g. `probe (C 0.01)`)."""
+    c = report.get("probe_c", {}).get(label)
+    return report["init"].get(label, "") + (f" (C {c:g})" if c is not None else "")
+
+
 def print_update(report: dict) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -140,7 +147,7 @@ def print_update(report: dict) -> None:
                   (r["introduced_at"] or "")[:10], escape(r["parent"] or ""),
                   str(r.get("train_positive_patients", "")), str(r["train_positives"]), str(r["test_positives"]),
                   _fmt(r["auroc_before"]), _fmt(r["auroc_after"]), _fmt(r["auprc_before"]), _fmt(r["auprc_after"]),
-                  report["init"].get(r["label"], ""))
+                  init_text(report, r["label"]))
     console.print(t)
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "

@@ -41,7 +41,7 @@ from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
-from ehrdx.train.probe import probe_rows
+from ehrdx.train.probe import probe_rows, probe_rows_on_path
 
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru")
@@ -205,8 +205,12 @@ class EnsembleModel:
         for name in self.names:
             member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
             if hasattr(member, "head"):
-                rows, bias = probe_rows(member, train[kind], train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:],
-                                        seed=seed)
+                y, known = train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:]
+                if val and len(val[kind]):  # each label's penalty chosen on the validation samples
+                    rows, bias, _ = probe_rows_on_path(member, train[kind], y, known, val[kind],
+                                                       val[kind].y[:, n_old:], val[kind].y_mask[:, n_old:], seed=seed)
+                else:
+                    rows, bias = probe_rows(member, train[kind], y, known, seed=seed)
                 member.head.grow(rows, bias)
                 member.config.n_labels = label_tables(train[kind])[0].shape[1]
                 member.config.label_blocks = member.head.block_sizes
