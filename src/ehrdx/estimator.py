@@ -195,6 +195,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         val_rows = np.asarray(val_rows, np.int64)
         self._check_parts(source, train_rows, val_source, val_rows)
         pretrained, sizes = None, {}
+        self.pretrained_ = None  # a refit without an encoder keeps no record of an earlier fit's
         if self.init is not None or self.probe:  # the encoder's model, sizes and vocabulary (ehrdx.pretrained)
             pretrained, spec, sizes = settings_from_encoder(self, source.kind)
             check_pretrained_patients(pretrained, {"validation": np.asarray(source.store.subject_ids)[val_rows]})
