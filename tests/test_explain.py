@@ -19,7 +19,8 @@ from ehrdx.explain import _event_inputs, explain_sample, integrated_gradients, s
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # this file's fits only: under xdist the next file in this worker keeps its one thread
     out = tmp_path_factory.mktemp("explain")
     paths = write_longitudinal(generate_longitudinal(4000, seed=3), out / "c")
     store = open_store(meds=paths["meds"], store_dir=out / "store")
@@ -27,7 +28,8 @@ def trained(tmp_path_factory):
     clf = EventClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=32, max_epochs=12, seed=0)
     clf.fit(store, tr, va)
     clf.save(out / "model")
-    return out, paths, store, clf, te
+    yield out, paths, store, clf, te
+    torch.set_num_threads(threads)
 
 
 def _cases(clf, store, te, n, seed=0, min_events=12):

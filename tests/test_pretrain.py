@@ -139,6 +139,18 @@ def test_init_starts_each_labels_row_from_the_pretrained_rows_of_its_codes(data,
     assert abs(float(clf.model_.head.label_bias[e11]) - float(b[[index["DX//E11"], index["DX//E11.9"]]].mean())) > 0.1
 
 
+def test_a_refit_without_the_encoder_keeps_no_record_of_it(data, tmp_path):
+    store, (tr, va, _) = data["store"], data["splits"]
+    clf = EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), hidden=None, max_epochs=0)
+    clf.fit(store, tr, va)
+    assert clf.pretrained_["labels_from_encoder"] > 0 and "pretrained" in clf.fit_summary_
+    clf.set_params(init=None, hidden=16).fit(store, tr, va)  # the same object, now from scratch
+    assert clf.pretrained_ is None and "pretrained" not in clf.fit_summary_
+    clf.save(tmp_path / "m")
+    assert "pretrained" not in json.loads((tmp_path / "m" / "config.json").read_text())
+    assert not hasattr(clf.model_, "pretrained_rows")
+
+
 def test_pretraining_with_a_bounded_context_and_a_fine_tune_that_reads_the_same(data, tmp_path):
     store, (tr, va, _) = data["store"], data["splits"]
     enc = pretrain(store, data["splits"], hidden=16, max_epochs=1, min_count=5, context=2)
