@@ -107,6 +107,10 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
     np.testing.assert_allclose(new.predict_samples(store, s)[:, :L], early.predict_samples(store, s), rtol=0,
                                atol=1e-12)
     assert report["new_labels_macro_auroc"] > 0.55
+    from ehrdx.train.probe import PROBE_PATH
+
+    # the GRU member's probe penalty per new label, chosen on the validation patients, is in the report
+    assert sorted(report["probe_c"]) == sorted(new.labels_[L:]) and set(report["probe_c"].values()) <= set(PROBE_PATH)
     new.save(tmp_path / "u")
     np.testing.assert_array_equal(ehrdx.load(tmp_path / "u").predict_samples(store, s), new.predict_samples(store, s))
     from ehrdx.explain import explain_sample

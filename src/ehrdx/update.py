@@ -147,6 +147,7 @@ def update_model(
         protect = "not needed (old labels' outputs kept as they are)"
         used = ["fit" for _ in found]
         new.model_.add_labels(new.dataset(store, train_s), new.dataset(store, val_s), n_old=L_old, seed=new.seed)
+        probe_c = dict(zip(found, getattr(new.model_, "probe_c", [])))  # auto: its network member's probe
         history = None
     else:
         dev = resolve_device(device)

@@ -41,7 +41,7 @@ from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
-from ehrdx.train.probe import probe_rows, probe_rows_on_path
+from ehrdx.train.probe import PROBE_C, probe_rows, probe_rows_on_path
 
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru")
@@ -134,6 +134,7 @@ class EnsembleModel:
         self.history = TrainHistory()  # the network member's, over the whole fit's time (set by fit_sets)
         self.resumed: dict[str, str] = {}  # member -> what a resumed run read from its checkpoint
         self.member_histories: dict[str, TrainHistory] = {}
+        self.probe_c: list[float] = []  # the network member's probe penalty per label of the last update
 
     @property
     def config(self) -> dict:
@@ -207,10 +208,13 @@ class EnsembleModel:
             if hasattr(member, "head"):
                 y, known = train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:]
                 if val and len(val[kind]):  # each label's penalty chosen on the validation samples
-                    rows, bias, _ = probe_rows_on_path(member, train[kind], y, known, val[kind],
-                                                       val[kind].y[:, n_old:], val[kind].y_mask[:, n_old:], seed=seed)
+                    rows, bias, strengths = probe_rows_on_path(member, train[kind], y, known, val[kind],
+                                                               val[kind].y[:, n_old:], val[kind].y_mask[:, n_old:],
+                                                               seed=seed)
                 else:
                     rows, bias = probe_rows(member, train[kind], y, known, seed=seed)
+                    strengths = [PROBE_C] * y.shape[1]
+                self.probe_c = [float(c) for c in strengths]  # the update's report lists them (update.py)
                 member.head.grow(rows, bias)
                 member.config.n_labels = label_tables(train[kind])[0].shape[1]
                 member.config.label_blocks = member.head.block_sizes
