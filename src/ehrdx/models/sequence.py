@@ -28,6 +28,7 @@ from ehrdx.data.sequences import N_TIME_FEATURES
 from ehrdx.data.windows import N_PRIOR_FEATURES
 from ehrdx.models.head import LabelHead
 from ehrdx.models.registry import EVENTS, SEQUENCE, ModelKind, register_model, torch_save
+from ehrdx.models.transformer import CausalBlock, VisitDropout, VisitLayout
 
 ENCODERS = ("gru", "lstm", "transformer")
 
@@ -56,29 +57,6 @@ class SequenceConfig:
         return {"kind": "sequence", **d}
 
 
-class CausalBlock(nn.Module):
-    """Pre-norm Transformer block with causal attention (each visit attends to itself and earlier visits)."""
-
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        # (B, heads, T, D / heads); causal without a mask: padding at the end is never attended from a valid visit.
-        # No dropout on the attention weights: with it PyTorch's CPU kernels fall back to the materialised
-        # [B, heads, T, T] path (11x slower at T = 1,024); dropout stays on the residual branches.
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, T, D)))
-        return x + self.drop(self.ff(self.norm2(x)))
-
-
 class SequenceModel(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
@@ -94,7 +72,7 @@ class SequenceModel(nn.Module):
         self.numeric_proj = nn.Linear(4 * config.n_numeric, H) if config.n_numeric else None
         self.prior_proj = nn.Linear(H + N_PRIOR_FEATURES, H) if config.prior_summary else None
         self.in_norm = nn.LayerNorm(H)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = VisitDropout(config.dropout) if config.encoder == "transformer" else nn.Dropout(config.dropout)
         if config.encoder == "transformer":
             if H % config.heads:
                 raise ValueError("hidden must be divisible by heads")
@@ -110,8 +88,8 @@ class SequenceModel(nn.Module):
             self.register_buffer("pretrained_rows", torch.zeros(T, H))
             self.register_buffer("pretrained_bias", torch.zeros(T))
 
-    def visit_inputs(self, batch: SequenceBatch) -> torch.Tensor:
-        """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
+    def visit_vectors(self, batch: SequenceBatch) -> torch.Tensor:
+        """[V, H] each visit's vector (its codes, values, numeric block and time features), visit after visit."""
         ids, offs = batch.code_ids, batch.bag_offsets
         codes = F.embedding_bag(ids, self.code_embedding.weight, offs, mode="sum",
                                 per_sample_weights=batch.code_weights)
@@ -120,12 +98,22 @@ class SequenceModel(nn.Module):
         visits = codes + values + self.time_proj(batch.time_feats)
         if self.numeric_proj is not None:
             visits = visits + self.numeric_proj(batch.numeric)
-        B, T = batch.visit_mask.shape
-        x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch.visit_index, visits)
+        return visits
+
+    def sequence_vectors(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, H] what is added to every visit of a sequence: its static facts (and the summary of the visits
+        before a bounded context's window)."""
         static = F.embedding_bag(batch.static_ids, self.code_embedding.weight, batch.static_offsets, mode="mean")
         if self.prior_proj is not None:
             static = static + self.prior_proj(torch.cat([self.prior(batch), batch.prior_features], 1))
-        return x.view(B, T, -1) + static[:, None, :]
+        return static
+
+    def visit_inputs(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, T, H] visit vectors, zeros at padded positions (plus static facts, which are harmless there)."""
+        visits = self.visit_vectors(batch)
+        B, T = batch.visit_mask.shape
+        x = visits.new_zeros(B * T, visits.shape[1]).index_copy(0, batch.visit_index, visits)
+        return x.view(B, T, -1) + self.sequence_vectors(batch)[:, None, :]
 
     def prior(self, batch: SequenceBatch) -> torch.Tensor:
         """[B, H] the weighted bag of the codes before each sequence's window (zeros where there are none)."""
@@ -136,17 +124,31 @@ class SequenceModel(nn.Module):
                                per_sample_weights=batch.prior_weights)
 
     def encode(self, batch: SequenceBatch) -> torch.Tensor:
-        """Patient state after every visit, [B, T, H]."""
-        x = self.drop(self.in_norm(self.visit_inputs(batch)))
+        """Patient state after every visit, [B, T, H] (the Transformer's is zeros at padded positions)."""
         if self.config.encoder == "transformer":
-            for block in self.blocks:
-                x = block(x)
-            return self.out_norm(x)
+            h, layout = self.encode_visits(batch)
+            return layout.grid(h)
+        x = self.drop(self.in_norm(self.visit_inputs(batch)))
         out, _ = self.rnn(x)
         return out + x  # a skip connection: the latest visit reaches the head directly
 
+    def encode_visits(self, batch: SequenceBatch) -> tuple[torch.Tensor, VisitLayout]:
+        """The Transformer's state after every real visit, [V, H] in the layout's packed order: no work is
+        spent on padding outside attention (models/transformer.py)."""
+        layout = VisitLayout(batch.visit_index, batch.visit_mask)
+        T = batch.visit_mask.shape[1]
+        seq = layout.pack(batch.visit_index) // T
+        x = layout.pack(self.visit_vectors(batch)) + self.sequence_vectors(batch).index_select(0, seq)
+        x = self.drop(self.in_norm(x))
+        for block in self.blocks:
+            x = block(x, layout)
+        return self.out_norm(x), layout
+
     def states(self, batch: SequenceBatch) -> torch.Tensor:
         """Patient state [S, H] at each of the batch's samples: what the label head reads."""
+        if self.config.encoder == "transformer":
+            h, layout = self.encode_visits(batch)
+            return h.index_select(0, layout.rows(batch.gather))
         h = self.encode(batch)
         return h.reshape(-1, h.shape[-1]).index_select(0, batch.gather)
 
