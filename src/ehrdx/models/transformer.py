@@ -46,6 +46,11 @@ def length_groups(lengths: np.ndarray, min_length: int = GROUP_MIN_LENGTH,
     return groups
 
 
+def _fills(flat: torch.Tensor, cells: int) -> bool:
+    """Whether grid positions `flat` are 0, 1, ..., cells - 1 in order (a grid without padding)."""
+    return flat.numel() == cells and bool((flat[1:] > flat[:-1]).all())
+
+
 class VisitLayout:
     """Where a batch's visits sit: packed (V rows, in the order the blocks see them) and, for attention,
     in padded grids of whole sequences (one or more groups).
@@ -63,7 +68,9 @@ class VisitLayout:
         groups = None if lengths is None else length_groups(lengths)
         if groups is None or len(groups) == 1:
             self.order = None  # packed rows are the batch's visits, in its order
-            self.groups = [(0, visit_index.numel(), B, T, visit_index)]
+            V = visit_index.numel()
+            # No padding (e.g. full windows of a bounded context): the packed rows are the grid already.
+            self.groups = [(0, V, B, T, None if device.type == "cpu" and _fills(visit_index, B * T) else visit_index)]
             return
         # Visits of group 0, then of group 1, ...; in each, sequence after sequence (its rank in the group).
         seq, pos = visit_index // T, visit_index % T
@@ -82,7 +89,7 @@ class VisitLayout:
             lo, hi = int(starts[g]), int(starts[g + 1])
             Tg = int(lengths[members].max())
             flat = rank_t[seq[self.order[lo:hi]]] * Tg + pos_sorted[lo:hi]
-            self.groups.append((lo, hi, len(members), Tg, flat))
+            self.groups.append((lo, hi, len(members), Tg, None if _fills(flat, len(members) * Tg) else flat))
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[V, ...] per-visit rows (the batch's visit order) in packed order."""
@@ -112,6 +119,9 @@ class VisitLayout:
         # split, not slices: a slice's gradient would be a zero-filled [V, 3D] tensor per group
         parts = torch.split(qkv, [hi - lo for lo, hi, *_ in self.groups])
         for part, (_, _, B, T, flat) in zip(parts, self.groups, strict=True):
+            if flat is None:
+                out.append(causal_attention(part.view(B, T, 3 * D), heads).view(B * T, D))
+                continue
             padded = part.new_zeros(B * T, 3 * D).index_copy_(0, flat, part)
             out.append(causal_attention(padded.view(B, T, 3 * D), heads).view(B * T, D).index_select(0, flat))
         return out[0] if len(out) == 1 else torch.cat(out)
