@@ -169,15 +169,15 @@ class VisitDropout(nn.Module):
 
 class CausalBlock(nn.Module):
     """Pre-norm Transformer block with causal attention (each visit attends to itself and earlier visits) and
-    a feed-forward network `ffn_mult` x D wide."""
+    a feed-forward network 2 x D wide."""
 
-    def __init__(self, d: int, heads: int, dropout: float, ffn_mult: int = 2) -> None:
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
-        self.ff = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.drop = VisitDropout(dropout)
 
     def forward(self, x: torch.Tensor, layout: VisitLayout | None = None) -> torch.Tensor:
