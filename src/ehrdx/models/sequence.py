@@ -6,9 +6,11 @@ their last values before it (carried forward, as in GRU-D) + a projection of tim
 the previous and the first visit, age, visit size) + the patient's static facts. One forward pass gives a state after every visit;
 the state at visit v depends on visits 0..v only (recurrence, or causal attention), so padding at
 the end of short sequences cannot reach any valid output, and the head reads the states at the samples'
-positions only. The Transformer attends with `is_causal=True` and no mask: padding is only at the end of a
-sequence, so no valid position can attend to it, and PyTorch may pick its flash or memory-efficient
-kernels (no [B, 1, T, T] mask is materialised).
+positions only. The Transformer (models/transformer.py) runs on the batch's visits only, packed, except
+inside attention, which places each sequence in a padded grid (on a CPU, groups of sequences of similar
+length, each padded to its own longest) and attends with `is_causal=True` and no mask: padding is only at
+the end of a sequence, so no valid position can attend to it, and PyTorch may pick its flash or
+memory-efficient kernels (no [B, 1, T, T] mask is materialised).
 
 With a bounded context (data/windows.py) a sequence is a window of the patient's visits and the batch
 carries a summary of the visits before it (a weighted bag of their codes and a few counts); a projection
