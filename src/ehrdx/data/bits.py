@@ -62,11 +62,29 @@ class BitTable:
             b0 = c0 // 8
             block = self.packed[rows, b0:(c1 + 7) // 8]
             return np.unpackbits(block, axis=-1, count=c1 - 8 * b0).view(bool)[..., c0 - 8 * b0:]
+        if isinstance(cols, (int, np.integer)):  # one column: its byte of each row, not the whole rows
+            c = int(cols) + self.n_cols if int(cols) < 0 else int(cols)
+            if not 0 <= c < self.n_cols:
+                raise IndexError(f"column {cols} is out of range for {self.n_cols} columns")
+            return ((self.packed[rows, c >> 3] >> (7 - (c & 7))) & 1).astype(bool)
         return np.unpackbits(self.packed[rows], axis=-1, count=self.n_cols).view(bool)[..., cols]
 
     def dense(self) -> np.ndarray:
         """The whole table, [S, L] bool."""
         return self[:]
+
+    def column(self, j: int) -> np.ndarray:
+        """Column j over all rows, [S] bool: one label's entries (e.g. where it is known, to fit a model of
+        that label alone), read without a dense [S, L] copy."""
+        return self[:, j]
+
+    def columns(self, c0: int, c1: int | None = None) -> BitTable:
+        """The table of columns c0:c1 (to the last by default), of the same kind, still packed."""
+        c0, c1, _ = slice(c0, c1).indices(self.n_cols)
+        c1 = max(c0, c1)
+        parts = [np.packbits(self[r, c0:c1], axis=1) for r in row_blocks(len(self), self.n_cols)]
+        packed = np.concatenate(parts) if parts else np.zeros((0, (c1 - c0 + 7) // 8), np.uint8)
+        return BitTable(packed, c1 - c0)
 
     def take(self, rows: np.ndarray) -> BitTable:
         """The table of the given rows (indices or a bool selection), still packed."""
@@ -134,6 +152,16 @@ def label_counts(y, mask) -> tuple[np.ndarray, np.ndarray]:
         pos += np.count_nonzero((np.asarray(y[r]) > 0.5) & m, axis=0)
         known += np.count_nonzero(m, axis=0)
     return pos, known
+
+
+def label_columns(table, c0: int, c1: int | None = None):
+    """Columns c0:c1 of an [S, L] array (a view) or BitTable (a table of the same kind, still packed)."""
+    return table.columns(c0, c1) if isinstance(table, BitTable) else np.asarray(table)[:, c0:c1]
+
+
+def as_table(table, dtype=None):
+    """A BitTable as it is (read a block or a column at a time: `t[:, j]`), anything else as an array."""
+    return table if isinstance(table, BitTable) else np.asarray(table, dtype=dtype)
 
 
 def label_tables(dataset) -> tuple:

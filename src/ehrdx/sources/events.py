@@ -122,13 +122,16 @@ class EventSource:
                 context: int | None = None):
         if inputs == SEQUENCE:  # context: the visits a sequence reads (data/windows.py); None: all
             return SequenceSet(self.store, samples, encoder, new_onset=new_onset, context=context)
+        # The targets and training mask stay packed (no [S, L] copy): models read a batch's rows or a label's
+        # column at a time.
+        y, known = samples.y_bits, samples.train_mask_bits(new_onset)
         if inputs == HISTORY:
-            return HistorySet(self.store, samples, encoder, samples.y, samples.train_mask(new_onset))
+            return HistorySet(self.store, samples, encoder, y, known)
         features = history_features(self.store, samples, encoder)
         if inputs == ROWS:
-            return SampleSet(features, samples.y, samples.train_mask(new_onset))
+            return SampleSet(features, y, known)
         if inputs == MATRIX:
-            return MatrixSet(count_matrix(features, encoder.n_codes), samples.y, samples.train_mask(new_onset))
+            return MatrixSet(count_matrix(features, encoder.n_codes), y, known)
         raise ModelError(f"an event source cannot make model inputs of kind '{inputs}'")
 
     def summary(self, samples: Samples, dataset) -> dict:
