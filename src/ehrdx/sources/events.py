@@ -19,15 +19,13 @@ from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes
+from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from
 from ehrdx.tasks.select import LabelSelector, check_label_spellings
 from ehrdx.tasks.targets import Targets
 from ehrdx.tasks.task import (
     TaskSpec,
     build_samples,
     code_label_index,
-    codes_of_labels,
-    label_first_times,
-    labels_missing_from,
     mask_before_introduction,
     rows_of_subjects,
 )
