@@ -166,3 +166,28 @@ def test_fitting_on_event_samples_never_builds_a_dense_label_table(model, labell
     assert proba.shape == (len(samples), L) and L > 3 and np.isfinite(proba).all()
     # the largest read: a batch of rows, a label's column or a block of a few labels, never a whole table
     assert 0 < largest[0] <= max(64 * L, 2_000, n_train) < min(n_train, len(samples)) * L
+
+
+@pytest.mark.parametrize("form", ["long", "meds"])
+def test_targets_are_written_and_read_as_index_lists_with_the_dense_entries(form, tmp_path):
+    from ehrdx.tasks.targets import Targets, read_targets, write_long, write_meds_tasks
+
+    rng = np.random.default_rng(6)
+    n, L = 40, 5
+    y, mask = rng.random((n, L)) < 0.3, rng.random((n, L)) > 0.25
+    mask[0] = True  # every label known
+    mask[1] = form == "meds"  # every label unknown (a MEDS task directory would not list that time at all)
+    ids, times = np.repeat(np.arange(10), 4), np.arange(n) * 86400 + 1_600_000_000
+    labels = [f"L{j}" for j in range(L)]
+    dense = Targets(ids, times, labels, y.astype(np.float32), mask)
+    packed = Targets(ids, times, labels, SparseTable.from_dense(y), SparseTable.from_dense(mask))
+    write = write_long if form == "long" else write_meds_tasks
+    a, b = write(dense, tmp_path / "dense" / "t.parquet"), write(packed, tmp_path / "packed" / "t.parquet")
+    got = read_targets(b)
+    assert isinstance(got.y, SparseTable) and isinstance(got.mask, SparseTable)
+    assert np.array_equal(got.time, times) and got.labels == labels
+    assert np.array_equal(got.mask.dense(), mask) and np.array_equal(got.y.dense(), y & mask)
+    again = read_targets(a)  # the dense and the packed targets wrote the same labels
+    assert np.array_equal(again.mask.dense(), mask) and np.array_equal(again.y.dense(), y & mask)
+    if form == "long":
+        assert got.mask.flip.all() and got.mask.n_listed == int((~mask).sum())  # each time lists its unknowns

@@ -51,8 +51,11 @@ class EventSource:
         else:  # labels with a known positive among training patients; first record = first positive time
             t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
             in_train = np.isin(t_rows, rows)
-            pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
-            first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
+            first = {}
+            for j, lab in enumerate(targets.labels):  # a label's column at a time (targets may be index lists)
+                pos = (targets.y[:, j] > 0.5) & targets.mask[:, j] & in_train
+                if pos.any():
+                    first[lab] = int(targets.time[pos].min())
         check_label_spellings(first, file=self.name, column="code",
                               fix="the codes behind these labels differ only in case or spaces: correct the "
                               "codes, or give --labels map:FILE mapping every spelling to one label")
@@ -100,7 +103,8 @@ class EventSource:
         at = order[np.searchsorted(key_t[order], key_s)]
         col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
         have = col >= 0
-        y_src, m_src = targets.y[keep][at], targets.mask[keep][at]
+        given = np.flatnonzero(keep)[at]  # the targets' row of each sample
+        y_src, m_src = targets.y[given], targets.mask[given]  # dense rows (targets may be index lists)
         y, mask = np.zeros((len(s), L), dtype=np.float32), np.zeros((len(s), L), dtype=bool)
         y[:, have] = y_src[:, col[have]]
         mask[:, have] = m_src[:, col[have]]
@@ -110,7 +114,7 @@ class EventSource:
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:
-            usable = s.mask.any(1)
+            usable = s.mask_bits.rows_any()
             if (~usable).any():
                 s.counts["samples_without_known_labels_left_out"] = int((~usable).sum())
                 s = s.subset(usable)
