@@ -184,10 +184,11 @@ def test_targets_are_written_and_read_as_index_lists_with_the_dense_entries(form
     write = write_long if form == "long" else write_meds_tasks
     a, b = write(dense, tmp_path / "dense" / "t.parquet"), write(packed, tmp_path / "packed" / "t.parquet")
     got = read_targets(b)
-    assert isinstance(got.y, SparseTable) and isinstance(got.mask, SparseTable)
+    assert isinstance(got.y_bits, SparseTable) and isinstance(got.mask_bits, SparseTable)
     assert np.array_equal(got.time, times) and got.labels == labels
-    assert np.array_equal(got.mask.dense(), mask) and np.array_equal(got.y.dense(), y & mask)
+    assert np.array_equal(got.mask_bits.dense(), mask) and np.array_equal(got.y_bits.dense(), y & mask)
     again = read_targets(a)  # the dense and the packed targets wrote the same labels
-    assert np.array_equal(again.mask.dense(), mask) and np.array_equal(again.y.dense(), y & mask)
-    if form == "long":
-        assert got.mask.flip.all() and got.mask.n_listed == int((~mask).sum())  # each time lists its unknowns
+    assert np.array_equal(again.mask, mask) and np.array_equal(again.y, (y & mask).astype(np.float32))
+    assert isinstance(dense.y_bits, SparseTable) and np.array_equal(dense.mask, mask)  # given dense: kept sparse
+    if form == "long":  # each time lists its unknown labels
+        assert got.mask_bits.flip.all() and got.mask_bits.n_listed == int((~mask).sum())

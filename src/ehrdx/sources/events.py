@@ -53,7 +53,7 @@ class EventSource:
             in_train = np.isin(t_rows, rows)
             first = {}
             for j, lab in enumerate(targets.labels):  # a label's column at a time (targets may be index lists)
-                pos = (targets.y[:, j] > 0.5) & targets.mask[:, j] & in_train
+                pos = targets.y_bits[:, j] & targets.mask_bits[:, j] & in_train
                 if pos.any():
                     first[lab] = int(targets.time[pos].min())
         check_label_spellings(first, file=self.name, column="code",
@@ -104,7 +104,7 @@ class EventSource:
         col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
         have = col >= 0
         given = np.flatnonzero(keep)[at]  # the targets' row of each sample
-        y_src, m_src = targets.y[given], targets.mask[given]  # dense rows (targets may be index lists)
+        y_src, m_src = targets.y_bits[given], targets.mask_bits[given]  # dense rows of the index lists
         y, mask = np.zeros((len(s), L), dtype=np.float32), np.zeros((len(s), L), dtype=bool)
         y[:, have] = y_src[:, col[have]]
         mask[:, have] = m_src[:, col[have]]

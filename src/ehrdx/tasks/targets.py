@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.bits import BitTable
+from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore
@@ -30,12 +30,26 @@ from ehrdx.errors import DataError
 
 
 @dataclass
-class Targets:
+class Targets(PackedTargets):
+    """Given labels: per prediction time, its positives and unknown labels, kept as index lists (`y_bits`,
+    `mask_bits`; given dense, converted), read and written a label's column at a time; `y` and `mask`
+    are the whole dense tables on demand (small label sets)."""
+
     subject_id: np.ndarray  # [S] int64, or text where the events table had text ids (ehrdx.data.subject_ids)
     time: np.ndarray  # [S] seconds
     labels: list[str]
-    y: np.ndarray | BitTable  # [S, L] 0/1 (read and written as index lists: a label's column at a time)
-    mask: np.ndarray | BitTable  # [S, L] bool, True where known
+    y_bits: BitTable  # [S, L] positives
+    mask_bits: BitTable  # [S, L] True where known
+
+    def __post_init__(self) -> None:
+        self.y_bits = self.y_bits if isinstance(self.y_bits, BitTable) else SparseTable.from_dense(
+            np.asarray(self.y_bits) > 0.5)
+        self.mask_bits = self.mask_bits if isinstance(self.mask_bits, BitTable) else SparseTable.from_dense(
+            np.asarray(self.mask_bits, dtype=bool))
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.y_mask
 
     def __len__(self) -> int:
         return len(self.subject_id)
@@ -51,8 +65,8 @@ def write_long(targets: Targets, path: str | Path) -> Path:
     base = pl.DataFrame({"subject_id": targets.subject_id, "prediction_time": _ts(targets.time)})
     parts = [base.with_columns(pl.lit(None, pl.Utf8).alias("label"), pl.lit(None, pl.Boolean).alias("value"))]
     for j, label in enumerate(targets.labels):
-        pos = (targets.y[:, j] > 0.5) & targets.mask[:, j]
-        unk = ~targets.mask[:, j]
+        pos = targets.y_bits[:, j] & targets.mask_bits[:, j]  # a label's column at a time
+        unk = ~targets.mask_bits[:, j]
         parts.append(base.filter(pl.Series(pos)).with_columns(pl.lit(label).alias("label"),
                                                               pl.lit(True).alias("value")))
         parts.append(base.filter(pl.Series(unk)).with_columns(pl.lit(label).alias("label"),
@@ -73,11 +87,11 @@ def write_meds_tasks(targets: Targets, directory: str | Path) -> Path:
     for j, label in enumerate(targets.labels):
         if not label or "/" in label or label in (".", ".."):
             raise DataError(f"label {label!r} cannot be a directory name", fix="rename the label in the label map")
-        keep = targets.mask[:, j]
+        keep = targets.mask_bits[:, j]
         out = root / label / "labels.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         frame = pl.DataFrame({"subject_id": targets.subject_id[keep], "prediction_time": _ts(targets.time[keep]),
-                              "boolean_value": targets.y[:, j][keep] > 0.5})
+                              "boolean_value": targets.y_bits[:, j][keep]})
         write_parquet_typed(frame, out, MEDS_LABEL_TYPES)
     return root
 
