@@ -5,7 +5,9 @@ dense arrays; a `BitTable` keeps them bit-packed along the labels (np.packbits: 
 gives dense blocks on demand: a batch of rows for a loss, a block of labels for a metric. Indexing reads like
 an array's (`t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]`) and returns a new dense bool array, so code written
 for [S, L] arrays (ranking.label_ranking, the evaluation metrics) reads either. `label_counts` gives the
-per-label counts training needs (positives and known entries) from either without a dense [S, L] copy.
+per-label counts training needs (positives and known entries) from either without a dense [S, L] copy;
+`t[:, j]` (`column`) reads one label's column, for models fit a label at a time (gbm, logistic), and
+`columns(c0, c1)` the table of some labels (those an update adds), still packed.
 Samples keep their tables as index lists (data/sparse.py SparseTable, a BitTable subclass with the same
 reading interface); a BitTable combines with one (and_not, both, concat) as with another BitTable.
 """
@@ -166,7 +168,7 @@ def as_table(table, dtype=None):
 
 def label_tables(dataset) -> tuple:
     """A sample set's targets and training mask as [N, L] tables to read a block at a time: its BitTables
-    where it keeps them packed (sequence sets, concatenated sets), else its dense arrays."""
+    where it keeps them packed (every sample set of data/ does), else its dense arrays."""
     if hasattr(dataset, "y_bits"):
         return dataset.y_bits, dataset.mask_bits
     return dataset.y, dataset.y_mask
