@@ -3,6 +3,11 @@
 A sample is one (patient, prediction time). For a patient table there is one per patient.
 The label mask marks which labels are known for a sample: unknown labels are excluded from the loss
 and from every metric, never counted as negatives.
+
+Every set keeps its targets and mask packed (`y_bits`, `mask_bits`: data/sparse.py SparseTables, or the
+BitTables it was given), so memory grows with the listed entries, not samples x labels: a batch reads
+its rows as dense blocks, a model that fits a label at a time reads a column (`t[:, j]`), and `y` /
+`y_mask` give the whole dense tables on demand (small label sets and tests only).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from ehrdx.data.batch import TableBatch
 from ehrdx.data.bits import BitTable, PackedTargets, label_tables
 from ehrdx.data.preprocess import EncodedFeatures
+from ehrdx.data.sparse import SparseTable
 
 # What a model reads (ehrdx.models.registry), made by a source (ehrdx.sources) for its samples.
 SEQUENCE = "sequence"  # each patient's visits up to each prediction time (data.sequences.SequenceSet)
@@ -23,11 +29,24 @@ MATRIX = "matrix"  # one sparse row per sample (MatrixSet)
 HISTORY = "history"  # the samples themselves, with their store, for features fitted by the model (HistorySet)
 
 
+def packed_targets(y, mask) -> tuple[BitTable, BitTable]:
+    """Targets and training mask as tables read a block at a time: BitTables (and SparseTables) as they
+    are, dense [N, L] arrays as SparseTables (targets: entries above 0.5; mask: nonzero entries)."""
+    y = y if isinstance(y, BitTable) else SparseTable.from_dense(np.asarray(y) > 0.5)
+    mask = mask if isinstance(mask, BitTable) else SparseTable.from_dense(np.asarray(mask, dtype=bool))
+    if y.shape != mask.shape:
+        raise ValueError(f"targets {y.shape} and mask {mask.shape} differ in shape")
+    return y, mask
+
+
 @dataclass
-class SampleSet:
+class SampleSet(PackedTargets):
     features: EncodedFeatures
-    y: np.ndarray  # [N, L] float32 multi-hot targets
-    y_mask: np.ndarray  # [N, L] bool, True where the label is known
+    y_bits: BitTable  # [N, L] multi-hot targets, packed (given dense: kept as a SparseTable)
+    mask_bits: BitTable  # [N, L] True where the label is known (and counts for training), packed
+
+    def __post_init__(self) -> None:
+        self.y_bits, self.mask_bits = packed_targets(self.y_bits, self.mask_bits)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -44,12 +63,16 @@ class SampleSet:
 
 
 @dataclass
-class MatrixSet:
-    """One sparse feature row per sample, for the models that fit themselves (logistic, gradient boosting)."""
+class MatrixSet(PackedTargets):
+    """One sparse feature row per sample, for the models that fit themselves (logistic, gradient boosting):
+    they read the targets a label (column) at a time."""
 
     X: object  # [N, F] scipy.sparse.csr_matrix
-    y: np.ndarray  # [N, L] float32 multi-hot targets
-    y_mask: np.ndarray  # [N, L] bool, True where the label is known (and counts for training)
+    y_bits: BitTable  # [N, L] multi-hot targets, packed (given dense: kept as a SparseTable)
+    mask_bits: BitTable  # [N, L] True where the label is known (and counts for training), packed
+
+    def __post_init__(self) -> None:
+        self.y_bits, self.mask_bits = packed_targets(self.y_bits, self.mask_bits)
 
     def __len__(self) -> int:
         return self.X.shape[0]
@@ -74,8 +97,8 @@ def make_batch(samples: SampleSet, rows: np.ndarray, device: torch.device | str 
         dense=torch.from_numpy(f.dense[rows]).to(device),
         code_ids=torch.from_numpy(ids).to(device),
         code_offsets=torch.from_numpy(offs).to(device),
-        y=torch.from_numpy(samples.y[rows]).to(device),
-        y_mask=torch.from_numpy(samples.y_mask[rows]).to(device),
+        y=torch.from_numpy(samples.y_bits[rows].astype(np.float32)).to(device),  # this batch's rows only
+        y_mask=torch.from_numpy(samples.mask_bits[rows]).to(device),
         sample_index=torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device),
     )
 

@@ -5,7 +5,9 @@ dense arrays; a `BitTable` keeps them bit-packed along the labels (np.packbits: 
 gives dense blocks on demand: a batch of rows for a loss, a block of labels for a metric. Indexing reads like
 an array's (`t[rows]`, `t[:, j0:j1]`, `t[rows, j0:j1]`) and returns a new dense bool array, so code written
 for [S, L] arrays (ranking.label_ranking, the evaluation metrics) reads either. `label_counts` gives the
-per-label counts training needs (positives and known entries) from either without a dense [S, L] copy.
+per-label counts training needs (positives and known entries) from either without a dense [S, L] copy;
+`t[:, j]` (`column`) reads one label's column, for models fit a label at a time (gbm, logistic), and
+`columns(c0, c1)` the table of some labels (those an update adds), still packed.
 Samples keep their tables as index lists (data/sparse.py SparseTable, a BitTable subclass with the same
 reading interface); a BitTable combines with one (and_not, both, concat) as with another BitTable.
 """
@@ -62,11 +64,29 @@ class BitTable:
             b0 = c0 // 8
             block = self.packed[rows, b0:(c1 + 7) // 8]
             return np.unpackbits(block, axis=-1, count=c1 - 8 * b0).view(bool)[..., c0 - 8 * b0:]
+        if isinstance(cols, (int, np.integer)):  # one column: its byte of each row, not the whole rows
+            c = int(cols) + self.n_cols if int(cols) < 0 else int(cols)
+            if not 0 <= c < self.n_cols:
+                raise IndexError(f"column {cols} is out of range for {self.n_cols} columns")
+            return ((self.packed[rows, c >> 3] >> (7 - (c & 7))) & 1).astype(bool)
         return np.unpackbits(self.packed[rows], axis=-1, count=self.n_cols).view(bool)[..., cols]
 
     def dense(self) -> np.ndarray:
         """The whole table, [S, L] bool."""
         return self[:]
+
+    def column(self, j: int) -> np.ndarray:
+        """Column j over all rows, [S] bool: one label's entries (e.g. where it is known, to fit a model of
+        that label alone), read without a dense [S, L] copy."""
+        return self[:, j]
+
+    def columns(self, c0: int, c1: int | None = None) -> BitTable:
+        """The table of columns c0:c1 (to the last by default), of the same kind, still packed."""
+        c0, c1, _ = slice(c0, c1).indices(self.n_cols)
+        c1 = max(c0, c1)
+        parts = [np.packbits(self[r, c0:c1], axis=1) for r in row_blocks(len(self), self.n_cols)]
+        packed = np.concatenate(parts) if parts else np.zeros((0, (c1 - c0 + 7) // 8), np.uint8)
+        return BitTable(packed, c1 - c0)
 
     def take(self, rows: np.ndarray) -> BitTable:
         """The table of the given rows (indices or a bool selection), still packed."""
@@ -136,9 +156,19 @@ def label_counts(y, mask) -> tuple[np.ndarray, np.ndarray]:
     return pos, known
 
 
+def label_columns(table, c0: int, c1: int | None = None):
+    """Columns c0:c1 of an [S, L] array (a view) or BitTable (a table of the same kind, still packed)."""
+    return table.columns(c0, c1) if isinstance(table, BitTable) else np.asarray(table)[:, c0:c1]
+
+
+def as_table(table, dtype=None):
+    """A BitTable as it is (read a block or a column at a time: `t[:, j]`), anything else as an array."""
+    return table if isinstance(table, BitTable) else np.asarray(table, dtype=dtype)
+
+
 def label_tables(dataset) -> tuple:
     """A sample set's targets and training mask as [N, L] tables to read a block at a time: its BitTables
-    where it keeps them packed (sequence sets, concatenated sets), else its dense arrays."""
+    where it keeps them packed (every sample set of data/ does), else its dense arrays."""
     if hasattr(dataset, "y_bits"):
         return dataset.y_bits, dataset.mask_bits
     return dataset.y, dataset.y_mask

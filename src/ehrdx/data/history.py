@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import YEAR, EventEncoder, birth_times
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
@@ -340,15 +341,15 @@ def segmented_cumsum(x: np.ndarray, rank: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class HistorySet:
+class HistorySet(PackedTargets):
     """Samples with what a model needs to compute their history features itself (gradient boosting fits a
     HistoryFeaturizer on its training set's patients): the store, the samples, the input code encoder."""
 
     store: EventStore
     samples: Samples
     encoder: EventEncoder
-    y: np.ndarray  # [N, L] float32 multi-hot targets
-    y_mask: np.ndarray  # [N, L] bool, True where the label is known (and counts for training)
+    y_bits: BitTable  # [N, L] multi-hot targets, packed (read a label at a time: `y_bits[:, j]`)
+    mask_bits: BitTable  # [N, L] True where the label is known (and counts for training), packed
 
     def __len__(self) -> int:
         return len(self.samples)

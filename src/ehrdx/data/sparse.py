@@ -203,6 +203,16 @@ class SparseTable(BitTable):
         np.cumsum(ends - starts, out=indptr[1:])
         return SparseTable(indptr, self.cols[concat_ranges(starts, ends)], self.n_cols, self.flip[idx])
 
+    def columns(self, c0: int, c1: int | None = None) -> SparseTable:
+        """The table of columns c0:c1 (to the last by default): each row's listed entries in that range,
+        shifted, and the row's default kept."""
+        c0, c1, _ = slice(c0, c1).indices(self.n_cols)
+        c1 = max(c0, c1)
+        inside = (self.cols >= c0) & (self.cols < c1)
+        listed = np.zeros(len(inside) + 1, np.int64)
+        np.cumsum(inside, out=listed[1:])
+        return SparseTable(listed[self.indptr], self.cols[inside].astype(np.int64) - c0, c1 - c0, self.flip.copy())
+
     def invert(self) -> SparseTable:
         """Every entry negated: the same lists, each row's default flipped."""
         return SparseTable(self.indptr, self.cols, self.n_cols, ~self.flip)

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from ehrdx.data.bits import BitTable, as_table, label_columns
 from ehrdx.models.registry import EVENTS, MATRIX, TABLE, ModelKind, register_model
 
 
@@ -25,10 +26,14 @@ class LogisticBaseline:
         self.config = {"kind": "logistic", "n_features": n_features, "n_labels": n_labels, "C": C,
                        "max_iter": max_iter}
 
-    def fit(self, X: sp.csr_matrix, y: np.ndarray, mask: np.ndarray, seed: int = 0) -> LogisticBaseline:
+    def fit(self, X: sp.csr_matrix, y: np.ndarray | BitTable, mask: np.ndarray | BitTable,
+            seed: int = 0) -> LogisticBaseline:
+        """One regression per column of `y` [N, L] over the rows where `mask` is True; packed tables
+        (data/bits.py, data/sparse.py) are read a column at a time, never whole."""
+        y, mask = as_table(y), as_table(mask, bool)
         for j in range(y.shape[1]):
             m = mask[:, j]
-            yj = y[m, j] > 0.5
+            yj = y[:, j][m] > 0.5
             if m.sum() == 0 or yj.all() or not yj.any():
                 p = float(np.clip(yj.mean() if m.any() else 0.5, 1e-4, 1 - 1e-4))
                 self.coef[j] = 0.0
@@ -44,12 +49,12 @@ class LogisticBaseline:
 
     def fit_sets(self, train, val=None, seed: int = 0) -> LogisticBaseline:
         """Fit on a MatrixSet (`val` is not needed: no early stopping)."""
-        return self.fit(train.X, train.y, train.y_mask, seed=seed)
+        return self.fit(train.X, train.y_bits, train.mask_bits, seed=seed)
 
     def add_labels(self, train, val=None, n_old: int = 0, seed: int = 0) -> LogisticBaseline:
         """Fit rows for the labels from column `n_old` on; the old labels' rows stay as they are."""
-        extra = LogisticBaseline(self.coef.shape[1], train.y.shape[1] - n_old, self.C, self.max_iter)
-        extra.fit(train.X, train.y[:, n_old:], train.y_mask[:, n_old:], seed=seed)
+        extra = LogisticBaseline(self.coef.shape[1], train.y_bits.shape[1] - n_old, self.C, self.max_iter)
+        extra.fit(train.X, label_columns(train.y_bits, n_old), label_columns(train.mask_bits, n_old), seed=seed)
         self.coef = np.vstack([self.coef, extra.coef])
         self.intercept = np.concatenate([self.intercept, extra.intercept])
         self.config["n_labels"] = len(self.intercept)

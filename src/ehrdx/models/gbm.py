@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ehrdx.data.batches import HISTORY, MATRIX
+from ehrdx.data.bits import as_table, label_columns
 from ehrdx.data.history import HistoryFeaturizer, HistorySet
 from ehrdx.errors import ModelError
 from ehrdx.models.registry import EVENTS, TABLE, ModelKind, register_model
@@ -98,7 +99,7 @@ class GBMModel:
         boosters already there are kept as they are, so they predict exactly as before."""
         self._check_fitted()
         self._check_features(X)
-        y, mask = np.asarray(y), np.asarray(mask, dtype=bool)
+        y, mask = as_table(y), as_table(mask, bool)  # packed tables stay packed: read a label's column at a time
         if y.shape != mask.shape or y.shape[0] != X.shape[0]:
             raise ModelError(f"y {y.shape}, mask {mask.shape} and X {X.shape} do not agree")
         params = self._full_params(self.seed_)
@@ -111,7 +112,7 @@ class GBMModel:
         for j in range(y.shape[1]):
             t0 = time.perf_counter()
             rows = np.flatnonzero(mask[:, j])
-            yj = (y[rows, j] > 0.5).astype(np.float64)
+            yj = (y[:, j][rows] > 0.5).astype(np.float64)
             if len(rows) == 0 or yj.min() == yj.max():
                 self.labels_.append({"kind": "constant", "logit": constant_logit(yj),
                                      "train_samples": len(rows), "positives": int(yj.sum())})
@@ -125,7 +126,7 @@ class GBMModel:
             sub = lgb.Dataset(X[rows], label=yj, params=data_params, free_raw_data=True)
             v_rows = np.flatnonzero(mask_val[:, j]) if val is not None else np.zeros(0, np.int64)
             if len(v_rows):
-                vsub = lgb.Dataset(val[v_rows], label=(y_val[v_rows, j] > 0.5).astype(np.float64), reference=sub,
+                vsub = lgb.Dataset(val[v_rows], label=(y_val[:, j][v_rows] > 0.5).astype(np.float64), reference=sub,
                                    params=data_params, free_raw_data=True)
                 booster = lgb.train(params, sub, num_boost_round=self.num_boost_round, valid_sets=[vsub],
                                     callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True,
@@ -251,17 +252,18 @@ class HistoryGBM:
             self.featurizer = HistoryFeaturizer().fit(train.store, np.unique(train.samples.row), train.encoder)
         X = self._matrix(train)
         with_val = val is not None and len(val) > 0
-        self.gbm.fit(X, train.y, train.y_mask, self._matrix(val) if with_val else None,
-                     val.y if with_val else None, val.y_mask if with_val else None, seed=seed)
+        self.gbm.fit(X, train.y_bits, train.mask_bits, self._matrix(val) if with_val else None,
+                     val.y_bits if with_val else None, val.mask_bits if with_val else None, seed=seed)
         return self
 
     def add_labels(self, train, val=None, n_old: int = 0, seed: int = 0) -> HistoryGBM:
         """Boosters for the labels from column `n_old` on, on the saved features; the old ones are kept."""
         with_val = val is not None and len(val) > 0
-        self.gbm.add_labels(self._matrix(train), train.y[:, n_old:], train.y_mask[:, n_old:],
-                            self._matrix(val) if with_val else None, val.y[:, n_old:] if with_val else None,
-                            val.y_mask[:, n_old:] if with_val else None)
-        self.n_labels = train.y.shape[1]
+        self.gbm.add_labels(self._matrix(train), label_columns(train.y_bits, n_old),
+                            label_columns(train.mask_bits, n_old), self._matrix(val) if with_val else None,
+                            label_columns(val.y_bits, n_old) if with_val else None,
+                            label_columns(val.mask_bits, n_old) if with_val else None)
+        self.n_labels = train.y_bits.shape[1]
         return self
 
     def predict_logits(self, dataset) -> np.ndarray:

@@ -19,15 +19,13 @@ from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes
+from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from
 from ehrdx.tasks.select import LabelSelector, check_label_spellings
 from ehrdx.tasks.targets import Targets
 from ehrdx.tasks.task import (
     TaskSpec,
     build_samples,
     code_label_index,
-    codes_of_labels,
-    label_first_times,
-    labels_missing_from,
     mask_before_introduction,
     rows_of_subjects,
 )
@@ -53,8 +51,11 @@ class EventSource:
         else:  # labels with a known positive among training patients; first record = first positive time
             t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
             in_train = np.isin(t_rows, rows)
-            pos = (targets.y > 0.5) & targets.mask & in_train[:, None]
-            first = {lab: int(targets.time[pos[:, j]].min()) for j, lab in enumerate(targets.labels) if pos[:, j].any()}
+            first = {}
+            for j, lab in enumerate(targets.labels):  # a label's column at a time (targets may be index lists)
+                pos = targets.y_bits[:, j] & targets.mask_bits[:, j] & in_train
+                if pos.any():
+                    first[lab] = int(targets.time[pos].min())
         check_label_spellings(first, file=self.name, column="code",
                               fix="the codes behind these labels differ only in case or spaces: correct the "
                               "codes, or give --labels map:FILE mapping every spelling to one label")
@@ -102,7 +103,8 @@ class EventSource:
         at = order[np.searchsorted(key_t[order], key_s)]
         col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
         have = col >= 0
-        y_src, m_src = targets.y[keep][at], targets.mask[keep][at]
+        given = np.flatnonzero(keep)[at]  # the targets' row of each sample
+        y_src, m_src = targets.y_bits[given], targets.mask_bits[given]  # dense rows of the index lists
         y, mask = np.zeros((len(s), L), dtype=np.float32), np.zeros((len(s), L), dtype=bool)
         y[:, have] = y_src[:, col[have]]
         mask[:, have] = m_src[:, col[have]]
@@ -112,7 +114,7 @@ class EventSource:
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:
-            usable = s.mask.any(1)
+            usable = s.mask_bits.rows_any()
             if (~usable).any():
                 s.counts["samples_without_known_labels_left_out"] = int((~usable).sum())
                 s = s.subset(usable)
@@ -122,13 +124,16 @@ class EventSource:
                 context: int | None = None):
         if inputs == SEQUENCE:  # context: the visits a sequence reads (data/windows.py); None: all
             return SequenceSet(self.store, samples, encoder, new_onset=new_onset, context=context)
+        # The targets and training mask stay packed (no [S, L] copy): models read a batch's rows or a label's
+        # column at a time.
+        y, known = samples.y_bits, samples.train_mask_bits(new_onset)
         if inputs == HISTORY:
-            return HistorySet(self.store, samples, encoder, samples.y, samples.train_mask(new_onset))
+            return HistorySet(self.store, samples, encoder, y, known)
         features = history_features(self.store, samples, encoder)
         if inputs == ROWS:
-            return SampleSet(features, samples.y, samples.train_mask(new_onset))
+            return SampleSet(features, y, known)
         if inputs == MATRIX:
-            return MatrixSet(count_matrix(features, encoder.n_codes), samples.y, samples.train_mask(new_onset))
+            return MatrixSet(count_matrix(features, encoder.n_codes), y, known)
         raise ModelError(f"an event source cannot make model inputs of kind '{inputs}'")
 
     def summary(self, samples: Samples, dataset) -> dict:

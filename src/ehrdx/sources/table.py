@@ -63,9 +63,9 @@ class TableSource:
     def dataset(self, samples: Samples, encoder: TablePreprocessor, inputs: str, new_onset: bool = False):
         features = encoder.transform(self.table.subset(samples.row))
         if inputs == ROWS:
-            return SampleSet(features, samples.y, samples.mask)
+            return SampleSet(features, samples.y_bits, samples.mask_bits)
         if inputs == MATRIX:
-            return MatrixSet(count_matrix(features, encoder.n_codes), samples.y, samples.mask)
+            return MatrixSet(count_matrix(features, encoder.n_codes), samples.y_bits, samples.mask_bits)
         raise ModelError(f"a patient table cannot make model inputs of kind '{inputs}' (no events: "
                          "sequence models need an event stream)")
 

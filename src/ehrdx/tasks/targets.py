@@ -21,19 +21,35 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
+from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore
 from ehrdx.data.subject_ids import is_text_ids
 from ehrdx.errors import DataError
 
 
 @dataclass
-class Targets:
+class Targets(PackedTargets):
+    """Given labels: per prediction time, its positives and unknown labels, kept as index lists (`y_bits`,
+    `mask_bits`; given dense, converted), read and written a label's column at a time; `y` and `mask`
+    are the whole dense tables on demand (small label sets)."""
+
     subject_id: np.ndarray  # [S] int64, or text where the events table had text ids (ehrdx.data.subject_ids)
     time: np.ndarray  # [S] seconds
     labels: list[str]
-    y: np.ndarray  # [S, L] float32
-    mask: np.ndarray  # [S, L] bool
+    y_bits: BitTable  # [S, L] positives
+    mask_bits: BitTable  # [S, L] True where known
+
+    def __post_init__(self) -> None:
+        self.y_bits = self.y_bits if isinstance(self.y_bits, BitTable) else SparseTable.from_dense(
+            np.asarray(self.y_bits) > 0.5)
+        self.mask_bits = self.mask_bits if isinstance(self.mask_bits, BitTable) else SparseTable.from_dense(
+            np.asarray(self.mask_bits, dtype=bool))
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.y_mask
 
     def __len__(self) -> int:
         return len(self.subject_id)
@@ -49,8 +65,8 @@ def write_long(targets: Targets, path: str | Path) -> Path:
     base = pl.DataFrame({"subject_id": targets.subject_id, "prediction_time": _ts(targets.time)})
     parts = [base.with_columns(pl.lit(None, pl.Utf8).alias("label"), pl.lit(None, pl.Boolean).alias("value"))]
     for j, label in enumerate(targets.labels):
-        pos = (targets.y[:, j] > 0.5) & targets.mask[:, j]
-        unk = ~targets.mask[:, j]
+        pos = targets.y_bits[:, j] & targets.mask_bits[:, j]  # a label's column at a time
+        unk = ~targets.mask_bits[:, j]
         parts.append(base.filter(pl.Series(pos)).with_columns(pl.lit(label).alias("label"),
                                                               pl.lit(True).alias("value")))
         parts.append(base.filter(pl.Series(unk)).with_columns(pl.lit(label).alias("label"),
@@ -71,11 +87,11 @@ def write_meds_tasks(targets: Targets, directory: str | Path) -> Path:
     for j, label in enumerate(targets.labels):
         if not label or "/" in label or label in (".", ".."):
             raise DataError(f"label {label!r} cannot be a directory name", fix="rename the label in the label map")
-        keep = targets.mask[:, j]
+        keep = targets.mask_bits[:, j]
         out = root / label / "labels.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         frame = pl.DataFrame({"subject_id": targets.subject_id[keep], "prediction_time": _ts(targets.time[keep]),
-                              "boolean_value": targets.y[keep, j] > 0.5})
+                              "boolean_value": targets.y_bits[:, j][keep]})
         write_parquet_typed(frame, out, MEDS_LABEL_TYPES)
     return root
 
@@ -106,16 +122,17 @@ def read_targets(path: str | Path) -> Targets:
     times = frame.select("subject_id", "t").unique().sort("subject_id", "t")
     labels = sorted(frame.get_column("label").drop_nulls().unique().to_list())
     index = {lab: j for j, lab in enumerate(labels)}
-    y = np.zeros((times.height, len(labels)), dtype=np.float32)
-    mask = np.ones((times.height, len(labels)), dtype=bool)
+    n, L = times.height, len(labels)
     rows = times.with_row_index("i")
     lab = frame.filter(pl.col("label").is_not_null()).join(rows, on=["subject_id", "t"], how="left")
-    i = lab.get_column("i").to_numpy()
+    i = lab.get_column("i").to_numpy().astype(np.int64)
     j = np.array([index[v] for v in lab.get_column("label").to_list()], dtype=np.int64)
-    val = lab.get_column("value").to_numpy()
-    known = ~pl.Series(val).is_null().to_numpy()
-    y[i[known], j[known]] = val[known].astype(np.float32)
-    mask[i[~known], j[~known]] = False
+    val = lab.get_column("value")
+    known = val.is_not_null().to_numpy()
+    positive = known & val.fill_null(False).to_numpy()
+    # Index lists, not [S, L] arrays: the positives, and per time its unknown labels (every other is known).
+    y = SparseTable.from_entries(n, L, i[positive], j[positive])
+    mask = SparseTable.from_entries(n, L, i[~known], j[~known], flip=np.ones(n, bool))
     return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
 
 
@@ -136,19 +153,21 @@ def _read_meds_tasks(root: Path) -> Targets:
     times = long.select("subject_id", "t").unique().sort("subject_id", "t").with_row_index("i")
     labels = sorted({f.parent.name for f in files})
     index = {lab: j for j, lab in enumerate(labels)}
-    y = np.zeros((times.height, len(labels)), dtype=np.float32)
-    mask = np.zeros((times.height, len(labels)), dtype=bool)  # absent from a label's file: unknown
+    n, L = times.height, len(labels)
     joined = long.join(times, on=["subject_id", "t"], how="left")
-    i = joined.get_column("i").to_numpy()
+    i = joined.get_column("i").to_numpy().astype(np.int64)
     j = np.array([index[v] for v in joined.get_column("label").to_list()], dtype=np.int64)
     val = joined.get_column("value")
     known = val.is_not_null().to_numpy()
-    mask[i[known], j[known]] = True
-    y[i[known], j[known]] = val.to_numpy()[known].astype(np.float32)
+    positive = known & val.fill_null(False).to_numpy()
+    y = SparseTable.from_entries(n, L, i[positive], j[positive])
+    # absent from a label's file: unknown. Most entries are known: packed first, then each row lists its fewer
+    # exceptions (its unknown labels where most are known).
+    mask = SparseTable.from_dense(BitTable.from_entries(n, L, i[known], j[known]))
     return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
 
 
 def targets_from_samples(store: EventStore, samples, labels: list[str], new_onset: bool = False) -> Targets:
     """The targets ehrdx computed for a task, ready to write."""
     ids = store.original_ids(np.asarray(store.subject_ids)[samples.row]).to_numpy()  # as the user wrote them
-    return Targets(ids, samples.time, list(labels), samples.y, samples.train_mask(new_onset))
+    return Targets(ids, samples.time, list(labels), samples.y_bits, samples.train_mask_bits(new_onset))

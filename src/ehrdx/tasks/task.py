@@ -31,6 +31,7 @@ from ehrdx.errors import DataError
 from ehrdx.tasks import chunks
 from ehrdx.tasks.chunks import EntryBudget, concat_samples, patient_runs
 from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
+from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from  # noqa: F401 (read from here too)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TIME_BITS = 36  # composite keys: (row << 36) | (time - origin); 2**36 s is about 2,000 years
@@ -155,27 +156,6 @@ def code_label_index(store: EventStore, selector, vocab) -> LabelIndex:
     return LabelIndex(np.asarray(ptr, dtype=np.int64), np.asarray(flat, dtype=np.int64))
 
 
-def label_first_times(store: EventStore, rows: np.ndarray, selector) -> dict[str, int]:
-    """Labels recorded anywhere in these patients' events, each with the time (s) of its first record
-    (to fit a vocabulary, and infer when each label was introduced, from training patients)."""
-    if len(rows) == 0:
-        return {}
-    pos = _event_positions(store, np.asarray(rows, dtype=np.int64))
-    codes = np.asarray(store.codes)[pos]
-    times = np.asarray(store.times)[pos]
-    timed = times != STATIC_TIME
-    first = np.full(len(store.code_names), np.iinfo(np.int64).max)
-    np.minimum.at(first, codes[timed], times[timed])
-    present = np.unique(codes)
-    out: dict[str, int] = {}
-    for c in present:
-        for lab in selector.labels_of(store.code_names[c]):
-            t = int(first[c]) if first[c] != np.iinfo(np.int64).max else None
-            if lab not in out or (t is not None and (out[lab] is None or t < out[lab])):
-                out[lab] = t
-    return out
-
-
 def check_features_before(store: EventStore, rows: np.ndarray, times: np.ndarray, cutoff: np.ndarray) -> None:
     """Leakage guard, run on every set of samples: a sample's features are its own patient's events
     before `cutoff`, and the last of them (events are in time order) is at or before its prediction
@@ -193,32 +173,6 @@ def check_features_before(store: EventStore, rows: np.ndarray, times: np.ndarray
     late = (last_t != STATIC_TIME) & (last_t > np.asarray(times, dtype=np.int64)[has])
     if late.any():
         raise LeakageError(f"{int(late.sum())} sample(s) would read events after their prediction time")
-
-
-def codes_of_labels(store: EventStore, selector, rows: np.ndarray | None = None) -> dict[str, list[str]]:
-    """The store codes that record each label; with `rows`, only codes that occur in those patients'
-    events (what a model records about its labels must come from its training patients alone)."""
-    names = store.code_names
-    if rows is not None:
-        present = np.unique(np.asarray(store.codes)[_event_positions(store, np.asarray(rows, dtype=np.int64))])
-        names = [store.code_names[int(i)] for i in present]
-    out: dict[str, list[str]] = {}
-    for code in names:
-        for lab in selector.labels_of(code):
-            out.setdefault(lab, []).append(code)
-    return out
-
-
-def labels_missing_from(store: EventStore, rows: np.ndarray, selector, vocab) -> list[str]:
-    """Labels recorded in these patients' events that `vocab` lacks (e.g. codes newer than a model).
-    Scans the events only when some store code records such a label."""
-    missing = {i: [lab for lab in selector.labels_of(c) if lab not in vocab] for i, c in enumerate(store.code_names)}
-    candidates = np.array([i for i, labs in missing.items() if labs], dtype=np.int64)
-    if len(candidates) == 0 or len(rows) == 0:
-        return []
-    codes = np.asarray(store.codes)[_event_positions(store, np.asarray(rows, dtype=np.int64))]
-    present = np.unique(codes[np.isin(codes, candidates)])
-    return sorted({lab for c in present for lab in missing[int(c)]})
 
 
 def _event_positions(store: EventStore, rows: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
-from ehrdx.data.bits import label_tables
+from ehrdx.data.bits import as_table, label_columns, label_tables
 from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
@@ -58,38 +58,41 @@ def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(average_precision_score(y, p))
 
 
-def _macro(p_val: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, labels) -> float:
-    scores = [_auprc(y[mask[:, j], j] > 0.5, np.tensordot(weights[j], p_val[:, mask[:, j], j], 1)) for j in labels]
-    return float(np.mean(scores)) if scores else 0.0
-
-
-def choose_weights(p_val: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+def choose_weights(p_val: np.ndarray, y, mask) -> tuple[np.ndarray, list[dict]]:
     """Weights [L, M] of the members' probabilities p_val [M, N, L], chosen on tuning samples (masked entries
     do not count). First one choice for all labels: the best member, or a mix of two if its macro AUPRC beats
     that member's by MIN_GAIN. Then a label with at least MIN_POSITIVES known tuning positives gets its own
     weights where they beat the shared choice on it by MIN_GAIN (a label with fewer positives would be fitted
-    to noise). A label with no positive or no negative among its tuning samples keeps the shared choice."""
+    to noise). A label with no positive or no negative among its tuning samples keeps the shared choice.
+    `y`, `mask`: [N, L] arrays or packed tables (data/bits.py), read a label's column at a time."""
     M, _, L = p_val.shape
-    usable = [j for j in range(L) if _auprc(y[mask[:, j], j] > 0.5, p_val[0, mask[:, j], j]) is not None]
+    y, mask = as_table(y), as_table(mask, bool)
     candidates = [np.eye(M)[k] for k in range(M)]
     if M == 2:
         candidates += [np.array([w, 1 - w]) for w in GRID[1:-1]]
-    scores = [_macro(p_val, y, mask, np.tile(c, (L, 1)), usable) for c in candidates]
-    best_single = int(np.argmax(scores[:M]))
-    best = int(np.argmax(scores))
-    shared = candidates[best] if scores[best] > scores[best_single] + MIN_GAIN else candidates[best_single]
-    weights = np.tile(shared, (L, 1))
+    # Every candidate's tuning AUPRC on every usable label, one label's known samples at a time.
+    scores: dict[int, list[float]] = {}  # usable label -> AUPRC per candidate
+    positives = np.zeros(L, np.int64)
+    for j in range(L):
+        m = mask[:, j]
+        yj = y[:, j][m] > 0.5
+        if _auprc(yj, p_val[0, m, j]) is None:
+            continue
+        scores[j] = [_auprc(yj, np.tensordot(c, p_val[:, m, j], 1)) for c in candidates]
+        positives[j] = int(yj.sum())
+    macro = [float(np.mean([s[k] for s in scores.values()])) if scores else 0.0 for k in range(len(candidates))]
+    best_single = int(np.argmax(macro[:M]))
+    best = int(np.argmax(macro))
+    chosen = best if macro[best] > macro[best_single] + MIN_GAIN else best_single
+    weights = np.tile(candidates[chosen], (L, 1))
     report = []
     for j in range(L):
-        if j not in usable:
+        if j not in scores:
             report.append({"chosen": "shared (no positive or no negative among tuning samples)"})
             continue
-        m = mask[:, j]
-        yj = y[m, j] > 0.5
-        mine = [_auprc(yj, np.tensordot(c, p_val[:, m, j], 1)) for c in candidates]
-        shared_score = _auprc(yj, np.tensordot(shared, p_val[:, m, j], 1))
+        mine, shared_score = scores[j], scores[j][chosen]
         k = int(np.argmax(mine))
-        if yj.sum() >= MIN_POSITIVES and mine[k] > shared_score + MIN_GAIN:
+        if positives[j] >= MIN_POSITIVES and mine[k] > shared_score + MIN_GAIN:
             weights[j] = candidates[k]
             report.append({"chosen": "own", "tuning_auprc": mine[k], "shared_auprc": shared_score})
         else:
@@ -100,8 +103,8 @@ def choose_weights(p_val: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[
 def subset_set(dataset, keep: np.ndarray):
     """The samples `keep` of a member's input set (a HistorySet or a SequenceSet), targets and masks kept."""
     if isinstance(dataset, HistorySet):
-        return HistorySet(dataset.store, dataset.samples.subset(keep), dataset.encoder, dataset.y[keep],
-                          dataset.y_mask[keep])
+        return HistorySet(dataset.store, dataset.samples.subset(keep), dataset.encoder, dataset.y_bits.take(keep),
+                          dataset.mask_bits.take(keep))
     if isinstance(dataset, SequenceSet):
         out = SequenceSet(dataset.store, dataset.samples.subset(keep), dataset.encoder, context=dataset.context)
         out.y_bits, out.mask_bits = dataset.y_bits.take(keep), dataset.mask_bits.take(keep)
@@ -173,7 +176,7 @@ class EnsembleModel:
             self.members[name] = member
             probs.append(_sigmoid(model_logits(member, val[kind])))
         v = val[SEQUENCE]
-        self.weights, self.choices = choose_weights(np.stack(probs), v.y, v.y_mask)
+        self.weights, self.choices = choose_weights(np.stack(probs), *label_tables(v))
         self.history = self._history(histories, time.perf_counter() - t0)
         self.member_histories = histories  # this fit's, per member (not saved)
         return self
@@ -206,11 +209,12 @@ class EnsembleModel:
         for name in self.names:
             member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
             if hasattr(member, "head"):
-                y, known = train[kind].y[:, n_old:], train[kind].y_mask[:, n_old:]
+                # the new labels' columns only, dense (the probes fit all new labels at once)
+                y, known = (t[:, n_old:] for t in label_tables(train[kind]))
                 if val and len(val[kind]):  # each label's penalty chosen on the validation samples
-                    rows, bias, strengths = probe_rows_on_path(member, train[kind], y, known, val[kind],
-                                                               val[kind].y[:, n_old:], val[kind].y_mask[:, n_old:],
-                                                               seed=seed)
+                    val_y, val_known = (t[:, n_old:] for t in label_tables(val[kind]))
+                    rows, bias, strengths = probe_rows_on_path(member, train[kind], y, known, val[kind], val_y,
+                                                               val_known, seed=seed)
                 else:
                     rows, bias = probe_rows(member, train[kind], y, known, seed=seed)
                     strengths = [PROBE_C] * y.shape[1]
@@ -226,7 +230,7 @@ class EnsembleModel:
         if val and len(val[SEQUENCE]):
             v = val[SEQUENCE]
             p = self.member_probabilities(val)[:, :, n_old:]
-            new_weights, new_choices = choose_weights(p, v.y[:, n_old:], v.y_mask[:, n_old:])
+            new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)))
         self.weights = np.vstack([self.weights, new_weights])
         self.choices = [*self.choices, *new_choices]
         return self

@@ -1,0 +1,82 @@
+"""Which label codes the patients' events hold: each label's codes, its first record and the labels a
+vocabulary lacks, found by scanning the events of given patients a run of patients at a time
+(`event_blocks`), so that a scan over every training event (a hundred million at hospital scale) holds one
+run's positions, not an int64 position per event."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
+
+SCAN_EVENTS = 1 << 22  # events whose positions a scan holds at once (int64 positions + codes + times: ~80 MB)
+
+
+def label_first_times(store: EventStore, rows: np.ndarray, selector) -> dict[str, int]:
+    """Labels recorded anywhere in these patients' events, each with the time (s) of its first record
+    (to fit a vocabulary, and infer when each label was introduced, from training patients)."""
+    if len(rows) == 0:
+        return {}
+    codes_all, times_all = np.asarray(store.codes), np.asarray(store.times)
+    first = np.full(len(store.code_names), np.iinfo(np.int64).max)
+    seen = np.zeros(len(store.code_names), bool)
+    for pos in event_blocks(store, rows):
+        codes, times = codes_all[pos], times_all[pos]
+        seen[codes] = True
+        timed = times != STATIC_TIME
+        np.minimum.at(first, codes[timed], times[timed])
+    out: dict[str, int] = {}
+    for c in np.flatnonzero(seen):
+        for lab in selector.labels_of(store.code_names[c]):
+            t = int(first[c]) if first[c] != np.iinfo(np.int64).max else None
+            if lab not in out or (t is not None and (out[lab] is None or t < out[lab])):
+                out[lab] = t
+    return out
+
+
+def codes_of_labels(store: EventStore, selector, rows: np.ndarray | None = None) -> dict[str, list[str]]:
+    """The store codes that record each label; with `rows`, only codes that occur in those patients'
+    events (what a model records about its labels must come from its training patients alone)."""
+    names = store.code_names
+    if rows is not None:
+        names = [store.code_names[int(i)] for i in np.flatnonzero(codes_present(store, rows))]
+    out: dict[str, list[str]] = {}
+    for code in names:
+        for lab in selector.labels_of(code):
+            out.setdefault(lab, []).append(code)
+    return out
+
+
+def labels_missing_from(store: EventStore, rows: np.ndarray, selector, vocab) -> list[str]:
+    """Labels recorded in these patients' events that `vocab` lacks (e.g. codes newer than a model).
+    Scans the events only when some store code records such a label."""
+    missing = {i: [lab for lab in selector.labels_of(c) if lab not in vocab] for i, c in enumerate(store.code_names)}
+    candidates = np.array([i for i, labs in missing.items() if labs], dtype=np.int64)
+    if len(candidates) == 0 or len(rows) == 0:
+        return []
+    present = np.flatnonzero(codes_present(store, rows))
+    return sorted({lab for c in present for lab in missing[int(c)]})
+
+
+def codes_present(store: EventStore, rows: np.ndarray) -> np.ndarray:
+    """[store codes] bool: whether each code occurs in these patients' events (a block at a time)."""
+    seen = np.zeros(len(store.code_names), bool)
+    codes = np.asarray(store.codes)
+    for pos in event_blocks(store, rows):
+        seen[codes[pos]] = True
+    return seen
+
+
+def event_blocks(store: EventStore, rows: np.ndarray, max_events: int | None = None):
+    """The store positions of these patients' events, a run of patients at a time (at most `max_events`
+    events each, or one patient), so that a scan of every training event holds one run's positions."""
+    max_events = SCAN_EVENTS if max_events is None else max_events
+    offsets = np.asarray(store.offsets)
+    rows = np.asarray(rows, dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(offsets[rows + 1] - offsets[rows])])
+    start = 0
+    while start < len(rows):
+        stop = int(np.searchsorted(cum, cum[start] + max_events, side="right")) - 1
+        stop = min(max(stop, start + 1), len(rows))
+        yield concat_ranges(offsets[rows[start:stop]], offsets[rows[start:stop] + 1])
+        start = stop
