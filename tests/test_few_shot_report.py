@@ -198,3 +198,29 @@ def test_the_probe_chooses_each_labels_penalty_on_the_validation_samples():
     assert chosen_s[2] == PROBE_C and chosen_s[1] == PROBE_C
     w, _ = fit_rows(H, y, m, start=start, C=chosen_s[0])
     torch.testing.assert_close(rows_s[0], w[0])
+
+
+def test_an_update_without_validation_samples_probes_every_new_label_at_the_default_penalty(monkeypatch):
+    """`probe_new_rows` (update and the auto ensemble's network member): with validation samples each
+    label's penalty is chosen on them; with none, or an empty set, every label gets PROBE_C."""
+    from ehrdx.train import probe
+
+    rng = np.random.default_rng(1)
+    states = {"train": rng.normal(size=(200, 16)).astype(np.float32),
+              "val": rng.normal(size=(150, 16)).astype(np.float32), "empty": np.zeros((0, 16), np.float32)}
+    monkeypatch.setattr(probe, "sample_states", lambda model, dataset: states[dataset])
+    H = states["train"]
+    y = np.stack([H[:, 0] > 1.0, H[:, 1] + rng.normal(size=200) > 2.4], 1).astype(np.float32)
+    m = np.ones_like(y, bool)
+    yv = np.stack([states["val"][:, 0] > 1.0, states["val"][:, 1] > 2.0], 1)
+    mv = np.ones_like(yv, bool)
+    for val in (None, ("empty", yv[:0], mv[:0])):
+        rows, bias, chosen = probe.probe_new_rows(None, "train", y, m, val)
+        assert chosen == [PROBE_C, PROBE_C]
+        w, b = fit_rows(H, y, m, C=PROBE_C)
+        torch.testing.assert_close(rows, w)
+        torch.testing.assert_close(bias, b)
+    rows, bias, chosen = probe.probe_new_rows(None, "train", y, m, ("val", yv, mv))
+    want = choose_on_path(H, y, m, states["val"], yv, mv)
+    assert chosen == want[2] and chosen != [PROBE_C, PROBE_C]  # the validation samples chose a penalty
+    torch.testing.assert_close(rows, want[0])

@@ -36,7 +36,7 @@ from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, resolve_device, resolve_precision
 from ehrdx.train.loop import TrainConfig, train_model
-from ehrdx.train.probe import PROBE_C, probe_rows, probe_rows_on_path
+from ehrdx.train.probe import probe_new_rows
 
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
@@ -157,15 +157,11 @@ def update_model(
             start = new.model_.pretrained_start([label_codes.get(lab, []) for lab in found]) if hasattr(
                 new.model_, "pretrained_start") else None
             y_new = train_s.y_bits[:, L_old:].astype(np.float32)
-            if len(val_s):  # each label's penalty chosen on the validation patients (train/probe.py: few positives)
-                rows, bias, strengths = probe_rows_on_path(
-                    new.model_, train_set, y_new, known_bits[:, L_old:], val_set, val_s.y_bits[:, L_old:],
-                    val_s.train_mask_bits(new.new_onset_)[:, L_old:], seed=new.seed, start=start)
-                probe_c = dict(zip(found, strengths))
-            else:
-                rows, bias = probe_rows(new.model_, train_set, y_new, known_bits[:, L_old:], seed=new.seed,
-                                        start=start)
-                probe_c = dict.fromkeys(found, PROBE_C)
+            # each label's penalty chosen on the validation patients (train/probe.py: few positives)
+            val = (val_set, val_s.y_bits[:, L_old:], val_s.train_mask_bits(new.new_onset_)[:, L_old:])
+            rows, bias, strengths = probe_new_rows(new.model_, train_set, y_new, known_bits[:, L_old:],
+                                                   val if len(val_s) else None, seed=new.seed, start=start)
+            probe_c = dict(zip(found, strengths))
             used = ["pretrained+probe" if start is not None and start[2][j] else "probe" for j in range(len(found))]
         else:
             rows, used = init_rows(new.model_, vocab_before, found, new.label_vocab_.info, init, label_codes,

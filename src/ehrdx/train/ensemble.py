@@ -41,7 +41,7 @@ from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
-from ehrdx.train.probe import PROBE_C, probe_rows, probe_rows_on_path
+from ehrdx.train.probe import probe_new_rows
 
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru")
@@ -211,13 +211,10 @@ class EnsembleModel:
             if hasattr(member, "head"):
                 # the new labels' columns only, dense (the probes fit all new labels at once)
                 y, known = (t[:, n_old:] for t in label_tables(train[kind]))
-                if val and len(val[kind]):  # each label's penalty chosen on the validation samples
-                    val_y, val_known = (t[:, n_old:] for t in label_tables(val[kind]))
-                    rows, bias, strengths = probe_rows_on_path(member, train[kind], y, known, val[kind], val_y,
-                                                               val_known, seed=seed)
-                else:
-                    rows, bias = probe_rows(member, train[kind], y, known, seed=seed)
-                    strengths = [PROBE_C] * y.shape[1]
+                # each label's penalty chosen on the validation samples, where there are some
+                probe_val = ((val[kind], *(t[:, n_old:] for t in label_tables(val[kind]))) if val and len(val[kind])
+                             else None)
+                rows, bias, strengths = probe_new_rows(member, train[kind], y, known, probe_val, seed=seed)
                 self.probe_c = [float(c) for c in strengths]  # the update's report lists them (update.py)
                 member.head.grow(rows, bias)
                 member.config.n_labels = label_tables(train[kind])[0].shape[1]

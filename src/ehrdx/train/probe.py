@@ -59,6 +59,17 @@ def probe_rows_on_path(model, dataset, y: np.ndarray, mask: np.ndarray, val_data
     return choose_on_path(H, y, mask, Hv, val_y, val_mask, seed, start)
 
 
+def probe_new_rows(model, dataset, y: np.ndarray, mask: np.ndarray, val=None, seed: int = 0,
+                   start: Start | None = None) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """New label rows by linear probing, as `ehrdx update` adds them: with validation samples `val`
+    ((dataset, y, mask), non-empty) each label's penalty chosen on them (`probe_rows_on_path`), without them
+    PROBE_C for every label. (rows, bias, the C of each label)."""
+    if val is not None and len(val[0]):
+        return probe_rows_on_path(model, dataset, y, mask, *val, seed=seed, start=start)
+    rows, bias = probe_rows(model, dataset, y, mask, seed=seed, start=start)
+    return rows, bias, [PROBE_C] * np.shape(y)[1]
+
+
 def choose_on_path(H: np.ndarray, y: np.ndarray, mask: np.ndarray, Hv: np.ndarray, val_y: np.ndarray,
                    val_mask: np.ndarray, seed: int = 0, start: Start | None = None,
                    path: tuple[float, ...] = PROBE_PATH) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
