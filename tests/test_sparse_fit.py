@@ -192,3 +192,45 @@ def test_targets_are_written_and_read_as_index_lists_with_the_dense_entries(form
     assert isinstance(dense.y_bits, SparseTable) and np.array_equal(dense.mask, mask)  # given dense: kept sparse
     if form == "long":  # each time lists its unknown labels
         assert got.mask_bits.flip.all() and got.mask_bits.n_listed == int((~mask).sum())
+
+
+@pytest.mark.parametrize("form", ["long", "meds"])
+@pytest.mark.parametrize("dtype", ["bool", "int", "float"])
+def test_target_values_written_as_integers_or_floats_read_as_booleans(form, dtype, tmp_path):
+    """Parquet targets often hold 0/1 integers (or probabilities): a value above 0.5 is positive, an empty
+    one unknown, whatever the column's type; a text column is refused with the file and column named."""
+    import polars as pl
+
+    from ehrdx.errors import DataError
+    from ehrdx.tasks.targets import read_targets
+
+    cast = {"bool": pl.Boolean, "int": pl.Int64, "float": pl.Float64}[dtype]
+    values = pl.Series([True, False, False, True, None]).cast(cast)
+    subjects, times = [1, 1, 2, 2, 3], [f"2020-0{m}-01" for m in (1, 1, 2, 2, 3)]
+    frame = pl.DataFrame({"subject_id": subjects, "prediction_time": times, "v": values,
+                          "label": ["A", "B", "A", "B", "A"]}).with_columns(
+        pl.col("prediction_time").str.to_datetime())
+    if form == "long":
+        path = tmp_path / "t.parquet"
+        frame.rename({"v": "value"}).write_parquet(path)
+    else:
+        path = tmp_path / "tasks"
+        for lab in ("A", "B"):
+            (path / lab).mkdir(parents=True)
+            frame.filter(pl.col("label") == lab).select("subject_id", "prediction_time", pl.col("v").alias(
+                "boolean_value")).write_parquet(path / lab / "labels.parquet")
+    got = read_targets(path)
+    assert got.labels == ["A", "B"]
+    # times: (1, Jan), (2, Feb), (3, Mar); A true/false/unknown, B false/true/absent (in a long table every
+    # label not listed as unknown is known; in MEDS task directories a time absent from a label's file is not)
+    assert np.array_equal(got.y_bits.dense(), [[True, False], [False, True], [False, False]])
+    known = got.mask_bits.dense()
+    assert np.array_equal(known, [[True, True], [True, True], [False, form == "long"]])
+    text = frame.with_columns(pl.col("v").cast(pl.Utf8))
+    if form == "long":
+        text.rename({"v": "value"}).write_parquet(path)
+    else:
+        text.filter(pl.col("label") == "A").select("subject_id", "prediction_time", pl.col("v").alias(
+            "boolean_value")).write_parquet(path / "A" / "labels.parquet")
+    with pytest.raises(DataError, match="target values of type"):
+        read_targets(path)

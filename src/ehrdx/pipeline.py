@@ -113,7 +113,7 @@ def _oracle_metrics(clf: EHRClassifier, source, oracle: pl.DataFrame, val_rows, 
     model's were."""
     labels = clf.labels_
     val_s = clf.samples(source, val_rows)
-    thr = (tune_thresholds(val_s.y, val_s.train_mask(clf.new_onset_), source.oracle(oracle, val_s, labels))
+    thr = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(clf.new_onset_), source.oracle(oracle, val_s, labels))
            if len(val_s) else None)
     p = source.oracle(oracle, test_s, labels)
     if source.kind == TABLE:

@@ -249,7 +249,7 @@ def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_row
                                      [labels[j] for j in new_cols], None, (), s.row)
     row_of = {lab: i for i, lab in enumerate(old_labels)}
     new_row_of = {labels[j]: i for i, j in enumerate(new_cols)}
-    seen = ((train_s.y > 0.5) & train_s.mask).sum(0) if train_s is not None else np.zeros(len(labels))
+    seen = label_counts(train_s.y_bits, train_s.mask_bits)[0] if train_s is not None else np.zeros(len(labels))
     seen_patients = (patients_per_label(train_s.y_bits, train_s.mask_bits, train_s.row)[0] if train_s is not None
                      else np.zeros(len(labels)))
     rows = []

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ehrdx.data.batches import packed_targets
 from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import YEAR, EventEncoder, birth_times
@@ -350,6 +351,9 @@ class HistorySet(PackedTargets):
     encoder: EventEncoder
     y_bits: BitTable  # [N, L] multi-hot targets, packed (read a label at a time: `y_bits[:, j]`)
     mask_bits: BitTable  # [N, L] True where the label is known (and counts for training), packed
+
+    def __post_init__(self) -> None:  # dense tables given: packed, as the other sample sets do
+        self.y_bits, self.mask_bits = packed_targets(self.y_bits, self.mask_bits)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -109,6 +109,10 @@ class GBMModel:
         if X_val is not None and y_val is not None and mask_val is not None and X_val.shape[0]:
             self._check_features(X_val)
             val = sp.csr_matrix(X_val)
+            y_val, mask_val = as_table(y_val), as_table(mask_val, bool)
+            if y_val.shape != mask_val.shape or y_val.shape != (X_val.shape[0], y.shape[1]):
+                raise ModelError(f"validation y {y_val.shape}, mask {mask_val.shape} and X {X_val.shape} do not "
+                                 f"agree with {y.shape[1]} new labels")
         for j in range(y.shape[1]):
             t0 = time.perf_counter()
             rows = np.flatnonzero(mask[:, j])

@@ -127,13 +127,23 @@ def read_targets(path: str | Path) -> Targets:
     lab = frame.filter(pl.col("label").is_not_null()).join(rows, on=["subject_id", "t"], how="left")
     i = lab.get_column("i").to_numpy().astype(np.int64)
     j = np.array([index[v] for v in lab.get_column("label").to_list()], dtype=np.int64)
-    val = lab.get_column("value")
-    known = val.is_not_null().to_numpy()
-    positive = known & val.fill_null(False).to_numpy()
+    val = boolean_values(lab.get_column("value"), path, "value")
+    known, positive = val.is_not_null().to_numpy(), val.fill_null(False).to_numpy()
     # Index lists, not [S, L] arrays: the positives, and per time its unknown labels (every other is known).
     y = SparseTable.from_entries(n, L, i[positive], j[positive])
     mask = SparseTable.from_entries(n, L, i[~known], j[~known], flip=np.ones(n, bool))
     return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
+
+
+def boolean_values(value: pl.Series, path: Path, column: str) -> pl.Series:
+    """Target values as booleans: true, or a number above 0.5 (0/1 integers or probabilities, as Parquet
+    files often hold them); an empty value stays empty (unknown)."""
+    if value.dtype == pl.Boolean:
+        return value
+    if value.dtype.is_numeric():
+        return value.cast(pl.Float64) > 0.5  # a comparison keeps nulls
+    raise DataError(f"target values of type {value.dtype}", file=str(path), column=column,
+                    fix="write true/false (or 1/0), empty for an unknown label")
 
 
 def _read_meds_tasks(root: Path) -> Targets:
@@ -148,7 +158,8 @@ def _read_meds_tasks(root: Path) -> Targets:
             if col not in fr.columns:
                 raise DataError(f"no '{col}' column", file=str(f), column=col, fix="use the MEDS label schema")
         frames.append(fr.select("subject_id", pl.col("prediction_time").cast(pl.Datetime("us")),
-                                pl.lit(f.parent.name).alias("label"), pl.col("boolean_value").alias("value")))
+                                pl.lit(f.parent.name).alias("label"),
+                                boolean_values(fr.get_column("boolean_value"), f, "boolean_value").alias("value")))
     long = pl.concat(frames).with_columns(pl.col("prediction_time").dt.epoch("s").alias("t"))
     times = long.select("subject_id", "t").unique().sort("subject_id", "t").with_row_index("i")
     labels = sorted({f.parent.name for f in files})
@@ -157,9 +168,8 @@ def _read_meds_tasks(root: Path) -> Targets:
     joined = long.join(times, on=["subject_id", "t"], how="left")
     i = joined.get_column("i").to_numpy().astype(np.int64)
     j = np.array([index[v] for v in joined.get_column("label").to_list()], dtype=np.int64)
-    val = joined.get_column("value")
-    known = val.is_not_null().to_numpy()
-    positive = known & val.fill_null(False).to_numpy()
+    val = joined.get_column("value")  # booleans (each file's read by boolean_values)
+    known, positive = val.is_not_null().to_numpy(), val.fill_null(False).to_numpy()
     y = SparseTable.from_entries(n, L, i[positive], j[positive])
     # absent from a label's file: unknown. Most entries are known: packed first, then each row lists its fewer
     # exceptions (its unknown labels where most are known).
