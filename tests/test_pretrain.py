@@ -229,13 +229,13 @@ def test_an_update_starts_new_labels_from_the_pretrained_rows_of_their_codes(dat
     old = EHRClassifier(labels=_labels(data), init=str(data["out"] / "gru"), hidden=None, max_epochs=1)
     old.fit(data["old_store"], otr, ova)
     seen = {}
-    real = ehrdx.update.probe_rows_on_path  # the penalty chosen on the validation patients
+    real = ehrdx.update.probe_new_rows  # the penalty chosen on the validation patients
 
     def spy(*args, start=None, **kwargs):
         seen["start"] = start
         return real(*args, start=start, **kwargs)
 
-    monkeypatch.setattr(ehrdx.update, "probe_rows_on_path", spy)
+    monkeypatch.setattr(ehrdx.update, "probe_new_rows", spy)
     new, report = update_model(old, data["store"], data["splits"], epochs=0)
     assert set(report["probe_c"]) == set(report["added"]) and new.lineage_["probe_c"] == report["probe_c"]
     assert set(report["probe_c"].values()) <= {*PROBE_PATH, PROBE_C}

@@ -234,3 +234,39 @@ def test_target_values_written_as_integers_or_floats_read_as_booleans(form, dtyp
             "boolean_value")).write_parquet(path / "A" / "labels.parquet")
     with pytest.raises(DataError, match="target values of type"):
         read_targets(path)
+
+
+def test_given_targets_are_aligned_to_the_vocabulary_a_block_of_samples_at_a_time(monkeypatch):
+    """sources/events.given_tables: the given targets' rows in the vocabulary's columns, entries whose window
+    ends before a label's introduction unknown and counted, as the dense computation gives them; in blocks
+    (a block of 3 samples here) and without a dense table of the targets."""
+    from ehrdx.sources import events
+    from ehrdx.tasks.targets import Targets
+    from ehrdx.tasks.task import mask_before_introduction
+
+    rng = np.random.default_rng(9)
+    n, K = 20, 4
+    ty, tm = rng.random((n, K)) < 0.3, rng.random((n, K)) > 0.2
+    targets = Targets(np.arange(n), np.arange(n) * 100, [f"T{k}" for k in range(K)], SparseTable.from_dense(ty & tm),
+                      SparseTable.from_dense(tm))
+    given = rng.permutation(n)[:13]
+    col = np.array([2, -1, 0, 3, 1])  # vocabulary label 1 is not in the targets
+    window_end = rng.integers(0, 2_000, 13)
+    introduced = np.array([-np.inf, -np.inf, 900.0, -np.inf, 1_500.0])
+    y_want, m_want = np.zeros((13, 5), bool), np.zeros((13, 5), bool)
+    y_want[:, col >= 0], m_want[:, col >= 0] = (ty & tm)[given][:, col[col >= 0]], tm[given][:, col[col >= 0]]
+    counts_want = mask_before_introduction(m_want, window_end, introduced, [None, None, "a", None, "b"])
+    assert counts_want["label_entries_before_introduction_masked"] > 0
+    blocks = []
+
+    def three_rows(n_rows, n_cols):  # 3 samples per block
+        blocks.extend(slice(i, min(i + 3, n_rows)) for i in range(0, n_rows, 3))
+        return blocks
+
+    monkeypatch.setattr(events, "row_blocks", three_rows)
+    monkeypatch.setattr(SparseTable, "dense", lambda self: pytest.fail("a whole table was made dense"))
+    y, m, counts = events.given_tables(targets, given, col, window_end, introduced, [None, None, "a", None, "b"])
+    assert isinstance(y, SparseTable) and isinstance(m, SparseTable) and y.shape == m.shape == (13, 5)
+    assert np.array_equal(np.asarray(m[np.arange(13)]), m_want) and counts == counts_want
+    assert np.array_equal(np.asarray(y[np.arange(13)]) & m_want, y_want & m_want)
+    assert len(blocks) == 5

@@ -3,17 +3,20 @@ the events or from given targets (a long table or MEDS task directories)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from ehrdx.data.batches import HISTORY, MATRIX, ROWS, SEQUENCE, MatrixSet, SampleSet
+from ehrdx.data.bits import row_blocks
 from ehrdx.data.counts import count_matrix, history_features
 from ehrdx.data.history import HistorySet
 from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
+from ehrdx.data.sparse import SparseTable
 from ehrdx.data.splits import split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
@@ -29,6 +32,27 @@ from ehrdx.tasks.task import (
     mask_before_introduction,
     rows_of_subjects,
 )
+
+
+def given_tables(targets: Targets, given: np.ndarray, col: np.ndarray, window_end: np.ndarray,
+                 introduced: np.ndarray, introduced_from) -> tuple[SparseTable, SparseTable, dict[str, int]]:
+    """Given targets in the vocabulary's columns (`col`: each label's column in the targets, -1: none) for
+    the samples whose targets row is `given`, packed, a block of samples at a time (no [S, L] table);
+    entries whose window ends before the label's introduction are unknown (counted, as
+    mask_before_introduction counts them)."""
+    L, have = len(col), col >= 0
+    ys, masks, masked = [], [], Counter()
+    for r in row_blocks(len(given), L):
+        rows = given[r]
+        y, mask = np.zeros((len(rows), L), dtype=bool), np.zeros((len(rows), L), dtype=bool)
+        y[:, have] = np.asarray(targets.y_bits[rows])[:, col[have]]
+        mask[:, have] = np.asarray(targets.mask_bits[rows])[:, col[have]]
+        masked.update(mask_before_introduction(mask, window_end[r], introduced, introduced_from))
+        ys.append(SparseTable.from_dense(y))
+        masks.append(SparseTable.from_dense(mask))
+    if not ys:
+        return (SparseTable.from_entries(0, L, np.zeros(0, np.int64), np.zeros(0, np.int64)),) * 2 + ({},)
+    return SparseTable.concat(ys), SparseTable.concat(masks), dict(masked)
 
 
 class EventSource:
@@ -104,13 +128,9 @@ class EventSource:
         col = np.array([targets.labels.index(lab) if lab in targets.labels else -1 for lab in vocab.labels])
         have = col >= 0
         given = np.flatnonzero(keep)[at]  # the targets' row of each sample
-        y_src, m_src = targets.y_bits[given], targets.mask_bits[given]  # dense rows of the index lists
-        y, mask = np.zeros((len(s), L), dtype=np.float32), np.zeros((len(s), L), dtype=bool)
-        y[:, have] = y_src[:, col[have]]
-        mask[:, have] = m_src[:, col[have]]
-        s.counts.update(mask_before_introduction(mask, s.window_end, np.where(have, introduced, -np.inf),
-                                                 introduced_from))
-        s.y, s.mask = y, mask
+        s.y, s.mask, masked = given_tables(targets, given, col, s.window_end, np.where(have, introduced, -np.inf),
+                                           introduced_from)
+        s.counts.update(masked)
         if not have.all():
             s.counts["labels_not_in_targets"] = int((~have).sum())
         if require_labels:
