@@ -221,3 +221,35 @@ def test_split_chooses_the_patients_of_plain_predictions_too(meds_model, tmp_pat
     splits = pl.read_parquet(d / "c" / "meds" / "metadata" / "subject_splits.parquet")
     held_out = set(splits.filter(pl.col("split") == "held_out")["subject_id"])
     assert set(pl.read_csv(tmp_path / "p.csv")["subject_id"]) == held_out and 0 < len(held_out) < splits.height
+
+
+def test_packed_tables_and_head_scores_write_the_same_files_a_block_at_a_time(tmp_path):
+    """Targets and masks as packed tables, read a few labels at a time, write exactly the files dense arrays
+    write (the same values: equal by construction); scores as a network's head (computed when read, a block
+    of labels per matmul) write the same rows with probabilities equal to 1e-6 (the matmul's shape differs)."""
+    from ehrdx.data.bits import BitTable
+    from ehrdx.data.sparse import SparseTable
+    from ehrdx.ranking import HeadScores
+
+    rng = np.random.default_rng(0)
+    S, L, H = 60, 7, 4
+    head = HeadScores(rng.normal(size=(S, H)), rng.normal(size=(L, H)), rng.normal(size=L))
+    head.block_elements = 2 * S  # two labels per block: four blocks
+    y, known = rng.random((S, L)) < 0.3, rng.random((S, L)) < 0.8
+    known[:, 5] = False  # a label with no known sample: no file
+    ids, times = rng.integers(0, 20, S), rng.integers(0, 10**6, S)
+    labels, thr, proba = [f"L{j}" for j in range(L)], np.full(L, 0.4), np.asarray(head)
+    y_bits, known_bits = SparseTable.from_dense(y), BitTable.from_dense(known)
+    dense = write_meds_eval(tmp_path / "dense", ids, times, y.astype(np.float32), known, proba, labels, thr)
+    packed = write_meds_eval(tmp_path / "packed", ids, times, y_bits, known_bits, proba, labels, thr)
+    scored = write_meds_eval(tmp_path / "head", ids, times, y_bits, known_bits, head, labels, thr)
+    assert packed["labels"] == dense["labels"] and [r["rows"] for r in dense["labels"]][5] == 0
+    assert [r["rows"] for r in scored["labels"]] == [r["rows"] for r in dense["labels"]]
+    prob = "predicted_boolean_probability"
+    for row in dense["labels"]:
+        if row["file"]:
+            want = pl.read_parquet(tmp_path / "dense" / row["file"])
+            assert pl.read_parquet(tmp_path / "packed" / row["file"]).equals(want)
+            got = pl.read_parquet(tmp_path / "head" / row["file"])
+            assert got.drop(prob, "predicted_boolean_value").equals(want.drop(prob, "predicted_boolean_value"))
+            np.testing.assert_allclose(got[prob].to_numpy(), want[prob].to_numpy(), atol=1e-6)

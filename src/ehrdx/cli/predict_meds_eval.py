@@ -36,16 +36,16 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
                                                            device)
         samples = clf.samples(st, rows, times=pt, targets=read_targets(targets) if targets else None)
         new_onset = clf.new_onset_
-        known = samples.train_mask(new_onset)  # what ehrdx's own metrics score for this model
-        if not known.any():
+        known = samples.train_mask_bits(new_onset)  # what ehrdx's own metrics score; packed, read in blocks
+        if not known.rows_any().any():
             raise DataError(
                 f"none of the prediction times of the {scored} has a known label"
                 f"{' not already in the history (a new-onset model)' if new_onset else ''}: "
                 f"nothing to score ({_said(samples.counts)})", file=str(targets or times or meds or events),
                 fix="give prediction times with follow-up after them (leave out --times: every visit end), "
                     "another --split, or the labels with --targets FILE")
-        proba = clf.predict_samples(st, samples)
-        thr = clf.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
+        proba = clf.scores(st, samples)  # the scores ehrdx's own metrics read (computed a block at a time)
+        thr = clf.thresholds_ if threshold is None else np.full(len(clf.labels_), threshold)
         ids = np.asarray(st.subject_ids)[samples.row]
         about = {"model": clf.model_name_, "split": scored, "labels_from": "--targets" if targets else "task windows",
                  "known": ("new onset: known and not yet in the history (the model is new-onset)" if new_onset
@@ -53,7 +53,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
                  "thresholds": "--threshold" if threshold is not None else "tuned per label",
                  "samples": len(samples), "patients": len(np.unique(samples.row)),
                  "excluded": dict(samples.counts)}
-        manifest = write_meds_eval(out, ids, samples.time, samples.y, known, proba, clf.labels_, thr,
+        manifest = write_meds_eval(out, ids, samples.time, samples.y_bits, known, proba, clf.labels_, thr,
                                    original_ids=st.original_ids(ids) if st.id_map is not None else None,
                                    about=about)
     except EhrdxError as exc:

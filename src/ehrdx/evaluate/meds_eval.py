@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from ehrdx.data.meds import write_parquet_typed
 from ehrdx.errors import DataError
+from ehrdx.ranking import block_elements, label_blocks
 
 FORMAT = "meds-eval"
 MANIFEST = "labels.json"
@@ -82,7 +83,9 @@ def write_meds_eval(
 
     Per sample: `subject_id` (int64), `time` (prediction time, seconds since 1970); per sample and label:
     `y` the true label, `known` whether it is known (only those are written), `proba` the probability;
-    `thresholds` per label give `predicted_boolean_value` (probability >= threshold). `original_ids` (text,
+    `thresholds` per label give `predicted_boolean_value` (probability >= threshold). `y`, `known` and `proba`
+    are [S, L] arrays or tables read like them (packed targets, ranking.HeadScores): a block of labels is
+    read at a time. `original_ids` (text,
     per sample) is given where the input's ids were text mapped to the int64 `subject_id`: the pairs are
     written to subject_ids.parquet. `about` (model, split, what was excluded) goes into the manifest.
     The directory is built beside `directory` and moved into place at the end, replacing an earlier
@@ -91,9 +94,6 @@ def write_meds_eval(
     check_meds_eval_dir(root)
     subject_id = np.asarray(subject_id, dtype=np.int64)
     time = np.asarray(time, dtype=np.int64)
-    known = np.asarray(known, dtype=bool)
-    proba = np.asarray(proba, dtype=np.float64)
-    truth = np.asarray(y) > 0.5
     thresholds = np.asarray(thresholds, dtype=np.float64)
     order = np.lexsort((time, subject_id))  # rows by subject, then time, in every file
     width = max(3, len(str(len(labels) - 1)))
@@ -101,28 +101,15 @@ def write_meds_eval(
     build = root.parent / f".{root.name}.{os.getpid()}.tmp"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir()
-    rows = []
+    rows, ids_sorted, time_sorted = [], subject_id[order], time[order]
     try:
-        for j, label in enumerate(labels):
-            keep = order[known[order, j]]
-            row = {"label": label, "file": None, "rows": len(keep), "positives": int(truth[keep, j].sum()),
-                   "threshold": float(thresholds[j])}
-            p64 = proba[keep, j]
-            p32 = p64.astype(np.float32)
-            row["probabilities_tied_by_float32"] = int(len(np.unique(p64)) - len(np.unique(p32)))
-            row["status"] = ("no known samples: no file" if not len(keep) else "no positives" if not row["positives"]
-                             else "no negatives" if row["positives"] == len(keep) else "ok")
-            if len(keep):
-                row["file"] = label_file_name(j, label, width)
-                frame = pl.DataFrame({
-                    "subject_id": subject_id[keep],
-                    "prediction_time": (pl.Series(time[keep]) * 1_000_000).cast(pl.Datetime("us")),
-                    "boolean_value": truth[keep, j],
-                    "predicted_boolean_value": p64 >= thresholds[j],
-                    "predicted_boolean_probability": p32,
-                })
-                write_parquet_typed(frame, build / row["file"], PREDICTION_TYPES)
-            rows.append(row)
+        for b in label_blocks(len(order), len(labels), block_elements(proba)):  # no [S, L] copy of any input
+            known_b = np.asarray(known[:, b], dtype=bool)[order]
+            truth_b = np.asarray(y[:, b])[order] > 0.5
+            proba_b = np.asarray(proba[:, b], dtype=np.float64)[order]
+            for i, j in enumerate(range(b.start, b.stop)):
+                rows.append(_write_label(build, j, labels[j], width, known_b[:, i], ids_sorted, time_sorted,
+                                         truth_b[:, i], proba_b[:, i], thresholds[j]))
         ids = "as in the input (integers)"
         if original_ids is not None:
             pairs = pl.DataFrame({"subject_id": subject_id, "original_subject_id": original_ids.cast(pl.Utf8)})
@@ -137,6 +124,29 @@ def write_meds_eval(
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return manifest
+
+
+def _write_label(build: Path, j: int, label: str, width: int, known: np.ndarray, subject_id: np.ndarray,
+                 time: np.ndarray, truth: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+    """Write label `j`'s file (its known samples; the inputs are in file order) and return its manifest row."""
+    row = {"label": label, "file": None, "rows": int(known.sum()), "positives": int(truth[known].sum()),
+           "threshold": float(threshold)}
+    p64 = proba[known]
+    p32 = p64.astype(np.float32)
+    row["probabilities_tied_by_float32"] = int(len(np.unique(p64)) - len(np.unique(p32)))
+    row["status"] = ("no known samples: no file" if not row["rows"] else "no positives" if not row["positives"]
+                     else "no negatives" if row["positives"] == row["rows"] else "ok")
+    if row["rows"]:
+        row["file"] = label_file_name(j, label, width)
+        frame = pl.DataFrame({
+            "subject_id": subject_id[known],
+            "prediction_time": (pl.Series(time[known]) * 1_000_000).cast(pl.Datetime("us")),
+            "boolean_value": truth[known],
+            "predicted_boolean_value": p64 >= threshold,
+            "predicted_boolean_probability": p32,
+        })
+        write_parquet_typed(frame, build / row["file"], PREDICTION_TYPES)
+    return row
 
 
 def _replace_dir(new: Path, root: Path) -> None:
