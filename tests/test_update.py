@@ -259,3 +259,33 @@ def test_the_probes_penalty_is_chosen_on_validation_patients_and_is_the_default_
     _, blind = update_model(old, new_store, (tr2, np.zeros(0, np.int64), te2), epochs=0)
     assert blind["probe_c"] == dict.fromkeys(blind["added"], PROBE_C)  # nothing to choose by
     assert init_text(blind, "U07.1") == "probe (C 1)" and init_text(blind, "E11") == ""
+
+
+def test_the_update_report_reads_head_scores_and_packed_tables_as_it_reads_arrays(data, monkeypatch):
+    """compare_before_after scores the test samples with the models' block-computed scores (ranking.HeadScores
+    at scale) and the packed targets, taking the old and the new labels' columns without a dense copy: the
+    same report as from dense probabilities (to 1e-5: float64 vs float32 sigmoids of the same logits)."""
+    from ehrdx.ranking import HeadScores
+    from ehrdx.tasks.select import LabelSelector
+    from ehrdx.train import scores as scores_module
+    from ehrdx.update import compare_before_after, take_label_columns
+
+    paths, old_store, new_store = data
+    rows = np.arange(len(new_store))
+    old = EventClassifier(model="gru", labels=f"map:{paths['label_map']}", max_epochs=1, seed=0, hidden=16)
+    old.fit(old_store, rows[:400], rows[400:500])
+    new, _ = update_model(old, new_store, (rows[:400], rows[400:500], rows[500:]), epochs=0,
+                          selector=LabelSelector.parse(f"map:{paths['label_map']}"))
+    dense = compare_before_after(old, new, new_store, rows[500:])
+    monkeypatch.setattr(scores_module, "DENSE_LIMIT", 0)
+    s = new.samples(new_store, rows[500:])
+    assert isinstance(new.scores(new_store, s), HeadScores)
+    lazy = compare_before_after(old, new, new_store, rows[500:])
+    assert [r["label"] for r in lazy["per_label"]] == [r["label"] for r in dense["per_label"]]
+    assert any(r["new"] for r in dense["per_label"]) and any(not r["new"] for r in dense["per_label"])
+    for a, b in zip(lazy["per_label"], dense["per_label"]):
+        assert a["test_positives"] == b["test_positives"]
+        for key in ("auroc_before", "auroc_after", "auprc_after"):
+            assert (a[key] is None) == (b[key] is None) and (a[key] is None or abs(a[key] - b[key]) < 1e-5), key
+    cols = np.array([1, 3])  # not a run: an array's columns
+    np.testing.assert_array_equal(take_label_columns(s.y_bits, cols), s.y[:, cols])

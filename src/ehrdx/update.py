@@ -30,6 +30,7 @@ from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
 from ehrdx.models.grow import init_rows
 from ehrdx.pretrained import check_model_patients
+from ehrdx.ranking import HeadScores
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
 from ehrdx.tasks.select import check_label_spellings
@@ -196,7 +197,7 @@ def update_model(
             history = None
     if len(val_s):
         new.thresholds_ = tune_thresholds(val_s.y_bits, val_s.train_mask_bits(new.new_onset_),
-                                          new.predict_samples(store, val_s))
+                                          new.scores(store, val_s))
     else:  # no validation patients: the old labels keep theirs, the new ones start at 0.5
         new.thresholds_ = np.concatenate([np.asarray(old.thresholds_, dtype=np.float64), np.full(L - L_old, 0.5)])
     seconds = time.perf_counter() - t0
@@ -239,14 +240,14 @@ def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_row
     old_cols = np.array([new.label_vocab_.index(lab) for lab in old_labels], dtype=np.int64)
     new_cols = np.array([j for j, lab in enumerate(new.labels_) if lab not in old.label_vocab_], dtype=np.int64)
     s = new.samples(store, test_rows)
-    p_old = old.predict_samples(store, s)
-    p_new = new.predict_samples(store, s)
+    p_old, p_new = old.scores(store, s), new.scores(store, s)  # HeadScores at scale: computed a block at a time
     labels = new.labels_
-    y, m = s.y, s.mask
-    before = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_old, old_labels, None, ())
-    after_old = evaluate_predictions(y[:, old_cols], m[:, old_cols], p_new[:, old_cols], old_labels, None, (), s.row)
-    after_new = evaluate_predictions(y[:, new_cols], m[:, new_cols], p_new[:, new_cols],
-                                     [labels[j] for j in new_cols], None, (), s.row)
+    y, m = s.y_bits, s.mask_bits
+    y_old, m_old = take_label_columns(y, old_cols), take_label_columns(m, old_cols)
+    before = evaluate_predictions(y_old, m_old, p_old, old_labels, None, ())
+    after_old = evaluate_predictions(y_old, m_old, take_label_columns(p_new, old_cols), old_labels, None, (), s.row)
+    after_new = evaluate_predictions(take_label_columns(y, new_cols), take_label_columns(m, new_cols),
+                                     take_label_columns(p_new, new_cols), [labels[j] for j in new_cols], None, (), s.row)
     row_of = {lab: i for i, lab in enumerate(old_labels)}
     new_row_of = {labels[j]: i for i, j in enumerate(new_cols)}
     seen = label_counts(train_s.y_bits, train_s.mask_bits)[0] if train_s is not None else np.zeros(len(labels))
@@ -271,6 +272,19 @@ def compare_before_after(old: EHRClassifier, new: EHRClassifier, store, test_row
         "old_labels_macro_auprc_before": before["macro_auprc"], "old_labels_macro_auprc_after": after_old["macro_auprc"],
         "new_labels_macro_auroc": after_new["macro_auroc"], "new_labels_macro_auprc": after_new["macro_auprc"],
     }
+
+
+def take_label_columns(table, cols: np.ndarray):
+    """Columns `cols` of an [S, L] table: still packed (targets, masks) or still computed when read (a
+    network head's scores) where they can be; an array's columns otherwise."""
+    cols = np.asarray(cols, dtype=np.int64)
+    if isinstance(table, HeadScores):
+        return HeadScores(table.states, table.rows[cols], table.bias[cols])
+    run = len(cols) == 0 or np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols)))
+    if hasattr(table, "columns") and run:  # the old labels come first and the new ones last: both are runs
+        c0 = int(cols[0]) if len(cols) else 0
+        return table.columns(c0, c0 + len(cols))
+    return np.asarray(table)[:, cols]
 
 
 def compare_update(old: EHRClassifier, store, splits, report: dict, selector=None,
