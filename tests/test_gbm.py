@@ -165,3 +165,36 @@ def test_gbm_on_history_features_beats_logistic_on_counts_when_only_recency_matt
     assert auc_gbm - auc_logistic > 0.15
     top = np.array(feat.feature_names_)[gbm.feature_importance()[0].argmax()]
     assert top in ("recency:SYMPTOM", "count_30d:SYMPTOM", "count_365d:SYMPTOM"), top
+
+
+def test_above_max_features_each_label_sees_its_screened_columns_and_predicts_and_explains_as_before():
+    """With more columns than max_features (a hospital vocabulary), each booster is fit on the dense columns
+    and the ones whose presence goes with its label (screen_columns): the signal columns are kept, the
+    choice is saved, and predictions, contributions and importances come back in all columns."""
+    from ehrdx.models.gbm import screen_columns
+
+    X, y, m = _data(600, 0)
+    Xv, yv, mv = _data(200, 1)
+    dense_col = sp.csr_matrix((np.random.default_rng(3).random((600, 1)) + 2 * X[:, [0]].toarray()).astype(np.float32))
+    Xw = sp.hstack([X, dense_col]).tocsr()  # column 30: dense, and carries label 0
+    Xvw = sp.hstack([Xv, sp.csr_matrix(np.full((200, 1), 0.5, np.float32))]).tocsr()
+    cols = screen_columns(Xw, y[:, 0], 6)
+    assert len(cols) == 6 and 0 in cols and 30 in cols and list(cols) == sorted(cols)
+    assert screen_columns(Xw, y[:, 0], 31) is None  # not above the limit: every column
+    model = GBMModel(**FAST, max_features=6).fit(Xw, y, m, Xvw, yv, mv, seed=0)
+    assert [len(info.get("columns", [])) for info in model.labels_] == [6, 6, 0]
+    assert {1, 2} <= set(model.labels_[1]["columns"])
+    Xt, yt, _ = _data(400, 2)
+    Xtw = sp.hstack([Xt, sp.csr_matrix(np.full((400, 1), 0.5, np.float32))]).tocsr()
+    logits = model.decision_function(Xtw)
+    assert roc_auc_score(yt[:, 0], logits[:, 0]) > 0.9 and roc_auc_score(yt[:, 1], logits[:, 1]) > 0.8
+    loaded = GBMModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert loaded.max_features == 6
+    np.testing.assert_array_equal(loaded.decision_function(Xtw), logits)  # the same boosters on the same columns
+    contrib = model.contributions(Xtw[:50], 1)
+    assert contrib.shape == (50, 32)
+    np.testing.assert_allclose(contrib.sum(1), logits[:50, 1], rtol=0, atol=1e-6)
+    unused = np.setdiff1d(np.arange(31), model.labels_[1]["columns"])
+    assert not contrib[:, unused].any()
+    imp = model.feature_importance()
+    assert imp.shape == (3, 31) and not imp[0, np.setdiff1d(np.arange(31), model.labels_[0]["columns"])].any()

@@ -47,6 +47,31 @@ DEFAULT_PARAMS = {
 DATASET_PARAMS = ("max_bin", "min_data_in_bin", "feature_pre_filter", "verbose", "min_data_in_leaf",
                   "num_threads", "deterministic", "force_row_wise", "seed")
 BASE_RATE_CLIP = 1e-4
+# A booster's set-up (LightGBM's row-wise histogram layout, built when each label's training starts) costs
+# about rows x feature columns, whatever the rounds: with a hospital vocabulary's 20k columns that is tens of
+# seconds per label (BENCHMARKS.md, issue 15). Above this many columns each label's booster sees only the
+# columns chosen for it by screen_columns; every external set so far has fewer (clinosim about 3,800).
+MAX_FEATURES = 4096
+
+
+def screen_columns(X: sp.csr_matrix, y: np.ndarray, max_features: int) -> np.ndarray | None:
+    """The columns of `X` (a label's known training rows) that its booster sees: all of them (None) up to
+    `max_features`; otherwise the `max_features` columns most correlated with the label `y` (squared Pearson
+    correlation of sign(x) log(1 + |x|), zeros included, so that counts, days and values are on one footing;
+    for a 0/1 column it is the 2 x 2 chi-square over the rows), ties in column order. Sorted indices."""
+    n, F = X.shape
+    if F <= max_features:
+        return None
+    X = sp.csr_matrix(X, dtype=np.float64, copy=True)
+    X.data = np.sign(X.data) * np.log1p(np.abs(X.data))
+    yc = (np.asarray(y) > 0.5).astype(np.float64)
+    yc -= yc.mean()
+    mean = np.asarray(X.sum(axis=0)).ravel() / n
+    var = np.asarray(X.multiply(X).sum(axis=0)).ravel() / n - mean ** 2
+    cov = (X.T @ yc) / n  # yc sums to zero, so no mean term
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.nan_to_num(cov ** 2 / (var * float(np.mean(yc ** 2))), nan=0.0, posinf=0.0)
+    return np.sort(np.argsort(-score, kind="stable")[:max_features])
 
 
 def constant_logit(y: np.ndarray) -> float:
@@ -58,8 +83,10 @@ class GBMModel:
     """One LightGBM booster (or a constant) per label; `decision_function` gives logits [N, L]."""
 
     def __init__(self, params: dict | None = None, num_boost_round: int = 1000, early_stopping_rounds: int = 50,
-                 num_threads: int = 1, rounds_without_validation: int = 200) -> None:
+                 num_threads: int = 1, rounds_without_validation: int = 200,
+                 max_features: int = MAX_FEATURES) -> None:
         self.params = dict(params or {})  # overrides of DEFAULT_PARAMS
+        self.max_features = max_features  # columns one label's booster sees at most (screen_columns)
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
         self.num_threads = num_threads
@@ -77,7 +104,8 @@ class GBMModel:
         return {"kind": "gbm", "n_features": self.n_features_, "n_labels": len(self.labels_),
                 "params": self.params, "num_boost_round": self.num_boost_round,
                 "early_stopping_rounds": self.early_stopping_rounds, "num_threads": self.num_threads,
-                "rounds_without_validation": self.rounds_without_validation, "seed": self.seed_}
+                "rounds_without_validation": self.rounds_without_validation, "seed": self.seed_,
+                "max_features": self.max_features}
 
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X: sp.csr_matrix, y: np.ndarray, mask: np.ndarray, X_val: sp.csr_matrix | None = None,
@@ -127,10 +155,13 @@ class GBMModel:
                 continue
             # A Dataset of this label's rows (LightGBM 4.7's Dataset.subset of one shared Dataset failed its
             # split checks, or crashed, on small cohorts: "Check failed: best_split_info.left_count > 0").
-            sub = lgb.Dataset(X[rows], label=yj, params=data_params, free_raw_data=True)
+            Xj = X[rows]
+            cols = screen_columns(Xj, yj, self.max_features)
+            sub = lgb.Dataset(Xj if cols is None else Xj[:, cols], label=yj, params=data_params, free_raw_data=True)
             v_rows = np.flatnonzero(mask_val[:, j]) if val is not None else np.zeros(0, np.int64)
             if len(v_rows):
-                vsub = lgb.Dataset(val[v_rows], label=(y_val[:, j][v_rows] > 0.5).astype(np.float64), reference=sub,
+                Vj = val[v_rows]
+                vsub = lgb.Dataset(Vj if cols is None else Vj[:, cols], label=(y_val[:, j][v_rows] > 0.5).astype(np.float64), reference=sub,
                                    params=data_params, free_raw_data=True)
                 booster = lgb.train(params, sub, num_boost_round=self.num_boost_round, valid_sets=[vsub],
                                     callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True,
@@ -145,7 +176,8 @@ class GBMModel:
             self.boosters_.append(lgb.Booster(model_str=text))
             self.labels_.append({"kind": "booster", "rounds": int(rounds), "stopped": stopped,
                                  "train_samples": len(rows), "positives": int(yj.sum()),
-                                 "val_samples": len(v_rows)})
+                                 "val_samples": len(v_rows),
+                                 **({"columns": cols.tolist()} if cols is not None else {})})
             self.fit_seconds_.append(time.perf_counter() - t0)
             if on_label is not None:
                 on_label(len(self.labels_) - 1, self.labels_[-1])
@@ -174,7 +206,21 @@ class GBMModel:
             if booster is None:
                 out[:, j] = info["logit"]
             else:
-                out[:, j] = booster.predict(X, raw_score=True, num_threads=self.num_threads)
+                out[:, j] = booster.predict(self._columns(X, j), raw_score=True, num_threads=self.num_threads)
+        return out
+
+    def _columns(self, X: sp.csr_matrix, label: int) -> sp.csr_matrix:
+        """The columns of `X` that label `label`'s booster was fit on (all, unless they were screened)."""
+        cols = self.labels_[label].get("columns")
+        return X if cols is None else X[:, np.asarray(cols, dtype=np.int64)]
+
+    def _widen(self, values: np.ndarray, label: int) -> np.ndarray:
+        """[..., used columns] values of label `label`'s booster placed at their columns of all n_features."""
+        cols = self.labels_[label].get("columns")
+        if cols is None:
+            return values
+        out = np.zeros((*values.shape[:-1], self.n_features_), dtype=values.dtype)
+        out[..., np.asarray(cols, dtype=np.int64)] = values
         return out
 
     def contributions(self, X: sp.csr_matrix, label: int) -> np.ndarray:
@@ -187,8 +233,10 @@ class GBMModel:
             out = np.zeros((X.shape[0], self.n_features_ + 1))
             out[:, -1] = self.labels_[label]["logit"]
             return out
-        contrib = booster.predict(sp.csr_matrix(X), pred_contrib=True, num_threads=self.num_threads)
-        return np.asarray(contrib.toarray() if sp.issparse(contrib) else contrib, dtype=np.float64)
+        contrib = booster.predict(self._columns(sp.csr_matrix(X), label), pred_contrib=True,
+                                  num_threads=self.num_threads)
+        contrib = np.asarray(contrib.toarray() if sp.issparse(contrib) else contrib, dtype=np.float64)
+        return np.concatenate([self._widen(contrib[:, :-1], label), contrib[:, -1:]], axis=1)
 
     def feature_importance(self, importance_type: str = "gain") -> np.ndarray:
         """[L, n_features] total gain (or split count, `importance_type="split"`) of each feature per label;
@@ -197,7 +245,8 @@ class GBMModel:
         out = np.zeros((len(self.labels_), self.n_features_), dtype=np.float64)
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
-                out[j] = booster.feature_importance(importance_type=importance_type)
+                out[j] = self._widen(np.asarray(booster.feature_importance(importance_type=importance_type),
+                                                np.float64), j)
         return out
 
     # -- artifacts -------------------------------------------------------------------------------
@@ -213,7 +262,7 @@ class GBMModel:
         if d.get("kind") != "gbm":
             raise ModelError(f"not a gbm model (kind {d.get('kind')!r})")
         out = cls(d["params"], d["num_boost_round"], d["early_stopping_rounds"], d["num_threads"],
-                  d["rounds_without_validation"])
+                  d["rounds_without_validation"], d.get("max_features", MAX_FEATURES))
         out.n_features_, out.seed_ = int(d["n_features"]), int(d["seed"])
         out.labels_ = [{k: v for k, v in info.items() if k != "model"} for info in d["labels"]]
         out.boosters_ = [lgb.Booster(model_str=info["model"]) if info["kind"] == "booster" else None
@@ -244,7 +293,8 @@ class HistoryGBM:
         params = {k: v for k, v in g._full_params(0).items() if k not in ("num_threads", "seed")}
         return {"params": params, "num_boost_round": g.num_boost_round, "early_stopping_rounds":
                 g.early_stopping_rounds, "rounds_without_validation": g.rounds_without_validation,
-                "windows": list(features.windows), "max_codes": features.max_codes}
+                "windows": list(features.windows), "max_codes": features.max_codes,
+                "max_features": g.max_features}
 
     def _matrix(self, dataset, counts: dict | None = None) -> sp.csr_matrix:
         if isinstance(dataset, HistorySet):
