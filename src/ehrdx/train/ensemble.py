@@ -27,7 +27,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 from torch import nn
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
@@ -41,63 +40,13 @@ from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
+from ehrdx.train.mixing import choose_weights
 from ehrdx.train.probe import probe_new_rows
 
 ENSEMBLE = "auto"
-MEMBERS = ("gbm", "gru")
-GRID = np.linspace(0.0, 1.0, 11)  # weight of the first member; the second gets the rest
-MIN_GAIN = 0.005  # tuning AUPRC a mix (or a label's own weights) must add to be kept
-MIN_POSITIVES = 50  # known tuning positives a label needs for weights of its own
+MEMBERS = ("gbm", "gru", "gbm-counts")  # gbm-counts last: gbm and gru are fitted as with two members
 EPS = 1e-6
 INNER_SHARE = 0.1  # of the training patients: where a member that stops per label (gbm) stops
-
-
-def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
-    if len(y) == 0 or y.min() == y.max():
-        return None
-    return float(average_precision_score(y, p))
-
-
-def choose_weights(p_val: np.ndarray, y, mask) -> tuple[np.ndarray, list[dict]]:
-    """Weights [L, M] of the members' probabilities p_val [M, N, L], chosen on tuning samples (masked entries
-    do not count). First one choice for all labels: the best member, or a mix of two if its macro AUPRC beats
-    that member's by MIN_GAIN. Then a label with at least MIN_POSITIVES known tuning positives gets its own
-    weights where they beat the shared choice on it by MIN_GAIN (a label with fewer positives would be fitted
-    to noise). A label with no positive or no negative among its tuning samples keeps the shared choice.
-    `y`, `mask`: [N, L] arrays or packed tables (data/bits.py), read a label's column at a time."""
-    M, _, L = p_val.shape
-    y, mask = as_table(y), as_table(mask, bool)
-    candidates = [np.eye(M)[k] for k in range(M)]
-    if M == 2:
-        candidates += [np.array([w, 1 - w]) for w in GRID[1:-1]]
-    # Every candidate's tuning AUPRC on every usable label, one label's known samples at a time.
-    scores: dict[int, list[float]] = {}  # usable label -> AUPRC per candidate
-    positives = np.zeros(L, np.int64)
-    for j in range(L):
-        m = mask[:, j]
-        yj = y[:, j][m] > 0.5
-        if _auprc(yj, p_val[0, m, j]) is None:
-            continue
-        scores[j] = [_auprc(yj, np.tensordot(c, p_val[:, m, j], 1)) for c in candidates]
-        positives[j] = int(yj.sum())
-    macro = [float(np.mean([s[k] for s in scores.values()])) if scores else 0.0 for k in range(len(candidates))]
-    best_single = int(np.argmax(macro[:M]))
-    best = int(np.argmax(macro))
-    chosen = best if macro[best] > macro[best_single] + MIN_GAIN else best_single
-    weights = np.tile(candidates[chosen], (L, 1))
-    report = []
-    for j in range(L):
-        if j not in scores:
-            report.append({"chosen": "shared (no positive or no negative among tuning samples)"})
-            continue
-        mine, shared_score = scores[j], scores[j][chosen]
-        k = int(np.argmax(mine))
-        if positives[j] >= MIN_POSITIVES and mine[k] > shared_score + MIN_GAIN:
-            weights[j] = candidates[k]
-            report.append({"chosen": "own", "tuning_auprc": mine[k], "shared_auprc": shared_score})
-        else:
-            report.append({"chosen": "shared", "tuning_auprc": shared_score})
-    return weights, report
 
 
 def subset_set(dataset, keep: np.ndarray):
@@ -176,7 +125,7 @@ class EnsembleModel:
             self.members[name] = member
             probs.append(_sigmoid(model_logits(member, val[kind])))
         v = val[SEQUENCE]
-        self.weights, self.choices = choose_weights(np.stack(probs), *label_tables(v))
+        self.weights, self.choices = choose_weights(np.stack(probs), *label_tables(v), groups=v.samples.row, seed=seed)
         self.history = self._history(histories, time.perf_counter() - t0)
         self.member_histories = histories  # this fit's, per member (not saved)
         return self
@@ -227,7 +176,8 @@ class EnsembleModel:
         if val and len(val[SEQUENCE]):
             v = val[SEQUENCE]
             p = self.member_probabilities(val)[:, :, n_old:]
-            new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)))
+            new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)),
+                                                      groups=v.samples.row, seed=seed)
         self.weights = np.vstack([self.weights, new_weights])
         self.choices = [*self.choices, *new_choices]
         return self
