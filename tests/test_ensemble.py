@@ -154,6 +154,9 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
     new, report = update_model(early, store, splits, selector=clf.selector_)
     assert len(new.labels_) > L and new.model_.weights.shape == (len(new.labels_), 3)
     assert len(new.model_.members["gru"].head.block_sizes) == 2  # a new head block, the old one untouched
+    for name in ("gbm", "gbm-counts"):  # a booster for every label, old and new
+        assert len(new.model_.members[name].gbm.labels_) == len(new.labels_)
+    assert len(new.model_.choices) == len(new.labels_)
     s = new.samples(store, te)
     # old labels: the same boosters, the same head block and the same weights (to float rounding of the sum)
     np.testing.assert_allclose(new.predict_samples(store, s)[:, :L], early.predict_samples(store, s), rtol=0,

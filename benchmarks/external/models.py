@@ -114,6 +114,6 @@ MODELS: dict[str, Runner] = {
 }
 
 # auto's combination rules and its members alone, from one fit per set and seed (external/automix.py)
-from external.automix import VARIANTS  # noqa: E402
+from external.automix import VARIANTS
 
 MODELS.update(VARIANTS)

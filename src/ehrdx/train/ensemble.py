@@ -30,7 +30,7 @@ import numpy as np
 from torch import nn
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
-from ehrdx.data.bits import as_table, label_columns, label_tables
+from ehrdx.data.bits import label_columns, label_tables
 from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
