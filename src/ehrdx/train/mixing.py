@@ -32,6 +32,9 @@ from ehrdx.data.bits import as_table
 GRID_STEPS = 10  # candidate weights in tenths
 DRAWS = 200  # bootstrap resamplings of the tuning patients
 CONFIDENCE = 0.95  # share of the resamplings a candidate must win to replace the equal mix of a label
+# How auto's weights are chosen, in words (metrics.json's ensemble.chosen_on)
+RULE = ("tuning (validation) patients: the equal mix of the members, unless a member or another mix on the 0.1 grid "
+        f"beats it on a label's tuning AUPRC in {CONFIDENCE:.0%} of {DRAWS} resamplings of the tuning patients")
 MIN_GAIN = 0.005  # best_on_tuning: tuning AUPRC a mix (or a label's own weights) must add to be kept
 MIN_POSITIVES = 50  # best_on_tuning: known tuning positives a label needs for weights of its own
 
