@@ -9,6 +9,7 @@ member's held-out probabilities once; every variant is then a per-label weightin
   auto-members    the same, candidates the members alone
   auto-90         the same rule at 90%
   auto-shared     first one weighting for all labels by the same test on the macro AUPRC, then per label
+  auto-shared-only  that weighting for every label (no per-label step)
   auto-before     sessions 8-9's rule (best_on_tuning) on gbm + gru: what `auto` was
   auto3-before    best_on_tuning on the three members
   even3, even2    fixed equal weights of the three members; of gbm and gru
@@ -21,7 +22,9 @@ member's held-out probabilities once; every variant is then a per-label weightin
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +60,20 @@ def _fit(p: Prepared, s) -> dict:
     assert tuple(m.names) == NAMES, m.names
     held = m.member_probabilities(clf.dataset(p.store, p.samples["held_out"]))  # [M, N, L] labels_ order
     seconds = {n: round(h.seconds, 1) for n, h in m.member_histories.items() if getattr(h, "seconds", None)}
+    save = os.environ.get("AUTOMIX_SAVE")  # the arrays behind every variant, to try more rules offline
+    if save:
+        from ehrdx.data.bits import as_table
+
+        def dense(t):
+            t = as_table(t)
+            return np.stack([np.asarray(t[:, j]) for j in range(t.shape[1])], 1)
+
+        h = p.samples["held_out"]
+        Path(save).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(Path(save) / f"{p.name}_seed{s.seed}.npz", p_val=recorded["p"], y=dense(recorded["y"]),
+                            mask=dense(recorded["mask"]), groups=recorded["groups"], held=held,
+                            cols=np.asarray([clf.labels_.index(lab) for lab in p.labels]), held_y=h.y,
+                            held_mask=h.mask, held_history=h.history, held_row=h.row)
     _FITS[key] = {"clf": clf, "held": held, "cols": [clf.labels_.index(lab) for lab in p.labels], **recorded,
                   "info": {"fit_seconds": round(fit, 1), "member_seconds": seconds}}
     return _FITS[key]
@@ -107,6 +124,7 @@ VARIANTS = {
     "auto-members": variant(_rule(grid=False)),
     "auto-90": variant(_rule(confidence=0.9)),
     "auto-shared": variant(_rule(shared=True)),
+    "auto-shared-only": variant(_rule(shared=True, per_label=False)),
     "auto-before": variant(_before((0, 1))),
     "auto3-before": variant(_before((0, 1, 2))),
     "even3": variant(_fixed([1 / 3] * 3)),

@@ -99,12 +99,13 @@ def _usable(y: np.ndarray) -> bool:
 
 
 def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None, seed: int = 0, grid: bool = True,
-                   draws: int = DRAWS, confidence: float = CONFIDENCE, shared: bool = False
-                   ) -> tuple[np.ndarray, list[dict]]:
+                   draws: int = DRAWS, confidence: float = CONFIDENCE, shared: bool = False,
+                   per_label: bool = True) -> tuple[np.ndarray, list[dict]]:
     """Weights [L, M] of the members' probabilities p_val [M, N, L]: the equal mix, replaced for a label by
     the candidate that beats it on tuning AUPRC in at least `confidence` of `draws` resamplings of the
     tuning patients (`groups` [N]: each sample's patient; None: each sample its own). With `shared`, first
-    one weighting for all labels by the same test on the macro AUPRC, which the labels' own then replace.
+    one weighting for all labels by the same test on the macro AUPRC, which the labels' own then replace
+    (`per_label`; False: the shared weighting for every label).
     Masked entries do not count; a label without a known positive and negative keeps the equal (or shared)
     mix. `y`, `mask`: [N, L] arrays or packed tables (data/bits.py), read a label's column at a time. The
     report says per label what was chosen and why (`chosen`, `wins`: its share of the resamplings)."""
@@ -157,7 +158,7 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         if j not in labels:
             report.append({"chosen": f"{what} (no positive or no negative among tuning samples)"})
             continue
-        k, wins = pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True))
+        k, wins = pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True)) if per_label else (base, 0.0)
         entry = {f"tuning_auprc_{what}": score(j, base), "positives": int(labels[j][0].sum()),
                  **({"shared_wins": base_wins} if base else {})}
         if k == base:
