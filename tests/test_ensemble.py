@@ -111,6 +111,20 @@ def test_auto_reports_every_candidate_and_its_choice_and_round_trips(fitted, tmp
         assert abs(sum(r["weights"].values()) - 1) < 1e-9 and r["chosen"].startswith(("equal", "member", "mix"))
         if r["chosen"].startswith("equal"):
             assert set(r["weights"].values()) == {1 / 3}
+    # the terminal report: the members beside the ensemble, and a line on the weights
+    from rich.console import Console
+
+    from ehrdx.evaluate.report import ensemble_line, print_events_report
+
+    console = Console(record=True, width=250)
+    print_events_report(console, metrics)
+    text = console.export_text()
+    assert all(f"{name} (member)" in text for name in ("gbm", "gru", "gbm-counts"))
+    line = ensemble_line(metrics["ensemble"])
+    assert " ".join(line.split()) in " ".join(text.split()) and line.startswith("ensemble weights: ")
+    assert ensemble_line({"members": ["a", "b"], "chosen_on": "x", "per_label": [
+        {"weights": {"a": 0.5, "b": 0.5}}] * 3 + [{"weights": {"a": 1.0, "b": 0.0}}]}) == \
+        "ensemble weights: a 0.5, b 0.5 (3 labels); a 1 (1 labels). Chosen on x"
     clf.save(tmp_path / "m")
     back = ehrdx.load(tmp_path / "m")
     s = clf.samples(store, splits[2])
