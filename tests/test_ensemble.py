@@ -27,25 +27,45 @@ def _three_labels(n: int, seed: int):
     return p, y
 
 
-def test_the_equal_mix_stays_unless_the_tuning_patients_clearly_prefer_another():
-    p, y = _three_labels(400, 0)
+def test_one_weighting_for_all_labels_the_equal_mix_unless_the_tuning_patients_clearly_prefer_another():
+    rng = np.random.default_rng(0)
+    n, L = 600, 4
+    y = (rng.random((n, L)) < 0.2).astype(np.float32)
+    good = [y + rng.normal(0, 0.6, y.shape) for _ in range(2)]
+    p = np.stack([good[0], good[1], rng.random((n, L))])  # the third member knows nothing of any label
     mask = np.ones_like(y, dtype=bool)
     weights, report = choose_weights(p, y, mask, seed=0)
+    # one weighting for every label, without the useless member (or almost)
+    assert (weights == weights[0]).all() and weights[0, 2] <= 0.1, weights[0]
+    assert {r["for"] for r in report} == {"all labels"} and report[0]["wins"] >= 0.95
+    assert report[0]["chosen"] in ("member", "mix") and report[0]["tuning_auprc"] > report[0]["tuning_auprc_equal"]
+    # three members alike: nothing beats the equal mix clearly, and it stays
+    p = np.stack([y + rng.normal(0, 0.6, y.shape) for _ in range(3)])
+    weights, report = choose_weights(p, y, mask, seed=0)
+    np.testing.assert_array_equal(weights, np.full((L, 3), 1 / 3))  # exact: the equal row itself, not computed
+    assert [r["chosen"] for r in report] == ["equal"] * L and "wins" not in report[0]
+    # a label without a known positive keeps the shared weighting and says why
+    mask[:, 0] = y[:, 0] < 0.5
+    report = choose_weights(p, y, mask, seed=0)[1]
+    assert report[0]["chosen"] == "equal (no positive or no negative among tuning samples)"
+
+
+def test_per_label_the_equal_mix_stays_unless_the_tuning_patients_clearly_prefer_another():
+    p, y = _three_labels(400, 0)
+    mask = np.ones_like(y, dtype=bool)
+    weights, report = choose_weights(p, y, mask, seed=0, shared=False, per_label=True)
     # a member that knows nothing of a label drags the mix down on every resampling: the other one (or a mix
     # leaning on it) replaces the equal mix; where each sees half, the equal mix is the best there is
     assert weights[0, 0] >= 0.8 and weights[1, 1] >= 0.8 and report[0]["wins"] >= 0.95
     assert report[0]["chosen"] in ("member", "mix") and report[1]["chosen"] in ("member", "mix")
+    assert report[0]["for"] == "this label"
     np.testing.assert_array_equal(weights[2], [0.5, 0.5])  # exact: the equal row itself, never computed
     assert report[2]["chosen"] == "equal"
-    # masked samples do not count: hiding every positive of label 0 leaves it the equal mix
-    mask[:, 0] = y[:, 0] < 0.5
-    weights, report = choose_weights(p, y, mask, seed=0)
-    assert report[0]["chosen"].startswith("equal (no positive") and weights[0, 0] == 0.5
     # a slight edge on few tuning samples is not clear: the equal mix stays
     rng = np.random.default_rng(1)
     y = (rng.random((60, 1)) < 0.3).astype(np.float32)
     p = np.stack([y + rng.normal(0, 0.8, y.shape), y + rng.normal(0, 1.0, y.shape)])
-    weights, report = choose_weights(p, y, np.ones_like(y, dtype=bool), seed=0)
+    weights, report = choose_weights(p, y, np.ones_like(y, dtype=bool), seed=0, shared=False, per_label=True)
     assert report[0]["chosen"] == "equal" and weights[0, 0] == 0.5
 
 
@@ -59,7 +79,7 @@ def test_resampling_whole_patients_asks_for_more_evidence_than_their_samples_alo
                   y + np.repeat(rng.normal(0, 1.6, (n, 1)), 10, axis=0)])
     per_sample = choose_weights(p, y, np.ones_like(y, dtype=bool), grid=False, seed=0)[1][0]
     grouped = choose_weights(p, y, np.ones_like(y, dtype=bool), groups=np.repeat(np.arange(n), 10), grid=False,
-                             seed=0)[1][0]
+                             seed=0)[1][0]  # the shared test on one label: that label's
     assert per_sample["chosen"] == "member" and grouped["chosen"] == "equal", (per_sample, grouped)
 
 

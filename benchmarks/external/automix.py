@@ -4,12 +4,13 @@ The first of these models run on a set fits `--model auto` once (members gbm, gr
 probabilities and patients recorded as the ensemble passes them to its weight rule) and predicts each
 member's held-out probabilities once; every variant is then a per-label weighting of the same members:
 
-  auto            the library's rule (ehrdx.train.mixing.choose_weights): the equal mix unless a candidate
-                  on the 0.1 grid beats it on tuning AUPRC in >= 95% of resamplings of the tuning patients
+  auto            the library's rule (ehrdx.train.mixing.choose_weights): one weighting for all labels, the
+                  equal mix unless a member or a mix on the 0.1 grid beats it on the macro tuning AUPRC in
+                  >= 95% of 200 resamplings of the tuning patients
   auto-members    the same, candidates the members alone
-  auto-90         the same rule at 90%
-  auto-shared     first one weighting for all labels by the same test on the macro AUPRC, then per label
-  auto-shared-only  that weighting for every label (no per-label step)
+  auto-label      per label instead: a label's equal mix replaced by a candidate that beats it on that
+                  label's tuning AUPRC in >= 95% of the resamplings (-members: members alone; -90: at 90%)
+  auto-shared-label  the shared weighting first, then per label against it
   auto-before     sessions 8-9's rule (best_on_tuning) on gbm + gru: what `auto` was
   auto3-before    best_on_tuning on the three members
   even3, even2    fixed equal weights of the three members; of gbm and gru
@@ -17,7 +18,7 @@ member's held-out probabilities once; every variant is then a per-label weightin
 
     PYTHONPATH=src:benchmarks OMP_NUM_THREADS=1 python benchmarks/bench_external.py --data /tmp/ext/data \\
         --sets clinosim,eunomia --patients 2500 --seed 1 --model-seed 0 --bootstrap 50 \\
-        --models auto,auto-members,auto-90,auto-before,auto3-before,even3,even2,m-gbm,m-gru,m-gbm-counts,lgbm-counts
+        --models auto,auto-label,auto-before,even3,m-gbm,m-gru,m-gbm-counts,lgbm-counts
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ def _fixed(row):
 VARIANTS = {
     "auto": variant(_rule()),
     "auto-members": variant(_rule(grid=False)),
-    "auto-90": variant(_rule(confidence=0.9)),
-    "auto-shared": variant(_rule(shared=True)),
-    "auto-shared-only": variant(_rule(shared=True, per_label=False)),
+    "auto-label": variant(_rule(shared=False, per_label=True)),
+    "auto-label-members": variant(_rule(shared=False, per_label=True, grid=False)),
+    "auto-label-90": variant(_rule(shared=False, per_label=True, confidence=0.9)),
+    "auto-shared-label": variant(_rule(per_label=True)),
     "auto-before": variant(_before((0, 1))),
     "auto3-before": variant(_before((0, 1, 2))),
     "even3": variant(_fixed([1 / 3] * 3)),

@@ -98,17 +98,24 @@ def _usable(y: np.ndarray) -> bool:
     return len(y) > 0 and bool(y.any()) and not bool(y.all())
 
 
+def kind_of(w: np.ndarray) -> str:
+    """"equal", "member" (one member alone) or "mix": what a weighting is, in the report."""
+    return "equal" if np.ptp(w) < 1e-12 else "member" if w.max() == 1 else "mix"
+
+
 def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None, seed: int = 0, grid: bool = True,
-                   draws: int = DRAWS, confidence: float = CONFIDENCE, shared: bool = False,
-                   per_label: bool = True) -> tuple[np.ndarray, list[dict]]:
-    """Weights [L, M] of the members' probabilities p_val [M, N, L]: the equal mix, replaced for a label by
-    the candidate that beats it on tuning AUPRC in at least `confidence` of `draws` resamplings of the
-    tuning patients (`groups` [N]: each sample's patient; None: each sample its own). With `shared`, first
-    one weighting for all labels by the same test on the macro AUPRC, which the labels' own then replace
-    (`per_label`; False: the shared weighting for every label).
-    Masked entries do not count; a label without a known positive and negative keeps the equal (or shared)
-    mix. `y`, `mask`: [N, L] arrays or packed tables (data/bits.py), read a label's column at a time. The
-    report says per label what was chosen and why (`chosen`, `wins`: its share of the resamplings)."""
+                   draws: int = DRAWS, confidence: float = CONFIDENCE, shared: bool = True,
+                   per_label: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """Weights [L, M] of the members' probabilities p_val [M, N, L], from the tuning samples. `shared`: one
+    weighting for all labels, the equal mix unless a candidate (a member alone, or a mix on the grid,
+    `grid`; the members alone otherwise) beats it on the macro tuning AUPRC in at least `confidence` of
+    `draws` resamplings of the tuning patients (`groups` [N]: each sample's patient; None: each sample its
+    own); of those that do, the best on the whole tuning set. `per_label`: then each label's own weighting
+    by the same test on that label's AUPRC against the shared one. Neither: the equal mix. Masked entries do
+    not count; a label without a known positive and negative keeps the shared weighting. `y`, `mask`: [N, L]
+    arrays or packed tables (data/bits.py), read a label's column at a time. The report says per label what
+    was chosen (`chosen`: equal, member or mix; `for`: all labels or this label) and why (tuning AUPRC of
+    the choice and of the equal mix on this label; `wins`: the share of resamplings the choice won)."""
     M, N, L = p_val.shape
     y, mask = as_table(y), as_table(mask, bool)
     equal = np.full(M, 1.0 / M)
@@ -153,20 +160,18 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         base, base_wins = pick(0, lambda k: float(np.mean([score(j, k) for j in labels])),
                                lambda k: np.nanmean(np.stack([score(j, k, True) for j in labels]), axis=0))
     weights, report = np.tile(candidates[base], (L, 1)), []
-    what = "equal" if base == 0 else "shared"
     for j in range(L):
         if j not in labels:
-            report.append({"chosen": f"{what} (no positive or no negative among tuning samples)"})
+            report.append({"chosen": f"{kind_of(candidates[base])} (no positive or no negative among tuning "
+                                     "samples)", "for": "all labels"})
             continue
-        k, wins = pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True)) if per_label else (base, 0.0)
-        entry = {f"tuning_auprc_{what}": score(j, base), "positives": int(labels[j][0].sum()),
-                 **({"shared_wins": base_wins} if base else {})}
-        if k == base:
-            report.append({"chosen": what, **entry})
-        else:
-            weights[j] = candidates[k]
-            report.append({"chosen": "equal" if k == 0 else "member" if candidates[k].max() == 1 else "mix",
-                           "tuning_auprc": score(j, k), "wins": wins, **entry})
+        k, wins = (pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True)) if per_label
+                   else (base, base_wins))
+        own = k != base
+        weights[j] = candidates[k]
+        report.append({"chosen": kind_of(candidates[k]), "for": "this label" if own else "all labels",
+                       "tuning_auprc": score(j, k), "tuning_auprc_equal": score(j, 0),
+                       "positives": int(labels[j][0].sum()), **({"wins": wins} if k != 0 else {})})
     return weights, report
 
 
