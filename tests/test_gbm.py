@@ -204,6 +204,9 @@ def test_gbm_counts_reads_only_counts_and_age_and_is_blind_to_recency(tmp_path):
     assert after.shape == (400, 2) and model.n_labels == 2
     np.testing.assert_array_equal(after[:, :1], before)  # the old booster, untouched
     np.testing.assert_allclose(after[:, 1], before[:, 0], atol=1e-9)  # same data and seed: the same trees
+    from ehrdx.search import space_of
+
+    assert space_of("gbm-counts") == space_of("gbm")  # --search: gbm's settings (auto: gbm's search sets both)
 
 
 def test_a_gbm_saved_before_feature_sets_loads_as_all_features(tmp_path):
