@@ -177,7 +177,7 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         weights[j] = candidates[k]
         report.append({"chosen": kind_of(candidates[k]), "for": "this label" if own else "all labels",
                        "tuning_auprc": score(j, k), "tuning_auprc_equal": score(j, 0),
-                       "positives": int(labels[j][0].sum()), **({"wins": wins} if k != 0 else {})})
+                       **({"wins": wins} if k != 0 else {})})  # no counts: metrics.json's small-cell rule
     return weights, report
 
 
