@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--reference", default="lgbm-counts",
                     help="the model every other is compared with, paired on the same bootstrap draws")
     ap.add_argument("--patients", type=int, default=2000, help="per set (Eunomia has 2,694 at most)")
-    ap.add_argument("--seed", type=int, default=0, help="generation, split and model seed")
+    ap.add_argument("--seed", type=int, default=0, help="generation and split seed (and the models', by default)")
+    ap.add_argument("--model-seed", type=int, default=None, help="the models' seed (default: --seed)")
     ap.add_argument("--labels", type=int, default=25, help="labels per set (top N by training patients)")
     ap.add_argument("--min-label-patients", type=int, default=10)
     ap.add_argument("--times", choices=("yearly", "visits"), default="yearly")
@@ -154,7 +155,8 @@ def main() -> None:
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODELS)}")
-    settings = Settings(max_epochs=args.max_epochs, seed=args.seed, threads=args.threads)
+    settings = Settings(max_epochs=args.max_epochs, seed=args.seed if args.model_seed is None else args.model_seed,
+                        threads=args.threads)
     results = {"args": vars(args), "python": platform.python_version(), "torch": torch.__version__, "sets": {}}
     for set_name in args.sets.split(","):
         t0 = time.perf_counter()

@@ -74,7 +74,8 @@ def test_torchrun_gbm_and_auto_every_process_fits_the_same_gbm_and_the_gru_membe
             "--hidden", "16", "--device", "cpu", "--store", str(tmp_path / "store")]
     _train([*args, "--model", "auto"], tmp_path / "one", 1, env)
     two = _train([*args, "--model", "auto"], tmp_path / "two", 2, env)
-    assert (tmp_path / "one" / "gbm.gbm.json").read_bytes() == (tmp_path / "two" / "gbm.gbm.json").read_bytes()
+    for name in ("gbm.gbm.json", "gbm-counts.gbm.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m2["history"]["processes"] == 2 and m2["history"]["epochs_run"] == 2

@@ -10,35 +10,105 @@ from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
-from ehrdx.train.ensemble import choose_weights
+from ehrdx.train.mixing import best_on_tuning, choose_weights
 from ehrdx.update import update_model
 
 
-def test_weights_follow_the_member_that_ranks_each_label_best():
-    rng = np.random.default_rng(0)
-    n = 400
+def _three_labels(n: int, seed: int):
+    """Tuning probabilities of two members: label 0 known to member 0 only, label 1 to member 1 only, label 2
+    half to each (each member sees the positives the other does not)."""
+    rng = np.random.default_rng(seed)
     y = (rng.random((n, 3)) < 0.3).astype(np.float32)
     noise = rng.normal(0, 1, (2, n, 3))
     good, bad = y + 0.3 * noise[0], rng.random((n, 3))
-    # label 0: member 0 knows it; label 1: member 1 knows it; label 2: each member sees half of the signal
     half = y[:, 2] * (rng.random(n) < 0.5)
     p = np.stack([np.stack([good[:, 0], bad[:, 1], half + 0.2 * noise[0, :, 2]], 1),
                   np.stack([bad[:, 0], good[:, 1], (y[:, 2] - half) + 0.2 * noise[1, :, 2]], 1)])
+    return p, y
+
+
+def test_one_weighting_for_all_labels_the_equal_mix_unless_the_tuning_patients_clearly_prefer_another():
+    rng = np.random.default_rng(0)
+    n, L = 600, 4
+    y = (rng.random((n, L)) < 0.2).astype(np.float32)
+    good = [y + rng.normal(0, 0.6, y.shape) for _ in range(2)]
+    p = np.stack([good[0], good[1], rng.random((n, L))])  # the third member knows nothing of any label
     mask = np.ones_like(y, dtype=bool)
-    weights, report = choose_weights(p, y, mask)
-    # the informative member dominates (a little of the other may be mixed in where it helps on tuning)
-    assert weights[0, 0] >= 0.8 and weights[1, 1] >= 0.8
-    assert 0.2 <= weights[2, 0] <= 0.8  # each member sees half of label 2: a mix
-    assert report[0]["chosen"] == report[1]["chosen"] == "own"
-    # masked samples do not count: hiding every positive of label 0 leaves it the shared choice
+    weights, report = choose_weights(p, y, mask, seed=0)
+    # one weighting for every label, without the useless member (or almost)
+    assert (weights == weights[0]).all() and weights[0, 2] <= 0.1, weights[0]
+    assert {r["for"] for r in report} == {"all labels"} and report[0]["wins"] >= 0.95
+    assert report[0]["chosen"] in ("member", "mix") and report[0]["tuning_auprc"] > report[0]["tuning_auprc_equal"]
+    # three members alike: nothing beats the equal mix clearly, and it stays
+    p = np.stack([y + rng.normal(0, 0.6, y.shape) for _ in range(3)])
+    weights, report = choose_weights(p, y, mask, seed=0)
+    np.testing.assert_array_equal(weights, np.full((L, 3), 1 / 3))  # exact: the equal row itself, not computed
+    assert [r["chosen"] for r in report] == ["equal"] * L and "wins" not in report[0]
+    # a label without a known positive keeps the shared weighting and says why
     mask[:, 0] = y[:, 0] < 0.5
-    weights, report = choose_weights(p, y, mask)
-    assert report[0]["chosen"].startswith("shared (no positive")
-    # too few tuning positives for weights of its own: the shared choice
+    report = choose_weights(p, y, mask, seed=0)[1]
+    assert report[0]["chosen"] == "equal (no positive or no negative among tuning samples)"
+
+
+def test_per_label_the_equal_mix_stays_unless_the_tuning_patients_clearly_prefer_another():
+    p, y = _three_labels(400, 0)
+    mask = np.ones_like(y, dtype=bool)
+    weights, report = choose_weights(p, y, mask, seed=0, shared=False, per_label=True)
+    # a member that knows nothing of a label drags the mix down on every resampling: the other one (or a mix
+    # leaning on it) replaces the equal mix; where each sees half, the equal mix is the best there is
+    assert weights[0, 0] >= 0.8 and weights[1, 1] >= 0.8 and report[0]["wins"] >= 0.95
+    assert report[0]["chosen"] in ("member", "mix") and report[1]["chosen"] in ("member", "mix")
+    assert report[0]["for"] == "this label"
+    np.testing.assert_array_equal(weights[2], [0.5, 0.5])  # exact: the equal row itself, never computed
+    assert report[2]["chosen"] == "equal"
+    # a slight edge on few tuning samples is not clear: the equal mix stays
+    rng = np.random.default_rng(1)
+    y = (rng.random((60, 1)) < 0.3).astype(np.float32)
+    p = np.stack([y + rng.normal(0, 0.8, y.shape), y + rng.normal(0, 1.0, y.shape)])
+    weights, report = choose_weights(p, y, np.ones_like(y, dtype=bool), seed=0, shared=False, per_label=True)
+    assert report[0]["chosen"] == "equal" and weights[0, 0] == 0.5
+
+
+def test_resampling_whole_patients_asks_for_more_evidence_than_their_samples_alone():
+    """Ten samples per patient are not ten patients: the same scores read as one sample per patient win
+    clearly, grouped by patient they do not."""
+    rng = np.random.default_rng(3)
+    n = 30
+    y = np.repeat((rng.random((n, 1)) < 0.3).astype(np.float32), 10, axis=0)
+    p = np.stack([y + np.repeat(rng.normal(0, 0.9, (n, 1)), 10, axis=0),
+                  y + np.repeat(rng.normal(0, 1.6, (n, 1)), 10, axis=0)])
+    per_sample = choose_weights(p, y, np.ones_like(y, dtype=bool), grid=False, seed=0)[1][0]
+    grouped = choose_weights(p, y, np.ones_like(y, dtype=bool), groups=np.repeat(np.arange(n), 10), grid=False,
+                             seed=0)[1][0]  # the shared test on one label: that label's
+    assert per_sample["chosen"] == "member" and grouped["chosen"] == "equal", (per_sample, grouped)
+
+
+def test_the_rule_before_follows_the_member_that_ranks_each_label_best():
+    """`best_on_tuning` (auto before session 10, kept for the benchmark's comparison)."""
+    p, y = _three_labels(400, 0)
+    mask = np.ones_like(y, dtype=bool)
+    weights, report = best_on_tuning(p, y, mask)
+    assert weights[0, 0] >= 0.8 and weights[1, 1] >= 0.8
+    assert 0.2 <= weights[2, 0] <= 0.8
+    assert report[0]["chosen"] == report[1]["chosen"] == "own"
     few = y.copy()
     few[40:, 1] = 0
-    weights, report = choose_weights(p, few, np.ones_like(y, dtype=bool))
-    assert report[1]["chosen"] == "shared"
+    assert best_on_tuning(p, few, mask)[1][1]["chosen"] == "shared"
+
+
+def test_mixes_cover_the_grid_and_auprc_is_scikit_learns():
+    from sklearn.metrics import average_precision_score
+
+    from ehrdx.train.mixing import mixes, weighted_auprc
+
+    assert len(mixes(2)) == 9 and len(mixes(3)) == 66 - 3  # the simplex in tenths, members alone left out
+    assert all(abs(w.sum() - 1) < 1e-12 and (w > 0).sum() >= 2 for w in mixes(3))
+    rng = np.random.default_rng(0)
+    y, s = rng.random(300) < 0.2, np.round(rng.random(300), 2)  # ties: one threshold each, as scikit-learn
+    w = rng.integers(0, 3, 300).astype(float)
+    got = weighted_auprc(y, s, np.stack([np.ones(300), w]))
+    np.testing.assert_allclose(got, [average_precision_score(y, s), average_precision_score(y, s, sample_weight=w)],
+                               rtol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +124,27 @@ def fitted(tmp_path_factory):
 
 def test_auto_reports_every_candidate_and_its_choice_and_round_trips(fitted, tmp_path):
     _out, _paths, store, splits, clf, metrics = fitted
-    assert set(metrics["candidates"]) == {"gbm", "gru"}
+    assert set(metrics["candidates"]) == {"gbm", "gru", "gbm-counts"}
     per_label = metrics["ensemble"]["per_label"]
     assert [r["label"] for r in per_label] == clf.labels_
     for r in per_label:
-        assert abs(sum(r["weights"].values()) - 1) < 1e-9 and r["chosen"].startswith(("own", "shared"))
+        assert abs(sum(r["weights"].values()) - 1) < 1e-9 and r["chosen"].startswith(("equal", "member", "mix"))
+        if r["chosen"].startswith("equal"):
+            assert set(r["weights"].values()) == {1 / 3}
+    # the terminal report: the members beside the ensemble, and a line on the weights
+    from rich.console import Console
+
+    from ehrdx.evaluate.report import ensemble_line, print_events_report
+
+    console = Console(record=True, width=250)
+    print_events_report(console, metrics)
+    text = console.export_text()
+    assert all(f"{name} (member)" in text for name in ("gbm", "gru", "gbm-counts"))
+    line = ensemble_line(metrics["ensemble"])
+    assert " ".join(line.split()) in " ".join(text.split()) and line.startswith("ensemble weights: ")
+    assert ensemble_line({"members": ["a", "b"], "chosen_on": "x", "per_label": [
+        {"weights": {"a": 0.5, "b": 0.5}}] * 3 + [{"weights": {"a": 1.0, "b": 0.0}}]}) == \
+        "ensemble weights: a 0.5, b 0.5 (3 labels); a 1 (1 labels). Chosen on x"
     clf.save(tmp_path / "m")
     back = ehrdx.load(tmp_path / "m")
     s = clf.samples(store, splits[2])
@@ -100,8 +186,11 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
     early = EHRClassifier(**{**clf.get_params(), "labels": "regex:^DX//(E11|I10|E78|J44|F32)$"}).fit(store, tr, va)
     L = len(early.labels_)
     new, report = update_model(early, store, splits, selector=clf.selector_)
-    assert len(new.labels_) > L and new.model_.weights.shape == (len(new.labels_), 2)
+    assert len(new.labels_) > L and new.model_.weights.shape == (len(new.labels_), 3)
     assert len(new.model_.members["gru"].head.block_sizes) == 2  # a new head block, the old one untouched
+    for name in ("gbm", "gbm-counts"):  # a booster for every label, old and new
+        assert len(new.model_.members[name].gbm.labels_) == len(new.labels_)
+    assert len(new.model_.choices) == len(new.labels_)
     s = new.samples(store, te)
     # old labels: the same boosters, the same head block and the same weights (to float rounding of the sum)
     np.testing.assert_allclose(new.predict_samples(store, s)[:, :L], early.predict_samples(store, s), rtol=0,
@@ -153,3 +242,35 @@ def test_auto_is_the_default_for_event_streams_and_needs_tuning_patients(fitted)
     with pytest.raises(ModelError, match=r"(?s)auto model \(the default for event streams\).*there are none.*fix: give "
                                          "validation rows"):
         EHRClassifier(labels=f"map:{paths['label_map']}").fit(store, splits[0])
+
+
+def test_an_auto_model_saved_with_two_members_still_loads_and_predicts_the_same(fitted, tmp_path):
+    """auto before session 10 had members gbm and gru (weights from `best_on_tuning`), and its gbm's config
+    had no feature set: such a directory loads as those two members and predicts their saved mix."""
+    import copy
+    import json
+
+    from ehrdx.train.ensemble import EnsembleModel
+
+    _out, _paths, store, splits, clf, _ = fitted
+    old = copy.copy(clf)
+    ens = EnsembleModel(clf.model_.n_labels, {}, ("gbm", "gru"))
+    ens.members = {k: clf.model_.members[k] for k in ("gbm", "gru")}
+    ens.weights = np.tile([0.7, 0.3], (ens.n_labels, 1))
+    ens.weights[0] = [0.0, 1.0]
+    ens.choices = [{"chosen": "own", "tuning_auprc": 0.2, "shared_auprc": 0.1}] + \
+        [{"chosen": "shared", "tuning_auprc": 0.1}] * (ens.n_labels - 1)
+    old.model_ = ens
+    old.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config["model"]["members"] == ["gbm", "gru"] and "gbm-counts.gbm.json" not in config["sha256"]
+    del config["model"]["member_configs"]["gbm"]["features"]  # as older versions wrote it
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    back = ehrdx.load(tmp_path / "old")
+    assert back.model_.names == ("gbm", "gru") and back.model_.weights.shape == (ens.n_labels, 2)
+    s = clf.samples(store, splits[2])
+    p = clf.model_.member_probabilities(clf.dataset(store, s))  # [3, N, L]: gbm, gru, gbm-counts
+    expected = np.einsum("mnl,lm->nl", p[:2], ens.weights)
+    got = back.predict_samples(store, s)
+    np.testing.assert_array_equal(got, old.predict_samples(store, s))  # the same members and weights
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # probabilities through logits, in float32

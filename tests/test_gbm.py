@@ -198,3 +198,62 @@ def test_above_max_features_each_label_sees_its_screened_columns_and_predicts_an
     assert not contrib[:, unused].any()
     imp = model.feature_importance()
     assert imp.shape == (3, 31) and not imp[0, np.setdiff1d(np.arange(31), model.labels_[0]["columns"])].any()
+
+
+def test_gbm_counts_reads_only_counts_and_age_and_is_blind_to_recency(tmp_path):
+    """`gbm-counts` (a registry model and an `auto` member): the same boosters on each code's count and age
+    (sex is a code) only; on the recency cohort it cannot see what gbm sees. Saved and loaded, it predicts the
+    same, and `ehrdx update`'s path adds boosters on the same columns."""
+    from ehrdx.data.history import HistorySet
+    from ehrdx.models.registry import get_model
+
+    store, s = _recency_cohort(1500, 0, tmp_path)
+    enc = EventEncoder.fit(store, np.arange(900))
+
+    def part(rows, y=None):
+        sub = s.subset(rows)
+        y = sub.y if y is None else y
+        return HistorySet(store, sub, enc, y, np.ones_like(y, dtype=bool))
+
+    tr, va, te = part(np.arange(900)), part(np.arange(900, 1100)), part(np.arange(1100, 1500))
+    aucs = {}
+    for name in ("gbm", "gbm-counts"):
+        spec = get_model(name)
+        model = spec.build(tr, 1, {}).fit_sets(tr, va, seed=0)
+        aucs[name] = roc_auc_score(te.samples.y[:, 0], model.predict_logits(te)[:, 0])
+        back = spec.load(*spec.save(model))
+        np.testing.assert_array_equal(back.predict_logits(te), model.predict_logits(te))  # same trees, same rows
+    assert back.features == "counts" and spec.save(model)[0]["features"] == "counts"
+    names = model.feature_names
+    assert "age_years" in names and "count:GENDER//F" in names and "count:SYMPTOM" in names
+    assert all(n == "age_years" or n.startswith("count:") for n in names), names
+    assert model.gbm.n_features_ == len(names) == 1 + model.featurizer.n_code_columns
+    assert aucs["gbm"] > 0.74 and aucs["gbm-counts"] < 0.6, aucs  # 0.773 and about chance
+    # a second label (as `ehrdx update` adds): the recency target again; the first label's logits stay
+    before = model.predict_logits(te)
+    two = [part(r, np.hstack([s.subset(r).y, s.subset(r).y])) for r in (np.arange(900), np.arange(900, 1100))]
+    model.add_labels(two[0], two[1], n_old=1, seed=0)
+    after = model.predict_logits(te)
+    assert after.shape == (400, 2) and model.n_labels == 2
+    np.testing.assert_array_equal(after[:, :1], before)  # the old booster, untouched
+    np.testing.assert_allclose(after[:, 1], before[:, 0], atol=1e-9)  # same data and seed: the same trees
+    from ehrdx.search import space_of
+
+    assert space_of("gbm-counts") == space_of("gbm")  # --search: gbm's settings (auto: gbm's search sets both)
+
+
+def test_a_gbm_saved_before_feature_sets_loads_as_all_features(tmp_path):
+    from ehrdx.models.registry import get_model
+
+    store, s = _recency_cohort(300, 1, tmp_path)
+    enc = EventEncoder.fit(store, np.arange(200))
+    from ehrdx.data.history import HistorySet
+
+    ds = HistorySet(store, s, enc, s.y, s.mask)
+    spec = get_model("gbm")
+    model = spec.build(ds, 1, {"gbm_params": None}).fit_sets(ds, None, seed=0)
+    config, state, files = spec.save(model)
+    assert config.pop("features") == "all"  # what older versions wrote: no "features"
+    back = spec.load(config, state, files)
+    assert back.features == "all" and len(back.feature_names) == model.featurizer.n_features
+    np.testing.assert_array_equal(back.predict_logits(ds), model.predict_logits(ds))

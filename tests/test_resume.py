@@ -167,17 +167,18 @@ def test_auto_killed_after_a_gru_epoch_resumes_from_both_members(small):
     killed = tmp / "auto_killed"
     ckpt = killed / "checkpoint"
     _kill_when(_cmd(paths, killed, *store_opt, **args), lambda: _epoch_of(ckpt / "gru" / "checkpoint.json") >= 1)
-    assert (ckpt / "gbm" / "fitted.json").exists() and (ckpt / "auto.json").exists()
+    assert (ckpt / "gbm" / "fitted.json").exists() and (ckpt / "gbm-counts" / "fitted.json").exists()
+    assert (ckpt / "auto.json").exists()
     assert not (killed / "config.json").exists()
     done = _epoch_of(ckpt / "gru" / "checkpoint.json")
     assert 1 <= done < 4
     resumed = _run(_cmd(paths, killed, *store_opt, "--resume", **args))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (f"resumed from the checkpoint: gbm fitted, read from the checkpoint; gru after epoch {done}"
-            in " ".join(resumed.stdout.split()))
+    assert (f"resumed from the checkpoint: gbm fitted, read from the checkpoint; gru after epoch {done}; "
+            "gbm-counts fitted, read from the checkpoint" in " ".join(resumed.stdout.split()))
     # The same CPU, threads and steps: the resumed GRU ends with the same weights (as for --model gru), the gbm
     # member is the model text it wrote, so the model files and metrics are equal.
-    for name in ("model.safetensors", "gbm.gbm.json"):
+    for name in ("model.safetensors", "gbm.gbm.json", "gbm-counts.gbm.json"):
         assert (tmp / "auto_whole" / name).read_bytes() == (killed / name).read_bytes(), name
     m1 = json.loads((tmp / "auto_whole" / "metrics.json").read_text())
     m2 = json.loads((killed / "metrics.json").read_text())
@@ -214,13 +215,13 @@ def test_auto_resumes_after_the_gbm_member_and_after_gru_epoch_one_to_the_same_p
         fit(after_gru, on_epoch=_stop_at(1))  # stopped after GRU epoch 1 (the gbm member checkpointed before)
     assert _epoch_of(after_gru / "gru" / "checkpoint.json") == 1
     shutil.copytree(after_gru, after_gbm)
-    shutil.rmtree(after_gbm / "gru")  # as if stopped after the gbm member, before a GRU epoch was complete
-    for ckpt, note in ((after_gbm, {"gbm": "fitted, read from the checkpoint"}),
-                       (after_gru, {"gbm": "fitted, read from the checkpoint", "gru": "after epoch 1"})):
+    shutil.rmtree(after_gbm / "gru")  # as if stopped after the gbm members, before a GRU epoch was complete
+    fitted = {"gbm": "fitted, read from the checkpoint", "gbm-counts": "fitted, read from the checkpoint"}
+    for ckpt, note in ((after_gbm, fitted), (after_gru, {**fitted, "gru": "after epoch 1"})):
         with monkeypatch.context() as m:
             m.setattr("ehrdx.models.gbm.HistoryGBM.fit_sets", _never)
             back = fit(ckpt, resume=True)
-        assert back.model_.resumed == note and back.history_.resumed_after_epoch == len(note) - 1
+        assert back.model_.resumed == note and back.history_.resumed_after_epoch == int("gru" in note)
         # The same CPU, thread count and steps: equal in practice (0.0); 1e-6 allows for nothing but rounding.
         np.testing.assert_allclose(back.predict_samples(store, s), p_whole, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(back.model_.weights, whole.model_.weights)

@@ -106,9 +106,14 @@ MODELS: dict[str, Runner] = {
     "transformer": ehrdx_model("transformer"),
     "logistic": ehrdx_model("logistic"),
     "gbm": ehrdx_model("gbm"),
-    "auto": ehrdx_model("auto"),
+    "auto-fit": ehrdx_model("auto"),  # auto as a user runs it (the variants below share one fit)
     "lgbm-counts": lgbm_counts,
     # the same with smaller, subsampled trees (on Eunomia the defaults stop after ~5 trees per label)
     "lgbm-counts-small": partial(lgbm_counts, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
                                  colsample_bytree=0.8, reg_lambda=1.0),
 }
+
+# auto's combination rules and its members alone, from one fit per set and seed (external/automix.py)
+from external.automix import VARIANTS
+
+MODELS.update(VARIANTS)

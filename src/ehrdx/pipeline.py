@@ -17,6 +17,7 @@ from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import HEADLINE, K_VALUES, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, TABLE
 from ehrdx.tasks.labels import LabelVocab
+from ehrdx.train.mixing import RULE as MIX_RULE
 
 
 def headline(result: dict) -> dict:
@@ -105,7 +106,7 @@ def _candidates(clf: EHRClassifier, source, test_s) -> dict:
     per_label = [{"label": lab, "weights": dict(zip(ens.names, map(float, w))), **choice}
                  for lab, w, choice in zip(clf.labels_, ens.weights, ens.choices)]
     return {"candidates": candidates, "ensemble": {"members": list(ens.names), "per_label": per_label,
-                                                   "chosen_on": "tuning (validation) patients, AUPRC per label"}}
+                                                   "chosen_on": MIX_RULE}}
 
 
 def _oracle_metrics(clf: EHRClassifier, source, oracle: pl.DataFrame, val_rows, test_s) -> dict:

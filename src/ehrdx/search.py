@@ -41,7 +41,7 @@ def _suggest(trial, name: str, spec: tuple):
 
 def space_of(model: str) -> tuple[dict, str]:
     """The settings searched for a model, and whether they are estimator settings or gbm_params."""
-    if model == "gbm":
+    if model in ("gbm", "gbm-counts"):
         return GBM_SPACE, "gbm_params"
     if model == "logistic":
         raise EhrdxError("--search: the logistic model has no settings to search")
@@ -106,6 +106,7 @@ def search_settings(clf: EHRClassifier, data, splits, trials: int, budget_second
     best ones on `clf` and return what was tried. The budget is shared by the members."""
     source = clf.source(data, targets, for_fit=True)
     kind = clf.resolve_settings(source.kind)
+    # auto: gbm-counts fits with gbm's settings (one gbm_params), so gbm's search sets both
     members = ("gbm", "gru") if clf.model_name_ == "auto" else (kind.name,)
     tr, va = splits[0], splits[1]
     if len(va) == 0:

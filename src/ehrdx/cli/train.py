@@ -152,9 +152,9 @@ def train(
 
     Patient table: one prediction per patient (MLP, or logistic). With --cv K, K-fold mean and spread instead.
     Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with auto
-    (the default: gradient boosting on history features and a GRU, combined per label with weights chosen on
-    the validation patients), a GRU, LSTM, causal Transformer, gbm, or the count baselines (mlp, logistic).
-    `ehrdx models` lists them all. --resume works for every model (gbm and auto's gbm member: the fitted model).
+    (the default: gradient boosting on history features, a GRU and gradient boosting on code counts, averaged
+    per label with weights chosen on the validation patients), a GRU, LSTM, causal Transformer, gbm, or the count baselines (mlp, logistic).
+    `ehrdx models` lists them all. --resume works for every model (gbm and auto's gbm members: the fitted model).
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
     CPUs, NCCL on GPUs (gbm, and auto's gbm member: every process fits the same boosters on all training

@@ -176,6 +176,8 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                 cells.append(format_value(metrics[oracle_key].get(row)))
             t.add_row(row, *cells)
         console.print(t)
+    if metrics.get("ensemble"):
+        console.print(escape(ensemble_line(metrics["ensemble"])))
     shown, hidden = most_positive(metrics["test"]["per_label"], TERMINAL_LABELS)
     per = Table(title="Per label (all labels; new onset beside"
                       + (f"; the {len(shown)} with the most positives of {len(shown) + hidden})" if hidden else ")"))
@@ -207,3 +209,17 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     if dated:
         console.print("labels with an introduced_at (masked before it): "
                       + ", ".join(f"{n} from {rule}" for rule, n in dated.items()))
+
+
+def ensemble_line(ensemble: dict) -> str:
+    """How an ensemble weighed its members: the most common weightings and how many labels each has
+    (metrics.json's `ensemble` has every label's weights and why)."""
+    rows = [tuple(round(float(w), 2) for w in r["weights"].values()) for r in ensemble["per_label"]]
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        counts[r] = counts.get(r, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    parts = [", ".join(f"{n} {w:g}" for n, w in zip(ensemble["members"], ws) if w) + f" ({k} labels)" for ws, k in top]
+    other = len(rows) - sum(k for _, k in top)
+    return ("ensemble weights: " + "; ".join(parts) + (f"; other weights ({other} labels)" if other else "")
+            + f". Chosen on {ensemble.get('chosen_on', 'the tuning patients')}")

@@ -271,35 +271,59 @@ class GBMModel:
         return out
 
 
+FEATURE_SETS = ("all", "counts")  # "counts": each code's whole-history count and age (sex is a code) only
+
+
+def counts_columns(names: list[str]) -> np.ndarray:
+    """The columns of the "counts" feature set among history feature names: age_years and count:C."""
+    return np.flatnonzero([n == "age_years" or n.startswith("count:") for n in names])
+
+
 class HistoryGBM:
     """The `gbm` model of the registry: history features (HistoryFeaturizer, fitted on the training samples'
-    patients) and one booster per label; on a patient table, its count matrix instead (no history there)."""
+    patients) and one booster per label; on a patient table, its count matrix instead (no history there).
+    `features="counts"` (the `gbm-counts` model) keeps only each code's count and age: the baseline users know,
+    which beat the full features on clinosim (BENCHMARKS.md, issue 14); `auto` averages both with the GRU."""
 
-    def __init__(self, n_labels: int, num_threads: int = 1, params: dict | None = None) -> None:
+    def __init__(self, n_labels: int, num_threads: int = 1, params: dict | None = None,
+                 features: str = "all") -> None:
+        if features not in FEATURE_SETS:
+            raise ModelError(f"unknown gbm feature set {features!r}: choose from {', '.join(FEATURE_SETS)}")
         self.n_labels = n_labels
+        self.features = features
         self.featurizer: HistoryFeaturizer | None = None
         self.gbm = GBMModel(params, num_threads=num_threads)
 
     @property
     def config(self) -> dict:
-        return {"kind": "gbm", "n_labels": self.n_labels, "history": self.featurizer is not None}
+        return {"kind": "gbm", "n_labels": self.n_labels, "history": self.featurizer is not None,
+                "features": self.features}
 
     @property
     def hyperparameters(self) -> dict:
         """What a fit depends on besides its data and seed (a checkpoint of another run's settings is refused):
-        LightGBM's parameters, the rounds, and the history feature windows. Not the thread count, which may
-        differ on the machine that resumes."""
+        LightGBM's parameters, the rounds, the history feature windows and the feature set. Not the thread
+        count, which may differ on the machine that resumes."""
         g, features = self.gbm, HistoryFeaturizer()
         params = {k: v for k, v in g._full_params(0).items() if k not in ("num_threads", "seed")}
-        return {"params": params, "num_boost_round": g.num_boost_round, "early_stopping_rounds":
-                g.early_stopping_rounds, "rounds_without_validation": g.rounds_without_validation,
-                "windows": list(features.windows), "max_codes": features.max_codes,
-                "max_features": g.max_features}
+        out = {"params": params, "num_boost_round": g.num_boost_round, "early_stopping_rounds":
+               g.early_stopping_rounds, "rounds_without_validation": g.rounds_without_validation,
+               "windows": list(features.windows), "max_codes": features.max_codes}
+        if g.max_features != MAX_FEATURES:  # the default is what checkpoints before the screen had
+            out["max_features"] = g.max_features
+        return out if self.features == "all" else {**out, "features": self.features}  # gbm's as before
 
     def _matrix(self, dataset, counts: dict | None = None) -> sp.csr_matrix:
         if isinstance(dataset, HistorySet):
-            return self.featurizer.transform(dataset.store, dataset.samples, counts=counts)
+            X = self.featurizer.transform(dataset.store, dataset.samples, counts=counts)
+            return X[:, counts_columns(self.featurizer.feature_names_)] if self.features == "counts" else X
         return dataset.X
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The names of the columns the boosters read (history features only)."""
+        names = self.featurizer.feature_names_
+        return [names[i] for i in counts_columns(names)] if self.features == "counts" else names
 
     def fit_sets(self, train, val=None, seed: int = 0) -> HistoryGBM:
         if isinstance(train, HistorySet):
@@ -324,12 +348,17 @@ class HistoryGBM:
         return self.gbm.decision_function(self._matrix(dataset))
 
 
-def _build(train_set, n_labels: int, params: dict) -> HistoryGBM:
+def _build(train_set, n_labels: int, params: dict, features: str = "all") -> HistoryGBM:
     import torch
 
     # As many threads as torch uses (OMP_NUM_THREADS or the cores): the same model on the same machine. On a
     # machine shared with other jobs, one thread can be faster (see the module's docstring).
-    return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()), params=params.get("gbm_params"))
+    return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()), params=params.get("gbm_params"),
+                      features=features)
+
+
+def _build_counts(train_set, n_labels: int, params: dict) -> HistoryGBM:
+    return _build(train_set, n_labels, params, features="counts")
 
 
 def _save(model: HistoryGBM) -> tuple[dict, dict, dict]:
@@ -342,7 +371,7 @@ def _load(config: dict, state: dict, files: dict) -> HistoryGBM:
     saved = files["gbm.json"]
     import torch
 
-    model = HistoryGBM(config["n_labels"])
+    model = HistoryGBM(config["n_labels"], features=config.get("features", "all"))  # older models: "all"
     model.gbm = GBMModel.from_dict(saved["model"])
     model.gbm.num_threads = max(1, torch.get_num_threads())  # this machine's, not the one it was trained on
     model.featurizer = HistoryFeaturizer.from_dict(saved["features"]) if saved["features"] else None
@@ -353,3 +382,7 @@ register_model(ModelKind(
     "gbm", {EVENTS: HISTORY, TABLE: MATRIX}, (TABLE, EVENTS),
     "gradient boosting (LightGBM), one booster per label, on history features: counts in windows, recency, "
     "value trends", _build, _save, _load))
+register_model(ModelKind(
+    "gbm-counts", {EVENTS: HISTORY}, (EVENTS,),
+    "gradient boosting (LightGBM) as gbm, on each code's count and age only (the count baseline; an auto member)",
+    _build_counts, _save, _load))

@@ -1,8 +1,9 @@
-"""`auto`: the chosen ensemble. Fits each candidate model (gradient boosting on history features and a GRU
-over visits), then the weights of a probability average, chosen on the tuning (validation) samples only
-(`choose_weights`): one shared choice (the best member, or a mix that beats it), and weights of its own for
-a label with enough tuning positives where they beat the shared choice. The members, the weights and the
-tuning scores behind them are saved with the model and listed in its metrics.
+"""`auto`: the chosen ensemble. Fits each candidate model (gradient boosting on history features, `gbm`; the
+same on each code's count and age only, `gbm-counts`; a GRU over visits), then averages their probabilities
+per label with weights chosen on the tuning (validation) samples only (`train/mixing.py`
+`choose_weights`): the equal mix, unless a resampling of the tuning patients clearly prefers a member or
+another mix for a label. The members, the weights and the reasons are saved with the model and listed in
+its metrics. Models saved with two members (gbm, gru; before session 10) load and predict as they were.
 
 A member that stops early label by label (gbm) stops on a share of the *training* patients (`inner_split`),
 so the tuning patients that choose the weights are patients no member was fitted or stopped on per label.
@@ -12,12 +13,13 @@ stopping decision for all labels, was level: 0.669 vs 0.668), and auto chose gbm
 better held out (BENCHMARKS.md).
 
 Checkpoints (`ehrdx train --resume`): each member in its own subfolder of the run's checkpoint directory,
-`gbm/` (the fitted member, as the registry saves it: LightGBM's model text, train/checkpoint.py
-`FittedCheckpoint`) and `gru/` (per epoch, as `--model gru`), beside `auto.json`, the ensemble's own settings.
-A resumed run reads the fitted gbm instead of fitting it again and continues the GRU from its last epoch; the
-weights are chosen again (seconds, deterministic). Under torchrun every process fits the same gbm on all the
-training patients (deterministic: same data, seed and thread count; no communication), the GRU trains data
-parallel as `--model gru` does, and only rank 0 writes."""
+`gbm/` and `gbm-counts/` (the fitted members, as the registry saves them: LightGBM's model text,
+train/checkpoint.py `FittedCheckpoint`; fitted first) and `gru/` (per epoch, as `--model gru`), beside
+`auto.json`, the ensemble's own settings. A resumed run reads the fitted members instead of fitting them again
+and continues the GRU from its last epoch; the weights are chosen again (seconds, deterministic). Under
+torchrun every process fits the same gbm members on all the training patients (deterministic: same data,
+seed and thread count; no communication), the GRU trains data parallel as `--model gru` does, and only
+rank 0 writes."""
 
 from __future__ import annotations
 
@@ -27,11 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 from torch import nn
 
 from ehrdx.data.batches import HISTORY, SEQUENCE
-from ehrdx.data.bits import as_table, label_columns, label_tables
+from ehrdx.data.bits import label_columns, label_tables
 from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import ModelError
@@ -41,63 +42,19 @@ from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
+from ehrdx.train.mixing import choose_weights
 from ehrdx.train.probe import probe_new_rows
 
 ENSEMBLE = "auto"
-MEMBERS = ("gbm", "gru")
-GRID = np.linspace(0.0, 1.0, 11)  # weight of the first member; the second gets the rest
-MIN_GAIN = 0.005  # tuning AUPRC a mix (or a label's own weights) must add to be kept
-MIN_POSITIVES = 50  # known tuning positives a label needs for weights of its own
+MEMBERS = ("gbm", "gru", "gbm-counts")  # gbm-counts last: gbm and gru are fitted as with two members
 EPS = 1e-6
 INNER_SHARE = 0.1  # of the training patients: where a member that stops per label (gbm) stops
 
 
-def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
-    if len(y) == 0 or y.min() == y.max():
-        return None
-    return float(average_precision_score(y, p))
-
-
-def choose_weights(p_val: np.ndarray, y, mask) -> tuple[np.ndarray, list[dict]]:
-    """Weights [L, M] of the members' probabilities p_val [M, N, L], chosen on tuning samples (masked entries
-    do not count). First one choice for all labels: the best member, or a mix of two if its macro AUPRC beats
-    that member's by MIN_GAIN. Then a label with at least MIN_POSITIVES known tuning positives gets its own
-    weights where they beat the shared choice on it by MIN_GAIN (a label with fewer positives would be fitted
-    to noise). A label with no positive or no negative among its tuning samples keeps the shared choice.
-    `y`, `mask`: [N, L] arrays or packed tables (data/bits.py), read a label's column at a time."""
-    M, _, L = p_val.shape
-    y, mask = as_table(y), as_table(mask, bool)
-    candidates = [np.eye(M)[k] for k in range(M)]
-    if M == 2:
-        candidates += [np.array([w, 1 - w]) for w in GRID[1:-1]]
-    # Every candidate's tuning AUPRC on every usable label, one label's known samples at a time.
-    scores: dict[int, list[float]] = {}  # usable label -> AUPRC per candidate
-    positives = np.zeros(L, np.int64)
-    for j in range(L):
-        m = mask[:, j]
-        yj = y[:, j][m] > 0.5
-        if _auprc(yj, p_val[0, m, j]) is None:
-            continue
-        scores[j] = [_auprc(yj, np.tensordot(c, p_val[:, m, j], 1)) for c in candidates]
-        positives[j] = int(yj.sum())
-    macro = [float(np.mean([s[k] for s in scores.values()])) if scores else 0.0 for k in range(len(candidates))]
-    best_single = int(np.argmax(macro[:M]))
-    best = int(np.argmax(macro))
-    chosen = best if macro[best] > macro[best_single] + MIN_GAIN else best_single
-    weights = np.tile(candidates[chosen], (L, 1))
-    report = []
-    for j in range(L):
-        if j not in scores:
-            report.append({"chosen": "shared (no positive or no negative among tuning samples)"})
-            continue
-        mine, shared_score = scores[j], scores[j][chosen]
-        k = int(np.argmax(mine))
-        if positives[j] >= MIN_POSITIVES and mine[k] > shared_score + MIN_GAIN:
-            weights[j] = candidates[k]
-            report.append({"chosen": "own", "tuning_auprc": mine[k], "shared_auprc": shared_score})
-        else:
-            report.append({"chosen": "shared", "tuning_auprc": shared_score})
-    return weights, report
+def fit_order(names: tuple[str, ...]) -> list[str]:
+    """The members that fit themselves (gbm, gbm-counts: seconds, checkpointed whole) before the networks
+    (epochs), so that a run stopped during the GRU resumes with every fitted member read back."""
+    return sorted(names, key=lambda n: get_model(n, EVENTS).inputs_for(EVENTS) != HISTORY)
 
 
 def subset_set(dataset, keep: np.ndarray):
@@ -147,7 +104,7 @@ class EnsembleModel:
     def fit_sets(self, train: dict, val: dict | None = None, seed: int = 0,
                  on_epoch: Callable[[int, float, float | None], None] | None = None,
                  checkpoint: str | Path | None = None, resume: bool = False) -> EnsembleModel:
-        """Fit the members in order, then choose the weights on `val`. `on_epoch` follows the network member;
+        """Fit the members (`fit_order`), then choose the weights on `val`. `on_epoch` follows the network member;
         with `checkpoint` each member checkpoints in its own subfolder and `resume` continues from them."""
         if not val or len(next(iter(val.values()))) == 0:
             raise ModelError("the auto model (the default for event streams) chooses its weights on validation "
@@ -157,8 +114,8 @@ class EnsembleModel:
         config = replace(self.settings["train"], seed=seed)
         if checkpoint is not None:
             self._check_run(Path(checkpoint), config, resume)
-        self.members, self.resumed, probs, histories = {}, {}, [], {}
-        for name in self.names:
+        self.members, self.resumed, probs, histories = {}, {}, {}, {}
+        for name in fit_order(self.names):
             spec = get_model(name, EVENTS)
             kind = spec.inputs_for(EVENTS)
             member = spec.build(train[kind], self.n_labels, self.settings)
@@ -169,14 +126,17 @@ class EnsembleModel:
             else:
                 histories[name] = fit_model(member, train[kind], val[kind], config, on_epoch, checkpoint=where,
                                             resume=resume)
+            self.members[name] = member
+            probs[name] = _sigmoid(model_logits(member, val[kind]))
+        self.members = {name: self.members[name] for name in self.names}
+        for name in self.names:  # what a resumed run read, in the members' order
             done = histories[name].resumed_after_epoch
             if done is not None:
-                self.resumed[name] = ("after epoch " + str(done)) if isinstance(member, nn.Module) else \
-                    "fitted, read from the checkpoint"
-            self.members[name] = member
-            probs.append(_sigmoid(model_logits(member, val[kind])))
+                self.resumed[name] = ("after epoch " + str(done)) if isinstance(self.members[name], nn.Module) \
+                    else "fitted, read from the checkpoint"
         v = val[SEQUENCE]
-        self.weights, self.choices = choose_weights(np.stack(probs), *label_tables(v))
+        self.weights, self.choices = choose_weights(np.stack([probs[n] for n in self.names]), *label_tables(v),
+                                                    groups=v.samples.row, seed=seed)
         self.history = self._history(histories, time.perf_counter() - t0)
         self.member_histories = histories  # this fit's, per member (not saved)
         return self
@@ -203,9 +163,10 @@ class EnsembleModel:
 
     def add_labels(self, train: dict, val: dict | None = None, n_old: int = 0, seed: int = 0) -> EnsembleModel:
         """`ehrdx update`: every member learns the labels from column `n_old` on, and the old labels' outputs
-        stay as they were. A member that fits itself (gbm) adds its own boosters; a network (gru) gets new head
+        stay as they were. A member that fits itself (gbm, gbm-counts) adds its own boosters; a network (gru) gets new head
         rows by linear probing on its frozen states (no fine-tuning, so its body does not move). The new
-        labels' weights are chosen on the tuning samples as at fit time (gbm stops on training patients)."""
+        labels' weights are chosen on the tuning samples by the same rule as at fit time (the gbm members stop
+        on training patients)."""
         for name in self.names:
             member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
             if hasattr(member, "head"):
@@ -227,7 +188,8 @@ class EnsembleModel:
         if val and len(val[SEQUENCE]):
             v = val[SEQUENCE]
             p = self.member_probabilities(val)[:, :, n_old:]
-            new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)))
+            new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)),
+                                                      groups=v.samples.row, seed=seed)
         self.weights = np.vstack([self.weights, new_weights])
         self.choices = [*self.choices, *new_choices]
         return self
@@ -276,5 +238,6 @@ def _load(config: dict, state: dict, files: dict) -> EnsembleModel:
 
 register_model(ModelKind(
     ENSEMBLE, {EVENTS: (HISTORY, SEQUENCE)}, (EVENTS,),
-    "the chosen ensemble: gbm and gru, combined per label with weights chosen on the tuning patients",
+    "the chosen ensemble: gbm, gru and gbm-counts averaged per label (equal weights unless the tuning patients "
+    "clearly prefer others)",
     _build, _save, _load, default_layers=1, default_batch_size=64))
