@@ -2,12 +2,14 @@
 time): per-label ranking, the exact pooled (micro) AUROC / AUPRC, calibration sums and recall@k.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py [--samples 100000] [--labels 1500]
-        [--positive-rate 0.003] [--unknown-rate 0.003] [--seed 0]
+        [--positive-rate 0.003] [--unknown-rate 0.003] [--seed 0] [--passes pooled_ranking_before,pooled_ranking]
 
 Synthetic scores (uniform, float32) with positives and unknown entries at random places, stored as the
 evaluation stores them (SparseTable targets; a mask listing each row's unknown labels). Scores are a dense
 array here; `ranking.HeadScores` (the sequence models' scores at scale) adds the head's matmul and sigmoid
-to every pass. One JSON line per pass with seconds and nanoseconds per label entry.
+to every pass. One JSON line per pass with seconds and nanoseconds per label entry (and the pooled
+results, which must agree). `pooled_ranking_before` is the pooled pass as it was before ranking.PooledCounts
+(a copy kept here), whose cost per entry grew with the positives.
 """
 
 from __future__ import annotations
@@ -20,7 +22,56 @@ import numpy as np
 
 from ehrdx.data.sparse import SparseTable
 from ehrdx.evaluate.metrics import calibration_sums, recall_at_ks
-from ehrdx.ranking import label_ranking, pooled_ranking
+from ehrdx.ranking import (
+    block_elements,
+    label_blocks,
+    label_ranking,
+    pooled_ranking,
+    ranking_of_counts,
+    read_block,
+)
+
+
+def pooled_ranking_before(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
+                          max_elements: int | None = None) -> tuple[float | None, float | None]:
+    """ranking.pooled_ranking as it was before ranking.PooledCounts, kept here to time against (its cost
+    per entry grew with the positives). micro_ranking of all known elements of [S, L] tables (`rows` only,
+    when given), without pooling them: a first pass over blocks of labels keeps the positives' scores (sorted), a second counts, for
+    each positive, the negatives scored below it and tied with it (each negative found among the sorted
+    positives). The counts are the ones micro_ranking gets from the pooled arrays, so the result is the
+    same; memory grows with the positives, not with samples x labels."""
+    n_samples, n_labels = np.shape(scores)
+    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels,
+                               max_elements or block_elements(scores)))
+
+    def known_block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = read_block(mask, rows, b).astype(bool, copy=False)
+        return read_block(scores, rows, b), k, (read_block(y, rows, b) > 0.5) & k
+
+    parts = []
+    for b in blocks:
+        p, _, pos = known_block(b)
+        parts.append(p[pos])
+    ps = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
+    n_pos = len(ps)
+    below, at_most, n_neg = np.zeros(n_pos + 1, np.int64), np.zeros(n_pos + 1, np.int64), 0
+    for b in blocks:
+        p, k, pos = known_block(b)
+        ns = np.sort(p[k & ~pos])  # sorted keys search faster (each search starts at the last one's place)
+        n_neg += len(ns)
+        # a negative v is below positive i when i >= searchsorted(ps, v, "right"); at or below it when
+        # i >= searchsorted(ps, v, "left"): counted at that index, summed up to each i below. The two
+        # indices differ only where v equals a positive's score: search again for those alone.
+        left = np.searchsorted(ps, ns, side="left")
+        right = left.copy()
+        tied = np.flatnonzero(ps[np.minimum(left, n_pos - 1)] == ns) if n_pos else np.zeros(0, np.int64)
+        right[tied] = np.searchsorted(ps, ns[tied], side="right")
+        below += np.bincount(right, minlength=n_pos + 1)
+        at_most += np.bincount(left, minlength=n_pos + 1)
+    if n_pos == 0 or n_neg == 0:
+        return None, None
+    below, at_most = np.cumsum(below)[:n_pos], np.cumsum(at_most)[:n_pos]
+    return ranking_of_counts(ps, below, int((at_most - below).sum()), n_neg)
 
 
 def main() -> None:
@@ -30,6 +81,7 @@ def main() -> None:
     ap.add_argument("--positive-rate", type=float, default=0.003)
     ap.add_argument("--unknown-rate", type=float, default=0.003)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--passes", default="", help="comma-separated pass names to run (default: all)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     S, L = args.samples, args.labels
@@ -39,15 +91,20 @@ def main() -> None:
     mask = SparseTable.from_entries(S, L, rng.integers(0, S, n_unknown), rng.integers(0, L, n_unknown),
                                     flip=np.ones(S, bool))
     passes = {"label_ranking": lambda: label_ranking(y, mask, proba),
+              "pooled_ranking_before": lambda: pooled_ranking_before(y, mask, proba),
               "pooled_ranking": lambda: pooled_ranking(y, mask, proba),
               "calibration_sums": lambda: calibration_sums(y, mask, proba),
               "recall_at_ks": lambda: recall_at_ks(y, mask, proba, [5, 10, 20])}
-    for name, run in passes.items():
+    chosen = args.passes.split(",") if args.passes else list(passes)
+    for name in chosen:
         t0 = time.perf_counter()
-        run()
+        out = passes[name]()
         seconds = time.perf_counter() - t0
-        print(json.dumps({"pass": name, "samples": S, "labels": L, "seconds": round(seconds, 2),
-                          "ns_per_entry": round(seconds / (S * L) * 1e9, 2)}), flush=True)
+        line = {"pass": name, "samples": S, "labels": L, "seconds": round(seconds, 2),
+                "ns_per_entry": round(seconds / (S * L) * 1e9, 2)}
+        if name.startswith("pooled"):
+            line["result"] = out
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

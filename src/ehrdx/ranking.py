@@ -17,12 +17,15 @@ the evaluation (evaluate) both use it.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
+BUFFER_PER_POSITIVE = 2  # negatives buffered per positive before a pooled merge (PooledCounts)
+MIN_BUFFER = 1 << 20  # and at least this many
 
 
 @dataclass
@@ -107,14 +110,15 @@ def binary_ranking(positive_scores: np.ndarray, negative_scores: np.ndarray) -> 
     if len(ps) == 0 or len(ns) == 0:
         return math.nan, math.nan
     below = np.searchsorted(ns, ps, side="left")
-    return ranking_of_counts(ps, below, np.searchsorted(ns, ps, side="right") - below, len(ns))
+    return ranking_of_counts(ps, below, int((np.searchsorted(ns, ps, side="right") - below).sum()), len(ns))
 
 
-def ranking_of_counts(ps: np.ndarray, below: np.ndarray, tied: np.ndarray, n_neg: int) -> tuple[float, float]:
-    """AUROC and average precision from the sorted positive scores `ps`, the negatives scored below each
-    and tied with each, and the number of negatives (one formula for binary_ranking and pooled_ranking)."""
+def ranking_of_counts(ps: np.ndarray, below: np.ndarray, tied: int, n_neg: int) -> tuple[float, float]:
+    """AUROC and average precision from the sorted positive scores `ps`, the negatives scored below each,
+    the (positive, negative) pairs of equal score and the number of negatives (one formula for
+    binary_ranking and the pooled counts)."""
     n_pos = len(ps)
-    auroc = (int(below.sum()) + 0.5 * int(tied.sum())) / (n_pos * n_neg)
+    auroc = (int(below.sum()) + 0.5 * int(tied)) / (n_pos * n_neg)
     tp = n_pos - np.searchsorted(ps, ps, side="left")  # positives at or above each positive's score
     fp = n_neg - below
     return auroc, float(np.mean(tp / (tp + fp)))
@@ -159,42 +163,122 @@ def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, floa
 def pooled_ranking(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
                    max_elements: int | None = None) -> tuple[float | None, float | None]:
     """micro_ranking of all known elements of [S, L] tables (`rows` only, when given), without pooling
-    them: a first pass over blocks of labels keeps the positives' scores (sorted), a second counts, for
-    each positive, the negatives scored below it and tied with it (each negative found among the sorted
-    positives). The counts are the ones micro_ranking gets from the pooled arrays, so the result is the
-    same; memory grows with the positives, not with samples x labels."""
+    them: a first pass over blocks of labels keeps the positives' scores, a second adds every known score
+    to PooledCounts (the positives taken back at the end). The counts are the ones micro_ranking gets from
+    the pooled arrays, so the result is the same; memory grows with the positives, not with samples x
+    labels, and time with the entries."""
     n_samples, n_labels = np.shape(scores)
     blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels,
                                max_elements or block_elements(scores)))
-
-    def known_block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = read_block(mask, rows, b).astype(bool, copy=False)
-        return read_block(scores, rows, b), k, (read_block(y, rows, b) > 0.5) & k
-
     parts = []
     for b in blocks:
-        p, _, pos = known_block(b)
-        parts.append(p[pos])
-    ps = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
-    n_pos = len(ps)
-    below, at_most, n_neg = np.zeros(n_pos + 1, np.int64), np.zeros(n_pos + 1, np.int64), 0
+        k = read_block(mask, rows, b).astype(bool, copy=False)
+        parts.append(read_block(scores, rows, b)[(read_block(y, rows, b) > 0.5) & k])
+    counts = PooledCounts(np.concatenate(parts) if parts else np.zeros(0))
     for b in blocks:
-        p, k, pos = known_block(b)
-        ns = np.sort(p[k & ~pos])  # sorted keys search faster (each search starts at the last one's place)
-        n_neg += len(ns)
-        # a negative v is below positive i when i >= searchsorted(ps, v, "right"); at or below it when
-        # i >= searchsorted(ps, v, "left"): counted at that index, summed up to each i below. The two
-        # indices differ only where v equals a positive's score: search again for those alone.
-        left = np.searchsorted(ps, ns, side="left")
-        right = left.copy()
-        tied = np.flatnonzero(ps[np.minimum(left, n_pos - 1)] == ns) if n_pos else np.zeros(0, np.int64)
-        right[tied] = np.searchsorted(ps, ns[tied], side="right")
-        below += np.bincount(right, minlength=n_pos + 1)
-        at_most += np.bincount(left, minlength=n_pos + 1)
-    if n_pos == 0 or n_neg == 0:
-        return None, None
-    below, at_most = np.cumsum(below)[:n_pos], np.cumsum(at_most)[:n_pos]
-    return ranking_of_counts(ps, below, at_most - below, n_neg)
+        counts.add(read_block(scores, rows, b)[read_block(mask, rows, b).astype(bool, copy=False)])
+    counts.discount_positives()
+    return counts.result()
+
+
+class PooledCounts:
+    """The counts behind the pooled (micro) AUROC and average precision of many known entries against a
+    fixed set of positive scores, gathered a batch of negatives at a time in work linear in the entries.
+
+    For each positive (sorted) it keeps the negatives scored below it, and in all the negatives tied with
+    a positive (pairs), the counts ranking_of_counts turns into the AUROC and AP. Negatives are buffered
+    (at least BUFFER_PER_POSITIVE per positive) and merged with the positives in one sort per buffer: a
+    merge costs the buffer plus the positives, so the positives' part never exceeds a fraction of the
+    negatives' (a search of every negative among the positives, or a count array of the positives per
+    block of entries, costs more per entry as the positives grow). The keys sorted are the scores' bits
+    with a tag bit below them (for non-negative floats the bits order as the values do): a positive sorts
+    before the negatives of its own score, so its place in the merge, less the positives before it, is the
+    number of negatives below it. Scores with a sign bit or NaN are merged by a float sort and searches
+    instead (numpy's order, NaN last, as np.sort and np.searchsorted give). Memory grows with the
+    positives (and one buffer), not with the entries."""
+
+    def __init__(self, positive_scores: np.ndarray, min_buffer: int | None = None) -> None:
+        ps = np.asarray(positive_scores).ravel()
+        self.dtype = np.dtype(np.float32) if ps.dtype == np.float32 else np.dtype(np.float64)
+        self.ps = np.sort(ps.astype(self.dtype, copy=False))
+        n_pos = len(self.ps)
+        self.below = np.zeros(n_pos, np.int64)  # per positive (sorted): negatives scored below it
+        self.tied = 0  # (positive, negative) pairs of equal score
+        self.n_neg = 0
+        self.buffer = np.empty(max(BUFFER_PER_POSITIVE * n_pos, min_buffer or MIN_BUFFER, 1), self.dtype)
+        self.n_buffered = 0
+        # the last positive of each run of equal scores and the run's length (for ties)
+        self.run_last = np.flatnonzero(np.r_[self.ps[1:] != self.ps[:-1], True]) if n_pos else np.zeros(0, np.int64)
+        self.run_size = np.diff(np.r_[-1, self.run_last])
+
+    def add(self, negative_scores: np.ndarray) -> None:
+        """Count these scores as negatives (any shape; the counter's float type or one that casts to it)."""
+        v = np.asarray(negative_scores).ravel()
+        if v.dtype != self.dtype:
+            if not np.can_cast(v.dtype, self.dtype, "safe"):
+                raise ValueError(f"scores of type {v.dtype} cannot be compared exactly as {self.dtype}")
+            v = v.astype(self.dtype)
+        self.n_neg += len(v)
+        at = 0
+        while at < len(v):
+            n = min(len(v) - at, len(self.buffer) - self.n_buffered)
+            self.buffer[self.n_buffered:self.n_buffered + n] = v[at:at + n]
+            self.n_buffered += n
+            at += n
+            if self.n_buffered == len(self.buffer):
+                self.flush()
+
+    def flush(self) -> None:
+        """Merge the buffered negatives with the positives."""
+        buf, self.n_buffered = self.buffer[:self.n_buffered], 0
+        n_pos = len(self.ps)
+        if not len(buf) or not n_pos:
+            return
+        uint = np.uint32 if self.dtype == np.float32 else np.uint64  # the float's bits
+        inf_bits = np.array(np.inf, self.dtype).view(uint)
+        bits, pbits = buf.view(uint), self.ps.view(uint)
+        if bits.max() > inf_bits or pbits.max() > inf_bits:  # a sign bit or NaN: the float order
+            self._flush_searching(buf)
+            return
+        key = np.empty(len(buf) + n_pos, uint)  # bits and a tag below them: 0 positive, 1 negative
+        np.left_shift(bits, 1, out=key[:len(buf)])  # (the sign bit is clear: nothing shifted out)
+        key[:len(buf)] |= 1
+        np.left_shift(pbits, 1, out=key[len(buf):])
+        key.sort()
+        tag = key.view(np.uint8)[::key.itemsize] if sys.byteorder == "little" else key  # the low byte
+        at = np.flatnonzero((tag & 1) == 0)  # the positives' places, in the order of self.ps
+        at -= np.arange(n_pos)
+        self.below += at
+        # ties: negatives right after the last positive of a run of equal scores, with that score
+        last = at[self.run_last] + self.run_last  # the run's last positive's place in `key`
+        after = np.minimum(last + 1, len(key) - 1)
+        tie = np.flatnonzero((key[after] == key[last] + 1) & (last + 1 < len(key)))
+        if len(tie):
+            end = np.searchsorted(key, key[last[tie]] + 1, side="right")
+            self.tied += int(np.dot(self.run_size[tie], end - last[tie] - 1))
+
+    def _flush_searching(self, buf: np.ndarray) -> None:
+        buf.sort()
+        left = np.searchsorted(buf, self.ps, side="left")
+        self.below += left
+        self.tied += int((np.searchsorted(buf, self.ps, side="right") - left).sum())
+
+    def discount_positives(self) -> None:
+        """Take back the positives themselves, for a caller that added every known score (positives
+        included) as negatives: each positive was counted below the positives above it and tied with
+        those of its score (itself too)."""
+        self.flush()
+        left = np.searchsorted(self.ps, self.ps, side="left")
+        self.below -= left
+        self.tied -= int((np.searchsorted(self.ps, self.ps, side="right") - left).sum())
+        self.n_neg -= len(self.ps)
+
+    def result(self) -> tuple[float | None, float | None]:
+        """Pooled AUROC and average precision; None without both classes."""
+        self.flush()
+        if len(self.ps) == 0 or self.n_neg == 0:
+            return None, None
+        return ranking_of_counts(self.ps, self.below, self.tied, self.n_neg)
 
 
 def macro_scores(y, mask, scores: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float | None]:
