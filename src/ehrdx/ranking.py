@@ -80,6 +80,32 @@ class HeadScores:
         out = self[:, :]
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    def pairs(self, samples: np.ndarray, labels: np.ndarray, labels_per_read: int = 32) -> np.ndarray:
+        """The scores of the given (sample, label) pairs, as reads of blocks give them: each group of
+        `labels_per_read` labels reads the samples with a pair among them (at least 2 samples and 2 labels:
+        a matrix product, whose per-entry sums match those of larger reads, not a vector product)."""
+        samples, labels = np.asarray(samples, np.int64), np.asarray(labels, np.int64)
+        out = np.empty(len(samples), np.float64)
+        n_samples, n_labels = self.shape
+        for c0 in range(0, n_labels, labels_per_read):
+            c1 = min(c0 + labels_per_read, n_labels)
+            at = np.flatnonzero((labels >= c0) & (labels < c1))
+            if not len(at):
+                continue
+            c0 = max(0, min(c0, c1 - 2))
+            rows = np.unique(samples[at])
+            if len(rows) < 2 and n_samples > 1:
+                rows = np.unique(np.r_[rows, 0, 1])
+            out[at] = self[rows, c0:c1][np.searchsorted(rows, samples[at]), labels[at] - c0]
+        return out
+
+
+def pair_scores(scores, samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """scores[samples[i], labels[i]] for each i, from an [S, L] array or HeadScores (HeadScores.pairs)."""
+    if isinstance(scores, HeadScores):
+        return scores.pairs(samples, labels)
+    return np.asarray(scores)[samples, labels]
+
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), in place on `logits` (a float array of the caller's: no copies)."""
@@ -284,9 +310,13 @@ class PooledCounts:
 def macro_scores(y, mask, scores: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float | None]:
     """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies.
     `rows`: only these samples."""
-    r = label_ranking(y, mask, scores, rows=rows)
+    return macro_of(label_ranking(y, mask, scores, rows=rows), pooled_ranking(y, mask, scores, rows))
+
+
+def macro_of(r: LabelRanking, micro: tuple[float | None, float | None]) -> dict[str, float | None]:
+    """macro_scores' result from the per-label ranking and the pooled (micro) AUROC and AUPRC."""
     ok = r.scored
-    micro_auroc, micro_auprc = pooled_ranking(y, mask, scores, rows)
+    micro_auroc, micro_auprc = micro
     return {"macro_auroc": float(np.mean(r.auroc[ok])) if ok.any() else None,
             "macro_auprc": float(np.mean(r.auprc[ok])) if ok.any() else None,
             "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}
