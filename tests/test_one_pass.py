@@ -123,3 +123,87 @@ def test_scores_that_differ_from_the_pairs_scored_are_counted_again(monkeypatch)
     monkeypatch.setattr(one_pass, "pair_scores", lambda scores, r, c: np.asarray(scores)[r, c] + 1e-9)
     labels = [f"L{j}" for j in range(12)]
     assert_same(evaluate_samples(samples, proba, labels, None), separate_passes(samples, proba, labels, None))
+
+
+def dense_threshold_metrics(y, mask, proba, thr):
+    """The threshold metrics counted on the whole dense tables (as _threshold_metrics counted them before
+    the tallies): per label, per sample, and the known elements right."""
+    pred, yb = proba >= thr[None], y > 0.5
+    tp_l, fp_l, fn_l = (pred & yb & mask).sum(0), (pred & ~yb & mask).sum(0), (~pred & yb & mask).sum(0)
+    tp_s, pred_s, true_s = (pred & yb & mask).sum(1), (pred & mask).sum(1), (yb & mask).sum(1)
+    has = mask.any(1)
+    f1_s = np.where(pred_s + true_s > 0, 2 * tp_s / np.maximum(pred_s + true_s, 1), 1.0)
+    correct = int(((pred == yb) & mask).sum())
+    return {"f1": 2 * tp_l / np.maximum(2 * tp_l + fp_l + fn_l, 1), "element_accuracy": correct / mask.sum(),
+            "subset_accuracy": float(((pred == yb) | ~mask).all(1)[has].mean()), "f1_samples": float(f1_s[has].mean()),
+            "f1_micro": 2 * tp_l.sum() / (2 * tp_l.sum() + fp_l.sum() + fn_l.sum())}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threshold_tally_equals_the_dense_counts(dtype):
+    from ehrdx.evaluate.tallies import ThresholdTally
+
+    rng = np.random.default_rng(2)
+    n, labels = 200, 9
+    proba = rng.random((n, labels)).astype(dtype)
+    thr = rng.uniform(0.2, 0.8, labels)
+    thr[:3] = proba[:3, :3].diagonal().astype(np.float64)  # thresholds equal to a score
+    thr[3] = np.nextafter(proba[0, 3].astype(np.float64), 1)  # just above a float32 score
+    thr[4] = np.nextafter(proba[0, 4].astype(np.float64), 0)  # just below one
+    y = rng.random((n, labels)) < 0.3
+    mask = rng.random((n, labels)) < 0.8
+    mask[:5] = True  # samples with every label known, some all right
+    tally = ThresholdTally(n, thr)
+    for b in (slice(0, 4), slice(4, 9)):
+        tally.add(b, proba[:, b], y[:, b], mask[:, b])
+    got, want = tally.result(np.ones(labels, bool)), dense_threshold_metrics(y, mask, proba, thr)
+    assert np.array_equal(got["_per_label"]["f1"], want["f1"])
+    for key in ("element_accuracy", "subset_accuracy", "f1_samples", "f1_micro"):
+        assert got[key] == pytest.approx(want[key], abs=1e-15), key
+
+
+def test_calibration_of_yes_no_targets_equals_that_of_their_values():
+    from ehrdx.evaluate.tallies import CalibrationTally
+
+    rng = np.random.default_rng(5)
+    p, y, known = rng.random((50, 7)).astype(np.float32), rng.random((50, 7)) < 0.3, rng.random((50, 7)) < 0.8
+    bits, values = CalibrationTally(), CalibrationTally()
+    bits.add_block(p, y, known)
+    values.add_block(p, y.astype(np.float32), known)
+    for a, b in zip(bits.sums(), values.sums()):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_calibration_of_sorted_scores_counts_the_same_bins(dtype):
+    """Scores at, just below and just above each bin's edge (0.3 * 10 is 3.0000000000000004 in floats)
+    fall in the bins the elementwise count gives; the sums agree within rounding."""
+    from ehrdx.evaluate.tallies import CalibrationTally
+
+    around = np.array([k / 10 for k in range(11)], dtype)
+    p = np.concatenate([around, np.nextafter(around, dtype(0)), np.nextafter(around, dtype(1)),
+                        np.random.default_rng(0).random(300).astype(dtype)])
+    p = np.sort(p[(p >= 0) & (p <= 1)])
+    for outcome in (0.0, 1.0):
+        sorted_, each = CalibrationTally(), CalibrationTally()
+        sorted_.add_sorted(p, outcome)
+        each.add(p.astype(np.float64), np.full(len(p), outcome))
+        assert np.array_equal(sorted_.count, each.count) and np.array_equal(sorted_.sum_y, each.sum_y)
+        np.testing.assert_allclose(sorted_.sum_p, each.sum_p, rtol=1e-14)
+        assert sorted_.squared == pytest.approx(each.squared, rel=1e-14)
+
+
+@pytest.mark.parametrize("shift", [0.0, -0.5, 1.5])  # probabilities; signed scores and scores of 2 or more
+def test_pooled_pair_counts_the_whole_and_the_subset_as_two_counts(shift):
+    from ehrdx.evaluate.pooled import PooledPair
+    from ehrdx.ranking import micro_ranking
+
+    rng = np.random.default_rng(8)
+    scores = np.round(rng.random(3000), 2) + shift  # ties
+    positive, in_subset = rng.random(3000) < 0.2, rng.random(3000) < 0.6
+    pair = PooledPair(scores[positive], in_subset[positive], min_buffer=100)
+    for part in np.array_split(np.flatnonzero(~positive), 9):
+        pair.add(scores[part], in_subset[part])
+    whole, subset = pair.results()
+    assert whole == micro_ranking(positive, scores)
+    assert subset == micro_ranking(positive[in_subset], scores[in_subset])

@@ -26,6 +26,8 @@ import numpy as np
 MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
 BUFFER_PER_POSITIVE = 2  # negatives buffered per positive before a pooled merge (PooledCounts)
 MIN_BUFFER = 1 << 20  # and at least this many
+INF_BITS = {np.dtype(np.float32): np.uint32(0x7F800000), np.dtype(np.float64): np.uint64(0x7FF0000000000000)}
+TWO_BITS = {np.dtype(np.float32): np.uint32(0x40000000), np.dtype(np.float64): np.uint64(0x4000000000000000)}
 
 
 @dataclass
@@ -98,6 +100,12 @@ class HeadScores:
                 rows = np.unique(np.r_[rows, 0, 1])
             out[at] = self[rows, c0:c1][np.searchsorted(rows, samples[at]), labels[at] - c0]
         return out
+
+
+def score_bits(scores: np.ndarray) -> np.ndarray:
+    """The bits of float32 / float64 scores as unsigned integers (a view): for non-negative scores they
+    order as the scores do."""
+    return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
 
 
 def pair_scores(scores, samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -231,8 +239,8 @@ class PooledCounts:
         self.below = np.zeros(n_pos, np.int64)  # per positive (sorted): negatives scored below it
         self.tied = 0  # (positive, negative) pairs of equal score
         self.n_neg = 0
-        self.buffer = np.empty(max(BUFFER_PER_POSITIVE * n_pos, min_buffer or MIN_BUFFER, 1), self.dtype)
-        self.n_buffered = 0
+        self.capacity = max(BUFFER_PER_POSITIVE * n_pos, min_buffer or MIN_BUFFER, 1)
+        self.buffer, self.n_buffered = None, 0  # allocated when first used
         # the last positive of each run of equal scores and the run's length (for ties)
         self.run_last = np.flatnonzero(np.r_[self.ps[1:] != self.ps[:-1], True]) if n_pos else np.zeros(0, np.int64)
         self.run_size = np.diff(np.r_[-1, self.run_last])
@@ -245,6 +253,8 @@ class PooledCounts:
                 raise ValueError(f"scores of type {v.dtype} cannot be compared exactly as {self.dtype}")
             v = v.astype(self.dtype)
         self.n_neg += len(v)
+        if self.buffer is None:
+            self.buffer = np.empty(self.capacity, self.dtype)
         at = 0
         while at < len(v):
             n = min(len(v) - at, len(self.buffer) - self.n_buffered)
@@ -256,34 +266,43 @@ class PooledCounts:
 
     def flush(self) -> None:
         """Merge the buffered negatives with the positives."""
+        if not self.n_buffered:
+            return
         buf, self.n_buffered = self.buffer[:self.n_buffered], 0
-        n_pos = len(self.ps)
-        if not len(buf) or not n_pos:
+        if not len(self.ps):
             return
-        uint = np.uint32 if self.dtype == np.float32 else np.uint64  # the float's bits
-        inf_bits = np.array(np.inf, self.dtype).view(uint)
-        bits, pbits = buf.view(uint), self.ps.view(uint)
-        if bits.max() > inf_bits or pbits.max() > inf_bits:  # a sign bit or NaN: the float order
-            self._flush_searching(buf)
+        bits, pbits = score_bits(buf), score_bits(self.ps)
+        if bits.max() > INF_BITS[self.dtype] or pbits.max() > INF_BITS[self.dtype]:  # a sign bit or NaN
+            self.merge_by_search(buf)
             return
-        key = np.empty(len(buf) + n_pos, uint)  # bits and a tag below them: 0 positive, 1 negative
+        key = np.empty(len(buf) + len(self.ps), bits.dtype)  # bits and a tag below them: 0 positive, 1 negative
         np.left_shift(bits, 1, out=key[:len(buf)])  # (the sign bit is clear: nothing shifted out)
         key[:len(buf)] |= 1
         np.left_shift(pbits, 1, out=key[len(buf):])
         key.sort()
-        tag = key.view(np.uint8)[::key.itemsize] if sys.byteorder == "little" else key  # the low byte
-        at = np.flatnonzero((tag & 1) == 0)  # the positives' places, in the order of self.ps
+        self.count_merged(key, 0)
+
+    def count_merged(self, key: np.ndarray, below_tag: int) -> None:
+        """Count a sorted merge of these positives with negatives: keys of the scores' bits, a tag bit (0
+        positive, 1 negative) and `below_tag` more bits below it (any values)."""
+        n_pos, tag_bit, value_shift = len(self.ps), 1 << below_tag, below_tag + 1
+        low = key.view(np.uint8)[::key.itemsize] if sys.byteorder == "little" else key  # the low byte
+        at = np.flatnonzero((low & tag_bit) == 0)  # the positives' places, in the order of self.ps
         at -= np.arange(n_pos)
         self.below += at
         # ties: negatives right after the last positive of a run of equal scores, with that score
         last = at[self.run_last] + self.run_last  # the run's last positive's place in `key`
         after = np.minimum(last + 1, len(key) - 1)
-        tie = np.flatnonzero((key[after] == key[last] + 1) & (last + 1 < len(key)))
+        value = key[last] >> value_shift
+        tie = np.flatnonzero(((key[after] >> value_shift) == value) & (last + 1 < len(key)))
         if len(tie):
-            end = np.searchsorted(key, key[last[tie]] + 1, side="right")
+            top = (value[tie] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
+            end = np.searchsorted(key, top.astype(key.dtype), side="right")
             self.tied += int(np.dot(self.run_size[tie], end - last[tie] - 1))
 
-    def _flush_searching(self, buf: np.ndarray) -> None:
+    def merge_by_search(self, buf: np.ndarray) -> None:
+        """Count the negatives `buf` (sorted here, in place) by searches of the positives among them: any
+        floats, in numpy's order."""
         buf.sort()
         left = np.searchsorted(buf, self.ps, side="left")
         self.below += left

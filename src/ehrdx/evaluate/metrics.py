@@ -243,7 +243,7 @@ def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thr
     sets = {"threshold_0.5": np.full(n_labels, 0.5)}
     if thresholds is not None:
         sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
-    once = evaluate_once(y, [mask, new_mask], proba, [rows for _, _, rows in bins], sets, K_VALUES)
+    once = evaluate_once(y, mask, new_mask, proba, [rows for _, _, rows in bins], sets, K_VALUES)
     parts = {}
     for key, m, counts in (("all", mask, once.masks[0]), ("new_onset", new_mask, once.masks[1])):
         parts[key] = predictions_result(labels, counts.rank, counts.micro, counts.calibration, counts.recall,

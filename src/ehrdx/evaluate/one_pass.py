@@ -21,15 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally
+from ehrdx.evaluate.pooled import PooledPair
+from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally, at_least
 from ehrdx.ranking import (
     LabelRanking,
     PooledCounts,
-    binary_ranking,
     block_elements,
     label_blocks,
     pair_scores,
     pooled_ranking,
+    ranking_of_counts,
     read_block,
 )
 
@@ -60,96 +61,142 @@ def _empty_ranking(n_labels: int) -> LabelRanking:
                         np.full(n_labels, np.nan))
 
 
-def _rank_label(r: LabelRanking, j: int, p: np.ndarray, known: np.ndarray, pos: np.ndarray) -> None:
-    r.known[j], r.positives[j] = int(known.sum()), int(pos.sum())
-    if 0 < r.positives[j] < r.known[j]:
-        r.auroc[j], r.auprc[j] = binary_ranking(p[pos], p[known & ~pos])
+def _rank(r: LabelRanking, j: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Label j's known elements and ranking in `r` from the sorted positive and negative scores of some
+    disjoint sets of samples: the counts binary_ranking gets from all of them together (each positive's
+    negatives below and tied summed over the sets), so the same AUROC and AP."""
+    ps = parts[0][0] if len(parts) == 1 else np.sort(np.concatenate([q for q, _ in parts]))
+    n_neg = sum(len(ns) for _, ns in parts)
+    r.known[j], r.positives[j] = len(ps) + n_neg, len(ps)
+    if len(ps) and n_neg:
+        below, tied = np.zeros(len(ps), np.int64), 0
+        for _, ns in parts:
+            left = np.searchsorted(ns, ps, side="left")
+            below += left
+            tied += int((np.searchsorted(ns, ps, side="right") - left).sum())
+        r.auroc[j], r.auprc[j] = ranking_of_counts(ps, below, tied, n_neg)
 
 
-def evaluate_once(y, masks: list, proba, groups: list[np.ndarray], thresholds: dict[str, np.ndarray],
+def _sorted_by_label(values: np.ndarray, per_label: np.ndarray) -> list[np.ndarray]:
+    """A block's selected scores, label by label (`per_label` of each), each label's part sorted in place."""
+    ends = np.cumsum(per_label)
+    out = [values[e - n:e] for e, n in zip(ends.tolist(), per_label.tolist())]
+    for part in out:
+        part.sort()
+    return out
+
+
+def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds: dict[str, np.ndarray],
                   k_values, max_elements: int | None = None) -> OnePass:
     """The counts of metrics.evaluate_predictions (without patients_per_label, which reads no scores) for
-    each of `masks`, and of ranking.macro_scores within each of `groups` (sorted, disjoint sample indices)
-    for each mask, from one reading of each block of `proba` ([S, L] array or HeadScores; `y` and the masks
-    [S, L] tables read like arrays) and one pass over blocks of samples for recall@k."""
+    `mask` and for `new_mask` (a part of it: known there means known in `mask`), and of ranking.macro_scores
+    within each of `groups` (sorted, disjoint sample indices) for each mask, from one reading of each
+    block of `proba` ([S, L] array or HeadScores; `y` and the masks [S, L] tables read like arrays) and
+    one pass over blocks of samples for recall@k."""
+    masks = [mask, new_mask]
     n_samples, n_labels = np.shape(proba)
+    n_groups = len(groups)
     blocks = list(label_blocks(n_samples, n_labels, max_elements or block_elements(proba)))
     # samples in group order (the rest last), so that each group's samples are one range of a block's columns
-    group_of = np.full(n_samples, len(groups), np.int64)
+    group_of = np.full(n_samples, n_groups, np.int64)
     for g, rows in enumerate(groups):
         group_of[rows] = g
     order = np.argsort(group_of, kind="stable") if groups else None
-    bounds = np.searchsorted(group_of[order], np.arange(len(groups) + 1)) if groups else np.zeros(1, np.int64)
-    spans = [slice(int(bounds[g]), int(bounds[g + 1])) for g in range(len(groups))]
+    bounds = np.searchsorted(group_of[order], np.arange(n_groups + 2)) if groups else np.array([0, n_samples])
+    spans = [slice(int(bounds[g]), int(bounds[g + 1])) for g in range(n_groups + 1)]  # the groups, the rest
 
     # the positives' scores first (targets and masks only, then the pairs scored), for the pooled counts
-    pairs = [([], []) for _ in masks]
+    rows, cols, new = [], [], []
     for b in blocks:
         yb = read_block(y, None, b) > 0.5
-        for m, mask in enumerate(masks):
-            r, c = np.nonzero(yb & read_block(mask, None, b).astype(bool, copy=False))
-            pairs[m][0].append(r)
-            pairs[m][1].append(c + b.start)
-    pooled, seen = [], []  # per mask: PooledCounts of all samples then of each group; the scores read
-    for rs, cs in pairs:
-        r = np.concatenate(rs) if rs else np.zeros(0, np.int64)
-        s = pair_scores(proba, r, np.concatenate(cs) if cs else np.zeros(0, np.int64))
-        pooled.append([PooledCounts(s)] + [PooledCounts(s[group_of[r] == g]) for g in range(len(groups))])
-        seen.append([[] for _ in range(len(groups) + 1)])
-    del pairs
+        known, known_new = (read_block(t, None, b).astype(bool, copy=False) for t in masks)
+        if (known_new & ~known).any():
+            raise ValueError("the new-onset mask must be a part of the mask (known there, known in the mask)")
+        at = np.flatnonzero(yb & known)
+        rows.append(at // (b.stop - b.start))
+        cols.append(at % (b.stop - b.start) + b.start)
+        new.append(known_new.ravel()[at])
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    s = pair_scores(proba, r, np.concatenate(cols) if cols else np.zeros(0, np.int64))
+    new = np.concatenate(new) if new else np.zeros(0, bool)
+    del rows, cols
+    # PooledPair of all samples, then of each group: the mask's counts, and within them the new mask's
+    pooled = [PooledPair(s, new)] + [PooledPair(s[group_of[r] == g], new[group_of[r] == g]) for g in range(n_groups)]
+    seen = [[[] for _ in pooled] for _ in masks]  # the positives' scores the pass reads
 
-    ranks = [[_empty_ranking(n_labels) for _ in range(len(groups) + 1)] for _ in masks]
+    ranks = [[_empty_ranking(n_labels) for _ in range(n_groups + 1)] for _ in masks]
     calibration = [CalibrationTally() for _ in masks]
     at_thr = [{name: ThresholdTally(n_samples, thr) for name, thr in thresholds.items()} for _ in masks]
     for b in blocks:
         p = read_block(proba, None, b)
         y_raw = read_block(y, None, b)
         yb = y_raw > 0.5
-        known = [read_block(mask, None, b).astype(bool, copy=False) for mask in masks]
-        pos = [yb & k for k in known]
-        for m in range(len(masks)):
-            calibration[m].add_block(p, y_raw, known[m])
-            for tally in at_thr[m].values():
-                tally.add(b, p, yb, known[m])
-            pooled[m][0].add(p[known[m] & ~pos[m]])
-            seen[m][0].append(p[pos[m]])
+        preds = {name: at_least(p, thr[b]) for name, thr in thresholds.items()}
         # label-major, samples in group order: each label's scores contiguous, each group one range
         pf = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)
         pt = np.ascontiguousarray((pf if order is None else pf[order]).T)
-        kt = [np.ascontiguousarray((k if order is None else k[order]).T) for k in known]
-        post = [np.ascontiguousarray((q if order is None else q[order]).T) for q in pos]
+        qt, nt = [], []  # per mask, label-major: known positives, known negatives
+        for m, t in enumerate(masks):
+            k = read_block(t, None, b).astype(bool, copy=False)
+            pos = yb & k
+            if y_raw.dtype != bool:  # values other than yes/no: summed as they are (else from the sorted scores)
+                calibration[m].add_block(p, y_raw, k)
+            pos_at = np.flatnonzero(pos)
+            for name, tally in at_thr[m].items():
+                tally.add(b, p, yb, k, preds[name], pos_at)
+            qt.append(np.ascontiguousarray((pos if order is None else pos[order]).T))
+            nt.append(np.ascontiguousarray((k if order is None else k[order]).T))
+            nt[m] &= ~qt[m]
+        parts = [[], []]  # per mask, per span, per label: sorted positive and negative scores
+        for g, span in enumerate(spans):
+            pg = pt[:, span]
+            for m in range(len(masks)):
+                q, n = qt[m][:, span], nt[m][:, span]
+                ps, ns = pg[q], pg[n]
+                if m == 0:  # the mask's negatives, those of the new mask among them
+                    in_new = nt[1][:, span][n]
+                    pooled[0].add(ns, in_new)
+                    if g < n_groups:
+                        pooled[g + 1].add(ns, in_new)
+                seen[m][0].append(ps)
+                if g < n_groups:
+                    seen[m][g + 1].append(ps)
+                parts[m].append((_sorted_by_label(ps, np.count_nonzero(q, axis=1)),
+                                 _sorted_by_label(ns, np.count_nonzero(n, axis=1))))
+                if y_raw.dtype == bool:
+                    calibration[m].add(ps.astype(np.float64), np.ones(len(ps)))
+                    for x in parts[m][-1][1]:
+                        calibration[m].add_sorted(x, 0.0)
         for m in range(len(masks)):
-            for g, span in enumerate(spans, start=1):
-                kg, pg = kt[m][:, span], post[m][:, span]
-                pooled[m][g].add(pt[:, span][kg & ~pg])
-                seen[m][g].append(pt[:, span][pg])
             for i, j in enumerate(range(b.start, b.stop)):
-                _rank_label(ranks[m][0], j, pt[i], kt[m][i], post[m][i])
-                for g, span in enumerate(spans, start=1):
-                    _rank_label(ranks[m][g], j, pt[i, span], kt[m][i, span], post[m][i, span])
+                label_parts = [(q[i], n[i]) for q, n in parts[m]]
+                _rank(ranks[m][0], j, label_parts)
+                for g in range(n_groups):
+                    _rank(ranks[m][g + 1], j, label_parts[g:g + 1])
 
     recall = [RecallTally(k_values) for _ in masks]
     for r0 in range(0, n_samples, RECALL_ROWS):
-        rows = slice(r0, r0 + RECALL_ROWS)
-        p, yb = np.asarray(proba[rows]), np.asarray(y[rows]) > 0.5
-        for m, mask in enumerate(masks):
-            k = np.asarray(mask[rows], dtype=bool)
+        at = slice(r0, r0 + RECALL_ROWS)
+        p, yb = np.asarray(proba[at]), np.asarray(y[at]) > 0.5
+        for m, t in enumerate(masks):
+            k = np.asarray(t[at], dtype=bool)
             recall[m].add(yb & k, k, p)
 
-    micro = [[_pooled_result(pooled[m][g], seen[m][g], y, mask, proba, None if g == 0 else groups[g - 1])
-              for g in range(len(groups) + 1)] for m, mask in enumerate(masks)]
+    micro = [[None] * (n_groups + 1) for _ in masks]
+    for g, pair in enumerate(pooled):
+        rows_g = None if g == 0 else groups[g - 1]
+        counted = pair.results()
+        for m, counts in enumerate((pair.whole, pair.subset)):
+            micro[m][g] = counted[m] if _read_as_scored(counts, seen[m][g]) else pooled_ranking(
+                y, masks[m], proba, rows_g)
     return OnePass(
         [MaskCounts(ranks[m][0], micro[m][0], calibration[m].sums(), recall[m].result(),
                     {name: t.result(ranks[m][0].scored) for name, t in at_thr[m].items()})
          for m in range(len(masks))],
-        [[(ranks[m][g], micro[m][g]) for g in range(1, len(groups) + 1)] for m in range(len(masks))])
+        [[(ranks[m][g], micro[m][g]) for g in range(1, n_groups + 1)] for m in range(len(masks))])
 
 
-def _pooled_result(counts: PooledCounts, seen: list[np.ndarray], y, mask, proba, rows: np.ndarray | None
-                   ) -> tuple[float | None, float | None]:
-    """The pooled AUROC and AUPRC from `counts`, when the positives' scores it was built from are those the
-    pass read (`seen`); else counted again from the tables."""
+def _read_as_scored(counts: PooledCounts, seen: list[np.ndarray]) -> bool:
+    """Whether the positives' scores the pass read (`seen`) are those `counts` was built from."""
     read = np.sort(np.concatenate(seen).astype(counts.dtype, copy=False)) if seen else np.zeros(0, counts.dtype)
-    if np.array_equal(read, counts.ps):
-        return counts.result()
-    return pooled_ranking(y, mask, proba, rows)
+    return np.array_equal(read, counts.ps)
