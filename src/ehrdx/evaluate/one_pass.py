@@ -10,9 +10,9 @@ those the separate metrics gather (the same multisets of scores, the same operat
 results are the same (tests/test_one_pass.py compares them number by number).
 
 The pooled counts need every positive's score before the negatives are counted: they are read first from
-the targets (positives are few) and scored pair by pair (ranking.pair_scores); the scores the pass reads
-for those positives are compared with them at the end, and a group whose scores differ (a computed read
-that rounds differently) is counted again with ranking.pooled_ranking, so the result stays exact.
+the targets (positives are few) and scored pair by pair (ranking.pair_scores); the pass compares the scores
+it reads for those positives with them, and if any differs (a computed read that rounds otherwise) the
+pooled metrics are counted again with ranking.pooled_ranking, so the result stays exact.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ehrdx.evaluate.pooled import PooledPair
 from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally, at_least
 from ehrdx.ranking import (
     LabelRanking,
-    PooledCounts,
     block_elements,
     label_blocks,
     pair_scores,
@@ -119,10 +118,10 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     s = pair_scores(proba, r, np.concatenate(cols) if cols else np.zeros(0, np.int64))
     new = np.concatenate(new) if new else np.zeros(0, bool)
-    del rows, cols
     # PooledPair of all samples, then of each group: the mask's counts, and within them the new mask's
     pooled = [PooledPair(s, new)] + [PooledPair(s[group_of[r] == g], new[group_of[r] == g]) for g in range(n_groups)]
-    seen = [[[] for _ in pooled] for _ in masks]  # the positives' scores the pass reads
+    del rows, cols, r, new
+    scored_as_read, n_read = True, 0  # whether the pass reads the positives' scores as they were scored
 
     ranks = [[_empty_ranking(n_labels) for _ in range(n_groups + 1)] for _ in masks]
     calibration = [CalibrationTally() for _ in masks]
@@ -142,6 +141,10 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
             if y_raw.dtype != bool:  # values other than yes/no: summed as they are (else from the sorted scores)
                 calibration[m].add_block(p, y_raw, k)
             pos_at = np.flatnonzero(pos)
+            if m == 0:  # the mask's positives in the order they were scored
+                read = p[pos_at // p.shape[1], pos_at % p.shape[1]]
+                scored_as_read &= np.array_equal(read, s[n_read:n_read + len(read)])
+                n_read += len(read)
             for name, tally in at_thr[m].items():
                 tally.add(b, p, yb, k, preds[name], pos_at)
             qt.append(np.ascontiguousarray((pos if order is None else pos[order]).T))
@@ -158,9 +161,6 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
                     pooled[0].add(ns, in_new)
                     if g < n_groups:
                         pooled[g + 1].add(ns, in_new)
-                seen[m][0].append(ps)
-                if g < n_groups:
-                    seen[m][g + 1].append(ps)
                 parts[m].append((_sorted_by_label(ps, np.count_nonzero(q, axis=1)),
                                  _sorted_by_label(ns, np.count_nonzero(n, axis=1))))
                 if y_raw.dtype == bool:
@@ -184,19 +184,12 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
 
     micro = [[None] * (n_groups + 1) for _ in masks]
     for g, pair in enumerate(pooled):
-        rows_g = None if g == 0 else groups[g - 1]
         counted = pair.results()
-        for m, counts in enumerate((pair.whole, pair.subset)):
-            micro[m][g] = counted[m] if _read_as_scored(counts, seen[m][g]) else pooled_ranking(
-                y, masks[m], proba, rows_g)
+        for m in range(len(masks)):  # a computed read that rounds otherwise than the pairs: counted again
+            micro[m][g] = counted[m] if scored_as_read else pooled_ranking(y, masks[m], proba,
+                                                                           None if g == 0 else groups[g - 1])
     return OnePass(
         [MaskCounts(ranks[m][0], micro[m][0], calibration[m].sums(), recall[m].result(),
                     {name: t.result(ranks[m][0].scored) for name, t in at_thr[m].items()})
          for m in range(len(masks))],
         [[(ranks[m][g], micro[m][g]) for g in range(1, n_groups + 1)] for m in range(len(masks))])
-
-
-def _read_as_scored(counts: PooledCounts, seen: list[np.ndarray]) -> bool:
-    """Whether the positives' scores the pass read (`seen`) are those `counts` was built from."""
-    read = np.sort(np.concatenate(seen).astype(counts.dtype, copy=False)) if seen else np.zeros(0, counts.dtype)
-    return np.array_equal(read, counts.ps)
