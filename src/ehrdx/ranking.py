@@ -26,6 +26,7 @@ import numpy as np
 MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
 BUFFER_PER_POSITIVE = 2  # negatives buffered per positive before a pooled merge (PooledCounts)
 MIN_BUFFER = 1 << 20  # and at least this many
+PAIR_ROWS = 4096  # samples read at least, per block of labels, to score (sample, label) pairs (HeadScores.pairs)
 INF_BITS = {np.dtype(np.float32): np.uint32(0x7F800000), np.dtype(np.float64): np.uint64(0x7FF0000000000000)}
 TWO_BITS = {np.dtype(np.float32): np.uint32(0x40000000), np.dtype(np.float64): np.uint64(0x4000000000000000)}
 
@@ -82,23 +83,22 @@ class HeadScores:
         out = self[:, :]
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def pairs(self, samples: np.ndarray, labels: np.ndarray, labels_per_read: int = 32) -> np.ndarray:
-        """The scores of the given (sample, label) pairs, as reads of blocks give them: each group of
-        `labels_per_read` labels reads the samples with a pair among them (at least 2 samples and 2 labels:
-        a matrix product, whose per-entry sums match those of larger reads, not a vector product)."""
+    def pairs(self, samples: np.ndarray, labels: np.ndarray, blocks: list[slice] | None = None,
+              min_rows: int = PAIR_ROWS) -> np.ndarray:
+        """The scores of the given (sample, label) pairs as reads of the label `blocks` (slices, by default
+        those of label_blocks) give them: each block is read for the samples with a pair in it, and at
+        least `min_rows` samples, so that the matrix product has the shape of a block read but for its
+        number of rows (which does not change a product's sums in practice; a vector product, or one small
+        enough for a special kernel, may sum otherwise)."""
         samples, labels = np.asarray(samples, np.int64), np.asarray(labels, np.int64)
         out = np.empty(len(samples), np.float64)
         n_samples, n_labels = self.shape
-        for c0 in range(0, n_labels, labels_per_read):
-            c1 = min(c0 + labels_per_read, n_labels)
-            at = np.flatnonzero((labels >= c0) & (labels < c1))
-            if not len(at):
-                continue
-            c0 = max(0, min(c0, c1 - 2))
-            rows = np.unique(samples[at])
-            if len(rows) < 2 and n_samples > 1:
-                rows = np.unique(np.r_[rows, 0, 1])
-            out[at] = self[rows, c0:c1][np.searchsorted(rows, samples[at]), labels[at] - c0]
+        fill = np.arange(min(n_samples, min_rows))
+        for b in blocks if blocks is not None else label_blocks(n_samples, n_labels, self.block_elements):
+            at = np.flatnonzero((labels >= b.start) & (labels < b.stop))
+            if len(at):
+                rows = np.union1d(samples[at], fill)
+                out[at] = self[rows, b][np.searchsorted(rows, samples[at]), labels[at] - b.start]
         return out
 
 
@@ -108,10 +108,11 @@ def score_bits(scores: np.ndarray) -> np.ndarray:
     return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
 
 
-def pair_scores(scores, samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """scores[samples[i], labels[i]] for each i, from an [S, L] array or HeadScores (HeadScores.pairs)."""
+def pair_scores(scores, samples: np.ndarray, labels: np.ndarray, blocks: list[slice] | None = None) -> np.ndarray:
+    """scores[samples[i], labels[i]] for each i, from an [S, L] array or HeadScores (HeadScores.pairs: read
+    as the label `blocks` read them)."""
     if isinstance(scores, HeadScores):
-        return scores.pairs(samples, labels)
+        return scores.pairs(samples, labels, blocks)
     return np.asarray(scores)[samples, labels]
 
 

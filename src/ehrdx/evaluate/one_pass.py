@@ -28,7 +28,6 @@ from ehrdx.ranking import (
     block_elements,
     label_blocks,
     pair_scores,
-    pooled_ranking,
     ranking_of_counts,
     read_block,
 )
@@ -85,6 +84,26 @@ def _sorted_by_label(values: np.ndarray, per_label: np.ndarray) -> list[np.ndarr
     return out
 
 
+def _pooled_pairs(s: np.ndarray, new: np.ndarray, group_of_pos: np.ndarray, n_groups: int) -> list[PooledPair]:
+    """PooledPair of all samples, then of each group: the mask's counts, and within them the new mask's,
+    from the positives' scores `s`, whether each is a new-mask positive, and each one's group."""
+    return [PooledPair(s, new)] + [PooledPair(s[group_of_pos == g], new[group_of_pos == g]) for g in range(n_groups)]
+
+
+def _label_major(p: np.ndarray, yb: np.ndarray, known: list[np.ndarray], order: np.ndarray | None) -> tuple:
+    """A block label-major, samples in group order (each label's scores contiguous, each group one range):
+    the scores (floats), and per mask the known positives and the known negatives."""
+    pf = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)
+    pt = np.ascontiguousarray((pf if order is None else pf[order]).T)
+    qt, nt = [], []
+    for k in known:
+        pos = yb & k
+        qt.append(np.ascontiguousarray((pos if order is None else pos[order]).T))
+        nt.append(np.ascontiguousarray((k if order is None else k[order]).T))
+        nt[-1] &= ~qt[-1]
+    return pt, qt, nt
+
+
 def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds: dict[str, np.ndarray],
                   k_values, max_elements: int | None = None) -> OnePass:
     """The counts of metrics.evaluate_predictions (without patients_per_label, which reads no scores) for
@@ -116,12 +135,12 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
         cols.append(at % (b.stop - b.start) + b.start)
         new.append(known_new.ravel()[at])
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    s = pair_scores(proba, r, np.concatenate(cols) if cols else np.zeros(0, np.int64))
+    s = pair_scores(proba, r, np.concatenate(cols) if cols else np.zeros(0, np.int64), blocks)
     new = np.concatenate(new) if new else np.zeros(0, bool)
-    # PooledPair of all samples, then of each group: the mask's counts, and within them the new mask's
-    pooled = [PooledPair(s, new)] + [PooledPair(s[group_of[r] == g], new[group_of[r] == g]) for g in range(n_groups)]
-    del rows, cols, r, new
-    scored_as_read, n_read = True, 0  # whether the pass reads the positives' scores as they were scored
+    group_of_pos = group_of[r].astype(np.int16)
+    del rows, cols, r
+    pooled = _pooled_pairs(s, new, group_of_pos, n_groups)
+    s_read, n_read = s, 0  # the positives' scores as the pass reads them (a copy once one differs)
 
     ranks = [[_empty_ranking(n_labels) for _ in range(n_groups + 1)] for _ in masks]
     calibration = [CalibrationTally() for _ in masks]
@@ -131,25 +150,22 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
         y_raw = read_block(y, None, b)
         yb = y_raw > 0.5
         preds = {name: at_least(p, thr[b]) for name, thr in thresholds.items()}
-        # label-major, samples in group order: each label's scores contiguous, each group one range
-        pf = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float64)
-        pt = np.ascontiguousarray((pf if order is None else pf[order]).T)
-        qt, nt = [], []  # per mask, label-major: known positives, known negatives
-        for m, t in enumerate(masks):
-            k = read_block(t, None, b).astype(bool, copy=False)
+        known = [read_block(t, None, b).astype(bool, copy=False) for t in masks]
+        pt, qt, nt = _label_major(p, yb, known, order)
+        for m in range(len(masks)):
+            k = known[m]
             pos = yb & k
             if y_raw.dtype != bool:  # values other than yes/no: summed as they are (else from the sorted scores)
                 calibration[m].add_block(p, y_raw, k)
             pos_at = np.flatnonzero(pos)
             if m == 0:  # the mask's positives in the order they were scored
                 read = p[pos_at // p.shape[1], pos_at % p.shape[1]]
-                scored_as_read &= np.array_equal(read, s[n_read:n_read + len(read)])
+                if not np.array_equal(read, s_read[n_read:n_read + len(read)]):
+                    s_read = s_read.copy() if s_read is s else s_read
+                    s_read[n_read:n_read + len(read)] = read
                 n_read += len(read)
             for name, tally in at_thr[m].items():
                 tally.add(b, p, yb, k, preds[name], pos_at)
-            qt.append(np.ascontiguousarray((pos if order is None else pos[order]).T))
-            nt.append(np.ascontiguousarray((k if order is None else k[order]).T))
-            nt[m] &= ~qt[m]
         parts = [[], []]  # per mask, per span, per label: sorted positive and negative scores
         for g, span in enumerate(spans):
             pg = pt[:, span]
@@ -182,12 +198,21 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
             k = np.asarray(t[at], dtype=bool)
             recall[m].add(yb & k, k, p)
 
+    if s_read is not s:  # a computed read that rounds otherwise than the pairs: the pooled counts again
+        pooled = _pooled_pairs(s_read, new, group_of_pos, n_groups)
+        for b in blocks:
+            yb = read_block(y, None, b) > 0.5
+            pt, qt, nt = _label_major(read_block(proba, None, b), yb,
+                                      [read_block(t, None, b).astype(bool, copy=False) for t in masks], order)
+            for g, span in enumerate(spans):
+                n = nt[0][:, span]
+                ns, in_new = pt[:, span][n], nt[1][:, span][n]
+                pooled[0].add(ns, in_new)
+                if g < n_groups:
+                    pooled[g + 1].add(ns, in_new)
     micro = [[None] * (n_groups + 1) for _ in masks]
     for g, pair in enumerate(pooled):
-        counted = pair.results()
-        for m in range(len(masks)):  # a computed read that rounds otherwise than the pairs: counted again
-            micro[m][g] = counted[m] if scored_as_read else pooled_ranking(y, masks[m], proba,
-                                                                           None if g == 0 else groups[g - 1])
+        micro[0][g], micro[1][g] = pair.results()
     return OnePass(
         [MaskCounts(ranks[m][0], micro[m][0], calibration[m].sums(), recall[m].result(),
                     {name: t.result(ranks[m][0].scored) for name, t in at_thr[m].items()})
