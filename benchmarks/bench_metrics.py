@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--scores", choices=["dense", "head"], default="dense",
                     help="dense: a float32 [S, L] array; head: ranking.HeadScores of --hidden states")
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--block-labels", type=int, default=0,
+                    help="labels per block of scores read (default: as ranking.block_elements gives; 3 is the "
+                         "HeadScores block of 4.4M samples)")
     ap.add_argument("--passes", default="", help="comma-separated pass names to run (default: all)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -144,6 +147,8 @@ def main() -> None:
     y = SparseTable.from_entries(S, L, rng.integers(0, S, n_pos), rng.integers(0, L, n_pos))
     mask = SparseTable.from_entries(S, L, rng.integers(0, S, n_unknown), rng.integers(0, L, n_unknown),
                                     flip=np.ones(S, bool))
+    if args.block_labels:
+        ranking.MAX_ELEMENTS = HeadScores.block_elements = args.block_labels * S
     n_hist = int(S * L * args.history_rate)
     history = SparseTable.from_entries(S, L, rng.integers(0, S, n_hist), rng.integers(0, L, n_hist))
     samples = Samples(np.arange(S) // 15, np.arange(S), np.arange(S), rng.integers(0, 30, S), np.arange(S), y,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ehrdx.evaluate.pooled import PooledPair
-from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally, at_least
+from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally, at_least, count_per_row
 from ehrdx.ranking import (
     LabelRanking,
     block_elements,
@@ -164,8 +164,9 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
                     s_read = s_read.copy() if s_read is s else s_read
                     s_read[n_read:n_read + len(read)] = read
                 n_read += len(read)
+            rows_known = count_per_row(k) > 0
             for name, tally in at_thr[m].items():
-                tally.add(b, p, yb, k, preds[name], pos_at)
+                tally.add(b, p, yb, k, preds[name], pos_at, rows_known)
         parts = [[], []]  # per mask, per span, per label: sorted positive and negative scores
         for g, span in enumerate(spans):
             pg = pt[:, span]

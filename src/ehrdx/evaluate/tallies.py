@@ -127,6 +127,28 @@ class RecallTally:
         return {k: self.totals[k] / self.samples if self.samples else None for k in self.ks}
 
 
+NARROW = 16  # blocks of at most this many labels are summed a column at a time (numpy's reductions along
+# a short axis cost several times more per entry)
+
+
+def count_per_row(a: np.ndarray) -> np.ndarray:
+    """True entries of each row of a 2-D bool array, int32."""
+    u = a.view(np.uint8)
+    if a.shape[1] > NARROW:
+        return np.add.reduce(u, axis=1, dtype=np.int32)
+    out = np.zeros(a.shape[0], np.int32)
+    for j in range(a.shape[1]):
+        out += u[:, j]
+    return out
+
+
+def count_per_column(a: np.ndarray) -> np.ndarray:
+    """True entries of each column of a 2-D bool array, int64."""
+    if a.shape[1] > NARROW:
+        return np.add.reduce(a.view(np.uint8), axis=0, dtype=np.int64)
+    return np.array([np.count_nonzero(a[:, j]) for j in range(a.shape[1])], np.int64)
+
+
 def at_least(p: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """p >= thr (thr float64, broadcast over p's rows), as numpy compares them (p's values as float64), but
     for float32 scores against float32 thresholds: the least float32 at or above each threshold, which no
@@ -155,9 +177,10 @@ class ThresholdTally:
         self.has_known, self.known = np.zeros(S, bool), 0
 
     def add(self, b: slice, p: np.ndarray, yb: np.ndarray, m: np.ndarray, pred: np.ndarray | None = None,
-            pos_at: np.ndarray | None = None) -> None:
+            pos_at: np.ndarray | None = None, rows_known: np.ndarray | None = None) -> None:
         """Labels `b` over all samples: scores, targets (bool) and known elements; `pred` (at_least(p,
-        thresholds)) and `pos_at` (flat places of the known positives, yb & m) where the caller has them."""
+        thresholds)), `pos_at` (flat places of the known positives, yb & m) and `rows_known` (whether each
+        sample has a known label in the block) where the caller has them."""
         n_lab = p.shape[1]
         pred = at_least(p, self.thr[b]) if pred is None else pred
         pos_at = np.flatnonzero(yb & m) if pos_at is None else pos_at
@@ -167,10 +190,10 @@ class ThresholdTally:
         self.tp_l[b] += np.bincount(c[hit], minlength=n_lab)
         np.add.at(self.true_s, r, 1)
         np.add.at(self.tp_s, r[hit], 1)
-        pm = (pred & m).view(np.uint8)
-        self.pred_l[b] += np.add.reduce(pm, axis=0, dtype=np.int64)
-        self.pred_s += np.add.reduce(pm, axis=1, dtype=np.int32)
-        self.has_known |= m.any(1)
+        pm = pred & m
+        self.pred_l[b] += count_per_column(pm)
+        self.pred_s += count_per_row(pm)
+        self.has_known |= count_per_row(m) > 0 if rows_known is None else rows_known
         self.known += int(np.count_nonzero(m))
 
     def result(self, per_label_ok: np.ndarray) -> dict:
