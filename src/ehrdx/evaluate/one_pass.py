@@ -4,15 +4,18 @@ evaluate_samples reports, for two masks (all labels, new onset), the per-label r
 AUROC and AUPRC, calibration sums, recall@k and the metrics at two sets of thresholds, and the per-label and
 pooled rankings again within groups of samples (by prior visits). Computed metric by metric, that reads the
 scores about twenty times, and scores computed when read (ranking.HeadScores) are the costliest part of a
-read. Here each block of labels is read once and handed to every tally that needs it (evaluate/tallies.py,
-ranking.PooledCounts), and one pass over blocks of samples serves recall@k for both masks. The counts are
-those the separate metrics gather (the same multisets of scores, the same operations per block), so the
-results are the same (tests/test_one_pass.py compares them number by number).
+read. Here each block of labels is read once and handed to every tally that needs it: a block is put
+label-major with the samples in group order, each (mask, group, label) part compressed and sorted once,
+and the sorted parts give the per-label rankings (a label's whole ranking from its groups' parts, by
+searches), the calibration sums, and the negatives the pooled counts merge (evaluate/pooled.py); one pass
+over blocks of samples serves recall@k for both masks. The counts are those the separate metrics gather,
+so the results are the same: every count, ranking and threshold metric exactly, the calibration sums (Brier,
+ECE) within rounding (summed in another order). tests/test_one_pass.py compares them number by number.
 
 The pooled counts need every positive's score before the negatives are counted: they are read first from
 the targets (positives are few) and scored pair by pair (ranking.pair_scores); the pass compares the scores
 it reads for those positives with them, and if any differs (a computed read that rounds otherwise) the
-pooled metrics are counted again with ranking.pooled_ranking, so the result stays exact.
+pooled counts take one more pass over the blocks, so the result stays exact.
 """
 
 from __future__ import annotations
