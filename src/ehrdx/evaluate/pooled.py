@@ -8,6 +8,8 @@ subset's merge is read from the whole one.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ehrdx.ranking import TWO_BITS, PooledCounts, score_bits
@@ -74,7 +76,8 @@ class PooledPair:
         key.sort()
         self.whole.count_merged(key, 1)
         if len(self.subset.ps):
-            self.subset.count_merged(key[(key & 1) == 1], 1)
+            low = key.view(np.uint8)[::key.itemsize] if sys.byteorder == "little" else key  # the low byte
+            self.subset.count_merged(key[(low & 1) != 0], 1)
 
     def _flags_of_positives(self) -> np.ndarray:
         """Whether each positive (in the order of whole.ps) is in the subset: the subset's positives are
