@@ -62,6 +62,8 @@ def scores_of(kind, rng, n, labels):
         states[::7] = states[1]
         return HeadScores(states, rng.normal(size=(labels, 8)).astype(np.float32), rng.normal(size=labels) - 1)
     proba = np.round(rng.random((n, labels)), 2)  # 2 decimals: many ties, some at 0.5 and the thresholds
+    if kind == "beyond_two":  # scores that are not probabilities: merged by float sorts, not by bits
+        return proba * 3
     return proba.astype(np.float32) if kind == "float32" else proba
 
 
@@ -83,7 +85,7 @@ def assert_same(new, old, where="result"):
         assert new == old, where
 
 
-@pytest.mark.parametrize("kind", ["float64", "float32", "head"])
+@pytest.mark.parametrize("kind", ["float64", "float32", "head", "beyond_two"])
 @pytest.mark.parametrize("max_elements", [None, 700])
 def test_one_pass_equals_the_separate_metrics(kind, max_elements, monkeypatch):
     samples, rng = random_samples(len(kind))

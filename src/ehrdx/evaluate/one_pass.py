@@ -27,12 +27,14 @@ import numpy as np
 from ehrdx.evaluate.pooled import PooledPair
 from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally, at_least, count_per_row
 from ehrdx.ranking import (
+    TWO_BITS,
     LabelRanking,
     block_elements,
     label_blocks,
     pair_scores,
     ranking_of_counts,
     read_block,
+    score_bits,
 )
 
 RECALL_ROWS = 4096  # samples per block of the recall@k pass (as metrics.recall_at_ks reads them)
@@ -78,13 +80,30 @@ def _rank(r: LabelRanking, j: int, parts: list[tuple[np.ndarray, np.ndarray]]) -
         r.auroc[j], r.auprc[j] = ranking_of_counts(ps, below, tied, n_neg)
 
 
-def _sorted_by_label(values: np.ndarray, per_label: np.ndarray) -> list[np.ndarray]:
-    """A block's selected scores, label by label (`per_label` of each), each label's part sorted in place."""
+def _by_label(values: np.ndarray, per_label: np.ndarray) -> list[np.ndarray]:
+    """A block's selected scores, label by label (`per_label` of each): views of `values`."""
     ends = np.cumsum(per_label)
-    out = [values[e - n:e] for e, n in zip(ends.tolist(), per_label.tolist())]
+    return [values[e - n:e] for e, n in zip(ends.tolist(), per_label.tolist())]
+
+
+def _sorted_by_label(values: np.ndarray, per_label: np.ndarray) -> list[np.ndarray]:
+    """_by_label, each label's part sorted in place."""
+    out = _by_label(values, per_label)
     for part in out:
         part.sort()
     return out
+
+
+def _sorted_by_both(ns: np.ndarray, in_new: np.ndarray, per_label: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """_sorted_by_label of the mask's negatives and of the new mask's among them, from one sort per label:
+    keys of the scores' bits (scores in [0, 2): no sign bit, a bit free above) and whether new onset."""
+    key = score_bits(ns) << 1
+    key |= in_new
+    _sorted_by_label(key, per_label[0])
+    new = key[(key & 1) != 0]
+    key >>= 1
+    new >>= 1
+    return [_by_label(key.view(ns.dtype), per_label[0]), _by_label(new.view(ns.dtype), per_label[1])]
 
 
 def _pooled_pairs(s: np.ndarray, new: np.ndarray, group_of_pos: np.ndarray, n_groups: int) -> list[PooledPair]:
@@ -105,6 +124,24 @@ def _label_major(p: np.ndarray, yb: np.ndarray, known: list[np.ndarray], order: 
         nt.append(np.ascontiguousarray((k if order is None else k[order]).T))
         nt[-1] &= ~qt[-1]
     return pt, qt, nt
+
+
+def _sorted_by_both(ns: np.ndarray, in_new: np.ndarray, per_label: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """_sorted_by_label of the mask's negatives and of the new mask's among them, from one sort per label:
+    keys of the scores' bits (scores in [0, 2): no sign bit, a bit free above) and whether new onset."""
+    key = score_bits(ns) << 1
+    key |= in_new
+    for part in _sorted_by_label(key, per_label[0]):
+        pass  # (sorted in place)
+    new = key[(key & 1) != 0]
+    key >>= 1
+    new >>= 1
+    out = []
+    for values, counts in ((key, per_label[0]), (new, per_label[1])):
+        ends = np.cumsum(counts)
+        scores = values.view(ns.dtype)
+        out.append([scores[e - c:e] for e, c in zip(ends.tolist(), counts.tolist())])
+    return out
 
 
 def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds: dict[str, np.ndarray],
@@ -171,21 +208,25 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
             for name, tally in at_thr[m].items():
                 tally.add(b, p, yb, k, preds[name], pos_at, rows_known)
         parts = [[], []]  # per mask, per span, per label: sorted positive and negative scores
+        flagged = pt.dtype in TWO_BITS and (not pt.size or score_bits(pt).max() < TWO_BITS[pt.dtype])
         for g, span in enumerate(spans):
-            pg = pt[:, span]
+            pg, n_all, n_new = pt[:, span], nt[0][:, span], nt[1][:, span]
+            ns, in_new = pg[n_all], n_new[n_all]  # the mask's negatives, those of the new mask among them
+            pooled[0].add(ns, in_new)
+            if g < n_groups:
+                pooled[g + 1].add(ns, in_new)
+            per_label = [np.count_nonzero(n_all, axis=1), np.count_nonzero(n_new, axis=1)]
+            if flagged:  # one sort for both masks: the scores' bits and whether new onset below them
+                ns = _sorted_by_both(ns, in_new, per_label)
+            else:
+                ns = [_sorted_by_label(ns, per_label[0]), _sorted_by_label(pg[n_new], per_label[1])]
             for m in range(len(masks)):
-                q, n = qt[m][:, span], nt[m][:, span]
-                ps, ns = pg[q], pg[n]
-                if m == 0:  # the mask's negatives, those of the new mask among them
-                    in_new = nt[1][:, span][n]
-                    pooled[0].add(ns, in_new)
-                    if g < n_groups:
-                        pooled[g + 1].add(ns, in_new)
-                parts[m].append((_sorted_by_label(ps, np.count_nonzero(q, axis=1)),
-                                 _sorted_by_label(ns, np.count_nonzero(n, axis=1))))
+                q = qt[m][:, span]
+                ps = pg[q]
+                parts[m].append((_sorted_by_label(ps, np.count_nonzero(q, axis=1)), ns[m]))
                 if y_raw.dtype == bool:
                     calibration[m].add(ps.astype(np.float64), np.ones(len(ps)))
-                    for x in parts[m][-1][1]:
+                    for x in ns[m]:
                         calibration[m].add_sorted(x, 0.0)
         for m in range(len(masks)):
             for i, j in enumerate(range(b.start, b.stop)):
