@@ -191,7 +191,6 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
         yb = y_raw > 0.5
         preds = {name: at_least(p, thr[b]) for name, thr in thresholds.items()}
         known = [read_block(t, None, b).astype(bool, copy=False) for t in masks]
-        pt, qt, nt = _label_major(p, yb, known, order)
         for m in range(len(masks)):
             k = known[m]
             pos = yb & k
@@ -207,6 +206,8 @@ def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds
             rows_known = count_per_row(k) > 0
             for name, tally in at_thr[m].items():
                 tally.add(b, p, yb, k, preds[name], pos_at, rows_known)
+        pt, qt, nt = _label_major(p, yb, known, order)
+        del p, preds, known  # (a block's worth of memory each)
         parts = [[], []]  # per mask, per span, per label: sorted positive and negative scores
         flagged = pt.dtype in TWO_BITS and (not pt.size or score_bits(pt).max() < TWO_BITS[pt.dtype])
         for g, span in enumerate(spans):
