@@ -126,24 +126,6 @@ def _label_major(p: np.ndarray, yb: np.ndarray, known: list[np.ndarray], order: 
     return pt, qt, nt
 
 
-def _sorted_by_both(ns: np.ndarray, in_new: np.ndarray, per_label: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """_sorted_by_label of the mask's negatives and of the new mask's among them, from one sort per label:
-    keys of the scores' bits (scores in [0, 2): no sign bit, a bit free above) and whether new onset."""
-    key = score_bits(ns) << 1
-    key |= in_new
-    for part in _sorted_by_label(key, per_label[0]):
-        pass  # (sorted in place)
-    new = key[(key & 1) != 0]
-    key >>= 1
-    new >>= 1
-    out = []
-    for values, counts in ((key, per_label[0]), (new, per_label[1])):
-        ends = np.cumsum(counts)
-        scores = values.view(ns.dtype)
-        out.append([scores[e - c:e] for e, c in zip(ends.tolist(), counts.tolist())])
-    return out
-
-
 def evaluate_once(y, mask, new_mask, proba, groups: list[np.ndarray], thresholds: dict[str, np.ndarray],
                   k_values, max_elements: int | None = None) -> OnePass:
     """The counts of metrics.evaluate_predictions (without patients_per_label, which reads no scores) for
