@@ -199,3 +199,13 @@ def test_pooled_counts_of_negatives_alone_equal_those_of_every_score_less_the_po
     assert np.array_equal(alone.below, every.below) and alone.tied == every.tied > 0
     assert alone.result() == every.result() == micro_ranking(np.r_[np.ones(300), np.zeros(5000)], np.r_[ps, ns])
     assert PooledCounts(ps).result() == (None, None)  # no negatives
+
+
+@pytest.mark.parametrize("min_buffer", [50, 5000, 10**6])  # ties found by runs of a merge, or by searches
+def test_pooled_counts_of_many_tied_scores(min_buffer):
+    rng = np.random.default_rng(4)
+    ps, ns = np.round(rng.random(2000), 3), np.round(rng.random(20000), 3)  # 1,001 scores: ties everywhere
+    counts = PooledCounts(ps, min_buffer=min_buffer)
+    for part in np.array_split(ns, 13):
+        counts.add(part)
+    assert counts.result() == micro_ranking(np.r_[np.ones(2000), np.zeros(20000)], np.r_[ps, ns])

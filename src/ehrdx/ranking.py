@@ -198,20 +198,27 @@ def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, floa
 def pooled_ranking(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
                    max_elements: int | None = None) -> tuple[float | None, float | None]:
     """micro_ranking of all known elements of [S, L] tables (`rows` only, when given), without pooling
-    them: a first pass over blocks of labels keeps the positives' scores, a second adds every known score
-    to PooledCounts (the positives taken back at the end). The counts are the ones micro_ranking gets from
-    the pooled arrays, so the result is the same; memory grows with the positives, not with samples x
-    labels, and time with the entries."""
+    them: a first pass over blocks of samples keeps the positives' scores, a second adds every known
+    score to PooledCounts (the positives taken back at the end). The counts are the ones micro_ranking
+    gets from the pooled arrays, so the result is the same; memory grows with the positives, not with
+    samples x labels, and time with the entries. Blocks of samples (all labels), as the pooled counts do
+    not care about order: whole rows of an array are contiguous, and HeadScores computes a block of
+    samples from one read of their states (a block of labels reads every state)."""
     n_samples, n_labels = np.shape(scores)
-    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels,
-                               max_elements or block_elements(scores)))
+    n_rows = n_samples if rows is None else len(rows)
+    step = max(1, (max_elements or block_elements(scores)) // max(n_labels, 1))
+    chunks = [slice(r0, min(r0 + step, n_rows)) for r0 in range(0, n_rows, step)]
+
+    def read(table, r: slice) -> np.ndarray:
+        return np.asarray(table[r] if rows is None else table[rows[r]])
+
     parts = []
-    for b in blocks:
-        k = read_block(mask, rows, b).astype(bool, copy=False)
-        parts.append(read_block(scores, rows, b)[(read_block(y, rows, b) > 0.5) & k])
+    for r in chunks:
+        k = read(mask, r).astype(bool, copy=False)
+        parts.append(read(scores, r)[(read(y, r) > 0.5) & k])
     counts = PooledCounts(np.concatenate(parts) if parts else np.zeros(0))
-    for b in blocks:
-        counts.add(read_block(scores, rows, b)[read_block(mask, rows, b).astype(bool, copy=False)])
+    for r in chunks:
+        counts.add(read(scores, r)[read(mask, r).astype(bool, copy=False)])
     counts.discount_positives()
     return counts.result()
 
@@ -296,7 +303,16 @@ class PooledCounts:
         after = np.minimum(last + 1, len(key) - 1)
         value = key[last] >> value_shift
         tie = np.flatnonzero(((key[after] >> value_shift) == value) & (last + 1 < len(key)))
-        if len(tie):
+        if len(tie) * 16 > len(key):  # ties everywhere: where each run of equal scores ends, in a few passes
+            v = key >> value_shift
+            step = v[1:] != v[:-1]  # a new score at the next place
+            del v
+            ends = np.append(np.flatnonzero(step), len(key) - 1)  # each run's last place
+            run_of = np.cumsum(step, dtype=np.int64)  # the run of each place but the first
+            at_last = last[tie]
+            run = np.where(at_last > 0, run_of[np.maximum(at_last - 1, 0)], 0)
+            self.tied += int(np.dot(self.run_size[tie], ends[run] - at_last))
+        elif len(tie):
             top = (value[tie] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
             end = np.searchsorted(key, top.astype(key.dtype), side="right")
             self.tied += int(np.dot(self.run_size[tie], end - last[tie] - 1))
