@@ -26,6 +26,7 @@ import numpy as np
 MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
 BUFFER_PER_POSITIVE = 2  # negatives buffered per positive before a pooled merge (PooledCounts)
 MIN_BUFFER = 1 << 20  # and at least this many
+TIE_WINDOW = 8  # places after a positive looked at for negatives of its score before a search (PooledCounts)
 PAIR_ROWS = 4096  # samples read at least, per block of labels, to score (sample, label) pairs (HeadScores.pairs)
 INF_BITS = {np.dtype(np.float32): np.uint32(0x7F800000), np.dtype(np.float64): np.uint64(0x7FF0000000000000)}
 TWO_BITS = {np.dtype(np.float32): np.uint32(0x40000000), np.dtype(np.float64): np.uint64(0x4000000000000000)}
@@ -303,19 +304,16 @@ class PooledCounts:
         after = np.minimum(last + 1, len(key) - 1)
         value = key[last] >> value_shift
         tie = np.flatnonzero(((key[after] >> value_shift) == value) & (last + 1 < len(key)))
-        if len(tie) * 16 > len(key):  # ties everywhere: where each run of equal scores ends, in a few passes
-            v = key >> value_shift
-            step = v[1:] != v[:-1]  # a new score at the next place
-            del v
-            ends = np.append(np.flatnonzero(step), len(key) - 1)  # each run's last place
-            run_of = np.cumsum(step, dtype=np.int64)  # the run of each place but the first
-            at_last = last[tie]
-            run = np.where(at_last > 0, run_of[np.maximum(at_last - 1, 0)], 0)
-            self.tied += int(np.dot(self.run_size[tie], ends[run] - at_last))
-        elif len(tie):
-            top = (value[tie] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
-            end = np.searchsorted(key, top.astype(key.dtype), side="right")
-            self.tied += int(np.dot(self.run_size[tie], end - last[tie] - 1))
+        if len(tie):  # how many: a look at the next few places, a search where the run is longer
+            at_last, look = last[tie], np.arange(1, TIE_WINDOW + 1)
+            ahead = np.minimum(at_last[:, None] + look, len(key) - 1)
+            same = ((key[ahead] >> value_shift) == value[tie][:, None]) & (at_last[:, None] + look < len(key))
+            n_tied = np.where(same.all(1), TIE_WINDOW, same.argmin(1))
+            long = np.flatnonzero(n_tied == TIE_WINDOW)
+            if len(long):
+                top = (value[tie[long]] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
+                n_tied[long] = np.searchsorted(key, top.astype(key.dtype), side="right") - at_last[long] - 1
+            self.tied += int(np.dot(self.run_size[tie], n_tied))
 
     def merge_by_search(self, buf: np.ndarray) -> None:
         """Count the negatives `buf` (sorted here, in place) by searches of the positives among them: any
