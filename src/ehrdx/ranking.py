@@ -304,15 +304,21 @@ class PooledCounts:
         after = np.minimum(last + 1, len(key) - 1)
         value = key[last] >> value_shift
         tie = np.flatnonzero(((key[after] >> value_shift) == value) & (last + 1 < len(key)))
-        if len(tie):  # how many: a look at the next few places, a search where the run is longer
-            at_last, look = last[tie], np.arange(1, TIE_WINDOW + 1)
-            ahead = np.minimum(at_last[:, None] + look, len(key) - 1)
-            same = ((key[ahead] >> value_shift) == value[tie][:, None]) & (at_last[:, None] + look < len(key))
-            n_tied = np.where(same.all(1), TIE_WINDOW, same.argmin(1))
-            long = np.flatnonzero(n_tied == TIE_WINDOW)
-            if len(long):
-                top = (value[tie[long]] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
-                n_tied[long] = np.searchsorted(key, top.astype(key.dtype), side="right") - at_last[long] - 1
+        if len(tie):  # how many: one place after another while they match, a search for long runs
+            at_last, value = last[tie], value[tie]
+            n_tied = np.ones(len(tie), np.int64)  # the place right after matched
+            going = np.arange(len(tie))
+            for _ in range(TIE_WINDOW):
+                nxt = at_last[going] + n_tied[going] + 1
+                more = nxt < len(key)
+                more[more] = (key[nxt[more]] >> value_shift) == value[going[more]]
+                going = going[more]
+                if not len(going):
+                    break
+                n_tied[going] += 1
+            if len(going):
+                top = (value[going] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
+                n_tied[going] = np.searchsorted(key, top.astype(key.dtype), side="right") - at_last[going] - 1
             self.tied += int(np.dot(self.run_size[tie], n_tied))
 
     def merge_by_search(self, buf: np.ndarray) -> None:
