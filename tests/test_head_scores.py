@@ -56,3 +56,17 @@ def test_an_evaluation_from_states_equals_the_one_from_the_table(tmp_path, monke
             assert ra["positives"] == rb["positives"]
             if ra["auroc"] is not None:
                 assert ra["auroc"] == pytest.approx(rb["auroc"], abs=1e-5)
+
+
+def test_pairs_are_the_entries_of_the_table():
+    states, rows, bias = head(3, n=40, labels=9)
+    s = HeadScores(states, rows, bias)
+    rng = np.random.default_rng(3)
+    samples, labels = rng.integers(0, 40, 60), rng.integers(0, 9, 60)
+    table = np.asarray(s)
+    for blocks in (None, [slice(0, 4), slice(4, 9)], [slice(j, j + 1) for j in range(9)]):
+        # the same float32 products, read for fewer samples: equal within float32 rounding (and in
+        # practice exactly: the evaluation checks and counts again where not)
+        np.testing.assert_allclose(s.pairs(samples, labels, blocks, min_rows=5), table[samples, labels],
+                                   rtol=1e-6, atol=1e-7)
+    assert len(s.pairs(np.zeros(0, int), np.zeros(0, int))) == 0

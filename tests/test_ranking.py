@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from ehrdx import ranking
 from ehrdx.evaluate.html import roc_pr_points
 from ehrdx.evaluate.metrics import (
     evaluate_predictions,
@@ -13,7 +14,14 @@ from ehrdx.evaluate.metrics import (
     recall_at_ks,
     tune_thresholds,
 )
-from ehrdx.ranking import label_curves, label_ranking, macro_scores
+from ehrdx.ranking import (
+    PooledCounts,
+    label_curves,
+    label_ranking,
+    macro_scores,
+    micro_ranking,
+    pooled_ranking,
+)
 from ehrdx.train.loop import masked_macro_score
 
 TOL = 1e-9
@@ -150,3 +158,54 @@ def test_recall_at_several_k_equals_each_k_alone():
         has = pos.sum(1) > 0
         ref = np.mean(np.take_along_axis(pos, top, axis=1).sum(1)[has] / pos.sum(1)[has])
         assert abs(together[k] - ref) < TOL
+
+
+@pytest.mark.parametrize("case", ["ties", "float32", "signed", "continuous"])
+def test_pooled_ranking_equals_scikit_learn_over_many_blocks_and_merges(case, monkeypatch):
+    """More positives than a block of scores holds, several merges of buffered negatives (a small
+    buffer), rows chosen: the pooled counts are those of the flat known entries."""
+    monkeypatch.setattr(ranking, "MIN_BUFFER", 97)
+    monkeypatch.setattr(ranking, "BUFFER_PER_POSITIVE", 0)
+    rng = np.random.default_rng(len(case))
+    n, labels = 500, 24
+    proba = rng.random((n, labels))
+    if case == "ties":
+        proba = np.round(proba, 1)  # 11 distinct scores: nearly every negative ties with positives
+    elif case == "float32":
+        proba = np.round(proba, 3).astype(np.float32)
+    elif case == "signed":
+        proba = np.round(proba - 0.5, 2)  # negative scores and -0.0: the float sort instead of the bits
+        proba[proba == 0] = -0.0
+    y = rng.random((n, labels)) < 0.3
+    mask = rng.random((n, labels)) < 0.8
+    rows = np.sort(rng.choice(n, 400, replace=False))
+    auroc, auprc = pooled_ranking(y, mask, proba, rows=rows, max_elements=300)
+    assert (y[rows] & mask[rows]).sum() > 300  # more positives than a block
+    flat_y, flat_p = y[rows][mask[rows]], proba[rows][mask[rows]]
+    assert abs(auroc - roc_auc_score(flat_y, flat_p)) < TOL
+    assert abs(auprc - average_precision_score(flat_y, flat_p)) < TOL
+    assert (auroc, auprc) == micro_ranking(flat_y, flat_p)  # the same integer counts, the same formula
+
+
+def test_pooled_counts_of_negatives_alone_equal_those_of_every_score_less_the_positives():
+    rng = np.random.default_rng(3)
+    ps, ns = np.round(rng.random(300), 2), np.round(rng.random(5000), 2)
+    alone, every = PooledCounts(ps, min_buffer=64), PooledCounts(ps, min_buffer=64)
+    for part in np.array_split(ns, 7):
+        alone.add(part)
+    every.add(np.concatenate([ns[:2000], ps, ns[2000:]]))
+    every.discount_positives()
+    alone.flush()
+    assert np.array_equal(alone.below, every.below) and alone.tied == every.tied > 0
+    assert alone.result() == every.result() == micro_ranking(np.r_[np.ones(300), np.zeros(5000)], np.r_[ps, ns])
+    assert PooledCounts(ps).result() == (None, None)  # no negatives
+
+
+@pytest.mark.parametrize("min_buffer", [50, 5000, 10**6])  # ties found by runs of a merge, or by searches
+def test_pooled_counts_of_many_tied_scores(min_buffer):
+    rng = np.random.default_rng(4)
+    ps, ns = np.round(rng.random(2000), 3), np.round(rng.random(20000), 3)  # 1,001 scores: ties everywhere
+    counts = PooledCounts(ps, min_buffer=min_buffer)
+    for part in np.array_split(ns, 13):
+        counts.add(part)
+    assert counts.result() == micro_ranking(np.r_[np.ones(2000), np.zeros(20000)], np.r_[ps, ns])

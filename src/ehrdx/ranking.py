@@ -17,12 +17,19 @@ the evaluation (evaluate) both use it.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_ELEMENTS = 1_000_000  # scores of a block of labels copied at once (label-major): about 15 MB
+BUFFER_PER_POSITIVE = 2  # negatives buffered per positive before a pooled merge (PooledCounts)
+MIN_BUFFER = 1 << 20  # and at least this many
+TIE_WINDOW = 8  # places after a positive looked at for negatives of its score before a search (PooledCounts)
+PAIR_ROWS = 4096  # samples read at least, per block of labels, to score (sample, label) pairs (HeadScores.pairs)
+INF_BITS = {np.dtype(np.float32): np.uint32(0x7F800000), np.dtype(np.float64): np.uint64(0x7FF0000000000000)}
+TWO_BITS = {np.dtype(np.float32): np.uint32(0x40000000), np.dtype(np.float64): np.uint64(0x4000000000000000)}
 
 
 @dataclass
@@ -77,6 +84,38 @@ class HeadScores:
         out = self[:, :]
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    def pairs(self, samples: np.ndarray, labels: np.ndarray, blocks: list[slice] | None = None,
+              min_rows: int = PAIR_ROWS) -> np.ndarray:
+        """The scores of the given (sample, label) pairs as reads of the label `blocks` (slices, by default
+        those of label_blocks) give them: each block is read for the samples with a pair in it, and at
+        least `min_rows` samples, so that the matrix product has the shape of a block read but for its
+        number of rows (which does not change a product's sums in practice; a vector product, or one small
+        enough for a special kernel, may sum otherwise)."""
+        samples, labels = np.asarray(samples, np.int64), np.asarray(labels, np.int64)
+        out = np.empty(len(samples), np.float64)
+        n_samples, n_labels = self.shape
+        fill = np.arange(min(n_samples, min_rows))
+        for b in blocks if blocks is not None else label_blocks(n_samples, n_labels, self.block_elements):
+            at = np.flatnonzero((labels >= b.start) & (labels < b.stop))
+            if len(at):
+                rows = np.union1d(samples[at], fill)
+                out[at] = self[rows, b][np.searchsorted(rows, samples[at]), labels[at] - b.start]
+        return out
+
+
+def score_bits(scores: np.ndarray) -> np.ndarray:
+    """The bits of float32 / float64 scores as unsigned integers (a view): for non-negative scores they
+    order as the scores do."""
+    return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
+
+
+def pair_scores(scores, samples: np.ndarray, labels: np.ndarray, blocks: list[slice] | None = None) -> np.ndarray:
+    """scores[samples[i], labels[i]] for each i, from an [S, L] array or HeadScores (HeadScores.pairs: read
+    as the label `blocks` read them)."""
+    if isinstance(scores, HeadScores):
+        return scores.pairs(samples, labels, blocks)
+    return np.asarray(scores)[samples, labels]
+
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), in place on `logits` (a float array of the caller's: no copies)."""
@@ -107,14 +146,15 @@ def binary_ranking(positive_scores: np.ndarray, negative_scores: np.ndarray) -> 
     if len(ps) == 0 or len(ns) == 0:
         return math.nan, math.nan
     below = np.searchsorted(ns, ps, side="left")
-    return ranking_of_counts(ps, below, np.searchsorted(ns, ps, side="right") - below, len(ns))
+    return ranking_of_counts(ps, below, int((np.searchsorted(ns, ps, side="right") - below).sum()), len(ns))
 
 
-def ranking_of_counts(ps: np.ndarray, below: np.ndarray, tied: np.ndarray, n_neg: int) -> tuple[float, float]:
-    """AUROC and average precision from the sorted positive scores `ps`, the negatives scored below each
-    and tied with each, and the number of negatives (one formula for binary_ranking and pooled_ranking)."""
+def ranking_of_counts(ps: np.ndarray, below: np.ndarray, tied: int, n_neg: int) -> tuple[float, float]:
+    """AUROC and average precision from the sorted positive scores `ps`, the negatives scored below each,
+    the (positive, negative) pairs of equal score and the number of negatives (one formula for
+    binary_ranking and the pooled counts)."""
     n_pos = len(ps)
-    auroc = (int(below.sum()) + 0.5 * int(tied.sum())) / (n_pos * n_neg)
+    auroc = (int(below.sum()) + 0.5 * int(tied)) / (n_pos * n_neg)
     tp = n_pos - np.searchsorted(ps, ps, side="left")  # positives at or above each positive's score
     fp = n_neg - below
     return auroc, float(np.mean(tp / (tp + fp)))
@@ -159,50 +199,164 @@ def micro_ranking(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, floa
 def pooled_ranking(y, mask, scores: np.ndarray, rows: np.ndarray | None = None,
                    max_elements: int | None = None) -> tuple[float | None, float | None]:
     """micro_ranking of all known elements of [S, L] tables (`rows` only, when given), without pooling
-    them: a first pass over blocks of labels keeps the positives' scores (sorted), a second counts, for
-    each positive, the negatives scored below it and tied with it (each negative found among the sorted
-    positives). The counts are the ones micro_ranking gets from the pooled arrays, so the result is the
-    same; memory grows with the positives, not with samples x labels."""
+    them: a first pass over blocks of samples keeps the positives' scores, a second adds every known
+    score to PooledCounts (the positives taken back at the end). The counts are the ones micro_ranking
+    gets from the pooled arrays, so the result is the same; memory grows with the positives, not with
+    samples x labels, and time with the entries. Blocks of samples (all labels), as the pooled counts do
+    not care about order: whole rows of an array are contiguous, and HeadScores computes a block of
+    samples from one read of their states (a block of labels reads every state)."""
     n_samples, n_labels = np.shape(scores)
-    blocks = list(label_blocks(n_samples if rows is None else len(rows), n_labels,
-                               max_elements or block_elements(scores)))
+    n_rows = n_samples if rows is None else len(rows)
+    step = max(1, (max_elements or block_elements(scores)) // max(n_labels, 1))
+    chunks = [slice(r0, min(r0 + step, n_rows)) for r0 in range(0, n_rows, step)]
 
-    def known_block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = read_block(mask, rows, b).astype(bool, copy=False)
-        return read_block(scores, rows, b), k, (read_block(y, rows, b) > 0.5) & k
+    def read(table, r: slice) -> np.ndarray:
+        return np.asarray(table[r] if rows is None else table[rows[r]])
 
     parts = []
-    for b in blocks:
-        p, _, pos = known_block(b)
-        parts.append(p[pos])
-    ps = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
-    n_pos = len(ps)
-    below, at_most, n_neg = np.zeros(n_pos + 1, np.int64), np.zeros(n_pos + 1, np.int64), 0
-    for b in blocks:
-        p, k, pos = known_block(b)
-        ns = np.sort(p[k & ~pos])  # sorted keys search faster (each search starts at the last one's place)
-        n_neg += len(ns)
-        # a negative v is below positive i when i >= searchsorted(ps, v, "right"); at or below it when
-        # i >= searchsorted(ps, v, "left"): counted at that index, summed up to each i below. The two
-        # indices differ only where v equals a positive's score: search again for those alone.
-        left = np.searchsorted(ps, ns, side="left")
-        right = left.copy()
-        tied = np.flatnonzero(ps[np.minimum(left, n_pos - 1)] == ns) if n_pos else np.zeros(0, np.int64)
-        right[tied] = np.searchsorted(ps, ns[tied], side="right")
-        below += np.bincount(right, minlength=n_pos + 1)
-        at_most += np.bincount(left, minlength=n_pos + 1)
-    if n_pos == 0 or n_neg == 0:
-        return None, None
-    below, at_most = np.cumsum(below)[:n_pos], np.cumsum(at_most)[:n_pos]
-    return ranking_of_counts(ps, below, at_most - below, n_neg)
+    for r in chunks:
+        k = read(mask, r).astype(bool, copy=False)
+        parts.append(read(scores, r)[(read(y, r) > 0.5) & k])
+    counts = PooledCounts(np.concatenate(parts) if parts else np.zeros(0))
+    for r in chunks:
+        counts.add(read(scores, r)[read(mask, r).astype(bool, copy=False)])
+    counts.discount_positives()
+    return counts.result()
+
+
+class PooledCounts:
+    """The counts behind the pooled (micro) AUROC and average precision of many known entries against a
+    fixed set of positive scores, gathered a batch of negatives at a time in work linear in the entries.
+
+    For each positive (sorted) it keeps the negatives scored below it, and in all the negatives tied with
+    a positive (pairs), the counts ranking_of_counts turns into the AUROC and AP. Negatives are buffered
+    (at least BUFFER_PER_POSITIVE per positive) and merged with the positives in one sort per buffer: a
+    merge costs the buffer plus the positives, so the positives' part never exceeds a fraction of the
+    negatives' (a search of every negative among the positives, or a count array of the positives per
+    block of entries, costs more per entry as the positives grow). The keys sorted are the scores' bits
+    with a tag bit below them (for non-negative floats the bits order as the values do): a positive sorts
+    before the negatives of its own score, so its place in the merge, less the positives before it, is the
+    number of negatives below it. Scores with a sign bit or NaN are merged by a float sort and searches
+    instead (numpy's order, NaN last, as np.sort and np.searchsorted give). Memory grows with the
+    positives (and one buffer), not with the entries."""
+
+    def __init__(self, positive_scores: np.ndarray, min_buffer: int | None = None) -> None:
+        ps = np.asarray(positive_scores).ravel()
+        self.dtype = np.dtype(np.float32) if ps.dtype == np.float32 else np.dtype(np.float64)
+        self.ps = np.sort(ps.astype(self.dtype, copy=False))
+        n_pos = len(self.ps)
+        self.below = np.zeros(n_pos, np.int64)  # per positive (sorted): negatives scored below it
+        self.tied = 0  # (positive, negative) pairs of equal score
+        self.n_neg = 0
+        self.capacity = max(BUFFER_PER_POSITIVE * n_pos, min_buffer or MIN_BUFFER, 1)
+        self.buffer, self.n_buffered = None, 0  # allocated when first used
+        # the last positive of each run of equal scores and the run's length (for ties)
+        self.run_last = np.flatnonzero(np.r_[self.ps[1:] != self.ps[:-1], True]) if n_pos else np.zeros(0, np.int64)
+        self.run_size = np.diff(np.r_[-1, self.run_last])
+
+    def add(self, negative_scores: np.ndarray) -> None:
+        """Count these scores as negatives (any shape; the counter's float type or one that casts to it)."""
+        v = np.asarray(negative_scores).ravel()
+        if v.dtype != self.dtype:
+            if not np.can_cast(v.dtype, self.dtype, "safe"):
+                raise ValueError(f"scores of type {v.dtype} cannot be compared exactly as {self.dtype}")
+            v = v.astype(self.dtype)
+        self.n_neg += len(v)
+        if self.buffer is None:
+            self.buffer = np.empty(self.capacity, self.dtype)
+        at = 0
+        while at < len(v):
+            n = min(len(v) - at, len(self.buffer) - self.n_buffered)
+            self.buffer[self.n_buffered:self.n_buffered + n] = v[at:at + n]
+            self.n_buffered += n
+            at += n
+            if self.n_buffered == len(self.buffer):
+                self.flush()
+
+    def flush(self) -> None:
+        """Merge the buffered negatives with the positives."""
+        if not self.n_buffered:
+            return
+        buf, self.n_buffered = self.buffer[:self.n_buffered], 0
+        if not len(self.ps):
+            return
+        bits, pbits = score_bits(buf), score_bits(self.ps)
+        if bits.max() > INF_BITS[self.dtype] or pbits.max() > INF_BITS[self.dtype]:  # a sign bit or NaN
+            self.merge_by_search(buf)
+            return
+        key = np.empty(len(buf) + len(self.ps), bits.dtype)  # bits and a tag below them: 0 positive, 1 negative
+        np.left_shift(bits, 1, out=key[:len(buf)])  # (the sign bit is clear: nothing shifted out)
+        key[:len(buf)] |= 1
+        np.left_shift(pbits, 1, out=key[len(buf):])
+        key.sort()
+        self.count_merged(key, 0)
+
+    def count_merged(self, key: np.ndarray, below_tag: int) -> None:
+        """Count a sorted merge of these positives with negatives: keys of the scores' bits, a tag bit (0
+        positive, 1 negative) and `below_tag` more bits below it (any values)."""
+        n_pos, tag_bit, value_shift = len(self.ps), 1 << below_tag, below_tag + 1
+        low = key.view(np.uint8)[::key.itemsize] if sys.byteorder == "little" else key  # the low byte
+        at = np.flatnonzero((low & tag_bit) == 0)  # the positives' places, in the order of self.ps
+        at -= np.arange(n_pos)
+        self.below += at
+        # ties: negatives right after the last positive of a run of equal scores, with that score
+        last = at[self.run_last] + self.run_last  # the run's last positive's place in `key`
+        after = np.minimum(last + 1, len(key) - 1)
+        value = key[last] >> value_shift
+        tie = np.flatnonzero(((key[after] >> value_shift) == value) & (last + 1 < len(key)))
+        if len(tie):  # how many: one place after another while they match, a search for long runs
+            at_last, value = last[tie], value[tie]
+            n_tied = np.ones(len(tie), np.int64)  # the place right after matched
+            going = np.arange(len(tie))
+            for _ in range(TIE_WINDOW):
+                nxt = at_last[going] + n_tied[going] + 1
+                more = nxt < len(key)
+                more[more] = (key[nxt[more]] >> value_shift) == value[going[more]]
+                going = going[more]
+                if not len(going):
+                    break
+                n_tied[going] += 1
+            if len(going):
+                top = (value[going] << value_shift) | ((1 << value_shift) - 1)  # the highest key of that score
+                n_tied[going] = np.searchsorted(key, top.astype(key.dtype), side="right") - at_last[going] - 1
+            self.tied += int(np.dot(self.run_size[tie], n_tied))
+
+    def merge_by_search(self, buf: np.ndarray) -> None:
+        """Count the negatives `buf` (sorted here, in place) by searches of the positives among them: any
+        floats, in numpy's order."""
+        buf.sort()
+        left = np.searchsorted(buf, self.ps, side="left")
+        self.below += left
+        self.tied += int((np.searchsorted(buf, self.ps, side="right") - left).sum())
+
+    def discount_positives(self) -> None:
+        """Take back the positives themselves, for a caller that added every known score (positives
+        included) as negatives: each positive was counted below the positives above it and tied with
+        those of its score (itself too)."""
+        self.flush()
+        left = np.searchsorted(self.ps, self.ps, side="left")
+        self.below -= left
+        self.tied -= int((np.searchsorted(self.ps, self.ps, side="right") - left).sum())
+        self.n_neg -= len(self.ps)
+
+    def result(self) -> tuple[float | None, float | None]:
+        """Pooled AUROC and average precision; None without both classes."""
+        self.flush()
+        if len(self.ps) == 0 or self.n_neg == 0:
+            return None, None
+        return ranking_of_counts(self.ps, self.below, self.tied, self.n_neg)
 
 
 def macro_scores(y, mask, scores: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float | None]:
     """Macro (labels with both classes) and micro AUROC and AUPRC; None where no label qualifies.
     `rows`: only these samples."""
-    r = label_ranking(y, mask, scores, rows=rows)
+    return macro_of(label_ranking(y, mask, scores, rows=rows), pooled_ranking(y, mask, scores, rows))
+
+
+def macro_of(r: LabelRanking, micro: tuple[float | None, float | None]) -> dict[str, float | None]:
+    """macro_scores' result from the per-label ranking and the pooled (micro) AUROC and AUPRC."""
     ok = r.scored
-    micro_auroc, micro_auprc = pooled_ranking(y, mask, scores, rows)
+    micro_auroc, micro_auprc = micro
     return {"macro_auroc": float(np.mean(r.auroc[ok])) if ok.any() else None,
             "macro_auprc": float(np.mean(r.auprc[ok])) if ok.any() else None,
             "micro_auroc": micro_auroc, "micro_auprc": micro_auprc}

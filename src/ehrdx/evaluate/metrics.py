@@ -10,12 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from ehrdx.data.samples import Samples
+from ehrdx.evaluate.one_pass import evaluate_once
+from ehrdx.evaluate.tallies import CalibrationTally, RecallTally, ThresholdTally
 from ehrdx.ranking import (
     HeadScores,
+    LabelRanking,
     block_elements,
     label_blocks,
     label_ranking,
-    macro_scores,
+    macro_of,
     pooled_ranking,
 )
 
@@ -23,11 +26,6 @@ K_VALUES = (5, 10, 20)  # recall@k reported for event streams
 VISIT_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))  # prior visits, inclusive; None: no upper end
 HEADLINE = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro")
 BOOTSTRAP_DRAWS = 200  # resamplings of the patients behind a per-label interval (the HTML report's)
-
-
-def _nanmean(values: list[float]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
 
 
 def tune_thresholds(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
@@ -69,39 +67,20 @@ def calibration_sums(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, n_bins:
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Over the known elements, per equal-width probability bin: count, sum of probabilities and sum of
     outcomes; and the sum of squared errors (Brier). A block of labels at a time (no pooled copies)."""
-    count, sum_p, sum_y, squared = np.zeros(n_bins, np.int64), np.zeros(n_bins), np.zeros(n_bins), 0.0
+    tally = CalibrationTally(n_bins)
     for b in label_blocks(len(proba), np.shape(proba)[1], block_elements(proba)):
-        known = np.asarray(mask[:, b], dtype=bool)
-        p = np.asarray(proba[:, b], dtype=np.float64)[known]
-        t = np.asarray(y[:, b], dtype=np.float64)[known]
-        bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
-        count += np.bincount(bins, minlength=n_bins)
-        sum_p += np.bincount(bins, weights=p, minlength=n_bins)
-        sum_y += np.bincount(bins, weights=t, minlength=n_bins)
-        squared += float(np.sum((p - t) ** 2))
-    return count, sum_p, sum_y, squared
+        tally.add_block(proba[:, b], y[:, b], np.asarray(mask[:, b], dtype=bool))
+    return tally.sums()
 
 
 def recall_at_ks(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, ks, rows: int = 4096) -> dict[int, float | None]:
     """recall@k for several k from one ranking (`rows` samples at a time): the mean over samples with at
     least one known positive of |top-k known labels ∩ positives| / |positives|."""
-    ks = list(ks)
-    totals, samples = dict.fromkeys(ks, 0.0), 0
+    tally = RecallTally(ks)
     for r0 in range(0, len(y), rows):
-        pos = (np.asarray(y[r0:r0 + rows]) > 0.5) & mask[r0:r0 + rows]
-        n_pos = pos.sum(1)
-        keep = n_pos > 0
-        if not keep.any() or not ks:
-            continue
-        scores = np.where(mask[r0:r0 + rows], proba[r0:r0 + rows], -np.inf)[keep]
-        k_max = min(max(ks), scores.shape[1])
-        top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-        hits = np.cumsum(np.take_along_axis(pos[keep], top, axis=1), axis=1)  # hits within the top 1, 2, ...
-        for k in ks:
-            totals[k] += float(np.sum(hits[:, min(k, k_max) - 1] / n_pos[keep]))
-        samples += int(keep.sum())
-    return {k: totals[k] / samples if samples else None for k in ks}
+        known = np.asarray(mask[r0:r0 + rows], dtype=bool)
+        tally.add((np.asarray(y[r0:r0 + rows]) > 0.5) & known, known, np.asarray(proba[r0:r0 + rows]))
+    return tally.result()
 
 
 def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows: int = 4096) -> float | None:
@@ -111,44 +90,12 @@ def recall_at_k(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, k: int, rows
 
 def _threshold_metrics(y, mask, proba: np.ndarray, thr: np.ndarray, per_label_ok: np.ndarray) -> dict:
     """Metrics of the predictions proba >= thr, from integer counts gathered a block of labels at a time
-    (per label: tp, fp, fn; per sample: tp, predicted and true known positives, all known labels right),
-    so they equal the counts of the whole [S, L] tables exactly."""
+    (tallies.ThresholdTally), so they equal the counts of the whole [S, L] tables exactly."""
     S, L = np.shape(proba)
-    tp_l, fp_l, fn_l = np.zeros(L, np.int64), np.zeros(L, np.int64), np.zeros(L, np.int64)
-    tp_s, pred_s, true_s = np.zeros(S, np.int64), np.zeros(S, np.int64), np.zeros(S, np.int64)
-    has_known, all_right, known, correct = np.zeros(S, bool), np.ones(S, bool), 0, 0
+    tally = ThresholdTally(S, thr)
     for b in label_blocks(S, L, block_elements(proba)):
-        m = np.asarray(mask[:, b], dtype=bool)
-        yb = np.asarray(y[:, b]) > 0.5
-        pred = np.asarray(proba[:, b]) >= thr[None, b]
-        hit = pred == yb
-        known += int(m.sum())
-        correct += int((hit & m).sum())
-        tp_l[b], fp_l[b], fn_l[b] = (pred & yb & m).sum(0), (pred & ~yb & m).sum(0), (~pred & yb & m).sum(0)
-        tp_s += (pred & yb & m).sum(1)
-        pred_s += (pred & m).sum(1)
-        true_s += (yb & m).sum(1)
-        has_known |= m.any(1)
-        all_right &= (hit | ~m).all(1)
-    tp, fp, fn = tp_l.sum(), fp_l.sum(), fn_l.sum()
-    prec_l = np.where(tp_l + fp_l > 0, tp_l / np.maximum(tp_l + fp_l, 1), 0.0)
-    rec_l = np.where(tp_l + fn_l > 0, tp_l / np.maximum(tp_l + fn_l, 1), 0.0)
-    f1_l = 2 * tp_l / np.maximum(2 * tp_l + fp_l + fn_l, 1)
-    # Per-sample F1 over known labels; a sample with no true and no predicted positives scores 1.
-    denom_s = pred_s + true_s
-    f1_s = np.where(denom_s > 0, 2 * tp_s / np.maximum(denom_s, 1), 1.0)
-    subset = all_right[has_known]
-    return {
-        "element_accuracy": float(correct / known) if known else None,
-        "hamming_loss": float(1 - correct / known) if known else None,
-        "subset_accuracy": float(subset.mean()) if subset.size else None,
-        "precision_micro": float(tp / (tp + fp)) if tp + fp else 0.0,
-        "recall_micro": float(tp / (tp + fn)) if tp + fn else 0.0,
-        "f1_micro": float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0,
-        "f1_macro": _nanmean([float(f) for f, ok in zip(f1_l, per_label_ok) if ok]),
-        "f1_samples": float(f1_s[has_known].mean()) if has_known.any() else None,
-        "_per_label": {"precision": prec_l, "recall": rec_l, "f1": f1_l},
-    }
+        tally.add(b, np.asarray(proba[:, b]), np.asarray(y[:, b]) > 0.5, np.asarray(mask[:, b], dtype=bool))
+    return tally.result(per_label_ok)
 
 
 def patients_per_label(y, mask, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +143,27 @@ def evaluate_predictions(
     proba = proba if isinstance(proba, HeadScores) else np.asarray(proba)
     n_labels = np.shape(proba)[1]
     rank = label_ranking(y, mask, proba)
+    sets = {"threshold_0.5": np.full(n_labels, 0.5)}
+    if thresholds is not None:
+        sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
+    return predictions_result(
+        label_names, rank, pooled_ranking(y, mask, proba), calibration_sums(y, mask, proba),
+        recall_at_ks(y, mask, proba, k_values),
+        {name: _threshold_metrics(y, mask, proba, thr, rank.scored) for name, thr in sets.items()},
+        sets, patients_per_label(y, mask, groups), np.shape(proba)[0])
+
+
+def predictions_result(label_names: list[str], rank: LabelRanking, micro: tuple[float | None, float | None],
+                       calibration: tuple, recall: dict[int, float | None], at_thresholds: dict[str, dict],
+                       thresholds: dict[str, np.ndarray], patients: tuple[np.ndarray, np.ndarray],
+                       n_samples: int) -> dict:
+    """evaluate_predictions' result from its parts: the per-label ranking, the pooled (micro) AUROC and
+    AUPRC, calibration_sums, recall@k, the threshold metrics (with their `_per_label` arrays) for each
+    named set of `thresholds` ("threshold_0.5", and "tuned" when there are tuned ones) and
+    patients_per_label."""
+    n_labels = len(rank.known)
     ok = rank.scored
-    pos_patients, known_patients = patients_per_label(y, mask, groups)
+    pos_patients, known_patients = patients
     per_label = []
     for j, name in enumerate(label_names):
         n_pos, n_known = int(rank.positives[j]), int(rank.known[j])
@@ -212,13 +178,13 @@ def evaluate_predictions(
         row["prevalence"] = n_pos / n_known if n_known else None
         per_label.append(row)
 
-    micro_auroc, micro_auprc = pooled_ranking(y, mask, proba)  # the pooled scores in their own dtype
-    count, sum_p, sum_y, squared = calibration_sums(y, mask, proba)
+    micro_auroc, micro_auprc = micro  # the pooled scores in their own dtype
+    count, sum_p, sum_y, squared = calibration
     n_known = int(count.sum())
     result = {
-        "n_samples": int(np.shape(proba)[0]),
+        "n_samples": int(n_samples),
         "n_known_elements": int(rank.known.sum()),
-        "n_masked_elements": int(np.shape(proba)[0] * n_labels - rank.known.sum()),
+        "n_masked_elements": int(n_samples * n_labels - rank.known.sum()),
         "macro_auroc": float(np.mean(rank.auroc[ok])) if ok.any() else None,
         "micro_auroc": micro_auroc,
         "macro_auprc": float(np.mean(rank.auprc[ok])) if ok.any() else None,
@@ -228,14 +194,10 @@ def evaluate_predictions(
         "labels_in_macro": int(ok.sum()),
         "labels_left_out_of_macro": [r["label"] for r, o in zip(per_label, ok) if not o],
     }
-    for k, value in recall_at_ks(y, mask, proba, k_values).items():
+    for k, value in recall.items():
         result[f"recall_at_{k}"] = value
-
-    sets = {"threshold_0.5": np.full(n_labels, 0.5)}
-    if thresholds is not None:
-        sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
-    for name, thr in sets.items():
-        tm = _threshold_metrics(y, mask, proba, thr, ok)
+    for name, thr in thresholds.items():
+        tm = dict(at_thresholds[name])
         pl = tm.pop("_per_label")
         result[name] = tm
         for j, row in enumerate(per_label):
@@ -246,7 +208,7 @@ def evaluate_predictions(
                 "f1": float(pl["f1"][j]) if ok[j] else None,
             }
     # The headline F1 is at the tuned thresholds when there are any, else at 0.5.
-    result["f1_micro"] = result["tuned" if thresholds is not None else "threshold_0.5"]["f1_micro"]
+    result["f1_micro"] = result["tuned" if "tuned" in thresholds else "threshold_0.5"]["f1_micro"]
     result["per_label"] = per_label
     return result
 
@@ -266,26 +228,34 @@ def _bin_name(lo: int, hi: int | None) -> str:
 def evaluate_samples(samples: Samples, proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None,
                      descriptions: dict[str, str] | None = None) -> dict:
     """`all` labels, `new_onset` (labels not yet recorded), and both by number of prior visits; per-label
-    rows carry the label's `description` where `descriptions` has one."""
+    rows carry the label's `description` where `descriptions` has one. Every metric is gathered from one
+    reading of the scores (evaluate/one_pass.py): the numbers of evaluate_predictions for each mask and of
+    macro_scores for each bin of prior visits."""
+    proba = proba if isinstance(proba, HeadScores) else np.asarray(proba)
     y, mask = samples.y_bits, samples.mask_bits  # packed: every metric reads a block at a time
     new_mask = samples.train_mask_bits(True)
-    out = {
-        "all": evaluate_predictions(y, mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "new_onset": evaluate_predictions(y, new_mask, proba, labels, thresholds, K_VALUES, samples.row),
-        "by_prior_visits": [],
-        "samples": len(samples), "patients": len(np.unique(samples.row)), "excluded": dict(samples.counts),
-    }
-    for key in ("all", "new_onset"):
-        describe_rows(out[key]["per_label"], descriptions)
+    n_labels = np.shape(proba)[1]
+    bins = []
     for lo, hi in VISIT_BINS:
         sel = (samples.n_visits >= lo) & (samples.n_visits <= (hi if hi is not None else np.iinfo(np.int32).max))
-        if not sel.any():
-            continue
-        row = {"prior_visits": _bin_name(lo, hi), "samples": int(sel.sum()),
-               "patients": len(np.unique(samples.row[sel]))}
-        for name, m in (("all", mask), ("new_onset", new_mask)):
-            r = macro_scores(y, m, proba, rows=np.flatnonzero(sel))
-            row[name] = {k: r[k] for k in ("macro_auroc", "macro_auprc", "micro_auroc", "micro_auprc")}
+        if sel.any():
+            bins.append((lo, hi, np.flatnonzero(sel)))
+    sets = {"threshold_0.5": np.full(n_labels, 0.5)}
+    if thresholds is not None:
+        sets["tuned"] = np.asarray(thresholds, dtype=np.float64)
+    once = evaluate_once(y, mask, new_mask, proba, [rows for _, _, rows in bins], sets, K_VALUES)
+    parts = {}
+    for key, m, counts in (("all", mask, once.masks[0]), ("new_onset", new_mask, once.masks[1])):
+        parts[key] = predictions_result(labels, counts.rank, counts.micro, counts.calibration, counts.recall,
+                                        counts.at_thresholds, sets, patients_per_label(y, m, samples.row),
+                                        len(samples))
+        describe_rows(parts[key]["per_label"], descriptions)
+    out = {**parts, "by_prior_visits": [], "samples": len(samples), "patients": len(np.unique(samples.row)),
+           "excluded": dict(samples.counts)}
+    for g, (lo, hi, rows) in enumerate(bins):
+        row = {"prior_visits": _bin_name(lo, hi), "samples": len(rows), "patients": len(np.unique(samples.row[rows]))}
+        for name, part in (("all", once.groups[0][g]), ("new_onset", once.groups[1][g])):
+            row[name] = macro_of(*part)
         out["by_prior_visits"].append(row)
     return out
 
