@@ -125,7 +125,8 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
     not count; a label without a known positive and negative keeps the shared weighting. `y`, `mask`: [N, L]
     arrays or packed tables (data/bits.py), read a label's column at a time. The report says per label what
     was chosen (`chosen`: equal, member or mix; `for`: all labels or this label) and why (tuning AUPRC of
-    the choice and of the equal mix on this label; `wins`: the share of resamplings the choice won)."""
+    the choice and of the equal mix on this label, and the tuning patients with a known positive of it;
+    `wins`: the share of resamplings the choice won)."""
     M, N, L = p_val.shape
     y, mask = as_table(y), as_table(mask, bool)
     equal = np.full(M, 1.0 / M)
@@ -183,7 +184,9 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         why = f" (fewer than {MIN_PATIENTS} tuning patients: too few to resample)" if few else ""
         report.append({"chosen": kind_of(candidates[k]) + why, "for": "this label" if own else "all labels",
                        "tuning_auprc": score(j, k), "tuning_auprc_equal": score(j, 0),
-                       **({"wins": wins} if k != 0 else {})})  # no counts: metrics.json's small-cell rule
+                       # metrics.json's small-cell rule hides both AUPRCs of a label from 1 to 9 such patients
+                       "tuning_positive_patients": len(np.unique(labels[j][2][labels[j][0]])),
+                       **({"wins": wins} if k != 0 else {})})
     return weights, report
 
 
