@@ -83,6 +83,24 @@ def test_resampling_whole_patients_asks_for_more_evidence_than_their_samples_alo
     assert per_sample["chosen"] == "member" and grouped["chosen"] == "equal", (per_sample, grouped)
 
 
+def test_with_too_few_tuning_patients_to_resample_the_equal_mix_stays_and_the_report_says_why():
+    """One tuning patient: every resampling is that patient, so a member better on the whole set would win
+    all of them; the same scores over 40 patients still choose it."""
+    from ehrdx.train.mixing import MIN_PATIENTS
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random((n, 2)) < 0.3).astype(np.float32)
+    p = np.stack([y + rng.normal(0, 0.3, y.shape), rng.random(y.shape)])  # member 0 knows, member 1 does not
+    mask = np.ones_like(y, dtype=bool)
+    many = choose_weights(p, y, mask, groups=np.arange(n) % 40, grid=False, seed=0)
+    assert many[1][0]["chosen"] == "member" and many[0][0, 0] == 1.0
+    for patients in (1, MIN_PATIENTS - 1):
+        weights, report = choose_weights(p, y, mask, groups=np.arange(n) % patients, grid=False, seed=0)
+        np.testing.assert_array_equal(weights, np.full((2, 2), 0.5))
+        assert report[0]["chosen"] == f"equal (fewer than {MIN_PATIENTS} tuning patients: too few to resample)"
+
+
 def test_the_rule_before_follows_the_member_that_ranks_each_label_best():
     """`best_on_tuning` (auto before session 10, kept for the benchmark's comparison)."""
     p, y = _three_labels(400, 0)

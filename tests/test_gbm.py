@@ -257,3 +257,22 @@ def test_a_gbm_saved_before_feature_sets_loads_as_all_features(tmp_path):
     back = spec.load(config, state, files)
     assert back.features == "all" and len(back.feature_names) == model.featurizer.n_features
     np.testing.assert_array_equal(back.predict_logits(ds), model.predict_logits(ds))
+
+
+def test_the_screen_scores_a_column_with_missing_rows_on_the_rows_it_knows():
+    """days_since_previous_visit is NaN at every patient's first visit, and age_years where a birth is missing:
+    such a column is scored on its known rows, not dropped for its NaN entries."""
+    from ehrdx.models.gbm import screen_columns
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.random(n) < 0.3
+    X = rng.random((n, 8)) * 0.1  # noise columns
+    X[:, 2] = y * 5.0 + rng.random(n)  # carries the label
+    X[:5, 2] = np.nan  # unknown for a few rows
+    X[:, 5] = np.nan  # unknown everywhere: nothing to score
+    cols = screen_columns(sp.csr_matrix(X), y, 2)
+    assert 2 in cols and 5 not in cols
+    # without NaN the column scores as before (NaN rows set to the known rows' mean change nothing else)
+    known = ~np.isnan(X[:, 2])
+    assert 2 in screen_columns(sp.csr_matrix(np.nan_to_num(X[known])), y[known], 1)

@@ -132,3 +132,23 @@ def test_suppression_counts_patients_not_prediction_times():
     assert rows["rare"]["auroc"] is None and rows["mid"]["auroc"] is None and rows["big"]["auroc"] is not None
     assert rows["mid"]["positives"] == 150 and "complementary" in rows["mid"]["status"]
     assert s2["test"]["macro_auroc"] == r2["macro_auroc"]
+
+
+def test_auto_weights_report_hides_the_tuning_auprc_of_a_label_from_few_tuning_patients():
+    """metrics.json's `ensemble` rows give each label's tuning AUPRC: a label whose tuning positives come from
+    1 to 9 patients keeps its weights and loses its counts and AUPRCs, like any per-label row."""
+    from ehrdx.train.mixing import choose_weights
+
+    rng = np.random.default_rng(0)
+    patient = np.repeat(np.arange(100), 4)  # 100 tuning patients, 4 samples each
+    y = np.zeros((400, 2), np.float32)
+    y[patient < 40, 0] = 1  # label 0: 40 positive patients
+    y[patient < 3, 1] = 1  # label 1: 3 positive patients (12 samples)
+    p = np.stack([y + rng.normal(0, 0.5, y.shape) for _ in range(2)])
+    choices = choose_weights(p, y, np.ones_like(y, dtype=bool), groups=patient, seed=0)[1]
+    assert [c["tuning_positive_patients"] for c in choices] == [40, 3]
+    rows = [{"label": lab, "weights": {"a": 0.5, "b": 0.5}, **c} for lab, c in zip(("big", "small"), choices)]
+    out = suppress_small_cells({"ensemble": {"members": ["a", "b"], "per_label": rows}})["ensemble"]["per_label"]
+    assert out[0]["tuning_auprc"] == choices[0]["tuning_auprc"] and out[0]["tuning_positive_patients"] == 40
+    assert out[1]["tuning_auprc"] is None and out[1]["tuning_auprc_equal"] is None
+    assert out[1]["tuning_positive_patients"] == "<10" and out[1]["weights"] == {"a": 0.5, "b": 0.5}

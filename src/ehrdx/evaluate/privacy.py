@@ -16,9 +16,10 @@ from __future__ import annotations
 import copy
 
 DEFAULT_MIN_CELL = 10
-_METRICS = ("auroc", "auprc", "prevalence", "auroc_before", "auroc_after", "auprc_before", "auprc_after")
+_METRICS = ("auroc", "auprc", "prevalence", "auroc_before", "auroc_after", "auprc_before", "auprc_after",
+            "tuning_auprc", "tuning_auprc_equal")  # tuning_*: auto's weights per label (metrics.json `ensemble`)
 _COUNTS = ("positives", "positive_patients", "test_positives", "test_positive_patients", "train_positives",
-           "train_positive_patients")
+           "train_positive_patients", "tuning_positive_patients")
 
 
 _MACROS = {"all": ("macro_auroc", "macro_auprc"), "new": ("new_labels_macro_auroc", "new_labels_macro_auprc"),
@@ -45,7 +46,8 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
         if isinstance(node, dict):
             suppressed_scored: dict[str, int] = {}  # scored rows hidden, by the macro average they count in
             for row in node.get("per_label", []) if isinstance(node.get("per_label"), list) else []:
-                n = row.get("positive_patients", row.get("test_positive_patients", row.get("positives")))
+                n = row.get("positive_patients", row.get("test_positive_patients", row.get(
+                    "positives", row.get("tuning_positive_patients"))))
                 train_n = row.get("train_positive_patients", row.get("train_positives"))  # patients where known
                 if (isinstance(n, int) and 0 < n < min_cell) or (isinstance(train_n, int) and 0 < train_n < min_cell):
                     scored = row.get("auroc") is not None or row.get("auroc_after") is not None

@@ -58,17 +58,25 @@ def screen_columns(X: sp.csr_matrix, y: np.ndarray, max_features: int) -> np.nda
     """The columns of `X` (a label's known training rows) that its booster sees: all of them (None) up to
     `max_features`; otherwise the `max_features` columns most correlated with the label `y` (squared Pearson
     correlation of sign(x) log(1 + |x|), zeros included, so that counts, days and values are on one footing;
-    for a 0/1 column it is the 2 x 2 chi-square over the rows), ties in column order. Sorted indices."""
+    for a 0/1 column it is the 2 x 2 chi-square over the rows), ties in column order. Sorted indices.
+    A NaN entry (a missing patient fact: no birth, no previous visit) counts as the column's mean over its
+    other rows, so a column with some unknown rows is scored on the rows it knows (not dropped as NaN)."""
     n, F = X.shape
     if F <= max_features:
         return None
     X = sp.csr_matrix(X, dtype=np.float64, copy=True)
-    X.data = np.sign(X.data) * np.log1p(np.abs(X.data))
+    missing = np.isnan(X.data)
+    X.data = np.where(missing, 0.0, np.sign(X.data) * np.log1p(np.abs(X.data)))
     yc = (np.asarray(y) > 0.5).astype(np.float64)
     yc -= yc.mean()
-    mean = np.asarray(X.sum(axis=0)).ravel() / n
-    var = np.asarray(X.multiply(X).sum(axis=0)).ravel() / n - mean ** 2
-    cov = (X.T @ yc) / n  # yc sums to zero, so no mean term
+    # the NaN entries as a 0/1 table: per column, how many and the label's sum over them
+    nan_at = sp.csr_matrix((missing.astype(np.float64), X.indices, X.indptr), shape=X.shape)
+    n_missing = np.asarray(nan_at.sum(axis=0)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.asarray(X.sum(axis=0)).ravel() / (n - n_missing)  # over the known rows; NaN if none
+    fill = np.where(n_missing > 0, mean, 0.0)  # what each NaN entry counts as
+    var = (np.asarray(X.multiply(X).sum(axis=0)).ravel() + n_missing * fill ** 2) / n - mean ** 2
+    cov = (X.T @ yc + fill * (nan_at.T @ yc)) / n  # yc sums to zero, so no mean term
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.nan_to_num(cov ** 2 / (var * float(np.mean(yc ** 2))), nan=0.0, posinf=0.0)
     return np.sort(np.argsort(-score, kind="stable")[:max_features])

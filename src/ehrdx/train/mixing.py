@@ -37,10 +37,13 @@ from ehrdx.data.bits import as_table
 GRID_STEPS = 10  # candidate weights in tenths
 DRAWS = 200  # bootstrap resamplings of the tuning patients
 CONFIDENCE = 0.95  # share of the resamplings a candidate must win to replace the equal mix of a label
+# Tuning patients the test needs: with one patient every resampling is that patient, so any candidate better
+# on the whole set wins all of them; with a handful, one better on each patient does. Below, the equal mix.
+MIN_PATIENTS = 10
 # How auto's weights are chosen, in words (metrics.json's ensemble.chosen_on)
 RULE = ("the tuning (validation) patients: one weighting for all labels, the equal mix of the members unless a member "
         f"or another mix on the 0.1 grid beats it on the macro tuning AUPRC in {CONFIDENCE:.0%} of {DRAWS} resamplings "
-        "of the tuning patients")
+        f"of the tuning patients (the equal mix with fewer than {MIN_PATIENTS} tuning patients)")
 MIN_GAIN = 0.005  # best_on_tuning: tuning AUPRC a mix (or a label's own weights) must add to be kept
 MIN_POSITIVES = 50  # best_on_tuning: known tuning positives a label needs for weights of its own
 
@@ -116,18 +119,21 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
     weighting for all labels, the equal mix unless a candidate (a member alone, or a mix on the grid,
     `grid`; the members alone otherwise) beats it on the macro tuning AUPRC in at least `confidence` of
     `draws` resamplings of the tuning patients (`groups` [N]: each sample's patient; None: each sample its
-    own); of those that do, the best on the whole tuning set. `per_label`: then each label's own weighting
+    own); of those that do, the best on the whole tuning set (with fewer than MIN_PATIENTS tuning patients,
+    too few to resample, the equal mix). `per_label`: then each label's own weighting
     by the same test on that label's AUPRC against the shared one. Neither: the equal mix. Masked entries do
     not count; a label without a known positive and negative keeps the shared weighting. `y`, `mask`: [N, L]
     arrays or packed tables (data/bits.py), read a label's column at a time. The report says per label what
     was chosen (`chosen`: equal, member or mix; `for`: all labels or this label) and why (tuning AUPRC of
-    the choice and of the equal mix on this label; `wins`: the share of resamplings the choice won)."""
+    the choice and of the equal mix on this label, and the tuning patients with a known positive of it;
+    `wins`: the share of resamplings the choice won)."""
     M, N, L = p_val.shape
     y, mask = as_table(y), as_table(mask, bool)
     equal = np.full(M, 1.0 / M)
     candidates = [equal] + [np.eye(M)[k] for k in range(M)] + (
         [c for c in mixes(M) if not np.allclose(c, equal)] if grid else [])
     patient, counts = patient_draws(np.arange(N) if groups is None else np.asarray(groups), draws, seed)
+    few = counts.shape[1] < MIN_PATIENTS  # too few patients to resample: the equal mix, and the report says why
     labels = {}  # usable label -> (targets, member probabilities, patient of each sample)
     for j in range(L):
         m = mask[:, j]
@@ -162,7 +168,7 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         return base, 0.0
 
     base, base_wins = 0, 0.0
-    if shared and labels:
+    if shared and labels and not few:
         base, base_wins = pick(0, lambda k: float(np.mean([score(j, k) for j in labels])),
                                lambda k: np.nanmean(np.stack([score(j, k, True) for j in labels]), axis=0))
     weights, report = np.tile(candidates[base], (L, 1)), []
@@ -171,13 +177,16 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
             report.append({"chosen": f"{kind_of(candidates[base])} (no positive or no negative among tuning "
                                      "samples)", "for": "all labels"})
             continue
-        k, wins = (pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True)) if per_label
-                   else (base, base_wins))
+        k, wins = (pick(base, lambda k, j=j: score(j, k), lambda k, j=j: score(j, k, True))
+                   if per_label and not few else (base, base_wins))
         own = k != base
         weights[j] = candidates[k]
-        report.append({"chosen": kind_of(candidates[k]), "for": "this label" if own else "all labels",
+        why = f" (fewer than {MIN_PATIENTS} tuning patients: too few to resample)" if few else ""
+        report.append({"chosen": kind_of(candidates[k]) + why, "for": "this label" if own else "all labels",
                        "tuning_auprc": score(j, k), "tuning_auprc_equal": score(j, 0),
-                       **({"wins": wins} if k != 0 else {})})  # no counts: metrics.json's small-cell rule
+                       # metrics.json's small-cell rule hides both AUPRCs of a label from 1 to 9 such patients
+                       "tuning_positive_patients": len(np.unique(labels[j][2][labels[j][0]])),
+                       **({"wins": wins} if k != 0 else {})})
     return weights, report
 
 
