@@ -108,3 +108,26 @@ def test_update_results_are_included_for_an_updated_model(trained):
     page.feed(text)
     assert "update" in page.ids and page.tables["update"] == 2
     assert "0.700" not in text  # the new label's 4 test patients: suppressed, and the average over it too
+
+
+def test_an_auto_model_reports_every_member_beside_the_ensemble_and_its_weights(trained, tmp_path):
+    """Issue 14: the report shows every candidate and the choice. Each member's macro AUROC/AUPRC on the
+    report's own samples, the ensemble's row equal to the Metrics table's, and the weights line."""
+    out, paths = trained
+    r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}",
+                                 "--model", "auto", "--epochs", "2", "--hidden", "16", "--device", "cpu",
+                                 "--out", str(tmp_path / "auto")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["report", "--model", str(tmp_path / "auto"), "--meds", str(paths["meds"]),
+                                 "--split", "held_out", "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "r.html").read_text()
+    assert "<h3>Ensemble members</h3>" in text and "ensemble weights: " in text
+    section = text.split("<h3>Ensemble members</h3>")[1].split("</table>")[0]
+    rows = [row for row in section.split("<tr>")[2:]]
+    assert [row.split("<td>")[1].split("</td>")[0] for row in rows] == ["gbm", "gru", "gbm-counts", "ensemble (auto)"]
+    metrics = text.split("<h2 id='metrics'>Metrics</h2>")[1].split("</table>")[0]
+    macro = metrics.split("<td>macro_auroc</td>")[1].split("</tr>")[0]
+    ensemble_row = rows[-1].split("<td>")
+    assert macro.split("<td>")[1].split("</td>")[0] == ensemble_row[2].split("</td>")[0]  # all labels, macro AUROC
+    assert all(cell.split("</td>")[0] not in ("", "None") for row in rows for cell in row.split("<td>")[2:])

@@ -11,8 +11,28 @@ import numpy as np
 from ehrdx.evaluate.html import build_report
 from ehrdx.evaluate.metrics import BOOTSTRAP_DRAWS
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL
+from ehrdx.evaluate.report import ensemble_line
 from ehrdx.explain import explain_sample, without_exact_dates_and_values
 from ehrdx.io import atomic_write_bytes
+from ehrdx.ranking import macro_scores
+from ehrdx.train.mixing import RULE as MIX_RULE
+
+
+def ensemble_summary(clf, st, samples) -> dict | None:
+    """For an ensemble (`auto`): how it weighs its members and each member's macro AUROC / AUPRC on the
+    report's own samples (all labels, new onset), beside the ensemble's; None for any other model."""
+    model = clf.model_
+    if not hasattr(model, "member_probabilities") or not len(samples):
+        return None
+    probs = model.member_probabilities(clf.dataset(st, samples))  # [members, samples, labels]
+    masks = (samples.mask_bits, samples.train_mask_bits(True))
+    rows = []
+    for name, p in zip(model.names, probs):
+        a, n = (macro_scores(samples.y_bits, m, p) for m in masks)
+        rows.append([name, a["macro_auroc"], a["macro_auprc"], n["macro_auroc"], n["macro_auprc"]])
+    weights = {"members": list(model.names), "chosen_on": MIX_RULE,
+               "per_label": [{"weights": dict(zip(model.names, w))} for w in np.asarray(model.weights)]}
+    return {"rows": rows, "weights": ensemble_line(weights)}
 
 
 def explain_latest(clf, st, rows: list[int], exact: bool = False) -> list[dict]:
@@ -40,7 +60,8 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
                         excluded=st.counts, min_cell=min_cell, explanations=explanations,
-                        descriptions=clf.label_vocab_.descriptions(), bootstrap_draws=bootstrap_draws)
+                        descriptions=clf.label_vocab_.descriptions(), bootstrap_draws=bootstrap_draws,
+                        ensemble=ensemble_summary(clf, st, samples))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode())
     return out

@@ -242,11 +242,11 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
                  excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
                  explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None,
-                 bootstrap_draws: int = BOOTSTRAP_DRAWS) -> str:
+                 bootstrap_draws: int = BOOTSTRAP_DRAWS, ensemble: dict | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
     n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it.
     The per-label table's AUROC and AUPRC carry 95% intervals over `bootstrap_draws` resamplings of the
-    patients (seed 0; 0: none)."""
+    patients (seed 0; 0: none). `ensemble` (an `auto` model): its weights line and each member's macro rows."""
     from ehrdx.evaluate.metrics import evaluate_samples
 
     # The tables as index lists (data/sparse.py), read a block of labels or rows at a time: no [S, L] copy.
@@ -284,6 +284,12 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                 "recall_at_10", "recall_at_20", "brier", "ece"):
         head_rows.append([key, released["test"].get(key), released["test_new_onset"].get(key)])
     parts.append("<h2 id='metrics'>Metrics</h2>" + _table(["metric", "all labels", "new onset"], head_rows))
+    if ensemble:  # every candidate on these samples, beside the ensemble, and how it weighs them
+        rows = [*ensemble["rows"], ["ensemble (auto)"] + [released[k].get(f"macro_{m}") for k in
+                                                           ("test", "test_new_onset") for m in ("auroc", "auprc")]]
+        parts.append("<h3>Ensemble members</h3>" + _table(["model", "macro AUROC", "macro AUPRC", "new-onset AUROC",
+                                                            "new-onset AUPRC"], rows) +
+                     f"<p class='note'>{html.escape(ensemble['weights'])}.</p>")
     # -- curves
     roc, pr, left_out = curves_figures(y, mask, proba, labels, result["all"]["per_label"], min_cell)
     parts.append("<h2 id='curves'>ROC and precision-recall curves</h2>" + _img(roc, "ROC curves") + _img(pr, "PR curves"))
