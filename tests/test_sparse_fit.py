@@ -107,7 +107,8 @@ def test_ensemble_weights_from_packed_tables_equal_those_from_dense_arrays():
     dense = choose_weights(p, y.astype(np.float32), mask)
     packed = choose_weights(p, SparseTable.from_dense(y), SparseTable.from_dense(mask))
     np.testing.assert_array_equal(packed[0], dense[0])
-    assert packed[1] == dense[1] and packed[1][3]["chosen"].startswith("shared (no positive")
+    assert packed[1] == dense[1] and packed[1][3]["for"] == "all labels"  # no positive: the shared weighting
+    assert "(no positive or no negative among tuning samples)" in packed[1][3]["chosen"]
     assert dense[0][0, 0] > dense[0][0, 1]
 
 
