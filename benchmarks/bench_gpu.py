@@ -106,9 +106,11 @@ def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows
     logits = predict_logits(model, test_ds)
     auroc = evaluate_predictions(test_s.y, test_s.mask, 1 / (1 + np.exp(-logits)), clf.labels_, None,
                                  ())["macro_auroc"]
-    t1 = time.perf_counter()
-    predict_logits(model, test_ds)  # ends with a copy to the host, so the device's work is done
-    pred = len(test_s) / (time.perf_counter() - t1)
+    pred = {}
+    for size in args.predict_batches:  # patients per prediction batch (None: predict_logits' default)
+        t1 = time.perf_counter()
+        predict_logits(model, test_ds, batch_size=size)  # ends with a copy to the host: the device's work is done
+        pred[size or "default"] = round(len(test_s) / (time.perf_counter() - t1))
     fresh = make_model(name, clf, train_ds, args.hidden).to(device)
     comp = compute_only(fresh, train_ds, device, precision, batch, 40)
     rec = {"model": name, "device": device.type, "precision": precision, "epochs": args.epochs,
@@ -117,7 +119,7 @@ def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows
            "loop_over_ready": round(h.samples_per_second / comp, 3),
            "train_patients_per_s": round(h.samples_per_second / rows_per_patient),
            "compute_only_rows_per_s": round(comp),
-           "predict_rows_per_s": round(pred), "test_macro_auroc": round(float(auroc), 4),
+           "predict_rows_per_s": max(pred.values()), "predict_rows_per_s_by_batch": pred, "test_macro_auroc": round(float(auroc), 4),
            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None}
     return rec
 
@@ -130,15 +132,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--batch-sizes", default=None, help="comma-separated, each in turn (default: --batch-size)")
-    ap.add_argument("--device-collate", default="on", choices=("on", "off", "both"),
-                    help="batches built on the device by tensor indexing (on), numpy + copy (off), or both")
+    ap.add_argument("--device-collate", default="on",
+                    help="comma-separated: batches built on the device by tensor indexing (on), the same in a "
+                    "background thread on a side stream (thread), numpy + copy (off); both = on,off")
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--predict-batches", default="default",
+                    help="comma-separated patients per prediction batch, each timed ('default': predict_logits' own)")
     ap.add_argument("--cpu-patients", type=int, default=5000, help="0: no CPU rows")
     ap.add_argument("--out", default=None)
     ap.add_argument("--bucket", default="on", choices=("on", "off", "both"),
                     help="length-bucketed batches (on), random batches (off), or both in turn")
     ap.add_argument("--accelerator", default="cuda", help="cpu: run the GPU rows on the CPU (a dry run of this script)")
     args = ap.parse_args()
+    args.predict_batches = [None if b == "default" else int(b) for b in args.predict_batches.split(",")]
     device = torch.device(args.accelerator)
     gpu = device.type == "cpu" or torch.cuda.is_available()
     t0 = time.perf_counter()
@@ -164,10 +170,13 @@ def main() -> None:
     for name in args.models.split(","):
         if gpu:
             choices = {"on": [True], "off": [False], "both": [True, False]}
+            collates = ["on", "off"] if args.device_collate == "both" else args.device_collate.split(",")
             sizes = [int(b) for b in (args.batch_sizes or str(args.batch_size)).split(",")]
             for precision, bucket, batch, collate in [
                     (p, b, n, c) for p in args.precisions.split(",") for b in choices[args.bucket] for n in sizes
-                    for c in choices[args.device_collate]]:
+                    for c in collates]:
+                device_mod.DEVICE_COLLATE_THREAD = collate == "thread"
+                collate = collate != "off"
                 device_mod.DEVICE_COLLATE = collate  # what the training loop does on CUDA
                 for ds in (train_ds, warm_ds, test_ds):
                     ds.bucket = bucket  # overrides the training loop's choice (random batches on a GPU)
@@ -180,6 +189,7 @@ def main() -> None:
                            "device_collate": collate, "error": repr(e)[:500],
                            "train_rows_per_s": 0, "train_patients_per_s": 0}
                 rec["bucket"] = bucket
+                rec["collate_thread"] = device_mod.DEVICE_COLLATE_THREAD
                 if args.bucket == "both":
                     rec["precision"] = f"{precision}{'' if bucket else '-rand'}"
                 emit(args.out, rec)
@@ -195,11 +205,11 @@ def main() -> None:
             emit(args.out, rec)
             table.append(rec)
         torch.set_num_threads(os.cpu_count() or 1)
-    print(f"\n{'model':12s} {'device':10s} {'prec':5s} {'batch':>5s} {'dev-col':>7s} {'rows/s':>10s} "
+    print(f"\n{'model':12s} {'device':10s} {'prec':5s} {'batch':>5s} {'dev-col':>7s} {'thread':>6s} {'rows/s':>10s} "
           f"{'patients/s':>11s} {'compute-only':>13s} {'loop/ready':>10s} {'predict/s':>10s} {'AUROC':>6s}")
     for r in table:
         print(f"{r['model']:12s} {r['device']:10s} {r['precision']:5s} {r.get('batch_patients', ''):>5} "
-              f"{r.get('device_collate', '')!s:>7s} {r['train_rows_per_s']:>10,} "
+              f"{r.get('device_collate', '')!s:>7s} {r.get('collate_thread', '')!s:>6s} {r['train_rows_per_s']:>10,} "
               f"{r['train_patients_per_s']:>11,} {r.get('compute_only_rows_per_s', ''):>13} "
               f"{r.get('loop_over_ready', ''):>10} {r.get('predict_rows_per_s', ''):>10} {r.get('test_macro_auroc', ''):>6}")
     print(f"total {time.perf_counter() - t0:.0f} s")

@@ -67,6 +67,37 @@ def test_the_device_collate_gives_the_numpy_collates_batch(parts, context, devic
         assert b.prior_ids is not None and len(b.prior_ids) > 0  # some windows have an earlier past
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_device_collate_never_reads_a_size_back_from_the_device(parts, device, monkeypatch):
+    """Every output size is summed on the host (a read-back would make the host wait for the GPU's queue
+    each batch: 0.39-0.43 of the ready-batch rate on the H200, BENCHMARKS.md). On the CPU: each range
+    gather is given its length; on a GPU: CUDA's sync debug mode raises on any synchronising call."""
+    from ehrdx.data import device_collate
+
+    ds = _set(parts, parts[3], None, new_onset=True)
+    dev = ds.collate_on(device) and ds.device_collate
+    given = []
+    real = device_collate.ranges
+
+    def checked(starts, ends, total=None):
+        given.append(total)
+        out = real(starts, ends, total)
+        return out
+
+    monkeypatch.setattr(device_collate, "ranges", checked)
+    seqs = np.random.default_rng(1).permutation(ds.n_sequences)[:40]
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = dev.collate(seqs)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert len(given) >= 6 and all(t is not None for t in given)  # visits, events, static, samples, y, mask
+    _same(ds.collate(seqs), batch)
+
+
 def test_batches_go_through_the_device_collate_when_asked_and_back(parts):
     ds = _set(parts, parts[3])
     ds.max_cells = ds.y_bits.shape[1] * 30  # and steps in parts too
@@ -126,3 +157,22 @@ def test_a_set_whose_tables_are_bit_packed_collates_on_the_device_as_with_numpy(
     assert not dev.y_table.sparse and not dev.mask_table.sparse
     seqs = np.random.default_rng(1).permutation(ds.n_sequences)[:23]
     _same(ds.collate(seqs), dev.collate(seqs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a side stream needs a GPU (run in a GPU session)")
+def test_batches_built_in_a_thread_on_a_side_stream_train_the_same_model(parts):
+    from ehrdx.train import device as device_mod
+
+    def fit(thread):
+        ds = _set(parts, parts[3][:120])
+        device_mod.DEVICE_COLLATE_THREAD = thread
+        try:
+            torch.manual_seed(0)
+            model = SequenceModel(SequenceConfig(n_codes=ds.encoder.n_codes, n_labels=ds.y_bits.shape[1],
+                                                 n_numeric=len(ds.numeric_ids), hidden=16))
+            train_model(model, ds, None, TrainConfig(batch_size=16, max_epochs=2, device="cuda", seed=0))
+            return predict_logits(model, ds)
+        finally:
+            device_mod.DEVICE_COLLATE_THREAD = False
+
+    np.testing.assert_allclose(fit(True), fit(False), atol=2e-3)  # CUDA atomics in embedding_bag backward

@@ -113,7 +113,7 @@ def test_update_results_are_included_for_an_updated_model(trained):
 def test_an_auto_model_reports_every_member_beside_the_ensemble_and_its_weights(trained, tmp_path):
     """Issue 14: the report shows every candidate and the choice. Each member's macro AUROC/AUPRC on the
     report's own samples, the ensemble's row equal to the Metrics table's, and the weights line."""
-    out, paths = trained
+    _out, paths = trained
     r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--labels", f"map:{paths['label_map']}",
                                  "--model", "auto", "--epochs", "2", "--hidden", "16", "--device", "cpu",
                                  "--out", str(tmp_path / "auto")])

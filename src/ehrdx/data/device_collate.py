@@ -9,12 +9,15 @@ fields come out identical, float fields identical where they are copies or singl
 within float rounding where numpy and torch evaluate log1p or sum in another order (tests/test_device_collate.py).
 
 It runs on any torch device, so the CPU tests check it against the numpy collate; the training loop uses it
-on CUDA (train/device.py `collate_on`). A few scalar reads (output sizes of the range gathers) synchronise
-with the device once per batch.
+on CUDA (train/device.py `collate_on`). It never waits for the device: every output size (visits, events,
+static codes, samples, listed label entries of a batch) is summed on the host from per-sequence counts taken
+once, and the batch's indices cross in pinned memory, so the host queues the next batch while the GPU still
+computes the last one. (The bounded context's summary, `--context`, still reads its sizes back: torch.unique.)
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -23,15 +26,17 @@ import torch
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.bits import BitTable
 from ehrdx.data.sparse import SparseTable
+from ehrdx.data.store import concat_ranges
 
 YEAR = 365.25 * 86400  # as data/sequences.py
 Z_CLIP = 5.0
 
 
-def ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """store.concat_ranges on tensors: the concatenation of arange(s, e) over the pairs (s, e)."""
+def ranges(starts: torch.Tensor, ends: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """store.concat_ranges on tensors: the concatenation of arange(s, e) over the pairs (s, e). `total`: the
+    output's length, when the caller knows it (otherwise it is read back from the device, which waits)."""
     lengths = (ends - starts).clamp(min=0)
-    total = int(lengths.sum())
+    total = int(lengths.sum()) if total is None else int(total)
     if total == 0:
         return torch.zeros(0, dtype=torch.int64, device=starts.device)
     first = torch.cumsum(lengths, 0) - lengths
@@ -63,6 +68,7 @@ class DeviceTable:
 
         self.n_cols = int(np.shape(table)[1])
         self.sparse = isinstance(table, SparseTable)
+        self.host_indptr = table.indptr if self.sparse else None  # per-row entry counts, summed on the host
         if self.sparse:
             # the listed columns as the table keeps them (2 bytes each below 32,768 labels), widened per batch
             self.indptr, self.cols, self.flip = t(table.indptr), t(table.cols), t(table.flip)
@@ -70,17 +76,22 @@ class DeviceTable:
             self.packed = t(table.packed if isinstance(table, BitTable) else
                             np.packbits(np.asarray(table).astype(bool), axis=1))
 
-    def rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Dense bool [len(rows), L] of the given rows (indices on the device)."""
+    def entries(self, rows: np.ndarray) -> int | None:
+        """How many entries the given rows (host indices) list; None for a packed table."""
+        return None if self.host_indptr is None else int((self.host_indptr[rows + 1] - self.host_indptr[rows]).sum())
+
+    def rows(self, rows: torch.Tensor, entries: int | None = None) -> torch.Tensor:
+        """Dense bool [len(rows), L] of the given rows (indices on the device); `entries`: how many they list
+        (`entries()`), so that nothing is read back from the device."""
         if not self.sparse:
             return unpack_rows(self.packed, rows, self.n_cols)
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
-        at = ranges(starts, ends)
+        at = ranges(starts, ends, entries)
         which = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), ends - starts,
                                         output_size=len(at))
-        out = torch.zeros(len(rows), self.n_cols, dtype=torch.bool, device=rows.device)
-        out[which, self.cols[at].long()] = True
-        return out ^ self.flip[rows][:, None]  # a flipped row lists its clear entries
+        out = torch.zeros(len(rows) * self.n_cols, dtype=torch.bool, device=rows.device)
+        out.index_fill_(0, which * self.n_cols + self.cols[at].long(), True)  # `out[i, j] = True` copies the
+        return out.view(len(rows), self.n_cols) ^ self.flip[rows][:, None]  # scalar from the host: a sync  # a flipped row lists its clear entries
 
 
 STORE_ARRAYS = ("codes", "values", "times", "visit_offsets", "visit_starts", "visit_ends")
@@ -92,8 +103,10 @@ def store_tensors(store, device: torch.device) -> dict[str, torch.Tensor]:
     one store share them) and freed with the store."""
     per_device = _ON_DEVICE.setdefault(store, {})
     if device not in per_device:
-        per_device[device] = {name: torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(store, name)))).to(device)
-                              for name in STORE_ARRAYS}
+        with warnings.catch_warnings():  # a store's arrays may be read-only maps; they are only read here
+            warnings.simplefilter("ignore", UserWarning)
+            per_device[device] = {name: torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(store, name))))
+                                  .to(device) for name in STORE_ARRAYS}
     return per_device[device]
 
 
@@ -131,29 +144,62 @@ class DeviceCollate:
         self.y_table, self.mask_table = DeviceTable(ds.y_bits, self.device), DeviceTable(ds.mask_bits, self.device)
         self.n_labels = ds.y_bits.shape[1]
         self.n_numeric = len(ds.numeric_ids)
+        self._host_counts(ds)
+
+    def _host_counts(self, ds, chunk: int = 1 << 16) -> None:
+        """Per sequence, on the host: visits read, events read (after the cutoff), static codes, samples; so
+        a batch's output sizes are sums of these, and the collate never reads a size back from the device."""
+        store = ds.store
+        offsets, starts, ends = (np.asarray(store.visit_offsets), np.asarray(store.visit_starts),
+                                 np.asarray(store.visit_ends))
+        n = len(ds.seq_row)
+        self.h_nv = np.asarray(ds.seq_nv, dtype=np.int64)
+        self.h_events = np.zeros(n, dtype=np.int64)
+        for lo in range(0, n, chunk):  # a chunk of sequences at a time: their visits can be many
+            sl = slice(lo, min(n, lo + chunk))
+            nv = self.h_nv[sl]
+            wlo = offsets[ds.seq_row[sl]] + ds.seq_start[sl]
+            vis = concat_ranges(wlo, wlo + nv)
+            lengths = np.minimum(ends[vis], np.repeat(ds.seq_cutoff[sl], nv)) - starts[vis]
+            total = np.concatenate([[0], np.cumsum(lengths)])
+            bounds = np.concatenate([[0], np.cumsum(nv)])
+            self.h_events[sl] = total[bounds[1:]] - total[bounds[:-1]]
+        slots = np.searchsorted(ds._rows, ds.seq_row)
+        self.h_static = (np.asarray(ds._static_end)[slots] - np.asarray(ds._static_start)[slots]).astype(np.int64)
+        self.h_sample_offsets = np.asarray(ds.seq_sample_offsets, dtype=np.int64)
+        self.h_sample_order = np.asarray(ds.sample_order)
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        """A host index array on the device; on a GPU through pinned memory, so the host does not wait."""
+        t = torch.from_numpy(a)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def collate(self, seqs, device=None, sources: bool = False) -> SequenceBatch:
         """The batch of sequences `seqs`, as SequenceSet.collate gives it, built on this device (`device`,
         accepted for the same signature, is ignored: the batch is where the tables are)."""
         del device
         dev = self.device
-        seqs = torch.as_tensor(np.asarray(seqs, dtype=np.int64)).to(dev)
+        host = np.ascontiguousarray(seqs, dtype=np.int64)
+        so_h = self.h_sample_offsets
+        host_samples = self.h_sample_order[concat_ranges(so_h[host], so_h[host + 1])]
+        B = len(host)
+        T = int(self.h_nv[host].max()) if B else 0
+        n_vis, n_ev = int(self.h_nv[host].sum()), int(self.h_events[host].sum())
+        seqs = self._to_device(host)
         rows = self.seq_row[seqs]
         nv = self.seq_nv[seqs]
-        B = len(seqs)
-        T = int(nv.max()) if B else 0
-        n_vis = int(nv.sum()) if B else 0
         vlo = self.visit_offsets[rows]
         wlo = vlo + self.seq_start[seqs]
-        vis = ranges(wlo, wlo + nv)
+        vis = ranges(wlo, wlo + nv, n_vis)
         vis_seq = torch.repeat_interleave(torch.arange(B, device=dev), nv, output_size=n_vis)
         vis_pos = vis - torch.repeat_interleave(vlo, nv, output_size=n_vis)
         grid_pos = vis - torch.repeat_interleave(wlo, nv, output_size=n_vis)
         ev_s = self.visit_starts[vis]
         ev_e = torch.minimum(self.visit_ends[vis], torch.repeat_interleave(self.seq_cutoff[seqs], nv, output_size=n_vis))
         lengths = ev_e - ev_s
-        pos = ranges(ev_s, ev_e)
-        n_ev = len(pos)
+        pos = ranges(ev_s, ev_e, n_ev)
         codes = self.code_map[self.codes[pos].long()]
         values = self.values[pos]
         z = torch.nan_to_num((values - self.mean[codes]) / self.std[codes], nan=0.0).clamp(-Z_CLIP, Z_CLIP)
@@ -176,7 +222,7 @@ class DeviceCollate:
         ], dim=1).float()
 
         s_start, s_end = self.static_start[slots], self.static_end[slots]
-        static_ids = self.code_map[self.codes[ranges(s_start, s_end)].long()]
+        static_ids = self.code_map[self.codes[ranges(s_start, s_end, int(self.h_static[host].sum()))].long()]
         static_offsets = exclusive_cumsum(s_end - s_start)
 
         columns = torch.where(torch.isnan(values), -1, self.numeric_col[codes])
@@ -186,18 +232,18 @@ class DeviceCollate:
         numeric = torch.cat([zs[now], (now >= 0).float(), zs[last], (last >= 0).float()], dim=1)
 
         so = self.seq_sample_offsets
-        sample_idx = self.sample_order[ranges(so[seqs], so[seqs + 1])]
+        sample_idx = self.sample_order[ranges(so[seqs], so[seqs + 1], len(host_samples))]
         per_seq = so[seqs + 1] - so[seqs]
         local_seq = torch.repeat_interleave(torch.arange(B, device=dev), per_seq, output_size=len(sample_idx))
         gather = local_seq * T + self.sample_pos[sample_idx]
-        visit_mask = torch.zeros(B * T, dtype=torch.bool, device=dev)
-        visit_mask[vis_seq * T + grid_pos] = True
+        visit_mask = torch.zeros(B * T, dtype=torch.bool, device=dev).index_fill_(0, vis_seq * T + grid_pos, True)
         prior = self._prior(vlo, wlo) if self.ds.context is not None else None
         return SequenceBatch(
             code_ids=codes, code_weights=w, value_weights=z * w, bag_offsets=bag_offsets,
             visit_index=vis_seq * T + grid_pos, time_feats=time_feats, static_ids=static_ids,
             static_offsets=static_offsets, visit_mask=visit_mask.view(B, T), numeric=numeric, gather=gather,
-            sample_index=sample_idx, y=self.y_table.rows(sample_idx).float(), y_mask=self.mask_table.rows(sample_idx),
+            sample_index=sample_idx, y=self.y_table.rows(sample_idx, self.y_table.entries(host_samples)).float(),
+            y_mask=self.mask_table.rows(sample_idx, self.mask_table.entries(host_samples)),
             numeric_source=torch.cat([now, now, last, last], dim=1) if sources else None,
             prior_ids=None if prior is None else prior[0], prior_offsets=None if prior is None else prior[1],
             prior_weights=None if prior is None else prior[2], prior_features=None if prior is None else prior[3],
@@ -207,11 +253,10 @@ class DeviceCollate:
         """sequences.numeric_sources on tensors: the event filling each entry now (the last of a visit's
         values: the largest event index, by a max-scatter, deterministic) and carried forward (cummax)."""
         V, K, dev = len(vis_pos), self.n_numeric, self.device
-        now = torch.full((V * K,), -1, dtype=torch.int64, device=dev)
-        has = columns >= 0
-        events = torch.arange(len(columns), device=dev)
-        now.scatter_reduce_(0, owner[has] * K + columns[has], events[has], reduce="amax")
-        now = now.view(V, K)
+        now = torch.full((V * K + 1,), -1, dtype=torch.int64, device=dev)  # the last slot takes non-numeric events
+        slot = torch.where(columns >= 0, owner * K + columns, V * K)
+        now.scatter_reduce_(0, slot, torch.arange(len(columns), device=dev), reduce="amax")
+        now = now[: V * K].view(V, K)
         if V == 0 or K == 0:
             return now, now.clone()
         idx = torch.where(now >= 0, torch.arange(V, device=dev)[:, None], -1)

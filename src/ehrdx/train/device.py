@@ -2,13 +2,15 @@
 
 Batches are collated on the CPU (numpy); on a GPU they are copied from pinned memory with
 non-blocking copies, and a background thread collates the next batches while the GPU works on this
-one. On the CPU nothing is copied and nothing runs in the background. Sequence sets on a GPU instead
-build their batches there (`collate_on_device`, data/device_collate.py): the store goes over once.
+one. On the CPU nothing is copied and nothing runs in the background. Sequence sets on a GPU, in batches of
+MIN_DEVICE_BATCH patients or more, instead build their batches there (`collate_on_device`,
+data/device_collate.py; the store goes over once), in a background thread on a side stream (`side_stream`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,7 +24,15 @@ from ehrdx.errors import ModelError
 T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16")
-DEVICE_COLLATE = True  # sequence sets build their batches on a GPU (collate_on_device); False: numpy + copy
+# Where a sequence set's batches are built when training or predicting on a GPU (collate_on_device). Measured
+# on an H200 (BENCHMARKS.md, issue 15): building them there by tensor indexing costs a fixed host time per
+# batch (about a hundred small kernels), so it wins with large batches (GRU at 1,024 patients: 1.00M rows/s
+# against 0.73M with numpy; predicting at 2,048: about 2M against 0.8-1.1M) and loses with small ones (GRU
+# at 256: 0.27M against 0.32-0.38M).
+DEVICE_COLLATE: bool | None = None  # None: on the device from MIN_DEVICE_BATCH patients a batch; True/False: always/never
+MIN_DEVICE_BATCH = 1024
+DEVICE_COLLATE_THREAD = True  # batches built on a GPU: in a background thread on a side stream (side_stream;
+# 1.14-1.34x the rows/s of building them in the training thread, in all four of the H200's configurations)
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
@@ -116,13 +126,39 @@ def prefetch(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
         thread.join(timeout=5)
 
 
-def collate_on_device(dataset, device: torch.device) -> bool:
+def collate_on_device(dataset, device: torch.device, batch_size: int) -> bool:
     """Have `dataset` build its batches on `device` with tensor indexing when the device is a GPU and the
-    set can (sequence sets, data/device_collate.py; DEVICE_COLLATE switches it off, for benchmarks);
+    set can (sequence sets, data/device_collate.py) and `batch_size` (patients a batch) is at least
+    MIN_DEVICE_BATCH (DEVICE_COLLATE True/False forces it, for benchmarks);
     whether its batches now come ready on the device (device_batches' `ready`)."""
     if device.type != "cuda" or not hasattr(dataset, "collate_on"):
         return False
-    return bool(dataset.collate_on(device if DEVICE_COLLATE else None))
+    on = batch_size >= MIN_DEVICE_BATCH if DEVICE_COLLATE is None else DEVICE_COLLATE
+    return bool(dataset.collate_on(device if on else None))
+
+
+def side_stream(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+    """Batches built on the GPU (collate_on_device) in a background thread on a stream of their own, so
+    the host's work of building the next batch overlaps with launching the current step. Each batch is
+    handed over with an event the consumer's stream waits on, and its tensors are marked as used by that
+    stream (record_stream) so that their memory is not reused before the step is done."""
+    stream = torch.cuda.Stream(device)
+
+    def produce() -> Iterator[tuple[Batch, torch.cuda.Event]]:
+        with torch.cuda.stream(stream):
+            for batch in batches:
+                event = torch.cuda.Event()
+                event.record(stream)
+                yield batch, event
+
+    for batch, event in prefetch(produce()):
+        current = torch.cuda.current_stream(device)
+        current.wait_event(event)
+        for field in dataclasses.fields(batch):
+            value = getattr(batch, field.name)
+            if isinstance(value, torch.Tensor) and value.device.type == "cuda":
+                value.record_stream(current)
+        yield batch
 
 
 def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None,
@@ -131,7 +167,10 @@ def device_batches(batches: Iterable[Batch], device: torch.device, background: b
     `ready`: they are built on the device already (collate_on_device) and pass through as they come: a
     thread would only wait on the device's queue, and there is nothing to pin or copy."""
     if ready:
-        yield from batches
+        if device.type == "cuda" and DEVICE_COLLATE_THREAD:
+            yield from side_stream(batches, device)
+        else:
+            yield from batches
         return
     gpu = device.type == "cuda"
     background = gpu if background is None else background

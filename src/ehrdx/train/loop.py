@@ -139,9 +139,9 @@ def evaluate_loss(model: nn.Module, samples: SampleSet, batch_size: int | None =
     device = model_device(model)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    batches = samples.batches(batch_size or _eval_batch(samples), shard=current_shard(pad=False),
-                              bucket=device.type == "cpu")
-    for batch in device_batches(batches, device, ready=collate_on_device(samples, device)):
+    batch_size = batch_size or _eval_batch(samples, device)
+    batches = samples.batches(batch_size, shard=current_shard(pad=False), bucket=device.type == "cpu")
+    for batch in device_batches(batches, device, ready=collate_on_device(samples, device, batch_size)):
         with autocast(device, precision):
             logits = model(batch)
         s, n = masked_bce_with_logits(logits.float(), batch.y, batch.y_mask)
@@ -159,8 +159,9 @@ def predict_logits(model: nn.Module, samples: SampleSet, batch_size: int | None 
     model.eval()
     device = model_device(model)
     out = None  # as wide as the model's output, which may differ from the samples' label columns
-    batches = samples.batches(batch_size or _eval_batch(samples), bucket=device.type == "cpu")
-    for batch in device_batches(batches, device, ready=collate_on_device(samples, device)):
+    batch_size = batch_size or _eval_batch(samples, device)
+    batches = samples.batches(batch_size, bucket=device.type == "cpu")
+    for batch in device_batches(batches, device, ready=collate_on_device(samples, device, batch_size)):
         with autocast(device, precision):
             logits = model(batch) if forward is None else forward(batch)
         logits = logits.float().cpu().numpy()
@@ -189,9 +190,13 @@ def validation_score(model: nn.Module, val, monitor: str, precision: str = "fp32
     return evaluate_loss(model, val, precision=precision)
 
 
-def _eval_batch(samples) -> int:
-    """Rows per evaluation batch: patient-table rows are cheap; sequences carry all their visits."""
-    return 4096 if isinstance(samples, SampleSet) else 512
+def _eval_batch(samples, device: torch.device | None = None) -> int:
+    """Rows per evaluation batch: patient-table rows are cheap; sequences carry all their visits. On a GPU
+    sequences go 2,048 patients at a time (at 512 the H200 predicted 0.5-0.9M rows/s, at 2,048 1.4-1.9M:
+    BENCHMARKS.md, issue 15)."""
+    if isinstance(samples, SampleSet):
+        return 4096
+    return 2048 if device is not None and device.type == "cuda" else 512
 
 
 def train_model(
@@ -259,7 +264,7 @@ def train_model(
             start_epoch = epochs if meta["stopped"] else meta["epoch"] + 1
         elif is_main():
             ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
-    on_device = collate_on_device(train, device)  # sequence sets on a GPU: the store goes there once
+    on_device = collate_on_device(train, device, batch_size)  # large batches of sequences on a GPU: built there
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
     for epoch in range(start_epoch, epochs):

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 15 and 16, in one call on a machine with a CUDA GPU (its python3 holds torch):
+#   bash benchmarks/gpu_scale_check.sh OUTDIR
+# 1) the device-collate, batch-cap, device and pretrain tests with the GPU visible;
+# 2) issue 15: the training loop against ready batches at batch 256 and 1,024, hidden 128, GRU and
+#    Transformer, batches built on the device and with numpy plus a copy, and prediction rows/s
+#    (benchmarks/bench_gpu.py at 100k patients, one process);
+# 3) issue 16: pretraining throughput on the GPU at 100k built-in patients (benchmarks/bench_pretrain.py).
+# Each step has its own time limit, so one that hangs or fails leaves the others' results.
+# Packages the machine lacks (polars, lightgbm) are installed from wheels in .whl/ when that folder exists.
+set -uo pipefail
+out=${1:-/tmp/ehrdx_gpu}
+mkdir -p "$out"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, polars; print('torch', torch.__version__, 'polars', polars.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+timeout 90 python3 -m pytest -q -p no:cacheprovider -p no:warnings tests/test_device_collate.py \
+  tests/test_batch_cap.py tests/test_device.py 2>&1 | tail -8 | tee "$out/tests.log"
+timeout 240 python3 benchmarks/bench_gpu.py --patients 100000 --precisions fp32 --batch-sizes 256,1024 \
+  --device-collate both --cpu-patients 0 --predict-batches default,4096,8192 \
+  --out "$out/bench_gpu.jsonl" 2>&1 | tail -14 | tee "$out/bench_gpu.log"
+for m in gru transformer; do
+  timeout 100 python3 benchmarks/bench_pretrain.py --patients 100000 --threads 16 --epochs 2 --model $m \
+    --device cuda 2>&1 | tail -3 | tee -a "$out/bench_pretrain.jsonl"
+done
