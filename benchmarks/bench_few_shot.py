@@ -29,6 +29,10 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                scratch      the base model's settings trained from scratch on the run's patients, all labels;
                update (encoder)   with --encoder-arm: the base model is `ehrdx train --init ENC` on an
                             encoder from `ehrdx pretrain` (issue 16 items 1-2), then the same update.
+               update (auto)      with --auto-arm: the base model is `--model auto` (the default for event
+                            streams: gbm + the --model network + gbm-counts, mixed by train/mixing.py), and
+                            the update adds L to every member (each booster fits L, the network probes it)
+                            and chooses L's weights on the run's validation patients.
                Each arm also runs once with all of L's positives (k = all): the reference of the figure.
   model seeds  every network and booster uses seed 0; the seed only picks the positive patients, so the
                spread over seeds is the spread over which few patients one happens to have.
@@ -71,7 +75,8 @@ from ehrdx.update import update_model
 
 K_FULL, K_QUICK = (4, 8, 16, 32, 64, 128), (8, 32)
 ENCODER_ARM = "update (encoder)"
-ARMS = ("update", "gbm-counts", "scratch", ENCODER_ARM)
+AUTO_ARM = "update (auto)"
+ARMS = ("update", "gbm-counts", "scratch", ENCODER_ARM, AUTO_ARM)
 MIN_VAL_PATIENTS = 10  # positive validation patients behind the validation AUROC that chooses a label
 ENCODER_DATA_OPTION = "--meds"  # how the pretrain/train commands are given the data set (a MEDS directory)
 
@@ -201,8 +206,8 @@ def run_arm(arm: str, ctx: dict, label: str, tr: np.ndarray, va: np.ndarray) -> 
     ds, test = ctx["ds"], ctx["test"][label]
     t0 = time.perf_counter()
     extra = {}
-    if arm in ("update", ENCODER_ARM):
-        base = ctx["base"] if arm == "update" else ctx["encoder_base"]
+    if arm in ("update", ENCODER_ARM, AUTO_ARM):
+        base = {"update": ctx.get("base"), ENCODER_ARM: ctx.get("encoder_base"), AUTO_ARM: ctx.get("auto_base")}[arm]
         new, rep = update_model(base, ds.store, (tr, va, ds.splits[2]), new_labels=[label],
                                 selector=ctx["full_selector"], epochs=ctx["args"].update_epochs)
         proba = new.predict_samples(ds.store, ctx["test_samples"])[:, new.labels_.index(label)]
@@ -249,7 +254,13 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     t0 = time.perf_counter()
     ctx["base"] = EHRClassifier(**params, task=ds.task, labels=f"map:{base_map}").fit(ds.store, tr, va)
     entry["base_seconds"] = round(time.perf_counter() - t0, 1)
-    arms = [a for a in ARMS if (a != ENCODER_ARM or args.encoder_arm) and (not args.arms or a in args.arms)]
+    arms = [a for a in ARMS if (a != ENCODER_ARM or args.encoder_arm) and (a != AUTO_ARM or args.auto_arm)
+            and (not args.arms or a in args.arms)]
+    if AUTO_ARM in arms:
+        t0 = time.perf_counter()
+        ctx["auto_base"] = EHRClassifier(**{**params, "model": "auto"}, task=ds.task,
+                                         labels=f"map:{base_map}").fit(ds.store, tr, va)
+        entry["auto_base_seconds"] = round(time.perf_counter() - t0, 1)
     if args.encoder_arm:
         t0 = time.perf_counter()
         ctx["encoder_base"] = encoder_base(ds, base_map, params, work, args.pretrain_epochs)
@@ -301,6 +312,7 @@ def main() -> None:
     ap.add_argument("--update-epochs", type=int, default=2, help="fine-tuning epochs of ehrdx update")
     ap.add_argument("--encoder-arm", action="store_true", help="add the pretrained-encoder arm (ehrdx pretrain)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--auto-arm", action="store_true", help="add the arm whose base model is --model auto")
     ap.add_argument("--arms", default=None, help="comma-separated arms to run (default: all; e.g. update, to "
                     "measure a change of ehrdx update alone)")
     ap.add_argument("--quick", action="store_true", help="2 labels, k in (8, 32), 2 seeds, 2,500 patients, "
