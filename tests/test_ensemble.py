@@ -6,7 +6,6 @@ import pytest
 
 import ehrdx
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
@@ -253,13 +252,28 @@ def test_a_split_sequence_set_keeps_its_context(fitted):
     assert part.context == 2 and int(part.seq_nv.max()) <= 4  # windows of at most 2N visits
 
 
-def test_auto_is_the_default_for_event_streams_and_needs_tuning_patients(fitted):
+def test_auto_is_the_default_for_event_streams_and_without_tuning_patients_weighs_its_members_equally(fitted):
+    """--val-fraction 0: no tuning patients to choose weights on, so the equal mix (as with fewer than
+    MIN_PATIENTS), the GRU member runs every epoch, and the fit's summary says so."""
     _out, paths, store, splits, _clf, _ = fitted
     assert EHRClassifier().resolve_settings("events").name == "auto"
     assert EHRClassifier().resolve_settings("table").name == "mlp"  # tables keep theirs
-    with pytest.raises(ModelError, match=r"(?s)auto model \(the default for event streams\).*there are none.*fix: give "
-                                         "validation rows"):
-        EHRClassifier(labels=f"map:{paths['label_map']}").fit(store, splits[0])
+    clf = EHRClassifier(labels=f"map:{paths['label_map']}", hidden=8, max_epochs=2, seed=0).fit(store, splits[0][:150])
+    L = len(clf.labels_)
+    np.testing.assert_array_equal(clf.model_.weights, np.full((L, 3), 1 / 3))  # exact: the equal row itself
+    assert clf.model_.choices == [{"chosen": "equal (no tuning patients)", "for": "all labels"}] * L
+    assert clf.history_.epochs_run == 2 and clf.history_.val_loss == []
+    assert clf.fit_summary_["val_patients"] == 0
+    assert clf.fit_summary_["without_validation"] == (
+        "no validation samples (0 validation patients): the members weighted equally, the network member ran all "
+        "2 epochs; thresholds 0.5, none tuned")
+    np.testing.assert_array_equal(clf.thresholds_, np.full(L, 0.5))
+
+
+def test_no_tuning_samples_give_the_equal_mix_and_say_why():
+    weights, report = choose_weights(np.zeros((3, 0, 2)), np.zeros((0, 2), np.float32), np.zeros((0, 2), bool))
+    np.testing.assert_array_equal(weights, np.full((2, 3), 1 / 3))
+    assert report == [{"chosen": "equal (no tuning patients)", "for": "all labels"}] * 2
 
 
 def test_an_auto_model_saved_with_two_members_still_loads_and_predicts_the_same(fitted, tmp_path):
