@@ -217,6 +217,22 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
 
     # the GRU member's probe penalty per new label, chosen on the validation patients, is in the report
     assert sorted(report["probe_c"]) == sorted(new.labels_[L:]) and set(report["probe_c"].values()) <= set(PROBE_PATH)
+    # update_report.json: each new label's weights by member and why, in metrics.json's words
+    ens = report["ensemble"]
+    assert ens["members"] == ["gbm", "gru", "gbm-counts"] and "labels this update adds" in ens["chosen_on"]
+    assert [r["label"] for r in ens["per_label"]] == new.labels_[L:]
+    for r, w, choice in zip(ens["per_label"], new.model_.weights[L:], new.model_.choices[L:]):
+        assert list(r["weights"].values()) == w.tolist() and abs(sum(w) - 1) < 1e-9
+        assert r["chosen"] == choice["chosen"] and r["chosen"].startswith(("equal", "member", "mix"))
+        assert r["for"] in ("all labels", "this label")
+        if "no positive or no negative" not in r["chosen"]:
+            assert {"tuning_auprc", "tuning_auprc_equal", "tuning_positive_patients"} <= set(r)
+    # without tuning patients: the equal mix for every new label, and the report says so
+    bare, plain = update_model(early, store, (tr, va[:0], te), selector=clf.selector_)
+    assert len(bare.model_.choices) == len(bare.labels_)  # before: none recorded for the new labels
+    assert [r["chosen"] for r in plain["ensemble"]["per_label"]] == ["equal (no tuning patients)"] * (
+        len(bare.labels_) - L)
+    np.testing.assert_array_equal(bare.model_.weights[L:], np.full((len(bare.labels_) - L, 3), 1 / 3))
     new.save(tmp_path / "u")
     np.testing.assert_array_equal(ehrdx.load(tmp_path / "u").predict_samples(store, s), new.predict_samples(store, s))
     from ehrdx.explain import explain_sample

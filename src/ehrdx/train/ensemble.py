@@ -196,6 +196,14 @@ class EnsembleModel:
         self.choices = [*self.choices, *new_choices]
         return self
 
+    def weights_report(self, labels: list[str], start: int = 0) -> list[dict]:
+        """metrics.json's `ensemble.per_label` rows of the labels from column `start` on: each label's weights by
+        member and why they were chosen (`choices`, choose_weights' report)."""
+        choices = self.choices[start:]
+        return [{"label": lab, "weights": dict(zip(self.names, map(float, w))),
+                 **(choices[i] if i < len(choices) else {"chosen": "not recorded"})}
+                for i, (lab, w) in enumerate(zip(labels[start:], self.weights[start:]))]
+
     def member_probabilities(self, dataset: dict) -> np.ndarray:
         """[M, N, L] each member's probabilities."""
         return np.stack([_sigmoid(model_logits(self.members[name], dataset[get_model(name).inputs_for(EVENTS)]))
