@@ -6,7 +6,6 @@ import pytest
 
 import ehrdx
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
-from ehrdx.errors import ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.pipeline import train_and_evaluate
@@ -218,6 +217,22 @@ def test_update_grows_every_member_and_explain_uses_the_gru_member(fitted, tmp_p
 
     # the GRU member's probe penalty per new label, chosen on the validation patients, is in the report
     assert sorted(report["probe_c"]) == sorted(new.labels_[L:]) and set(report["probe_c"].values()) <= set(PROBE_PATH)
+    # update_report.json: each new label's weights by member and why, in metrics.json's words
+    ens = report["ensemble"]
+    assert ens["members"] == ["gbm", "gru", "gbm-counts"] and "labels this update adds" in ens["chosen_on"]
+    assert [r["label"] for r in ens["per_label"]] == new.labels_[L:]
+    for r, w, choice in zip(ens["per_label"], new.model_.weights[L:], new.model_.choices[L:]):
+        assert list(r["weights"].values()) == w.tolist() and abs(sum(w) - 1) < 1e-9
+        assert r["chosen"] == choice["chosen"] and r["chosen"].startswith(("equal", "member", "mix"))
+        assert r["for"] in ("all labels", "this label")
+        if "no positive or no negative" not in r["chosen"]:
+            assert {"tuning_auprc", "tuning_auprc_equal", "tuning_positive_patients"} <= set(r)
+    # without tuning patients: the equal mix for every new label, and the report says so
+    bare, plain = update_model(early, store, (tr, va[:0], te), selector=clf.selector_)
+    assert len(bare.model_.choices) == len(bare.labels_)  # before: none recorded for the new labels
+    assert [r["chosen"] for r in plain["ensemble"]["per_label"]] == ["equal (no tuning patients)"] * (
+        len(bare.labels_) - L)
+    np.testing.assert_array_equal(bare.model_.weights[L:], np.full((len(bare.labels_) - L, 3), 1 / 3))
     new.save(tmp_path / "u")
     np.testing.assert_array_equal(ehrdx.load(tmp_path / "u").predict_samples(store, s), new.predict_samples(store, s))
     from ehrdx.explain import explain_sample
@@ -253,13 +268,28 @@ def test_a_split_sequence_set_keeps_its_context(fitted):
     assert part.context == 2 and int(part.seq_nv.max()) <= 4  # windows of at most 2N visits
 
 
-def test_auto_is_the_default_for_event_streams_and_needs_tuning_patients(fitted):
+def test_auto_is_the_default_for_event_streams_and_without_tuning_patients_weighs_its_members_equally(fitted):
+    """--val-fraction 0: no tuning patients to choose weights on, so the equal mix (as with fewer than
+    MIN_PATIENTS), the GRU member runs every epoch, and the fit's summary says so."""
     _out, paths, store, splits, _clf, _ = fitted
     assert EHRClassifier().resolve_settings("events").name == "auto"
     assert EHRClassifier().resolve_settings("table").name == "mlp"  # tables keep theirs
-    with pytest.raises(ModelError, match=r"(?s)auto model \(the default for event streams\).*there are none.*fix: give "
-                                         "validation rows"):
-        EHRClassifier(labels=f"map:{paths['label_map']}").fit(store, splits[0])
+    clf = EHRClassifier(labels=f"map:{paths['label_map']}", hidden=8, max_epochs=2, seed=0).fit(store, splits[0][:150])
+    L = len(clf.labels_)
+    np.testing.assert_array_equal(clf.model_.weights, np.full((L, 3), 1 / 3))  # exact: the equal row itself
+    assert clf.model_.choices == [{"chosen": "equal (no tuning patients)", "for": "all labels"}] * L
+    assert clf.history_.epochs_run == 2 and clf.history_.val_loss == []
+    assert clf.fit_summary_["val_patients"] == 0
+    assert clf.fit_summary_["without_validation"] == (
+        "no validation samples (0 validation patients): the members weighted equally, the network member ran all "
+        "2 epochs; thresholds 0.5, none tuned")
+    np.testing.assert_array_equal(clf.thresholds_, np.full(L, 0.5))
+
+
+def test_no_tuning_samples_give_the_equal_mix_and_say_why():
+    weights, report = choose_weights(np.zeros((3, 0, 2)), np.zeros((0, 2), np.float32), np.zeros((0, 2), bool))
+    np.testing.assert_array_equal(weights, np.full((2, 3), 1 / 3))
+    assert report == [{"chosen": "equal (no tuning patients)", "for": "all labels"}] * 2
 
 
 def test_an_auto_model_saved_with_two_members_still_loads_and_predicts_the_same(fitted, tmp_path):

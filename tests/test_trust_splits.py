@@ -267,3 +267,18 @@ def test_resolve_reuses_the_model_settings_and_notes_what_differs():
         "--omop-codes source given: the model was trained with concept; using source"]
     settings, notes = resolve({}, {})  # a model saved before input.json: the built-in defaults, no notes
     assert (settings["visit_gap"], settings["subject_col"], settings["split_names"], notes) == ("0", "subject_id", {}, [])
+
+
+def test_val_fraction_0_trains_without_validation_patients_and_says_so(tmp_path, seed_table_path):
+    """A share of 0 gives no validation patient (before: one per label group); training runs every epoch,
+    thresholds stay at 0.5, and metrics.json and the terminal say so."""
+    r = run("train", seed_table_path, "--val-fraction", "0", "--epochs", "3", "--hidden", "8", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert m["split"]["val"] == 0 and m["split"]["train"] + m["split"]["test"] == 10 and m["split"]["test"] > 0
+    assert m["history"]["epochs_run"] == 3 and m["history"]["val_loss"] == []
+    note = ("no validation samples (0 validation patients): no early stopping, all 3 epochs ran; thresholds 0.5, "
+            "none tuned")
+    assert m["train_summary"]["without_validation"] == note
+    assert "no validation samples" in r.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["thresholds"] == [0.5] * len(m["labels"])

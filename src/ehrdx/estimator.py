@@ -242,7 +242,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("no training patients", file=source.name)
 
     def _fit_summary(self, source, train_rows, train_s, train_set, val_source, val_rows, val_s, val_set) -> dict:
-        out = {"train_patients": len(train_rows), "val_patients": len(val_rows)}
+        out = {"train_patients": len(train_rows), "val_patients": len(val_rows),
+               **({"without_validation": self._without_validation(len(val_rows))} if len(val_s) == 0 else {})}
         if source.kind == TABLE:
             out.update(train=source.summary(train_s, train_set), val=val_source.summary(val_s, val_set),
                        # names only: columns left out because their values are (almost) unique per patient
@@ -259,6 +260,19 @@ class EHRClassifier(Artifacts, BaseEstimator):
                    input_codes=self.encoder_.n_codes - 1, labels_with_introduced_at=sources,
                    **({"pretrained": self.pretrained_} if getattr(self, "pretrained_", None) else {}))
         return out
+
+    def _without_validation(self, val_patients: int) -> str:
+        """What a fit without validation samples did instead of early stopping and tuning thresholds."""
+        m, epochs = self.model_, self.history_.epochs_run
+        if isinstance(m, torch.nn.Module):
+            stop = f"no early stopping, all {epochs} epochs ran"
+        elif getattr(m, "has_members", False):
+            stop = f"the members weighted equally, the network member ran all {epochs} epochs"
+        elif hasattr(m, "gbm"):
+            stop = f"no early stopping, each label's booster ran {m.gbm.rounds_without_validation} rounds"
+        else:
+            stop = "no early stopping (this model has none)"
+        return f"no validation samples ({val_patients} validation patients): {stop}; thresholds 0.5, none tuned"
 
     # -- samples and predictions -----------------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -103,8 +103,7 @@ def _candidates(clf: EHRClassifier, source, test_s) -> dict:
     for name, p in zip(ens.names, probs):
         r = evaluate_samples(test_s, p, clf.labels_, None)
         candidates[name] = {"test": headline(r["all"]), "test_new_onset": headline(r["new_onset"])}
-    per_label = [{"label": lab, "weights": dict(zip(ens.names, map(float, w))), **choice}
-                 for lab, w, choice in zip(clf.labels_, ens.weights, ens.choices)]
+    per_label = ens.weights_report(clf.labels_)
     return {"candidates": candidates, "ensemble": {"members": list(ens.names), "per_label": per_label,
                                                    "chosen_on": MIX_RULE}}
 

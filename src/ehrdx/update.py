@@ -37,11 +37,16 @@ from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, resolve_device, resolve_precision
 from ehrdx.train.loop import TrainConfig, train_model
+from ehrdx.train.mixing import RULE as MIX_RULE
 from ehrdx.train.probe import probe_new_rows
 
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
+# How an auto model's new labels mix its members (update_report.json's `ensemble.chosen_on`)
+UPDATE_MIX_RULE = ("the new data's tuning (validation) patients, for the labels this update adds (the old labels keep "
+                   "their weights; 'all labels' in a row means every label this update adds), by the rule auto is "
+                   "fitted with: " + MIX_RULE.removeprefix("the tuning (validation) patients: "))
 
 
 def _iso_date(text: str) -> str:
@@ -219,6 +224,9 @@ def update_model(
                    "replay": replay is not None,
                    "seconds": round(seconds, 2),
                    "epochs": history.epochs_run if history else 0})
+    if getattr(new.model_, "has_members", False):  # auto: each new label's weights by member, and why
+        report["ensemble"] = {"members": list(new.model_.names),
+                              "per_label": new.model_.weights_report(new.labels_, L_old), "chosen_on": UPDATE_MIX_RULE}
     return new, report
 
 

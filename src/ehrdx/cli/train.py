@@ -78,6 +78,8 @@ def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bo
     from ehrdx.train.distributed import is_main
 
     _note_resume(clf, resume)
+    if "without_validation" in metrics.get("train_summary", {}):
+        console.print(f"[yellow]{escape(metrics['train_summary']['without_validation'])}[/yellow]")
     if is_main():
         clf.save(out)
         opts.write_json(out / "metrics.json", metrics)

@@ -152,6 +152,10 @@ def print_update(report: dict) -> None:
     console.print(f"old labels macro AUROC {_fmt(report['old_labels_macro_auroc_before'])} -> "
                   f"{_fmt(report['old_labels_macro_auroc_after'])}; new labels macro AUROC "
                   f"{_fmt(report['new_labels_macro_auroc'])}")
+    if "ensemble" in report:  # auto: how the new labels mix its members
+        from ehrdx.evaluate.report import ensemble_line
+
+        console.print(escape(ensemble_line(report["ensemble"])))
     for part in ("train", "test"):
         for what, n in report.get(f"{part}_excluded", {}).items():
             console.print(f"[yellow]{part}: {what.replace('_', ' ')}: {n:,}[/yellow]")

@@ -21,17 +21,27 @@ def _strata(y: np.ndarray) -> np.ndarray:
 
 def _deal(n: int, fractions: list[float]) -> np.ndarray:
     """Part index for n shuffled members so that part sizes follow fractions; small groups still
-    reach every part before any part gets a second member."""
-    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    reach every part before any part gets a second member. A part whose fraction is 0 gets no member."""
+    f = np.asarray(fractions, dtype=np.float64)
+    counts = np.floor(f * n).astype(int)
     if n >= len(fractions):
         counts = np.maximum(counts, 1)
     while counts.sum() > n:
         counts[np.argmax(counts)] -= 1
     remainder = n - counts.sum()
-    order = np.argsort(-(np.asarray(fractions) * n - counts))  # largest shortfall first
+    order = np.argsort(-(f * n - counts))  # largest shortfall first
     for k in range(remainder):
         counts[order[k % len(order)]] += 1
-    return np.repeat(np.arange(len(fractions)), counts)
+    part = np.repeat(np.arange(len(fractions)), counts)
+    # The places dealt to a part of fraction 0 (the one-each rule above gave it one) go to the largest
+    # part instead of dealing again: every other part keeps exactly the places, and so after the same
+    # shuffle the members, that it had before fractions of 0 were honoured (saved models recompute
+    # their splits from the seed and fractions: a model trained with --val-fraction 0 keeps its test
+    # patients, one trained with a test fraction of 0 its validation patients).
+    empty = f[part] == 0
+    if empty.any() and (f > 0).any():
+        part[empty] = int(np.argmax(f))
+    return part
 
 
 def split_patients(

@@ -5,19 +5,23 @@ Why LightGBM rather than XGBoost: the inputs are wide and sparse (a few columns 
 zero), and LightGBM's exclusive feature bundling packs mutually exclusive sparse columns into one histogram,
 so a tree costs about the non-zeros rather than the columns; its histogram building is fast on one or two
 CPU threads; a booster round-trips through a plain text model string (`model_to_string` /
-`Booster(model_str=...)`), which fits ehrdx's no-pickle JSON artifacts; and `deterministic=True` with a
-fixed thread count gives the same model on every run. XGBoost would do as well in quality (both are the
+`Booster(model_str=...)`), which fits ehrdx's no-pickle JSON artifacts; and `deterministic=True` gives the
+same model on every run. XGBoost would do as well in quality (both are the
 strong count baselines in the literature); LightGBM is the one that is faster on this shape of data on CPU.
 
 One booster per label, each fit on the samples where that label is known (the caller's mask, e.g. the
 new-onset mask), because the known samples differ per label; the features are binned once (one
 `lgb.Dataset` for all labels, then a row subset per label), so the labels share the binning cost. A label
 whose known training samples are all one class (or none) gets a constant logit at its clipped base rate,
-as in the logistic baseline. Determinism: `deterministic=True`, `force_row_wise=True`, every seed from
-`seed`, and `num_threads` set explicitly. Default 1: on a shared 2-core machine two threads took 4.5x
-longer than one (OpenMP threads wait on each other when the cores are busy), and the model is then the
-same on every machine; give more threads on a machine of your own (one booster's trees may then differ in
-the last digits).
+as in the logistic baseline. Determinism: `deterministic=True`, `force_row_wise=True` and every seed from
+`seed`. Threads: the model (`_build`, and `_load` for a loaded one's predictions and `ehrdx update`) uses
+as many LightGBM threads as torch does (`torch.get_num_threads()`: OMP_NUM_THREADS, or the cores);
+`GBMModel` alone defaults to 1. The boosters do not depend on the thread count: LightGBM's `deterministic`
+is documented to give the same result for the same data and parameters with a different `num_threads`,
+and boosters fit with 1, 2 and 4 threads had identical trees (LightGBM 4.7; only the `[num_threads: N]`
+line of the saved model string differs). A different LightGBM version, compiler or platform may give
+different trees. Speed does depend on it: on a shared 2-core machine two threads took 4.5x longer than
+one (OpenMP threads wait on each other when the cores are busy), so set OMP_NUM_THREADS=1 there.
 """
 
 from __future__ import annotations
@@ -359,8 +363,8 @@ class HistoryGBM:
 def _build(train_set, n_labels: int, params: dict, features: str = "all") -> HistoryGBM:
     import torch
 
-    # As many threads as torch uses (OMP_NUM_THREADS or the cores): the same model on the same machine. On a
-    # machine shared with other jobs, one thread can be faster (see the module's docstring).
+    # As many threads as torch uses (OMP_NUM_THREADS or the cores); the boosters are the same for any count
+    # (deterministic=True). On a machine shared with other jobs, one thread can be faster (module docstring).
     return HistoryGBM(n_labels, num_threads=max(1, torch.get_num_threads()), params=params.get("gbm_params"),
                       features=features)
 

@@ -2,8 +2,9 @@
 same on each code's count and age only, `gbm-counts`; a GRU over visits), then averages their probabilities
 per label with weights chosen on the tuning (validation) samples only (`train/mixing.py`
 `choose_weights`): the equal mix, unless a resampling of the tuning patients clearly prefers a member or
-another mix for a label. The members, the weights and the reasons are saved with the model and listed in
-its metrics. Models saved with two members (gbm, gru; before session 10) load and predict as they were.
+another mix for a label; with no tuning patients (--val-fraction 0) the equal mix, and the GRU runs every
+epoch. The members, the weights and the reasons are saved with the model and listed in its metrics. Models
+saved with two members (gbm, gru; before session 10) load and predict as they were.
 
 A member that stops early label by label (gbm) stops on a share of the *training* patients (`inner_split`),
 so the tuning patients that choose the weights are patients no member was fitted or stopped on per label.
@@ -17,8 +18,8 @@ Checkpoints (`ehrdx train --resume`): each member in its own subfolder of the ru
 train/checkpoint.py `FittedCheckpoint`; fitted first) and `gru/` (per epoch, as `--model gru`), beside
 `auto.json`, the ensemble's own settings. A resumed run reads the fitted members instead of fitting them again
 and continues the GRU from its last epoch; the weights are chosen again (seconds, deterministic). Under
-torchrun every process fits the same gbm members on all the training patients (deterministic: same data,
-seed and thread count; no communication), the GRU trains data parallel as `--model gru` does, and only
+torchrun every process fits the same gbm members on all the training patients (deterministic: same data
+and seed; no communication), the GRU trains data parallel as `--model gru` does, and only
 rank 0 writes."""
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from ehrdx.data.batches import HISTORY, SEQUENCE
 from ehrdx.data.bits import label_columns, label_tables
 from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
-from ehrdx.errors import ModelError
 from ehrdx.models.registry import EVENTS, ModelKind, get_model, register_model
 from ehrdx.ranking import sigmoid
 from ehrdx.train.checkpoint import FittedCheckpoint
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
-from ehrdx.train.mixing import choose_weights
+from ehrdx.train.mixing import choose_weights, equal_without_tuning
 from ehrdx.train.probe import probe_new_rows
 
 ENSEMBLE = "auto"
@@ -104,12 +104,10 @@ class EnsembleModel:
     def fit_sets(self, train: dict, val: dict | None = None, seed: int = 0,
                  on_epoch: Callable[[int, float, float | None], None] | None = None,
                  checkpoint: str | Path | None = None, resume: bool = False) -> EnsembleModel:
-        """Fit the members (`fit_order`), then choose the weights on `val`. `on_epoch` follows the network member;
-        with `checkpoint` each member checkpoints in its own subfolder and `resume` continues from them."""
-        if not val or len(next(iter(val.values()))) == 0:
-            raise ModelError("the auto model (the default for event streams) chooses its weights on validation "
-                             "(tuning) patients, and there are none\n  fix: give validation rows, fit(store, "
-                             "train_rows, val_rows) (--val-fraction above 0), or choose one model, e.g. gru")
+        """Fit the members (`fit_order`), then choose the weights on `val` (none or empty: the equal mix).
+        `on_epoch` follows the network member; with `checkpoint` each member checkpoints in its own subfolder
+        and `resume` continues from them."""
+        tuned = bool(val) and len(next(iter(val.values()))) > 0  # none: equal weights, networks run every epoch
         t0 = time.perf_counter()
         config = replace(self.settings["train"], seed=seed)
         if checkpoint is not None:
@@ -124,19 +122,23 @@ class EnsembleModel:
                 fit_part, stop_part = inner_split(train[kind], seed)
                 histories[name] = fit_model(member, fit_part, stop_part, config, checkpoint=where, resume=resume)
             else:
-                histories[name] = fit_model(member, train[kind], val[kind], config, on_epoch, checkpoint=where,
-                                            resume=resume)
+                histories[name] = fit_model(member, train[kind], val[kind] if tuned else None, config, on_epoch,
+                                            checkpoint=where, resume=resume)
             self.members[name] = member
-            probs[name] = _sigmoid(model_logits(member, val[kind]))
+            if tuned:
+                probs[name] = _sigmoid(model_logits(member, val[kind]))
         self.members = {name: self.members[name] for name in self.names}
         for name in self.names:  # what a resumed run read, in the members' order
             done = histories[name].resumed_after_epoch
             if done is not None:
                 self.resumed[name] = ("after epoch " + str(done)) if isinstance(self.members[name], nn.Module) \
                     else "fitted, read from the checkpoint"
-        v = val[SEQUENCE]
-        self.weights, self.choices = choose_weights(np.stack([probs[n] for n in self.names]), *label_tables(v),
-                                                    groups=v.samples.row, seed=seed)
+        if tuned:
+            v = val[SEQUENCE]
+            self.weights, self.choices = choose_weights(np.stack([probs[n] for n in self.names]), *label_tables(v),
+                                                        groups=v.samples.row, seed=seed)
+        else:
+            self.weights, self.choices = equal_without_tuning(self.n_labels, len(self.names))
         self.history = self._history(histories, time.perf_counter() - t0)
         self.member_histories = histories  # this fit's, per member (not saved)
         return self
@@ -184,7 +186,7 @@ class EnsembleModel:
                 fit_part, stop_part = inner_split(train[kind], seed)  # as at fit time
                 member.add_labels(fit_part, stop_part, n_old=n_old, seed=seed)
         self.n_labels = label_tables(train[SEQUENCE])[0].shape[1]
-        new_weights, new_choices = np.full((self.n_labels - n_old, len(self.names)), 1.0 / len(self.names)), []
+        new_weights, new_choices = equal_without_tuning(self.n_labels - n_old, len(self.names))
         if val and len(val[SEQUENCE]):
             v = val[SEQUENCE]
             p = self.member_probabilities(val)[:, :, n_old:]
@@ -193,6 +195,14 @@ class EnsembleModel:
         self.weights = np.vstack([self.weights, new_weights])
         self.choices = [*self.choices, *new_choices]
         return self
+
+    def weights_report(self, labels: list[str], start: int = 0) -> list[dict]:
+        """metrics.json's `ensemble.per_label` rows of the labels from column `start` on: each label's weights by
+        member and why they were chosen (`choices`, choose_weights' report)."""
+        choices = self.choices[start:]
+        return [{"label": lab, "weights": dict(zip(self.names, map(float, w))),
+                 **(choices[i] if i < len(choices) else {"chosen": "not recorded"})}
+                for i, (lab, w) in enumerate(zip(labels[start:], self.weights[start:]))]
 
     def member_probabilities(self, dataset: dict) -> np.ndarray:
         """[M, N, L] each member's probabilities."""

@@ -43,7 +43,7 @@ MIN_PATIENTS = 10
 # How auto's weights are chosen, in words (metrics.json's ensemble.chosen_on)
 RULE = ("the tuning (validation) patients: one weighting for all labels, the equal mix of the members unless a member "
         f"or another mix on the 0.1 grid beats it on the macro tuning AUPRC in {CONFIDENCE:.0%} of {DRAWS} resamplings "
-        f"of the tuning patients (the equal mix with fewer than {MIN_PATIENTS} tuning patients)")
+        f"of the tuning patients (the equal mix with fewer than {MIN_PATIENTS} tuning patients, or none)")
 MIN_GAIN = 0.005  # best_on_tuning: tuning AUPRC a mix (or a label's own weights) must add to be kept
 MIN_POSITIVES = 50  # best_on_tuning: known tuning positives a label needs for weights of its own
 
@@ -112,6 +112,13 @@ def kind_of(w: np.ndarray) -> str:
     return "equal" if np.ptp(w) < 1e-12 else "member" if w.max() == 1 else "mix"
 
 
+def equal_without_tuning(n_labels: int, n_members: int) -> tuple[np.ndarray, list[dict]]:
+    """Weights [L, M] and report when there are no tuning samples (--val-fraction 0): the equal mix for every
+    label, as with fewer than MIN_PATIENTS tuning patients, and the report says why."""
+    return (np.full((n_labels, n_members), 1.0 / n_members),
+            [{"chosen": "equal (no tuning patients)", "for": "all labels"} for _ in range(n_labels)])
+
+
 def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None, seed: int = 0, grid: bool = True,
                    draws: int = DRAWS, confidence: float = CONFIDENCE, shared: bool = True,
                    per_label: bool = False) -> tuple[np.ndarray, list[dict]]:
@@ -128,6 +135,8 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
     the choice and of the equal mix on this label, and the tuning patients with a known positive of it;
     `wins`: the share of resamplings the choice won)."""
     M, N, L = p_val.shape
+    if N == 0:
+        return equal_without_tuning(L, M)
     y, mask = as_table(y), as_table(mask, bool)
     equal = np.full(M, 1.0 / M)
     candidates = [equal] + [np.eye(M)[k] for k in range(M)] + (
