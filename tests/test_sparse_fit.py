@@ -156,7 +156,7 @@ def test_fitting_on_event_samples_never_builds_a_dense_label_table(model, labell
 
     monkeypatch.setattr(SparseTable, "__getitem__", counted)
     monkeypatch.setattr(ranking, "MAX_ELEMENTS", 2_000)  # thresholds and metrics: blocks of a few labels
-    monkeypatch.setattr(loop, "_eval_batch", lambda samples: 64)  # evaluation batches as small as training's
+    monkeypatch.setattr(loop, "_eval_batch", lambda *_: 64)  # evaluation batches as small as training's
     clf = EHRClassifier(model=model, labels=f"map:{paths['label_map']}", seed=0, max_epochs=1, batch_size=64,
                         gbm_params={"num_iterations": 3})
     clf.fit(store, train, val)
