@@ -99,3 +99,26 @@ def test_to_moves_a_fitted_model_and_predictions_do_not_change(cohort):
     # on a GPU, cuDNN's recurrent kernels may use TF32 arithmetic
     np.testing.assert_allclose(after, before, atol=1e-5 if not torch.cuda.is_available() else 2e-3)
     assert clf.history_.device == "cpu" and clf.history_.processes == 1
+
+
+def test_batches_are_built_on_a_gpu_only_from_the_measured_batch_size(monkeypatch):
+    """train/device.py collate_on_device: numpy + copy below MIN_DEVICE_BATCH patients a batch, the device
+    collate from there (measured on an H200, BENCHMARKS.md); never on the CPU; DEVICE_COLLATE forces it."""
+    from ehrdx.train import device as device_mod
+
+    class Stub:  # a sequence set's collate_on, recorded (no GPU needed)
+        def collate_on(self, device):
+            self.asked = device
+            return device is not None
+
+    gpu, n = torch.device("cuda"), device_mod.MIN_DEVICE_BATCH
+    monkeypatch.setattr(device_mod, "DEVICE_COLLATE", None)
+    for size, expected in ((256, False), (n - 1, False), (n, True), (2048, True)):
+        ds = Stub()
+        assert device_mod.collate_on_device(ds, gpu, size) is expected
+        assert ds.asked == (gpu if expected else None)
+    assert device_mod.collate_on_device(Stub(), torch.device("cpu"), 4096) is False
+    monkeypatch.setattr(device_mod, "DEVICE_COLLATE", True)
+    assert device_mod.collate_on_device(Stub(), gpu, 16) is True
+    monkeypatch.setattr(device_mod, "DEVICE_COLLATE", False)
+    assert device_mod.collate_on_device(Stub(), gpu, 4096) is False

@@ -163,9 +163,12 @@ def test_a_set_whose_tables_are_bit_packed_collates_on_the_device_as_with_numpy(
 def test_batches_built_in_a_thread_on_a_side_stream_train_the_same_model(parts):
     from ehrdx.train import device as device_mod
 
+    defaults = device_mod.DEVICE_COLLATE, device_mod.DEVICE_COLLATE_THREAD
+
     def fit(thread):
         ds = _set(parts, parts[3][:120])
-        device_mod.DEVICE_COLLATE_THREAD = thread
+        # built on the device whatever the batch size (by default only from MIN_DEVICE_BATCH patients)
+        device_mod.DEVICE_COLLATE, device_mod.DEVICE_COLLATE_THREAD = True, thread
         try:
             torch.manual_seed(0)
             model = SequenceModel(SequenceConfig(n_codes=ds.encoder.n_codes, n_labels=ds.y_bits.shape[1],
@@ -173,6 +176,6 @@ def test_batches_built_in_a_thread_on_a_side_stream_train_the_same_model(parts):
             train_model(model, ds, None, TrainConfig(batch_size=16, max_epochs=2, device="cuda", seed=0))
             return predict_logits(model, ds)
         finally:
-            device_mod.DEVICE_COLLATE_THREAD = False
+            device_mod.DEVICE_COLLATE, device_mod.DEVICE_COLLATE_THREAD = defaults
 
     np.testing.assert_allclose(fit(True), fit(False), atol=2e-3)  # CUDA atomics in embedding_bag backward
