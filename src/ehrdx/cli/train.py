@@ -294,6 +294,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
             console.print(escape(f"from the pretrained {enc.model_name} encoder in {params['init']} (hidden "
                                  f"{enc.sizes['hidden']}, {len(enc.targets):,} targets"
                                  + (f", context {enc.context}" if enc.context is not None else "") + "): "
+                                 + (f"auto's {enc.model_name} member, " if model == "auto" else "")
                                  + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
