@@ -6,6 +6,11 @@ another mix for a label; with no tuning patients (--val-fraction 0) the equal mi
 epoch. The members, the weights and the reasons are saved with the model and listed in its metrics. Models
 saved with two members (gbm, gru; before session 10) load and predict as they were.
 
+From a pretrained encoder (`ehrdx train --init ENC --model auto`, ehrdx.pretrained) the network member is the
+encoder's model (NETWORK_MEMBER in the settings: gru or transformer, saved under that name) with its sizes,
+started from its weights by `start_network` before it trains; in `add_labels` its probe of a new label starts
+from the pretrained rows of the label's codes. Models without an encoder are as before (a gru member).
+
 A member that stops early label by label (gbm) stops on a share of the *training* patients (`inner_split`),
 so the tuning patients that choose the weights are patients no member was fitted or stopped on per label.
 Stopping it on the tuning patients made its tuning scores look better than they were (new-onset AUROC
