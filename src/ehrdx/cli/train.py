@@ -138,7 +138,8 @@ def train(
                                                 "ones, instead of the whole history.")] = None,
     init: Annotated[Path | None, typer.Option(help="Event streams: start from a pretrained encoder (the directory "
                                               "ehrdx pretrain wrote): its model, sizes, input vocabulary and "
-                                              "weights; the label head is trained as usual.")] = None,
+                                              "weights; the label head is trained as usual. With --model auto: "
+                                              "the ensemble's network member starts from it.")] = None,
     probe: Annotated[bool, typer.Option("--probe", help="With --init: train the label head only, on the "
                                         "encoder's frozen states (a linear probe).")] = False,
     search: Search = 0,
