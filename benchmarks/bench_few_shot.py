@@ -33,6 +33,10 @@ benchmarks/bench_external.py builds them; their label candidates make the label 
                             streams: gbm + the --model network + gbm-counts, mixed by train/mixing.py), and
                             the update adds L to every member (each booster fits L, the network probes it)
                             and chooses L's weights on the run's validation patients.
+               update (auto, encoder)  with --encoder-arm and --auto-arm: the base model is `ehrdx train
+                            --init ENC --model auto` on the same encoder (its network member started from the
+                            encoder, every member reading its vocabulary), then the same update (the network
+                            member's probe of L starts from the pretrained rows of L's codes).
                Each arm also runs once with all of L's positives (k = all): the reference of the figure.
   model seeds  every network and booster uses seed 0; the seed only picks the positive patients, so the
                spread over seeds is the spread over which few patients one happens to have.
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,7 +81,10 @@ from ehrdx.update import update_model
 K_FULL, K_QUICK = (4, 8, 16, 32, 64, 128), (8, 32)
 ENCODER_ARM = "update (encoder)"
 AUTO_ARM = "update (auto)"
-ARMS = ("update", "gbm-counts", "scratch", ENCODER_ARM, AUTO_ARM)
+AUTO_ENCODER_ARM = "update (auto, encoder)"
+ARMS = ("update", "gbm-counts", "scratch", ENCODER_ARM, AUTO_ARM, AUTO_ENCODER_ARM)
+UPDATE_ARMS = ("update", ENCODER_ARM, AUTO_ARM, AUTO_ENCODER_ARM)
+BASES = {"update": "base", ENCODER_ARM: "encoder_base", AUTO_ARM: "auto_base", AUTO_ENCODER_ARM: "auto_encoder_base"}
 MIN_VAL_PATIENTS = 10  # positive validation patients behind the validation AUROC that chooses a label
 ENCODER_DATA_OPTION = "--meds"  # how the pretrain/train commands are given the data set (a MEDS directory)
 
@@ -188,17 +196,24 @@ def check_encoder_commands() -> None:
                          "pretrain` and `ehrdx train --init` (issue 16, items 1-2)")
 
 
-def encoder_base(ds: DataSet, base_map: Path, params: dict, work: Path, pretrain_epochs: int) -> EHRClassifier:
-    """`ehrdx pretrain` once, then `ehrdx train --init ENC` with the base model's labels and settings."""
-    enc, model = work / "encoder", work / "encoder_base"
+def pretrain_encoder(ds: DataSet, work: Path, pretrain_epochs: int) -> Path:
+    """`ehrdx pretrain` once per data set: the encoder every encoder arm's base model starts from."""
+    enc = work / "encoder"
     run_cli(["pretrain", ENCODER_DATA_OPTION, str(ds.meds), "--out", str(enc), "--epochs", str(pretrain_epochs),
              "--seed", "0", "--visit-gap", ds.visit_gap], "ehrdx pretrain")
-    run_cli(["train", ENCODER_DATA_OPTION, str(ds.meds), "--out", str(model), "--init", str(enc),
-             "--labels", f"map:{base_map}", "--task", ds.task, "--model", params["model"],
+    return enc
+
+
+def encoder_base(ds: DataSet, base_map: Path, params: dict, work: Path, enc: Path, model: str) -> EHRClassifier:
+    """`ehrdx train --init ENC --model MODEL` with the base model's labels and settings (MODEL: the --model
+    network, or auto: the ensemble whose network member starts from the encoder)."""
+    out = work / ("encoder_base" if model != "auto" else "auto_encoder_base")
+    run_cli(["train", ENCODER_DATA_OPTION, str(ds.meds), "--out", str(out), "--init", str(enc),
+             "--labels", f"map:{base_map}", "--task", ds.task, "--model", model,
              "--hidden", str(params["hidden"]),
              "--epochs", str(params["max_epochs"]), "--seed", "0", "--visit-gap", ds.visit_gap, "--device", "cpu"],
-            "ehrdx train --init")
-    return ehrdx.load(model)
+            f"ehrdx train --init --model {model}")
+    return ehrdx.load(out)
 
 
 def run_arm(arm: str, ctx: dict, label: str, tr: np.ndarray, va: np.ndarray) -> dict:
@@ -206,8 +221,8 @@ def run_arm(arm: str, ctx: dict, label: str, tr: np.ndarray, va: np.ndarray) -> 
     ds, test = ctx["ds"], ctx["test"][label]
     t0 = time.perf_counter()
     extra = {}
-    if arm in ("update", ENCODER_ARM, AUTO_ARM):
-        base = {"update": ctx.get("base"), ENCODER_ARM: ctx.get("encoder_base"), AUTO_ARM: ctx.get("auto_base")}[arm]
+    if arm in UPDATE_ARMS:
+        base = ctx[BASES[arm]]
         new, rep = update_model(base, ds.store, (tr, va, ds.splits[2]), new_labels=[label],
                                 selector=ctx["full_selector"], epochs=ctx["args"].update_epochs)
         proba = new.predict_samples(ds.store, ctx["test_samples"])[:, new.labels_.index(label)]
@@ -254,17 +269,22 @@ def run_set(ds: DataSet, args, work: Path, results: dict, save) -> None:
     t0 = time.perf_counter()
     ctx["base"] = EHRClassifier(**params, task=ds.task, labels=f"map:{base_map}").fit(ds.store, tr, va)
     entry["base_seconds"] = round(time.perf_counter() - t0, 1)
-    arms = [a for a in ARMS if (a != ENCODER_ARM or args.encoder_arm) and (a != AUTO_ARM or args.auto_arm)
-            and (not args.arms or a in args.arms)]
+    arms = [a for a in ARMS if (a not in (ENCODER_ARM, AUTO_ENCODER_ARM) or args.encoder_arm)
+            and (a not in (AUTO_ARM, AUTO_ENCODER_ARM) or args.auto_arm) and (not args.arms or a in args.arms)]
     if AUTO_ARM in arms:
         t0 = time.perf_counter()
         ctx["auto_base"] = EHRClassifier(**{**params, "model": "auto"}, task=ds.task,
                                          labels=f"map:{base_map}").fit(ds.store, tr, va)
         entry["auto_base_seconds"] = round(time.perf_counter() - t0, 1)
-    if args.encoder_arm:
+    if ENCODER_ARM in arms or AUTO_ENCODER_ARM in arms:
         t0 = time.perf_counter()
-        ctx["encoder_base"] = encoder_base(ds, base_map, params, work, args.pretrain_epochs)
-        entry["encoder_base_seconds"] = round(time.perf_counter() - t0, 1)
+        enc = pretrain_encoder(ds, work, args.pretrain_epochs)
+        entry["pretrain_seconds"] = round(time.perf_counter() - t0, 1)
+        for arm, model in ((ENCODER_ARM, params["model"]), (AUTO_ENCODER_ARM, "auto")):
+            if arm in arms:
+                t0 = time.perf_counter()
+                ctx[BASES[arm]] = encoder_base(ds, base_map, params, work, enc, model)
+                entry[f"{BASES[arm]}_seconds"] = round(time.perf_counter() - t0, 1)
     for label in chosen:
         j = labels.index(label)
         pos_tr, pos_va = positive_patients(ctx["train_samples"], j), positive_patients(ctx["val_samples"], j)
@@ -330,7 +350,8 @@ def main() -> None:
         print(markdown(results))
         return
     args.ks = sorted(int(k) for k in args.ks.split(","))
-    args.arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    # commas inside an arm's parentheses ("update (auto, encoder)") do not separate arms
+    args.arms = [a.strip() for a in re.split(r",(?![^()]*\))", args.arms)] if args.arms else None
     unknown = sorted(set(args.arms or []) - set(ARMS))
     if unknown:
         raise SystemExit(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(ARMS)})")

@@ -18,6 +18,7 @@ Everything learned comes from the training patients; validation patients stop tr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,13 +36,7 @@ from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
-from ehrdx.pretrained import (
-    check_pretrained_patients,
-    file_sha256,
-    frozen_body,
-    initialise_from_encoder,
-    settings_from_encoder,
-)
+from ehrdx.pretrained import EncoderStart, check_pretrained_patients, file_sha256, settings_from_encoder
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
@@ -81,7 +76,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
                     history. Refused for models that do not read sequences.
     init, probe     event streams: start from a pretrained encoder directory (ehrdx pretrain): its input
                     vocabulary, sizes (hidden, layers, heads None: the encoder's) and body weights; `probe`
-                    trains the label head only, on the frozen body (ehrdx.pretrained)
+                    trains the label head only, on the frozen body (ehrdx.pretrained). model None: the
+                    encoder's model; auto: the ensemble, its network member the encoder's model
     """
 
     def __init__(self, *, model: str | None = None, task: str | TaskSpec = "next-visit",
@@ -212,16 +208,23 @@ class EHRClassifier(Artifacts, BaseEstimator):
                     "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,
                     "gbm_params": self.gbm_params, **sizes}
         self.model_ = spec.build(train_set, len(self.label_vocab_), settings)
+        start, members = None, getattr(self.model_, "has_members", False)
         if pretrained is not None:  # the body, and each label's row from its codes' pretrained rows
             codes = codes_of_labels(source.store, self.selector_, train_rows)
-            started = initialise_from_encoder(self.model_, pretrained,
-                                              [codes.get(lab, []) for lab in self.label_vocab_.labels])
+            start = EncoderStart(pretrained, [codes.get(lab, []) for lab in self.label_vocab_.labels], self.probe)
+            if members:  # auto: its network member, when the ensemble builds it
+                self.model_.start_network = start
+        try:
+            with start(self.model_) if start is not None and not members else contextlib.nullcontext():
+                self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
+                                          checkpoint=checkpoint, resume=resume)
+        finally:
+            if members:
+                self.model_.start_network = None  # the encoder is not kept with the model
+        if start is not None:
             self.pretrained_ = {"directory": pretrained.where, "probe": bool(self.probe),
                                 "config_sha256": file_sha256(Path(pretrained.where) / "config.json"),
-                                "labels_from_encoder": started}
-        with frozen_body(self.model_, bool(self.probe)):
-            self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,
-                                      checkpoint=checkpoint, resume=resume)
+                                "labels_from_encoder": start.labels_started}
         self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.scores(
             val_source, val_s)) if len(val_s) else np.full(len(self.label_vocab_), 0.5))
         self.fit_summary_ = self._fit_summary(source, train_rows, train_s, train_set, val_source, val_rows, val_s,

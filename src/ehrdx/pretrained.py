@@ -19,6 +19,12 @@ without it (`probe`). The model reads the visits as the encoder did: its `contex
 must be given again (ehrdx train takes it from the encoder; another one is refused). `fit` refuses validation
 patients the encoder was trained on; `ehrdx train` also refuses test patients it was trained or tuned on
 (`check_pretrained_patients`, for a library run's own test rows).
+
+`--model auto` with `--init` (EHRClassifier(model="auto", init=DIR)): the ensemble's network member is the
+encoder's model (gru or transformer) with its sizes, started as above (`EncoderStart`; `probe` freezes that
+member's body); every member reads the encoder's input vocabulary (the boosters' history features map codes
+by name through it, so codes outside it count as unknown), and `ehrdx update` starts that member's probe of a
+new label from the pretrained rows of its codes (`EnsembleModel.add_labels`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ehrdx.artifacts import FAMILIES, load_model, register_family, save_model
 from ehrdx.data.sequences import EventEncoder
 from ehrdx.errors import DataError, ModelError
 from ehrdx.models.registry import SEQUENCE, get_model
+from ehrdx.train.ensemble import ENSEMBLE, NETWORK_MEMBER
 
 FAMILY = "encoder"
 FILES = ("preprocessing.json", "targets.json", "patients.json", "model.safetensors")
@@ -134,8 +141,9 @@ def load_encoder(directory: str | Path) -> PretrainedEncoder:
 # -- a fine-tune from an encoder (the estimator's fit) ---------------------------------------------------
 def settings_from_encoder(clf, kind: str):
     """For `clf.fit` with `init`: read the encoder, check that the model asked for is the encoder's (model
-    None: the encoder's), set the derived `model_name_` and `layers_`, and return (encoder, the model's
-    registry entry, the sizes to build with: the encoder's)."""
+    None: the encoder's) or `auto` (whose network member is then the encoder's model, NETWORK_MEMBER in the
+    settings), set the derived `model_name_` and `layers_`, and return (encoder, the model's registry entry,
+    the settings to build with: the encoder's sizes)."""
     if clf.init is None:
         raise ModelError("probe trains a linear head on a pretrained encoder's frozen states, and no encoder is "
                          "given\n  fix: give init=ENCODER_DIR (--init), or leave probe out")
@@ -144,15 +152,16 @@ def settings_from_encoder(clf, kind: str):
     if kind != "events":
         raise DataError("a pretrained encoder reads event streams; this is a patient table", file=str(config),
                         fix="give --meds, --events or --omop, or leave --init out")
-    if clf.model is not None and clf.model != enc.model_name:
+    auto = clf.model == ENSEMBLE  # the ensemble: its network member is the encoder's model
+    if clf.model is not None and clf.model != enc.model_name and not auto:
         raise DataError(f"the encoder is a {enc.model_name} and the model asked for is a {clf.model}",
-                        file=str(config), fix=f"give --model {enc.model_name} (or leave --model out), or pretrain a "
-                        f"{clf.model} encoder (ehrdx pretrain --model {clf.model})")
-    clf.model_name_ = enc.model_name
-    spec = get_model(enc.model_name, kind)
-    if spec.inputs_for(kind) != SEQUENCE:
+                        file=str(config), fix=f"give --model {enc.model_name} or --model {ENSEMBLE} (or leave "
+                        f"--model out), or pretrain a {clf.model} encoder (ehrdx pretrain --model {clf.model})")
+    if get_model(enc.model_name, kind).inputs_for(kind) != SEQUENCE:
         raise DataError(f"the encoder's model {enc.model_name} does not read sequences", file=str(config),
                         fix="pretrain a gru, lstm or transformer encoder")
+    clf.model_name_ = ENSEMBLE if auto else enc.model_name
+    spec = get_model(clf.model_name_, kind)
     asked = {"hidden": clf.hidden, "layers": clf.layers, "heads": clf.heads}
     if enc.model_name != "transformer":
         asked.pop("heads")  # a recurrent model has no heads
@@ -171,7 +180,7 @@ def settings_from_encoder(clf, kind: str):
                         f"and this model would read {reads.get(clf.context, f'context {clf.context}')}",
                         file=str(config), fix=fix)
     clf.layers_ = enc.sizes["layers"]
-    return enc, spec, enc.sizes
+    return enc, spec, {**enc.sizes, **({NETWORK_MEMBER: enc.model_name} if auto else {})}
 
 
 def initialise_from_encoder(model, enc: PretrainedEncoder, label_codes: list[list[str]] | None = None) -> int:
@@ -197,6 +206,21 @@ def initialise_from_encoder(model, enc: PretrainedEncoder, label_codes: list[lis
     with torch.no_grad():
         weight[found] = rows[found].to(weight.device, weight.dtype)
     return int(found.sum())
+
+
+class EncoderStart:
+    """How a fit from an encoder starts its network: called with the network just built (the model itself, or
+    auto's network member when the ensemble builds it, `EnsembleModel.start_network`), it copies the body and
+    starts the label rows (`initialise_from_encoder`) and returns the context to train it in (`frozen_body`
+    for a probe). `labels_started`: how many labels started from the encoder's rows."""
+
+    def __init__(self, enc: PretrainedEncoder, label_codes: list[list[str]], probe: bool) -> None:
+        self.enc, self.label_codes, self.probe = enc, label_codes, probe
+        self.labels_started = 0
+
+    def __call__(self, network) -> contextlib.AbstractContextManager:
+        self.labels_started = initialise_from_encoder(network, self.enc, self.label_codes)
+        return frozen_body(network, self.probe)
 
 
 @contextlib.contextmanager

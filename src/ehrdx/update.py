@@ -151,8 +151,13 @@ def update_model(
                             "is not fine-tuned: its old labels' outputs are kept as they are",
                             fix="leave out --replay-meds for this model")
         protect = "not needed (old labels' outputs kept as they are)"
-        used = ["fit" for _ in found]
-        new.model_.add_labels(new.dataset(store, train_s), new.dataset(store, val_s), n_old=L_old, seed=new.seed)
+        members = getattr(new.model_, "has_members", False)  # auto: its network member's probe starts from
+        codes = {"label_codes": [label_codes.get(lab, []) for lab in found]} if members else {}  # pretrained rows
+        new.model_.add_labels(new.dataset(store, train_s), new.dataset(store, val_s), n_old=L_old, seed=new.seed,
+                              **codes)
+        started = getattr(new.model_, "probe_started", []) if members else []
+        used = ["fit (network member: pretrained+probe)" if j < len(started) and started[j] else "fit"
+                for j in range(len(found))]
         probe_c = dict(zip(found, getattr(new.model_, "probe_c", [])))  # auto: its network member's probe
         history = None
     else:

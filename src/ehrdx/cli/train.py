@@ -138,7 +138,8 @@ def train(
                                                 "ones, instead of the whole history.")] = None,
     init: Annotated[Path | None, typer.Option(help="Event streams: start from a pretrained encoder (the directory "
                                               "ehrdx pretrain wrote): its model, sizes, input vocabulary and "
-                                              "weights; the label head is trained as usual.")] = None,
+                                              "weights; the label head is trained as usual. With --model auto: "
+                                              "the ensemble's network member starts from it.")] = None,
     probe: Annotated[bool, typer.Option("--probe", help="With --init: train the label head only, on the "
                                         "encoder's frozen states (a linear probe).")] = False,
     search: Search = 0,
@@ -294,6 +295,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
             console.print(escape(f"from the pretrained {enc.model_name} encoder in {params['init']} (hidden "
                                  f"{enc.sizes['hidden']}, {len(enc.targets):,} targets"
                                  + (f", context {enc.context}" if enc.context is not None else "") + "): "
+                                 + (f"auto's {enc.model_name} member, " if model == "auto" else "")
                                  + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
                       + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /

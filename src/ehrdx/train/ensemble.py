@@ -6,6 +6,11 @@ another mix for a label; with no tuning patients (--val-fraction 0) the equal mi
 epoch. The members, the weights and the reasons are saved with the model and listed in its metrics. Models
 saved with two members (gbm, gru; before session 10) load and predict as they were.
 
+From a pretrained encoder (`ehrdx train --init ENC --model auto`, ehrdx.pretrained) the network member is the
+encoder's model (NETWORK_MEMBER in the settings: gru or transformer, saved under that name) with its sizes,
+started from its weights by `start_network` before it trains; in `add_labels` its probe of a new label starts
+from the pretrained rows of the label's codes. Models without an encoder are as before (a gru member).
+
 A member that stops early label by label (gbm) stops on a share of the *training* patients (`inner_split`),
 so the tuning patients that choose the weights are patients no member was fitted or stopped on per label.
 Stopping it on the tuning patients made its tuning scores look better than they were (new-onset AUROC
@@ -24,6 +29,7 @@ rank 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -47,8 +53,16 @@ from ehrdx.train.probe import probe_new_rows
 
 ENSEMBLE = "auto"
 MEMBERS = ("gbm", "gru", "gbm-counts")  # gbm-counts last: gbm and gru are fitted as with two members
+NETWORK_MEMBER = "network_member"  # settings: the network member in gru's place (a pretrained encoder's model)
 EPS = 1e-6
 INNER_SHARE = 0.1  # of the training patients: where a member that stops per label (gbm) stops
+
+
+def members_for(settings: dict) -> tuple[str, ...]:
+    """MEMBERS, with the network member named in the settings (NETWORK_MEMBER, e.g. transformer: the model
+    of the encoder it starts from) in gru's place."""
+    network = settings.get(NETWORK_MEMBER) or "gru"
+    return tuple(network if name == "gru" else name for name in MEMBERS)
 
 
 def fit_order(names: tuple[str, ...]) -> list[str]:
@@ -95,6 +109,10 @@ class EnsembleModel:
         self.resumed: dict[str, str] = {}  # member -> what a resumed run read from its checkpoint
         self.member_histories: dict[str, TrainHistory] = {}
         self.probe_c: list[float] = []  # the network member's probe penalty per label of the last update
+        self.probe_started: list[bool] = []  # ... and whether it started from pretrained rows, per label
+        # Called with the network member just built, before it trains: returns the context it trains in
+        # (a fit from a pretrained encoder: ehrdx.pretrained.EncoderStart). Set by the estimator for one fit.
+        self.start_network: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None
 
     @property
     def config(self) -> dict:
@@ -122,8 +140,9 @@ class EnsembleModel:
                 fit_part, stop_part = inner_split(train[kind], seed)
                 histories[name] = fit_model(member, fit_part, stop_part, config, checkpoint=where, resume=resume)
             else:
-                histories[name] = fit_model(member, train[kind], val[kind] if tuned else None, config, on_epoch,
-                                            checkpoint=where, resume=resume)
+                with self.start_network(member) if self.start_network else contextlib.nullcontext():
+                    histories[name] = fit_model(member, train[kind], val[kind] if tuned else None, config,
+                                                on_epoch, checkpoint=where, resume=resume)
             self.members[name] = member
             if tuned:
                 probs[name] = _sigmoid(model_logits(member, val[kind]))
@@ -163,12 +182,14 @@ class EnsembleModel:
             out.resumed_after_epoch = 0
         return out
 
-    def add_labels(self, train: dict, val: dict | None = None, n_old: int = 0, seed: int = 0) -> EnsembleModel:
+    def add_labels(self, train: dict, val: dict | None = None, n_old: int = 0, seed: int = 0,
+                   label_codes: list[list[str]] | None = None) -> EnsembleModel:
         """`ehrdx update`: every member learns the labels from column `n_old` on, and the old labels' outputs
         stay as they were. A member that fits itself (gbm, gbm-counts) adds its own boosters; a network (gru) gets new head
-        rows by linear probing on its frozen states (no fine-tuning, so its body does not move). The new
-        labels' weights are chosen on the tuning samples by the same rule as at fit time (the gbm members stop
-        on training patients)."""
+        rows by linear probing on its frozen states (no fine-tuning, so its body does not move), each new
+        label's probe starting from the pretrained rows of its codes (`label_codes`, per new label) where the
+        network keeps an encoder's rows (`probe_started`). The new labels' weights are chosen on the tuning
+        samples by the same rule as at fit time (the gbm members stop on training patients)."""
         for name in self.names:
             member, kind = self.members[name], get_model(name).inputs_for(EVENTS)
             if hasattr(member, "head"):
@@ -177,8 +198,12 @@ class EnsembleModel:
                 # each label's penalty chosen on the validation samples, where there are some
                 probe_val = ((val[kind], *(t[:, n_old:] for t in label_tables(val[kind]))) if val and len(val[kind])
                              else None)
-                rows, bias, strengths = probe_new_rows(member, train[kind], y, known, probe_val, seed=seed)
+                start = (member.pretrained_start(label_codes) if label_codes is not None
+                         and hasattr(member, "pretrained_start") else None)
+                rows, bias, strengths = probe_new_rows(member, train[kind], y, known, probe_val, seed=seed,
+                                                       start=start)
                 self.probe_c = [float(c) for c in strengths]  # the update's report lists them (update.py)
+                self.probe_started = [bool(f) for f in start[2]] if start is not None else [False] * y.shape[1]
                 member.head.grow(rows, bias)
                 member.config.n_labels = label_tables(train[kind])[0].shape[1]
                 member.config.label_blocks = member.head.block_sizes
@@ -220,7 +245,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _build(train_set, n_labels: int, settings: dict) -> EnsembleModel:
-    return EnsembleModel(n_labels, settings)
+    return EnsembleModel(n_labels, settings, members_for(settings))
 
 
 def _save(model: EnsembleModel) -> tuple[dict, dict, dict]:
