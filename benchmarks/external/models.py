@@ -51,6 +51,27 @@ def ehrdx_model(model: str, **params) -> Runner:
     return run
 
 
+def ehrdx_pretrained(model: str, pretrain_epochs: int = 5) -> Runner:
+    """`ehrdx pretrain` on the training patients (stopping on the tuning patients' next-visit loss; no label
+    read), then `model` fitted from that encoder (`init`, the encoder's sizes) as ehrdx_model fits it."""
+
+    def run(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
+        import tempfile
+
+        from ehrdx.pretrain import pretrain
+
+        t0 = time.perf_counter()
+        encoder = pretrain(p.store, (p.rows["train"], p.rows["tuning"], p.rows["held_out"]),
+                           max_epochs=pretrain_epochs, seed=s.seed)
+        where = tempfile.mkdtemp(prefix="ehrdx_encoder_")
+        encoder.save(where)
+        pretrain_seconds = time.perf_counter() - t0
+        proba, info = ehrdx_model(model, init=where, hidden=None)(p, s)
+        return proba, {**info, "pretrain_seconds": round(pretrain_seconds, 2)}
+
+    return run
+
+
 def code_counts(store: EventStore, samples: Samples, columns: np.ndarray) -> sp.csr_matrix:
     """[samples, codes + 1]: how often each code occurs at or before the prediction time (static facts
     included), then age in years. `columns` maps store code ids to columns (-1: not a feature)."""
@@ -107,6 +128,8 @@ MODELS: dict[str, Runner] = {
     "logistic": ehrdx_model("logistic"),
     "gbm": ehrdx_model("gbm"),
     "auto-fit": ehrdx_model("auto"),  # auto as a user runs it (the variants below share one fit)
+    "auto-pretrained": ehrdx_pretrained("auto"),  # the same from an encoder pretrained on the training patients
+    "gru-pretrained": ehrdx_pretrained("gru"),
     "lgbm-counts": lgbm_counts,
     # the same with smaller, subsampled trees (on Eunomia the defaults stop after ~5 trees per label)
     "lgbm-counts-small": partial(lgbm_counts, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
