@@ -51,3 +51,31 @@ def labelled_store(tmp_path_factory):
         return out, paths, store, clf
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pretrained_cohort(tmp_path_factory):
+    """make(name, patients, gru_epochs) -> dict: a built-in cohort (seed 11) as a store, the same store as of
+    2020-01-01 (`old_store`), its MEDS splits, and a small GRU and Transformer encoder pretrained on it and
+    saved under out/gru and out/transformer (`encoders`)."""
+    import torch
+
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.events_pipeline import open_store, patient_splits
+    from ehrdx.pretrain import pretrain
+
+    def make(name: str, patients: int, gru_epochs: int) -> dict:
+        out = tmp_path_factory.mktemp(name)
+        paths = write_longitudinal(generate_longitudinal(patients, seed=11), out)
+        store = open_store(meds=paths["meds"], store_dir=out / "store")
+        old_store = open_store(meds=paths["meds"], store_dir=out / "old", until="2020-01-01")
+        splits = patient_splits(store, paths["meds"], 0)
+        torch.manual_seed(0)
+        enc = pretrain(store, splits, hidden=16, max_epochs=gru_epochs, min_count=5, batch_size=32)
+        enc.save(out / "gru")
+        tf = pretrain(store, splits, model="transformer", hidden=16, heads=2, layers=1, max_epochs=1, min_count=5)
+        tf.save(out / "transformer")
+        return {"paths": paths, "store": store, "old_store": old_store, "splits": splits, "out": out,
+                "encoders": {"gru": enc, "transformer": tf}}
+
+    return make

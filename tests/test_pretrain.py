@@ -11,10 +11,9 @@ from typer.testing import CliRunner
 import ehrdx
 import ehrdx.update
 from ehrdx.cli import app
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier
-from ehrdx.events_pipeline import open_store, patient_splits
+from ehrdx.events_pipeline import patient_splits
 from ehrdx.pretrain import next_visit_samples, pretrain, target_codes
 from ehrdx.pretrained import load_encoder, patient_hashes
 from ehrdx.tasks.task import LabelIndex, TaskSpec, build_samples, codes_of_labels
@@ -27,18 +26,9 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain")
-    paths = write_longitudinal(generate_longitudinal(500, seed=11), out)
-    store = open_store(meds=paths["meds"], store_dir=out / "store")
-    old_store = open_store(meds=paths["meds"], store_dir=out / "old", until="2020-01-01")
-    splits = patient_splits(store, paths["meds"], 0)
-    torch.manual_seed(0)
-    enc = pretrain(store, splits, hidden=16, max_epochs=3, min_count=5, batch_size=32)
-    enc.save(out / "gru")
-    tf = pretrain(store, splits, model="transformer", hidden=16, heads=2, layers=1, max_epochs=1, min_count=5)
-    tf.save(out / "transformer")
-    return {"paths": paths, "store": store, "old_store": old_store, "splits": splits, "enc": enc, "out": out}
+def data(pretrained_cohort):
+    made = pretrained_cohort("pretrain", 500, 3)
+    return {**made, "enc": made["encoders"]["gru"]}
 
 
 def _labels(data) -> str:

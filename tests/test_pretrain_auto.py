@@ -11,29 +11,16 @@ from typer.testing import CliRunner
 import ehrdx
 import ehrdx.train.ensemble
 from ehrdx.cli import app
-from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import DataError
 from ehrdx.estimator import EHRClassifier
-from ehrdx.events_pipeline import open_store, patient_splits
-from ehrdx.pretrain import pretrain
+from ehrdx.events_pipeline import patient_splits
 from ehrdx.tasks.task import codes_of_labels
 from ehrdx.update import update_model
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain_auto")
-    paths = write_longitudinal(generate_longitudinal(400, seed=11), out)
-    store = open_store(meds=paths["meds"], store_dir=out / "store")
-    old_store = open_store(meds=paths["meds"], store_dir=out / "old", until="2020-01-01")
-    splits = patient_splits(store, paths["meds"], 0)
-    torch.manual_seed(0)
-    enc = pretrain(store, splits, hidden=16, max_epochs=2, min_count=5, batch_size=32)
-    enc.save(out / "gru")
-    tf = pretrain(store, splits, model="transformer", hidden=16, heads=2, layers=1, max_epochs=1, min_count=5)
-    tf.save(out / "transformer")
-    return {"paths": paths, "store": store, "old_store": old_store, "splits": splits, "out": out,
-            "encoders": {"gru": enc, "transformer": tf}}
+def data(pretrained_cohort):
+    return pretrained_cohort("pretrain_auto", 400, 2)
 
 
 def _auto(data, kind="gru", **kw) -> EHRClassifier:
