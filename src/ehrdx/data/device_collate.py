@@ -90,8 +90,9 @@ class DeviceTable:
         which = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), ends - starts,
                                         output_size=len(at))
         out = torch.zeros(len(rows) * self.n_cols, dtype=torch.bool, device=rows.device)
-        out.index_fill_(0, which * self.n_cols + self.cols[at].long(), True)  # `out[i, j] = True` copies the
-        return out.view(len(rows), self.n_cols) ^ self.flip[rows][:, None]  # scalar from the host: a sync  # a flipped row lists its clear entries
+        # index_fill_, not `out[i, j] = True`, which copies the scalar from the host: a sync
+        out.index_fill_(0, which * self.n_cols + self.cols[at].long(), True)
+        return out.view(len(rows), self.n_cols) ^ self.flip[rows][:, None]  # a flipped row lists its clear entries
 
 
 STORE_ARRAYS = ("codes", "values", "times", "visit_offsets", "visit_starts", "visit_ends")

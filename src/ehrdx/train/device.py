@@ -137,12 +137,16 @@ def collate_on_device(dataset, device: torch.device, batch_size: int) -> bool:
     return bool(dataset.collate_on(device if on else None))
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
 def side_stream(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
     """Batches built on the GPU (collate_on_device) in a background thread on a stream of their own, so
     the host's work of building the next batch overlaps with launching the current step. Each batch is
     handed over with an event the consumer's stream waits on, and its tensors are marked as used by that
-    stream (record_stream) so that their memory is not reused before the step is done."""
-    stream = torch.cuda.Stream(device)
+    stream (record_stream) so that their memory is not reused before the step is done. One side stream per
+    device, kept (the allocator caches memory per stream: a new stream per epoch would strand each one's)."""
+    stream = _SIDE_STREAMS.get(device) or _SIDE_STREAMS.setdefault(device, torch.cuda.Stream(device))
 
     def produce() -> Iterator[tuple[Batch, torch.cuda.Event]]:
         with torch.cuda.stream(stream):
@@ -151,14 +155,19 @@ def side_stream(batches: Iterable[Batch], device: torch.device) -> Iterator[Batc
                 event.record(stream)
                 yield batch, event
 
-    for batch, event in prefetch(produce()):
-        current = torch.cuda.current_stream(device)
-        current.wait_event(event)
-        for field in dataclasses.fields(batch):
-            value = getattr(batch, field.name)
-            if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-                value.record_stream(current)
-        yield batch
+    source = prefetch(produce())
+    try:
+        for batch, event in source:
+            current = torch.cuda.current_stream(device)
+            current.wait_event(event)
+            for field in dataclasses.fields(batch):
+                value = getattr(batch, field.name)
+                if isinstance(value, torch.Tensor) and value.device.type == "cuda":
+                    value.record_stream(current)
+            yield batch
+    finally:  # stopped early too: the side stream's queued work is ordered before anything that follows
+        source.close()
+        torch.cuda.current_stream(device).wait_stream(stream)
 
 
 def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None,

@@ -218,7 +218,10 @@ class EnsembleModel:
             new_weights, new_choices = choose_weights(p, *(label_columns(t, n_old) for t in label_tables(v)),
                                                       groups=v.samples.row, seed=seed)
         self.weights = np.vstack([self.weights, new_weights])
-        self.choices = [*self.choices, *new_choices]
+        # a model updated without tuning patients by older code kept no choices for its new labels: pad, so
+        # that each label's choice stays in its column
+        old = self.choices[:n_old] + [{"chosen": "not recorded"}] * max(0, n_old - len(self.choices))
+        self.choices = [*old, *new_choices]
         return self
 
     def weights_report(self, labels: list[str], start: int = 0) -> list[dict]:
