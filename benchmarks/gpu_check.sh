@@ -5,15 +5,7 @@
 # backend training on the GPU end to end; 3) the device and distributed tests with the GPU visible.
 # Packages the machine lacks (polars) are installed from wheels in .whl/ when that folder exists.
 set -uo pipefail
-out=${1:-/tmp/ehrdx_gpu}
-mkdir -p "$out"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, polars; print('torch', torch.__version__, 'polars', polars.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+source "$(dirname "$0")/gpu_setup.sh" "${1:-}"
 python3 benchmarks/bench_gpu.py --patients 100000 --out "$out/bench_gpu.jsonl" 2>&1 | tee "$out/bench_gpu.log"
 python3 -m ehrdx synth --out /tmp/ehrdx_c --format meds --patients 3000 > /dev/null
 torchrun --standalone --nproc_per_node=1 -m ehrdx train --meds /tmp/ehrdx_c/meds \

@@ -9,15 +9,7 @@
 # Each step has its own time limit, so one that hangs or fails leaves the others' results.
 # Packages the machine lacks (polars, lightgbm) are installed from wheels in .whl/ when that folder exists.
 set -uo pipefail
-out=${1:-/tmp/ehrdx_gpu}
-mkdir -p "$out"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, polars; print('torch', torch.__version__, 'polars', polars.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+source "$(dirname "$0")/gpu_setup.sh" "${1:-}"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -p no:warnings tests/test_device_collate.py \
   tests/test_batch_cap.py tests/test_device.py 2>&1 | tail -8 | tee "$out/tests.log"
 timeout 240 python3 benchmarks/bench_gpu.py --patients 100000 --precisions fp32 --batch-sizes 256,1024 \
