@@ -116,7 +116,7 @@ def test_the_rule_before_follows_the_member_that_ranks_each_label_best():
 def test_mixes_cover_the_grid_and_auprc_is_scikit_learns():
     from sklearn.metrics import average_precision_score
 
-    from ehrdx.train.mixing import mixes, weighted_auprc
+    from ehrdx.train.mixing import auprc, mixes, weighted_auprc
 
     assert len(mixes(2)) == 9 and len(mixes(3)) == 66 - 3  # the simplex in tenths, members alone left out
     assert all(abs(w.sum() - 1) < 1e-12 and (w > 0).sum() >= 2 for w in mixes(3))
@@ -126,6 +126,9 @@ def test_mixes_cover_the_grid_and_auprc_is_scikit_learns():
     got = weighted_auprc(y, s, np.stack([np.ones(300), w]))
     np.testing.assert_allclose(got, [average_precision_score(y, s), average_precision_score(y, s, sample_weight=w)],
                                rtol=1e-12)
+    for n in (1, 5, 300):  # the unit-weight AP the whole-set scores use: the same, ties and no positive included
+        assert abs(auprc(y[:n], s[:n]) - weighted_auprc(y[:n], s[:n], np.ones((1, n)))[0]) < 1e-12 or not y[:n].any()
+    assert np.isnan(auprc(np.zeros(4, bool), s[:4])) and np.isnan(auprc(np.zeros(0, bool), s[:0]))
 
 
 @pytest.fixture(scope="module")

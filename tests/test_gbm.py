@@ -72,6 +72,26 @@ def test_each_label_learns_from_its_known_samples_only():
     assert model.labels_[0]["train_samples"] == 300 and model.labels_[0]["val_samples"] == 100
 
 
+def test_labels_known_on_the_same_samples_share_a_dataset_and_get_the_trees_of_a_fit_alone():
+    """Labels 0, 2 and 3 are known on every sample (one binned Dataset, its label set per booster), label 1 on
+    half: each booster's text equals that of the label fitted on its own, in any order of the labels."""
+    X, y, m = _data(600, 0)
+    Xv, yv, mv = _data(200, 1)
+    rng = np.random.default_rng(3)
+    y = np.concatenate([y[:, :2], (rng.random((600, 1)) < 0.3) | (y[:, :1] > 0), y[:, 1:2]], 1).astype(np.float32)
+    yv = np.concatenate([yv[:, :2], (rng.random((200, 1)) < 0.3) | (yv[:, :1] > 0), yv[:, 1:2]], 1).astype(np.float32)
+    m, mv = np.ones_like(y, dtype=bool), np.ones_like(yv, dtype=bool)
+    m[300:, 1] = False
+    mv[::2, 1] = False
+    together = GBMModel(**FAST).fit(X, y, m, Xv, yv, mv, seed=0)
+    texts = [b.model_to_string() for b in together.boosters_]
+    for j in range(4):
+        alone = GBMModel(**FAST).fit(X, y[:, [j]], m[:, [j]], Xv, yv[:, [j]], mv[:, [j]], seed=0)
+        assert alone.boosters_[0].model_to_string() == texts[j], j
+    assert together.labels_[1]["train_samples"] == 300 and together.labels_[1]["val_samples"] == 100
+    assert together.labels_[3]["rounds"] != together.labels_[0]["rounds"] or texts[3] != texts[0]
+
+
 def test_save_load_round_trip_and_the_same_fit_twice(fitted):
     model, (X, y, m, Xv, yv, mv) = fitted
     text = json.dumps(model.to_dict())

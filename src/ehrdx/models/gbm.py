@@ -10,8 +10,11 @@ same model on every run. XGBoost would do as well in quality (both are the
 strong count baselines in the literature); LightGBM is the one that is faster on this shape of data on CPU.
 
 One booster per label, each fit on the samples where that label is known (the caller's mask, e.g. the
-new-onset mask), because the known samples differ per label; the features are binned once (one
-`lgb.Dataset` for all labels, then a row subset per label), so the labels share the binning cost. A label
+new-onset mask), because the known samples differ per label. Labels known on the same samples (every label
+when training on all samples; the new-onset mask differs per label) share one binned `lgb.Dataset` (its
+label set per booster: the same bins, so the same trees as a Dataset of their own); a label with its own
+samples gets its own Dataset (LightGBM 4.7's `Dataset.subset` of a shared one failed its split checks, or
+crashed, on small cohorts). Binning was about a third of the gbm member's time on the demo cohort. A label
 whose known training samples are all one class (or none) gets a constant logit at its clipped base rate,
 as in the logistic baseline. Determinism: `deterministic=True`, `force_row_wise=True` and every seed from
 `seed`. Threads: the model (`_build`, and `_load` for a loaded one's predictions and `ehrdx update`) uses
@@ -91,6 +94,42 @@ def constant_logit(y: np.ndarray) -> float:
     return float(np.log(p / (1 - p)))
 
 
+class _LabelDatasets:
+    """The binned training (and tuning) Datasets of one `add_labels` call. Labels known on the same rows
+    share them, their labels set per booster; a label with other rows, or with its own screened columns,
+    gets Datasets of its own. Holds the last `KEEP` row sets."""
+
+    KEEP = 2
+
+    def __init__(self, data_params: dict, max_features: int) -> None:
+        self.data_params = data_params
+        self.max_features = max_features
+        self.kept: list[tuple[np.ndarray, np.ndarray, lgb.Dataset, lgb.Dataset | None]] = []
+
+    def get(self, X: sp.csr_matrix, rows: np.ndarray, y: np.ndarray, val: sp.csr_matrix | None,
+            v_rows: np.ndarray, y_val: np.ndarray | None) -> tuple[lgb.Dataset, lgb.Dataset | None, np.ndarray | None]:
+        """(train Dataset, tuning Dataset or None, the screened columns or None) for one label."""
+        if X.shape[1] <= self.max_features:  # no screen: the columns do not depend on the label
+            for k, (r, vr, sub, vsub) in enumerate(self.kept):
+                if np.array_equal(r, rows) and np.array_equal(vr, v_rows):
+                    sub.set_label(y)
+                    if vsub is not None:
+                        vsub.set_label(y_val)
+                    self.kept.append(self.kept.pop(k))
+                    return sub, vsub, None
+        Xj = X[rows]
+        cols = screen_columns(Xj, y, self.max_features)
+        sub = lgb.Dataset(Xj if cols is None else Xj[:, cols], label=y, params=self.data_params, free_raw_data=True)
+        vsub = None
+        if len(v_rows):
+            Vj = val[v_rows]
+            vsub = lgb.Dataset(Vj if cols is None else Vj[:, cols], label=y_val, reference=sub,
+                               params=self.data_params, free_raw_data=True)
+        if cols is None:
+            self.kept = [*self.kept[-(self.KEEP - 1):], (rows, v_rows, sub, vsub)]
+        return sub, vsub, cols
+
+
 class GBMModel:
     """One LightGBM booster (or a constant) per label; `decision_function` gives logits [N, L]."""
 
@@ -153,6 +192,7 @@ class GBMModel:
             if y_val.shape != mask_val.shape or y_val.shape != (X_val.shape[0], y.shape[1]):
                 raise ModelError(f"validation y {y_val.shape}, mask {mask_val.shape} and X {X_val.shape} do not "
                                  f"agree with {y.shape[1]} new labels")
+        datasets = _LabelDatasets(data_params, self.max_features)
         for j in range(y.shape[1]):
             t0 = time.perf_counter()
             rows = np.flatnonzero(mask[:, j])
@@ -165,16 +205,10 @@ class GBMModel:
                 if on_label is not None:
                     on_label(len(self.labels_) - 1, self.labels_[-1])
                 continue
-            # A Dataset of this label's rows (LightGBM 4.7's Dataset.subset of one shared Dataset failed its
-            # split checks, or crashed, on small cohorts: "Check failed: best_split_info.left_count > 0").
-            Xj = X[rows]
-            cols = screen_columns(Xj, yj, self.max_features)
-            sub = lgb.Dataset(Xj if cols is None else Xj[:, cols], label=yj, params=data_params, free_raw_data=True)
             v_rows = np.flatnonzero(mask_val[:, j]) if val is not None else np.zeros(0, np.int64)
+            yv = (y_val[:, j][v_rows] > 0.5).astype(np.float64) if len(v_rows) else None
+            sub, vsub, cols = datasets.get(X, rows, yj, val, v_rows, yv)
             if len(v_rows):
-                Vj = val[v_rows]
-                vsub = lgb.Dataset(Vj if cols is None else Vj[:, cols], label=(y_val[:, j][v_rows] > 0.5).astype(np.float64), reference=sub,
-                                   params=data_params, free_raw_data=True)
                 booster = lgb.train(params, sub, num_boost_round=self.num_boost_round, valid_sets=[vsub],
                                     callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True,
                                                                   verbose=False)])
@@ -185,6 +219,7 @@ class GBMModel:
                 rounds, stopped = booster.current_iteration(), "no_validation"
             # Keep exactly what is saved: the trees up to the best round, read back from the model text.
             text = booster.model_to_string(num_iteration=rounds)
+            del booster  # the training booster reads the shared Datasets' labels: gone before they are set again
             self.boosters_.append(lgb.Booster(model_str=text))
             self.labels_.append({"kind": "booster", "rounds": int(rounds), "stopped": stopped,
                                  "train_samples": len(rows), "positives": int(yj.sum()),

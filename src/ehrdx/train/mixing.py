@@ -67,6 +67,18 @@ def weighted_auprc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarra
     return resampled_auprc(y, score, np.arange(len(y)), np.asarray(w, dtype=np.float64))
 
 
+def auprc(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of `score` [n] for `y` [n] (bool), each sample once (`weighted_auprc` with unit
+    weights, without its sparse sums): one sort, ties grouped by distinct score. NaN without a positive."""
+    order = np.argsort(-score)  # the order within a tie does not matter: a tie is one step
+    s, hits = score[order], np.cumsum(y[order].astype(bool))
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1] if len(s) else np.zeros(0, np.int64)
+    tp = hits[ends].astype(np.float64)
+    if len(tp) == 0 or tp[-1] == 0:
+        return float("nan")
+    return float(np.sum(np.diff(np.r_[0.0, tp]) * tp / (ends + 1)) / tp[-1])
+
+
 def resampled_auprc(y: np.ndarray, score: np.ndarray, group: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """[D] average precision of `score` [n] for `y` [n] (bool) when sample i weighs counts[d, group[i]]
     (`counts` [D, G]: how often each patient was drawn). Only the distinct scores where a positive enters
@@ -155,9 +167,8 @@ def choose_weights(p_val: np.ndarray, y, mask, groups: np.ndarray | None = None,
         """Label j's tuning AUPRC of candidate k: on the whole set (a float) or per draw ([draws])."""
         if (j, k, resampled) not in cache:
             yj, pj, pat = labels[j]
-            out = resampled_auprc(yj, candidates[k] @ pj, pat, counts) if resampled else \
-                weighted_auprc(yj, candidates[k] @ pj, np.ones((1, len(yj))))
-            cache[j, k, resampled] = out if resampled else float(out[0])
+            sj = candidates[k] @ pj
+            cache[j, k, resampled] = resampled_auprc(yj, sj, pat, counts) if resampled else auprc(yj, sj)
         return cache[j, k, resampled]
 
     def pick(base: int, full: Callable[[int], float], per_draw: Callable[[int], np.ndarray]) -> tuple[int, float]:
