@@ -325,3 +325,52 @@ def test_an_auto_model_saved_with_two_members_still_loads_and_predicts_the_same(
     got = back.predict_samples(store, s)
     np.testing.assert_array_equal(got, old.predict_samples(store, s))  # the same members and weights
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # probabilities through logits, in float32
+
+
+def test_with_two_threads_the_gbm_members_fit_beside_the_gru_and_give_the_same_model(fitted, monkeypatch):
+    """With 2+ torch threads the fitted members (LightGBM) run in a thread beside the GRU, each on half of the
+    threads, and the threads are restored after. The gbm members are the same trees as one after the other
+    (LightGBM's boosters do not depend on the thread count); the GRU, on its share of one thread here, gives
+    the probabilities of the sequential fit at one thread to float rounding (the same kernels, another
+    order of fits); a seed gives the same run again. An error in the thread reaches the caller."""
+    import torch
+
+    from ehrdx.models.gbm import GBMModel
+
+    _out, _paths, store, splits, clf, _ = fitted
+    tr, va, te = splits
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = EHRClassifier(**clf.get_params()).fit(store, tr, va)  # sequential: one thread
+        torch.set_num_threads(2)
+        seen = []
+        fit = GBMModel.fit
+
+        def spy(self, *a, **k):
+            seen.append((self.num_threads, torch.get_num_threads()))
+            return fit(self, *a, **k)
+
+        monkeypatch.setattr(GBMModel, "fit", spy)
+        two = EHRClassifier(**clf.get_params()).fit(store, tr, va)
+        again = EHRClassifier(**clf.get_params()).fit(store, tr, va)
+        assert torch.get_num_threads() == 2
+        assert all(t == 1 for t, _ in seen) and len(seen) == 4  # each gbm member fits on its 1 of the 2 threads
+        for name in ("gbm", "gbm-counts"):
+            a, b = one.model_.members[name].gbm, two.model_.members[name].gbm
+            assert [x.model_to_string().split("[num_threads")[0] for x in a.boosters_ if x] == \
+                   [x.model_to_string().split("[num_threads")[0] for x in b.boosters_ if x]
+            assert b.num_threads == 2  # all the threads again, for predictions
+        p1, p2, p3 = (m.predict_proba(store, te) for m in (one, two, again))
+        np.testing.assert_allclose(p2, p1, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(p3, p2)
+
+        def broken(self, *a, **k):
+            raise RuntimeError("gbm failed")
+
+        monkeypatch.setattr(GBMModel, "fit", broken)
+        with pytest.raises(RuntimeError, match="gbm failed"):
+            EHRClassifier(**clf.get_params()).fit(store, tr, va)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
