@@ -191,7 +191,7 @@ def test_above_max_features_each_label_sees_its_screened_columns_and_predicts_an
     """With more columns than max_features (a hospital vocabulary), each booster is fit on the dense columns
     and the ones whose presence goes with its label (screen_columns): the signal columns are kept, the
     choice is saved, and predictions, contributions and importances come back in all columns."""
-    from ehrdx.models.gbm import screen_columns
+    from ehrdx.models.gbm_datasets import screen_columns
 
     X, y, m = _data(600, 0)
     Xv, yv, mv = _data(200, 1)
@@ -282,7 +282,7 @@ def test_a_gbm_saved_before_feature_sets_loads_as_all_features(tmp_path):
 def test_the_screen_scores_a_column_with_missing_rows_on_the_rows_it_knows():
     """days_since_previous_visit is NaN at every patient's first visit, and age_years where a birth is missing:
     such a column is scored on its known rows, not dropped for its NaN entries."""
-    from ehrdx.models.gbm import screen_columns
+    from ehrdx.models.gbm_datasets import screen_columns
 
     rng = np.random.default_rng(0)
     n = 400

@@ -40,6 +40,7 @@ from ehrdx.data.batches import HISTORY, MATRIX
 from ehrdx.data.bits import as_table, label_columns
 from ehrdx.data.history import HistoryFeaturizer, HistorySet
 from ehrdx.errors import ModelError
+from ehrdx.models.gbm_datasets import LabelDatasets
 from ehrdx.models.registry import EVENTS, TABLE, ModelKind, register_model
 
 # Chosen on the built-in cohort (benchmarks/bench_gbm.py, 5,000 and 20,000 patients, new-onset macro AUROC
@@ -61,73 +62,9 @@ BASE_RATE_CLIP = 1e-4
 MAX_FEATURES = 4096
 
 
-def screen_columns(X: sp.csr_matrix, y: np.ndarray, max_features: int) -> np.ndarray | None:
-    """The columns of `X` (a label's known training rows) that its booster sees: all of them (None) up to
-    `max_features`; otherwise the `max_features` columns most correlated with the label `y` (squared Pearson
-    correlation of sign(x) log(1 + |x|), zeros included, so that counts, days and values are on one footing;
-    for a 0/1 column it is the 2 x 2 chi-square over the rows), ties in column order. Sorted indices.
-    A NaN entry (a missing patient fact: no birth, no previous visit) counts as the column's mean over its
-    other rows, so a column with some unknown rows is scored on the rows it knows (not dropped as NaN)."""
-    n, F = X.shape
-    if F <= max_features:
-        return None
-    X = sp.csr_matrix(X, dtype=np.float64, copy=True)
-    missing = np.isnan(X.data)
-    X.data = np.where(missing, 0.0, np.sign(X.data) * np.log1p(np.abs(X.data)))
-    yc = (np.asarray(y) > 0.5).astype(np.float64)
-    yc -= yc.mean()
-    # the NaN entries as a 0/1 table: per column, how many and the label's sum over them
-    nan_at = sp.csr_matrix((missing.astype(np.float64), X.indices, X.indptr), shape=X.shape)
-    n_missing = np.asarray(nan_at.sum(axis=0)).ravel()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.asarray(X.sum(axis=0)).ravel() / (n - n_missing)  # over the known rows; NaN if none
-    fill = np.where(n_missing > 0, mean, 0.0)  # what each NaN entry counts as
-    var = (np.asarray(X.multiply(X).sum(axis=0)).ravel() + n_missing * fill ** 2) / n - mean ** 2
-    cov = (X.T @ yc + fill * (nan_at.T @ yc)) / n  # yc sums to zero, so no mean term
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.nan_to_num(cov ** 2 / (var * float(np.mean(yc ** 2))), nan=0.0, posinf=0.0)
-    return np.sort(np.argsort(-score, kind="stable")[:max_features])
-
-
 def constant_logit(y: np.ndarray) -> float:
     p = float(np.clip(y.mean() if len(y) else 0.5, BASE_RATE_CLIP, 1 - BASE_RATE_CLIP))
     return float(np.log(p / (1 - p)))
-
-
-class _LabelDatasets:
-    """The binned training (and tuning) Datasets of one `add_labels` call. Labels known on the same rows
-    share them, their labels set per booster; a label with other rows, or with its own screened columns,
-    gets Datasets of its own. Holds the last `KEEP` row sets."""
-
-    KEEP = 2
-
-    def __init__(self, data_params: dict, max_features: int) -> None:
-        self.data_params = data_params
-        self.max_features = max_features
-        self.kept: list[tuple[np.ndarray, np.ndarray, lgb.Dataset, lgb.Dataset | None]] = []
-
-    def get(self, X: sp.csr_matrix, rows: np.ndarray, y: np.ndarray, val: sp.csr_matrix | None,
-            v_rows: np.ndarray, y_val: np.ndarray | None) -> tuple[lgb.Dataset, lgb.Dataset | None, np.ndarray | None]:
-        """(train Dataset, tuning Dataset or None, the screened columns or None) for one label."""
-        if X.shape[1] <= self.max_features:  # no screen: the columns do not depend on the label
-            for k, (r, vr, sub, vsub) in enumerate(self.kept):
-                if np.array_equal(r, rows) and np.array_equal(vr, v_rows):
-                    sub.set_label(y)
-                    if vsub is not None:
-                        vsub.set_label(y_val)
-                    self.kept.append(self.kept.pop(k))
-                    return sub, vsub, None
-        Xj = X[rows]
-        cols = screen_columns(Xj, y, self.max_features)
-        sub = lgb.Dataset(Xj if cols is None else Xj[:, cols], label=y, params=self.data_params, free_raw_data=True)
-        vsub = None
-        if len(v_rows):
-            Vj = val[v_rows]
-            vsub = lgb.Dataset(Vj if cols is None else Vj[:, cols], label=y_val, reference=sub,
-                               params=self.data_params, free_raw_data=True)
-        if cols is None:
-            self.kept = [*self.kept[-(self.KEEP - 1):], (rows, v_rows, sub, vsub)]
-        return sub, vsub, cols
 
 
 class GBMModel:
@@ -192,7 +129,7 @@ class GBMModel:
             if y_val.shape != mask_val.shape or y_val.shape != (X_val.shape[0], y.shape[1]):
                 raise ModelError(f"validation y {y_val.shape}, mask {mask_val.shape} and X {X_val.shape} do not "
                                  f"agree with {y.shape[1]} new labels")
-        datasets = _LabelDatasets(data_params, self.max_features)
+        datasets = LabelDatasets(data_params, self.max_features)
         for j in range(y.shape[1]):
             t0 = time.perf_counter()
             rows = np.flatnonzero(mask[:, j])
