@@ -19,7 +19,10 @@ with the growth in seconds per event between consecutive sizes, to --out.
 `--compare-models P` adds a stage (issue 15's Transformer-vs-GRU target): one training epoch of the GRU
 (1 layer) and of the Transformer (`--transformer-layers`, 2 as the estimator's default) on the first P
 training patients, hidden 128, batch 64, with the whole history and with each `--contexts` window,
-alternating GRU, Transformer, GRU, Transformer in one process; the ratio of the faster of each pair.
+alternating GRU, Transformer, GRU, Transformer in one process; the ratio of the faster of each pair, and
+each model's microseconds per event of those patients. The same P on stores of 30k, 100k and 300k
+patients (the patients are drawn alike, so the first P are a sample of each) says whether the cost per
+event stays as the store grows: `--stage models --work W/pN --n N --compare-models P` on a kept store.
 """
 
 from __future__ import annotations
@@ -134,8 +137,13 @@ def stage_models(work: Path, args) -> dict:
     clf.label_vocab_ = LabelVocab.from_first_times(label_first_times(store, tr, clf.selector_))
     clf.encoder_ = EventEncoder.fit(store, tr)
     samples = clf.samples(store, tr)
+    import numpy as np
+
+    rows = np.asarray(tr)
+    own_events = int((np.asarray(store.offsets)[rows + 1] - np.asarray(store.offsets)[rows]).sum())
     out = {"events": store.meta["events"], "train_patients": len(tr), "prediction_times": len(samples),
-           "labels": len(clf.label_vocab_), "transformer_layers": args.transformer_layers, "runs": []}
+           "train_patient_events": own_events, "labels": len(clf.label_vocab_),
+           "transformer_layers": args.transformer_layers, "runs": []}
     for context in [None, *(int(c) for c in args.contexts.split(",") if c)]:
         ds = SequenceSet(store, samples, clf.encoder_, context=context)
         best = {}
@@ -149,6 +157,8 @@ def stage_models(work: Path, args) -> dict:
             best[enc] = min(best.get(enc, float("inf")), h.seconds)
         out["runs"].append({"context": context, "max_visits_read": int(ds.seq_nv.max()),
                             "gru_epoch_s": round(best["gru"], 2), "transformer_epoch_s": round(best["transformer"], 2),
+                            "gru_us_per_event": round(1e6 * best["gru"] / own_events, 2),
+                            "transformer_us_per_event": round(1e6 * best["transformer"] / own_events, 2),
                             "transformer_over_gru": round(best["transformer"] / best["gru"], 2)})
     return out
 
