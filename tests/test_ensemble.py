@@ -374,3 +374,65 @@ def test_with_two_threads_the_gbm_members_fit_beside_the_gru_and_give_the_same_m
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_with_two_threads_a_gbm_member_that_fails_stops_the_fit_before_the_gru_trains_on(fitted, monkeypatch):
+    """One after the other, a gbm member that fails stops the fit before the GRU trains at all. Beside it (2+
+    threads) the error should still stop the fit soon, not after every GRU epoch (hours on a large cohort)."""
+    import torch
+
+    from ehrdx.models.gbm import GBMModel
+
+    _out, _paths, store, splits, clf, _ = fitted
+    tr, va, _te = splits
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def broken(self, *a, **k):
+            raise RuntimeError("gbm failed")
+
+        monkeypatch.setattr(GBMModel, "fit", broken)
+        epochs = []
+        with pytest.raises(RuntimeError, match="gbm failed"):
+            EHRClassifier(**{**clf.get_params(), "max_epochs": 4}).fit(
+                store, tr, va, on_epoch=lambda e, *_: epochs.append(e))
+        assert len(epochs) <= 1, f"the GRU went on for {len(epochs)} epochs after the gbm member had failed"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_with_two_threads_an_interrupted_gru_does_not_wait_for_the_gbm_members(fitted, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) or an error in the GRU while the gbm members fit beside it: the fit should
+    stop at once (at most the label in progress), not after both gbm members have finished (minutes to hours
+    with 1,500 labels; a second Ctrl-C cannot help: the executor's thread is joined at exit)."""
+    import time
+
+    import torch
+
+    from ehrdx.models.gbm import GBMModel
+
+    _out, _paths, store, splits, clf, _ = fitted
+    tr, va, _te = splits
+    fit, calls = GBMModel.fit, []
+
+    def slow(self, *a, **k):  # a gbm member that takes a while (5 s) before its boosters
+        calls.append(time.perf_counter())
+        time.sleep(5)
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(GBMModel, "fit", slow)
+    raised = []
+
+    def interrupt(*_):
+        raised.append(time.perf_counter())
+        raise KeyboardInterrupt
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            EHRClassifier(**clf.get_params()).fit(store, tr, va, on_epoch=interrupt)
+        waited = time.perf_counter() - raised[0]
+        assert waited < 2, f"the interrupt reached the caller {waited:.1f} s later, after {len(calls)} gbm fits"
+    finally:
+        torch.set_num_threads(before)
