@@ -127,7 +127,8 @@ def test_mixes_cover_the_grid_and_auprc_is_scikit_learns():
     np.testing.assert_allclose(got, [average_precision_score(y, s), average_precision_score(y, s, sample_weight=w)],
                                rtol=1e-12)
     for n in (1, 5, 300):  # the unit-weight AP the whole-set scores use: the same, ties and no positive included
-        assert abs(auprc(y[:n], s[:n]) - weighted_auprc(y[:n], s[:n], np.ones((1, n)))[0]) < 1e-12 or not y[:n].any()
+        # the same sums in the same order as the unit-weight resampled form: equal floats, not only close ones
+        assert auprc(y[:n], s[:n]) == weighted_auprc(y[:n], s[:n], np.ones((1, n)))[0] or not y[:n].any()
     assert np.isnan(auprc(np.zeros(4, bool), s[:4])) and np.isnan(auprc(np.zeros(0, bool), s[:0]))
 
 

@@ -276,6 +276,8 @@ class HistoryGBM:
         self.n_labels = n_labels
         self.features = features
         self.featurizer: HistoryFeaturizer | None = None
+        # Called after each label's booster in fit_sets (not saved); may raise to stop the fit (train/beside.py).
+        self.on_label: Callable[[int, dict], None] | None = None
         self.gbm = GBMModel(params, num_threads=num_threads)
 
     @property
@@ -315,7 +317,8 @@ class HistoryGBM:
         X = self._matrix(train)
         with_val = val is not None and len(val) > 0
         self.gbm.fit(X, train.y_bits, train.mask_bits, self._matrix(val) if with_val else None,
-                     val.y_bits if with_val else None, val.mask_bits if with_val else None, seed=seed)
+                     val.y_bits if with_val else None, val.mask_bits if with_val else None, seed=seed,
+                     on_label=getattr(self, "on_label", None))
         return self
 
     def add_labels(self, train, val=None, n_old: int = 0, seed: int = 0) -> HistoryGBM:

@@ -18,22 +18,23 @@ Stopping it on the tuning patients made its tuning scores look better than they 
 stopping decision for all labels, was level: 0.669 vs 0.668), and auto chose gbm alone where a mix was
 better held out (BENCHMARKS.md).
 
-With two or more threads the fitted members run in a thread beside the network, on half of the threads
-each (`beside`): on the 2-core box the demo cohort's auto fit went from about 2.0x to 1.68x the GRU's alone
-(BENCHMARKS.md), with the same boosters and weights.
+With two or more threads and the network on the CPU the fitted members run in a thread beside the network,
+on half of the threads each (train/beside.py): on the 2-core box the demo cohort's auto fit went from about
+2.0x to 1.68x the GRU's alone (BENCHMARKS.md), with the same boosters; the network is the one a run on half
+the threads gives.
 
 Checkpoints (`ehrdx train --resume`): each member in its own subfolder of the run's checkpoint directory,
 `gbm/` and `gbm-counts/` (the fitted members, as the registry saves them: LightGBM's model text,
 train/checkpoint.py `FittedCheckpoint`; saved when fitted) and `gru/` (per epoch, as `--model gru`), beside
-`auto.json`, the ensemble's own settings. A resumed run reads the fitted members instead of fitting them again
-and continues the GRU from its last epoch; the weights are chosen again (seconds, deterministic). Under
+`auto.json`, the ensemble's own settings. A resumed run reads the fitted members that were finished (side by
+side, one stopped half way left no checkpoint and is fitted again, to the same trees) and continues the GRU
+from its last epoch; the weights are chosen again (seconds, deterministic). Under
 torchrun every process fits the same gbm members on all the training patients (deterministic: same data
 and seed; no communication), the GRU trains data parallel as `--model gru` does, and only
 rank 0 writes."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable
@@ -49,7 +50,9 @@ from ehrdx.data.history import HistorySet
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.models.registry import EVENTS, ModelKind, get_model, register_model
 from ehrdx.ranking import sigmoid
+from ehrdx.train.beside import Beside
 from ehrdx.train.checkpoint import FittedCheckpoint
+from ehrdx.train.device import resolve_device
 from ehrdx.train.distributed import is_main
 from ehrdx.train.fit import fit_model, model_logits
 from ehrdx.train.loop import TrainHistory
@@ -72,7 +75,7 @@ def members_for(settings: dict) -> tuple[str, ...]:
 
 def fit_order(names: tuple[str, ...]) -> list[str]:
     """The members that fit themselves (gbm, gbm-counts: seconds, checkpointed whole) before the networks
-    (epochs): the order they are built in, and fitted in where they run one after the other (`beside`)."""
+    (epochs): the order they are built in, and fitted in where they run one after the other (train/beside.py)."""
     return sorted(names, key=lambda n: get_model(n, EVENTS).inputs_for(EVENTS) != HISTORY)
 
 
@@ -87,45 +90,6 @@ def subset_set(dataset, keep: np.ndarray):
         out.bucket = dataset.bucket
         return out
     raise TypeError(f"the auto model cannot split a {type(dataset).__name__}")
-
-
-@contextlib.contextmanager
-def beside(fitted: list[str], networks: list[str], built: dict):
-    """Yields run(first, second): calls both. With 2+ torch threads, a member that fits itself (LightGBM) and
-    a network, it runs `first` (the fitted members) in a thread beside `second` (the networks) and splits the
-    threads between them: the networks get half (torch.set_num_threads, restored after), the fitted members
-    the rest (their LightGBM threads; back to all of them after, for predictions). On two cores each gains
-    little from a second thread (the GRU at batch 64 about 1.2x, LightGBM 1.2-1.9x), so side by side the fit
-    takes about the longer of the two instead of their sum. The results do not depend on it: LightGBM's
-    boosters are the same for any thread count (models/gbm.py), and the network trains on its own share of
-    threads whatever the other does (a fixed count, so a seed gives the same run). Otherwise one after the
-    other, fitted members first."""
-    import torch
-
-    threads = torch.get_num_threads()
-    if threads < 2 or not fitted or not networks:
-        yield lambda first, second: (first(), second())
-        return
-    mine = max(1, threads // 2)
-    for name in fitted:  # HistoryGBM: LightGBM's threads
-        built[name][0].gbm.num_threads = threads - mine
-
-    def run(first, second) -> None:
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ehrdx-fitted") as pool:
-            job = pool.submit(first)
-            torch.set_num_threads(mine)
-            try:
-                second()
-            finally:
-                torch.set_num_threads(threads)
-            job.result()  # its error, if any, raised here
-
-    try:
-        yield run
-    finally:
-        torch.set_num_threads(threads)
-        for name in fitted:
-            built[name][0].gbm.num_threads = threads
 
 
 def inner_split(dataset, seed: int, share: float = INNER_SHARE):
@@ -166,8 +130,8 @@ class EnsembleModel:
     def fit_sets(self, train: dict, val: dict | None = None, seed: int = 0,
                  on_epoch: Callable[[int, float, float | None], None] | None = None,
                  checkpoint: str | Path | None = None, resume: bool = False) -> EnsembleModel:
-        """Fit the members (`fit_order`; the fitted ones in a thread beside the network with 2+ threads:
-        `beside`), then choose the weights on `val` (none or empty: the equal mix).
+        """Fit the members (`fit_order`; the fitted ones in a thread beside a network on the CPU with 2+
+        threads: train/beside.py), then choose the weights on `val` (none or empty: the equal mix).
         `on_epoch` follows the network member; with `checkpoint` each member checkpoints in its own subfolder
         and `resume` continues from them."""
         tuned = bool(val) and len(next(iter(val.values()))) > 0  # none: equal weights, networks run every epoch
@@ -182,22 +146,39 @@ class EnsembleModel:
             built[name] = (spec.build(train[spec.inputs_for(EVENTS)], self.n_labels, self.settings),
                            spec.inputs_for(EVENTS))
 
-        def fit_one(name: str) -> None:
-            member, kind = built[name]
-            where = None if checkpoint is None else Path(checkpoint) / name
-            if kind == HISTORY:  # stops per label: on training patients, so the tuning patients stay unseen
-                fit_part, stop_part = inner_split(train[kind], seed)
-                histories[name] = fit_model(member, fit_part, stop_part, config, checkpoint=where, resume=resume)
-            else:
-                with self.start_network(member) if self.start_network else contextlib.nullcontext():
-                    histories[name] = fit_model(member, train[kind], val[kind] if tuned else None, config,
-                                                on_epoch, checkpoint=where, resume=resume)
-            self.members[name] = member
-
+        # the fitted members in a thread beside a network on the CPU, each on half of the threads (train/beside.py)
         fitted = [n for n in built if built[n][1] == HISTORY]
         networks = [n for n in built if n not in fitted]
-        with beside(fitted, networks, built) as run_beside:
-            run_beside(lambda: [fit_one(n) for n in fitted], lambda: [fit_one(n) for n in networks])
+        side = Beside(bool(fitted) and bool(networks) and resolve_device(config.device).type == "cpu")
+
+        def fit_fitted(check: Callable[[], None]) -> None:
+            for name in fitted:
+                check()
+                member = built[name][0]
+                member.gbm.num_threads, member.on_label = side.threads_for_fitted, lambda *_: check()
+                try:
+                    fit_part, stop_part = inner_split(train[HISTORY], seed)  # stops per label on training patients,
+                    where = None if checkpoint is None else Path(checkpoint) / name  # so tuning patients stay unseen
+                    histories[name] = fit_model(member, fit_part, stop_part, config, checkpoint=where, resume=resume)
+                finally:
+                    member.gbm.num_threads, member.on_label = side.total, None  # all threads for its predictions
+                self.members[name] = member
+
+        def fit_networks(check: Callable[[], None]) -> None:
+            def epoch_done(*a) -> None:
+                check()  # a fitted member failed beside: stop here
+                if on_epoch is not None:
+                    on_epoch(*a)
+
+            for name in networks:
+                member, kind = built[name]
+                where = None if checkpoint is None else Path(checkpoint) / name
+                with self.start_network(member) if self.start_network else contextlib.nullcontext():
+                    histories[name] = fit_model(member, train[kind], val[kind] if tuned else None, config,
+                                                epoch_done, checkpoint=where, resume=resume)
+                self.members[name] = member
+
+        side.run(fit_fitted, fit_networks)
         if tuned:
             for name, (member, kind) in built.items():
                 probs[name] = _sigmoid(model_logits(member, val[kind]))

@@ -76,7 +76,9 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
     tp = hits[ends].astype(np.float64)
     if len(tp) == 0 or tp[-1] == 0:
         return float("nan")
-    return float(np.sum(np.diff(np.r_[0.0, tp]) * tp / (ends + 1)) / tp[-1])
+    gained = np.diff(np.r_[0.0, tp])
+    step = gained > 0  # the steps where a positive enters, as resampled_auprc sums them: the same floats
+    return float(np.sum(gained[step] * (tp[step] / (ends[step] + 1))) / tp[-1])
 
 
 def resampled_auprc(y: np.ndarray, score: np.ndarray, group: np.ndarray, counts: np.ndarray) -> np.ndarray:
