@@ -1,0 +1,80 @@
+"""Found by trying ehrdx on messy input (session s12): inputs written into, split settings that make
+nonsense splits, and a subject listed twice in subject_splits.parquet."""
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from ehrdx import open_store
+from ehrdx.cli import app
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.errors import DataError
+from ehrdx.events_pipeline import patient_splits
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def listing(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("newuser12")
+    paths = write_longitudinal(generate_longitudinal(60, seed=3), root / "c")
+    return {"root": root, "meds": paths["meds"], "label_map": paths["label_map"]}
+
+
+@pytest.mark.parametrize("where", ["meds", "inside_meds"])
+def test_store_is_never_written_into_the_input_meds_dataset(cohort, tmp_path, where):
+    """`--store` is written (the converted arrays), so it is an output too: the input MEDS directory, or a
+    folder inside it, is refused (exit 2) and the dataset is left as it was (README: outputs never
+    overwrite inputs; an output inside an input directory is refused)."""
+    meds = tmp_path / "meds"
+    shutil.copytree(cohort["meds"], meds)
+    before = listing(meds)
+    store = meds if where == "meds" else meds / "store"
+    r = run("targets", "--meds", meds, "--labels", f"map:{cohort['label_map']}", "--store", store,
+            "--out", tmp_path / "t.parquet")
+    assert r.exit_code == 2, r.output
+    assert "--store" in r.output
+    assert listing(meds) == before
+
+
+@pytest.mark.parametrize("fractions", [("-0.1", "0.15"), ("1", "0.15"), ("0.5", "0.9"), ("0.15", "-0.2")])
+def test_split_fractions_out_of_range_are_refused(cohort, tmp_path, fractions):
+    """A share below 0, of 1 or more, or shares summing to 1 or more gave a split of a few training
+    patients (--val-fraction 1: train 14, validation 331) without a word; they are refused (exit 2),
+    naming the option."""
+    meds = tmp_path / "meds"
+    shutil.copytree(cohort["meds"], meds)
+    (meds / "metadata" / "subject_splits.parquet").unlink()  # the seeded split, from the fractions
+    val, test = fractions
+    r = run("train", "--meds", meds, "--labels", f"map:{cohort['label_map']}", "--model", "gru", "--hidden", "8",
+            "--epochs", "1", "--val-fraction", val, "--test-fraction", test, "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "fraction" in r.output
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_subject_listed_twice_in_subject_splits_is_an_error(cohort, tmp_path):
+    """A subject listed twice in subject_splits.parquet (a concatenated export) made that patient two
+    training patients (train 332 of 400 patients + 62 + 56): an error naming the file and the count."""
+    meds = tmp_path / "meds"
+    shutil.copytree(cohort["meds"], meds)
+    path = meds / "metadata" / "subject_splits.parquet"
+    splits = pl.read_parquet(path)
+    pl.concat([splits, splits.filter(pl.col("split") == "train").head(5)]).write_parquet(path)
+    store = open_store(meds=meds)
+    with pytest.raises(DataError, match="subject_splits.parquet") as exc:
+        tr, va, te = patient_splits(store, meds, 0)
+        # what happened before: rows repeated, more patients than the store holds
+        assert len(np.unique(tr)) == len(tr)
+    assert "5" in str(exc.value)
