@@ -50,13 +50,35 @@ def fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+STORE_ROLE = "event store (--store)"
+
+
 def check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tuple[str, ...] | None = None,
               option: str = "--out") -> None:
-    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths)."""
+    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths). The
+    event store among `inputs` is written too (the converted arrays): it is checked the same way against
+    the other inputs (never the MEDS dataset, the model directory, or inside them)."""
     try:
+        if inputs.get(STORE_ROLE) is not None:
+            check_output(inputs[STORE_ROLE], {k: v for k, v in inputs.items() if k != STORE_ROLE}, kind="dir",
+                         option="--store")
         check_output(out, inputs, kind=kind, option=option, suffixes=suffixes)
     except EhrdxError as exc:
         fail(exc)
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Stop (exit 2) on split shares that make no split: each at least 0 and below 1, together below 1 (the
+    rest are the training patients). A negative share or shares summing past 1 would otherwise be dealt
+    patients all the same."""
+    bad = [f"--{name}-fraction {v:g}" for name, v in (("val", val_fraction), ("test", test_fraction))
+           if not 0 <= v < 1]
+    if bad or val_fraction + test_fraction >= 1:
+        what = ", ".join(bad) if bad else (f"--val-fraction {val_fraction:g} and --test-fraction {test_fraction:g} "
+                                           f"add up to {val_fraction + test_fraction:g}")
+        fail(EhrdxError(f"{what}: each share of patients must be at least 0 and below 1, and the two together "
+                        "below 1 (the rest are the training patients)\n"
+                        "  fix: e.g. --val-fraction 0.15 --test-fraction 0.15 (0 gives that part no patient)"))
 
 
 TABLE = "a patient table"
