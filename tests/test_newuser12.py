@@ -78,3 +78,37 @@ def test_subject_listed_twice_in_subject_splits_is_an_error(cohort, tmp_path):
         # what happened before: rows repeated, more patients than the store holds
         assert len(np.unique(tr)) == len(tr)
     assert "5" in str(exc.value)
+
+
+def test_fractional_subject_ids_are_an_error_not_truncated():
+    """A float subject_id column (15.5) was cast to 15 without a word: two patients (15.0 and 15.5) became
+    one. Whole floats are unambiguous and still read; a fraction is an error naming the rows."""
+    from ehrdx.data.meds import normalise_events
+
+    t = pl.Series([None, None], dtype=pl.Datetime("us"))
+    ok = normalise_events(pl.DataFrame({"subject_id": [15.0, 16.0], "time": t, "code": ["A", "B"]}), "x.parquet")
+    assert ok.frame.get_column("subject_id").to_list() == [15, 16]
+    with pytest.raises(DataError, match="subject ids must be integers") as exc:
+        normalise_events(pl.DataFrame({"subject_id": [15.0, 15.5], "time": t, "code": ["A", "B"]}), "x.parquet")
+    assert "row 2" in str(exc.value)
+
+
+def test_micro_averages_do_not_give_away_a_suppressed_label():
+    """With one label whose positives come from fewer than 10 patients, its row is suppressed and the macro
+    averages are emptied, but micro AUROC/AUPRC and the micro/macro precision, recall and F1 (the same
+    numbers, with one label) were printed and written (seen with `--labels map:` of one rare label)."""
+    from ehrdx.evaluate.privacy import suppress_small_cells
+
+    at = {"element_accuracy": 0.41, "precision_micro": 0.076, "recall_micro": 0.81, "f1_micro": 0.139,
+          "f1_macro": 0.139}
+    metrics = {"test": {"n_samples": 442, "macro_auroc": 0.6, "micro_auroc": 0.64, "macro_auprc": 0.09,
+                        "micro_auprc": 0.094, "tuned": dict(at), "f1_micro": 0.139,
+                        "per_label": [{"label": "I10", "known": 442, "positives": 26, "positive_patients": 7,
+                                       "auroc": 0.64, "auprc": 0.094, "status": "ok",
+                                       "tuned": {"threshold": 0.09, "precision": 0.076, "recall": 0.81,
+                                                 "f1": 0.139}}]}}
+    out = suppress_small_cells(metrics)["test"]
+    assert out["per_label"][0]["auroc"] is None and out["macro_auroc"] is None
+    assert out["micro_auroc"] is None and out["micro_auprc"] is None
+    assert out["f1_micro"] is None
+    assert all(out["tuned"][k] is None for k in ("precision_micro", "recall_micro", "f1_micro", "f1_macro"))

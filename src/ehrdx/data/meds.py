@@ -69,6 +69,8 @@ def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Serie
     """Cast leniently; also return the first rows whose non-empty value did not survive the cast."""
     cast = values.cast(dtype, strict=False)
     lost = cast.is_null() & values.is_not_null()
+    if values.dtype.is_float() and dtype.is_integer():  # 15.5 would become 15, another patient's id
+        lost = lost | (cast.is_not_null() & (cast.cast(values.dtype) != values)).fill_null(False)
     return cast, lost.arg_true().head(5).to_list()
 
 
