@@ -112,3 +112,22 @@ def test_micro_averages_do_not_give_away_a_suppressed_label():
     assert out["micro_auroc"] is None and out["micro_auprc"] is None
     assert out["f1_micro"] is None
     assert all(out["tuned"][k] is None for k in ("precision_micro", "recall_micro", "f1_micro", "f1_macro"))
+
+
+@pytest.mark.parametrize("damage", ["text_ids", "empty_file"])
+def test_a_broken_subject_splits_file_is_an_error_not_a_traceback(cohort, tmp_path, damage):
+    """subject_splits.parquet with a non-integer id ("P1") or of 0 bytes stopped with a polars traceback
+    (exit 1); it is an error naming the file (exit 2)."""
+    meds = tmp_path / "meds"
+    shutil.copytree(cohort["meds"], meds)
+    path = meds / "metadata" / "subject_splits.parquet"
+    if damage == "text_ids":
+        s = pl.read_parquet(path).with_columns(pl.col("subject_id").cast(pl.String))
+        s.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("P1")).otherwise(pl.col("subject_id"))
+                       .alias("subject_id")).write_parquet(path)
+    else:
+        path.write_bytes(b"")
+    r = run("train", "--meds", meds, "--labels", f"map:{cohort['label_map']}", "--model", "gru", "--hidden", "8",
+            "--epochs", "1", "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "subject_splits.parquet" in r.output and "Traceback" not in r.output
