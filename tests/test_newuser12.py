@@ -131,3 +131,14 @@ def test_a_broken_subject_splits_file_is_an_error_not_a_traceback(cohort, tmp_pa
             "--epochs", "1", "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output
     assert "subject_splits.parquet" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("option", [("--hidden", "0"), ("--dropout", "1.5"), ("--lr", "-1"), ("--heads", "0"),
+                                    ("--weight-decay", "-0.1")])
+def test_out_of_range_model_settings_are_refused_before_any_work(cohort, tmp_path, option):
+    """--hidden 0, --dropout 1.5, --lr -1 converted the events, then stopped in torch with a traceback
+    (exit 1); they are refused as usage errors naming the option (exit 2), like --context 0."""
+    r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--model", "gru",
+            "--epochs", "1", *option, "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert option[0] in r.output and "event store" not in r.output

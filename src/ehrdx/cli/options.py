@@ -134,11 +134,11 @@ class EpochProgress:
 
 
 # Options shared by train and demo.
-Hidden = Annotated[int, typer.Option(help="Width of each hidden layer.")]
+Hidden = Annotated[int, typer.Option(min=1, help="Width of each hidden layer.")]
 Depth = Annotated[int | None, typer.Option(help="Old name of --layers (still works).", hidden=True)]
-Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden layers.")]
-WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
-Lr = Annotated[float, typer.Option(help="Learning rate.")]
+Dropout = Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout probability in hidden layers.")]
+WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
+Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
@@ -146,7 +146,7 @@ BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch
                                                "for event streams, where a patient brings all their visits).")]
 Layers = Annotated[int | None, typer.Option(help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
-Heads = Annotated[int, typer.Option(help="Event streams: attention heads (transformer).")]
+Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
                                    "window:365d.")]
 NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "
