@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from ehrdx.cli.options import (
+    STORE_ROLE,
     console,
     fail,
     print_counts,
@@ -19,7 +20,7 @@ from ehrdx.errors import EhrdxError, ident
 def event_inputs(meds=None, events=None, omop=None, store=None, model=None, **more) -> dict:
     """The paths a command reads, named as the user gave them."""
     return {"model directory (--model)": model, "MEDS dataset (--meds)": meds, "events table (--events)": events,
-            "OMOP export (--omop)": omop, "event store (--store)": store, **more}
+            "OMOP export (--omop)": omop, STORE_ROLE: store, **more}
 
 
 def with_omop(events, omop, codes, prefixes):

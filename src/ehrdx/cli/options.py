@@ -50,13 +50,35 @@ def fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+STORE_ROLE = "event store (--store)"
+
+
 def check_out(out: Path | None, inputs: dict, kind: str = "file", suffixes: tuple[str, ...] | None = None,
               option: str = "--out") -> None:
-    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths)."""
+    """Stop before any work when `out` would overwrite an input or cannot be written (ehrdx.paths). The
+    event store among `inputs` is written too (the converted arrays): it is checked the same way against
+    the other inputs (never the MEDS dataset, the model directory, or inside them)."""
     try:
+        if inputs.get(STORE_ROLE) is not None:
+            check_output(inputs[STORE_ROLE], {k: v for k, v in inputs.items() if k != STORE_ROLE}, kind="dir",
+                         option="--store")
         check_output(out, inputs, kind=kind, option=option, suffixes=suffixes)
     except EhrdxError as exc:
         fail(exc)
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Stop (exit 2) on split shares that make no split: each at least 0 and below 1, together below 1 (the
+    rest are the training patients). A negative share or shares summing past 1 would otherwise be dealt
+    patients all the same."""
+    bad = [f"--{name}-fraction {v:g}" for name, v in (("val", val_fraction), ("test", test_fraction))
+           if not 0 <= v < 1]
+    if bad or val_fraction + test_fraction >= 1:
+        what = ", ".join(bad) if bad else (f"--val-fraction {val_fraction:g} and --test-fraction {test_fraction:g} "
+                                           f"add up to {val_fraction + test_fraction:g}")
+        fail(EhrdxError(f"{what}: each share of patients must be at least 0 and below 1, and the two together "
+                        "below 1 (the rest are the training patients)\n"
+                        "  fix: e.g. --val-fraction 0.15 --test-fraction 0.15 (0 gives that part no patient)"))
 
 
 TABLE = "a patient table"
@@ -112,11 +134,11 @@ class EpochProgress:
 
 
 # Options shared by train and demo.
-Hidden = Annotated[int, typer.Option(help="Width of each hidden layer.")]
+Hidden = Annotated[int, typer.Option(min=1, help="Width of each hidden layer.")]
 Depth = Annotated[int | None, typer.Option(help="Old name of --layers (still works).", hidden=True)]
-Dropout = Annotated[float, typer.Option(help="Dropout probability in hidden layers.")]
-WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
-Lr = Annotated[float, typer.Option(help="Learning rate.")]
+Dropout = Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout probability in hidden layers.")]
+WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
+Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
@@ -124,7 +146,7 @@ BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch
                                                "for event streams, where a patient brings all their visits).")]
 Layers = Annotated[int | None, typer.Option(help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
-Heads = Annotated[int, typer.Option(help="Event streams: attention heads (transformer).")]
+Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
                                    "window:365d.")]
 NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "

@@ -26,6 +26,7 @@ from ehrdx.cli.options import (
     SplitNames,
     WeightDecay,
     Workers,
+    check_fractions,
     check_out,
     console,
     fail,
@@ -81,6 +82,7 @@ def pretrain(
     test patients; --labels only shapes that split. Early stopping on the tuning patients' next-visit loss.
     Writes OUT: weights (safetensors), model config, input and target vocabularies, and hashes of the
     pretraining patients' ids, which ehrdx train --init checks its validation and test patients against."""
+    check_fractions(val_fraction, test_fraction)
     check_out(out, {**event_data.paths(), "label map (--labels)": label_map_path(labels)}, kind="dir")
     if not event_data.given:
         fail(EhrdxError("give the event data to pretrain on: --meds DIR, --events FILE or --omop DIR"))

@@ -40,6 +40,7 @@ from ehrdx.cli.options import (
     Task,
     WeightDecay,
     Workers,
+    check_fractions,
     check_out,
     console,
     fail,
@@ -163,6 +164,7 @@ def train(
     CPUs, NCCL on GPUs (gbm, and auto's gbm member: every process fits the same boosters on all training
     patients); only rank 0 writes the model and prints."""
     opts: GlobalOptions = ctx.obj
+    check_fractions(val_fraction, test_fraction)
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
     event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here

@@ -69,6 +69,8 @@ def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Serie
     """Cast leniently; also return the first rows whose non-empty value did not survive the cast."""
     cast = values.cast(dtype, strict=False)
     lost = cast.is_null() & values.is_not_null()
+    if values.dtype.is_float() and dtype.is_integer():  # 15.5 would become 15, another patient's id
+        lost = lost | (cast.is_not_null() & (cast.cast(values.dtype) != values)).fill_null(False)
     return cast, lost.arg_true().head(5).to_list()
 
 
@@ -238,12 +240,21 @@ def read_subject_splits(root: str | Path) -> pl.DataFrame | None:
     path = Path(root) / "metadata" / "subject_splits.parquet"
     if not path.exists():
         return None
-    frame = pl.read_parquet(path, glob=False)
+    try:
+        frame = pl.read_parquet(path, glob=False)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"not a readable parquet file ({reader_detail(exc)})", file=str(path),
+                        fix="rewrite it (subject_id int64, split string), or remove it to split by --seed") from exc
     for col in ("subject_id", "split"):
         if col not in frame.columns:
             raise DataError(f"no '{col}' column", file=str(path), column=col,
                             fix="subject_splits.parquet holds subject_id and split")
-    return frame.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.Utf8))
+    ids, rows = _cast_keeping_track(frame.get_column("subject_id"), pl.Int64)
+    if rows:
+        raise DataError("subject ids must be integers", file=str(path), column="subject_id", rows=rows,
+                        values=[frame.get_column("subject_id")[r] for r in rows],
+                        fix="write the subject ids as in data/ (MEDS uses int64)")
+    return pl.DataFrame({"subject_id": ids, "split": frame.get_column("split").cast(pl.Utf8)})
 
 
 def write_parquet_typed(frame: pl.DataFrame, path: str | Path, types: dict[str, pa.DataType]) -> Path:

@@ -174,12 +174,19 @@ class EventSource:
         if meds is not None:
             splits = read_subject_splits(meds)
             if splits is not None:
-                splits = map_split_names(splits, split_names, str(Path(meds) / "metadata" / "subject_splits.parquet"))
+                path = str(Path(meds) / "metadata" / "subject_splits.parquet")
+                twice = splits.get_column("subject_id").is_duplicated()
+                if twice.any():  # the join below would make each one two patients
+                    raise DataError(f"{splits.filter(twice).get_column('subject_id').n_unique()} subject(s) listed "
+                                    "more than once", file=path, column="subject_id",
+                                    rows=twice.arg_true().head(5).to_list(),
+                                    fix="list each subject once, in one split")
+                splits = map_split_names(splits, split_names, path)
                 frame = pl.DataFrame({"subject_id": ids, "row": np.arange(len(ids))}).join(
                     splits, on="subject_id", how="left")
                 missing = frame.filter(pl.col("split").is_null()).height
                 if missing:
-                    raise DataError(f"{missing} subject(s) have no split", file=str(Path(meds) / "metadata"),
+                    raise DataError(f"{missing} subject(s) have no split", file=path,
                                     column="split", fix="list every subject in subject_splits.parquet")
                 return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
                              for s in MEDS_SPLITS)
