@@ -6,7 +6,8 @@ its label name but loses its counts (shown as "<10") and every metric computed f
 row of the by-prior-visits table with fewer than `min_cell` patients loses its metrics. Macro
 averages still include those labels; where exactly one label in an average is hidden, the average and
 the labels shown would give it away, so the next smallest label is hidden too (complementary
-suppression).
+suppression); where no label is shown at all, every average over the labels (macro, micro, calibration,
+recall@k, the metrics at thresholds) is hidden.
 Data-quality counts (rows excluded, unseen codes) are not suppressed: they describe the user's own
 input, and anything excluded must be reported.
 """
@@ -25,6 +26,19 @@ _COUNTS = ("positives", "positive_patients", "test_positives", "test_positive_pa
 _MACROS = {"all": ("macro_auroc", "macro_auprc"), "new": ("new_labels_macro_auroc", "new_labels_macro_auprc"),
            "old": ("old_labels_macro_auroc_after", "old_labels_macro_auprc_after", "old_labels_macro_auroc_before",
                    "old_labels_macro_auprc_before")}
+
+
+# Averages over every label beside the macro ones (micro AUROC / AUPRC, calibration, recall@k, F1 and the
+# metrics at thresholds): with no label shown they are the hidden label's own numbers.
+_AGGREGATES = ("micro_auroc", "micro_auprc", "brier", "ece", "f1_micro", "f1_macro", "element_accuracy")
+
+
+def _blank_aggregates(node: dict) -> None:
+    for key, value in list(node.items()):
+        if key in _AGGREGATES or key.startswith("recall_at_"):
+            node[key] = None
+        elif isinstance(value, dict) and any(k in value for k in ("precision_micro", "recall_micro", "f1_micro")):
+            node[key] = {k: (v if "threshold" in k else None) for k, v in value.items()}
 
 
 def _in_group(row: dict, group: str) -> bool:
@@ -78,6 +92,8 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
                     for key in _MACROS[group]:
                         if key in node:
                             node[key] = None
+                    if group == "all":  # nothing shown: every average over the labels is the hidden one's
+                        _blank_aggregates(node)
                     continue
                 extra = min(shown, key=lambda r: r.get("positive_patients", r.get("test_positive_patients")))
                 for key in _METRICS:
