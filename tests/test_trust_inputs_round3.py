@@ -142,3 +142,30 @@ def test_out_of_range_model_settings_are_refused_before_any_work(cohort, tmp_pat
             "--epochs", "1", *option, "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output
     assert option[0] in r.output and "event store" not in r.output
+
+
+def test_a_value_column_named_but_absent_is_an_error_and_the_default_name_may_be_absent(tmp_path):
+    """`--value-col valu` on a table whose column is `value`: every lab value was dropped with only "ignored
+    columns: 1" said. A value column the user names must exist; the default name (numeric_value) may be
+    absent (a table of codes only)."""
+    from ehrdx.data.meds import iter_event_table
+
+    path = tmp_path / "ev.csv"
+    path.write_text("pid,when,code,value\n1,2020-01-01,LAB//A,1.5\n1,2020-02-01,DX//B,\n")
+    cols = {"subject_col": "pid", "time_col": "when", "code_col": "code"}
+    with pytest.raises(DataError, match="no numeric value column 'valu'") as exc:
+        list(iter_event_table(path, value_col="valu", **cols))
+    assert "ev.csv" in str(exc.value) and "value" in str(exc.value)
+    shard = next(iter_event_table(path, value_col="value", **cols))
+    assert shard.counts.get("ignored_columns", 0) == 0
+    next(iter_event_table(path, **cols))  # the default name, absent: read, values dropped as an ignored column
+
+
+@pytest.mark.parametrize("option", [["--layers", "0"], ["--model", "transformer", "--hidden", "16", "--heads", "3"]])
+def test_layers_below_one_and_hidden_not_divisible_by_heads_exit_2_without_a_traceback(cohort, tmp_path, option):
+    result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels",
+                                      f"map:{cohort['label_map']}", "--out", str(tmp_path / "m"), "--epochs", "1",
+                                      *option])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert ("divisible" in result.output) or ("--layers" in result.output)

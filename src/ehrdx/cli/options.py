@@ -144,7 +144,7 @@ Patience = Annotated[int | None, typer.Option(help="Epochs without validation im
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]
-Layers = Annotated[int | None, typer.Option(help="Hidden layers: recurrent or Transformer layers, MLP layers "
+Layers = Annotated[int | None, typer.Option(min=1, help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
 Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "

@@ -232,6 +232,12 @@ def iter_event_table(
                                 schema_overrides={subject_col: pl.Utf8, time_col: pl.Utf8, code_col: pl.Utf8})
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
+    if value_col and value_col != "numeric_value" and value_col not in frame.columns:
+        # a value column named by the user must be there: without it every value would be dropped unsaid
+        # (the default name may be absent: a table of codes only)
+        raise DataError(f"no numeric value column '{value_col}' (columns: {column_names_text(frame.columns)})",
+                        file=str(path), column=value_col,
+                        fix="name the value column with --value-col, or leave it out for a table without values")
     yield normalise_events(frame, str(path), subject_col=subject_col, time_col=time_col, code_col=code_col,
                            value_col=value_col, time_format=time_format, text_ids=True)
 

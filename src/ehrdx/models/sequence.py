@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.sequences import N_TIME_FEATURES
 from ehrdx.data.windows import N_PRIOR_FEATURES
+from ehrdx.errors import ModelError
 from ehrdx.models.head import LabelHead
 from ehrdx.models.registry import EVENTS, SEQUENCE, ModelKind, register_model, torch_save
 from ehrdx.models.transformer import CausalBlock, VisitDropout, VisitLayout
@@ -77,7 +78,9 @@ class SequenceModel(nn.Module):
         self.drop = VisitDropout(config.dropout) if config.encoder == "transformer" else nn.Dropout(config.dropout)
         if config.encoder == "transformer":
             if H % config.heads:
-                raise ValueError("hidden must be divisible by heads")
+                raise ModelError(f"hidden {H} is not divisible by heads {config.heads}: the Transformer splits each "
+                                 "visit's vector between its attention heads\n  fix: e.g. --hidden 128 --heads 4 "
+                                 "(or --heads 1)")
             self.blocks = nn.ModuleList(CausalBlock(H, config.heads, config.dropout) for _ in range(config.layers))
             self.out_norm = nn.LayerNorm(H)
         else:
