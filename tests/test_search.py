@@ -39,6 +39,10 @@ def test_search_sets_the_best_settings_and_resumes_from_its_journal(cohort, tmp_
     fresh = search_settings(EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3), store, splits, 3,
                             journal_dir=tmp_path / "fresh")["members"]["gbm"]
     assert [t["settings"] for t in fresh["trials"]] == [t["settings"] for t in r["trials"]]
+    # another task in the same journal (here: another label set) is another search, not these trials resumed
+    other = EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3, new_onset=True)
+    r3 = search_settings(other, store, splits, 1, journal_dir=tmp_path)["members"]["gbm"]
+    assert r3["resumed_trials"] == 0 and len(r3["trials"]) == 1
 
 
 def test_train_search_from_the_command_line(cohort, tmp_path):

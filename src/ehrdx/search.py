@@ -9,10 +9,13 @@ Optuna is an optional dependency (`pip install ehrdx[search]`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from sklearn.base import clone
 
 from ehrdx.errors import EhrdxError
@@ -57,6 +60,17 @@ def tuning_score(clf: EHRClassifier, source, val_rows) -> float:
     return float(r["macro_auprc"] or 0.0)
 
 
+def study_name(clf: EHRClassifier, model: str, train_rows, val_rows) -> str:
+    """The journal's name for this search: the model and a digest of what its trials depend on (the other
+    settings: task, labels, seed, ...; the training and tuning rows), so that a journal resumes the same
+    search and never hands one task's trials to another (then a new search starts beside it). The searched
+    settings themselves are left out: auto's gru search follows the gbm search's result."""
+    searched = {"gbm_params", *GBM_SPACE, *SEQUENCE_SPACE, *ROWS_SPACE}
+    params = {k: repr(v) for k, v in sorted(clf.get_params().items()) if k not in searched}
+    rows = [hashlib.sha256(np.asarray(r, dtype=np.int64).tobytes()).hexdigest() for r in (train_rows, val_rows)]
+    return f"ehrdx-{model}-" + hashlib.sha256(json.dumps([model, params, rows]).encode()).hexdigest()[:16]
+
+
 def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, trials: int,
                  budget_seconds: float | None, journal: Path | None,
                  on_trial: Callable[[str, int, dict, float], None] | None = None) -> dict:
@@ -70,7 +84,8 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space, where = space_of(model)
     storage = JournalStorage(JournalFileBackend(str(journal))) if journal is not None else None
-    study = optuna.create_study(study_name=f"ehrdx-{model}", direction="maximize", storage=storage,
+    study = optuna.create_study(study_name=study_name(clf, model, train_rows, val_rows), direction="maximize",
+                                storage=storage,
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=clf.seed))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
