@@ -169,3 +169,15 @@ def test_layers_below_one_and_hidden_not_divisible_by_heads_exit_2_without_a_tra
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert ("divisible" in result.output) or ("--layers" in result.output)
+
+
+def test_labels_matching_nothing_name_the_option_or_the_label_map_not_the_store(cohort, tmp_path):
+    """`--labels prefix:XYZ` or a map of codes never seen: the error named the temporary store folder (gone at
+    exit); it names the option and, for a map, its file."""
+    lm = tmp_path / "none.csv"
+    lm.write_text("code,label\nDX//NOPE,NOPE\n")
+    for labels, named in (("prefix:XYZ//", "--labels 'prefix:XYZ//'"), (f"map:{lm}", str(lm))):
+        result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels", labels,
+                                          "--out", str(tmp_path / "m"), "--epochs", "1", "--model", "logistic"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert named in result.output and "ehrdx_store" not in result.output, result.output

@@ -88,10 +88,13 @@ class EventSource:
         describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         vocab = LabelVocab.from_first_times(first, info, infer_introduced)
-        if len(vocab) == 0:
-            raise DataError(f"no label codes (labels '{selector.spec}') in the training patients' events",
-                            file=self.name, column="code",
-                            fix="check --labels against the codes in the data (ehrdx reads them from events)")
+        if len(vocab) == 0:  # named by what the user gave (--labels, its map), not the store's folder
+            spec = str(selector.spec)
+            raise DataError(f"no label code of --labels '{spec}' occurs in the {len(rows):,} training patients' events"
+                            + ("" if targets is None else " (targets: no known positive among them)"),
+                            file=spec[4:] if spec.startswith("map:") else None,
+                            fix="check --labels against the codes in the data (ehrdx reads them from events; "
+                            "--until and the split decide which events the training patients have)")
         return vocab
 
     def fit_encoder(self, rows: np.ndarray, min_code_count: int) -> EventEncoder:
