@@ -181,3 +181,17 @@ def test_labels_matching_nothing_name_the_option_or_the_label_map_not_the_store(
                                           "--out", str(tmp_path / "m"), "--epochs", "1", "--model", "logistic"])
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert named in result.output and "ehrdx_store" not in result.output, result.output
+
+
+def test_label_map_labels_no_training_patient_has_are_counted_and_named(cohort, tmp_path):
+    """A label map row whose code never occurs was dropped unsaid: train_summary and the terminal name it."""
+    import json
+
+    lm = tmp_path / "lm.csv"
+    lm.write_text(cohort["label_map"].read_text().rstrip("\n") + "\nDX//NOPE,NOPE\n")
+    result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels", f"map:{lm}",
+                                      "--out", str(tmp_path / "m"), "--epochs", "1", "--model", "logistic"])
+    assert result.exit_code == 0, result.output
+    left = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["map_labels_left_out"]
+    assert left["count"] >= 1 and "NOPE" in left["labels"]
+    assert "NOPE" in result.output and "left out" in result.output

@@ -262,6 +262,13 @@ class EHRClassifier(Artifacts, BaseEstimator):
                    val=val_source.summary(val_s, val_set), labels=len(self.label_vocab_),
                    input_codes=self.encoder_.n_codes - 1, labels_with_introduced_at=sources,
                    **({"pretrained": self.pretrained_} if getattr(self, "pretrained_", None) else {}))
+        selector = getattr(self, "selector_", None)
+        if selector is not None and selector.kind == "map":  # a label of the map no training patient has: said
+            mapped = {lab for labels in selector.mapping.values() for lab in labels}
+            absent = sorted(mapped - set(self.label_vocab_.labels))
+            if absent:
+                out["map_labels_left_out"] = {"count": len(absent), "labels": absent[:50],
+                                              "why": "in the label map, but no training patient has a code of them"}
         return out
 
     def _without_validation(self, val_patients: int) -> str:

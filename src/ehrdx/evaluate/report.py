@@ -205,6 +205,11 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    left = metrics.get("train_summary", {}).get("map_labels_left_out")
+    if left:
+        console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
+                      f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
+                      "[/yellow]")
     dated = metrics.get("train_summary", {}).get("labels_with_introduced_at")
     if dated:
         console.print("labels with an introduced_at (masked before it): "
