@@ -195,3 +195,16 @@ def test_label_map_labels_no_training_patient_has_are_counted_and_named(cohort, 
     left = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["map_labels_left_out"]
     assert left["count"] >= 1 and "NOPE" in left["labels"]
     assert "NOPE" in result.output and "left out" in result.output
+
+
+@pytest.mark.parametrize(("option", "said"), [(["--epochs", "0"], "--epochs"), (["--task", "window:0d"], "empty"),
+                                              (["--labels", "prefix:DX//:0"], "at least 1"),
+                                              (["--labels", "prefix:DX//:-1"], "at least 1")])
+def test_settings_that_make_no_model_or_no_label_are_refused(cohort, tmp_path, option, said):
+    """--epochs 0 saved an untrained model with metrics; window:0d gave every metric '-'; prefix:...:0 kept the
+    whole code and :-1 failed later with 'no label codes'."""
+    args = ["train", "--meds", str(cohort["meds"]), "--labels", f"map:{cohort['label_map']}", "--out",
+            str(tmp_path / "m"), "--model", "logistic", *option]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert said in result.output and not (tmp_path / "m").exists()

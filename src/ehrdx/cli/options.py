@@ -139,7 +139,7 @@ Depth = Annotated[int | None, typer.Option(help="Old name of --layers (still wor
 Dropout = Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout probability in hidden layers.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
-Epochs = Annotated[int, typer.Option(help="Maximum epochs; early stopping on validation loss may end sooner.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "

@@ -37,6 +37,9 @@ class LabelSelector:
         kind, _, rest = spec.partition(":")
         if kind == "prefix" and rest:
             prefix, sep, chars = rest.rpartition(":")
+            if sep and chars.lstrip("-").isdigit() and int(chars) < 1:  # :0 kept the whole code, :-1 no label
+                raise DataError(f"label spec {spec!r}: the characters kept after the prefix must be at least 1",
+                                column="--labels", fix="e.g. prefix:ICD10CM//:3, or prefix:ICD10CM// for whole codes")
             if sep and chars.isdigit():
                 return cls("prefix", prefix, int(chars), spec=spec)
             return cls("prefix", rest, spec=spec)

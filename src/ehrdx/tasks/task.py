@@ -107,6 +107,9 @@ class TaskSpec:
         if text == "next-visit":
             return cls("next-visit", None, new_onset, censor)
         m = re.fullmatch(r"window:(\d+)([smhdwy])", text.strip())
+        if m and int(m.group(1)) == 0:  # (t, t]: no label could ever be positive
+            raise DataError(f"task {text!r}: the window (t, t+N] is empty with N = 0", column="--task",
+                            fix="a window of at least 1 unit, e.g. window:365d")
         if m:
             return cls("window", int(m.group(1)) * _UNITS[m.group(2)], new_onset, censor)
         raise DataError(f"unknown task {text!r}", column="--task",
