@@ -208,3 +208,16 @@ def test_settings_that_make_no_model_or_no_label_are_refused(cohort, tmp_path, o
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert said in result.output and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("text", "said"), [("pid;when;code\n1;2020-01-01;A\n", "separator"),
+                                            ("pid\twhen\tcode\n1\t2020-01-01\tA\n", "separator"),
+                                            ("pid , when,code\n1,2020-01-01,A\n", "spaces")])
+def test_a_missing_column_error_says_when_the_separator_or_spaces_are_the_cause(tmp_path, text, said):
+    from ehrdx.data.meds import iter_event_table
+
+    path = tmp_path / "ev.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match="no subject id column 'pid'") as exc:
+        list(iter_event_table(path, subject_col="pid", time_col="when", code_col="code"))
+    assert said in str(exc.value) and "ev.csv" in str(exc.value)

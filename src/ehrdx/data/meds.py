@@ -65,6 +65,18 @@ def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
     return parsed if time_format else parse_offset_times(text, parsed)
 
 
+def _missing_column_fix(role: str, col: str, columns: list[str]) -> str:
+    """How to fix a missing column: the usual answer, or what the header suggests went wrong (another
+    separator than the comma: one column holding them all; spaces around a name)."""
+    spaced = [c for c in columns if c != col and c.strip() == col]
+    if spaced:
+        return f"the header has {spaced[0]!r} with spaces around the name: remove them"
+    if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
+        return "the file seems to use another separator than the comma (one column holds the whole header): " \
+               "write it comma-separated"
+    return f"name the {role} column in the column mapping"
+
+
 def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
     """Cast leniently; also return the first rows whose non-empty value did not survive the cast."""
     cast = values.cast(dtype, strict=False)
@@ -93,7 +105,7 @@ def normalise_events(
         if col not in frame.columns:
             raise DataError(
                 f"no {role} column '{col}' (columns: {column_names_text(frame.columns)})",
-                file=source, column=col, fix=f"name the {role} column in the column mapping",
+                file=source, column=col, fix=_missing_column_fix(role, col, frame.columns),
             )
     extra = [c for c in frame.columns if c not in {subject_col, time_col, code_col, value_col, "text_value"}]
     if extra:
