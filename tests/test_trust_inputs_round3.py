@@ -221,3 +221,19 @@ def test_a_missing_column_error_says_when_the_separator_or_spaces_are_the_cause(
     with pytest.raises(DataError, match="no subject id column 'pid'") as exc:
         list(iter_event_table(path, subject_col="pid", time_col="when", code_col="code"))
     assert said in str(exc.value) and "ev.csv" in str(exc.value)
+
+
+def test_search_says_which_given_settings_it_replaces(cohort, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels", f"map:{cohort['label_map']}",
+                                      "--out", str(tmp_path / "m"), "--model", "gru", "--epochs", "1",
+                                      "--search", "1", "--hidden", "16"])
+    assert result.exit_code == 0, result.output
+    assert "--search chooses --hidden itself" in " ".join(result.output.split())
+
+
+def test_split_fractions_given_beside_meds_subject_splits_are_said_to_be_unused(cohort, tmp_path):
+    assert (cohort["meds"] / "metadata" / "subject_splits.parquet").exists()
+    result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels", f"map:{cohort['label_map']}",
+                                      "--out", str(tmp_path / "m"), "--model", "logistic", "--val-fraction", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "--val-fraction not used: the MEDS subject_splits decide" in " ".join(result.output.split())

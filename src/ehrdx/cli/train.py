@@ -182,6 +182,11 @@ def train(
         console.print("[yellow]--depth is the old name of --layers, and still works[/yellow]")
         layers = depth if layers is None else layers
 
+    if search and model not in ("gbm", "gbm-counts", "logistic"):  # --search replaces these: say so
+        replaced = given_options(ctx, ("hidden", "layers", "dropout", "lr", "batch_size", "weight_decay"))
+        if replaced:
+            console.print(f"[yellow]--search chooses {', '.join(replaced)} itself: the values given are not "
+                          "used[/yellow]")
     if init is not None:  # the encoder's sizes unless given (ehrdx.pretrained checks given ones)
         given = given_options(ctx, ("hidden", "heads"))
         hidden, heads = (hidden if "--hidden" in given else None), (heads if "--heads" in given else None)
@@ -192,6 +197,7 @@ def train(
                       model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
                       fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
                       resume=resume, workers=workers, search=(search, budget),
+                      fractions_given=given_options(ctx, ("val_fraction", "test_fraction")),
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
                               "patience": patience, "batch_size": batch_size,
@@ -257,7 +263,7 @@ def train(
 
 def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
                   targets, oracle, fractions, params, resume=False, workers=1, split_names=None,
-                  search=(0, None)) -> None:
+                  search=(0, None), fractions_given=()) -> None:
     import polars as pl
 
     from ehrdx.estimator import DEFAULT_MODEL, EHRClassifier
@@ -299,9 +305,12 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                                  + (f", context {enc.context}" if enc.context is not None else "") + "): "
                                  + (f"auto's {enc.model_name} member, " if model == "auto" else "")
                                  + ("the label head on its frozen states" if params["probe"] else "full fine-tune")))
+        meds_split = meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists()
         console.print(f"patients: train {len(splits[0]):,}, validation {len(splits[1]):,}, test {len(splits[2]):,}"
-                      + (" (MEDS subject_splits)" if meds is not None and (Path(meds) / "metadata" /
-                                                                          "subject_splits.parquet").exists() else ""))
+                      + (" (MEDS subject_splits)" if meds_split else ""))
+        if meds_split and fractions_given:
+            console.print(f"[yellow]{' and '.join(fractions_given)} not used: the MEDS subject_splits decide the "
+                          "split[/yellow]")
         oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         given = read_targets(targets) if targets else None
         if search[0]:
