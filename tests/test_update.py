@@ -125,6 +125,10 @@ def test_logistic_update_fits_new_labels_only(data):
     assert report["old_labels_macro_auroc_after"] == report["old_labels_macro_auroc_before"]
     with pytest.raises(ehrdx.errors.DataError, match="nothing to add"):
         update_model(new, new_store, patient_splits(new_store, paths["meds"], 0))
+    # asked for a label the model has: named (not "the new data has no label the model lacks"), no store path
+    with pytest.raises(ehrdx.errors.DataError, match=f"already has label.s. {old.labels_[0]}") as exc:
+        update_model(new, new_store, patient_splits(new_store, paths["meds"], 0), new_labels=[old.labels_[0]])
+    assert str(new_store.directory) not in str(exc.value)
 
 
 def test_gbm_update_adds_boosters_and_keeps_the_old_ones(data, tmp_path):

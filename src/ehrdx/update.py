@@ -112,13 +112,16 @@ def update_model(
         found = [lab for lab in sorted(first) if lab not in vocab_before]
     else:
         missing = [lab for lab in new_labels if lab not in first and lab not in vocab_before]
-        if missing:
-            raise DataError(f"label(s) {', '.join(missing)} never recorded in the new training patients",
-                            file=str(store.directory), fix="check the names against the label selection")
+        if missing:  # named by the option that asked for them (the store's folder is a temporary one)
+            raise DataError(f"label(s) {', '.join(missing)} of --add never recorded in the new training patients",
+                            column="--add", fix="check the names against the label selection")
         found = [lab for lab in new_labels if lab not in vocab_before]
+        if not found:
+            raise DataError(f"the model already has label(s) {', '.join(new_labels)}: nothing to add",
+                            column="--add", fix="give labels the model lacks (its labels are in labels.json)")
     if not found:
-        raise DataError("the new data has no label the model lacks: nothing to add", file=str(store.directory),
-                        fix="give the labels to add, or data in which new labels are recorded")
+        raise DataError("the new data has no label the model lacks: nothing to add",
+                        fix="give the labels to add (--add), or data in which new labels are recorded")
     check_label_spellings([*vocab_before.labels, *found], file=str(store.directory), column="code",
                           fix="the model's labels and the new ones differ only in case or spaces: correct the "
                           "codes, or give --labels map:FILE mapping every spelling to one label")
