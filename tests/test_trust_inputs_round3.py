@@ -158,7 +158,8 @@ def test_a_value_column_named_but_absent_is_an_error_and_the_default_name_may_be
     assert "ev.csv" in str(exc.value) and "value" in str(exc.value)
     shard = next(iter_event_table(path, value_col="value", **cols))
     assert shard.counts.get("ignored_columns", 0) == 0
-    next(iter_event_table(path, **cols))  # the default name, absent: read, values dropped as an ignored column
+    default = next(iter_event_table(path, **cols))  # the default name, absent: read, the values left out, said
+    assert default.counts["files_without_a_numeric_value_column"] == 1 and default.counts["ignored_columns"] == 1
 
 
 @pytest.mark.parametrize("option", [["--layers", "0"], ["--model", "transformer", "--hidden", "16", "--heads", "3"]])

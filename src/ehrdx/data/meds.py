@@ -172,6 +172,8 @@ def normalise_events(
         v = v.cast(pl.Float32)
     else:
         v = pl.Series("numeric_value", [None] * frame.height, dtype=pl.Float32)
+        if value_col and frame.height:  # said, not silent: a MEDS shard without it reads with no values
+            counts["files_without_a_numeric_value_column"] = 1
 
     out = pl.DataFrame({"subject_id": subj.cast(pl.Int64), "time": t, "code": code, "numeric_value": v})
     null_code = out.get_column("code").is_null() | (out.get_column("code") == "")
