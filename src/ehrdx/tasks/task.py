@@ -64,6 +64,10 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
+    if "subject_id" not in frame.columns:
+        raise DataError("no 'subject_id' column", file=str(path), column="subject_id",
+                        fix="a prediction times file has subject_id and prediction_time (the MEDS label schema), "
+                            "whatever the events table's --subject-col is called: rename that column to subject_id")
     if "subject_id" in frame.columns:  # the ids as the user wrote them (007 is not 7) -> the store's ids
         frame = frame.with_columns(pl.Series("subject_id", store.store_ids(frame.get_column("subject_id"),
                                                                            str(path))))
@@ -74,6 +78,14 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         rows = f.get_column("time").is_null().arg_true().head(5).to_list()
         raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows,
                         fix="every row needs a time")
+    dup = f.select(pl.struct("subject_id", "time").is_duplicated()).to_series()
+    if dup.any():  # each copy would be predicted and scored again, weighting that time several times
+        rows = dup.arg_true().head(5).to_list()
+        raise DataError(f"{int(dup.sum())} row(s) give a patient's prediction time more than once (after "
+                        "converting UTC offsets)", file=str(path), column="prediction_time", rows=rows,
+                        fix="give each (subject_id, prediction_time) once, e.g. "
+                            "polars' unique(['subject_id', 'prediction_time']); a targets long table has a "
+                            "row per label: give its unique pairs")
     return rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path)), \
         f.get_column("time").dt.epoch("s").to_numpy()
 
