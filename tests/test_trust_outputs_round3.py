@@ -118,3 +118,46 @@ def test_pretrain_with_too_high_min_count_names_the_option_not_the_store_folder(
     with pytest.raises(DataError) as e:
         pretrain(store, (rows, rows[:0], rows[:0]), min_count=10**9, max_epochs=1)
     assert "--min-count" in str(e.value) and str(store.directory) not in str(e.value)
+
+
+def test_update_add_with_a_date_after_the_data_is_refused_not_a_label_learned_from_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from ehrdx.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in (
+        "update", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--add", "U07.1=2100-01-01",
+        "--epochs", "1", "--out", tmp_path / "new")])
+    assert r.exit_code == 2, r.output
+    assert "U07.1" in r.output and "no positive training sample" in r.output and "--add" in r.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_times_file_rows_are_named_as_written_even_when_out_of_order(tmp_path, store):
+    from ehrdx.tasks.task import read_prediction_times
+
+    sid = int(store.subject_ids[-1])
+    times = tmp_path / "times.csv"  # row 2 is unknown; row 3 sorts before it
+    times.write_text(f"subject_id,prediction_time\n{sid},2020-01-01\n999999999,2019-01-01\n{sid},2019-01-01\n")
+    with pytest.raises(DataError, match="not in the event data") as e:
+        read_prediction_times(times, store)
+    assert "row 2" in str(e.value) and "row 3" not in str(e.value)
+
+
+def test_a_prediction_time_after_death_is_refused(tmp_path, store):
+    import numpy as np
+
+    from ehrdx.tasks.task import read_prediction_times
+
+    death = store.code_names.index("MEDS_DEATH")
+    pos = int(np.flatnonzero(np.asarray(store.codes) == death)[0])
+    row = int(np.searchsorted(np.asarray(store.offsets), pos, side="right") - 1)
+    sid, when = int(store.subject_ids[row]), int(np.asarray(store.times)[pos])
+    iso = lambda s: np.datetime64(s, "s").astype(str)
+    times = tmp_path / "times.csv"
+    times.write_text(f"subject_id,prediction_time\n{sid},{iso(when)}\n{sid},{iso(when + 86400)}\n")
+    with pytest.raises(DataError, match="after the patient's death") as e:
+        read_prediction_times(times, store)
+    assert "row 2" in str(e.value) and "row 1" not in str(e.value)
+    times.write_text(f"subject_id,prediction_time\n{sid},{iso(when)}\n")  # at death: still allowed
+    assert len(read_prediction_times(times, store)[0]) == 1
