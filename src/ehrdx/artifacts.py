@@ -57,6 +57,7 @@ def save_model(clf, directory: str | Path) -> Path:
     parts = clf.artifact_parts()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_files(out, [*parts["json"], "model.safetensors"])
     # config.json last: until it is replaced, a directory that held an older model fails its checksums
     # (or lacks config.json) and does not load, so a crash mid-save never leaves a model that loads.
     for name, obj in parts["json"].items():
@@ -72,6 +73,25 @@ def save_model(clf, directory: str | Path) -> Path:
     }
     atomic_write_json(out / "config.json", config)
     return out
+
+
+# Written beside a model by the command that saved it (ehrdx update), so about the model saved before.
+_ABOUT_THE_SAVED_MODEL = ("update_report.json",)
+
+
+def _remove_stale_files(out: Path, files: list[str]) -> None:
+    """A model saved over an older one: remove the older one's files that this one does not write (another
+    model kind's gbm.json, an update's update_report.json), so that nothing in the directory describes the
+    model that is gone (ehrdx report would show an old update's table as this model's)."""
+    if not (out / "config.json").is_file():
+        return
+    try:
+        old = json.loads((out / "config.json").read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    for name in [*(old if isinstance(old, dict) else {}), *_ABOUT_THE_SAVED_MODEL]:
+        if name not in files and "/" not in name and (out / name).is_file():
+            (out / name).unlink()
 
 
 def _read_json(path: Path) -> dict:
@@ -107,8 +127,11 @@ def load_model(directory: str | Path):
     for name in required:
         if name not in digests:
             raise ModelError(f"{d / 'config.json'}: no checksum recorded for {name}")
+    gone = [name for name in digests if not (d / name).exists()]
+    if gone:
+        raise ModelError(f"{d}: not a complete ehrdx model directory, missing {', '.join(gone)}")
     for name, digest in digests.items():
-        if not (d / name).exists() or _sha256(d / name) != digest:
+        if _sha256(d / name) != digest:
             raise ModelError(f"{d / name}: checksum does not match config.json (file changed or truncated)")
     try:
         state = load_file(str(d / "model.safetensors"))

@@ -93,6 +93,12 @@ class Artifacts:
         clf.label_vocab_ = LabelVocab.from_dict(files["labels.json"])
         clf.model_ = spec.load(model_cfg, state, files)
         clf.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
+        n_model = model_cfg.get("n_labels")
+        sizes = {"labels.json": len(clf.label_vocab_), "config.json thresholds": len(clf.thresholds_)}
+        if n_model is not None:
+            sizes["config.json model.n_labels"] = int(n_model)
+        if len(set(sizes.values())) > 1:  # an edited file: predictions would be written under wrong names
+            raise ValueError("different numbers of labels: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
         if config.get("history"):
             clf.history_ = TrainHistory(**config["history"])
         return clf

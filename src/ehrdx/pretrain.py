@@ -127,11 +127,12 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
         raise DataError(f"context must be a positive number of visits or None, not {context!r}", column="--context",
                         fix="give --context N with N >= 1, or leave it out to read whole histories")
     if len(tr) == 0:
-        raise DataError("no training patients to pretrain on", file=str(store.directory))
+        raise DataError("no training patients to pretrain on",  # the store's folder may be a temporary one
+                        fix="give a --test-fraction and --val-fraction that leave training patients")
     codes, patients = target_codes(store, tr, min_count, max_targets)
     if len(codes) == 0:
         raise DataError(f"no code is recorded at visits of {min_count} or more training patients",
-                        file=str(store.directory), fix="lower --min-count")
+                        column="--min-count", fix="lower --min-count")
     target_of_code = np.full(len(store.code_names), -1, dtype=np.int64)
     target_of_code[codes] = np.arange(len(codes))
     encoder = EventEncoder.fit(store, tr, min_code_count)
@@ -139,7 +140,7 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
     val_s = next_visit_samples(store, va, target_of_code, len(codes), time_targets)
     if len(train_s) == 0:
         raise DataError("no training patient has two visits: there is no next visit to predict",
-                        file=str(store.directory), fix="pretrain on data with repeated visits")
+                        fix="pretrain on data with repeated visits")
     torch.manual_seed(seed)
     train_set = SequenceSet(store, train_s, encoder, context=context)
     val_set = SequenceSet(store, val_s, encoder, context=context)

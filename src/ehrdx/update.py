@@ -143,6 +143,14 @@ def update_model(
     val_s = new.samples(store, va)
     known_bits = train_s.train_mask_bits(new.new_onset_)  # packed: counts and blocks, no dense [S, L] copy
     positives, known = label_counts(train_s.y_bits, known_bits)
+    empty = [lab for lab, n in zip(found, positives[L_old:], strict=True) if n == 0]
+    if empty:  # e.g. --add LABEL=DATE with a date after the data: every record masked, nothing to learn from
+        dated = [lab for lab in empty if (introduced or {}).get(lab)]
+        raise DataError(f"new label(s) {', '.join(empty)} have no positive training sample"
+                        + (" once the entries before the date given with --add are masked" if dated else ""),
+                        column="--add" if new_labels is not None else None,
+                        fix="give a date (--add LABEL=DATE) within the data, or data in which the label is "
+                            "recorded at a known prediction time")
     prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))

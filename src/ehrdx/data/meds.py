@@ -74,7 +74,8 @@ def _missing_column_fix(role: str, col: str, columns: list[str]) -> str:
     if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
         return "the file seems to use another separator than the comma (one column holds the whole header): " \
                "write it comma-separated"
-    return f"name the {role} column in the column mapping"
+    flag = {"subject id": "--subject-col", "time": "--time-col", "code": "--code-col"}.get(role)
+    return f"name the {role} column in the column mapping" + (f" ({flag} NAME for an events table)" if flag else "")
 
 
 def _cast_keeping_track(values: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:

@@ -240,6 +240,7 @@ class OmopReader:
         names = t.collect_schema().names()
         if "person_id" not in names:
             raise DataError("no person_id column", file=str(path), column="person_id")
+        self._require_columns(spec, path, names)
         code, join = self._code(spec, names)
         if join:
             key = spec.concept if self.codes == "concept" else spec.source_concept
@@ -247,6 +248,29 @@ class OmopReader:
             names = t.collect_schema().names()
         value = pl.col(spec.value).cast(pl.Float64, strict=False) if spec.value and spec.value in names else None
         return self._rows(t, names, lo, hi, _time(t, spec.datetime, spec.date), code, value, spec.table, counts)
+
+    def _require_columns(self, spec: _Spec, path: Path, names: list[str]) -> None:
+        """A column the table's events need, absent from the whole table, is an error, not every row left out
+        (no time) or read as one code (no source value) or without values (no value_as_number)."""
+        if spec.datetime not in names and spec.date not in names:
+            raise DataError(f"no {spec.date} or {spec.datetime} column: none of its rows has a time",
+                            file=str(path), column=spec.date,
+                            fix=f"export the table with {spec.date} (and {spec.datetime} where known)")
+        if self.codes == "concept":
+            if spec.concept not in names:
+                raise DataError(f"no {spec.concept} column, which --omop-codes concept reads", file=str(path),
+                                column=spec.concept, fix=f"export {spec.concept}, or use --omop-codes source")
+        elif spec.kind != "visit" and spec.source_value not in names and not (
+                self.concepts is not None and spec.source_concept in names):
+            have = f"{spec.source_concept} and a concept table" if self.concepts is None else spec.source_concept
+            raise DataError(f"no {spec.source_value} column (nor {have}): every row would read as the bare "
+                            f"code {self.prefixes[spec.kind]}", file=str(path), column=spec.source_value,
+                            fix=f"export {spec.source_value}, or the concept table with {spec.source_concept}; "
+                                "or --omop-codes concept")
+        if spec.table == "measurement" and spec.value not in names:
+            raise DataError(f"no {spec.value} column: every measurement would be read without its value",
+                            file=str(path), column=spec.value,
+                            fix=f"export {spec.value} (an empty cell is fine for a measurement without a number)")
 
     @staticmethod
     def _rows(t: pl.LazyFrame, names: list[str], lo: int, hi: int, time: pl.Expr, code: pl.Expr,

@@ -64,18 +64,49 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
+    if "subject_id" not in frame.columns:
+        raise DataError("no 'subject_id' column", file=str(path), column="subject_id",
+                        fix="a prediction times file has subject_id and prediction_time (the MEDS label schema), "
+                            "whatever the events table's --subject-col is called: rename that column to subject_id")
     if "subject_id" in frame.columns:  # the ids as the user wrote them (007 is not 7) -> the store's ids
         frame = frame.with_columns(pl.Series("subject_id", store.store_ids(frame.get_column("subject_id"),
                                                                            str(path))))
-    shard = normalise_events(frame.select("subject_id", "prediction_time").with_columns(pl.lit("t").alias("code")),
-                             str(path), time_col="prediction_time", value_col=None)
-    f = shard.frame
+    # the file's row number rides along as the code, so that errors name rows as written even when the
+    # reader sorted rows out of order
+    shard = normalise_events(frame.select("subject_id", "prediction_time").with_columns(
+        pl.int_range(pl.len()).cast(pl.Utf8).alias("code")), str(path), time_col="prediction_time", value_col=None)
+    f = shard.frame.sort(pl.col("code").cast(pl.Int64))
     if f.get_column("time").is_null().any():
         rows = f.get_column("time").is_null().arg_true().head(5).to_list()
         raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows,
                         fix="every row needs a time")
-    return rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path)), \
-        f.get_column("time").dt.epoch("s").to_numpy()
+    dup = f.select(pl.struct("subject_id", "time").is_duplicated()).to_series()
+    if dup.any():  # each copy would be predicted and scored again, weighting that time several times
+        rows = dup.arg_true().head(5).to_list()
+        raise DataError(f"{int(dup.sum())} row(s) give a patient's prediction time more than once (after "
+                        "converting UTC offsets)", file=str(path), column="prediction_time", rows=rows,
+                        fix="give each (subject_id, prediction_time) once, e.g. "
+                            "polars' unique(['subject_id', 'prediction_time']); a targets long table has a "
+                            "row per label: give its unique pairs")
+    rows = rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path))
+    seconds = f.get_column("time").dt.epoch("s").to_numpy()
+    after = _after_death(store, rows, seconds)
+    if after.any():  # no prediction is made for a patient after death: an export or join gone wrong
+        raise DataError(f"{int(after.sum())} prediction time(s) after the patient's death (MEDS_DEATH)",
+                        file=str(path), column="prediction_time", rows=np.flatnonzero(after)[:5].tolist(),
+                        fix="give times at or before each patient's death")
+    return rows, seconds
+
+
+def _after_death(store: EventStore, rows: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Whether each (store row, time in seconds) lies after that patient's first MEDS_DEATH event."""
+    if "MEDS_DEATH" not in store.code_names or not len(rows):
+        return np.zeros(len(rows), bool)
+    pos = np.flatnonzero(np.asarray(store.codes) == store.code_names.index("MEDS_DEATH"))
+    death = np.full(len(store.subject_ids), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(death, np.searchsorted(np.asarray(store.offsets), pos, side="right") - 1,
+                  np.asarray(store.times)[pos])
+    return np.asarray(seconds, dtype=np.int64) > death[rows]
 
 
 def rows_of_subjects(store: EventStore, subjects: np.ndarray, source: str) -> np.ndarray:
