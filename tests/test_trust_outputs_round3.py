@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -161,3 +162,26 @@ def test_a_prediction_time_after_death_is_refused(tmp_path, store):
     assert "row 2" in str(e.value) and "row 1" not in str(e.value)
     times.write_text(f"subject_id,prediction_time\n{sid},{iso(when)}\n")  # at death: still allowed
     assert len(read_prediction_times(times, store)[0]) == 1
+
+
+def test_a_table_label_with_one_class_in_training_is_named_in_the_summary_and_the_report(tmp_path):
+    """Every patient has E11 (no negative), nobody has a label that only the test part would hold: the model
+    cannot learn E11 and said nothing (only 'no negatives' in the test table)."""
+    from typer.testing import CliRunner
+
+    from ehrdx.cli import app
+
+    rng = np.random.default_rng(0)
+    rows = ["patient_id,age,gender,diagnosis_codes,diseases"]
+    for i in range(120):
+        extra = ";I10" if rng.random() < 0.4 else ""
+        rows.append(f"P{i},{40 + i % 30},{'MF'[i % 2]},D{i % 7};D{(i * 3) % 11},E11{extra}")
+    data = tmp_path / "t.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "m"
+    result = CliRunner().invoke(app, ["train", str(data), "--label-col", "diseases", "--out", str(out),
+                                      "--epochs", "2", "--model", "logistic"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())["train_summary"]
+    assert summary["labels_with_one_class_in_training"] == {"no_negatives": ["E11"]}
+    assert "labels with no negatives among the training samples" in " ".join(result.output.split())

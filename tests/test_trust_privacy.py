@@ -97,8 +97,9 @@ def test_a_csv_without_a_header_row_is_refused_without_printing_its_first_row(tm
         read_table(path)
     msg = str(err.value)
     assert "no header row" in msg and str(path) in msg and "add a first row naming the columns" in msg
+    shown = msg.replace(str(path), "")  # the temporary path may hold digits (pytest-68): not a cell
     for cell in ("987654321", "123.4567", "68", "D1;D2"):
-        assert cell not in msg
+        assert cell not in shown
     r = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "no header row" in r.output and "987654321" not in r.output
 

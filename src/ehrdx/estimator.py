@@ -28,6 +28,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ehrdx.artifacts import load_model, register_family, save_model
+from ehrdx.data.bits import label_counts
 from ehrdx.data.samples import Samples
 from ehrdx.data.splits import split_patients
 from ehrdx.data.store import EventStore
@@ -247,6 +248,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
     def _fit_summary(self, source, train_rows, train_s, train_set, val_source, val_rows, val_s, val_set) -> dict:
         out = {"train_patients": len(train_rows), "val_patients": len(val_rows),
                **({"without_validation": self._without_validation(len(val_rows))} if len(val_s) == 0 else {})}
+        # a label the training samples give one class only: the model cannot learn it, and says so
+        pos, known = label_counts(train_s.y_bits, train_s.train_mask_bits(self.new_onset_))
+        one_class = {what: [self.labels_[j] for j in np.flatnonzero(hit)[:50]] for what, hit in
+                     (("no_positives", pos == 0), ("no_negatives", (pos == known) & (known > 0))) if hit.any()}
+        if one_class:
+            out["labels_with_one_class_in_training"] = one_class
         if source.kind == TABLE:
             out.update(train=source.summary(train_s, train_set), val=val_source.summary(val_s, val_set),
                        # names only: columns left out because their values are (almost) unique per patient

@@ -125,10 +125,18 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
     if hidden:
         console.print(more_labels_note(hidden))
     print_exclusions(console, metrics)
+    print_one_class(console, metrics)
     left_out = test.get("labels_left_out_of_macro") or []
     if left_out:
         console.print(f"[yellow]left out of macro averages (no positives or no negatives in the test set): "
                       f"{escape(', '.join(left_out))}[/yellow]")
+
+
+def print_one_class(console: Console, metrics: dict) -> None:
+    """Labels the training samples give one class only (train_summary): the model cannot learn them."""
+    for what, names in metrics.get("train_summary", {}).get("labels_with_one_class_in_training", {}).items():
+        console.print(f"[yellow]labels with {what.replace('_', ' ')} among the training samples (not learnable: "
+                      f"a constant score): {escape(', '.join(names))}[/yellow]")
 
 
 def print_exclusions(console: Console, metrics: dict) -> None:
@@ -205,6 +213,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    print_one_class(console, metrics)
     left = metrics.get("train_summary", {}).get("map_labels_left_out")
     if left:
         console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
