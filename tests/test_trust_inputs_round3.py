@@ -238,3 +238,10 @@ def test_split_fractions_given_beside_meds_subject_splits_are_said_to_be_unused(
                                       "--out", str(tmp_path / "m"), "--model", "logistic", "--val-fraction", "0.3"])
     assert result.exit_code == 0, result.output
     assert "--val-fraction not used: the MEDS subject_splits decide" in " ".join(result.output.split())
+
+
+def test_heads_given_to_a_model_without_attention_is_said_to_be_unused(cohort, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--meds", str(cohort["meds"]), "--labels", f"map:{cohort['label_map']}",
+                                      "--out", str(tmp_path / "m"), "--model", "logistic", "--heads", "2"])
+    assert result.exit_code == 0, result.output
+    assert "--heads is for the transformer: the logistic model does not use it" in " ".join(result.output.split())

@@ -187,6 +187,8 @@ def train(
         if replaced:
             console.print(f"[yellow]--search chooses {', '.join(replaced)} itself: the values given are not "
                           "used[/yellow]")
+    if model not in ("transformer", None) and given_options(ctx, ("heads",)) and init is None:
+        console.print(f"[yellow]--heads is for the transformer: the {model} model does not use it[/yellow]")
     if init is not None:  # the encoder's sizes unless given (ehrdx.pretrained checks given ones)
         given = given_options(ctx, ("hidden", "heads"))
         hidden, heads = (hidden if "--hidden" in given else None), (heads if "--heads" in given else None)
