@@ -143,6 +143,7 @@ def _ddp_worker(rank: int, store_dir: str, label_map: str, port: int, out: str) 
             history = train_model(model, ds, None, TrainConfig(batch_size=32, max_epochs=2, lr=5e-3, seed=3))
             np.savez(f"{out}/{name}_{rank}.npz", steps=history.steps,
                      **{k: v.numpy() for k, v in model.state_dict().items()})
+        dist.barrier()  # both done before either tears the group down (a gloo abort was seen once under load)
     finally:
         dist.destroy_process_group()
 
