@@ -55,7 +55,7 @@ def test_parts_hold_whole_sequences_within_the_cap_and_carry_the_steps_counts(se
     # greedy: a part closes only when its next sequence would not fit
     assert all(r + int(so[p[0] + 1] - so[p[0]]) > 25 for r, p in zip(rows[:-1], parts[1:]))
     whole = train.collate(seqs)
-    got = list(train._step(seqs, "cpu"))
+    got = list(train.step_batches(seqs, "cpu"))
     assert [b.part for b in got] == list(range(len(parts))) and {b.parts for b in got} == {len(parts)}
     assert {b.step_rows for b in got} == {len(whole)}
     assert {b.step_known for b in got} == {int(whole.y_mask.sum())}

@@ -17,6 +17,8 @@ from typing import Self
 
 import torch
 
+PACK_ALIGN = 16  # bytes: every field of a packed batch starts at a multiple of this (any dtype's view is valid)
+
 
 @dataclass(kw_only=True)
 class Batch:
@@ -43,6 +45,21 @@ class Batch:
 
     def pin_memory(self) -> Self:
         return self.apply(lambda t: t.pin_memory())
+
+    def pack(self, pin: bool = False) -> PackedBatch:
+        """Every tensor of the batch in one byte buffer (each at an offset aligned to PACK_ALIGN bytes), so
+        that it crosses to a GPU in one copy, or from a worker process in one shared-memory segment,
+        instead of one per field. `pin`: the buffer in pinned memory. `PackedBatch.unpack` gives it back."""
+        tensors = {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), torch.Tensor)}
+        layout, size = [], 0
+        for name, t in tensors.items():
+            n = t.numel() * t.element_size()
+            layout.append((name, t.dtype, tuple(t.shape), size, n))
+            size += -(-n // PACK_ALIGN) * PACK_ALIGN
+        buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin)
+        for (name, dtype, _, off, n) in layout:
+            buf[off : off + n].view(dtype).copy_(tensors[name].reshape(-1))
+        return PackedBatch(buf, tuple(layout), replace(self, **dict.fromkeys(tensors)))
 
     def __len__(self) -> int:
         """Samples in the batch (rows of the model's output)."""
@@ -96,3 +113,24 @@ class SequenceBatch(Batch):
         entry_gate = torch.cat([gate, gate.new_zeros(1)])[self.numeric_source]  # -1 (no event) -> 0
         return replace(self, code_weights=self.code_weights * gate, value_weights=self.value_weights * gate,
                        numeric=self.numeric * entry_gate)
+
+
+@dataclass
+class PackedBatch:
+    """A batch's tensors in one byte buffer (Batch.pack): `layout` holds each field's name, dtype, shape,
+    byte offset and size, `rest` the batch with its tensor fields set to None (its other fields as they are)."""
+
+    buf: torch.Tensor  # [bytes] uint8
+    layout: tuple
+    rest: Batch
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
+        return replace(self, buf=self.buf.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> PackedBatch:
+        return replace(self, buf=self.buf.pin_memory())
+
+    def unpack(self) -> Batch:
+        """The batch, its tensors views of the buffer (wherever the buffer is: one copy moved them all)."""
+        return replace(self.rest, **{name: self.buf[off : off + n].view(dtype).view(shape)
+                                     for name, dtype, shape, off, n in self.layout})
