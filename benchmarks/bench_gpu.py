@@ -14,8 +14,7 @@ once. Then for each model (hidden 128, batch 256 patients, as in bench_events.py
 - batched prediction on the test patients (fp32);
 - for each `--batch-sizes` entry and, with `--device-collate both`, with batches built on the GPU by
   tensor indexing (data/device_collate.py, the default on CUDA) and with the numpy collate plus a copy
-  (in a background thread, packed in one buffer or `fields` a copy per field, or `wN`: in N worker
-  processes, train/workers.py):
+  (in a background thread, packed in one buffer, or `fields`: a copy per field):
   `loop_over_ready` is the training loop's rows/s over the compute-only rows/s, in the same process
   (issue 15's target: >= 0.7 at batch 256 and 1,024, hidden 128, GRU and Transformer);
 - on the CPU of the same machine: one epoch on `--cpu-patients` training patients at 1 thread and
@@ -137,8 +136,7 @@ def main() -> None:
     ap.add_argument("--device-collate", default="on",
                     help="comma-separated: batches built on the device by tensor indexing (on), the same in a "
                     "background thread on a side stream (thread), numpy + copy in a background thread (off; fields: "
-                    "a copy per field, not one packed buffer), "
-                    "numpy + copy in N worker processes (wN, e.g. w4); both = on,off")
+                    "a copy per field, not one packed buffer); both = on,off")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--predict-batches", default="default",
                     help="comma-separated patients per prediction batch, each timed ('default': predict_logits' own)")
@@ -182,9 +180,7 @@ def main() -> None:
                 device_mod.DEVICE_COLLATE_THREAD = collate == "thread"
                 device_mod.PACK_BATCHES = collate != "fields"  # numpy + a copy per field, not one packed copy
                 collate = "off" if collate == "fields" else collate
-                workers = int(collate[1:]) if collate.startswith("w") else 0
-                device_mod.COLLATE_WORKERS = workers  # numpy collate in worker processes (0: one thread)
-                collate = collate not in ("off",) and not workers
+                collate = collate != "off"
                 device_mod.DEVICE_COLLATE = collate  # what the training loop does on CUDA
                 for ds in (train_ds, warm_ds, test_ds):
                     ds.bucket = bucket  # overrides the training loop's choice (random batches on a GPU)
@@ -198,7 +194,6 @@ def main() -> None:
                            "train_rows_per_s": 0, "train_patients_per_s": 0}
                 rec["bucket"] = bucket
                 rec["collate_thread"] = device_mod.DEVICE_COLLATE_THREAD
-                rec["collate_workers"] = workers
                 rec["packed"] = device_mod.PACK_BATCHES
                 if args.bucket == "both":
                     rec["precision"] = f"{precision}{'' if bucket else '-rand'}"
@@ -219,7 +214,7 @@ def main() -> None:
           f"{'patients/s':>11s} {'compute-only':>13s} {'loop/ready':>10s} {'predict/s':>10s} {'AUROC':>6s}")
     for r in table:
         print(f"{r['model']:12s} {r['device']:10s} {r['precision']:5s} {r.get('batch_patients', ''):>5} "
-              f"{r.get('device_collate', '')!s:>7s} {r.get('collate_thread', '')!s:>6s} {r.get('collate_workers', '')!s:>3s} "
+              f"{r.get('device_collate', '')!s:>7s} {r.get('collate_thread', '')!s:>6s} {r.get('packed', '')!s:>5s} "
               f"{r['train_rows_per_s']:>10,} "
               f"{r['train_patients_per_s']:>11,} {r.get('compute_only_rows_per_s', ''):>13} "
               f"{r.get('loop_over_ready', ''):>10} {r.get('predict_rows_per_s', ''):>10} {r.get('test_macro_auroc', ''):>6}")

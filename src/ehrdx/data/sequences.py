@@ -237,16 +237,10 @@ class SequenceSet(PackedTargets):
         on CPUs; on a GPU, where the loop is bound by the host, random batches were faster for the GRU
         (BENCHMARKS.md), so the training loop asks for them there. `self.bucket`, when set, overrides
         the caller (benchmarks compare both); neither set: bucketed."""
-        for seqs in self.plan(batch_size, shuffle=shuffle, generator=generator, shard=shard, bucket=bucket):
-            yield from self.step_batches(seqs, device)
-
-    def plan(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-             shard=None, bucket: bool | None = None) -> list[np.ndarray]:
-        """The epoch `batches` gives, as each step's sequences (`step_batches` collates one): so steps can
-        be collated elsewhere, e.g. in worker processes (train/workers.py), in the same order."""
         order = epoch_order(self.n_sequences, shuffle, generator, shard)
         choice = self.bucket if self.bucket is not None else (True if bucket is None else bucket)
-        return self._length_batches(order, batch_size, shuffle, generator, choice)
+        for seqs in self._length_batches(order, batch_size, shuffle, generator, choice):
+            yield from self.step_batches(seqs, device)
 
     @property
     def max_rows(self) -> int:

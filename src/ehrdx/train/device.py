@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -32,10 +31,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # at 256: 0.27M against 0.32-0.38M).
 DEVICE_COLLATE: bool | None = None  # None: on the device from MIN_DEVICE_BATCH patients a batch; True/False: always/never
 MIN_DEVICE_BATCH = 1024
-# Sequence sets trained on a GPU with the numpy collate (batches below MIN_DEVICE_BATCH): collated in this many
-# forked worker processes (train/workers.py) instead of one background thread; None: auto (see
-# collate_workers), 0: the thread. A number here applies on any device (tests run it on the CPU).
-COLLATE_WORKERS: int | None = None
 # Host batches cross to a GPU packed in one pinned buffer (Batch.pack), one copy each; False: a copy per field
 PACK_BATCHES = True
 DEVICE_COLLATE_THREAD = True  # batches built on a GPU: in a background thread on a side stream (side_stream;
@@ -144,28 +139,6 @@ def collate_on_device(dataset, device: torch.device, batch_size: int) -> bool:
     return bool(dataset.collate_on(device if on else None))
 
 
-def auto_workers() -> int:
-    """Worker processes for the numpy collate on a GPU when COLLATE_WORKERS is None: up to 4, leaving a
-    core for the training loop's own thread (0 on a machine of 2 cores or fewer)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(4, cores - 2))
-
-
-def collate_workers(dataset, device: torch.device, on_device: bool) -> int:
-    """How many worker processes collate `dataset`'s training batches (train/workers.py); 0: the
-    single-process path (a background thread on a GPU). Only sets with an epoch `plan` (sequence
-    sets), only when their batches are not built on the device (collate_on_device), and only on a GPU
-    unless COLLATE_WORKERS forces a number."""
-    if on_device or not hasattr(dataset, "plan"):
-        return 0
-    if COLLATE_WORKERS is not None:
-        return max(0, int(COLLATE_WORKERS))
-    return auto_workers() if device.type == "cuda" else 0
-
-
 _SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -200,22 +173,17 @@ def side_stream(batches: Iterable[Batch], device: torch.device) -> Iterator[Batc
 
 
 def device_batches(batches: Iterable[Batch], device: torch.device, background: bool | None = None,
-                   ready: bool = False, packed: bool = False) -> Iterator[Batch]:
+                   ready: bool = False) -> Iterator[Batch]:
     """Batches on `device`; collated in a background thread when the device is a GPU (or if asked).
     `ready`: they are built on the device already (collate_on_device) and pass through as they come: a
-    thread would only wait on the device's queue, and there is nothing to pin or copy. `packed`: they come
-    collated and packed already (PackedBatch, pinned for a GPU: worker processes, train/workers.py): only
-    copied, in this thread. On a GPU each batch crosses packed in one pinned buffer (PACK_BATCHES): one
-    copy for the training thread to launch, not one per field."""
+    thread would only wait on the device's queue, and there is nothing to pin or copy. On a GPU each batch
+    crosses packed in one pinned buffer (PACK_BATCHES): one copy for the training thread to launch, not
+    one per field."""
     if ready:
         if device.type == "cuda" and DEVICE_COLLATE_THREAD:
             yield from side_stream(batches, device)
         else:
             yield from batches
-        return
-    if packed:
-        for batch in batches:
-            yield to_device(batch, device).unpack()
         return
     gpu = device.type == "cuda"
     background = gpu if background is None else background

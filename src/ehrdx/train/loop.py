@@ -20,16 +20,8 @@ from ehrdx.data.batches import SampleSet, n_batches
 from ehrdx.data.bits import column_sums, label_counts, label_tables
 from ehrdx.ranking import label_ranking
 from ehrdx.train.checkpoint import Checkpointer, data_fingerprint
-from ehrdx.train.device import (
-    autocast,
-    collate_on_device,
-    collate_workers,
-    device_batches,
-    resolve_device,
-    resolve_precision,
-)
+from ehrdx.train.device import autocast, collate_on_device, device_batches, resolve_device, resolve_precision
 from ehrdx.train.distributed import all_sum, current_shard, is_distributed, is_main
-from ehrdx.train.workers import worker_batches
 
 
 @dataclass
@@ -273,7 +265,6 @@ def train_model(
         elif is_main():
             ckpt.clear()  # a fresh run: an older checkpoint must not be resumed later by mistake
     on_device = collate_on_device(train, device, batch_size)  # large batches of sequences on a GPU: built there
-    workers = collate_workers(train, device, on_device)  # else, on a GPU: numpy collate in worker processes
     start = time.perf_counter()
     seen, train_seconds = 0, 0.0
     for epoch in range(start_epoch, epochs):
@@ -282,13 +273,9 @@ def train_model(
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = torch.zeros((), dtype=torch.int64, device=device)
         epoch_start = time.perf_counter()
-        if workers:
-            plan = train.plan(batch_size, shuffle=True, generator=generator, shard=shard, bucket=device.type == "cpu")
-            batches = worker_batches(train, plan, workers, pin=device.type == "cuda")
-        else:
-            batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
-                                    bucket=device.type == "cpu")
-        for batch in device_batches(batches, device, ready=on_device, packed=workers > 0):
+        batches = train.batches(batch_size, shuffle=True, generator=generator, shard=shard,
+                                bucket=device.type == "cpu")
+        for batch in device_batches(batches, device, ready=on_device):
             last = batch.part == batch.parts - 1  # a step may come in parts (data/batch.py), updated once
             if batch.part == 0:
                 optimizer.zero_grad(set_to_none=True)
