@@ -15,7 +15,7 @@ source "$(dirname "$0")/gpu_setup.sh" "${1:-}"
 timeout 120 python3 -m pytest -q -p no:cacheprovider -p no:warnings -x tests/test_device_collate.py \
   tests/test_batch_transfer.py tests/test_batch_cap.py tests/test_device.py 2>&1 | tail -8 | tee "$out/tests.log"
 timeout 330 python3 benchmarks/bench_gpu.py --patients 100000 --precisions fp32 --batch-sizes 256,1024 \
-  --device-collate thread,off,fields --cpu-patients 0 \
+  --device-collate "${COLLATES:-thread,off,fields}" --cpu-patients 0 \
   --out "$out/bench_gpu.jsonl" 2>&1 | tail -24 | tee "$out/bench_gpu.log"
 for m in $([ "${PRETRAIN:-0}" = 1 ] && echo gru transformer); do
   timeout 100 python3 benchmarks/bench_pretrain.py --patients 100000 --threads 16 --epochs 2 --model $m \

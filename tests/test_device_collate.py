@@ -179,3 +179,21 @@ def test_batches_built_in_a_thread_on_a_side_stream_train_the_same_model(parts):
             device_mod.DEVICE_COLLATE, device_mod.DEVICE_COLLATE_THREAD = defaults
 
     np.testing.assert_allclose(fit(True), fit(False), atol=2e-3)  # CUDA atomics in embedding_bag backward
+
+
+def test_event_and_visit_tables_are_made_once_per_store_device_and_encoder(parts):
+    """What collate reads per event and per visit is made once (a batch only gathers rows of it): sets of one
+    store and encoder share it; a set with another encoder makes its own, and the first one's is let go."""
+    from ehrdx.data.device_collate import _ON_DEVICE
+
+    store, clf, _, rows = parts
+    a, b = _set(parts, rows), _set(parts, rows[:40])
+    da, db = (s.collate_on("cpu") and s.device_collate for s in (a, b))
+    assert da.ev_z is db.ev_z and da.ev_code is db.ev_code and da.visit_feats is db.visit_feats
+    assert da.visit_feats.shape == (len(store.visit_starts), 6) and da.ev_z.shape == (len(store.codes),)
+    other = SequenceSet(store, clf.samples(store, rows, require_labels=False), EventEncoder.fit(store, rows[:20]))
+    do = other.collate_on("cpu") and other.device_collate
+    assert do.ev_code is not da.ev_code and do.visit_feats is da.visit_feats  # visits: the store's alone
+    events = [k for k in _ON_DEVICE[store] if isinstance(k, tuple) and k[1] == "events"]
+    assert len(events) == 1  # the other encoder's tables replaced the first's
+    _same(other.collate(np.arange(other.n_sequences)), do.collate(np.arange(other.n_sequences)))

@@ -1,8 +1,9 @@
 """Sequence batches gathered and collated on the device with tensor indexing (issue 15, "the GPU kept busy").
 
 `SequenceSet.collate` builds a batch with numpy on the host and the training loop copies it to the GPU;
-at batch 1,024 that host work, not the GPU, set the pace. `DeviceCollate` moves the event store's arrays
-(codes, values, times, visit bounds) and the sample set's lookup tables (sequences, samples, targets and
+at batch 1,024 that host work, not the GPU, set the pace. `DeviceCollate` moves per-event and per-visit tables
+made once from the event store (each event's model code, standardised value and numeric column; each visit's
+bounds and time features) and the sample set's lookup tables (sequences, samples, targets and
 masks: a SparseTable's index lists, other tables bit-packed; `DeviceTable`) to the device once, and builds the same `SequenceBatch` there: only the batch's
 sequence indices cross from the host. It mirrors `SequenceSet.collate` step for step; integer and index
 fields come out identical, float fields identical where they are copies or single float32 operations and
@@ -17,6 +18,7 @@ computes the last one. (The bounded context's summary, `--context`, still reads 
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import weakref
 
@@ -95,7 +97,7 @@ class DeviceTable:
         return out.view(len(rows), self.n_cols) ^ self.flip[rows][:, None]  # a flipped row lists its clear entries
 
 
-STORE_ARRAYS = ("codes", "values", "times", "visit_offsets", "visit_starts", "visit_ends")
+STORE_ARRAYS = ("visit_offsets", "visit_starts", "visit_ends")  # events and visits are read from tables made from them
 _ON_DEVICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> {device: its arrays there}
 
 
@@ -109,6 +111,62 @@ def store_tensors(store, device: torch.device) -> dict[str, torch.Tensor]:
             per_device[device] = {name: torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(store, name))))
                                   .to(device) for name in STORE_ARRAYS}
     return per_device[device]
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def visit_features(store, chunk: int = 1 << 20) -> np.ndarray:
+    """Per visit of the store, float32 [visits, N_TIME_FEATURES]: the time features of SequenceSet.collate
+    that do not depend on the sample (time since the previous and the first visit, age, age unknown, first
+    visit), computed as it computes them; the column of events read (4) is 0, set per batch."""
+    offsets, starts = np.asarray(store.visit_offsets), np.asarray(store.visit_starts)
+    times = np.asarray(store.times)
+    n = len(starts)
+    from ehrdx.data.sequences import birth_times  # sequences imports this module
+
+    birth = birth_times(store, np.arange(len(store)))
+    out = np.zeros((n, 6), dtype=np.float32)
+    for lo in range(0, n, chunk):
+        vis = np.arange(lo, min(n, lo + chunk))
+        owner = np.searchsorted(offsets, vis, side="right") - 1
+        vis_pos = vis - offsets[owner]
+        t = times[starts[vis]].astype(np.float64)
+        first_t = times[starts[offsets[owner]]].astype(np.float64)
+        prev_t = np.where(vis_pos > 0, times[starts[np.maximum(vis - 1, 0)]], t)
+        age = (t - birth[owner]) / YEAR
+        out[lo : lo + len(vis)] = np.stack([
+            np.log1p((t - prev_t) / 86400.0) / 5.0,
+            np.log1p((t - first_t) / 86400.0) / 5.0,
+            np.nan_to_num((age - 50.0) / 20.0, nan=0.0),
+            np.isnan(age).astype(np.float64),
+            np.zeros(len(vis)),
+            (vis_pos == 0).astype(np.float64),
+        ], axis=1).astype(np.float32)
+    return out
+
+
+def event_tables(store, code_map: np.ndarray, mean: np.ndarray, std: np.ndarray, numeric_col: np.ndarray,
+                 chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event of the store, as SequenceSet.collate computes them: the model's code id (int32), the
+    standardised clipped value (float32, 0 where none) and the dense numeric column it fills (int16, -1:
+    none: no value, or not a dense numeric code)."""
+    if len(numeric_col) and int(numeric_col.max()) >= np.iinfo(np.int16).max:
+        raise ValueError("dense numeric columns must fit int16")
+    codes_all, values_all = np.asarray(store.codes), np.asarray(store.values)
+    n = len(codes_all)
+    ids, zs, cols = np.empty(n, np.int32), np.empty(n, np.float32), np.empty(n, np.int16)
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(n, lo + chunk))
+        codes, values = code_map[codes_all[sl]], values_all[sl]
+        ids[sl] = codes
+        zs[sl] = np.clip(np.nan_to_num((values - mean[codes]) / std[codes], nan=0.0), -Z_CLIP, Z_CLIP)
+        cols[sl] = np.where(np.isnan(values), -1, numeric_col[codes])
+    return ids, zs, cols
 
 
 def exact_device(device: torch.device | str) -> torch.device:
@@ -131,16 +189,26 @@ class DeviceCollate:
             return torch.from_numpy(np.ascontiguousarray(np.asarray(a))).to(self.device)
 
         arrays = store_tensors(store, self.device)
-        self.codes, self.values, self.times = arrays["codes"], arrays["values"], arrays["times"]
         self.visit_offsets, self.visit_starts, self.visit_ends = (arrays["visit_offsets"], arrays["visit_starts"],
                                                                   arrays["visit_ends"])
-        self.code_map, self.mean, self.std = t(ds._code_map), t(ds._mean), t(ds._std)
-        self.numeric_col = t(ds._numeric_col)
+        # What collate reads per event and per visit, computed once per store, device and encoder (a batch then
+        # gathers rows of them: fewer kernels a batch than computing them there, issue 15)
+        per_device = _ON_DEVICE[store]
+        key = (self.device, "events", _digest(ds._code_map, ds._mean, ds._std, ds._numeric_col))
+        if key not in per_device:  # one encoder's tables per store and device: another encoder's are let go
+            for old in [k for k in per_device if isinstance(k, tuple) and k[:2] == key[:2]]:
+                del per_device[old]
+            per_device[key] = tuple(t(a) for a in event_tables(store, ds._code_map, ds._mean, ds._std,
+                                                              ds._numeric_col))
+        self.ev_code, self.ev_z, self.ev_col = per_device[key]
+        if (self.device, "visits") not in per_device:
+            per_device[(self.device, "visits")] = t(visit_features(store))
+        self.visit_feats = per_device[(self.device, "visits")]
         self.seq_row, self.seq_nv, self.seq_start, self.seq_cutoff = (t(ds.seq_row), t(ds.seq_nv), t(ds.seq_start),
                                                                       t(ds.seq_cutoff))
         self.seq_sample_offsets, self.sample_order, self.sample_pos = (t(ds.seq_sample_offsets), t(ds.sample_order),
                                                                        t(ds.sample_pos))
-        self.rows, self.birth = t(ds._rows), t(ds._birth)
+        self.rows = t(ds._rows)
         self.static_start, self.static_end = t(ds._static_start), t(ds._static_end)
         self.y_table, self.mask_table = DeviceTable(ds.y_bits, self.device), DeviceTable(ds.mask_bits, self.device)
         self.n_labels = ds.y_bits.shape[1]
@@ -195,38 +263,25 @@ class DeviceCollate:
         wlo = vlo + self.seq_start[seqs]
         vis = ranges(wlo, wlo + nv, n_vis)
         vis_seq = torch.repeat_interleave(torch.arange(B, device=dev), nv, output_size=n_vis)
-        vis_pos = vis - torch.repeat_interleave(vlo, nv, output_size=n_vis)
         grid_pos = vis - torch.repeat_interleave(wlo, nv, output_size=n_vis)
         ev_s = self.visit_starts[vis]
         ev_e = torch.minimum(self.visit_ends[vis], torch.repeat_interleave(self.seq_cutoff[seqs], nv, output_size=n_vis))
         lengths = ev_e - ev_s
         pos = ranges(ev_s, ev_e, n_ev)
-        codes = self.code_map[self.codes[pos].long()]
-        values = self.values[pos]
-        z = torch.nan_to_num((values - self.mean[codes]) / self.std[codes], nan=0.0).clamp(-Z_CLIP, Z_CLIP)
+        codes = self.ev_code[pos].long()
+        z = self.ev_z[pos]
         w = torch.repeat_interleave((1.0 / lengths.clamp(min=1).double()).float(), lengths, output_size=n_ev)
         bag_offsets = exclusive_cumsum(lengths)
 
-        t = self.times[ev_s].double()
-        first_t = torch.repeat_interleave(self.times[self.visit_starts[vlo]].double(), nv, output_size=n_vis)
-        prev_t = torch.where(vis_pos > 0, self.times[self.visit_starts[(vis - 1).clamp(min=0)]].double(), t)
-        slots = torch.searchsorted(self.rows, rows)
-        birth = torch.repeat_interleave(self.birth[slots], nv, output_size=n_vis)
-        age = (t - birth) / YEAR
-        time_feats = torch.stack([
-            torch.log1p((t - prev_t) / 86400.0) / 5.0,
-            torch.log1p((t - first_t) / 86400.0) / 5.0,
-            torch.nan_to_num((age - 50.0) / 20.0, nan=0.0),
-            torch.isnan(age).double(),
-            torch.log1p(lengths.double()) / 3.0,
-            (vis_pos == 0).double(),
-        ], dim=1).float()
+        time_feats = self.visit_feats[vis]  # a copy: only the events-read column depends on the sample's cutoff
+        time_feats[:, 4] = (torch.log1p(lengths.double()) / 3.0).float()
 
+        slots = torch.searchsorted(self.rows, rows)
         s_start, s_end = self.static_start[slots], self.static_end[slots]
-        static_ids = self.code_map[self.codes[ranges(s_start, s_end, int(self.h_static[host].sum()))].long()]
+        static_ids = self.ev_code[ranges(s_start, s_end, int(self.h_static[host].sum()))].long()
         static_offsets = exclusive_cumsum(s_end - s_start)
 
-        columns = torch.where(torch.isnan(values), -1, self.numeric_col[codes])
+        columns = self.ev_col[pos].long()
         owner = torch.repeat_interleave(torch.arange(n_vis, device=dev), lengths, output_size=n_ev)
         now, last = self._numeric_sources(columns, owner, grid_pos)
         zs = torch.cat([z, z.new_zeros(1)])  # index -1 (no event) reads 0
@@ -281,7 +336,7 @@ class DeviceCollate:
         else:
             lo = hi = torch.zeros(B, dtype=torch.int64, device=dev)
         n_events = (hi - lo).clamp(min=0)
-        codes = self.code_map[self.codes[ranges(lo, hi)].long()]
+        codes = self.ev_code[ranges(lo, hi)].long()
         owner = torch.repeat_interleave(torch.arange(B, device=dev), n_events, output_size=len(codes))
         keys, counts = torch.unique(owner * n_codes + codes, sorted=True, return_counts=True)
         seq, ids = keys // n_codes, keys % n_codes
