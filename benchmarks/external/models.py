@@ -125,6 +125,7 @@ def lgbm_counts(p: Prepared, s: Settings, **params) -> tuple[np.ndarray, dict]:
 MODELS: dict[str, Runner] = {
     "gru": ehrdx_model("gru"),
     "transformer": ehrdx_model("transformer"),
+    "transformer-1layer": ehrdx_model("transformer", layers=1),  # one block (the default is 2): issue 15's cost
     "logistic": ehrdx_model("logistic"),
     "gbm": ehrdx_model("gbm"),
     "auto-fit": ehrdx_model("auto"),  # auto as a user runs it (the variants below share one fit)
