@@ -10,7 +10,8 @@ once. Then for each model (hidden 128, batch 256 patients, as in bench_events.py
   then `--epochs` timed epochs through the real training loop (batches collated in a background
   thread, pinned memory, non-blocking copies), reported as prediction rows (patient-time samples)
   per second and patients per second; the test macro AUROC after those epochs; and the same steps
-  on batches already on the GPU ("compute only"), which shows how much of the time is collation;
+  on 60 batches already on the GPU ("compute only", the median of three passes), which shows how much
+  of the time is collation;
 - batched prediction on the test patients (fp32);
 - for each `--batch-sizes` entry and, with `--device-collate both`, with batches built on the GPU by
   tensor indexing (data/device_collate.py, the default on CUDA) and with the numpy collate plus a copy
@@ -88,11 +89,14 @@ def compute_only(model, ds, device, precision: str, batch: int, steps: int) -> f
         return rows
 
     run()  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    rows = run()
-    sync(device)
-    return rows / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(3):  # the median of three passes: one pass over 40 batches moved by 10-30% (BENCHMARKS.md)
+        sync(device)
+        t0 = time.perf_counter()
+        rows = run()
+        sync(device)
+        rates.append(rows / (time.perf_counter() - t0))
+    return float(np.median(rates))
 
 
 def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows_per_patient, device,
@@ -113,7 +117,7 @@ def gpu_run(name, precision, args, clf, train_ds, warm_ds, test_ds, test_s, rows
         predict_logits(model, test_ds, batch_size=size)  # ends with a copy to the host: the device's work is done
         pred[size or "default"] = round(len(test_s) / (time.perf_counter() - t1))
     fresh = make_model(name, clf, train_ds, args.hidden).to(device)
-    comp = compute_only(fresh, train_ds, device, precision, batch, 40)
+    comp = compute_only(fresh, train_ds, device, precision, batch, 60)
     rec = {"model": name, "device": device.type, "precision": precision, "epochs": args.epochs,
            "batch_patients": batch, "device_collate": train_ds.device_collate is not None,
            "train_rows_per_s": round(h.samples_per_second),
