@@ -28,7 +28,7 @@ import torch
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.bits import BitTable
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.store import concat_ranges
+from ehrdx.data.store import birth_times, concat_ranges
 
 YEAR = 365.25 * 86400  # as data/sequences.py
 Z_CLIP = 5.0
@@ -127,8 +127,6 @@ def visit_features(store, chunk: int = 1 << 20) -> np.ndarray:
     offsets, starts = np.asarray(store.visit_offsets), np.asarray(store.visit_starts)
     times = np.asarray(store.times)
     n = len(starts)
-    from ehrdx.data.sequences import birth_times  # sequences imports this module
-
     birth = birth_times(store, np.arange(len(store)))
     out = np.zeros((n, 6), dtype=np.float32)
     for lo in range(0, n, chunk):

@@ -23,7 +23,7 @@ from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.device_collate import DeviceCollate, exact_device
 from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.store import EventStore, concat_ranges
+from ehrdx.data.store import EventStore, birth_times, concat_ranges, static_ranges
 from ehrdx.data.windows import prior_summary, window_starts
 
 YEAR = 365.25 * 86400
@@ -99,32 +99,6 @@ class EventEncoder:
         return cls(list(d["codes"]), np.asarray(d["value_mean"], dtype=np.float64),
                    np.asarray(d["value_std"], dtype=np.float64), np.asarray(d["value_count"], dtype=np.int64),
                    int(d["min_count"]))
-
-
-def static_ranges(store: EventStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event range of each patient's facts before its first visit (static rows, birth)."""
-    offsets = np.asarray(store.offsets)
-    vo = np.asarray(store.visit_offsets)
-    has_visit = vo[rows + 1] > vo[rows]
-    first_visit = np.where(has_visit, np.asarray(store.visit_starts)[np.minimum(vo[rows], len(store.visit_starts) - 1)]
-                           if len(store.visit_starts) else offsets[rows], offsets[rows + 1])
-    return offsets[rows], first_visit
-
-
-def birth_times(store: EventStore, rows: np.ndarray) -> np.ndarray:
-    """MEDS_BIRTH time (s) of each patient, NaN where there is none."""
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.full(len(rows), np.nan)
-    if "MEDS_BIRTH" not in store.code_names or len(rows) == 0:
-        return out
-    uniq, inv = np.unique(rows, return_inverse=True)
-    start, end = static_ranges(store, uniq)
-    pos = concat_ranges(start, end)
-    owner = np.repeat(np.arange(len(uniq)), end - start)
-    is_birth = np.asarray(store.codes)[pos] == store.code_names.index("MEDS_BIRTH")
-    birth = np.full(len(uniq), np.nan)
-    birth[owner[is_birth]] = np.asarray(store.times)[pos[is_birth]]
-    return birth[inv]
 
 
 def numeric_sources(columns: np.ndarray, owner: np.ndarray, vis_pos: np.ndarray, n_columns: int) -> tuple[
