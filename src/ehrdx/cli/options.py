@@ -108,6 +108,12 @@ def print_counts(counts: dict) -> None:
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
 
 
+def print_warnings(warnings: list[str]) -> None:
+    """What the input made ehrdx do without it (e.g. an unreadable codes.parquet), one yellow line each."""
+    for text in warnings:
+        console.print(f"[yellow]{escape(text)}[/yellow]")
+
+
 class EpochProgress:
     """A rich progress bar over epochs, showing train and validation loss."""
 

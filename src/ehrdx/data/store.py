@@ -311,6 +311,17 @@ class EventStore:
     def counts(self) -> dict[str, int]:
         return dict(self.meta["counts"])
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know about the input that is not a count, in words (e.g. an unreadable
+        codes.parquet, read without it)."""
+        return list(self.meta.get("warnings", []))
+
+    def add_warning(self, text: str) -> None:
+        """Keep a warning in meta.json, so that every command opening this store can say it."""
+        self.meta["warnings"] = [*self.warnings, text]
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2))
+
     def code_descriptions(self) -> dict[str, str]:
         """code -> readable name, from the source's metadata where it had some (see data/descriptions.py)."""
         from ehrdx.data.descriptions import read_descriptions

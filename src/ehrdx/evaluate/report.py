@@ -152,6 +152,13 @@ def print_exclusions(console: Console, metrics: dict) -> None:
                           f"left out[/yellow]")
     for what, n in metrics.get("excluded", {}).items():
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n}[/yellow]")
+    print_warnings(console, metrics)
+
+
+def print_warnings(console: Console, metrics: dict) -> None:
+    """What the input made the run do without (e.g. an unreadable codes.parquet), as metrics.json keeps it."""
+    for text in metrics.get("warnings", []):
+        console.print(f"[yellow]{escape(text)}[/yellow]")
 
 
 EVENT_ROWS = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -213,6 +220,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
     for what, n in excluded.items():
         console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    print_warnings(console, metrics)
     print_one_class(console, metrics)
     left = metrics.get("train_summary", {}).get("map_labels_left_out")
     if left:
