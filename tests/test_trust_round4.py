@@ -1,4 +1,4 @@
-"""Trust, round 4 (session s13): an unreadable codes.parquet said, not ignored."""
+"""Trust, round 4 (session s13): an unreadable codes.parquet said, not ignored; ignored columns named."""
 
 import json
 import shutil
@@ -61,3 +61,38 @@ def test_an_unreadable_codes_parquet_is_said_in_the_terminal_and_in_metrics_json
     assert "codes.parquet: not a readable parquet file" in words(r.output)
     [warning] = json.loads((tmp_path / "m" / "metrics.json").read_text())["warnings"]
     assert "codes.parquet" in warning and "code descriptions left out" in warning
+
+
+# -- ignored columns are named --------------------------------------------------------------------------
+
+def test_ignored_table_columns_are_named_the_first_few_then_how_many_more(seed_table_path, tmp_path):
+    """"ignored columns: 8" did not say which, so a column left out by mistake (a --ignore list too wide)
+    went unnoticed. The line names the first five in the table's order, then "and K more"."""
+    table = pl.read_csv(seed_table_path).with_columns(pl.lit(1.0).alias(f"extra_{i}") for i in range(7))
+    table.write_csv(tmp_path / "t.csv")
+    ignored = ["cholesterol", *(f"extra_{i}" for i in range(7))]
+    r = run("train", tmp_path / "t.csv", "--ignore", ",".join(reversed(ignored)), "--model", "logistic",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "ignored columns: 8 (cholesterol, extra_0, extra_1, extra_2, extra_3 and 3 more)" in words(r.output)
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["excluded_names"]["ignored_columns"] == ignored
+
+
+def test_ignored_event_columns_are_named_once_over_shards(tmp_path):
+    """An events table's or MEDS shards' extra columns are named; a column in every shard counts once
+    (it was counted once per shard: two shards with `unit` said "ignored columns: 2")."""
+    for k in (1, 2):
+        pl.DataFrame({"subject_id": [k], "time": ["2020-01-01"], "code": ["DX//A"], "unit": ["mg"],
+                      **({"ward": ["B"]} if k == 2 else {})}).write_parquet(tmp_path / f"{k}.parquet")
+    from ehrdx.data.meds import normalise_events
+    from ehrdx.data.store import build_store
+
+    shards = [normalise_events(pl.read_parquet(tmp_path / f"{k}.parquet"), f"{k}.parquet") for k in (1, 2)]
+    st = build_store(shards, tmp_path / "store")
+    assert st.counts["ignored_columns"] == 2 and st.names["ignored_columns"] == ["unit", "ward"]
+    events = tmp_path / "ev.csv"
+    events.write_text("subject_id,time,code,unit,ward\n1,2020-01-01,DX//A,mg,B\n1,2020-02-01,DX//B,,B\n")
+    r = run("targets", "--events", events, "--labels", "prefix:DX//", "--out", tmp_path / "t.parquet")
+    assert r.exit_code == 0, r.output
+    assert "ignored columns: 2 (unit, ward)" in words(r.output)

@@ -168,6 +168,11 @@ class EventSource:
         return dict(self.store.counts)
 
     @property
+    def names(self) -> dict[str, list[str]]:
+        """What a note counts, where it has names (e.g. the ignored columns)."""
+        return self.store.names
+
+    @property
     def warnings(self) -> list[str]:
         """What reading the events did without, in words (e.g. an unreadable codes.parquet)."""
         return self.store.warnings

@@ -85,6 +85,11 @@ class TableSource:
         return dict(self.table.notes)
 
     @property
+    def names(self) -> dict[str, list[str]]:
+        """What a note counts, where it has names (e.g. the ignored columns)."""
+        return dict(self.table.names)
+
+    @property
     def warnings(self) -> list[str]:
         """What reading the table did without, in words: nothing so far (its oddities are counted)."""
         return []
