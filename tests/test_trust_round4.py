@@ -1,4 +1,5 @@
-"""Trust, round 4 (session s13): an unreadable codes.parquet said, not ignored; ignored columns named."""
+"""Trust, round 4 (session s13): an unreadable codes.parquet said, not ignored; ignored columns named;
+explain --time after death refused as predict --times refuses it."""
 
 import json
 import shutil
@@ -27,7 +28,17 @@ def words(text: str) -> str:
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("round4")
     paths = write_longitudinal(generate_longitudinal(40, seed=3), root / "c")
-    return {"meds": paths["meds"], "label_map": paths["label_map"]}
+    return {"root": root, "meds": paths["meds"], "label_map": paths["label_map"]}
+
+
+@pytest.fixture(scope="module")
+def gru(cohort):
+    """A small GRU trained on the cohort (what ehrdx explain reads)."""
+    out = cohort["root"] / "gru"
+    r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--model", "gru",
+            "--hidden", "8", "--epochs", "1", "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
 
 
 def meds_with_codes_file(cohort, tmp_path, kind: str):
@@ -96,3 +107,24 @@ def test_ignored_event_columns_are_named_once_over_shards(tmp_path):
     r = run("targets", "--events", events, "--labels", "prefix:DX//", "--out", tmp_path / "t.parquet")
     assert r.exit_code == 0, r.output
     assert "ignored columns: 2 (unit, ward)" in words(r.output)
+
+
+# -- explain --time after death -------------------------------------------------------------------------
+
+def test_explain_at_a_time_after_the_patient_s_death_is_refused_as_predict_refuses_it(cohort, gru, tmp_path):
+    """predict --times refuses a time after the patient's MEDS_DEATH (exit 2); explain --time explained
+    the last prediction before death instead, without a word. It refuses it the same way."""
+    died = pl.read_parquet(cohort["meds"] / "data").filter(pl.col("code") == "MEDS_DEATH").row(0, named=True)
+    patient, death = died["subject_id"], died["time"]
+    times = tmp_path / "times.csv"
+    times.write_text(f"subject_id,prediction_time\n{patient},{death.year + 1}-01-01\n")
+    predicted = run("predict", "--model", gru, "--meds", cohort["meds"], "--times", times, "--split", "all",
+                    "--out", tmp_path / "p.csv")
+    assert predicted.exit_code == 2 and "after the patient's death (MEDS_DEATH)" in words(predicted.output)
+    r = run("explain", "--model", gru, "--meds", cohort["meds"], "--patient", patient, "--time",
+            f"{death.year + 1}-01-01")
+    assert r.exit_code == 2, r.output
+    assert "--time" in r.output and "after the patient's death (MEDS_DEATH)" in words(r.output)
+    before = run("explain", "--model", gru, "--meds", cohort["meds"], "--patient", patient, "--time",
+                 death.date().isoformat())
+    assert before.exit_code == 0, before.output
