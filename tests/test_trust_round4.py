@@ -1,5 +1,6 @@
 """Trust, round 4 (session s13): an unreadable codes.parquet said, not ignored; ignored columns named;
-explain --time after death refused as predict --times refuses it."""
+explain --time after death refused as predict --times refuses it; explain, report and pretrain refuse a model
+or settings they cannot use before building the event store."""
 
 import json
 import shutil
@@ -74,6 +75,16 @@ def test_an_unreadable_codes_parquet_is_said_in_the_terminal_and_in_metrics_json
     assert "codes.parquet" in warning and "code descriptions left out" in warning
 
 
+@pytest.fixture(scope="module")
+def logistic(cohort):
+    """A model that is no sequence model (nothing to explain event by event)."""
+    out = cohort["root"] / "logistic"
+    r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--model", "logistic",
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
 # -- ignored columns are named --------------------------------------------------------------------------
 
 def test_ignored_table_columns_are_named_the_first_few_then_how_many_more(seed_table_path, tmp_path):
@@ -128,3 +139,27 @@ def test_explain_at_a_time_after_the_patient_s_death_is_refused_as_predict_refus
     before = run("explain", "--model", gru, "--meds", cohort["meds"], "--patient", patient, "--time",
                  death.date().isoformat())
     assert before.exit_code == 0, before.output
+
+
+# -- refused before the event store is built ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "why"), [
+    (["explain", "--model", "{logistic}", "--patient", "9"], "explanations need a sequence model"),
+    (["explain", "--model", "{gru}", "--patient", "9", "--labels", "NOPE"], "NOPE not in the model"),
+    (["explain", "--model", "{gru}", "--patient", "9", "--time", "yesterday"], "unreadable date"),
+    (["report", "--model", "{logistic}", "--explain-patients", "9", "--out", "{tmp}/r.html"],
+     "explanations need a sequence model"),
+    (["pretrain", "--model", "logistic", "--out", "{tmp}/enc"], "pretraining is for sequence models"),
+    (["pretrain", "--model", "transformer", "--hidden", "16", "--heads", "3", "--out", "{tmp}/enc"],
+     "not divisible by heads"),
+])
+def test_a_model_or_setting_the_command_cannot_use_is_refused_before_the_store_is_built(
+        cohort, gru, logistic, tmp_path, command, why):
+    """These were refused only after the events were converted into the store (minutes on big data); the
+    same refusal now comes first: exit 2 and no --store written."""
+    store = tmp_path / "store"
+    args = [a.format(gru=gru, logistic=logistic, tmp=tmp_path) for a in command]
+    r = run(*args, "--meds", cohort["meds"], "--store", store)
+    assert r.exit_code == 2, r.output
+    assert why in words(r.output) and "event store:" not in r.output
+    assert not store.exists()

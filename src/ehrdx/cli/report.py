@@ -26,6 +26,7 @@ from ehrdx.cli.options import (
     split_list,
 )
 from ehrdx.errors import EhrdxError, identifiers_shown
+from ehrdx.explain import explained_model
 from ehrdx.report import explain_latest, write_html_report
 
 
@@ -66,6 +67,8 @@ def report(
     settings, events = event_data.resolve(model, split_names)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "report")
+    if explain_patients:  # refused before the events are read (slow on big data)
+        explained_model(clf)
     clf.to(device)
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
@@ -121,9 +124,11 @@ def explain(
     settings, events = event_data.resolve(model)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "explain")
+    # what can be refused without the events is, before they are read (slow on big data)
+    explained_model(clf, split_list(labels) or None)
+    limit = parse_until(time_, "--time") if time_ else None
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     row = subject_row(st, patient, "--patient")
-    limit = parse_until(time_, "--time") if time_ else None
     if limit is not None and after_death(st, np.array([row]), np.array([limit]))[0]:  # as predict --times
         raise DataError("a time after the patient's death (MEDS_DEATH): no prediction is made after death",
                         column="--time", fix="give a time at or before the patient's death")
