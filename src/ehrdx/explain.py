@@ -84,10 +84,10 @@ def score_without(model, inputs: EventInputs, sample_pos: int, label: int, remov
         return float(_scores(model, inputs, gates, sample_pos, label)[0])
 
 
-def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_events: int = 8,
-                   labels: list[str] | None = None) -> dict:
-    """Explanation of one sample (index into `samples`): its top predicted labels (or `labels`), and for
-    each the events that drove its score, largest first, with their visit, time, code and value."""
+def explained_model(clf, labels: list[str] | None = None) -> tuple[torch.nn.Module, str]:
+    """The sequence model whose events explain `clf`'s predictions (an ensemble: its sequence member) and
+    what it is called; ModelError where `clf` has none, DataError for `labels` it does not know. Cheap:
+    ehrdx explain checks it before reading any events."""
     from ehrdx.models.sequence import SequenceModel
 
     model, explained = clf.model_, clf.model_name_
@@ -98,6 +98,17 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
                              f"one; this one is {clf.model_name_}")
         name, model = members[0]
         explained = f"the {name} member of the {clf.model_name_} ensemble (its own probabilities, not the ensemble's)"
+    unknown = [lab for lab in labels or [] if lab not in clf.labels_]
+    if unknown:
+        raise DataError(f"label(s) {', '.join(unknown)} not in the model", fix=f"choose from {', '.join(clf.labels_)}")
+    return model, explained
+
+
+def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_events: int = 8,
+                   labels: list[str] | None = None) -> dict:
+    """Explanation of one sample (index into `samples`): its top predicted labels (or `labels`), and for
+    each the events that drove its score, largest first, with their visit, time, code and value."""
+    model, explained = explained_model(clf, labels)
     model = model.cpu().eval()
     ds = SequenceSet(store, samples, clf.encoder_, context=clf.context)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
@@ -109,9 +120,6 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     proba = 1 / (1 + np.exp(-logits))
     vocab = clf.labels_
     if labels:
-        unknown = [lab for lab in labels if lab not in vocab]
-        if unknown:
-            raise DataError(f"label(s) {', '.join(unknown)} not in the model", fix=f"choose from {', '.join(vocab)}")
         chosen = [vocab.index(lab) for lab in labels]
     else:
         chosen = list(np.argsort(-proba)[:top_labels])

@@ -58,7 +58,8 @@ def train_and_evaluate(
         "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": int(clf.seed)},
         "labels": clf.labels_, "train_summary": {k: v for k, v in clf.fit_summary_.items() if not k.endswith("_ids")},
         "history": clf.history_.to_dict(), "fit_seconds": round(time.perf_counter() - t0, 2),
-        "excluded": source.notes,
+        "excluded": source.notes, **({"excluded_names": source.names} if source.names else {}),
+        **({"warnings": source.warnings} if source.warnings else {}),
     }
     if len(te) == 0:
         return clf, metrics

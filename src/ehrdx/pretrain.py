@@ -31,6 +31,7 @@ from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError
 from ehrdx.models.registry import SEQUENCE, get_model
+from ehrdx.models.sequence import check_heads
 from ehrdx.pretrained import PretrainedEncoder, patient_hashes
 from ehrdx.tasks.task import check_features_before
 from ehrdx.train.fit import fit_model
@@ -106,6 +107,17 @@ def next_visit_samples(store: EventStore, rows: np.ndarray, target_of_code: np.n
     return Samples(s_row, s_time, cutoff, n_visits, w_end, y, known, none, counts)
 
 
+def encoder_spec(model: str, hidden: int, heads: int):
+    """The registry entry of an encoder to pretrain, refused (DataError, ModelError) where `model` reads no
+    visit sequences or its sizes cannot be built. Cheap: ehrdx pretrain checks it before reading any events."""
+    spec = get_model(model, "events")
+    if spec.inputs_for("events") != SEQUENCE:
+        raise DataError(f"pretraining is for sequence models, and {model} does not read visit sequences",
+                        column="--model", fix="choose gru, lstm or transformer")
+    check_heads(model, hidden, heads)
+    return spec
+
+
 def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray], *, model: str = "gru",
              hidden: int = 128, layers: int | None = None, heads: int = 4, dropout: float = 0.1,
              max_epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
@@ -118,10 +130,7 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
     `context`: read at most about this many of the latest visits (N to 2N, data/windows.py) plus a summary of
     the earlier ones (None: whole histories), as `ehrdx train --context` reads them; a fine-tune from the
     encoder reads the same. `settings`: how the split was made, recorded with the encoder."""
-    spec = get_model(model, "events")
-    if spec.inputs_for("events") != SEQUENCE:
-        raise DataError(f"pretraining is for sequence models, and {model} does not read visit sequences",
-                        column="--model", fix="choose gru, lstm or transformer")
+    spec = encoder_spec(model, hidden, heads)
     tr, va = (np.asarray(x, dtype=np.int64) for x in splits[:2])
     if context is not None and (isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1):
         raise DataError(f"context must be a positive number of visits or None, not {context!r}", column="--context",

@@ -59,7 +59,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
     info = {"model": clf.model_name_, "task": clf.task_.name, "label selection": clf.selector_.spec}
     page = build_report(title=title, samples=samples, proba=proba, labels=clf.labels_, thresholds=clf.thresholds_,
                         store=st, history=history, update_report=update_report, model_info=info,
-                        excluded=st.counts, min_cell=min_cell, explanations=explanations,
+                        excluded=st.counts, excluded_names=st.names, min_cell=min_cell, explanations=explanations,
                         descriptions=clf.label_vocab_.descriptions(), bootstrap_draws=bootstrap_draws,
                         ensemble=ensemble_summary(clf, st, samples))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from ehrdx.cli.options import (
     console,
     fail,
     print_counts,
+    print_warnings,
 )
 from ehrdx.errors import EhrdxError, ident
 
@@ -114,7 +115,8 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
                   f"{m['codes']:,} codes")
-    print_counts(st.counts)
+    print_counts(st.counts, st.names)
+    print_warnings(st.warnings)
     return st
 
 

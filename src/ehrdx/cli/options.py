@@ -102,10 +102,19 @@ def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -
                         f"run reads {reading}\n  fix: leave {'it' if one else 'them'} out"))
 
 
-def print_counts(counts: dict) -> None:
-    """Counted exclusions (rows, events, samples left out), one yellow line each."""
+def print_counts(counts: dict, names: dict[str, list[str]] | None = None) -> None:
+    """Counted exclusions (rows, events, samples left out), one yellow line each, naming what a count
+    counts where that has names (`names`: e.g. the ignored columns)."""
+    from ehrdx.evaluate.report import count_line
+
     for what, n in counts.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(count_line(what, n, (names or {}).get(what)))}[/yellow]")
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """What the input made ehrdx do without it (e.g. an unreadable codes.parquet), one yellow line each."""
+    for text in warnings:
+        console.print(f"[yellow]{escape(text)}[/yellow]")
 
 
 class EpochProgress:

@@ -102,7 +102,8 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         fail(exc)
     metrics = {"model": clf.model_name_, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
-               "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts}
+               "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts,
+               **({"excluded_names": st.names} if st.names else {}), **({"warnings": st.warnings} if st.warnings else {})}
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
     if out:
         opts.write_json(out, metrics)

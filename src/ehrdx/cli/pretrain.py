@@ -88,14 +88,14 @@ def pretrain(
         fail(EhrdxError("give the event data to pretrain on: --meds DIR, --events FILE or --omop DIR"))
     from ehrdx.events_pipeline import patient_splits
     from ehrdx.input_settings import parse_split_names
-    from ehrdx.models.registry import get_model
+    from ehrdx.pretrain import encoder_spec
     from ehrdx.pretrain import pretrain as run_pretraining
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.train.device import resolve_device
 
     try:
         selector = LabelSelector.parse(labels)
-        spec = get_model(model, "events")
+        spec = encoder_spec(model, hidden, heads)  # refused before the events are read (slow on big data)
         names = parse_split_names(split_names)
         events = event_data.source()
         st = open_events(event_data.meds, events, event_data.store, event_data.visit_gap,

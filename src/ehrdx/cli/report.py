@@ -26,6 +26,7 @@ from ehrdx.cli.options import (
     split_list,
 )
 from ehrdx.errors import EhrdxError, identifiers_shown
+from ehrdx.explain import explained_model
 from ehrdx.report import explain_latest, write_html_report
 
 
@@ -66,6 +67,8 @@ def report(
     settings, events = event_data.resolve(model, split_names)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "report")
+    if explain_patients:  # refused before the events are read (slow on big data)
+        explained_model(clf)
     clf.to(device)
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
@@ -110,25 +113,30 @@ def explain(
     from rich.table import Table
 
     import ehrdx
-    from ehrdx.errors import identifiers_shown
+    from ehrdx.errors import DataError, identifiers_shown
+    from ehrdx.events_pipeline import parse_until
     from ehrdx.explain import VALUE_DIGITS, explain_sample, without_exact_dates_and_values
     from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.task import after_death
 
     if not event_data.given:
         raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
     settings, events = event_data.resolve(model)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "explain")
+    # what can be refused without the events is, before they are read (slow on big data)
+    explained_model(clf, split_list(labels) or None)
+    limit = parse_until(time_, "--time") if time_ else None
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     row = subject_row(st, patient, "--patient")
+    if limit is not None and after_death(st, np.array([row]), np.array([limit]))[0]:  # as predict --times
+        raise DataError("a time after the patient's death (MEDS_DEATH): no prediction is made after death",
+                        column="--time", fix="give a time at or before the patient's death")
     samples = clf.samples(st, np.array([row]), require_labels=False)
     if len(samples) == 0:
         raise EhrdxError("this patient has no prediction time (no complete visit)")
     index = len(samples) - 1
-    if time_:
-        from ehrdx.events_pipeline import parse_until
-
-        limit = parse_until(time_, "--time")
+    if limit is not None:
         before = np.flatnonzero(samples.time <= limit)
         if len(before) == 0:
             raise EhrdxError(f"the patient has no prediction time at or before {time_}")

@@ -48,6 +48,7 @@ class EventShard:
     source: str
     frame: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    names: dict[str, list[str]] = field(default_factory=dict)  # what a count counts, where it has names
     # Text subject ids mapped to int64 (see ehrdx.data.subject_ids): subject_id, original_subject_id.
     subject_map: pl.DataFrame | None = None
 
@@ -111,6 +112,7 @@ def normalise_events(
     extra = [c for c in frame.columns if c not in {subject_col, time_col, code_col, value_col, "text_value"}]
     if extra:
         counts["ignored_columns"] = len(extra)
+    names = {"ignored_columns": extra} if extra else {}
 
     subj = shown = frame.get_column(subject_col)
     subject_map = None
@@ -199,7 +201,7 @@ def normalise_events(
     if n_back:
         counts["events_out_of_order_sorted"] = n_back
         out = out.sort("subject_id", "time", nulls_last=False, maintain_order=True)
-    return EventShard(source=source, frame=out, counts=counts, subject_map=subject_map)
+    return EventShard(source=source, frame=out, counts=counts, names=names, subject_map=subject_map)
 
 
 def meds_shard_paths(root: str | Path) -> list[Path]:

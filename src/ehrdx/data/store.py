@@ -52,6 +52,14 @@ def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
 
 
+def add_names(names: dict[str, list[str]], more: dict[str, list[str]], counts: dict[str, int]) -> None:
+    """Add a shard's or part's names to `names` (each once, in first-seen order); a count with names
+    counts them, not shards x names (three shards with one extra column: one ignored column)."""
+    for k, v in more.items():
+        names[k] = list(dict.fromkeys([*names.get(k, []), *v]))
+        counts[k] = len(names[k])
+
+
 def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_seconds: int = 0,
                 until_seconds: int | None = None) -> EventStore:
     """Convert normalised event shards into a store. Subjects must not span shards.
@@ -64,6 +72,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
     out.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {}
     counts: dict[str, int] = {}
+    names: dict[str, list[str]] = {}
     sources: list[str] = []
     n_events = n_visits = 0
     seen_subjects: dict[int, str] = {}
@@ -81,6 +90,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
                                     column="subject_id", fix="give one events table (text ids are mapped per file)")
             for k, v in shard.counts.items():
                 counts[k] = counts.get(k, 0) + v
+            add_names(names, shard.names, counts)
             f = shard.frame
             if until_seconds is not None:
                 late = f.get_column("time").dt.epoch("s") > until_seconds
@@ -141,7 +151,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
     meta = {
         "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "until_seconds": until_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
         "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
-        "counts": counts, "sources": sources,
+        "counts": counts, "sources": sources, **({"names": names} if names else {}),
     }
     if subject_maps:  # absent in stores of integer ids (and in every store before text ids were kept)
         meta["subject_id_map"] = write_map(out, subject_maps[0])
@@ -211,6 +221,7 @@ def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 <<
         for c in st.code_names:
             vocab.setdefault(c, len(vocab))
     counts: dict[str, int] = {}
+    names: dict[str, list[str]] = {}
     sources: list[str] = []
     n_events = n_visits = 0
     with ExitStack() as stack:
@@ -220,6 +231,7 @@ def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 <<
         for st in stores:
             for k, v in st.counts.items():
                 counts[k] = counts.get(k, 0) + v
+            add_names(names, st.names, counts)
             sources += st.meta["sources"]
             remap = np.array([vocab[c] for c in st.code_names], dtype=np.int32)
             files["subject_ids"].write(np.asarray(st.subject_ids, dtype=np.int64).tobytes())
@@ -241,6 +253,7 @@ def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 <<
         "until_seconds": stores[0].meta["until_seconds"] if stores else None, "patients": len(ids),
         "events": n_events, "visits": n_visits, "codes": len(vocab),
         "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()}, "counts": counts, "sources": sources,
+        **({"names": names} if names else {}),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return EventStore(out)
@@ -310,6 +323,22 @@ class EventStore:
     @property
     def counts(self) -> dict[str, int]:
         return dict(self.meta["counts"])
+
+    @property
+    def names(self) -> dict[str, list[str]]:
+        """What a count counts, where it has names (e.g. ignored_columns: the columns)."""
+        return dict(self.meta.get("names", {}))
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know about the input that is not a count, in words (e.g. an unreadable
+        codes.parquet, read without it)."""
+        return list(self.meta.get("warnings", []))
+
+    def add_warning(self, text: str) -> None:
+        """Keep a warning in meta.json, so that every command opening this store can say it."""
+        self.meta["warnings"] = [*self.warnings, text]
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2))
 
     def code_descriptions(self) -> dict[str, str]:
         """code -> readable name, from the source's metadata where it had some (see data/descriptions.py)."""

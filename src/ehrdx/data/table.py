@@ -71,6 +71,7 @@ class PatientTable:
     codes: dict[str, list[list[str]]]
     labels: list[list[str]] | None
     notes: dict[str, int] = field(default_factory=dict)  # counted exclusions / oddities
+    names: dict[str, list[str]] = field(default_factory=dict)  # what a note counts, where it has names
     # The id column's type where it was an integer column (Parquet, a DataFrame); None: text, kept as given.
     id_dtype: pl.DataType | None = None
 
@@ -88,6 +89,7 @@ class PatientTable:
             codes={k: [v[i] for i in rows] for k, v in self.codes.items()},
             labels=None if self.labels is None else [self.labels[i] for i in rows],
             notes=dict(self.notes),
+            names=dict(self.names),
             id_dtype=self.id_dtype,
         )
 
@@ -278,14 +280,14 @@ def table_from_frame(
         categorical[c] = [v if v not in ("", None) else None for v in vals]
     codes = {c: parse_code_column(frame, c, source) for c in schema.codes}
     labels = parse_code_column(frame, schema.label_column, source, labels=True) if schema.label_column else None
-    notes = {}
+    notes, names = {}, {}
     used = {schema.id_column, schema.label_column, *schema.feature_columns(), *schema.identifier_like}
     ignored = [c for c in frame.columns if c not in used]
     if ignored:
-        notes["ignored_columns"] = len(ignored)
+        notes["ignored_columns"], names["ignored_columns"] = len(ignored), ignored
     identifiers = [c for c in schema.identifier_like if c in frame.columns]
     if identifiers:
-        notes["identifier_like_columns"] = len(identifiers)
+        notes["identifier_like_columns"], names["identifier_like_columns"] = len(identifiers), identifiers
     return PatientTable(
         source=source,
         schema=schema,
@@ -295,6 +297,7 @@ def table_from_frame(
         codes=codes,
         labels=labels,
         notes=notes,
+        names=names,
         id_dtype=ids.dtype if ids.dtype.is_integer() else None,
     )
 

@@ -205,6 +205,15 @@ def column_names_text(columns: list[str]) -> str:
     return ", ".join(columns)
 
 
+def some_names(names: list[str], shown: int = 5) -> str:
+    """The first `shown` names for a message, then "and K more" (hidden, as column_names_text, when they
+    look like data)."""
+    if header_looks_like_data(names) and not identifiers_shown():
+        return f"{len(names)} names hidden: they look like data; ehrdx --show-ids shows them"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def no_header_error(columns: list[str], file: str) -> DataError:
     shown = f" (columns: {', '.join(columns)})" if identifiers_shown() else ""
     return DataError(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from ehrdx.data.table_cells import some_names
 from ehrdx.evaluate.metrics import BOOTSTRAP_DRAWS, bootstrap_label_intervals, calibration_sums, recall_at_ks
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import few_positive_labels, format_interval, more_labels_note, most_positive
@@ -240,7 +241,7 @@ SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
 
 def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], thresholds, store=None,
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
-                 excluded: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
+                 excluded: dict | None = None, excluded_names: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
                  explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None,
                  bootstrap_draws: int = BOOTSTRAP_DRAWS, ensemble: dict | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
@@ -263,7 +264,9 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                ["labels", len(labels)], ["known (sample, label) entries", result["all"]["n_known_elements"]],
                ["unknown entries (masked: censored, not yet defined, not new onset)",
                 result["all"]["n_masked_elements"]]]
-    summary += [[k.replace("_", " "), v] for k, v in {**(excluded or {}), **samples.counts}.items()]
+    names = excluded_names or {}  # what a count counts, where it has names (e.g. the ignored columns)
+    summary += [[k.replace("_", " ") + (f" ({some_names(names[k])})" if names.get(k) else ""), v]
+                for k, v in {**(excluded or {}), **samples.counts}.items()]
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
     parts.append(_table(["", "count"], summary))

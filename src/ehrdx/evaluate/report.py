@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ehrdx.data.table_cells import some_names
 from ehrdx.evaluate.metrics import HEADLINE
 
 TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
@@ -150,8 +151,23 @@ def print_exclusions(console: Console, metrics: dict) -> None:
         for label, n in summary.get("labels_not_in_model", {}).items():
             console.print(f"[yellow]{part}: label '{escape(label)}' on {n:,} patient(s) never occurs in training: "
                           f"left out[/yellow]")
+    names = metrics.get("excluded_names", {})
     for what, n in metrics.get("excluded", {}).items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n}[/yellow]")
+        console.print(f"[yellow]{escape(count_line(what, n, names.get(what)))}[/yellow]")
+    print_warnings(console, metrics)
+
+
+def count_line(what: str, n, names: list[str] | None = None) -> str:
+    """One counted exclusion in words, naming what it counts where that has names (the first few):
+    `ignored columns: 7 (unit, ward, a, b, c and 2 more)`."""
+    line = f"{what.replace('_', ' ')}: {n:,}" if isinstance(n, int) else f"{what.replace('_', ' ')}: {n}"
+    return f"{line} ({some_names(names)})" if names else line
+
+
+def print_warnings(console: Console, metrics: dict) -> None:
+    """What the input made the run do without (e.g. an unreadable codes.parquet), as metrics.json keeps it."""
+    for text in metrics.get("warnings", []):
+        console.print(f"[yellow]{escape(text)}[/yellow]")
 
 
 EVENT_ROWS = ("macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "f1_micro", "recall_at_5",
@@ -211,8 +227,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                       format_value(row["new_onset"]["macro_auprc"]))
         console.print(b)
     excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
+    names = metrics.get("excluded_names", {})
     for what, n in excluded.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+        console.print(f"[yellow]{escape(count_line(what, n, names.get(what)))}[/yellow]")
+    print_warnings(console, metrics)
     print_one_class(console, metrics)
     left = metrics.get("train_summary", {}).get("map_labels_left_out")
     if left:

@@ -60,6 +60,14 @@ class SequenceConfig:
         return {"kind": "sequence", **d}
 
 
+def check_heads(encoder: str, hidden: int, heads: int) -> None:
+    """A Transformer splits each visit's vector between its attention heads: `hidden` must divide by `heads`
+    (a public check, so that a command can refuse the sizes before it reads any events)."""
+    if encoder == "transformer" and hidden % heads:
+        raise ModelError(f"hidden {hidden} is not divisible by heads {heads}: the Transformer splits each visit's "
+                         "vector between its attention heads\n  fix: e.g. --hidden 128 --heads 4 (or --heads 1)")
+
+
 class SequenceModel(nn.Module):
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
@@ -77,10 +85,7 @@ class SequenceModel(nn.Module):
         self.in_norm = nn.LayerNorm(H)
         self.drop = VisitDropout(config.dropout) if config.encoder == "transformer" else nn.Dropout(config.dropout)
         if config.encoder == "transformer":
-            if H % config.heads:
-                raise ModelError(f"hidden {H} is not divisible by heads {config.heads}: the Transformer splits each "
-                                 "visit's vector between its attention heads\n  fix: e.g. --hidden 128 --heads 4 "
-                                 "(or --heads 1)")
+            check_heads(config.encoder, H, config.heads)
             self.blocks = nn.ModuleList(CausalBlock(H, config.heads, config.dropout) for _ in range(config.layers))
             self.out_norm = nn.LayerNorm(H)
         else:

@@ -167,6 +167,16 @@ class EventSource:
         """What reading the events left out, counted by reason."""
         return dict(self.store.counts)
 
+    @property
+    def names(self) -> dict[str, list[str]]:
+        """What a note counts, where it has names (e.g. the ignored columns)."""
+        return self.store.names
+
+    @property
+    def warnings(self) -> list[str]:
+        """What reading the events did without, in words (e.g. an unreadable codes.parquet)."""
+        return self.store.warnings
+
     # -- splits and the oracle -------------------------------------------------------------------
     def default_splits(self, seed: int, fractions=(0.7, 0.15, 0.15), selector: LabelSelector | None = None,
                        meds: str | Path | None = None, split_names: dict[str, str] | None = None):

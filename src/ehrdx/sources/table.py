@@ -84,6 +84,16 @@ class TableSource:
         """What reading the table left out or found odd, counted by reason."""
         return dict(self.table.notes)
 
+    @property
+    def names(self) -> dict[str, list[str]]:
+        """What a note counts, where it has names (e.g. the ignored columns)."""
+        return dict(self.table.names)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What reading the table did without, in words: nothing so far (its oddities are counted)."""
+        return []
+
     def default_splits(self, seed: int, fractions=(0.7, 0.15, 0.15), selector=None, **_):
         """Train/validation/test rows, seeded, stratified by each patient's label set."""
         labels = self.table.labels or [[] for _ in range(len(self.table))]

@@ -90,7 +90,7 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
                             "row per label: give its unique pairs")
     rows = rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path))
     seconds = f.get_column("time").dt.epoch("s").to_numpy()
-    after = _after_death(store, rows, seconds)
+    after = after_death(store, rows, seconds)
     if after.any():  # no prediction is made for a patient after death: an export or join gone wrong
         raise DataError(f"{int(after.sum())} prediction time(s) after the patient's death (MEDS_DEATH)",
                         file=str(path), column="prediction_time", rows=np.flatnonzero(after)[:5].tolist(),
@@ -98,8 +98,9 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     return rows, seconds
 
 
-def _after_death(store: EventStore, rows: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    """Whether each (store row, time in seconds) lies after that patient's first MEDS_DEATH event."""
+def after_death(store: EventStore, rows: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Whether each (store row, time in seconds) lies after that patient's first MEDS_DEATH event: no
+    prediction is made there (predict --times and explain --time refuse it)."""
     if "MEDS_DEATH" not in store.code_names or not len(rows):
         return np.zeros(len(rows), bool)
     pos = np.flatnonzero(np.asarray(store.codes) == store.code_names.index("MEDS_DEATH"))
