@@ -1,16 +1,21 @@
 """Found by trying ehrdx on messy input (session s13): values beyond the store's float32 range, text in an OMOP
-value column."""
+value column, CSV columns whose type changes after the first rows."""
 
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from ehrdx.data.meds import normalise_events
+from ehrdx.data.meds import iter_event_table, normalise_events
 from ehrdx.data.omop import iter_omop
 from ehrdx.data.store import build_store
 from ehrdx.errors import DataError
+from ehrdx.events_pipeline import open_store
+from ehrdx.tasks.task import read_prediction_times
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 
 
 def test_a_value_beyond_float32_range_is_counted_and_set_to_null_not_stored_as_inf(tmp_path):
@@ -47,3 +52,31 @@ def test_text_in_an_omop_value_column_is_an_error_naming_the_rows_not_an_empty_v
     shard = next(iter_omop(_omop(tmp_path / "ok", [" 6.5 ", "7", ""])))
     values = shard.frame.filter(pl.col("code") == "MEASUREMENT//HBA1C").get_column("numeric_value").to_list()
     assert values == [6.5, 7.0, None]
+
+
+def test_text_in_the_value_column_after_the_first_10000_rows_names_column_and_row(tmp_path):
+    """The events CSV's value column was typed from its first 10,000 rows: a text cell after them ended the run
+    with "could not be read (ComputeError)", naming neither column nor row."""
+    path = tmp_path / "events.csv"
+    path.write_text("pid,when,code,value\n" + "1,2020-01-01,LAB//A,1.5\n" * 10_001 + "1,2020-01-02,LAB//A,high\n")
+    with pytest.raises(DataError, match="text in the numeric value column") as exc:
+        list(iter_event_table(path, subject_col="pid", time_col="when", code_col="code", value_col="value"))
+    assert "column 'value'" in str(exc.value) and "row 10002" in str(exc.value)
+
+
+def test_a_times_file_with_a_late_text_cell_in_another_column_or_of_0_bytes_is_an_error_not_a_traceback(tmp_path):
+    """A --times CSV with a note column holding numbers for 100 rows and then text stopped with a polars
+    traceback (exit 1), and so did a times file of 0 bytes; the extra column is ignored and the empty file is
+    an error naming it."""
+    store = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "store")
+    sid = int(store.subject_ids[0])
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time,note\n"
+                     + "".join(f"{sid},2020-01-01T00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(150))
+                     + f"{sid},2020-01-02,late\n")
+    rows, _ = read_prediction_times(times, store)
+    assert len(rows) == 151
+    times.write_bytes(b"")
+    with pytest.raises(DataError, match="the file is empty") as exc:
+        read_prediction_times(times, store)
+    assert "times.csv" in str(exc.value)

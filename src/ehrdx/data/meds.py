@@ -250,8 +250,9 @@ def iter_event_table(
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pl.read_parquet(path, glob=False)
         else:
-            frame = pl.read_csv(path, glob=False, infer_schema_length=10000,
-                                schema_overrides={subject_col: pl.Utf8, time_col: pl.Utf8, code_col: pl.Utf8})
+            # every column as text: the value column is parsed below, naming the rows that are not numbers
+            # (type inference from the first rows stopped at a late text cell, in any column, unnamed)
+            frame = pl.read_csv(path, glob=False, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
     if value_col and value_col != "numeric_value" and value_col not in frame.columns:
