@@ -1,5 +1,5 @@
 """Found by trying ehrdx on messy input (session s13): values beyond the store's float32 range, text in an OMOP
-value column, CSV columns whose type changes after the first rows."""
+value column, CSV columns whose type changes after the first rows, label maps saved by Excel."""
 
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from ehrdx.data.omop import iter_omop
 from ehrdx.data.store import build_store
 from ehrdx.errors import DataError
 from ehrdx.events_pipeline import open_store
+from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import read_prediction_times
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -80,3 +81,19 @@ def test_a_times_file_with_a_late_text_cell_in_another_column_or_of_0_bytes_is_a
     with pytest.raises(DataError, match="the file is empty") as exc:
         read_prediction_times(times, store)
     assert "times.csv" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["map.csv", "map.json"])
+def test_a_label_map_with_a_byte_order_mark_reads_and_one_not_in_utf8_is_an_error(tmp_path, name):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the map was refused with "no 'code' column (columns:
+    \ufeffcode, label)" (a JSON one as malformed at line 1); a Latin-1 map (Excel's plain CSV) stopped with
+    a UnicodeDecodeError traceback."""
+    path = tmp_path / name
+    text = "code,label,description\nDX//E11*,E11,Diab\u00e8te\n" if name.endswith(".csv") else '{"DX//E11*": "E11"}'
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert LabelSelector.parse(f"map:{path}").mapping == {"DX//E11*": ["E11"]}
+    path.write_bytes(text.encode("latin-1"))
+    if name.endswith(".csv"):
+        with pytest.raises(DataError, match="not UTF-8 text") as exc:
+            LabelSelector.parse(f"map:{path}")
+        assert name in str(exc.value)
