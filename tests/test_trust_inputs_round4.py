@@ -1,5 +1,6 @@
 """Found by trying ehrdx on messy input (session s13): values beyond the store's float32 range, text in an OMOP
-value column, CSV columns whose type changes after the first rows, label maps saved by Excel."""
+value column, CSV columns whose type changes after the first rows, label maps saved by Excel, inputs with no
+events or no prediction times."""
 
 from datetime import datetime
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from ehrdx.cli import app
 from ehrdx.data.meds import iter_event_table, normalise_events
 from ehrdx.data.omop import iter_omop
 from ehrdx.data.store import build_store
@@ -97,3 +100,27 @@ def test_a_label_map_with_a_byte_order_mark_reads_and_one_not_in_utf8_is_an_erro
         with pytest.raises(DataError, match="not UTF-8 text") as exc:
             LabelSelector.parse(f"map:{path}")
         assert name in str(exc.value)
+
+
+@pytest.mark.parametrize("rows", ["", "1,2020-01-01,,\n1,2020-01-02, ,\n"])
+def test_an_events_table_with_no_events_is_an_error_naming_it_not_the_temporary_store(tmp_path, rows):
+    """A header-only events CSV (or one whose every code is empty) trained into "/tmp/ehrdx_store_x: no training
+    patients", naming a folder gone at exit, and predict wrote an empty predictions file as if all were well;
+    both name the events file, and what was left out."""
+    events = tmp_path / "events.csv"
+    events.write_text("pid,when,code,value\n" + rows)
+    cols = ["--events", str(events), "--subject-col", "pid", "--time-col", "when", "--value-col", "value"]
+    r = CliRunner().invoke(app, ["targets", *cols, "--labels", "prefix:DX//", "--out", str(tmp_path / "t.csv")])
+    assert r.exit_code == 2, r.output
+    assert "events.csv: no events" in r.output and "ehrdx_store" not in r.output
+    assert ("null codes excluded: 2" in r.output) == bool(rows)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_times_file_with_a_header_only_is_an_error_not_an_empty_prediction(tmp_path):
+    store = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "store")
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n")
+    with pytest.raises(DataError, match="no prediction times") as exc:
+        read_prediction_times(times, store)
+    assert "times.csv" in str(exc.value)

@@ -72,6 +72,9 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         raise DataError("no 'subject_id' column", file=str(path), column="subject_id",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema), "
                             "whatever the events table's --subject-col is called: rename that column to subject_id")
+    if frame.height == 0:  # predict would write an empty file, evaluate score nothing, as if all were well
+        raise DataError("no prediction times (the file has no rows)", file=str(path),
+                        fix="give one row per (subject_id, prediction_time)")
     if "subject_id" in frame.columns:  # the ids as the user wrote them (007 is not 7) -> the store's ids
         frame = frame.with_columns(pl.Series("subject_id", store.store_ids(frame.get_column("subject_id"),
                                                                            str(path))))
