@@ -1,6 +1,6 @@
 """Found by trying ehrdx on messy input (session s13): values beyond the store's float32 range, text in an OMOP
 value column, CSV columns whose type changes after the first rows, label maps saved by Excel, inputs with no
-events or no prediction times."""
+events or no prediction times, prediction times none of which is in the split scored."""
 
 from datetime import datetime
 from pathlib import Path
@@ -124,3 +124,19 @@ def test_a_times_file_with_a_header_only_is_an_error_not_an_empty_prediction(tmp
     with pytest.raises(DataError, match="no prediction times") as exc:
         read_prediction_times(times, store)
     assert "times.csv" in str(exc.value)
+
+
+def test_evaluate_with_times_none_of_which_is_in_the_split_is_an_error_not_metrics_of_nothing(tmp_path):
+    """`evaluate --times` of training patients scored the held-out split by default: every time was left out,
+    and metrics.json of 0 samples was written, f1_micro 0.0 among the nulls. It stops naming the fix; --split
+    all scores them."""
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n1,2030-01-01\n2,2030-01-01\n")  # train patients
+    args = ["evaluate", "--meds", str(GOLDEN / "meds"), "--model", str(GOLDEN / "gru_model"), "--times", str(times),
+            "--out", str(tmp_path / "m.json")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert "nothing to score" in r.output and "--split all" in r.output
+    assert not (tmp_path / "m.json").exists()
+    r = CliRunner().invoke(app, [*args, "--split", "all"])
+    assert r.exit_code == 0, r.output
