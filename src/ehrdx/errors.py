@@ -28,6 +28,8 @@ def reader_detail(exc: Exception) -> str:
     """A file reader's own error message can quote cells: shown with --show-ids, else its kind only."""
     if _show_ids:
         return str(exc)
+    if type(exc).__name__ == "NoDataError":  # polars' word for a file of 0 bytes: no cell to quote
+        return "the file is empty"
     return f"{type(exc).__name__}; its message may quote cell values, run with ehrdx --show-ids to see it"
 
 

@@ -47,7 +47,7 @@ def open_store(
     if meds is not None and workers > 1:
         store = build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
         attach_descriptions(store, meds=meds)
-        return store
+        return _not_empty(store, meds, until)
     if omop is not None:
         from ehrdx.data.omop import OmopSource
 
@@ -65,7 +65,18 @@ def open_store(
         attach_descriptions(store, names=lambda codes: concept_names(root, codes))
     else:
         attach_descriptions(store, meds=meds)
-    return store
+    return _not_empty(store, meds if meds is not None else events if events is not None else omop, until)
+
+
+def _not_empty(store: EventStore, source, until: str | None) -> EventStore:
+    """A store without a patient is an error naming the input: every later step would fail naming the store's
+    (temporary) folder, or predict write an empty file as if all were well."""
+    if len(store):
+        return store
+    counts = "; ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in store.counts.items())
+    raise DataError("no events" + (f" at or before --until {until}" if until else "") +
+                    (f" ({counts})" if counts else ""), file=str(source),
+                    fix="give a file or dataset with events" + (", or a later --until" if until else ""))
 
 
 def parse_until(until: str | None, option: str = "--until") -> int | None:

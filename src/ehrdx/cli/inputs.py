@@ -79,6 +79,10 @@ def times_in_split(pt, rows, scored: str):
     if pt is None or rows is None:
         return pt
     keep = np.isin(pt[0], rows)
+    if len(keep) and not keep.any():  # scoring nothing would write metrics of 0 samples (f1 0.0) as a result
+        raise EhrdxError(f"none of the {len(keep):,} prediction time(s) given is of a patient among the {scored}: "
+                         "nothing to score\n  fix: --split all scores them (or name the part they belong to: --split "
+                         "train or tuning)")
     if (~keep).any():
         console.print(f"[yellow]{int((~keep).sum()):,} prediction time(s) of patients not among the {scored}: "
                       "left out (--split all scores them)[/yellow]")

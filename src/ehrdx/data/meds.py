@@ -29,6 +29,7 @@ from ehrdx.times import naive_utc, parse_offset_times
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: the store keeps values as float32
 
 # The exact Arrow types of the MEDS 0.4 schemas (meds.DataSchema, CodeMetadataSchema, SubjectSplitSchema,
 # LabelSchema). polars writes large_string and large_list by default, which the standard's validator
@@ -172,6 +173,12 @@ def normalise_events(
             counts["nonfinite_values_set_to_null"] = int(nonfinite.sum())
             v = pl.when(nonfinite).then(None).otherwise(v)
             v = pl.select(v).to_series()
+        # the store keeps float32: a finite float64 beyond its range (1e300) would become inf there and turn
+        # the code's mean into inf, silently zeroing every value of that code
+        too_large = v.abs() > FLOAT32_MAX
+        if too_large.any():
+            counts["values_beyond_float32_range_set_to_null"] = int(too_large.sum())
+            v = pl.select(pl.when(too_large).then(None).otherwise(v)).to_series()
         v = v.cast(pl.Float32)
     else:
         v = pl.Series("numeric_value", [None] * frame.height, dtype=pl.Float32)
@@ -245,8 +252,9 @@ def iter_event_table(
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pl.read_parquet(path, glob=False)
         else:
-            frame = pl.read_csv(path, glob=False, infer_schema_length=10000,
-                                schema_overrides={subject_col: pl.Utf8, time_col: pl.Utf8, code_col: pl.Utf8})
+            # every column as text: the value column is parsed below, naming the rows that are not numbers
+            # (type inference from the first rows stopped at a late text cell, in any column, unnamed)
+            frame = pl.read_csv(path, glob=False, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
     if value_col and value_col != "numeric_value" and value_col not in frame.columns:

@@ -129,6 +129,7 @@ class OmopReader:
                             fix=f"use {', '.join(DEFAULT_PREFIXES)}")
         self.codes, self.prefixes = codes, {**DEFAULT_PREFIXES, **(prefixes or {})}
         self.persons_per_shard = persons_per_shard
+        self._numbers_checked: set[tuple[Path, str]] = set()
         person = _find(self.root, "person")
         if person is None:
             raise DataError("no person table (person.csv, person.parquet or person/*.parquet)", file=str(self.root),
@@ -246,8 +247,31 @@ class OmopReader:
             key = spec.concept if self.codes == "concept" else spec.source_concept
             t = t.join(self.concepts.lazy(), left_on=_int(key, names), right_on="cid", how="left")
             names = t.collect_schema().names()
-        value = pl.col(spec.value).cast(pl.Float64, strict=False) if spec.value and spec.value in names else None
+        value = None
+        if spec.value and spec.value in names:
+            value = pl.col(spec.value)
+            if not t.collect_schema()[spec.value].is_numeric():  # a CSV's text: checked, then read
+                self._check_numbers(path, spec.value)
+                value = value.cast(pl.Utf8).str.strip_chars()
+            value = value.cast(pl.Float64, strict=False)
         return self._rows(t, names, lo, hi, _time(t, spec.datetime, spec.date), code, value, spec.table, counts)
+
+    def _check_numbers(self, path: Path, column: str) -> None:
+        """Text that is not a number in a value column (`<5`, `5,5`, `high`) is an error naming the rows, as in
+        an events table: read leniently it would become an empty value without a word."""
+        if (path, column) in self._numbers_checked:  # once per table, not per chunk of persons
+            return
+        t = _lower(_scan(path)).with_row_index("_row")
+        text = pl.col(column).cast(pl.Utf8).str.strip_chars()
+        bad = t.filter(text.is_not_null() & (text != "") & text.cast(pl.Float64, strict=False).is_null())
+        n = bad.select(pl.len()).collect().item()
+        if n:
+            first = bad.select("_row", column).head(5).collect()
+            raise DataError(f"{n:,} cell(s) of {column} are text, not numbers", file=str(path), column=column,
+                            rows=first.get_column("_row").to_list(), values=first.get_column(column).to_list(),
+                            fix=f"write numbers with a decimal point in {column}, put text results in "
+                                "value_as_string (or value_source_value), or empty the cell")
+        self._numbers_checked.add((path, column))
 
     def _require_columns(self, spec: _Spec, path: Path, names: list[str]) -> None:
         """A column the table's events need, absent from the whole table, is an error, not every row left out

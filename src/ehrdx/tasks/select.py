@@ -14,6 +14,7 @@ E11 and `E11.9` -> E11.9 make an E11.9 record a positive for both the category a
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -97,7 +98,13 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
     mapping: dict[str, list[str]] = {}
     info: dict[str, dict] = {}
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would be part of the first name
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text", file=str(path), fix="save the label map as UTF-8 (in Excel: CSV UTF-8)"
+                            ) from None
+        with io.StringIO(text, newline="") as f:
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             for col in ("code", "label"):
@@ -136,7 +143,7 @@ def _read_structured(path: Path, suffix: str) -> object:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text", file=str(path), fix="save the label map as UTF-8") from None
     try:

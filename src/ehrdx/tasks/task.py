@@ -27,7 +27,7 @@ import numpy as np
 from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, reader_detail
 from ehrdx.tasks import chunks
 from ehrdx.tasks.chunks import EntryBudget, concat_samples, patient_runs
 from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
@@ -59,8 +59,12 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     path = Path(path)
     if not path.exists():
         raise DataError("prediction times file not found", file=str(path), fix="check the path")
-    frame = pl.read_parquet(path, glob=False) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
-        path, glob=False, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Utf8})
+    try:  # a CSV is read as text: other columns (a label, a note) may hold anything
+        frame = pl.read_parquet(path, glob=False) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
+            path, glob=False, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path),
+                        fix="a prediction times file is CSV or Parquet with subject_id and prediction_time") from exc
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
@@ -68,6 +72,9 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         raise DataError("no 'subject_id' column", file=str(path), column="subject_id",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema), "
                             "whatever the events table's --subject-col is called: rename that column to subject_id")
+    if frame.height == 0:  # predict would write an empty file, evaluate score nothing, as if all were well
+        raise DataError("no prediction times (the file has no rows)", file=str(path),
+                        fix="give one row per (subject_id, prediction_time)")
     if "subject_id" in frame.columns:  # the ids as the user wrote them (007 is not 7) -> the store's ids
         frame = frame.with_columns(pl.Series("subject_id", store.store_ids(frame.get_column("subject_id"),
                                                                            str(path))))
