@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ehrdx.data.csv_errors import csv_read_error
 from ehrdx.data.subject_ids import is_text_ids, map_text_ids
 from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
@@ -256,7 +257,7 @@ def iter_event_table(
             # (type inference from the first rows stopped at a late text cell, in any column, unnamed)
             frame = pl.read_csv(path, glob=False, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
+        raise csv_read_error(path, exc) from exc
     if value_col and value_col != "numeric_value" and value_col not in frame.columns:
         # a value column named by the user must be there: without it every value would be dropped unsaid
         # (the default name may be absent: a table of codes only)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ehrdx.data.csv_errors import csv_read_error
 from ehrdx.data.meds import EventShard, normalise_events
 from ehrdx.errors import DataError, reader_detail
 
@@ -85,6 +86,15 @@ def _scan(path: Path) -> pl.LazyFrame:
         return pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
+
+
+def _collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
+    """Tables are scanned lazily, so a file's bad rows (a row longer than the header) surface here, where
+    they are first read: said naming the file, not as polars' traceback."""
+    try:
+        return frame.collect()
+    except pl.exceptions.PolarsError as exc:
+        raise csv_read_error(path, exc) from exc
 
 
 def _lower(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -145,9 +155,9 @@ class OmopReader:
             need = {"concept_id", "vocabulary_id", "concept_code"}
             if not need <= set(names):
                 raise DataError(f"concept table lacks {', '.join(sorted(need - set(names)))}", file=str(concept))
-            self.concepts = c.select(_int("concept_id", names).alias("cid"),
-                                     (pl.col("vocabulary_id").cast(pl.Utf8) + "//" +
-                                      pl.col("concept_code").cast(pl.Utf8)).alias("vocab_code")).collect()
+            vocab_code = pl.col("vocabulary_id").cast(pl.Utf8) + "//" + pl.col("concept_code").cast(pl.Utf8)
+            self.concepts = _collect(c.select(_int("concept_id", names).alias("cid"), vocab_code.alias("vocab_code")),
+                                     concept)
 
     def _persons(self) -> pl.DataFrame:
         p = _lower(_scan(self.person_path))
@@ -163,7 +173,7 @@ class OmopReader:
                              _int("gender_concept_id", names).replace_strict(GENDER_CONCEPTS, default=None,
                                                                               return_dtype=pl.Utf8))
         frame = p.select(_int("person_id", names).alias("subject_id"), born.alias("birth"), gender.alias("gender"))
-        return frame.collect().sort("subject_id")
+        return _collect(frame, self.person_path).sort("subject_id")
 
     def _code(self, spec: _Spec, names: list[str]) -> tuple[pl.Expr, bool]:
         """The code expression of a table's rows, and whether it needs the concept join."""
@@ -204,7 +214,7 @@ class OmopReader:
                 d = _lower(_scan(self.death_path))
                 names = d.collect_schema().names()
                 frames.append(self._rows(d, names, lo, hi, _time(d, "death_datetime", "death_date"),
-                                         pl.lit("MEDS_DEATH"), None, "death", counts))
+                                         pl.lit("MEDS_DEATH"), None, self.death_path, "death", counts))
             events = pl.concat([f.select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")),
                                          pl.col("code").cast(pl.Utf8), pl.col("numeric_value").cast(pl.Float64))
                                 for f in frames])
@@ -230,8 +240,8 @@ class OmopReader:
             names = t.collect_schema().names()
             if "person_id" not in names:
                 continue
-            n = t.select(_int("person_id", names).alias("subject_id")).join(known, on="subject_id", how="anti") \
-                .select(pl.len()).collect().item()
+            n = _collect(t.select(_int("person_id", names).alias("subject_id")).join(known, on="subject_id", how="anti")
+                         .select(pl.len()), path).item()
             if n:
                 out[f"omop_{name}_rows_for_persons_not_in_person_excluded"] = int(n)
         return out
@@ -254,7 +264,8 @@ class OmopReader:
                 self._check_numbers(path, spec.value)
                 value = value.cast(pl.Utf8).str.strip_chars()
             value = value.cast(pl.Float64, strict=False)
-        return self._rows(t, names, lo, hi, _time(t, spec.datetime, spec.date), code, value, spec.table, counts)
+        return self._rows(t, names, lo, hi, _time(t, spec.datetime, spec.date), code, value, path, spec.table,
+                          counts)
 
     def _check_numbers(self, path: Path, column: str) -> None:
         """Text that is not a number in a value column (`<5`, `5,5`, `high`) is an error naming the rows, as in
@@ -264,9 +275,9 @@ class OmopReader:
         t = _lower(_scan(path)).with_row_index("_row")
         text = pl.col(column).cast(pl.Utf8).str.strip_chars()
         bad = t.filter(text.is_not_null() & (text != "") & text.cast(pl.Float64, strict=False).is_null())
-        n = bad.select(pl.len()).collect().item()
+        n = _collect(bad.select(pl.len()), path).item()
         if n:
-            first = bad.select("_row", column).head(5).collect()
+            first = _collect(bad.select("_row", column).head(5), path)
             raise DataError(f"{n:,} cell(s) of {column} are text, not numbers", file=str(path), column=column,
                             rows=first.get_column("_row").to_list(), values=first.get_column(column).to_list(),
                             fix=f"write numbers with a decimal point in {column}, put text results in "
@@ -298,11 +309,11 @@ class OmopReader:
 
     @staticmethod
     def _rows(t: pl.LazyFrame, names: list[str], lo: int, hi: int, time: pl.Expr, code: pl.Expr,
-              value: pl.Expr | None, table: str, counts: dict) -> pl.DataFrame:
+              value: pl.Expr | None, path: Path, table: str, counts: dict) -> pl.DataFrame:
         pid = _int("person_id", names)
-        rows = t.filter(pid.is_between(lo, hi)).select(
+        rows = _collect(t.filter(pid.is_between(lo, hi)).select(
             pid.alias("subject_id"), time.alias("time"), code.alias("code"),
-            (value if value is not None else pl.lit(None, dtype=pl.Float64)).alias("numeric_value")).collect()
+            (value if value is not None else pl.lit(None, dtype=pl.Float64)).alias("numeric_value")), path)
         missing = rows.get_column("time").is_null() | rows.get_column("code").is_null()
         if missing.any():
             key = f"omop_{table}_rows_without_time_or_code_excluded"
@@ -357,6 +368,6 @@ def concept_names(root: str | Path, codes: set[str]) -> dict[str, str]:
     if not {"vocabulary_id", "concept_code", "concept_name"} <= set(frame.collect_schema().names()):
         return {}
     code = pl.col("vocabulary_id").cast(pl.Utf8) + "//" + pl.col("concept_code").cast(pl.Utf8)
-    picked = (frame.select(code.alias("code"), pl.col("concept_name").cast(pl.Utf8).alias("description"))
-              .filter(pl.col("code").is_in(list(codes))).collect())
+    picked = _collect(frame.select(code.alias("code"), pl.col("concept_name").cast(pl.Utf8).alias("description"))
+                      .filter(pl.col("code").is_in(list(codes))), path)
     return named(picked, codes)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ehrdx.data.csv_errors import csv_read_error
 from ehrdx.data.table_cells import (
     ID_NAMES,
     LABEL_NAMES,
@@ -26,7 +27,7 @@ from ehrdx.data.table_cells import (
     parse_code_column,
     parse_code_list,
 )
-from ehrdx.errors import DataError, reader_detail
+from ehrdx.errors import DataError
 
 # Re-exported: readers and tests take these from the table module.
 __all__ = ["ID_NAMES", "LABEL_NAMES", "PatientTable", "TableSchema", "column_names_text", "header_looks_like_data",
@@ -123,7 +124,8 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
             return pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
                                schema_overrides=_csv_ids_as_text(path, sep, id_column))
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"could not be read as {suffix[1:]} ({reader_detail(exc)})", file=str(path)) from exc
+        raise csv_read_error(path, exc, separator="\t" if suffix == ".tsv" else ",",
+                             problem=f"could not be read as {suffix[1:]}") from exc
     raise DataError(
         f"unsupported file type '{suffix}'", file=str(path), fix="give a .csv, .tsv or .parquet file"
     )
