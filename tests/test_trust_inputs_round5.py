@@ -2,6 +2,7 @@
 case is ignored, a transformer's heads checked before the store, --until before every event, subjects of
 subject_splits.parquet absent from the data, and a label map's header with another separator or spaces."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,45 @@ def test_a_ragged_row_in_an_events_table_or_a_patient_table_is_named_with_the_fi
     said = words(r.output)
     assert f"{name}: a row has more fields than the header's 3 (file line 4)" in said and "row 3" in said
     assert "quote such a value" in said
+
+
+def events_with_lower_case_codes(tmp_path, patients: int = 12):
+    """Events whose diabetes codes are written in lower case in half the patients (`dx//e11.2`), and a label
+    map of upper-case patterns."""
+    rows = []
+    for p in range(1, patients + 1):
+        dm = "DX//E11.9" if p % 2 else "dx//e11.2"
+        rows += [f"{p},2020-01-01,DX//I10", f"{p},2020-03-01,{dm}", f"{p},2020-06-01,DX//I10",
+                 f"{p},2020-09-01,{'DX//I10' if p % 3 else dm}"]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    label_map = tmp_path / "map.csv"
+    label_map.write_text("code,label\nDX//E11*,E11\nDX//I10*,I10\n")
+    return events, label_map
+
+
+def test_codes_that_match_a_label_only_ignoring_case_are_counted_and_named_by_targets(tmp_path):
+    """`dx//e11.2` against the map's `DX//E11*` is not a record of E11 (codes are case-sensitive), and nothing
+    said so: E11 had other codes, so no label was left out to report. The codes are counted and named."""
+    events, label_map = events_with_lower_case_codes(tmp_path)
+    r = run("targets", "--events", events, "--labels", f"map:{label_map}", "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "1 event code(s) would match --labels if letter case were ignored (dx//e11.2; 8 events)" in said
+    assert "not counted as labels" in said
+    r = run("targets", "--events", events, "--labels", "prefix:DX//:3", "--out", tmp_path / "u.csv")
+    assert r.exit_code == 0 and "(dx//e11.2; 8 events)" in words(r.output)
+    label_map.write_text("code,label\nDX//E11*,E11\ndx//e11*,E11\nDX//I10*,I10\n")  # both spellings mapped
+    r = run("targets", "--events", events, "--labels", f"map:{label_map}", "--out", tmp_path / "v.csv")
+    assert r.exit_code == 0 and "letter case" not in r.output
+
+
+def test_codes_that_match_a_label_only_ignoring_case_are_said_by_train_and_kept_in_metrics_json(tmp_path):
+    events, label_map = events_with_lower_case_codes(tmp_path, patients=30)
+    r = run("train", "--events", events, "--labels", f"map:{label_map}", "--model", "logistic", "--out",
+            tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "would match --labels if letter case were ignored (dx//e11.2;" in words(r.output)
+    summary = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]
+    found = summary["codes_matching_labels_only_ignoring_case"]
+    assert found["count"] == 1 and found["codes"] == ["dx//e11.2"] and found["events"] > 0

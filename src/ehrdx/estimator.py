@@ -41,6 +41,7 @@ from ehrdx.pretrained import EncoderStart, check_pretrained_patients, file_sha25
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
+from ehrdx.tasks.scan import codes_missed_by_case
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec, codes_of_labels
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
@@ -276,6 +277,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
             if absent:
                 out["map_labels_left_out"] = {"count": len(absent), "labels": absent[:50],
                                               "why": "in the label map, but no training patient has a code of them"}
+        if selector is not None and source.targets is None:  # given targets: labels are not read from codes
+            missed = codes_missed_by_case(source.store, selector, train_rows)
+            if missed:
+                out["codes_matching_labels_only_ignoring_case"] = missed
         return out
 
     def _without_validation(self, val_patients: int) -> str:

@@ -81,6 +81,40 @@ class LabelSelector:
             self._prefix_cache = [(k[:-1], v) for k, v in self.mapping.items() if k.endswith("*")]
         return self._prefix_cache
 
+    def labels_missed_by_case(self, code: str) -> list[str]:
+        """The labels this code would be a record of if letter case were ignored, but is not as written
+        (`dx//e11.2` against a map's `DX//E11*`). Codes stay case-sensitive; this only says what that leaves out."""
+        low = code.lower()
+        if self.kind == "prefix":
+            if code.startswith(self.pattern) or not low.startswith(self.pattern.lower()):
+                return []
+            rest = code[len(self.pattern):]
+            return [rest[: self.chars] if self.chars else rest] if rest else []
+        if self.kind == "regex":
+            m = re.search(self.pattern, code, re.IGNORECASE)
+            if m is None or re.search(self.pattern, code):
+                return []
+            return [m.group(1) if m.re.groups and m.group(1) else m.group(0)]
+        exact, prefixes, starts = self._folded()
+        found = [lab for key in exact.get(low, ()) for lab in self.mapping[key]]
+        if low.startswith(starts):  # one C-level test rejects most codes before the loop over prefixes
+            found += [lab for lowered, labels in prefixes if low.startswith(lowered) for lab in labels]
+        if not found:
+            return []
+        have = self.labels_of(code)
+        return list(dict.fromkeys(lab for lab in found if lab not in have))
+
+    def _folded(self) -> tuple[dict[str, list[str]], list[tuple[str, list[str]]], tuple[str, ...]]:
+        """The map's keys in lower case: exact codes (lowered -> keys), and prefixes with their labels."""
+        if not hasattr(self, "_folded_cache"):
+            exact: dict[str, list[str]] = {}
+            for key in self.mapping:
+                if not key.endswith("*"):
+                    exact.setdefault(key.lower(), []).append(key)
+            prefixes = [(k.lower(), v) for k, v in self._prefixes()]
+            self._folded_cache = exact, prefixes, tuple(k for k, _ in prefixes)
+        return self._folded_cache
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "pattern": self.pattern, "chars": self.chars, "mapping": self.mapping,
                 "info": self.info, "spec": self.spec}
