@@ -100,3 +100,14 @@ def test_codes_that_match_a_label_only_ignoring_case_are_said_by_train_and_kept_
     summary = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]
     found = summary["codes_matching_labels_only_ignoring_case"]
     assert found["count"] == 1 and found["codes"] == ["dx//e11.2"] and found["events"] > 0
+
+
+def test_train_refuses_a_transformer_s_heads_before_the_store_is_built(tmp_path):
+    """`train --model transformer --hidden 16 --heads 3` converted the events into the store (minutes on big
+    data) and only then refused the sizes; pretrain and explain refuse them first. So does train now."""
+    store = tmp_path / "store"
+    r = run("train", "--meds", GOLDEN / "meds", "--model", "transformer", "--hidden", "16", "--heads", "3",
+            "--store", store, "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "not divisible by heads 3" in words(r.output) and "event store:" not in r.output
+    assert not store.exists() and not (tmp_path / "m").exists()

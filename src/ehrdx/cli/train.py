@@ -273,6 +273,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     from ehrdx.events_pipeline import patient_splits
     from ehrdx.input_settings import parse_split_names, settings_to_save
     from ehrdx.models.registry import get_model
+    from ehrdx.models.sequence import check_heads
     from ehrdx.pipeline import train_and_evaluate
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.targets import read_targets
@@ -282,6 +283,8 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         # Checked before the events are read: a typo in the task, labels or model fails at once.
         selector = LabelSelector.parse(labels)
         get_model(model or DEFAULT_MODEL["events"], "events")
+        if not params.get("init"):  # with --init the sizes are the encoder's (asking others is refused later)
+            check_heads(model or DEFAULT_MODEL["events"], params["hidden"], params["heads"])
         clf = EHRClassifier(model=model, task=TaskSpec.parse(task, new_onset, censor), labels=selector,
                             new_onset=new_onset, censor=censor, **params)
         names = parse_split_names(split_names)
