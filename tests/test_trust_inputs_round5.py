@@ -111,3 +111,34 @@ def test_train_refuses_a_transformer_s_heads_before_the_store_is_built(tmp_path)
     assert r.exit_code == 2, r.output
     assert "not divisible by heads 3" in words(r.output) and "event store:" not in r.output
     assert not store.exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("until", ["1900-01-01", "1990-01-01"])  # before every event; after births, before visits
+@pytest.mark.parametrize("command", ["targets", "train"])
+def test_until_before_every_visit_is_an_error_naming_until_and_the_first_visit(tmp_path, command, until):
+    """`--until 1900-01-01` kept only the patients' static rows (and births before it): targets wrote "0
+    prediction times x 0 labels", train failed later without naming --until. It is an error naming --until
+    and when the data's first visit is."""
+    out = ["--out", tmp_path / ("t.csv" if command == "targets" else "m")]
+    extra = ["--model", "logistic"] if command == "train" else []
+    r = run(command, "--meds", GOLDEN / "meds", "--until", until, "--labels", "prefix:DX//", *extra, *out)
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert f"no visit at or before --until {until}" in said and "the data's first visit is on 2016-01-02" in said
+    assert not Path(out[1]).exists()
+
+
+def test_the_first_visit_after_until_is_the_earliest_over_merged_parts(tmp_path):
+    """Parts of a store converted in parallel (--workers) merge their first visit after --until by the minimum."""
+    from ehrdx.data.meds import iter_meds, meds_shard_paths
+    from ehrdx.data.store import build_store, merge_stores
+
+    paths = meds_shard_paths(GOLDEN / "meds")
+    assert len(paths) >= 2
+    until = 1_000_000_000  # 2001: before every visit, after some births
+    parts = [build_store(iter_meds(GOLDEN / "meds", [p]), tmp_path / str(k), until_seconds=until)
+             for k, p in enumerate(paths)]
+    whole = build_store(iter_meds(GOLDEN / "meds"), tmp_path / "whole", until_seconds=until)
+    merged = merge_stores([p.directory for p in parts], tmp_path / "merged")
+    firsts = [p.meta["first_visit_after_until"] for p in parts]
+    assert merged.meta["first_visit_after_until"] == whole.meta["first_visit_after_until"] == min(firsts)

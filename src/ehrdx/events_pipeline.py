@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,15 @@ def open_store(
 
 def _not_empty(store: EventStore, source, until: str | None) -> EventStore:
     """A store without a patient is an error naming the input: every later step would fail naming the store's
-    (temporary) folder, or predict write an empty file as if all were well."""
+    (temporary) folder, or predict write an empty file as if all were well. So is a --until before every visit:
+    patients stay (static facts, births before it), with no prediction time."""
+    if until and len(store) and store.meta["visits"] == 0:
+        first = store.meta.get("first_visit_after_until")
+        when = datetime.fromtimestamp(first, UTC).replace(tzinfo=None).isoformat(" ") if first is not None else None
+        raise DataError(f"no visit at or before --until {until}, so no prediction time"
+                        + (f": the data's first visit is on {when.removesuffix(' 00:00:00')}" if when else ""),
+                        file=str(source), column="--until",
+                        fix=f"give a later --until{f' (at or after {when})' if when else ''}, or leave --until out")
     if len(store):
         return store
     counts = "; ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in store.counts.items())

@@ -75,6 +75,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
     names: dict[str, list[str]] = {}
     sources: list[str] = []
     n_events = n_visits = 0
+    first_visit_left_out = None  # the first visit event after --until: what a later --until would keep
     seen_subjects: dict[int, str] = {}
     subject_maps: list[pl.DataFrame] = []
     with ExitStack() as stack:
@@ -97,6 +98,10 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
                 n_late = int(late.fill_null(False).sum())
                 if n_late:
                     counts["events_after_until_left_out"] = counts.get("events_after_until_left_out", 0) + n_late
+                    first = f.filter(late.fill_null(False) & ~pl.col("code").is_in(list(NON_VISIT_CODES))) \
+                        .get_column("time").dt.epoch("s").min()
+                    if first is not None and (first_visit_left_out is None or first < first_visit_left_out):
+                        first_visit_left_out = int(first)
                     f = f.filter(~late.fill_null(False))
             if f.height == 0:
                 continue
@@ -152,6 +157,7 @@ def build_store(shards: Iterable[EventShard], out_dir: str | Path, visit_gap_sec
         "store_version": STORE_VERSION, "visit_gap_seconds": visit_gap_seconds, "until_seconds": until_seconds, "patients": len(seen_subjects), "events": n_events, "visits": n_visits,
         "codes": len(vocab), "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()},
         "counts": counts, "sources": sources, **({"names": names} if names else {}),
+        **({"first_visit_after_until": first_visit_left_out} if first_visit_left_out is not None else {}),
     }
     if subject_maps:  # absent in stores of integer ids (and in every store before text ids were kept)
         meta["subject_id_map"] = write_map(out, subject_maps[0])
@@ -255,6 +261,9 @@ def merge_stores(parts: list[str | Path], out_dir: str | Path, chunk: int = 1 <<
         "dtypes": {k: np.dtype(v).str for k, v in ARRAYS.items()}, "counts": counts, "sources": sources,
         **({"names": names} if names else {}),
     }
+    firsts = [st.meta["first_visit_after_until"] for st in stores if "first_visit_after_until" in st.meta]
+    if firsts:
+        meta["first_visit_after_until"] = min(firsts)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return EventStore(out)
 
