@@ -3,8 +3,10 @@ case is ignored, a transformer's heads checked before the store, --until before 
 subject_splits.parquet absent from the data, and a label map's header with another separator or spaces."""
 
 import json
+import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -142,3 +144,37 @@ def test_the_first_visit_after_until_is_the_earliest_over_merged_parts(tmp_path)
     merged = merge_stores([p.directory for p in parts], tmp_path / "merged")
     firsts = [p.meta["first_visit_after_until"] for p in parts]
     assert merged.meta["first_visit_after_until"] == whole.meta["first_visit_after_until"] == min(firsts)
+
+
+def meds_with_extra_split_subjects(tmp_path, extra=(90001, 90002, 90003)):
+    """The golden MEDS dataset whose subject_splits.parquet also lists subjects with no events in data/."""
+    meds = tmp_path / "meds"
+    shutil.copytree(GOLDEN / "meds", meds)
+    path = meds / "metadata" / "subject_splits.parquet"
+    splits = pl.read_parquet(path)
+    more = pl.DataFrame({"subject_id": list(extra), "split": ["train"] * len(extra)}, schema=splits.schema)
+    pl.concat([splits, more]).write_parquet(path)
+    return meds
+
+
+def test_subjects_of_subject_splits_absent_from_the_data_are_counted_and_said(tmp_path):
+    """Subjects that subject_splits.parquet lists but data/ has no event of were passed over without a word
+    (a missing shard looks just like that). They are counted and said, in the terminal and metrics.json's
+    warnings; the run goes on."""
+    meds = meds_with_extra_split_subjects(tmp_path)
+    r = run("train", "--meds", meds, "--labels", "prefix:DX//", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "subject_splits.parquet: 3 subject(s) listed here have no event in the data: in no split" in said
+    assert "90001" not in said  # patient ids are hidden unless asked for
+    [warning] = json.loads((tmp_path / "m" / "metrics.json").read_text())["warnings"]
+    assert "3 subject(s) listed here have no event in the data" in warning
+
+
+def test_the_absent_split_subjects_are_named_with_show_ids(tmp_path, show_ids):
+    from ehrdx.events_pipeline import open_store
+
+    meds = meds_with_extra_split_subjects(tmp_path, extra=tuple(range(90001, 90008)))
+    [warning] = open_store(meds=meds, store_dir=tmp_path / "store").warnings
+    assert "7 subject(s) listed here" in warning and "90001, 90002, 90003, 90004, 90005 and 2 more" in warning
+    assert open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "golden").warnings == []

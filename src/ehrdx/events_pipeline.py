@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ehrdx.data.descriptions import attach_descriptions
-from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths
+from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, identifiers_shown
 from ehrdx.estimator import EHRClassifier
 from ehrdx.sources.events import EventSource
 from ehrdx.tasks.labels import LabelVocab
@@ -48,6 +48,7 @@ def open_store(
     if meds is not None and workers > 1:
         store = build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
         attach_descriptions(store, meds=meds)
+        note_split_subjects_without_events(store, meds, until)
         return _not_empty(store, meds, until)
     if omop is not None:
         from ehrdx.data.omop import OmopSource
@@ -66,7 +67,33 @@ def open_store(
         attach_descriptions(store, names=lambda codes: concept_names(root, codes))
     else:
         attach_descriptions(store, meds=meds)
+        if meds is not None:
+            note_split_subjects_without_events(store, meds, until)
     return _not_empty(store, meds if meds is not None else events if events is not None else omop, until)
+
+
+def note_split_subjects_without_events(store: EventStore, meds: str | Path, until: str | None) -> None:
+    """Subjects that MEDS subject_splits.parquet lists but the data has no event of (at or before --until) are
+    in no split: counted and said (a store warning, printed and kept in metrics.json), since a missing shard
+    looks just like that. Not an error: a dataset may list subjects a shard filter left out."""
+    try:
+        splits = read_subject_splits(meds)
+    except DataError:
+        return  # an unreadable file is refused where the splits are used
+    if splits is None:
+        return
+    listed = splits.get_column("subject_id").drop_nulls().to_numpy()
+    absent = np.setdiff1d(listed, np.asarray(store.subject_ids))
+    if len(absent) == 0:
+        return
+    shown = "ids hidden; run with ehrdx --show-ids to see them"  # patient ids stay out of logs unless asked for
+    if identifiers_shown():
+        shown = ", ".join(str(i) for i in absent[:5]) + (f" and {len(absent) - 5:,} more" if len(absent) > 5 else "")
+    store.add_warning(str(DataError(
+        f"{len(absent):,} subject(s) listed here have no event in the data"
+        + (f" at or before --until {until}" if until else "") + f": in no split ({shown})",
+        file=str(Path(meds) / "metadata" / "subject_splits.parquet"),
+        fix="check that data/ holds every shard; nothing to do if they were left out on purpose")))
 
 
 def _not_empty(store: EventStore, source, until: str | None) -> EventStore:
@@ -109,7 +136,9 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
         build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, parse_until(until))
     barrier()
     if rank == 0:
-        attach_descriptions(merge_stores(parts, store_dir), meds=meds)
+        merged = merge_stores(parts, store_dir)
+        attach_descriptions(merged, meds=meds)
+        note_split_subjects_without_events(merged, meds, until)
         shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
     barrier()
     return EventStore(store_dir)
