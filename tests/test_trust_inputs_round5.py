@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ehrdx.cli import app
+from ehrdx.errors import DataError
+from ehrdx.tasks.select import LabelSelector
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 runner = CliRunner()
@@ -178,3 +180,19 @@ def test_the_absent_split_subjects_are_named_with_show_ids(tmp_path, show_ids):
     [warning] = open_store(meds=meds, store_dir=tmp_path / "store").warnings
     assert "7 subject(s) listed here" in warning and "90001, 90002, 90003, 90004, 90005 and 2 more" in warning
     assert open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "golden").warnings == []
+
+
+@pytest.mark.parametrize(("header", "hint"), [
+    ("code;label", "another separator than the comma"),
+    ("code , label", "'code ' with spaces around the name"),
+])
+def test_a_label_map_header_with_another_separator_or_spaced_names_says_so(tmp_path, header, hint):
+    """A label map saved with `;` (a European Excel) or with spaces around the names was refused with "no
+    'code' column" (or 'label') and the generic fix; an events table's header gets the specific hint, and so
+    does a label map's now."""
+    path = tmp_path / "map.csv"
+    sep = ";" if ";" in header else " , "
+    path.write_text(f"{header}\nDX//E11*{sep}E11\n")
+    with pytest.raises(DataError) as exc:
+        LabelSelector.parse(f"map:{path}")
+    assert "map.csv" in str(exc.value) and hint in str(exc.value)

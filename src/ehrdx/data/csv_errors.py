@@ -1,6 +1,7 @@
-"""What went wrong when polars could not read a CSV, said as a user can fix it. polars' own message for a
-row with more fields than the header ("found more fields than defined in 'Schema'") names neither the row
-nor the cause, most often a value holding the separator unquoted (`5,5`)."""
+"""What went wrong with a CSV, said as a user can fix it: polars' own message for a row with more fields than
+the header ("found more fields than defined in 'Schema'") names neither the row nor the cause, most often a
+value holding the separator unquoted (`5,5`); a column not found may be a header in another separator or
+with spaces around a name."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def csv_read_error(path: str | Path, exc: Exception, *, separator: str = ",",
                              fix=f'quote such a value ("5,5"), write it with a decimal point (5.5), or remove the '
                                  f"extra {separator!r}")
     return DataError(f"{problem} ({reader_detail(exc)})", file=str(path))
+
+
+def header_hint(col: str, columns: list[str]) -> str | None:
+    """What a header without `col` suggests went wrong, as a fix (None when nothing does): spaces around the
+    name, or another separator than the comma (one column holding the whole header)."""
+    spaced = [c for c in columns if c != col and c.strip() == col]
+    if spaced:
+        return f"the header has {spaced[0]!r} with spaces around the name: remove them"
+    if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
+        return "the file seems to use another separator than the comma (one column holds the whole header): " \
+               "write it comma-separated"
+    return None

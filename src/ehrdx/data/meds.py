@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrdx.data.csv_errors import csv_read_error
+from ehrdx.data.csv_errors import csv_read_error, header_hint
 from ehrdx.data.subject_ids import is_text_ids, map_text_ids
 from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
@@ -69,14 +69,10 @@ def _parse_times(text: pl.Series, time_format: str | None) -> pl.Series:
 
 
 def _missing_column_fix(role: str, col: str, columns: list[str]) -> str:
-    """How to fix a missing column: the usual answer, or what the header suggests went wrong (another
-    separator than the comma: one column holding them all; spaces around a name)."""
-    spaced = [c for c in columns if c != col and c.strip() == col]
-    if spaced:
-        return f"the header has {spaced[0]!r} with spaces around the name: remove them"
-    if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
-        return "the file seems to use another separator than the comma (one column holds the whole header): " \
-               "write it comma-separated"
+    """How to fix a missing column: the usual answer, or what the header suggests went wrong."""
+    hint = header_hint(col, columns)
+    if hint:
+        return hint
     flag = {"subject id": "--subject-col", "time": "--time-col", "code": "--code-col"}.get(role)
     return f"name the {role} column in the column mapping" + (f" ({flag} NAME for an events table)" if flag else "")
 

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ehrdx.data.csv_errors import header_hint
 from ehrdx.data.spelling import spelling_clashes
 from ehrdx.errors import DataError
 
@@ -143,8 +144,9 @@ def _read_map(path: Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
             cols = reader.fieldnames or []
             for col in ("code", "label"):
                 if col not in cols:
-                    raise DataError(f"no '{col}' column (columns: {', '.join(cols)})", file=str(path), column=col,
-                                    fix="a label map CSV has the columns code,label and optionally description")
+                    raise DataError(f"no '{col}' column (columns: {', '.join(repr(c) for c in cols)})",
+                                    file=str(path), column=col, fix=header_hint(col, cols) or
+                                    "a label map CSV has the columns code,label and optionally description")
             for i, row in enumerate(reader):
                 code, label = (row["code"] or "").strip(), (row["label"] or "").strip()
                 if not code or not label:
