@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 from typer.testing import CliRunner
 
 from ehrdx.cli import app
@@ -38,3 +39,37 @@ def test_the_store_s_warnings_are_in_the_html_report(tmp_path):
     page = (tmp_path / "r.html").read_text()
     cohort = page[page.index("id='cohort'"):page.index("id='metrics'")]
     assert "codes.parquet: not a readable parquet file" in cohort and "code descriptions left out" in cohort
+
+
+# -- a table's columns the model does not use -------------------------------------------------------------
+
+def table_with_extra_columns(tmp_path) -> Path:
+    table = pl.read_csv(GOLDEN / "table.csv").with_columns(pl.lit("B").alias("ward"), pl.lit(1.0).alias("note"))
+    table.write_csv(tmp_path / "t.csv")
+    return tmp_path / "t.csv"
+
+
+def test_predict_on_a_table_names_the_columns_the_model_does_not_use(tmp_path):
+    """train says "ignored columns: N (a, b)"; predict read the same extra columns without a word."""
+    r = run("predict", table_with_extra_columns(tmp_path), "--model", GOLDEN / "table_model",
+            "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert "ignored columns: 2 (ward, note)" in words(r.output)
+
+
+def test_evaluate_on_a_table_names_the_columns_the_model_does_not_use_and_writes_them(tmp_path):
+    r = run("evaluate", table_with_extra_columns(tmp_path), "--model", GOLDEN / "table_model",
+            "--out", tmp_path / "m.json")
+    assert r.exit_code == 0, r.output
+    assert "ignored columns: 2 (ward, note)" in words(r.output)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["excluded"]["ignored_columns"] == 2  # the keys train's metrics.json uses
+    assert metrics["excluded_names"]["ignored_columns"] == ["ward", "note"]
+
+
+def test_a_table_without_a_column_the_model_needs_is_refused_naming_it(tmp_path):
+    """(already so: checked, not changed)"""
+    pl.read_csv(GOLDEN / "table.csv").drop("hba1c").write_csv(tmp_path / "t.csv")
+    r = run("predict", tmp_path / "t.csv", "--model", GOLDEN / "table_model", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 2
+    assert "columns the model was trained on are missing: hba1c" in words(r.output) and "fix:" in r.output
