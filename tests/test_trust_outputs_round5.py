@@ -73,3 +73,11 @@ def test_a_table_without_a_column_the_model_needs_is_refused_naming_it(tmp_path)
     r = run("predict", tmp_path / "t.csv", "--model", GOLDEN / "table_model", "--out", tmp_path / "p.csv")
     assert r.exit_code == 2
     assert "columns the model was trained on are missing: hba1c" in words(r.output) and "fix:" in r.output
+
+
+def test_evaluate_on_a_table_says_unseen_values_once(tmp_path):
+    """The count of values unseen in training was printed twice, in two wordings."""
+    pl.read_csv(GOLDEN / "table.csv").with_columns(pl.lit("X").alias("sex")).write_csv(tmp_path / "t.csv")
+    r = run("evaluate", tmp_path / "t.csv", "--model", GOLDEN / "table_model")
+    assert r.exit_code == 0, r.output
+    assert words(r.output).count("300 category sex value(s)") == 1

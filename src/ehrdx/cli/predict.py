@@ -73,8 +73,7 @@ def evaluate(
         fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     clf, table = _table_model_and_data(model, data, id_col, device)
     excluded = _table_exclusions(table)  # e.g. the columns the model does not use, as train says them
-    result = {**clf.evaluate(table), **excluded}
-    _report_summary(result.get("summary", {}))
+    result = {**clf.evaluate(table), **excluded}  # its summary's unseen values: said by print_report
     print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)))
     if out:
         opts.write_json(out, result)
