@@ -81,3 +81,25 @@ def test_evaluate_on_a_table_says_unseen_values_once(tmp_path):
     r = run("evaluate", tmp_path / "t.csv", "--model", GOLDEN / "table_model")
     assert r.exit_code == 0, r.output
     assert words(r.output).count("300 category sex value(s)") == 1
+
+
+# -- prediction times before the first visit --------------------------------------------------------------
+
+def test_a_time_before_the_first_visit_is_counted_under_its_own_cause_not_as_no_visit(tmp_path):
+    """Patient 2 has visits; its one time (1900) is before them. predict said the patient had "no visit,
+    e.g. only MEDS_BIRTH", the wrong cause. A patient with no visit at all still gets that line."""
+    meds = tmp_path / "meds"
+    shutil.copytree(GOLDEN / "meds", meds)
+    shard = next((meds / "data" / "train").glob("*.parquet"))  # one patient with only a birth
+    frame = pl.read_parquet(shard)
+    birth = frame.filter(pl.col("code") == "MEDS_BIRTH").head(1).with_columns(pl.lit(999_999, pl.Int64).alias("subject_id"))
+    pl.concat([frame, birth]).write_parquet(shard)
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n2,1900-01-01\n3,2019-06-01\n999999,2019-06-01\n")
+    r = run("predict", "--model", GOLDEN / "gru_model", "--meds", meds, "--times", times, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "1 prediction time(s) before the patient's first visit: nothing to predict from" in said
+    assert "1 patient(s) with no prediction time (no visit" in said  # 999999 only
+    assert "prediction times of patients without visits: 1" in said
+    assert pl.read_csv(tmp_path / "p.csv")["subject_id"].to_list() == [3]

@@ -277,7 +277,11 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
                   f"({rate:,.0f} rows/s) -> {escape(str(out))}")
     for what, n in samples.counts.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+        if what == "prediction_times_before_first_visit":  # the patient has visits, just none yet
+            console.print(f"[yellow]{n:,} prediction time(s) before the patient's first visit: nothing to predict "
+                          "from, no row in the output[/yellow]")
+        else:
+            console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
     _print_coverage(coverage)
 
 
