@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from ehrdx.cli import app
@@ -103,3 +104,27 @@ def test_a_time_before_the_first_visit_is_counted_under_its_own_cause_not_as_no_
     assert "1 patient(s) with no prediction time (no visit" in said  # 999999 only
     assert "prediction times of patients without visits: 1" in said
     assert pl.read_csv(tmp_path / "p.csv")["subject_id"].to_list() == [3]
+
+
+# -- errors about options are worded as options -------------------------------------------------------------
+
+def test_an_error_about_an_option_names_the_option_not_a_column():
+    """`column '--add'` read as if a file had a column named --add. A file's column keeps its wording."""
+    from ehrdx.errors import DataError
+
+    assert str(DataError("unreadable date", column="--add")).startswith("option --add: unreadable date")
+    assert str(DataError("bad", file="t.csv", column="age")).startswith("t.csv, column 'age': bad")
+
+
+@pytest.mark.parametrize(("add", "why"), [("U07.1=01/02/2018", "unreadable introduction date"),
+                                          ("NOPE", "label(s) NOPE never recorded in the new training patients"),
+                                          ("=2020-03-01", "'=2020-03-01' has no label before '='")])
+def test_update_refuses_a_bad_add_as_an_option_before_any_progress_bar(tmp_path, add, why):
+    """update --add with an unreadable date showed "fine-tuning 0/1" and then "column '--add': ..."."""
+    r = run("update", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--add", add, "--epochs", 1,
+            "--out", tmp_path / "u")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert f"option --add: {why}" in said and "column '--add'" not in said
+    assert "fine-tuning" not in said and "fix:" in said
+    assert not (tmp_path / "u").exists()
