@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -128,3 +129,39 @@ def test_update_refuses_a_bad_add_as_an_option_before_any_progress_bar(tmp_path,
     assert f"option --add: {why}" in said and "column '--add'" not in said
     assert "fine-tuning" not in said and "fix:" in said
     assert not (tmp_path / "u").exists()
+
+
+# -- numbers with spaces around them --------------------------------------------------------------------------
+
+def events_with_values(values: list[str]) -> pl.DataFrame:
+    n = len(values)
+    return pl.DataFrame({"subject_id": [1] * n, "time": [f"2020-01-0{i + 1}" for i in range(n)],
+                         "code": ["LAB//X"] * n, "numeric_value": values})
+
+
+@pytest.mark.parametrize("kind", ["events_csv", "meds"])
+def test_a_number_with_spaces_around_it_is_read_as_a_number(tmp_path, kind):
+    """Times, codes and OMOP values with spaces around them were read; " 5.5 " in a MEDS shard or an events
+    CSV was refused as text. Only the whitespace is stripped; a cell of spaces only is an empty value."""
+    from ehrdx.events_pipeline import open_store
+
+    frame = events_with_values([" 5.5 ", "\t7", "  ", "8", None])
+    if kind == "meds":
+        (tmp_path / "meds" / "data").mkdir(parents=True)
+        frame.with_columns(pl.col("time").str.to_datetime()).write_parquet(tmp_path / "meds" / "data" / "0.parquet")
+        st = open_store(meds=tmp_path / "meds", store_dir=tmp_path / "store")
+    else:
+        frame.write_csv(tmp_path / "ev.csv")
+        st = open_store(events=tmp_path / "ev.csv", store_dir=tmp_path / "store")
+    values = np.asarray(st.values)
+    assert values[[0, 1, 3]].tolist() == pytest.approx([5.5, 7.0, 8.0]) and np.isnan(values[[2, 4]]).all()
+
+
+def test_text_in_the_value_column_is_still_an_error_naming_file_row_and_column(tmp_path):
+    from ehrdx.errors import DataError
+    from ehrdx.events_pipeline import open_store
+
+    events_with_values(["5", " high "]).write_csv(tmp_path / "ev.csv")
+    with pytest.raises(DataError, match="text in the numeric value column") as e:
+        open_store(events=tmp_path / "ev.csv", store_dir=tmp_path / "store")
+    assert "ev.csv" in str(e.value) and "row 2" in str(e.value) and "column 'numeric_value'" in str(e.value)
