@@ -41,7 +41,8 @@ class EhrdxError(Exception):
 
 
 class DataError(EhrdxError):
-    """Bad input data. The message names file, column, first offending rows and how to fix it."""
+    """Bad input data. The message names file, column, first offending rows and how to fix it; a `column`
+    that starts with "--" is the command-line option the input came from (e.g. --add)."""
 
     def __init__(
         self,
@@ -61,7 +62,9 @@ class DataError(EhrdxError):
         parts = []
         if file:
             parts.append(f"{file}")
-        if column:
+        if column and column.startswith("--"):  # a command-line option, not a file's column
+            parts.append(f"option {column}")
+        elif column:
             parts.append(f"column '{column}'")
         where = ", ".join(parts)
         msg = f"{where}: {problem}" if where else problem

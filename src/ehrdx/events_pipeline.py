@@ -156,11 +156,15 @@ def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
 
 def prediction_coverage(clf: EHRClassifier, store: EventStore, samples: Samples, rows: np.ndarray) -> dict:
     """What a prediction run could not use as-is, counted: patients among `rows` with no prediction
-    time (no visit: e.g. only MEDS_BIRTH or other static facts), and the events of the predicted patients
-    whose code the model never saw in training (read as the unknown code)."""
+    time because they have no visit (e.g. only MEDS_BIRTH or other static facts), and the events of the
+    predicted patients whose code the model never saw in training (read as the unknown code). A patient
+    with visits whose given times all come before the first one is not among them: those times are counted
+    in the samples' own counts (prediction_times_before_first_visit)."""
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     predicted = np.unique(samples.row)
-    out = {"patients_without_prediction_time": len(np.setdiff1d(rows, predicted))}
+    missing = np.setdiff1d(rows, predicted)
+    visit_offsets = np.asarray(store.visit_offsets)
+    out = {"patients_without_prediction_time": int((visit_offsets[missing + 1] == visit_offsets[missing]).sum())}
     unseen = clf.encoder_.code_map(store) == 0
     if unseen.any() and len(predicted):
         chosen = np.zeros(len(store), dtype=bool)

@@ -61,7 +61,7 @@ def write_html_report(clf, st, samples, out: Path, title: str, model_dir: Path |
                         store=st, history=history, update_report=update_report, model_info=info,
                         excluded=st.counts, excluded_names=st.names, min_cell=min_cell, explanations=explanations,
                         descriptions=clf.label_vocab_.descriptions(), bootstrap_draws=bootstrap_draws,
-                        ensemble=ensemble_summary(clf, st, samples))
+                        ensemble=ensemble_summary(clf, st, samples), warnings=st.warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode())
     return out

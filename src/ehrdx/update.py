@@ -49,7 +49,9 @@ UPDATE_MIX_RULE = ("the new data's tuning (validation) patients, for the labels 
                    "fitted with: " + MIX_RULE.removeprefix("the tuning (validation) patients: "))
 
 
-def _iso_date(text: str) -> str:
+def introduction_date(text: str) -> str:
+    """An introduction date given with `--add LABEL=DATE` as a naive UTC ISO time; an unreadable one is an
+    error naming the option (checked before any data is read)."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -84,6 +86,7 @@ def update_model(
     precision: str = "auto",
     introduced: dict[str, str] | None = None,
     infer_introduced: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[EHRClassifier, dict]:
     """Return (new model, report). `splits` are store rows (train, validation, test) of the new data.
     `introduced` gives new labels' introduced_at (label -> ISO date, e.g. from `--add U07.1=2020-03-01`),
@@ -91,7 +94,8 @@ def update_model(
     patients only with `infer_introduced`, else it is taken to have existed all along.
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
-    fine-tuning, with its old labels as targets and the new labels unknown."""
+    fine-tuning, with its old labels as targets and the new labels unknown. `on_start` is called once the
+    labels to add are checked, before the new rows are fitted (e.g. to show a progress bar only then)."""
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
@@ -113,7 +117,7 @@ def update_model(
     else:
         missing = [lab for lab in new_labels if lab not in first and lab not in vocab_before]
         if missing:  # named by the option that asked for them (the store's folder is a temporary one)
-            raise DataError(f"label(s) {', '.join(missing)} of --add never recorded in the new training patients",
+            raise DataError(f"label(s) {', '.join(missing)} never recorded in the new training patients",
                             column="--add", fix="check the names against the label selection")
         found = [lab for lab in new_labels if lab not in vocab_before]
         if not found:
@@ -132,7 +136,7 @@ def update_model(
     label_codes = codes_of_labels(store, new.selector_, tr)
     given = {lab: {**new.selector_.info.get(lab, {}), "codes": sorted(label_codes.get(lab, []))} for lab in found}
     for lab, date in (introduced or {}).items():
-        given[lab].update(introduced_at=_iso_date(date), introduced_from=ADDED)
+        given[lab].update(introduced_at=introduction_date(date), introduced_from=ADDED)
     info = introduction_info({lab: first.get(lab) for lab in found}, given, infer_introduced)
     describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
     fill_icd10(info, [*vocab_before.labels, *found])  # ICD-10-CM parents, if the optional package is there
@@ -151,6 +155,8 @@ def update_model(
                         column="--add" if new_labels is not None else None,
                         fix="give a date (--add LABEL=DATE) within the data, or data in which the label is "
                             "recorded at a known prediction time")
+    if on_start is not None:
+        on_start()
     prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))

@@ -131,10 +131,17 @@ class EpochProgress:
         self.task = self.progress.add_task(description, total=total, losses="")
 
     def __enter__(self):
-        self.progress.start()
+        self.start()
         return self
 
     def __exit__(self, *exc):
+        self.stop()
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        """Stop the bar (nothing if it never started)."""
         self.progress.stop()
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:

@@ -29,6 +29,7 @@ from ehrdx.cli.options import (
     console,
     fail,
     given_options,
+    print_counts,
 )
 from ehrdx.cli.predict_meds_eval import predict_meds_eval, refuse_table_input
 from ehrdx.errors import EhrdxError
@@ -71,9 +72,9 @@ def evaluate(
     if data is None:
         fail(EhrdxError("give a labelled patient table, or --meds DIR / --events FILE"))
     clf, table = _table_model_and_data(model, data, id_col, device)
-    result = clf.evaluate(table)
-    _report_summary(result.get("summary", {}))
-    print_report(console, opts.release({"test": result}), title=escape(str(data)))
+    excluded = _table_exclusions(table)  # e.g. the columns the model does not use, as train says them
+    result = {**clf.evaluate(table), **excluded}  # its summary's unseen values: said by print_report
+    print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)))
     if out:
         opts.write_json(out, result)
         console.print(f"wrote {escape(str(out))}")
@@ -132,6 +133,12 @@ def _read_for_model(clf, data: Path, id_col: str | None):
     if id_col:
         schema = dataclasses.replace(schema, id_column=id_col)
     return read_table(data, schema=schema, require_labels=False, fixed_schema=True)
+
+
+def _table_exclusions(table) -> dict:
+    """What reading the table left out (e.g. the columns the model does not use), as train's metrics.json
+    keeps it: `excluded` counts, `excluded_names` what they count."""
+    return {"excluded": dict(table.notes), **({"excluded_names": dict(table.names)} if table.names else {})}
 
 
 def _report_summary(summary: dict) -> None:
@@ -210,7 +217,6 @@ def predict(
     import numpy as np
     import polars as pl
 
-
     clf, table = _table_model_and_data(model, data, id_col, device)
     t0 = time.perf_counter()
     proba = clf.predict_proba(table)
@@ -231,6 +237,7 @@ def predict(
         frame.write_csv(out)
     console.print(f"predicted {len(table):,} patients x {len(labels)} labels in {seconds:.2f}s -> {escape(str(out))}")
     _report_summary(clf.last_prediction_summary_)
+    print_counts(table.notes, table.names)  # as train says them: the columns the model does not use
 
 
 def _predict_events(model_dir, meds, events, store, settings, times, out, threshold, device="cpu",
@@ -270,7 +277,11 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
                   f"({rate:,.0f} rows/s) -> {escape(str(out))}")
     for what, n in samples.counts.items():
-        console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+        if what == "prediction_times_before_first_visit":  # the patient has visits, just none yet
+            console.print(f"[yellow]{n:,} prediction time(s) before the patient's first visit: nothing to predict "
+                          "from, no row in the output[/yellow]")
+        else:
+            console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
     _print_coverage(coverage)
 
 

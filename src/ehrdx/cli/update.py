@@ -28,7 +28,7 @@ from ehrdx.cli.options import (
     fail,
     split_list,
 )
-from ehrdx.errors import EhrdxError
+from ehrdx.errors import DataError, EhrdxError
 from ehrdx.paths import label_map_path
 
 
@@ -78,6 +78,11 @@ def update(
     from ehrdx.tasks.task import parse_duration
     from ehrdx.update import below_retraining, compare_update, update_model
 
+    try:  # the option alone is checked before the data is read or any progress is shown
+        add_labels, introduced = labels_to_add(add)
+    except EhrdxError as exc:
+        fail(exc)
+
     settings, events = event_data.resolve(model, split_names)
     try:
         old = ehrdx.load(model)
@@ -85,21 +90,23 @@ def update(
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector_,
                                 split_names=settings["split_names"])
-        with EpochProgress(epochs, "fine-tuning") as progress:
-            selector = LabelSelector.parse(labels) if labels else None
-            replay = None
-            if replay_meds is not None:
-                old_st = open_store(meds=replay_meds, until=replay_until,
-                                    visit_gap_seconds=parse_duration(settings["visit_gap"]))
-                replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector_,
-                                                 split_names=settings["split_names"])[0])
-            add_labels, introduced = labels_to_add(add)
+        selector = LabelSelector.parse(labels) if labels else None
+        replay = None
+        if replay_meds is not None:
+            old_st = open_store(meds=replay_meds, until=replay_until,
+                                visit_gap_seconds=parse_duration(settings["visit_gap"]))
+            replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector_,
+                                             split_names=settings["split_names"])[0])
+        progress = EpochProgress(epochs, "fine-tuning")  # shown once the labels to add are checked
+        try:
             new, report = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,
                                        protect=protect, epochs=epochs, lr=lr, parent_dir=model, on_epoch=progress,
                                        replay=replay, device=device, precision=precision, introduced=introduced,
-                                       infer_introduced=infer_introduced)
-            # the updated model reads its data as this run read the new data
-            new.input_ = settings_to_save(settings, settings["split_fractions"], event_data.kind)
+                                       infer_introduced=infer_introduced, on_start=progress.start)
+        finally:
+            progress.stop()
+        # the updated model reads its data as this run read the new data
+        new.input_ = settings_to_save(settings, settings["split_fractions"], event_data.kind)
         new.save(out)
         if compare:
             report["compare"] = compare_update(old, st, splits, report, selector, add_labels, introduced, init,
@@ -114,12 +121,19 @@ def update(
 
 
 def labels_to_add(add: str | None) -> tuple[list[str] | None, dict[str, str]]:
-    """`--add A,B=2020-03-01`: the labels (None: all new ones) and the introduction dates given."""
+    """`--add A,B=2020-03-01`: the labels (None: all new ones) and the introduction dates given, each date
+    checked (an error naming the option)."""
+    from ehrdx.update import introduction_date
+
     labels, dates = [], {}
     for item in split_list(add):
         label, sep, date = item.partition("=")
+        if not label.strip():
+            raise DataError(f"{item!r} has no label before '='", column="--add",
+                            fix="write LABEL or LABEL=DATE, e.g. U07.1=2020-03-01")
         labels.append(label.strip())
         if sep:
+            introduction_date(date)
             dates[label.strip()] = date.strip()
     return labels or None, dates
 

@@ -157,6 +157,9 @@ def normalise_events(
 
     if value_col and value_col in frame.columns:
         v = frame.get_column(value_col)
+        if v.dtype == pl.Utf8:  # " 5.5 " is a number, as a time or code with spaces around it is read; "  " empty
+            v = v.str.strip_chars()
+            v = pl.select(pl.when(v.str.len_chars() > 0).then(v)).to_series().alias(value_col)
         if not v.dtype.is_numeric():
             cast, rows = _cast_keeping_track(v, pl.Float64)
             if rows:

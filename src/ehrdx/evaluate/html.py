@@ -228,7 +228,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}table.sortable th{cursor:pointer;background:#f4f4f4}
 figure{display:inline-block;margin:.5em}figcaption{font-size:.8em;color:#666;text-align:center}
-.note{color:#666;font-size:.9em}"""
+.note{color:#666;font-size:.9em}.warning{color:#a15c00}"""
 
 SORT_JS = """document.querySelectorAll('table.sortable').forEach(function(t){
  t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
@@ -243,11 +243,13 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                  history: dict | None = None, update_report: dict | None = None, model_info: dict | None = None,
                  excluded: dict | None = None, excluded_names: dict | None = None, min_cell: int = DEFAULT_MIN_CELL,
                  explanations: list[dict] | None = None, descriptions: dict[str, str] | None = None,
-                 bootstrap_draws: int = BOOTSTRAP_DRAWS, ensemble: dict | None = None) -> str:
+                 bootstrap_draws: int = BOOTSTRAP_DRAWS, ensemble: dict | None = None,
+                 warnings: list[str] | None = None) -> str:
     """The report as one HTML string. `samples` is a tasks.task.Samples (y, mask, history, row, time,
     n_visits, counts); `proba` [samples, labels]; `descriptions` label -> readable name, shown beside it.
     The per-label table's AUROC and AUPRC carry 95% intervals over `bootstrap_draws` resamplings of the
-    patients (seed 0; 0: none). `ensemble` (an `auto` model): its weights line and each member's macro rows."""
+    patients (seed 0; 0: none). `ensemble` (an `auto` model): its weights line and each member's macro rows.
+    `warnings`: what the input made the run do without, in words (the store's), noted under the cohort."""
     from ehrdx.evaluate.metrics import evaluate_samples
 
     # The tables as index lists (data/sparse.py), read a block of labels or rows at a time: no [S, L] copy.
@@ -270,6 +272,8 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
     parts.append(_table(["", "count"], summary))
+    # what the terminal and metrics.json say about the input, said where the page is shared too
+    parts += [f"<p class='note warning'>{html.escape(text)}</p>" for text in warnings or []]
     shown, hidden = most_positive(released["test"]["per_label"], REPORT_LABELS)
     more = (f"<p class='note'>The {len(shown)} labels with the most positives of {len(labels)}; "
             f"{html.escape(more_labels_note(hidden, 'metrics.json (ehrdx train, ehrdx evaluate --out)'))}.</p>"

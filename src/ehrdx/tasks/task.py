@@ -337,8 +337,12 @@ def _samples_of(store: EventStore, s_row: np.ndarray, s_time: np.ndarray, task: 
     n_visits = np.clip(n_visits, 0, vo[s_row + 1] - vo[s_row])
 
     keep = n_visits > 0
-    if (~keep).any():
-        counts["prediction_times_before_first_visit"] = int((~keep).sum())
+    if (~keep).any():  # two causes, said apart: a patient with no visit at all, or a time before the first
+        no_visit = (vo[s_row + 1] == vo[s_row])[~keep]
+        if (~no_visit).any():
+            counts["prediction_times_before_first_visit"] = int((~no_visit).sum())
+        if no_visit.any():
+            counts["prediction_times_of_patients_without_visits"] = int(no_visit.sum())
     s_row, s_time, cutoff, n_visits, s_key = s_row[keep], s_time[keep], cutoff[keep], n_visits[keep], s_key[keep]
     check_features_before(store, s_row, s_time, cutoff)
 
