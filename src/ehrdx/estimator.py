@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator
 from ehrdx.artifacts import load_model, register_family, save_model
 from ehrdx.data.bits import label_counts
 from ehrdx.data.samples import Samples
-from ehrdx.data.splits import split_patients
+from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, read_table, table_from_frame
 from ehrdx.errors import DataError, ModelError
@@ -187,10 +187,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
                             fix="give fit(store, train_rows, val_rows) (ehrdx.patient_splits makes them)")
         if train_rows is None:
             train_rows, val_rows = self._default_rows(source) if val is None else (np.arange(len(source)), None)
-        train_rows = np.asarray(train_rows, np.int64)
+        train_rows = check_rows(train_rows, len(source), "train_rows", source.name)
         if val_rows is None:  # a separate validation table: all of it; training rows alone: no validation
             val_rows = np.arange(len(val_source)) if val is not None else np.zeros(0, np.int64)
-        val_rows = np.asarray(val_rows, np.int64)
+        val_rows = check_rows(val_rows, len(val_source), "val_rows", val_source.name)
         self._check_parts(source, train_rows, val_source, val_rows)
         pretrained, sizes = None, {}
         self.pretrained_ = None  # a refit without an encoder keeps no record of an earlier fit's
@@ -311,8 +311,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
         """Samples of the given patients (all by default): for event streams at visit ends, at given
         (row, time) pairs, or at the prediction times of given `targets`; one per patient for a table."""
         self._check_fitted()
-        return self.source(data, targets).samples(rows, self.label_vocab_, self.task_, self.selector_, times=times,
-                                                  require_labels=require_labels)
+        source = self.source(data, targets)
+        rows = None if rows is None else check_rows(rows, len(source), "rows", source.name)
+        return source.samples(rows, self.label_vocab_, self.task_, self.selector_, times=times,
+                              require_labels=require_labels)
 
     def dataset(self, data, samples: Samples):
         """What the model reads for these samples (a SequenceSet, SampleSet, MatrixSet or HistorySet; for a

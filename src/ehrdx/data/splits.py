@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ehrdx.errors import DataError
+
 
 def _strata(y: np.ndarray) -> np.ndarray:
     """Stratum of each patient: index of its rarest label, or -1 for patients with no label."""
@@ -75,3 +77,26 @@ def kfold_patients(y: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
         fold[members] = (np.arange(len(members)) + offset) % k
         offset = (offset + len(members)) % k
     return [np.sort(np.flatnonzero(fold == f)) for f in range(k)]
+
+
+def check_rows(rows, n: int, what: str = "rows", file: str | None = None) -> np.ndarray:
+    """`rows` as int64 row numbers of a source of `n` patients; anything else is a DataError. numpy would take
+    a boolean mask for rows 0 and 1, cut 1.5 to 1 and count -1 from the end: other patients than meant."""
+    arr = np.asarray(rows)
+    fix = "give row numbers 0 to n - 1 of the data (ehrdx.patient_splits gives them for an event store)"
+    if arr.dtype == bool:
+        raise DataError(f"{what} is a boolean mask; row numbers are expected", file=file,
+                        fix="give np.flatnonzero(mask)")
+    if arr.ndim != 1:
+        raise DataError(f"{what} must be one-dimensional row numbers, not an array of shape {arr.shape}",
+                        file=file, fix=fix)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise DataError(f"{what} must be whole numbers (row numbers), not {arr.dtype}", file=file, fix=fix)
+    out = arr.astype(np.int64)
+    bad = int(((out < 0) | (out >= n)).sum())
+    if bad:
+        raise DataError(f"{bad} row number(s) of {what} outside 0 to {n - 1} (the data has {n} patients; rows are "
+                        "positions, not patient ids)", file=file, fix=fix)
+    return out

@@ -1,0 +1,68 @@
+"""The Python API as a new user meets it: wrong arguments get ehrdx's own errors that say what is wrong and how
+to fix it, never a traceback from deep inside numpy, polars or torch, and never a silently different result."""
+
+import numpy as np
+import pytest
+
+from ehrdx import EHRClassifier, open_store, patient_splits
+from ehrdx.data.synth import generate_cohort
+from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def table():
+    return generate_cohort(200, seed=1).table
+
+
+@pytest.fixture(scope="module")
+def table_model(table):
+    return EHRClassifier(model="logistic", seed=0).fit(table)
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    out = tmp_path_factory.mktemp("api_user")
+    paths = write_longitudinal(generate_longitudinal(120, seed=5), out)
+    store = open_store(meds=paths["meds"], store_dir=out / "store")
+    return paths, store, patient_splits(store, paths["meds"], 0)
+
+
+@pytest.fixture(scope="module")
+def event_model(events):
+    paths, store, (tr, va, _) = events
+    return EHRClassifier(model="logistic", labels=f"map:{paths['label_map']}", seed=0).fit(store, tr, va)
+
+
+@pytest.mark.parametrize("rows, said", [
+    (np.array([0, 10_000]), "1 row number.* outside 0 to"),
+    (np.array([-1, 2]), "1 row number.* outside 0 to"),
+    (np.array([0.0, 1.5]), "whole numbers"),
+    ("mask", "(?s)boolean mask.*fix: give np.flatnonzero"),
+    (np.array([[0, 1]]), "one-dimensional"),
+])
+def test_patient_rows_that_are_not_row_numbers_are_refused(rows, said, events, event_model, table, table_model):
+    # A boolean mask was read as rows 0 and 1 over and over, a fraction cut to a whole number and a negative
+    # row counted from the end: predictions for other patients than asked, without a word.
+    _paths, store, (_tr, va, _te) = events
+
+    def given(n):
+        return np.ones(n, dtype=bool) if isinstance(rows, str) else rows
+
+    for data, clf in ((store, event_model), (table, table_model)):
+        with pytest.raises(DataError, match=said):
+            clf.predict_proba(data, given(len(clf.source(data))))
+        with pytest.raises(DataError, match=said):
+            clf.evaluate(data, given(len(clf.source(data))))
+    with pytest.raises(DataError, match=said):
+        EHRClassifier(model="logistic", labels=event_model.labels).fit(store, given(len(store)), va)
+    with pytest.raises(DataError, match=said):
+        EHRClassifier(model="logistic").fit(table, given(len(table)))
+
+
+def test_row_numbers_as_a_list_or_any_integer_type_are_fine(events, event_model):
+    _paths, store, (_tr, _va, te) = events
+    expected = event_model.predict_proba(store, te)
+    assert np.array_equal(event_model.predict_proba(store, [int(r) for r in te]), expected)
+    assert np.array_equal(event_model.predict_proba(store, te.astype(np.int32)), expected)
+    assert event_model.predict_proba(store, []).shape == (0, len(event_model.labels_))
