@@ -66,3 +66,28 @@ def test_row_numbers_as_a_list_or_any_integer_type_are_fine(events, event_model)
     assert np.array_equal(event_model.predict_proba(store, [int(r) for r in te]), expected)
     assert np.array_equal(event_model.predict_proba(store, te.astype(np.int32)), expected)
     assert event_model.predict_proba(store, []).shape == (0, len(event_model.labels_))
+
+
+def test_a_table_given_as_arrow_a_lazy_frame_or_a_dict_of_columns_is_read_like_the_polars_frame(table, table_model):
+    # Anything but a polars DataFrame or a path ended in "expected str, bytes or os.PathLike object".
+    expected = table_model.predict_proba(table)
+    for given in (table.to_arrow(), table.lazy(), table.to_dict(as_series=False)):
+        assert np.array_equal(table_model.predict_proba(given), expected)
+    fitted = EHRClassifier(model="logistic", seed=0).fit(table.to_arrow())
+    assert np.array_equal(fitted.predict_proba(table), expected)
+
+
+@pytest.mark.parametrize("given", [np.zeros((5, 3)), [[1, 2], [3, 4]], 42])
+def test_a_table_without_column_names_is_refused_naming_what_is_accepted(given, table_model):
+    for call in (lambda: EHRClassifier().fit(given), lambda: table_model.predict_proba(given)):
+        with pytest.raises(DataError, match="(?s)not a patient table.*polars or pandas DataFrame"):
+            call()
+
+
+def test_a_pandas_table_is_read_with_its_index_as_a_column_and_nan_as_missing(table, table_model):
+    pd = pytest.importorskip("pandas")
+    frame = table.to_pandas().set_index("patient_id")  # ids in the index, as pandas users keep them
+    assert isinstance(frame, pd.DataFrame)
+    assert np.array_equal(table_model.predict_proba(frame), table_model.predict_proba(table))
+    frame.iloc[0, frame.columns.get_loc("age")] = float("nan")  # pandas' missing value, not a broken export
+    assert table_model.predict_proba(frame).shape == (len(table), len(table_model.labels_))

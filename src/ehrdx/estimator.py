@@ -19,11 +19,11 @@ Everything learned comes from the training patients; validation patients stop tr
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from sklearn.base import BaseEstimator
 
@@ -32,7 +32,7 @@ from ehrdx.data.bits import label_counts
 from ehrdx.data.samples import Samples
 from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
-from ehrdx.data.table import PatientTable, read_table, table_from_frame
+from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
@@ -146,7 +146,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
     # -- sources ---------------------------------------------------------------------------------
     def source(self, data, targets=None, *, for_fit: bool = False):
         """The source behind `data`: an event store (with given `targets`, if any) or a patient table
-        (a PatientTable, a polars DataFrame, or a CSV/Parquet path)."""
+        (a PatientTable, a CSV/Parquet path, or a table in memory: ehrdx.data.table.frame_of)."""
         if isinstance(data, EventSource | TableSource):
             return data
         if isinstance(data, EventStore):
@@ -156,7 +156,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
         kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True} if fitted
                   else {"schema": self.schema, "require_labels": True})
-        table = table_from_frame(data, **kwargs) if isinstance(data, pl.DataFrame) else read_table(data, **kwargs)
+        table = read_table(data, **kwargs) if isinstance(data, str | os.PathLike) else table_from_frame(
+            frame_of(data), **kwargs)
         return TableSource(table)
 
     def _default_rows(self, source) -> tuple[np.ndarray, np.ndarray]:

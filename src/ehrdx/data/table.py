@@ -5,6 +5,7 @@ This is the single validation layer for tables: everything after it trusts its a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,11 +28,11 @@ from ehrdx.data.table_cells import (
     parse_code_column,
     parse_code_list,
 )
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, reader_detail
 
 # Re-exported: readers and tests take these from the table module.
-__all__ = ["ID_NAMES", "LABEL_NAMES", "PatientTable", "TableSchema", "column_names_text", "header_looks_like_data",
-           "parse_code_list", "read_table", "table_from_frame"]
+__all__ = ["ID_NAMES", "LABEL_NAMES", "PatientTable", "TableSchema", "column_names_text", "frame_of",
+           "header_looks_like_data", "parse_code_list", "read_table", "table_from_frame"]
 
 
 
@@ -302,6 +303,33 @@ def table_from_frame(
         names=names,
         id_dtype=ids.dtype if ids.dtype.is_integer() else None,
     )
+
+
+def frame_of(data, source: str = "<table>") -> pl.DataFrame:
+    """A patient table held in memory, as a polars DataFrame: a polars DataFrame or LazyFrame, a pandas DataFrame
+    (a named index, such as patient ids set as the index, becomes a column; NaN is pandas' missing value and
+    reads as an empty cell), a pyarrow Table, or a dict of columns. Anything else (a numpy array, a list) has
+    no column names to find the id, label and feature columns by, and is refused."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    # Looked up, not imported: a user holding a pandas or pyarrow table has imported its package already.
+    pd, pa = sys.modules.get("pandas"), sys.modules.get("pyarrow")
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return pl.from_pandas(data, include_index=True)
+    if pa is not None and isinstance(data, pa.Table):
+        return pl.from_arrow(data)
+    if isinstance(data, dict):
+        try:
+            return pl.DataFrame(data)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            raise DataError(f"a dict of columns that is not a table ({reader_detail(exc)})", file=source,
+                            fix="give columns of equal length, one value per patient") from None
+    raise DataError(f"data of type {type(data).__name__} is not a patient table: a table needs named columns (the patient id, "
+                    "the labels, the features)", file=source,
+                    fix="give a polars or pandas DataFrame, a pyarrow Table, a dict of columns, or the path of a "
+                    "CSV or Parquet file")
 
 
 def read_table(
