@@ -7,7 +7,7 @@ import pytest
 from ehrdx import EHRClassifier, open_store, patient_splits
 from ehrdx.data.synth import generate_cohort
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
-from ehrdx.errors import DataError
+from ehrdx.errors import DataError, ModelError
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,19 @@ def test_a_pandas_table_is_read_with_its_index_as_a_column_and_nan_as_missing(ta
     assert np.array_equal(table_model.predict_proba(frame), table_model.predict_proba(table))
     frame.iloc[0, frame.columns.get_loc("age")] = float("nan")  # pandas' missing value, not a broken export
     assert table_model.predict_proba(frame).shape == (len(table), len(table_model.labels_))
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("hidden", -1), ("hidden", 0), ("hidden", "16"), ("hidden", None), ("layers", 0), ("heads", 0),
+    ("batch_size", 0), ("max_epochs", 2.5), ("max_epochs", -1), ("patience", -2), ("lr", "0.01"), ("lr", -1.0),
+    ("weight_decay", -1.0), ("dropout", 1.5), ("val_fraction", 1.0), ("val_fraction", 2.0), ("seed", None),
+    ("seed", -1), ("seed", 1.5), ("min_code_count", -3), ("min_steps", True),
+])
+def test_a_setting_out_of_range_is_refused_by_fit_naming_it(setting, value, table):
+    # They reached torch ("Trying to create tensor with negative dimension", "'<=' not supported between
+    # 'float' and 'str'", a ZeroDivisionError) or numpy ("repeats may not contain negative values"), or were
+    # silently replaced by the default (batch_size 0).
+    clf = EHRClassifier(max_epochs=1).set_params(**{setting: value})
+    with pytest.raises(ModelError, match=f"{setting}={value!r}"):
+        clf.fit(table)
+    assert not hasattr(clf, "model_")

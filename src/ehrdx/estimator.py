@@ -48,6 +48,7 @@ from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` m
 from ehrdx.train.fit import fit_model
 from ehrdx.train.loop import TrainConfig
 from ehrdx.train.scores import model_probabilities, model_scores
+from ehrdx.train.settings import check_settings
 
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "auto"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
@@ -179,6 +180,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         stop training and tune thresholds (none given with `train_rows`: no early stopping, thresholds 0.5).
         Without rows, a seeded share (val_fraction) of patients is held out for validation.
         `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints."""
+        check_settings(self.get_params(), self.init)
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
         val_source = source if val is None else self.source(val, for_fit=True)
