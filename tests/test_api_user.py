@@ -4,7 +4,7 @@ to fix it, never a traceback from deep inside numpy, polars or torch, and never 
 import numpy as np
 import pytest
 
-from ehrdx import EHRClassifier, open_store, patient_splits
+from ehrdx import EHRClassifier, open_store, patient_splits, update_model
 from ehrdx.data.synth import generate_cohort
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import DataError, ModelError
@@ -107,3 +107,24 @@ def test_a_setting_out_of_range_is_refused_by_fit_naming_it(setting, value, tabl
     with pytest.raises(ModelError, match=f"{setting}={value!r}"):
         clf.fit(table)
     assert not hasattr(clf, "model_")
+
+
+def test_update_model_refuses_what_it_cannot_update_before_any_work(events, event_model, table_model):
+    # An unfitted model and a table model ended in AttributeError ('label_vocab_', "'NoneType' object has no
+    # attribute 'labels_of'"), an unknown init in a ValueError once the new labels' rows were being started.
+    _paths, store, splits = events
+    with pytest.raises(ModelError, match="not fitted"):
+        update_model(EHRClassifier(), store, splits)
+    with pytest.raises(ModelError, match="(?s)learned from a patient table.*fix: retrain"):
+        update_model(table_model, store, splits)
+    with pytest.raises(ModelError, match="unknown init 'foo'.*choose from auto, parent"):
+        update_model(event_model, store, splits, init="foo")
+    with pytest.raises(DataError, match="boolean mask"):
+        update_model(event_model, store, (np.ones(len(store), bool), splits[1], splits[2]))
+
+
+def test_update_model_takes_one_new_label_given_as_a_string_as_that_label(events, event_model):
+    # new_labels="XYZ" was read letter by letter: "label(s) X, Y, Z never recorded".
+    _paths, store, splits = events
+    with pytest.raises(DataError, match="label\\(s\\) XYZ never recorded"):
+        update_model(event_model, store, splits, new_labels="XYZ")

@@ -25,10 +25,13 @@ from torch.nn import functional as F
 
 from ehrdx.data.batches import ConcatSet
 from ehrdx.data.bits import label_counts
+from ehrdx.data.splits import check_rows
 from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
+from ehrdx.models.grow import STRATEGIES as INIT_STRATEGIES
 from ehrdx.models.grow import init_rows
+from ehrdx.models.registry import TABLE
 from ehrdx.pretrained import check_model_patients
 from ehrdx.ranking import HeadScores
 from ehrdx.tasks.icd10 import fill_icd10
@@ -98,7 +101,17 @@ def update_model(
     labels to add are checked, before the new rows are fitted (e.g. to show a progress bar only then)."""
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
-    tr, va, te = (np.asarray(x, dtype=np.int64) for x in splits)
+    if init not in INIT_STRATEGIES:
+        raise ModelError(f"unknown init '{init}' (choose from {', '.join(INIT_STRATEGIES)})")
+    old.labels_  # noqa: B018  (a ModelError where `old` is not fitted)
+    if old.source_kind_ == TABLE:  # no events to find new labels in, nor a label selection to find them by
+        raise ModelError("update_model adds labels found in newer events; this model learned from a patient table\n"
+                         "  fix: retrain on the table with the new labels in its label column (a table model "
+                         "trains in seconds)")
+    if isinstance(new_labels, str):  # one label, not its letters
+        new_labels = [new_labels]
+    tr, va, te = (check_rows(x, len(store), what, str(store.directory))
+                  for x, what in zip(splits, ("train rows", "validation rows", "test rows"), strict=True))
     ids = np.asarray(store.subject_ids)
     check_model_patients(old, {"validation": ids[va], "test": ids[te]})  # a model from an encoder
     t0 = time.perf_counter()
