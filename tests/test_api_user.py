@@ -4,7 +4,7 @@ to fix it, never a traceback from deep inside numpy, polars or torch, and never 
 import numpy as np
 import pytest
 
-from ehrdx import EHRClassifier, open_store, patient_splits, update_model
+from ehrdx import EHRClassifier, explain_sample, open_store, patient_splits, update_model
 from ehrdx.data.synth import generate_cohort
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.errors import DataError, ModelError
@@ -128,3 +128,31 @@ def test_update_model_takes_one_new_label_given_as_a_string_as_that_label(events
     _paths, store, splits = events
     with pytest.raises(DataError, match="label\\(s\\) XYZ never recorded"):
         update_model(event_model, store, splits, new_labels="XYZ")
+
+
+@pytest.fixture(scope="module")
+def gru_model(events):
+    paths, store, (tr, va, _) = events
+    return EHRClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=8, max_epochs=1, seed=0).fit(
+        store, tr, va)
+
+
+def test_explain_sample_names_what_is_wrong_with_its_arguments(events, gru_model):
+    # Each was an AttributeError or IndexError from inside explain.py.
+    _paths, store, (_tr, _va, te) = events
+    samples = gru_model.samples(store, te)
+    with pytest.raises(ModelError, match="not fitted"):
+        explain_sample(EHRClassifier(), store, samples, 0)
+    with pytest.raises(DataError, match="(?s)samples must be.*fix: give clf.samples\\(store, rows\\)"):
+        explain_sample(gru_model, store, te, 0)
+    for index in (len(samples), -1, 1.0):
+        with pytest.raises(DataError, match=f"sample index {index!r} .*0 to {len(samples) - 1}"):
+            explain_sample(gru_model, store, samples, index)
+
+
+def test_explain_sample_takes_one_label_given_as_a_string_as_that_label(events, gru_model):
+    _paths, store, (_tr, _va, te) = events
+    samples = gru_model.samples(store, te)
+    label = gru_model.labels_[0]
+    one = explain_sample(gru_model, store, samples, 0, labels=label)  # was read letter by letter
+    assert [entry["label"] for entry in one["labels"]] == [label]

@@ -17,12 +17,14 @@ score more than setting as many random events to 0.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ehrdx.data.batch import SequenceBatch
+from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.errors import DataError, ModelError
 
@@ -90,6 +92,7 @@ def explained_model(clf, labels: list[str] | None = None) -> tuple[torch.nn.Modu
     ehrdx explain checks it before reading any events."""
     from ehrdx.models.sequence import SequenceModel
 
+    clf.labels_  # noqa: B018  (a ModelError where `clf` is not fitted)
     model, explained = clf.model_, clf.model_name_
     if not isinstance(model, SequenceModel):  # an ensemble: its sequence member, and it says so
         members = [(name, m) for name, m in getattr(model, "members", {}).items() if isinstance(m, SequenceModel)]
@@ -108,7 +111,14 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
                    labels: list[str] | None = None) -> dict:
     """Explanation of one sample (index into `samples`): its top predicted labels (or `labels`), and for
     each the events that drove its score, largest first, with their visit, time, code and value."""
+    labels = [labels] if isinstance(labels, str) else labels  # one label, not its letters
     model, explained = explained_model(clf, labels)
+    if not isinstance(samples, Samples):
+        raise DataError(f"samples must be the model's samples (ehrdx.data.samples.Samples), not {type(samples).__name__}",
+                        fix="give clf.samples(store, rows) (rows: the patients' row numbers), and the index of one")
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < len(samples):
+        raise DataError(f"sample index {index!r} is not one of the {len(samples)} samples (0 to {len(samples) - 1})",
+                        fix="give the position of one sample in `samples`")
     model = model.cpu().eval()
     ds = SequenceSet(store, samples, clf.encoder_, context=clf.context)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
