@@ -156,3 +156,16 @@ def test_explain_sample_takes_one_label_given_as_a_string_as_that_label(events, 
     label = gru_model.labels_[0]
     one = explain_sample(gru_model, store, samples, 0, labels=label)  # was read letter by letter
     assert [entry["label"] for entry in one["labels"]] == [label]
+
+
+def test_predict_takes_rows_as_predict_proba_does_and_a_threshold_by_name(events, event_model, table, table_model):
+    # predict(store, rows) read the rows as a threshold: "could not broadcast input array from shape (n,)".
+    _paths, store, (_tr, _va, te) = events
+    sets = event_model.predict(store, te)
+    assert np.array_equal(sets, event_model.predict_proba(store, te) >= event_model.thresholds_[None, :])
+    at = event_model.predict(store, te, threshold=0.3)
+    assert np.array_equal(at, event_model.predict_proba(store, te) >= 0.3)
+    assert table_model.predict(table).shape == (len(table), len(table_model.labels_))
+    for threshold in (2.0, -0.1, "0.5"):  # 2.0 made every prediction negative without a word
+        with pytest.raises(ModelError, match="threshold .* probability from 0 to 1"):
+            event_model.predict(store, te, threshold=threshold)

@@ -348,9 +348,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
             self.last_prediction_summary_ = source.summary(samples, self.dataset(source, samples))
         return proba
 
-    def predict(self, data, threshold: float | None = None) -> np.ndarray:
-        """Multi-hot predictions at the tuned per-label thresholds (or one fixed threshold)."""
-        proba = self.predict_proba(data)
+    def predict(self, data, rows: np.ndarray | None = None, *, threshold: float | None = None) -> np.ndarray:
+        """Multi-hot predictions for the rows predict_proba scores, at the tuned per-label thresholds (or one
+        fixed threshold)."""
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number)
+                                      or not 0 <= threshold <= 1):
+            raise ModelError(f"threshold {threshold!r} is not a probability from 0 to 1\n  fix: leave it out for "
+                             "the tuned per-label thresholds (thresholds_), or give one such as 0.5")
+        proba = self.predict_proba(data, rows)
         thr = self.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
         return proba >= thr[None, :]
 
