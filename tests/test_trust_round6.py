@@ -66,3 +66,59 @@ def test_short_rows_are_told_from_empty_last_fields_quoted_separators_and_multi_
     path.write_text('a,b,c\n1,"x,y",\n2,"x,y"\n3,"two\nlines",z\n4,5\n')
     error = short_rows_error(path)
     assert error is not None and error.rows == [1, 3] and "(file lines 3, 6)" in str(error)
+
+
+# -- codes that match a label only when case is ignored: said by update and evaluate ----------------------
+
+def events_with_lower_case_codes(tmp_path, patients: int = 40):
+    """Events whose diabetes codes are in lower case in half the patients (`dx//e11.2`), a J44 in two thirds,
+    and label maps of upper-case patterns: without J44 (the model's) and with it (the update's)."""
+    rows = []
+    for p in range(1, patients + 1):
+        dm = "DX//E11.9" if p % 2 else "dx//e11.2"
+        rows += [f"{p},2020-01-01,DX//I10", f"{p},2020-03-01,{dm}", f"{p},2020-06-01,DX//{'J44.1' if p % 3 else 'I10'}",
+                 f"{p},2020-09-01,{'DX//I10' if p % 4 else dm}", f"{p},2020-12-01,DX//E11.9"]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    old_map, new_map = tmp_path / "old_map.csv", tmp_path / "new_map.csv"
+    old_map.write_text("code,label\nDX//E11*,E11\nDX//I10*,I10\n")
+    new_map.write_text("code,label\nDX//E11*,E11\nDX//I10*,I10\nDX//J44*,J44\n")
+    return events, old_map, new_map
+
+
+@pytest.fixture(scope="module")
+def lower_case_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("case")
+    events, old_map, new_map = events_with_lower_case_codes(tmp)
+    r = run("train", "--events", events, "--labels", f"map:{old_map}", "--model", "logistic", "--out", tmp / "m")
+    assert r.exit_code == 0, r.output
+    return tmp, events, new_map
+
+
+def test_update_with_a_label_map_says_the_codes_it_matches_only_ignoring_case(lower_case_model, tmp_path):
+    """`update --labels map:...` selected the new labels from codes without saying that `dx//e11.2` is no record
+    of E11 (as targets and train say). It says so, and keeps it in update_report.json."""
+    import json
+
+    tmp, events, new_map = lower_case_model
+    r = run("update", "--model", tmp / "m", "--events", events, "--labels", f"map:{new_map}", "--out", tmp_path / "u")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "event code(s) would match --labels if letter case were ignored (dx//e11.2;" in said
+    assert "write the label map's codes as the data spells them" in said
+    report = json.loads((tmp_path / "u" / "update_report.json").read_text())
+    assert report["codes_matching_labels_only_ignoring_case"]["codes"] == ["dx//e11.2"]
+
+
+def test_evaluate_says_the_codes_that_match_the_model_s_labels_only_ignoring_case(lower_case_model, tmp_path):
+    """evaluate reads the targets from the data's codes: `dx//e11.2` is not a record of E11 there, unsaid."""
+    import json
+
+    tmp, events, _ = lower_case_model
+    r = run("evaluate", "--model", tmp / "m", "--events", events, "--split", "all", "--out", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "1 event code(s) would match the model's labels if letter case were ignored (dx//e11.2;" in said
+    assert "write the codes in the data as the model's labels spell them" in said
+    found = json.loads((tmp_path / "e.json").read_text())["codes_matching_labels_only_ignoring_case"]
+    assert found["codes"] == ["dx//e11.2"]

@@ -173,6 +173,9 @@ def print_update(report: dict) -> None:
     for part in ("train", "test"):
         for what, n in report.get(f"{part}_excluded", {}).items():
             console.print(f"[yellow]{part}: {what.replace('_', ' ')}: {n:,}[/yellow]")
+    missed = report.get("codes_matching_labels_only_ignoring_case")
+    if missed:
+        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
     if "compare" in report:
         c = Table(title="Compared on the same patients")
         for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):
