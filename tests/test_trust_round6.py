@@ -122,3 +122,38 @@ def test_evaluate_says_the_codes_that_match_the_model_s_labels_only_ignoring_cas
     assert "write the codes in the data as the model's labels spell them" in said
     found = json.loads((tmp_path / "e.json").read_text())["codes_matching_labels_only_ignoring_case"]
     assert found["codes"] == ["dx//e11.2"]
+
+
+# -- counts said as sentences, their JSON keys unchanged ------------------------------------------------------
+
+def test_predict_evaluate_and_update_say_labels_the_model_lacks_as_one_sentence(lower_case_model, tmp_path):
+    """predict printed `label not in model:J44: 1`, one raw key per label; evaluate `test: label not in
+    model:J44: 1`; update `train: label not in model:K21: 1`. Each says one sentence naming the labels; the JSON
+    outputs keep the keys."""
+    import json
+
+    _, events, _ = lower_case_model
+    later = tmp_path / "events.csv"  # J44 (June) and K21 (November) are recorded after --until only
+    later.write_text(events.read_text() + "".join(f"{p},2020-11-01,DX//K21.0\n" for p in range(1, 41, 2)))
+    r = run("train", "--events", later, "--labels", "prefix:DX//:3", "--until", "2020-05-01", "--model", "logistic",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    lacks = "label(s) recorded in the data are not among the model's labels:"
+    r = run("predict", "--model", tmp_path / "m", "--events", later, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert f"2 {lacks} J44, K21 (the model has no output for them: left out)" in words(r.output)
+    assert "not in model" not in r.output
+    r = run("evaluate", "--model", tmp_path / "m", "--events", later, "--split", "all", "--out", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    assert f"test: 2 {lacks} J44, K21" in words(r.output) and "not in model" not in r.output
+    assert json.loads((tmp_path / "e.json").read_text())["test_samples"]["excluded"]["label_not_in_model:K21"] == 1
+    r = run("report", "--model", tmp_path / "m", "--events", later, "--split", "all", "--bootstrap", 0,
+            "--out", tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "not among the model&#x27;s labels (J44, K21): left out" in page and "not in model" not in page
+    r = run("update", "--model", tmp_path / "m", "--events", later, "--add", "J44", "--out", tmp_path / "u")
+    assert r.exit_code == 0, r.output
+    assert f"train: 1 {lacks} K21" in words(r.output) and "not in model" not in r.output
+    report = json.loads((tmp_path / "u" / "update_report.json").read_text())
+    assert report["train_excluded"]["label_not_in_model:K21"] == 1

@@ -105,10 +105,10 @@ def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -
 def print_counts(counts: dict, names: dict[str, list[str]] | None = None) -> None:
     """Counted exclusions (rows, events, samples left out), one yellow line each, naming what a count
     counts where that has names (`names`: e.g. the ignored columns)."""
-    from ehrdx.evaluate.report import count_line
+    from ehrdx.evaluate.report import count_lines
 
-    for what, n in counts.items():
-        console.print(f"[yellow]{escape(count_line(what, n, (names or {}).get(what)))}[/yellow]")
+    for line in count_lines(counts, names):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
 
 
 def print_warnings(warnings: list[str]) -> None:

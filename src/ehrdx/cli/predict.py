@@ -282,12 +282,12 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     rate = len(samples) / max(seconds, 1e-9)
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
                   f"({rate:,.0f} rows/s) -> {escape(str(out))}")
-    for what, n in samples.counts.items():
-        if what == "prediction_times_before_first_visit":  # the patient has visits, just none yet
-            console.print(f"[yellow]{n:,} prediction time(s) before the patient's first visit: nothing to predict "
-                          "from, no row in the output[/yellow]")
-        else:
-            console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    counts = dict(samples.counts)
+    early = counts.pop("prediction_times_before_first_visit", 0)
+    if early:  # the patient has visits, just none yet
+        console.print(f"[yellow]{early:,} prediction time(s) before the patient's first visit: nothing to predict "
+                      "from, no row in the output[/yellow]")
+    print_counts(counts)
     _print_coverage(coverage)
 
 
