@@ -157,3 +157,42 @@ def test_predict_evaluate_and_update_say_labels_the_model_lacks_as_one_sentence(
     assert f"train: 1 {lacks} K21" in words(r.output) and "not in model" not in r.output
     report = json.loads((tmp_path / "u" / "update_report.json").read_text())
     assert report["train_excluded"]["label_not_in_model:K21"] == 1
+
+
+# -- train checks its inputs before the events are read, and shows its bar only once they are checked -------
+
+def test_train_shows_no_training_bar_before_an_error_about_its_labels(lower_case_model, tmp_path):
+    """`--labels prefix:NOPE//` matches no code: train showed "training logistic 0/30" and then the error, as
+    update did before; the bar starts once the labels and samples are checked."""
+    _, events, _ = lower_case_model
+    r = run("train", "--events", events, "--labels", "prefix:NOPE//", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "no label code of --labels 'prefix:NOPE//'" in words(r.output)
+    assert "training logistic" not in r.output and not r.output.startswith("\n")
+
+
+@pytest.mark.parametrize("option", ["--baselines", "--oracle", "--targets", "--init"])
+def test_train_refuses_a_bad_option_file_before_reading_the_events(lower_case_model, tmp_path, option):
+    """A typo in --baselines failed after the model was trained; an --oracle that is not Parquet was a traceback
+    after the event store was built; a bad --targets or --init was said after it. Each is said first."""
+    _, events, _ = lower_case_model
+    bad = tmp_path / "targets.csv"
+    bad.write_text("subject_id,prediction_time,label,value\n1,2020-01-01,E11,true\n1,2020-02-01,E11,true,x\n")
+    value, said = {"--baselines": ("nope", "option --baselines: unknown model 'nope'"),
+                   "--oracle": (events, "option --oracle: could not be read as Parquet"),
+                   "--targets": (bad, "targets.csv: a row has more fields than the header's 4 (file line 3)"),
+                   "--init": (tmp_path, "not a complete ehrdx model directory")}[option]
+    r = run("train", "--events", events, "--labels", "prefix:DX//:3", "--model", "gru", option, value,
+            "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert said in words(r.output) and "Traceback" not in r.output
+    assert "event store:" not in r.output and not (tmp_path / "m").exists()
+
+
+def test_train_on_a_table_refuses_an_unreadable_oracle_before_reading_the_table(tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("patient_id,age,diseases\n1,50,E11\n2,60,I10\n")
+    r = run("train", table, "--model", "logistic", "--oracle", table, "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "table.csv, option --oracle: could not be read as Parquet" in words(r.output)
+    assert "read 2 patients" not in r.output

@@ -129,6 +129,7 @@ class EpochProgress:
                                  TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err,
                                  transient=False, disable=not is_main())
         self.task = self.progress.add_task(description, total=total, losses="")
+        self.started = False
 
     def __enter__(self):
         self.start()
@@ -139,10 +140,14 @@ class EpochProgress:
 
     def start(self) -> None:
         self.progress.start()
+        self.started = True
 
     def stop(self) -> None:
-        """Stop the bar (nothing if it never started)."""
-        self.progress.stop()
+        """Stop the bar (nothing if it never started: rich would still print an empty line where the output is
+        not a terminal, before the error that stopped the run)."""
+        if self.started:
+            self.progress.stop()
+            self.started = False
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         losses = f"train {train_loss:.4f}" + (f"  val {val_loss:.4f}" if val_loss is not None else "")
