@@ -196,3 +196,25 @@ def test_train_on_a_table_refuses_an_unreadable_oracle_before_reading_the_table(
     assert r.exit_code == 2, r.output
     assert "table.csv, option --oracle: could not be read as Parquet" in words(r.output)
     assert "read 2 patients" not in r.output
+
+
+# -- pretrain: bad option values refused at once, its bar shown once the target codes are checked -------------
+
+def test_pretrain_shows_no_bar_before_an_error_about_its_target_codes(lower_case_model, tmp_path):
+    """`--min-count 1000` leaves no target code: pretrain showed "pretraining gru 0/10" and then the error."""
+    _, events, _ = lower_case_model
+    r = run("pretrain", "--events", events, "--min-count", 1000, "--out", tmp_path / "enc")
+    assert r.exit_code == 2, r.output
+    assert "option --min-count: no code is recorded at visits of 1000 or more training patients" in words(r.output)
+    assert "pretraining gru" not in r.output and not (tmp_path / "enc").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--epochs", 0), ("--max-targets", 0), ("--patience", -1)])
+def test_pretrain_refuses_option_values_that_make_no_sense_before_reading_the_events(lower_case_model, tmp_path,
+                                                                                    option, value):
+    """`--epochs 0` wrote an untrained encoder as if pretrained; `--max-targets 0` failed after the bar blaming
+    --min-count; `--patience -1` was taken as 0. Each is refused as the option's value, first."""
+    _, events, _ = lower_case_model
+    r = run("pretrain", "--events", events, option, value, "--out", tmp_path / "enc")
+    assert r.exit_code == 2, r.output
+    assert option in r.output and "event store:" not in r.output and not (tmp_path / "enc").exists()

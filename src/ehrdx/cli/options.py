@@ -161,7 +161,7 @@ Dropout = Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout probabil
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
-Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
+Patience = Annotated[int | None, typer.Option(min=0, help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]
