@@ -175,11 +175,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, data, train_rows=None, val_rows=None, *, val=None, targets=None,
             on_epoch: Callable[[int, float, float | None], None] | None = None,
-            checkpoint: str | Path | None = None, resume: bool = False) -> EHRClassifier:
+            checkpoint: str | Path | None = None, resume: bool = False,
+            on_start: Callable[[], None] | None = None) -> EHRClassifier:
         """Fit on the `train_rows` of `data` (a store or a table); `val_rows` (or a separate `val` table)
         stop training and tune thresholds (none given with `train_rows`: no early stopping, thresholds 0.5).
         Without rows, a seeded share (val_fraction) of patients is held out for validation.
-        `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints."""
+        `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints. `on_start` is
+        called once the labels and samples are checked, before the model is fitted (e.g. to show a progress bar
+        only then)."""
         check_settings(self.get_params(), self.init)
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
@@ -219,6 +222,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
             start = EncoderStart(pretrained, [codes.get(lab, []) for lab in self.label_vocab_.labels], self.probe)
             if members:  # auto: its network member, when the ensemble builds it
                 self.model_.start_network = start
+        if on_start is not None:
+            on_start()
         try:
             with start(self.model_) if start is not None and not members else contextlib.nullcontext():
                 self.history_ = fit_model(self.model_, train_set, val_set, self.train_config_, on_epoch,

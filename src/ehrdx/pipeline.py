@@ -15,7 +15,7 @@ from ehrdx.data.splits import kfold_patients, split_patients
 from ehrdx.errors import DataError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import HEADLINE, K_VALUES, evaluate_predictions, evaluate_samples, tune_thresholds
-from ehrdx.models.registry import EVENTS, TABLE
+from ehrdx.models.registry import EVENTS, TABLE, get_model
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.train.mixing import RULE as MIX_RULE
 
@@ -39,19 +39,23 @@ def train_and_evaluate(
     targets=None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[EHRClassifier, dict]:
     """Fit `clf` on the training rows of `data` (early stopping and thresholds on validation), evaluate on
     the test rows; `splits` (train, validation, test rows) default to the source's seeded split. With an
     `oracle` (ehrdx synth), the oracle's scores on the same samples; with `baselines`, the same job for each
-    named model with default settings. Returns the fitted model and metrics.json's content."""
+    named model with default settings. `on_start`: as `EHRClassifier.fit`'s (the model's fit only). Returns the
+    fitted model and metrics.json's content."""
     source = clf.source(data, targets, for_fit=True)
+    for name in baselines:  # a typo fails now, not after the model is fitted
+        get_model(name, source.kind)
     tr, va, te = splits if splits is not None else source.default_splits(
         clf.seed if seed is None else seed, fractions)
     for a, b in ((tr, va), (tr, te), (va, te)):
         if np.intersect1d(a, b).size:
             raise DataError("split parts share patients", fix="each patient belongs to one part only")
     t0 = time.perf_counter()
-    clf.fit(source, tr, va, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume)
+    clf.fit(source, tr, va, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, on_start=on_start)
     events = source.kind == EVENTS
     metrics: dict = {
         **({"task": clf.task_.to_dict()} if events else {}), "model": clf.model_name_,

@@ -124,17 +124,26 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
              patience: int = 2, seed: int = 0, min_count: int = DEFAULT_MIN_COUNT,
              max_targets: int | None = DEFAULT_MAX_TARGETS, min_code_count: int = 1, time_targets: bool = True,
              context: int | None = None, device: str = "cpu", precision: str = "auto", settings: dict | None = None,
-             on_epoch: Callable[[int, float, float | None], None] | None = None) -> PretrainedEncoder:
+             on_epoch: Callable[[int, float, float | None], None] | None = None,
+             on_start: Callable[[], None] | None = None) -> PretrainedEncoder:
     """Pretrain a `model` (gru, lstm, transformer) on the training patients of `splits` (train, tuning, test
     store rows; the test rows are never read), stopping early on the tuning patients' next-visit loss.
     `context`: read at most about this many of the latest visits (N to 2N, data/windows.py) plus a summary of
     the earlier ones (None: whole histories), as `ehrdx train --context` reads them; a fine-tune from the
-    encoder reads the same. `settings`: how the split was made, recorded with the encoder."""
+    encoder reads the same. `settings`: how the split was made, recorded with the encoder. `on_start` is called
+    once the targets and samples are checked, before the network is fitted (e.g. to show a progress bar only
+    then)."""
     spec = encoder_spec(model, hidden, heads)
     tr, va = (np.asarray(x, dtype=np.int64) for x in splits[:2])
     if context is not None and (isinstance(context, bool) or not isinstance(context, int | np.integer) or context < 1):
         raise DataError(f"context must be a positive number of visits or None, not {context!r}", column="--context",
                         fix="give --context N with N >= 1, or leave it out to read whole histories")
+    if max_targets is not None and max_targets < 1:  # else no target, said as if --min-count were too high
+        raise DataError(f"max_targets must be at least 1 (or None), not {max_targets!r}", column="--max-targets",
+                        fix="give --max-targets N with N >= 1")
+    if max_epochs < 1:  # else an untrained encoder is written as if pretrained
+        raise DataError(f"max_epochs must be at least 1, not {max_epochs!r}", column="--epochs",
+                        fix="give --epochs N with N >= 1")
     if len(tr) == 0:
         raise DataError("no training patients to pretrain on",  # the store's folder may be a temporary one
                         fix="give a --test-fraction and --val-fraction that leave training patients")
@@ -159,6 +168,8 @@ def pretrain(store: EventStore, splits: tuple[np.ndarray, np.ndarray, np.ndarray
                                             "n_codes": encoder.n_codes})
     config = TrainConfig(lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
                          patience=patience, seed=seed, device=device, precision=precision)
+    if on_start is not None:
+        on_start()
     history = fit_model(net, train_set, val_set, config, on_epoch)
     time_counts = train_s.y_bits[:, len(codes):].sum(0).tolist() if time_targets else []
     names = [store.code_names[int(c)] for c in codes] + (time_target_names() if time_targets else [])

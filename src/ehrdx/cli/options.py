@@ -105,10 +105,10 @@ def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -
 def print_counts(counts: dict, names: dict[str, list[str]] | None = None) -> None:
     """Counted exclusions (rows, events, samples left out), one yellow line each, naming what a count
     counts where that has names (`names`: e.g. the ignored columns)."""
-    from ehrdx.evaluate.report import count_line
+    from ehrdx.evaluate.report import count_lines
 
-    for what, n in counts.items():
-        console.print(f"[yellow]{escape(count_line(what, n, (names or {}).get(what)))}[/yellow]")
+    for line in count_lines(counts, names):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
 
 
 def print_warnings(warnings: list[str]) -> None:
@@ -129,6 +129,7 @@ class EpochProgress:
                                  TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err,
                                  transient=False, disable=not is_main())
         self.task = self.progress.add_task(description, total=total, losses="")
+        self.started = False
 
     def __enter__(self):
         self.start()
@@ -139,10 +140,14 @@ class EpochProgress:
 
     def start(self) -> None:
         self.progress.start()
+        self.started = True
 
     def stop(self) -> None:
-        """Stop the bar (nothing if it never started)."""
-        self.progress.stop()
+        """Stop the bar (nothing if it never started: rich would still print an empty line where the output is
+        not a terminal, before the error that stopped the run)."""
+        if self.started:
+            self.progress.stop()
+            self.started = False
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         losses = f"train {train_loss:.4f}" + (f"  val {val_loss:.4f}" if val_loss is not None else "")
@@ -156,7 +161,7 @@ Dropout = Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout probabil
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
 Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
-Patience = Annotated[int | None, typer.Option(help="Epochs without validation improvement before stopping "
+Patience = Annotated[int | None, typer.Option(min=0, help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
 BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]

@@ -85,6 +85,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     import ehrdx
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.input_settings import columns_of
+    from ehrdx.tasks.scan import codes_missed_by_case
     from ehrdx.tasks.targets import read_targets
     from ehrdx.tasks.task import read_prediction_times
 
@@ -99,13 +100,18 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         given = read_targets(targets) if targets else None
         samples = clf.samples(st, rows, times=pt, targets=given)
         result = clf.evaluate(st, samples=samples)
+        # the targets come from the data's codes (unless given): codes the labels miss by case are said, as by train
+        missed = codes_missed_by_case(st, clf.selector_, rows, model=True) if given is None else {}
     except EhrdxError as exc:
         fail(exc)
     metrics = {"model": clf.model_name_, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts,
-               **({"excluded_names": st.names} if st.names else {}), **({"warnings": st.warnings} if st.warnings else {})}
+               **({"excluded_names": st.names} if st.names else {}), **({"warnings": st.warnings} if st.warnings else {}),
+               **({"codes_matching_labels_only_ignoring_case": missed} if missed else {})}
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
+    if missed:
+        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
     if out:
         opts.write_json(out, metrics)
         console.print(f"wrote {escape(str(out))}")
@@ -276,12 +282,12 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     rate = len(samples) / max(seconds, 1e-9)
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
                   f"({rate:,.0f} rows/s) -> {escape(str(out))}")
-    for what, n in samples.counts.items():
-        if what == "prediction_times_before_first_visit":  # the patient has visits, just none yet
-            console.print(f"[yellow]{n:,} prediction time(s) before the patient's first visit: nothing to predict "
-                          "from, no row in the output[/yellow]")
-        else:
-            console.print(f"[yellow]{escape(what.replace('_', ' '))}: {n:,}[/yellow]")
+    counts = dict(samples.counts)
+    early = counts.pop("prediction_times_before_first_visit", 0)
+    if early:  # the patient has visits, just none yet
+        console.print(f"[yellow]{early:,} prediction time(s) before the patient's first visit: nothing to predict "
+                      "from, no row in the output[/yellow]")
+    print_counts(counts)
     _print_coverage(coverage)
 
 

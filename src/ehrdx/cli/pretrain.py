@@ -45,16 +45,16 @@ def pretrain(
     layers: Layers = None,
     heads: Heads = 4,
     dropout: Dropout = 0.1,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs; early stopping on the tuning patients' next-visit "
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on the tuning patients' next-visit "
                                         "loss may end sooner.")] = 10,
-    patience: Annotated[int, typer.Option(help="Epochs without improvement on the tuning patients before "
+    patience: Annotated[int, typer.Option(min=0, help="Epochs without improvement on the tuning patients before "
                                           "stopping.")] = 2,
     batch_size: BatchSize = None,
     lr: Lr = 2e-3,
     weight_decay: WeightDecay = 1e-4,
     min_count: Annotated[int, typer.Option(help="A code is a target when at least this many training patients "
                                            "have it at a visit.")] = 20,
-    max_targets: Annotated[int, typer.Option(help="At most this many target codes, the most frequent first.")] = 4096,
+    max_targets: Annotated[int, typer.Option(min=1, help="At most this many target codes, the most frequent first.")] = 4096,
     min_code_count: Annotated[int, typer.Option(help="Input codes rarer than this in training read as the unknown "
                                                 "code.")] = 1,
     time_targets: Annotated[bool, typer.Option("--time-targets/--no-time-targets", help="Also predict how soon "
@@ -106,13 +106,17 @@ def pretrain(
                       f"{len(splits[2]):,}")
         settings = {"seed": seed, "fractions": list(fractions), "labels": labels, "split_names": names,
                     "reader": event_data.kind, "visit_gap": event_data.visit_gap, "until": event_data.until}
-        with EpochProgress(epochs, f"pretraining {model}") as progress:
+        progress = EpochProgress(epochs, f"pretraining {model}")  # shown once the target codes are checked
+        try:
             enc = run_pretraining(
                 st, splits, model=model, hidden=hidden, layers=layers, heads=heads, dropout=dropout,
                 max_epochs=epochs, batch_size=batch_size or spec.default_batch_size, lr=lr,
                 weight_decay=weight_decay, patience=patience, seed=seed, min_count=min_count,
                 max_targets=max_targets, min_code_count=min_code_count, time_targets=time_targets,
-                context=context, device=str(resolve_device(device)), precision=precision, settings=settings, on_epoch=progress)
+                context=context, device=str(resolve_device(device)), precision=precision, settings=settings,
+                on_epoch=progress, on_start=progress.start)
+        finally:
+            progress.stop()
         enc.save(out)
     except EhrdxError as exc:
         fail(exc)

@@ -48,7 +48,7 @@ from ehrdx.cli.options import (
     split_list,
 )
 from ehrdx.cli.search import Budget, Search, run_search
-from ehrdx.errors import EhrdxError
+from ehrdx.errors import EhrdxError, ModelError
 from ehrdx.paths import label_map_path
 
 CHECKPOINT_DIR = "checkpoint"
@@ -168,8 +168,6 @@ def train(
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
     event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
-    import polars as pl
-
     from ehrdx.train.distributed import init_distributed, is_main
 
     try:
@@ -227,6 +225,7 @@ def train(
               "val_fraction": val_fraction}
     try:
         get_model(model or "mlp", "table")  # a typo, or a model for event streams, fails before the table is read
+        oracle_frame = read_oracle(oracle)
         table = read_table(data, schema=schema)
         sch = table.schema
         console.print(escape(f"read {len(table):,} patients from {data}; roles: id={sch.id_column}, "
@@ -249,25 +248,41 @@ def train(
                 opts.write_json(out / "cv_metrics.json", result)
             console.print(f"wrote {escape(str(out / 'cv_metrics.json'))}")
             return
-        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
         fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
         clf = EHRClassifier(**params)
         splits = clf.source(table, for_fit=True).default_splits(seed, fractions)
         if search:
             run_search(opts, clf, table, splits, search, budget, out)
-        with EpochProgress(epochs) as progress:
+        progress = EpochProgress(epochs)  # shown once the labels and samples are checked
+        try:
             clf, metrics = train_and_evaluate(table, clf, splits, oracle=oracle_frame, on_epoch=progress,
-                                              checkpoint=out / CHECKPOINT_DIR, resume=resume)
+                                              checkpoint=out / CHECKPOINT_DIR, resume=resume, on_start=progress.start)
+        finally:
+            progress.stop()
     except EhrdxError as exc:
         fail(exc)
     _save_trained(opts, clf, metrics, out, resume, print_report)
 
 
+def read_oracle(path: Path | None):
+    """The oracle probabilities ehrdx synth wrote (None without --oracle), read before the data: an unreadable
+    file is an error naming it, not a traceback after the store is built."""
+    if path is None:
+        return None
+    import polars as pl
+
+    from ehrdx.errors import DataError, reader_detail
+
+    try:
+        return pl.read_parquet(path, glob=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"could not be read as Parquet ({reader_detail(exc)})", file=str(path), column="--oracle",
+                        fix="give the oracle file that ehrdx synth wrote (oracle.parquet)") from exc
+
+
 def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
                   targets, oracle, fractions, params, resume=False, workers=1, split_names=None,
                   search=(0, None), fractions_given=()) -> None:
-    import polars as pl
-
     from ehrdx.estimator import DEFAULT_MODEL, EHRClassifier
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_pipeline import patient_splits
@@ -275,16 +290,26 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     from ehrdx.models.registry import get_model
     from ehrdx.models.sequence import check_heads
     from ehrdx.pipeline import train_and_evaluate
+    from ehrdx.pretrained import check_pretrained_patients, load_encoder
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.targets import read_targets
     from ehrdx.tasks.task import TaskSpec
 
     try:
-        # Checked before the events are read: a typo in the task, labels or model fails at once.
+        # Checked before the events are read: a typo in the task, labels, model or baselines, or an unreadable
+        # --oracle, --targets or --init, fails at once (reading the events is slow on big data).
         selector = LabelSelector.parse(labels)
         get_model(model or DEFAULT_MODEL["events"], "events")
+        for name in split_list(baselines):
+            try:
+                get_model(name, "events")
+            except EhrdxError as exc:
+                raise ModelError(f"option --baselines: {exc}") from None
         if not params.get("init"):  # with --init the sizes are the encoder's (asking others is refused later)
             check_heads(model or DEFAULT_MODEL["events"], params["hidden"], params["heads"])
+        oracle_frame = read_oracle(oracle)
+        given = read_targets(targets) if targets else None
+        enc = load_encoder(params["init"]) if params.get("init") else None
         clf = EHRClassifier(model=model, task=TaskSpec.parse(task, new_onset, censor), labels=selector,
                             new_onset=new_onset, censor=censor, **params)
         names = parse_split_names(split_names)
@@ -296,12 +321,10 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                          data.columns() if events is not None else None, data.until, workers)
         meds = data.meds
         splits = patient_splits(st, meds, params["seed"], fractions, selector, split_names=names)
-        if params.get("init"):  # before any training: no validation or test patient was pretrained on
+        if enc is not None:  # before any training: no validation or test patient was pretrained on
             import numpy as np
 
-            from ehrdx.pretrained import check_pretrained_patients, load_encoder
-
-            ids, enc = np.asarray(st.subject_ids), load_encoder(params["init"])
+            ids = np.asarray(st.subject_ids)
             check_pretrained_patients(enc, {"validation": ids[splits[1]], "test": ids[splits[2]]})
             if params["context"] is None:  # read the visits as the encoder did (another --context is refused)
                 clf.set_params(context=enc.context)
@@ -316,15 +339,17 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         if meds_split and fractions_given:
             console.print(f"[yellow]{' and '.join(fractions_given)} not used: the MEDS subject_splits decide the "
                           "split[/yellow]")
-        oracle_frame = pl.read_parquet(oracle, glob=False) if oracle else None
-        given = read_targets(targets) if targets else None
         if search[0]:
             run_search(opts, clf, st, splits, search[0], search[1], out, targets=given)
-        with EpochProgress(params["max_epochs"], f"training {model or DEFAULT_MODEL['events']}") as progress:
+        # shown once the labels and samples are checked (no label code in the training patients: no bar)
+        progress = EpochProgress(params["max_epochs"], f"training {model or DEFAULT_MODEL['events']}")
+        try:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
-                checkpoint=out / CHECKPOINT_DIR, resume=resume)
+                checkpoint=out / CHECKPOINT_DIR, resume=resume, on_start=progress.start)
+        finally:
+            progress.stop()
     except EhrdxError as exc:
         fail(exc)
     if getattr(clf, "pretrained_", None):

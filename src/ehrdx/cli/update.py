@@ -148,6 +148,7 @@ def print_update(report: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ehrdx.evaluate.report import count_lines
     from ehrdx.evaluate.report import format_value as _fmt
 
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
@@ -171,8 +172,11 @@ def print_update(report: dict) -> None:
 
         console.print(escape(ensemble_line(report["ensemble"])))
     for part in ("train", "test"):
-        for what, n in report.get(f"{part}_excluded", {}).items():
-            console.print(f"[yellow]{part}: {what.replace('_', ' ')}: {n:,}[/yellow]")
+        for line in count_lines(report.get(f"{part}_excluded", {}), part=part):
+            console.print(f"[yellow]{escape(line)}[/yellow]")
+    missed = report.get("codes_matching_labels_only_ignoring_case")
+    if missed:
+        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
     if "compare" in report:
         c = Table(title="Compared on the same patients")
         for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):

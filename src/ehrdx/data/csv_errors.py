@@ -1,7 +1,8 @@
 """What went wrong with a CSV, said as a user can fix it: polars' own message for a row with more fields than
 the header ("found more fields than defined in 'Schema'") names neither the row nor the cause, most often a
-value holding the separator unquoted (`5,5`); a column not found may be a header in another separator or
-with spaces around a name."""
+value holding the separator unquoted (`5,5`); a row with fewer fields polars fills with nulls without a word
+(its last columns read as empty: a measurement without its value), so such rows are looked for here; a column
+not found may be a header in another separator or with spaces around a name."""
 
 from __future__ import annotations
 
@@ -9,27 +10,78 @@ import csv
 import gzip
 from pathlib import Path
 
+import polars as pl
+
 from ehrdx.errors import DataError, reader_detail
 
 RAGGED = "more fields than defined"  # polars' words for a row longer than the header
 
 
-def long_rows(path: Path, separator: str = ",", limit: int = 5) -> tuple[int, list[int], list[int]]:
+def long_rows(path: Path, separator: str = ",", limit: int = 5, *, shorter: bool = False
+              ) -> tuple[int, list[int], list[int]]:
     """The header's field count, and the first `limit` data rows (0-based, as DataError counts them) with more
-    fields, with their line numbers in the file. Read with the csv module, so quoted separators and line breaks
-    inside a quoted field count as polars counts them."""
+    fields (fewer with `shorter`; a blank line is no row here), with their line numbers in the file. Read with
+    the csv module, so quoted separators and line breaks inside a quoted field count as polars counts them."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows, lines = [], []
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=separator)
         width = len(next(reader, []))
         for i, record in enumerate(reader):
-            if len(record) > width:
+            if (0 < len(record) < width) if shorter else len(record) > width:
                 rows.append(i)
                 lines.append(reader.line_num)
                 if len(rows) == limit:
                     break
     return width, rows, lines
+
+
+def may_have_short_rows(path: Path, separator: str = ",") -> bool:
+    """Whether a line of the file may be a row with fewer fields than the header: one pass of polars' line
+    reader (a few times faster than reading the table), counting separators outside quoted text. True also
+    where a quote is left open on its line (a quoted field across lines), or the lines cannot be read: the
+    csv module then decides."""
+    try:
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(
+                path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            width = len(next(csv.reader(f, delimiter=separator), []))
+        line = pl.col("line")
+        fields = line.str.replace_all('"[^"]*"', "").str.count_matches(separator, literal=True) + 1
+        suspect = (line.str.count_matches('"', literal=True) % 2 == 1) | (
+            (fields < width) & (line.str.strip_chars() != ""))
+        return pl.scan_lines(path, glob=False).slice(1).filter(suspect).head(1).collect().height > 0
+    except (pl.exceptions.PolarsError, OSError, csv.Error, EOFError):
+        return True
+
+
+def short_rows_error(path: str | Path, separator: str = ",") -> DataError | None:
+    """The DataError for rows with fewer fields than the header (None when there is none): polars reads them
+    with their last columns empty, without a word; almost always an export cut short or broken. The csv
+    module names the rows only when the line scan finds a suspect, so a good file is read once more, quickly."""
+    path = Path(path)
+    if not may_have_short_rows(path, separator):
+        return None
+    try:
+        width, rows, lines = long_rows(path, separator, shorter=True)
+    except (OSError, csv.Error, EOFError):
+        return None
+    if not rows:
+        return None
+    at = ", ".join(str(n) for n in lines)
+    return DataError(f"a row has fewer fields than the header's {width} (file line{'s' * (len(lines) > 1)} {at})"
+                     f": its last columns would be read as empty; most often an export cut short or broken",
+                     file=str(path), rows=rows,
+                     fix=f"export the table again; an empty value still needs its separator (such as "
+                         f"1{separator}2020-01-01{separator}{separator} for two empty last columns)")
+
+
+def check_short_rows(frame: pl.DataFrame, path: str | Path, separator: str = ",") -> None:
+    """Raise the short rows' DataError for a CSV just read into `frame`. A short row leaves the last column
+    empty, so a file whose last column is never empty is not read again."""
+    if frame.width > 1 and frame.get_column(frame.columns[-1]).null_count():
+        error = short_rows_error(path, separator)
+        if error is not None:
+            raise error
 
 
 def csv_read_error(path: str | Path, exc: Exception, *, separator: str = ",",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrdx.data.csv_errors import csv_read_error
+from ehrdx.data.csv_errors import csv_read_error, short_rows_error
 from ehrdx.data.meds import EventShard, normalise_events
 from ehrdx.errors import DataError, reader_detail
 
@@ -86,6 +86,15 @@ def _scan(path: Path) -> pl.LazyFrame:
         return pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
+
+
+def _check_rows(path: Path | None) -> None:
+    """A CSV table's rows with fewer fields than its header are an error naming them: scanned lazily, they
+    would be read with their last columns empty (a measurement without its value), without a word."""
+    if path is not None and path.is_file() and path.suffix != ".parquet":
+        error = short_rows_error(path)
+        if error is not None:
+            raise error
 
 
 def _collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
@@ -148,6 +157,8 @@ class OmopReader:
         self.paths = {s.table: _find(self.root, s.table) for s in SPECS}
         self.death_path = _find(self.root, "death")
         concept = _find(self.root, "concept")
+        for path in (person, *self.paths.values(), self.death_path, concept):  # once each, before any is read
+            _check_rows(path)
         self.concepts = None
         if concept is not None:
             c = _lower(_scan(concept))

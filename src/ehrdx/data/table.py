@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.csv_errors import csv_read_error
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error
 from ehrdx.data.table_cells import (
     ID_NAMES,
     LABEL_NAMES,
@@ -122,8 +122,10 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
             return pl.read_parquet(path, glob=False)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            return pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
-                               schema_overrides=_csv_ids_as_text(path, sep, id_column))
+            frame = pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
+                                schema_overrides=_csv_ids_as_text(path, sep, id_column))
+            check_short_rows(frame, path, sep)
+            return frame
     except pl.exceptions.PolarsError as exc:
         raise csv_read_error(path, exc, separator="\t" if suffix == ".tsv" else ",",
                              problem=f"could not be read as {suffix[1:]}") from exc

@@ -22,6 +22,7 @@ from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL, suppress_small_cells
 from ehrdx.evaluate.report import few_positive_labels, format_interval, more_labels_note, most_positive
 from ehrdx.evaluate.subgroups import AGE_BANDS, sex_and_age, subgroup_rows
 from ehrdx.ranking import block_elements, curve_counts, label_blocks, label_curves
+from ehrdx.sources.base import NOT_IN_MODEL
 
 REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
 MAX_POOLED = 4_000_000  # known scores pooled whole for the micro curve; more: its thresholds from a sample
@@ -267,8 +268,13 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
                ["unknown entries (masked: censored, not yet defined, not new onset)",
                 result["all"]["n_masked_elements"]]]
     names = excluded_names or {}  # what a count counts, where it has names (e.g. the ignored columns)
+    counts = {**(excluded or {}), **samples.counts}
+    absent = [k[len(NOT_IN_MODEL):] for k in counts if k.startswith(NOT_IN_MODEL)]  # one key per label: one row
     summary += [[k.replace("_", " ") + (f" ({some_names(names[k])})" if names.get(k) else ""), v]
-                for k, v in {**(excluded or {}), **samples.counts}.items()]
+                for k, v in counts.items() if not k.startswith(NOT_IN_MODEL)]
+    if absent:
+        summary.append([f"labels recorded in the data, not among the model's labels ({some_names(absent)}): left out",
+                        len(absent)])
     if model_info:
         summary = [[k, v] for k, v in model_info.items()] + summary
     parts.append(_table(["", "count"], summary))

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ehrdx.data.table_cells import some_names
 from ehrdx.evaluate.metrics import HEADLINE
+from ehrdx.sources.base import NOT_IN_MODEL
 
 TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
 # Positive training patients below which a new label's test AUROC/AUPRC are not to be trusted: the update
@@ -151,9 +152,8 @@ def print_exclusions(console: Console, metrics: dict) -> None:
         for label, n in summary.get("labels_not_in_model", {}).items():
             console.print(f"[yellow]{part}: label '{escape(label)}' on {n:,} patient(s) never occurs in training: "
                           f"left out[/yellow]")
-    names = metrics.get("excluded_names", {})
-    for what, n in metrics.get("excluded", {}).items():
-        console.print(f"[yellow]{escape(count_line(what, n, names.get(what)))}[/yellow]")
+    for line in count_lines(metrics.get("excluded", {}), metrics.get("excluded_names", {})):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     print_warnings(console, metrics)
 
 
@@ -162,6 +162,23 @@ def count_line(what: str, n, names: list[str] | None = None) -> str:
     `ignored columns: 7 (unit, ward, a, b, c and 2 more)`."""
     line = f"{what.replace('_', ' ')}: {n:,}" if isinstance(n, int) else f"{what.replace('_', ' ')}: {n}"
     return f"{line} ({some_names(names)})" if names else line
+
+
+def count_lines(counts: dict, names: dict[str, list[str]] | None = None, part: str = "") -> list[str]:
+    """Counted exclusions in words, one line each (`count_line`, after `part: ` where given). The labels of the
+    data that the model does not have, counted one key each (`label_not_in_model:E11.2`, kept so in JSON),
+    are one sentence naming them."""
+    head = f"{part}: " if part else ""
+    lines, absent = [], []
+    for what, n in counts.items():
+        if what.startswith(NOT_IN_MODEL):
+            absent.append(what[len(NOT_IN_MODEL):])
+        else:
+            lines.append(head + count_line(what, n, (names or {}).get(what)))
+    if absent:
+        lines.append(f"{head}{len(absent):,} label(s) recorded in the data are not among the model's labels: "
+                     f"{some_names(absent)} (the model has no output for them: left out)")
+    return lines
 
 
 def print_warnings(console: Console, metrics: dict) -> None:
@@ -226,10 +243,9 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                       format_value(row["all"]["macro_auprc"]), format_value(row["new_onset"]["macro_auroc"]),
                       format_value(row["new_onset"]["macro_auprc"]))
         console.print(b)
-    excluded = {**metrics.get("excluded", {}), **{f"test: {k}": v for k, v in ts.get("excluded", {}).items()}}
-    names = metrics.get("excluded_names", {})
-    for what, n in excluded.items():
-        console.print(f"[yellow]{escape(count_line(what, n, names.get(what)))}[/yellow]")
+    for line in [*count_lines(metrics.get("excluded", {}), metrics.get("excluded_names", {})),
+                 *count_lines(ts.get("excluded", {}), part="test")]:
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     print_warnings(console, metrics)
     print_one_class(console, metrics)
     left = metrics.get("train_summary", {}).get("map_labels_left_out")

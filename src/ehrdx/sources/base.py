@@ -11,6 +11,9 @@ from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec
 
+# Samples.counts key prefix of a label of the data the model does not know (`label_not_in_model:E11.2`):
+# one key per label, kept so in JSON outputs, said as one sentence (evaluate/report.py `count_lines`)
+NOT_IN_MODEL = "label_not_in_model:"
 
 class Source(Protocol):
     """Patients (numbered 0..len-1, "rows") with their features and labels.

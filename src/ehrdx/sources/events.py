@@ -20,6 +20,7 @@ from ehrdx.data.sparse import SparseTable
 from ehrdx.data.splits import split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
+from ehrdx.sources.base import NOT_IN_MODEL
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes
 from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from
@@ -116,7 +117,7 @@ class EventSource:
                                 introduced=introduced, introduced_from=introduced_from)
             # Labels in the data that this model does not know (e.g. newer codes): left out, and said so.
             for lab in labels_missing_from(store, rows, selector, vocab):
-                out.counts[f"label_not_in_model:{lab}"] = 1
+                out.counts[NOT_IN_MODEL + lab] = 1
             return out
         t_rows = rows_of_subjects(store, store.store_ids(targets.subject_id, "targets"), "targets")
         keep = np.isin(t_rows, rows)

@@ -14,10 +14,9 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.splits import split_patients
 from ehrdx.data.table import PatientTable
 from ehrdx.errors import DataError, ModelError
+from ehrdx.sources.base import NOT_IN_MODEL
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab
-
-NOT_IN_MODEL = "label_not_in_model:"  # Samples.counts key prefix of a label the model does not know
 
 
 class TableSource:

@@ -58,11 +58,14 @@ def labels_missing_from(store: EventStore, rows: np.ndarray, selector, vocab) ->
     return sorted({lab for c in present for lab in missing[int(c)]})
 
 
-def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = None) -> dict:
+def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = None, *,
+                         model: bool = False) -> dict:
     """Store codes among these patients' events (all by default) that would record a label if letter case
     were ignored but do not as written (`dx//e11.2` against `DX//E11*`): not counted as labels, without a
     word unless said. {} if none; else their count, their events, the first few (codes are vocabulary, not
-    patient data, so they are named) and a note. Scans the events only when some store code is such a code."""
+    patient data, so they are named) and a note. Scans the events only when some store code is such a code.
+    `model`: the selector is a trained model's own (evaluate, update without --labels), so the note says so
+    and the fix is in the data, not in --labels."""
     missed = np.array([i for i, c in enumerate(store.code_names) if selector.labels_missed_by_case(c)], np.int64)
     if len(missed) == 0:
         return {}
@@ -77,10 +80,15 @@ def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = 
     names = sorted(store.code_names[int(i)] for i in hit)
     events = int(n[hit].sum())
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    fix = ("write the label map's codes as the data spells them, or map both spellings" if selector.kind == "map"
-           else "write --labels as the data spells the codes")
-    note = (f"{len(names):,} event code(s) would match --labels if letter case were ignored ({shown}; {events:,} "
-            f"events): not counted as labels, codes are case-sensitive; fix: {fix}")
+    if model:
+        fix = "write the codes in the data as the model's labels spell them"
+    elif selector.kind == "map":
+        fix = "write the label map's codes as the data spells them, or map both spellings"
+    else:
+        fix = "write --labels as the data spells the codes"
+    against = "the model's labels" if model else "--labels"
+    note = (f"{len(names):,} event code(s) would match {against} if letter case were ignored ({shown}; "
+            f"{events:,} events): not counted as labels, codes are case-sensitive; fix: {fix}")
     return {"count": len(names), "events": events, "codes": names[:50], "note": note}
 
 

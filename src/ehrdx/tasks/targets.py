@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.bits import BitTable, PackedTargets
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error
 from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore
@@ -103,9 +104,16 @@ def read_targets(path: str | Path) -> Targets:
         return _read_meds_tasks(path)
     if not path.exists():
         raise DataError("targets file not found", file=str(path), fix="check the path")
-    frame = pl.read_parquet(path, glob=False) if path.suffix.lower() != ".csv" else pl.read_csv(
-        path, glob=False, schema_overrides={"subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8,
-                                "value": pl.Boolean})
+    try:  # a bad row is an error naming the file (and the row, where it is too long or too short)
+        if path.suffix.lower() != ".csv":
+            frame = pl.read_parquet(path, glob=False)
+        else:
+            frame = pl.read_csv(path, glob=False, schema_overrides={
+                "subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
+            check_short_rows(frame, path)
+    except pl.exceptions.PolarsError as exc:
+        raise csv_read_error(path, exc, problem="could not be read as a targets table (subject_id, prediction_time, "
+                                                "label, value)") from exc
     if "subject_id" in frame.columns and not is_text_ids(frame.get_column("subject_id")):
         frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64))  # integer ids, as written
     for col in ("subject_id", "prediction_time", "label"):
