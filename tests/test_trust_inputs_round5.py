@@ -8,36 +8,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from ehrdx.cli import app
+from cli_run import GOLDEN, run, small_omop, words
 from ehrdx.errors import DataError
 from ehrdx.tasks.select import LabelSelector
-
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def words(text: str) -> str:
-    """Terminal output with rich's line wrapping undone."""
-    return " ".join(text.split())
 
 
 def test_a_ragged_row_in_an_omop_csv_is_an_error_naming_file_and_row_not_a_traceback(tmp_path):
     """An unquoted `5,5` in measurement.csv gives a row one field longer than the header: polars raised its
     ComputeError where the lazily read table was first collected, a traceback (exit 1) naming neither file nor
     row. It is an error naming both and the fix (quote the value), exit 2."""
-    omop = tmp_path / "omop"
-    omop.mkdir()
-    (omop / "person.csv").write_text("person_id,year_of_birth\n1,1960\n2,1970\n")
-    (omop / "condition_occurrence.csv").write_text("person_id,condition_start_date,condition_source_value\n"
-                                                   "1,2020-01-01,E11\n")
-    (omop / "measurement.csv").write_text("person_id,measurement_date,measurement_source_value,value_as_number\n"
-                                          "1,2020-01-01,HBA1C,6\n1,2020-01-02,HBA1C,5,5\n2,2020-01-03,HBA1C,7\n")
+    omop = small_omop(tmp_path, "1,2020-01-01,HBA1C,6\n1,2020-01-02,HBA1C,5,5\n2,2020-01-03,HBA1C,7\n")
     r = run("targets", "--omop", omop, "--labels", "prefix:CONDITION//", "--out", tmp_path / "t.csv")
     assert r.exit_code == 2, r.output
     said = words(r.output)

@@ -10,22 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from ehrdx.cli import app
-
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def words(text: str) -> str:
-    """Terminal output with rich's line wrapping undone."""
-    return " ".join(text.split())
-
+from cli_run import GOLDEN, run, words
 
 # -- the store's warnings in the report -------------------------------------------------------------------
 

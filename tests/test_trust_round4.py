@@ -7,22 +7,10 @@ import shutil
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from ehrdx.cli import app
+from cli_run import run, words
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
 from ehrdx.events_pipeline import open_store
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def words(text: str) -> str:
-    """Terminal output with rich's line wrapping undone."""
-    return " ".join(text.split())
 
 
 @pytest.fixture(scope="module")

@@ -2,37 +2,17 @@
 codes matching labels only when case is ignored said by update and evaluate, predict's and update's counts
 said as sentences, and train and pretrain checking their options before any progress is shown."""
 
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ehrdx.cli import app
+from cli_run import run, small_omop, words
 from ehrdx.data.csv_errors import short_rows_error
-
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def words(text: str) -> str:
-    """Terminal output with rich's line wrapping undone."""
-    return " ".join(text.split())
 
 
 def test_a_short_row_in_an_omop_csv_is_an_error_naming_file_line_and_fix(tmp_path):
     """A measurement row missing its last field (`1,2020-01-02,HBA1C`) was read as a measurement without a
     value, without a word: polars fills a short row with nulls. It is an error naming the file's line, exit 2."""
-    omop = tmp_path / "omop"
-    omop.mkdir()
-    (omop / "person.csv").write_text("person_id,year_of_birth\n1,1960\n2,1970\n")
-    (omop / "condition_occurrence.csv").write_text("person_id,condition_start_date,condition_source_value\n"
-                                                   "1,2020-01-01,E11\n")
-    (omop / "measurement.csv").write_text("person_id,measurement_date,measurement_source_value,value_as_number\n"
-                                          "1,2020-01-01,HBA1C,6\n1,2020-01-02,HBA1C\n2,2020-01-03,HBA1C,\n")
+    omop = small_omop(tmp_path, "1,2020-01-01,HBA1C,6\n1,2020-01-02,HBA1C\n2,2020-01-03,HBA1C,\n")
     r = run("targets", "--omop", omop, "--labels", "prefix:CONDITION//", "--out", tmp_path / "t.csv")
     assert r.exit_code == 2, r.output
     said = words(r.output)

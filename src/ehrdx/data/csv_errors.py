@@ -67,12 +67,16 @@ def short_rows_error(path: str | Path, separator: str = ",") -> DataError | None
         return None
     if not rows:
         return None
-    at = ", ".join(str(n) for n in lines)
-    return DataError(f"a row has fewer fields than the header's {width} (file line{'s' * (len(lines) > 1)} {at})"
+    return DataError(f"a row has fewer fields than the header's {width} ({file_lines(lines)})"
                      f": its last columns would be read as empty; most often an export cut short or broken",
                      file=str(path), rows=rows,
                      fix=f"export the table again; an empty value still needs its separator (such as "
                          f"1{separator}2020-01-01{separator}{separator} for two empty last columns)")
+
+
+def file_lines(lines: list[int]) -> str:
+    """'file line 3' or 'file lines 3, 7'."""
+    return f"file line{'s' * (len(lines) > 1)} {', '.join(str(n) for n in lines)}"
 
 
 def check_short_rows(frame: pl.DataFrame, path: str | Path, separator: str = ",") -> None:
@@ -94,9 +98,7 @@ def csv_read_error(path: str | Path, exc: Exception, *, separator: str = ",",
         except (OSError, csv.Error, EOFError):
             width, rows, lines = 0, [], []
         if rows:
-            at = ", ".join(str(n) for n in lines)
-            return DataError(f"a row has more fields than the header's {width} (file line{'s' * (len(lines) > 1)} "
-                             f"{at}), most often a value holding the separator {separator!r} unquoted, such as 5,5",
+            return DataError(f"a row has more fields than the header's {width} ({file_lines(lines)}), most often a value holding the separator {separator!r} unquoted, such as 5,5",
                              file=str(path), rows=rows,
                              fix=f'quote such a value ("5,5"), write it with a decimal point (5.5), or remove the '
                                  f"extra {separator!r}")
