@@ -169,3 +169,24 @@ def test_predict_takes_rows_as_predict_proba_does_and_a_threshold_by_name(events
     for threshold in (2.0, -0.1, "0.5"):  # 2.0 made every prediction negative without a word
         with pytest.raises(ModelError, match="threshold .* probability from 0 to 1"):
             event_model.predict(store, te, threshold=threshold)
+
+
+def test_changing_context_after_fit_changes_neither_predictions_nor_the_saved_model(events, tmp_path):
+    """Prediction read the `context` setting, not what the model was fitted with: set_params(context=2) after
+    fit changed probabilities by up to 0.19 without a word, and saving wrote the new value. A fitted model reads
+    `context_`, set at fit."""
+    import ehrdx
+
+    paths, store, (tr, va, te) = events
+    clf = EHRClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1, seed=0)
+    clf.fit(store, tr, va)
+    before = clf.predict_proba(store, te)
+    clf.set_params(context=2)
+    assert clf.context_ is None
+    np.testing.assert_array_equal(clf.predict_proba(store, te), before)  # the same model, the same inputs
+    loaded = ehrdx.load(clf.save(tmp_path / "m"))
+    assert loaded.context_ is None and loaded.context is None
+    np.testing.assert_allclose(loaded.predict_proba(store, te), before, rtol=1e-6, atol=1e-7)
+    refit = EHRClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1, seed=0,
+                          context=2).fit(store, tr, va)
+    assert refit.context_ == 2  # a context given before fit is the one read

@@ -122,6 +122,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
             labels = self.labels if self.labels is not None else DEFAULT_LABELS
             self.selector_ = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
         self._check_context(spec, kind)
+        self.context_ = self.context  # what the model reads at prediction too: set_params after fit changes nothing
         self.layers_ = self.layers if self.layers is not None else spec.default_layers
         self.train_config_ = TrainConfig(
             lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size or spec.default_batch_size,
@@ -330,7 +331,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         source = self.source(data)
         inputs = get_model(self.model_name_).inputs_for(source.kind)
-        bounded = {"context": self.context} if self.context is not None else {}  # sequences only (_check_context)
+        bounded = {"context": self.context_} if self.context_ is not None else {}  # sequences only (_check_context)
         if isinstance(inputs, tuple):
             return {kind: source.dataset(samples, self.encoder_, kind, self.new_onset_,
                                          **(bounded if kind == SEQUENCE else {})) for kind in inputs}

@@ -33,6 +33,7 @@ class Artifacts:
     def artifact_parts(self) -> dict:
         config, state, model_files = get_model(self.model_name_).save(self.model_)
         params = {k: str(v) if isinstance(v, Path) else v for k, v in self.get_params().items() if k not in NOT_SAVED}
+        params["context"] = self.context_  # the visits the model was fitted to read (not a setting changed since)
         if isinstance(self.schema, TableSchema):  # the roles the user gave (not the inferred ones)
             params["schema"] = self.schema.to_dict()
         common = {"model": config, "model_name": self.model_name_, "params": params, "params_version": PARAMS_VERSION,

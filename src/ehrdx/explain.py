@@ -120,7 +120,7 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
         raise DataError(f"sample index {index!r} is not one of the {len(samples)} samples (0 to {len(samples) - 1})",
                         fix="give the position of one sample in `samples`")
     model = model.cpu().eval()
-    ds = SequenceSet(store, samples, clf.encoder_, context=clf.context)
+    ds = SequenceSet(store, samples, clf.encoder_, context=clf.context_)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
     inputs = _event_inputs(ds, seq)
     # where this sample sits among the batch's samples (the model returns one row per sample)
