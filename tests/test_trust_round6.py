@@ -5,7 +5,7 @@ said as sentences, and train and pretrain checking their options before any prog
 
 import pytest
 
-from cli_run import run, small_omop, words
+from cli_run import GOLDEN, run, small_omop, words
 from ehrdx.data.csv_errors import short_rows_error
 
 
@@ -198,3 +198,12 @@ def test_pretrain_refuses_option_values_that_make_no_sense_before_reading_the_ev
     r = run("pretrain", "--events", events, option, value, "--out", tmp_path / "enc")
     assert r.exit_code == 2, r.output
     assert option in r.output and "event store:" not in r.output and not (tmp_path / "enc").exists()
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--workers"])
+def test_a_zero_batch_size_or_worker_count_is_refused_not_read_as_the_default(tmp_path, option):
+    """`--batch-size 0` and `--workers 0` silently meant the defaults; they are refused before any work."""
+    r = run("train", "--meds", GOLDEN / "meds", "--labels", f"map:{GOLDEN / 'label_map.csv'}", "--model", "logistic",
+            option, "0", "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert option in words(r.output) and not (tmp_path / "m").exists()

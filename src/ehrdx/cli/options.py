@@ -163,7 +163,7 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(min=0, help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
-BatchSize = Annotated[int | None, typer.Option(help="Patients per training batch (default 256 for tables, 64 "
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Patients per training batch (default 256 for tables, 64 "
                                                "for event streams, where a patient brings all their visits).")]
 Layers = Annotated[int | None, typer.Option(min=1, help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
@@ -202,7 +202,7 @@ InferIntroduced = Annotated[bool, typer.Option(
     "it are masked. Off by default: a label is taken to have existed all along.")]
 PosWeight = Annotated[bool, typer.Option(help="Up-weight positives of rare labels in the loss.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same run on the same machine.")]
-Workers = Annotated[int, typer.Option(help="Event streams (MEDS): processes that convert a sharded MEDS dataset "
+Workers = Annotated[int, typer.Option(min=1, help="Event streams (MEDS): processes that convert a sharded MEDS dataset "
                                      "into the store, each its own shards (under torchrun with --store, every "
                                      "process converts its own).")]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")]
