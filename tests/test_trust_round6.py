@@ -207,3 +207,18 @@ def test_a_zero_batch_size_or_worker_count_is_refused_not_read_as_the_default(tm
             option, "0", "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output
     assert option in words(r.output) and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("rows, said", [
+    ("1,2020-01-01T00:00:00,a,b\n", "more fields than the header's 2 (file line 3)"),
+    ("1\n", "fewer fields than the header's 2 (file line 3)"),
+])
+def test_a_ragged_row_in_a_times_file_is_named(tmp_path, rows, said):
+    """A --times CSV with a row longer than its header gave only "could not be read (ComputeError ...)"; a short
+    row was read with an empty prediction time. Both name the file's line now, as the other CSV inputs do."""
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n1,2019-06-01T00:00:00\n" + rows)
+    r = run("predict", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--times", times,
+            "--out", tmp_path / "p.csv")
+    assert r.exit_code == 2, r.output
+    assert "times.csv" in words(r.output) and said in words(r.output) and not (tmp_path / "p.csv").exists()

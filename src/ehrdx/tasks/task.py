@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error
 from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
@@ -59,12 +60,17 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
     path = Path(path)
     if not path.exists():
         raise DataError("prediction times file not found", file=str(path), fix="check the path")
+    csv = path.suffix.lower() not in (".parquet", ".pq")
     try:  # a CSV is read as text: other columns (a label, a note) may hold anything
-        frame = pl.read_parquet(path, glob=False) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
-            path, glob=False, infer_schema=False)
+        frame = pl.read_csv(path, glob=False, infer_schema=False) if csv else pl.read_parquet(path, glob=False)
     except pl.exceptions.PolarsError as exc:
+        named = csv_read_error(path, exc) if csv else None  # a row longer than the header: named, with the fix
+        if named is not None and named.fix:
+            raise named from exc
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path),
                         fix="a prediction times file is CSV or Parquet with subject_id and prediction_time") from exc
+    if csv:
+        check_short_rows(frame, path)
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",
                         fix="a prediction times file has subject_id and prediction_time (the MEDS label schema)")
