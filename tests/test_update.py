@@ -294,3 +294,15 @@ def test_the_update_report_reads_head_scores_and_packed_tables_as_it_reads_array
             assert (a[key] is None) == (b[key] is None) and (a[key] is None or abs(a[key] - b[key]) < 1e-5), key
     cols = np.array([1, 3])  # not a run: an array's columns
     np.testing.assert_array_equal(take_label_columns(s.y_bits, cols), s.y[:, cols])
+
+
+def test_a_model_that_fits_itself_shows_no_fine_tuning_bar(data, tmp_path):
+    """update on a logistic model showed "fine-tuning 0/2" though nothing is fine-tuned (its new labels are fitted,
+    its old ones kept): the bar is a network's only."""
+    paths, _, _ = data
+    r = run("train", "--meds", paths["meds"], "--labels", f"map:{paths['label_map']}", "--until", "2020-01-01",
+            "--model", "logistic", "--out", tmp_path / "old")
+    assert r.exit_code == 0, r.output
+    r = run("update", "--model", tmp_path / "old", "--meds", paths["meds"], "--out", tmp_path / "new")
+    assert r.exit_code == 0, r.output
+    assert "fine-tuning" not in r.output and "updated model saved" in " ".join(r.output.split())

@@ -98,8 +98,8 @@ def update_model(
     patients only with `infer_introduced`, else it is taken to have existed all along.
     `selector` replaces the model's label selection (e.g. a label map with new conditions of interest);
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
-    fine-tuning, with its old labels as targets and the new labels unknown. `on_start` is called once the
-    labels to add are checked, before the new rows are fitted (e.g. to show a progress bar only then)."""
+    fine-tuning, with its old labels as targets and the new labels unknown. `on_start` is called when a
+    network's fine-tuning starts, after every check (e.g. to show a progress bar only then)."""
     if protect not in PROTECT:
         raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
     if init not in INIT_STRATEGIES:
@@ -169,8 +169,6 @@ def update_model(
                         column="--add" if new_labels is not None else None,
                         fix="give a date (--add LABEL=DATE) within the data, or data in which the label is "
                             "recorded at a known prediction time")
-    if on_start is not None:
-        on_start()
     prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
@@ -231,6 +229,8 @@ def update_model(
             keep = old_s.mask.any(1)
             train_set = ConcatSet(train_set, new.dataset(replay[0], old_s.subset(keep)))
         if epochs > 0:
+            if on_start is not None:  # only a network is fine-tuned (a model that fits itself has no epochs)
+                on_start()
             history = train_model(new.model_, train_set, val_set, config,
                                   on_epoch, extra_loss=distill if protect == "distill" else None)
             new.history_ = history
