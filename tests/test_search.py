@@ -5,11 +5,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from ehrdx import search_settings  # the public name (README, Python)
 from ehrdx.cli import app
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
-from ehrdx.search import GBM_SPACE, search_settings
+from ehrdx.search import GBM_SPACE
 
 
 @pytest.fixture(scope="module")

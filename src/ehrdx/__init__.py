@@ -10,12 +10,13 @@ imported on first use, so `import ehrdx` stays light: no torch, polars or scikit
   update_model                     add labels to a trained event model (`ehrdx update`)
   build_report                     the HTML report of predictions on samples (`ehrdx report`)
   explain_sample                   why one prediction: attributions over past events (`ehrdx explain`)
+  search_settings                  try settings on the tuning patients and set the best (`ehrdx train --search`)
 """
 
 from ehrdx.version import __version__
 
 __all__ = ["EHRClassifier", "EventClassifier", "__version__", "build_report", "explain_sample", "load",
-           "open_store", "patient_splits", "update_model"]
+           "open_store", "patient_splits", "search_settings", "update_model"]
 
 
 def load(directory):
@@ -43,6 +44,8 @@ def __getattr__(name: str):
         from ehrdx.evaluate.html import build_report as value
     elif name == "explain_sample":
         from ehrdx.explain import explain_sample as value
+    elif name == "search_settings":
+        from ehrdx.search import search_settings as value
     else:
         raise AttributeError(f"module 'ehrdx' has no attribute {name!r}")
     globals()[name] = value  # once imported, a plain attribute
