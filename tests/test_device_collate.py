@@ -197,3 +197,19 @@ def test_event_and_visit_tables_are_made_once_per_store_device_and_encoder(parts
     events = [k for k in _ON_DEVICE[store] if isinstance(k, tuple) and k[:2] == (torch.device("cpu"), "events")]
     assert len(events) == 1  # the other encoder's tables replaced the first's (on this device)
     _same(other.collate(np.arange(other.n_sequences)), do.collate(np.arange(other.n_sequences)))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_the_event_and_visit_tables_do_not_depend_on_their_chunks(parts, chunk):
+    """They are made a chunk of events / visits at a time (bounded memory on a big store): any chunk size gives
+    the one-chunk tables, across every boundary."""
+    from ehrdx.data.device_collate import event_tables, visit_features
+
+    store, _, _, rows = parts
+    ds = _set(parts, rows)
+    args = (store, ds._code_map, ds._mean, ds._std, ds._numeric_col)
+    whole = event_tables(*args, chunk=1 << 40)
+    for a, b in zip(whole, event_tables(*args, chunk=chunk), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(visit_features(store, chunk=1 << 40), visit_features(store, chunk=chunk))
+    assert len(whole[0]) == len(store.codes) > 64 and len(store.visit_starts) > 64  # several chunks at 64 too

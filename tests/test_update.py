@@ -54,6 +54,7 @@ def test_update_from_the_command_line_appends_labels_and_leaves_the_old_model_al
     r = run("update", "--model", tmp_path / "old", "--meds", meds, "--out", tmp_path / "new", "--epochs", "1",
             "--init", "auto", "--compare", "--replay-meds", meds, "--replay-until", "2020-01-01")
     assert r.exit_code == 0, r.output
+    assert "fine-tuning" in r.output  # a network is fine-tuned: its bar is shown (a logistic model's is not, below)
     assert _digest(tmp_path / "old") == before  # the old directory is never modified
     new_labels = json.loads((tmp_path / "new" / "labels.json").read_text())
     n_old = len(old_labels["labels"])

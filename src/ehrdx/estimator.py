@@ -122,7 +122,6 @@ class EHRClassifier(Artifacts, BaseEstimator):
             labels = self.labels if self.labels is not None else DEFAULT_LABELS
             self.selector_ = labels if isinstance(labels, LabelSelector) else LabelSelector.parse(labels)
         self._check_context(spec, kind)
-        self.context_ = self.context  # what the model reads at prediction too: set_params after fit changes nothing
         self.layers_ = self.layers if self.layers is not None else spec.default_layers
         self.train_config_ = TrainConfig(
             lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size or spec.default_batch_size,
@@ -212,6 +211,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("no training samples with a known label (every patient has a single visit, or "
                             "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
         torch.manual_seed(self.seed)
+        # What the model reads, at prediction too: set only once every check above passed (a fit that fails on
+        # its input leaves a fitted model as it was), and not changed by set_params after fit
+        self.context_ = self.context
         train_set, val_set = self.dataset(source, train_s), self.dataset(val_source, val_s)
         settings = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
                     "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,

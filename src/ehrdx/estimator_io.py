@@ -88,6 +88,7 @@ class Artifacts:
             if config.get("pretrained"):  # the encoder it came from (ehrdx train --init)
                 clf.pretrained_ = config["pretrained"]
         clf.resolve_settings("table" if family == "table" else "events")
+        clf.context_ = clf.context  # saved as the model was fitted to read (artifact_parts)
         clf.model_name_ = name  # the saved one, whatever the default for model=None is today
         spec = get_model(name)
         clf.train_config_ = TrainConfig(**train)

@@ -350,7 +350,7 @@ def compare_update(old: EHRClassifier, store, splits, report: dict, selector=Non
                                 infer_introduced=infer_introduced)
     rows["fine-tune, no protection"] = {k: plain[k] for k in keys}
     scratch = EHRClassifier(**{**old.get_params(), "labels": selector or old.selector_,
-                               "infer_introduced": infer_introduced})
+                               "infer_introduced": infer_introduced, "context": old.context_})  # as it was fitted
     t0 = time.perf_counter()
     with stage("retraining from scratch"):
         scratch.fit(store, splits[0], splits[1])

@@ -48,8 +48,8 @@ class Batch:
 
     def pack(self, pin: bool = False) -> PackedBatch:
         """Every tensor of the batch in one byte buffer (each at an offset aligned to PACK_ALIGN bytes), so
-        that it crosses to a GPU in one copy, or from a worker process in one shared-memory segment,
-        instead of one per field. `pin`: the buffer in pinned memory. `PackedBatch.unpack` gives it back."""
+        that it crosses to a GPU in one copy instead of one per field. `pin`: the buffer in pinned memory.
+        `PackedBatch.unpack` gives the batch back."""
         tensors = {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), torch.Tensor)}
         layout, size = [], 0
         for name, t in tensors.items():

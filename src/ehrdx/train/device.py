@@ -188,7 +188,7 @@ def device_batches(batches: Iterable[Batch], device: torch.device, background: b
     gpu = device.type == "cuda"
     background = gpu if background is None else background
     if gpu:  # packed and pinned in the producer too, so the main thread only launches the copy
-        batches = (b.pack(pin=True) if PACK_BATCHES else pin(b) for b in batches)
+        batches = (b.pack(pin=True) if PACK_BATCHES and b.y.device.type == "cpu" else pin(b) for b in batches)
     source = prefetch(batches) if background else iter(batches)
     for batch in source:
         batch = to_device(batch, device)
