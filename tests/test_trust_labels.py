@@ -161,8 +161,8 @@ def test_given_dates_mask_and_are_counted_by_rule_and_others_are_not_inferred(co
                                   "test_samples": {"excluded": counts}})
     printed = console.export_text()
     assert "labels with an introduced_at (masked before it): 3 from label map" in printed
-    assert f"label entries before introduction masked:label map: {counts['label_entries_before_introduction_masked']:,}" \
-        in printed
+    n = counts["label_entries_before_introduction_masked"]
+    assert f"label entries before introduction masked: {n:,} (introduction dates from: label map {n:,})" in printed
     inferred = EventClassifier(model="logistic", labels=f"map:{paths['label_map']}", infer_introduced=True)
     inferred.fit(st, tr, va)
     assert inferred.label_vocab_.info["I10"]["introduced_from"] == "first record in training"

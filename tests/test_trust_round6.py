@@ -222,3 +222,17 @@ def test_a_ragged_row_in_a_times_file_is_named(tmp_path, rows, said):
             "--out", tmp_path / "p.csv")
     assert r.exit_code == 2, r.output
     assert "times.csv" in words(r.output) and said in words(r.output) and not (tmp_path / "p.csv").exists()
+
+
+def test_the_masked_entries_per_date_rule_are_said_within_the_totals_line():
+    """`ehrdx demo` printed "label entries before introduction masked:label map: 160,155" under the total of the
+    same number: a raw key, and a line repeating another. The rules are said in the total's line."""
+    from ehrdx.evaluate.report import count_lines
+
+    key = "label_entries_before_introduction_masked"
+    lines = count_lines({key: 5, f"{key}:label map": 3, f"{key}:update --add": 2, "samples_without_next_visit": 7},
+                        part="train")
+    said = "train: label entries before introduction masked: 5 (introduction dates from: label map 3, update --add 2)"
+    assert lines == [said, "train: samples without next visit: 7"]
+    # without the total (not written so today), a rule's count is still said
+    assert count_lines({f"{key}:label map": 3}) == ["label entries before introduction masked:label map: 3"]

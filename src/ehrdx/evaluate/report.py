@@ -12,6 +12,7 @@ from rich.text import Text
 from ehrdx.data.table_cells import some_names
 from ehrdx.evaluate.metrics import HEADLINE
 from ehrdx.sources.base import NOT_IN_MODEL
+from ehrdx.tasks.positives import INTRODUCTION_MASKED
 
 TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
 # Positive training patients below which a new label's test AUROC/AUPRC are not to be trusted: the update
@@ -170,9 +171,17 @@ def count_lines(counts: dict, names: dict[str, list[str]] | None = None, part: s
     are one sentence naming them."""
     head = f"{part}: " if part else ""
     lines, absent = [], []
+    # label entries masked before their labels' introduction, per rule that gave the dates
+    # (`...masked:label map`): said within the total's line, not as lines that repeat it
+    rules = {what.split(":", 1)[1]: n for what, n in counts.items() if what.startswith(f"{INTRODUCTION_MASKED}:")}
     for what, n in counts.items():
         if what.startswith(NOT_IN_MODEL):
             absent.append(what[len(NOT_IN_MODEL):])
+        elif what == INTRODUCTION_MASKED and rules:
+            by = ", ".join(f"{rule} {m:,}" if isinstance(m, int) else f"{rule} {m}" for rule, m in rules.items())
+            lines.append(head + count_line(what, n) + f" (introduction dates from: {by})")
+        elif what.startswith(f"{INTRODUCTION_MASKED}:") and INTRODUCTION_MASKED in counts:
+            continue
         else:
             lines.append(head + count_line(what, n, (names or {}).get(what)))
     if absent:
