@@ -183,14 +183,14 @@ def test_changing_context_after_fit_changes_neither_predictions_nor_the_saved_mo
     before = clf.predict_proba(store, te)
     clf.set_params(context=2)
     assert clf.context_ is None
-    np.testing.assert_array_equal(clf.predict_proba(store, te), before)  # the same model, the same inputs
+    np.testing.assert_array_equal(clf.predict_proba(store, te), before)  # exact: the same model, inputs and threads
     loaded = ehrdx.load(clf.save(tmp_path / "m"))
     assert loaded.context_ is None and loaded.context is None
     np.testing.assert_allclose(loaded.predict_proba(store, te), before, rtol=1e-6, atol=1e-7)
     with pytest.raises(DataError):  # a refit that fails on its input leaves the fitted model as it was
         clf.fit(store, np.array([10**9]), va)
     assert clf.context_ is None
-    np.testing.assert_array_equal(clf.predict_proba(store, te), before)
+    np.testing.assert_array_equal(clf.predict_proba(store, te), before)  # exact: the same model, inputs and threads
     refit = EHRClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1, seed=0,
                           context=2).fit(store, tr, va)
     assert refit.context_ == 2  # a context given before fit is the one read

@@ -14,6 +14,8 @@ everything derived (`model_name_`, `task_`, `selector_`, `train_config_`) and le
 checks that it is fitted. What the data is, is the source's business (ehrdx.sources); which network or
 model learns from it, the registry's (ehrdx.models.registry); this class holds what is common to all.
 Everything learned comes from the training patients; validation patients stop training and tune thresholds.
+(About 400 lines in one file on purpose: it is the one public class, its artifacts already live in
+estimator_io.py and its argument checks in train/settings.py.)
 """
 
 from __future__ import annotations

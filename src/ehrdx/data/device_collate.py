@@ -27,8 +27,9 @@ import torch
 
 from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.bits import BitTable
+from ehrdx.data.patients import birth_times
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.store import birth_times, concat_ranges
+from ehrdx.data.store import concat_ranges
 
 YEAR = 365.25 * 86400  # as data/sequences.py
 Z_CLIP = 5.0

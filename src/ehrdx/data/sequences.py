@@ -21,9 +21,10 @@ from ehrdx.data.batch import SequenceBatch
 from ehrdx.data.batches import epoch_order
 from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.device_collate import DeviceCollate, exact_device
+from ehrdx.data.patients import birth_times, static_ranges
 from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.store import EventStore, birth_times, concat_ranges, static_ranges
+from ehrdx.data.store import EventStore, concat_ranges
 from ehrdx.data.windows import prior_summary, window_starts
 
 YEAR = 365.25 * 86400

@@ -5,6 +5,7 @@ Sections: cohort summary, headline metrics (all labels and new onset), ROC and p
 number of prior visits and by sex and age band (a fairness view), training curves, and, for a model made
 by `ehrdx update`, old-vs-new label results. Cells built from fewer than `min_cell` patients are
 suppressed (per-label rows and curves, subgroup rows). No patient id is written.
+(About 400 lines in one file on purpose: every section shares the page's helpers and the suppression rule.)
 """
 
 from __future__ import annotations
