@@ -127,9 +127,6 @@ class PackedBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
         return replace(self, buf=self.buf.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> PackedBatch:
-        return replace(self, buf=self.buf.pin_memory())
-
     def unpack(self) -> Batch:
         """The batch, its tensors views of the buffer (wherever the buffer is: one copy moved them all)."""
         return replace(self.rest, **{name: self.buf[off : off + n].view(dtype).view(shape)
