@@ -194,3 +194,13 @@ def test_changing_context_after_fit_changes_neither_predictions_nor_the_saved_mo
     refit = EHRClassifier(model="gru", labels=f"map:{paths['label_map']}", hidden=16, max_epochs=1, seed=0,
                           context=2).fit(store, tr, va)
     assert refit.context_ == 2  # a context given before fit is the one read
+
+
+def test_a_folder_given_to_fit_or_predict_says_to_open_it_as_a_store(tmp_path, table_model):
+    """A MEDS folder passed where a patient table is read used to fail with "unsupported file type ''"."""
+    (tmp_path / "data").mkdir()
+    for call in (lambda: EHRClassifier(model="gru").fit(str(tmp_path / "data")),
+                 lambda: table_model.predict_proba(tmp_path / "data")):
+        with pytest.raises(DataError, match="a folder, not a patient table") as err:
+            call()
+        assert "open_store(meds=" in str(err.value) and str(tmp_path / "data") in str(err.value)

@@ -156,6 +156,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
             return EventSource(data, targets)
         if isinstance(data, PatientTable):
             return TableSource(data)
+        if isinstance(data, str | os.PathLike) and Path(data).is_dir():  # a MEDS or OMOP folder, most likely
+            raise DataError("a folder, not a patient table: event data is read into a store first", file=str(data),
+                            fix="store = ehrdx.open_store(meds=PATH) (or omop=PATH, or events=FILE for a long table), then "
+                                "fit(store) / predict_proba(store)")
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
         kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True} if fitted
                   else {"schema": self.schema, "require_labels": True})

@@ -5,7 +5,8 @@ not use, and the targets of a task (`ehrdx targets`). The main job itself is ehr
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,32 @@ def open_store(
     if store_dir is None:
         store_dir = temporary_directory("ehrdx_store_")  # removed at exit, on SIGTERM and on Ctrl-C
     until_seconds = parse_until(until)
+    with writing_store(Path(store_dir)):
+        return _open_store(meds, events, omop, store_dir, visit_gap_seconds, columns, until_seconds, until, workers)
+
+
+WRITING = ".ehrdx-writing"  # the lock file in a store folder while a process converts into it
+
+
+@contextmanager
+def writing_store(store_dir: Path) -> Iterator[None]:
+    """One process at a time converts into a store folder: a second one (two commands given the same
+    --store) gets a clear error instead of a crash halfway or a store whose arrays come from two builds."""
+    import fcntl
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with open(store_dir / WRITING, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError("another ehrdx process is converting event data into this store folder now",
+                            file=str(store_dir), fix="wait for it to finish, or give each run its own --store "
+                            "folder") from None
+        yield
+
+
+def _open_store(meds, events, omop, store_dir, visit_gap_seconds: int, columns: dict | None,
+                until_seconds: int | None, until: str | None, workers: int) -> EventStore:
     if meds is not None and workers > 1:
         store = build_store_parallel(meds, store_dir, workers, visit_gap_seconds, until_seconds)
         attach_descriptions(store, meds=meds)
