@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -72,6 +72,16 @@ def ehrdx_pretrained(model: str, pretrain_epochs: int = 5) -> Runner:
     return run
 
 
+def new_onset_training(runner: Runner) -> Runner:
+    """`runner` on the task in new-onset mode: trained (and stopped, thresholds tuned) only on the samples
+    where a label was not recorded at or before the prediction time; predicted and scored as before."""
+
+    def run(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
+        return runner(replace(p, task=replace(p.task, new_onset=True)), s)
+
+    return run
+
+
 def code_counts(store: EventStore, samples: Samples, columns: np.ndarray) -> sp.csr_matrix:
     """[samples, codes + 1]: how often each code occurs at or before the prediction time (static facts
     included), then age in years. `columns` maps store code ids to columns (-1: not a feature)."""
@@ -87,10 +97,11 @@ def code_counts(store: EventStore, samples: Samples, columns: np.ndarray) -> sp.
     return sp.hstack([counts, sp.csr_matrix(age[:, None].astype(np.float32))], format="csr")
 
 
-def lgbm_counts(p: Prepared, s: Settings, **params) -> tuple[np.ndarray, dict]:
+def lgbm_counts(p: Prepared, s: Settings, new_onset: bool = False, **params) -> tuple[np.ndarray, dict]:
     """The baseline users compare against: count each code before the prediction time, one
     LGBMClassifier per label (training samples where the label is known), early stopping on tuning.
-    LightGBM's defaults (lr 0.05), or `params` over them."""
+    LightGBM's defaults (lr 0.05), or `params` over them. `new_onset`: trained only where the label was not
+    recorded before the prediction time."""
     import lightgbm as lgb
 
     t0 = time.perf_counter()
@@ -104,6 +115,8 @@ def lgbm_counts(p: Prepared, s: Settings, **params) -> tuple[np.ndarray, dict]:
     for j in range(len(p.labels)):
         tr, va = p.samples["train"], p.samples["tuning"]
         m, mv = tr.mask[:, j], va.mask[:, j]
+        if new_onset:  # fit and stop on the samples where the label was not yet recorded
+            m, mv = m & ~tr.history[:, j], mv & ~va.history[:, j]
         y, yv = tr.y[m, j], va.y[mv, j]
         if y.min() == y.max():
             proba[:, j] = y.mean()
@@ -132,6 +145,11 @@ MODELS: dict[str, Runner] = {
     "auto-pretrained": ehrdx_pretrained("auto"),  # the same from an encoder pretrained on the training patients
     "gru-pretrained": ehrdx_pretrained("gru"),
     "lgbm-counts": lgbm_counts,
+    # trained on new onset only (the task's new_onset mode; lgbm-counts on the same samples)
+    "gru-newonset": new_onset_training(ehrdx_model("gru")),
+    "gbm-newonset": new_onset_training(ehrdx_model("gbm")),
+    "auto-newonset": new_onset_training(ehrdx_model("auto")),
+    "lgbm-counts-newonset": partial(lgbm_counts, new_onset=True),
     # the same with smaller, subsampled trees (on Eunomia the defaults stop after ~5 trees per label)
     "lgbm-counts-small": partial(lgbm_counts, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
                                  colsample_bytree=0.8, reg_lambda=1.0),
