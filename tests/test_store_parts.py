@@ -62,3 +62,18 @@ def test_merge_streams_in_chunks(meds, tmp_path):
     ref = build_store(iter_meds(meds), tmp_path / "ref")
     assert _bytes(whole.directory) == _bytes(ref.directory)
     assert np.array_equal(np.asarray(whole.codes), np.asarray(ref.codes))
+
+
+def test_a_cooperative_conversion_checks_what_a_single_one_does(meds, tmp_path):
+    """The processes of a distributed run (torchrun) convert shards cooperatively; that path skipped the checks
+    of open_store: a --until before every visit gave a store with no prediction time, without a word."""
+    from ehrdx.events_pipeline import convert_cooperatively
+
+    with pytest.raises(DataError, match="no visit at or before --until 1900-01-01") as err:
+        convert_cooperatively(meds, tmp_path / "early", 0, 1, lambda: None, until="1900-01-01")
+    assert "the data's first visit is on" in str(err.value)
+    with pytest.raises(DataError, match="unreadable date"):
+        convert_cooperatively(meds, tmp_path / "bad", 0, 1, lambda: None, until="soon")
+    assert not (tmp_path / "bad").exists()  # refused before any work
+    store = convert_cooperatively(meds, tmp_path / "fine", 0, 1, lambda: None)
+    assert len(store) == len(open_store(meds=meds, store_dir=tmp_path / "single"))

@@ -157,10 +157,11 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
                           visit_gap_seconds: int = 0, until: str | None = None) -> EventStore:
     """Every process of a distributed run converts its own consecutive MEDS shards into a part store;
     rank 0 merges the parts once all are done. `store_dir` must be shared by the processes."""
+    until_seconds = parse_until(until)
     groups = shard_groups(meds_shard_paths(meds), world)
     parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
     if rank < len(groups):
-        build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, parse_until(until))
+        build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, until_seconds)
     barrier()
     if rank == 0:
         merged = merge_stores(parts, store_dir)
@@ -168,7 +169,7 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
         note_split_subjects_without_events(merged, meds, until)
         shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
     barrier()
-    return EventStore(store_dir)
+    return _not_empty(EventStore(store_dir), meds, until)  # every rank stops with the same error
 
 
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
