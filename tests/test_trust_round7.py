@@ -61,3 +61,71 @@ def test_a_run_without_resume_replaces_a_checkpoint_of_other_options(stopped_run
     _stopped_before_saving(monkeypatch, *_train_args(stopped_run, "--seed", 1))
     options = json.loads((stopped_run / "checkpoint" / "run.json").read_text())["options"]
     assert options["--seed"] == 1
+
+
+# -- errors raised to Python name the parameters, not the command-line options --------------------------------
+
+@pytest.fixture(scope="module")
+def golden_store(tmp_path_factory):
+    from ehrdx import open_store, patient_splits
+
+    store = open_store(meds=GOLDEN / "meds", store_dir=tmp_path_factory.mktemp("golden") / "store")
+    return store, patient_splits(store, GOLDEN / "meds", 0)
+
+
+@pytest.mark.parametrize(("settings", "said", "fix"), [
+    ({"labels": "nope:x"}, "parameter labels: unknown label spec 'nope:x'", None),
+    ({"labels": "prefix:NOPE//"}, "no label code of labels='prefix:NOPE//' occurs",
+     "check labels= against the codes in the data (ehrdx reads them from events; open_store(until=...) and the"),
+    ({"task": "weird"}, "parameter task: unknown task 'weird'", None),
+    ({"model": "transformer", "hidden": 10, "heads": 3}, "hidden 10 is not divisible by heads 3",
+     "e.g. hidden=128 heads=4 (or heads=1)"),
+])
+def test_an_estimator_s_errors_name_its_parameters_from_python(golden_store, settings, said, fix):
+    """EHRClassifier(labels="nope:x").fit(...) said "option --labels: unknown label spec", and a fix naming
+    "--labels", "--until" or "--hidden 128 --heads 4": options of a command the Python caller did not run."""
+    from ehrdx.errors import EhrdxError
+
+    store, (tr, va, _) = golden_store
+    with pytest.raises(EhrdxError) as caught:
+        EHRClassifier(**{"model": "logistic", **settings}).fit(store, tr, va)
+    message = str(caught.value)
+    assert said in message and (fix is None or fix in message)
+    assert "--" not in message, message
+
+
+def test_the_same_errors_name_the_options_on_the_command_line(tmp_path):
+    r = run("train", "--meds", GOLDEN / "meds", "--labels", "prefix:NOPE//", "--model", "logistic",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert "no label code of --labels 'prefix:NOPE//' occurs" in words(r.output)
+    assert "check --labels against the codes in the data (ehrdx reads them from events; --until and" in words(r.output)
+
+
+def test_update_model_and_open_store_errors_name_their_parameters(golden_store):
+    from ehrdx import load, open_store, update_model
+    from ehrdx.errors import DataError
+
+    store, splits = golden_store
+    old = load(GOLDEN / "gru_model")
+    with pytest.raises(DataError) as caught:
+        update_model(old, store, splits, new_labels=["NOPE"])
+    assert str(caught.value).startswith("parameter new_labels: label(s) NOPE never recorded"), caught.value
+    with pytest.raises(DataError) as caught:
+        update_model(old, store, splits, introduced={"ZZZ": "2020-01-01"})
+    assert str(caught.value) == ("parameter introduced: a date was given for label(s) ZZZ that this update does not "
+                                 "add\n  fix: give dates only for the labels added (introduced={LABEL: DATE})")
+    with pytest.raises(DataError) as caught:
+        open_store(meds=GOLDEN / "meds", until="someday")
+    assert str(caught.value).startswith("parameter until: unreadable date 'someday'"), caught.value
+
+
+def test_option_names_are_said_as_parameters_in_prose_values_and_quoted_commands():
+    from ehrdx.errors import python_text
+
+    names = {"--model": "model", "--hidden": "hidden", "--no-censor": "censor=False", "--add LABEL=DATE": "x={L: D}"}
+    said = python_text("give --model gru or --model auto (or leave --model out), or pretrain one (ehrdx pretrain "
+                       "--hidden 64 --model gru); --hidden 128, or --no-censor; --add LABEL=DATE; ehrdx --show-ids",
+                       names)
+    assert said == ("give model=gru or model=auto (or leave model out), or pretrain one (ehrdx pretrain --hidden 64 "
+                    "--model gru); hidden=128, or censor=False; x={L: D}; ehrdx --show-ids")

@@ -35,7 +35,7 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
-from ehrdx.errors import DataError, ModelError
+from ehrdx.errors import DataError, ModelError, python_terms
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
@@ -55,6 +55,16 @@ from ehrdx.train.settings import check_settings
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "auto"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
 DEFAULT_PATIENCE = {TABLE: 4, EVENTS: 3}
+# Errors say the command-line options behind the settings (most are raised for `ehrdx`); raised to a Python
+# caller of the methods below they say these parameters (ehrdx.errors.python_terms).
+PARAMETERS = {"--labels": "labels", "--task": "task", "--model": "model", "--hidden": "hidden", "--heads": "heads",
+              "--layers": "layers", "--dropout": "dropout", "--lr": "lr", "--weight-decay": "weight_decay",
+              "--batch-size": "batch_size", "--epochs": "max_epochs", "--patience": "patience", "--seed": "seed",
+              "--val-fraction": "val_fraction", "--context": "context", "--init": "init", "--probe": "probe=True",
+              "--new-onset": "new_onset=True", "--no-censor": "censor=False",
+              "--infer-introduced": "infer_introduced=True", "--device": "device", "--precision": "precision",
+              "--until": "open_store(until=...)", "--test-fraction": "patient_splits(fractions=...)"}
+in_python_terms = python_terms(PARAMETERS)
 EVENT_ONLY = {"task": "next-visit", "labels": None, "new_onset": False, "censor": True, "infer_introduced": False}
 
 
@@ -175,6 +185,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         return tr, va
 
     # -- fit -------------------------------------------------------------------------------------
+    @in_python_terms
     def fit(self, data, train_rows=None, val_rows=None, *, val=None, targets=None,
             on_epoch: Callable[[int, float, float | None], None] | None = None,
             checkpoint: str | Path | None = None, resume: bool = False,
@@ -319,6 +330,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         return list(self.label_vocab_.labels)
 
+    @in_python_terms
     def samples(self, data, rows: np.ndarray | None = None, *, times=None, require_labels: bool = True,
                 targets=None) -> Samples:
         """Samples of the given patients (all by default): for event streams at visit ends, at given
@@ -348,6 +360,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
             return np.zeros((0, len(self.label_vocab_)), dtype=np.float32)
         return model_probabilities(self.model_, self.dataset(data, samples))
 
+    @in_python_terms
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
         """Probability of every label for every patient row of a table, or every sample (visit end) of the
         given patients of an event store. `last_prediction_summary_` says what was unseen in training."""
@@ -358,6 +371,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
             self.last_prediction_summary_ = source.summary(samples, self.dataset(source, samples))
         return proba
 
+    @in_python_terms
     def predict(self, data, rows: np.ndarray | None = None, *, threshold: float | None = None) -> np.ndarray:
         """Multi-hot predictions for the rows predict_proba scores, at the tuned per-label thresholds (or one
         fixed threshold)."""
@@ -369,6 +383,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         thr = self.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
         return proba >= thr[None, :]
 
+    @in_python_terms
     def evaluate(self, data, rows: np.ndarray | None = None, proba: np.ndarray | None = None,
                  samples: Samples | None = None) -> dict:
         """Metrics at 0.5 and at the tuned thresholds. Event streams: per prediction time, for all labels, new

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ehrdx.data.batches import ConcatSet
 from ehrdx.data.bits import label_counts
 from ehrdx.data.splits import check_rows
-from ehrdx.errors import DataError, ModelError
+from ehrdx.errors import DataError, ModelError, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
 from ehrdx.models.grow import STRATEGIES as INIT_STRATEGIES
@@ -47,6 +47,12 @@ from ehrdx.train.probe import probe_new_rows
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
+# the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
+PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+              "--add": "new_labels", "--labels": "selector",
+              "--epochs": "epochs", "--lr": "lr", "--patience": "patience", "--init": "init", "--protect": "protect",
+              "--replay-meds": "replay", "--infer-introduced": "infer_introduced=True", "--device": "device",
+              "--precision": "precision", "--until": "open_store(until=...)"}
 # How an auto model's new labels mix its members (update_report.json's `ensemble.chosen_on`)
 UPDATE_MIX_RULE = ("the new data's tuning (validation) patients, for the labels this update adds (the old labels keep "
                    "their weights; 'all labels' in a row means every label this update adds), by the rule auto is "
@@ -70,6 +76,7 @@ def _file_sha(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@python_terms(PARAMETERS)
 def update_model(
     old: EHRClassifier,
     store,
