@@ -2,6 +2,7 @@
 before the data is read, ..."""
 
 import json
+import re
 
 import pytest
 
@@ -129,3 +130,72 @@ def test_option_names_are_said_as_parameters_in_prose_values_and_quoted_commands
                        names)
     assert said == ("give model=gru or model=auto (or leave model out), or pretrain one (ehrdx pretrain --hidden 64 "
                     "--model gru); hidden=128, or censor=False; x={L: D}; ehrdx --show-ids")
+
+
+# -- a blank line in a CSV input is no row -------------------------------------------------------------------
+
+EVENTS = "subject_id,time,code\n1,2020-01-01,DX//E11\n\n1,2020-02-01,DX//I10\n2,2020-01-01,DX//I10\n2,2020-03-01,DX//E11\n\n"
+
+
+def _no_row_said(output: str) -> bool:
+    return "empty" not in output and re.search(r"\brows? \d", words(output)) is None
+
+
+@pytest.mark.parametrize("blank_in", ["events", "label map"])
+def test_a_blank_line_in_an_events_table_or_a_label_map_is_skipped_as_no_row(tmp_path, blank_in):
+    """A blank line (between rows, or an extra one at the end) was read by polars as a row of empty cells:
+    "events.csv, column 'subject_id': empty subject ids, row 2". It holds nothing and is no row (the csv module,
+    pandas and R skip it): the file reads as without it."""
+    events = tmp_path / "events.csv"
+    events.write_text(EVENTS if blank_in == "events" else EVENTS.replace("\n\n", "\n"))
+    label_map = tmp_path / "map.csv"
+    label_map.write_text("code,label\nDX//E11*,E11\n" + ("\n" if blank_in == "label map" else "") + "DX//I10*,I10\n")
+    r = run("targets", "--events", events, "--labels", f"map:{label_map}", "--task", "window:365d",
+            "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    assert "2 prediction times x 2 labels" in r.output and _no_row_said(r.output)
+
+
+def test_a_blank_line_in_a_times_file_or_a_targets_file_is_skipped_as_no_row(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text(EVENTS)
+    targets = tmp_path / "given.csv"
+    targets.write_text("subject_id,prediction_time,label,value\n1,2020-01-15,E11,true\n\n2,2020-02-01,I10,\n\n")
+    r = run("train", "--events", events, "--labels", "prefix:DX//", "--targets", targets, "--model", "logistic",
+            "--val-fraction", 0, "--test-fraction", 0, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert _no_row_said(r.output)
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n1,2020-01-15\n\n2,2020-02-01\n")
+    r = run("predict", "--events", events, "--model", tmp_path / "m", "--times", times, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert "predicted 2 (patient, time) rows" in r.output and _no_row_said(r.output)
+
+
+def test_a_blank_line_in_a_patient_table_or_an_omop_table_is_no_row(tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("patient_id,age,diseases\n1,50,E11\n\n2,60,I10\n3,70,E11\n4,40,\n\n")
+    r = run("train", table, "--model", "logistic", "--val-fraction", 0, "--test-fraction", 0, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "read 4 patients" in r.output
+    omop = tmp_path / "omop"
+    omop.mkdir()
+    (omop / "person.csv").write_text("person_id,year_of_birth\n1,1960\n\n2,1970\n")
+    (omop / "condition_occurrence.csv").write_text("person_id,condition_start_date,condition_source_value\n"
+                                                   "1,2020-01-01,E11\n\n2,2020-01-02,E11\n")
+    r = run("targets", "--omop", omop, "--labels", "prefix:CONDITION//", "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    assert "excluded" not in r.output  # were: 1 person row without person id, 1 condition row of no person
+
+
+def test_a_row_of_empty_fields_written_out_is_still_a_row_with_its_error(tmp_path):
+    from ehrdx.data.csv_errors import blank_rows
+
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n1,2020-01-01,DX//E11\n\n,,\n")
+    r = run("targets", "--events", events, "--labels", "prefix:DX//", "--out", tmp_path / "t.csv")
+    assert r.exit_code == 2, r.output
+    assert "events.csv, column 'subject_id': empty subject ids first offending rows: row 2" in words(r.output)
+    quoted = tmp_path / "quoted.csv"  # an empty line inside a quoted value is the value's
+    quoted.write_text('a,b\n1,"x\n\ny"\n\n2,z\n')
+    assert blank_rows(quoted) == [1]
