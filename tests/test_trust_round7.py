@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cli_run import GOLDEN, run, words
+from cli_run import GOLDEN, events_with_lower_case_codes, run, words
 from ehrdx import EHRClassifier
 
 # -- train --resume with other options: refused before the events are read ---------------------------------
@@ -199,3 +199,20 @@ def test_a_row_of_empty_fields_written_out_is_still_a_row_with_its_error(tmp_pat
     quoted = tmp_path / "quoted.csv"  # an empty line inside a quoted value is the value's
     quoted.write_text('a,b\n1,"x\n\ny"\n\n2,z\n')
     assert blank_rows(quoted) == [1]
+
+
+# -- predict --format meds-eval says the codes that match the model's labels only ignoring case ------------
+
+def test_predict_meds_eval_says_the_codes_that_match_the_model_s_labels_only_ignoring_case(tmp_path):
+    """The meds-eval files' true labels come from the data's codes, as evaluate's do: `dx//e11.2` is no record of
+    E11 there, which evaluate says and keeps in its JSON; predict --format meds-eval said nothing."""
+    events, old_map, _ = events_with_lower_case_codes(tmp_path)
+    r = run("train", "--events", events, "--labels", f"map:{old_map}", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    r = run("predict", "--model", tmp_path / "m", "--events", events, "--format", "meds-eval", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "1 event code(s) would match the model's labels if letter case were ignored (dx//e11.2;" in said
+    assert "write the codes in the data as the model's labels spell them" in said
+    manifest = json.loads((tmp_path / "p" / "labels.json").read_text())
+    assert manifest["codes_matching_labels_only_ignoring_case"]["codes"] == ["dx//e11.2"]
