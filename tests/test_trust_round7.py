@@ -111,7 +111,8 @@ def test_update_model_and_open_store_errors_name_their_parameters(golden_store):
     old = load(GOLDEN / "gru_model")
     with pytest.raises(DataError) as caught:
         update_model(old, store, splits, new_labels=["NOPE"])
-    assert str(caught.value).startswith("parameter new_labels: label(s) NOPE never recorded"), caught.value
+    assert str(caught.value).startswith("parameter new_labels: label(s) NOPE are not among the labels of the label "
+                                        "map"), caught.value
     with pytest.raises(DataError) as caught:
         update_model(old, store, splits, introduced={"ZZZ": "2020-01-01"})
     assert str(caught.value) == ("parameter introduced: a date was given for label(s) ZZZ that this update does not "
@@ -216,3 +217,44 @@ def test_predict_meds_eval_says_the_codes_that_match_the_model_s_labels_only_ign
     assert "write the codes in the data as the model's labels spell them" in said
     manifest = json.loads((tmp_path / "p" / "labels.json").read_text())
     assert manifest["codes_matching_labels_only_ignoring_case"]["codes"] == ["dx//e11.2"]
+
+
+# -- update: what the model alone says of --add, --labels, --init and --replay-meds is said before the data ----
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--add", "E11"], "option --add: the model already has label(s) E11: nothing to add"),
+    (["--add", "E11=2020-01-01,U07.1"], "a date was given for label(s) E11 that this update does not add (the"),
+    (["--add", "NOPE"], "option --add: label(s) NOPE are not among the labels of the label map"),
+    (["--add", "U07.1", "--labels", "nope:x"], "option --labels: unknown label spec 'nope:x'"),
+    (["--add", "U07.1", "--init", "bogus"], "unknown init 'bogus'"),
+])
+def test_update_refuses_what_the_model_alone_refutes_before_reading_the_events(tmp_path, options, said):
+    """Each was said only after the new data's event store was built (minutes on a big dataset)."""
+    r = run("update", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", *options, "--out", tmp_path / "u")
+    assert r.exit_code == 2, r.output
+    assert said in words(r.output)
+    assert "event store:" not in r.output and not (tmp_path / "u").exists()
+
+
+def test_update_refuses_replay_for_a_model_that_is_not_fine_tuned_before_reading_the_events(tmp_path):
+    r = run(*_train_args(tmp_path / "m"))
+    assert r.exit_code == 0, r.output
+    r = run("update", "--model", tmp_path / "m", "--meds", GOLDEN / "meds", "--replay-meds", GOLDEN / "meds",
+            "--out", tmp_path / "u")
+    assert r.exit_code == 2, r.output
+    assert "replay (--replay-meds) mixes old data into fine-tuning, and a 'logistic' model" in words(r.output)
+    assert "event store:" not in r.output
+
+
+def test_update_names_the_selection_and_the_training_patients_of_a_label_never_recorded(tmp_path):
+    """"label(s) K99 never recorded in the new training patients", fix "check the names against the label selection",
+    said neither which selection nor how many patients, nor why a label in the data may still be missing."""
+    events, _, _ = events_with_lower_case_codes(tmp_path)
+    r = run("train", "--events", events, "--labels", "prefix:DX//:3", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    r = run("update", "--model", tmp_path / "m", "--events", events, "--add", "K99", "--out", tmp_path / "u")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert ("option --add: label(s) K99 never recorded in the events of the 28 new training patients, as the label "
+            "selection 'prefix:DX//:3' reads their codes") in said
+    assert "a label recorded only in validation or test patients, or after --until, cannot be learned" in said
