@@ -258,3 +258,25 @@ def test_update_names_the_selection_and_the_training_patients_of_a_label_never_r
     assert ("option --add: label(s) K99 never recorded in the events of the 28 new training patients, as the label "
             "selection 'prefix:DX//:3' reads their codes") in said
     assert "a label recorded only in validation or test patients, or after --until, cannot be learned" in said
+
+
+# -- max_epochs=0 for a network without a pretrained encoder: refused with the settings -------------------------
+
+@pytest.mark.parametrize("model", ["gru", "mlp", "auto", None])
+def test_max_epochs_0_for_a_network_without_an_encoder_is_refused_as_a_setting(golden_store, model):
+    """EHRClassifier(model="gru", max_epochs=0).fit(...) returned a model with its random start weights, as if
+    trained (`--epochs 0` is refused by the command line: from Python it was not)."""
+    from ehrdx.errors import ModelError
+
+    store, (tr, va, _) = golden_store
+    with pytest.raises(ModelError) as caught:
+        EHRClassifier(model=model, labels=f"map:{GOLDEN / 'label_map.csv'}", max_epochs=0).fit(store, tr, va)
+    said = str(caught.value)
+    assert said.startswith("settings out of range: max_epochs=0 (at least 1 for the") and "untrained" in said
+
+
+@pytest.mark.parametrize("settings", [{"model": "logistic"}, {"model": "gbm"}, {"model": "gru", "min_steps": 2}])
+def test_max_epochs_0_stays_for_a_model_that_fits_itself_or_with_min_steps(golden_store, settings):
+    store, (tr, va, _) = golden_store
+    clf = EHRClassifier(**settings, labels=f"map:{GOLDEN / 'label_map.csv'}", hidden=8, max_epochs=0).fit(store, tr, va)
+    assert clf.history_.steps >= settings.get("min_steps", 0)

@@ -196,7 +196,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints. `on_start` is
         called once the labels and samples are checked, before the model is fitted (e.g. to show a progress bar
         only then)."""
-        check_settings(self.get_params(), self.init)
+        # both default models (mlp for a table, auto for events) are networks
+        check_settings(self.get_params(), self.init, epochs=get_model(self.model or DEFAULT_MODEL[TABLE]).epochs)
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
         val_source = source if val is None else self.source(val, for_fit=True)
