@@ -4,6 +4,7 @@ before the data is read, ..."""
 import json
 import re
 
+import numpy as np
 import pytest
 
 from cli_run import GOLDEN, events_with_lower_case_codes, run, words
@@ -280,3 +281,26 @@ def test_max_epochs_0_stays_for_a_model_that_fits_itself_or_with_min_steps(golde
     store, (tr, va, _) = golden_store
     clf = EHRClassifier(**settings, labels=f"map:{GOLDEN / 'label_map.csv'}", hidden=8, max_epochs=0).fit(store, tr, va)
     assert clf.history_.steps >= settings.get("min_steps", 0)
+
+
+# -- a loaded model's labels setting is the string the user gave -------------------------------------------------
+
+def test_a_loaded_model_gives_back_its_label_map_setting_as_given_and_predicts_without_the_file(golden_store, tmp_path):
+    """`get_params()["labels"]` of a loaded model was a LabelSelector object where the user had given
+    "map:FILE": the settings did not round-trip (save -> load -> get_params), and printed as an object."""
+    from sklearn.base import clone
+
+    from ehrdx import load
+
+    store, (tr, va, te) = golden_store
+    label_map = tmp_path / "map.csv"
+    label_map.write_text((GOLDEN / "label_map.csv").read_text())
+    clf = EHRClassifier(model="logistic", labels=f"map:{label_map}").fit(store, tr, va)
+    clf.save(tmp_path / "m")
+    label_map.unlink()  # the model keeps the map itself: it loads and predicts without the file
+    back = load(tmp_path / "m")
+    assert back.get_params() == clf.get_params() and back.get_params()["labels"] == f"map:{label_map}"
+    assert clone(back).get_params()["labels"] == f"map:{label_map}"
+    assert back.selector_.mapping == clf.selector_.mapping
+    s = clf.samples(store, te)
+    np.testing.assert_allclose(back.predict_samples(store, s), clf.predict_samples(store, s), rtol=1e-6)
