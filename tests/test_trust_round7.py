@@ -304,3 +304,48 @@ def test_a_loaded_model_gives_back_its_label_map_setting_as_given_and_predicts_w
     assert back.selector_.mapping == clf.selector_.mapping
     s = clf.samples(store, te)
     np.testing.assert_allclose(back.predict_samples(store, s), clf.predict_samples(store, s), rtol=1e-6)
+
+
+# -- predict_proba on a table without patient ids -------------------------------------------------------------
+
+def test_predict_proba_on_a_table_without_patient_ids_scores_its_rows_in_order():
+    """A feature table without its id column (X, as scikit-learn users pass it) was refused: "no patient id
+    column: 'patient_id' is not in the file", for a table in memory, with a fix naming --id-col. The ids play no
+    part in the probabilities: the rows are scored in their order."""
+    import polars as pl
+
+    from ehrdx import load
+
+    clf = load(GOLDEN / "table_model")
+    table = pl.read_csv(GOLDEN / "table.csv", schema_overrides={"patient_id": pl.Utf8}).head(6)
+    with_ids = clf.predict_proba(table)
+    for without in (table.drop("patient_id"), table.drop("patient_id").to_pandas(),
+                    table.drop("patient_id").to_dict(as_series=False)):
+        np.testing.assert_allclose(clf.predict_proba(without), with_ids, rtol=1e-6)
+    assert clf.predict(table.drop("patient_id")).shape == with_ids.shape
+
+
+def test_rows_with_empty_patient_ids_are_refused_naming_the_rows_and_both_fixes():
+    import polars as pl
+
+    from ehrdx import load
+    from ehrdx.errors import DataError
+
+    clf = load(GOLDEN / "table_model")
+    table = pl.read_csv(GOLDEN / "table.csv", schema_overrides={"patient_id": pl.Utf8}).head(4)
+    table = table.with_columns(pl.when(pl.int_range(4) == 2).then(None).otherwise(pl.col("patient_id"))
+                               .alias("patient_id"))
+    with pytest.raises(DataError) as caught:
+        clf.predict_proba(table)
+    said = str(caught.value)
+    assert "column 'patient_id': empty patient ids" in said and "row 3" in said
+    assert "or leave the id column out (the rows are then read in their order)" in said
+
+
+def test_the_command_line_still_needs_patient_ids_to_write_predictions(tmp_path):
+    table = tmp_path / "new.csv"
+    lines = (GOLDEN / "table.csv").read_text().splitlines()[:4]
+    table.write_text("\n".join(",".join(line.split(",")[1:]) for line in lines) + "\n")
+    r = run("predict", table, "--model", GOLDEN / "table_model", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 2, r.output
+    assert "no patient id column" in words(r.output) and "fix: name the id column with --id-col" in words(r.output)

@@ -167,8 +167,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
         if isinstance(data, PatientTable):
             return TableSource(data)
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
-        kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True} if fitted
-                  else {"schema": self.schema, "require_labels": True})
+        # predicting needs no patient id: a table without one is read in row order (ids 1, 2, ...)
+        kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True, "row_ids": True}
+                  if fitted else {"schema": self.schema, "require_labels": True})
         table = read_table(data, **kwargs) if isinstance(data, str | os.PathLike) else table_from_frame(
             frame_of(data), **kwargs)
         return TableSource(table)
@@ -364,7 +365,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
     @in_python_terms
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
         """Probability of every label for every patient row of a table, or every sample (visit end) of the
-        given patients of an event store. `last_prediction_summary_` says what was unseen in training."""
+        given patients of an event store. `last_prediction_summary_` says what was unseen in training. A table
+        needs no patient id column: its rows come back in their order (a row with an empty id in an id column
+        is refused, as a broken export)."""
         source = self.source(data)
         samples = self.samples(source, rows, require_labels=False)
         proba = self.predict_samples(source, samples)
