@@ -126,7 +126,7 @@ def test_update_model_refuses_what_it_cannot_update_before_any_work(events, even
 def test_update_model_takes_one_new_label_given_as_a_string_as_that_label(events, event_model):
     # new_labels="XYZ" was read letter by letter: "label(s) X, Y, Z never recorded".
     _paths, store, splits = events
-    with pytest.raises(DataError, match="label\\(s\\) XYZ never recorded"):
+    with pytest.raises(DataError, match="label\\(s\\) XYZ are not among the labels of the label map"):
         update_model(event_model, store, splits, new_labels="XYZ")
 
 

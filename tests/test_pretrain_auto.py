@@ -65,7 +65,7 @@ def test_auto_probe_freezes_the_network_body_and_saves_and_loads_the_same(data, 
     for k, v in net.body_state().items():
         assert torch.equal(v, enc.state[k]), k  # frozen
     assert clf.history_.steps > 0 and all(p.requires_grad for p in net.parameters())  # trainable again
-    fresh = EHRClassifier(model="auto", labels=clf.labels, hidden=16, max_epochs=0, seed=0).fit(store, tr, va)
+    fresh = EHRClassifier(model="auto", labels=clf.labels, hidden=16, max_epochs=1, seed=0).fit(store, tr, va)
     assert not torch.equal(fresh.model_.members["gru"].code_embedding.weight, net.code_embedding.weight)
     clf.save(tmp_path / "m")
     back = ehrdx.load(tmp_path / "m")

@@ -104,7 +104,7 @@ def test_an_error_about_an_option_names_the_option_not_a_column():
 
 
 @pytest.mark.parametrize(("add", "why"), [("U07.1=01/02/2018", "unreadable introduction date"),
-                                          ("NOPE", "label(s) NOPE never recorded in the new training patients"),
+                                          ("NOPE", "label(s) NOPE are not among the labels of the label map"),
                                           ("=2020-03-01", "'=2020-03-01' has no label before '='")])
 def test_update_refuses_a_bad_add_as_an_option_before_any_progress_bar(tmp_path, add, why):
     """update --add with an unreadable date showed "fine-tuning 0/1" and then "column '--add': ..."."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 # Patient identifiers and raw cell values are kept out of messages unless asked for (`ehrdx --show-ids`,
 # or EHRDX_SHOW_IDS=1): a log or a terminal is often shared further than the data it came from.
@@ -93,3 +97,80 @@ class LeakageError(EhrdxError):
     """A run-time leakage guard failed: features from after a prediction time, overlapping patient
     splits, or something learned from patients outside training. This is a bug in ehrdx (or in code
     that calls it with hand-made samples), never a property of the data: the run is stopped."""
+
+
+# -- command-line options or Python parameters ----------------------------------------------------------------
+# Messages are written for the command line ("option --labels", "fix: ... --no-censor"), where most errors are
+# raised. The same error reaching a Python caller through a public function names that function's parameters
+# instead (`python_terms`); under the `ehrdx` command (`command_line`) messages stay as written.
+_surface: contextvars.ContextVar[str | None] = contextvars.ContextVar("ehrdx_surface", default=None)
+
+# a word after an option that is prose, not the option's value ("check --labels against ...")
+_PROSE = {"a", "an", "and", "against", "as", "for", "given", "in", "instead", "is", "not", "of", "only", "or", "out",
+          "the", "to", "with"}
+_OPTION = re.compile(r"(?P<cli>ehrdx [a-z]+ (?:--[a-z-]+ (?:[^\s;,()-][^\s;,()]* )?)*)?(?P<option>option )?(?P<leave>leave )?--(?P<name>[a-z][a-z-]*)"
+                     r"(?P<value> (?!--)[^\s,;()]+?(?=[\s,;()]|\.\s|\.$|$))?")
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """While the ehrdx command runs: errors name its options, as written."""
+    token = _surface.set("cli")
+    try:
+        yield
+    finally:
+        _surface.reset(token)
+
+
+def python_text(text: str, names: Mapping[str, str]) -> str:
+    """`text` with the command-line options in `names` (option -> parameter) said as Python parameters: "option
+    --labels" as "parameter labels", "--hidden 128" as "hidden=128", "leave --model out" as "leave model out",
+    a bare "--labels" as "labels="; a parameter given whole ("censor=False", "open_store(until=...)") replaces
+    the option as it is. A key with a space is a phrase replaced whole ("--add LABEL=DATE"), first. A command
+    line quoted in the text ("ehrdx pretrain --model gru") stays."""
+    for phrase in sorted((k for k in names if " " in k), key=len, reverse=True):
+        text = text.replace(phrase, names[phrase])
+
+    def said(m: re.Match) -> str:
+        option = "--" + m["name"]
+        param = names.get(option)
+        if param is None or m["cli"]:
+            return m[0]
+        if not param.isidentifier():  # a whole expression: the option's value, if any, is not appended
+            return (m["option"] or "") + (m["leave"] or "") + param + (m["value"] or "")
+        value = m["value"]
+        if m["option"]:
+            return f"parameter {param}" + (value or "")
+        if m["leave"]:
+            return f"leave {param}" + (value or "")
+        if value and value.strip().lower() not in _PROSE:
+            return f"{param}={value.strip()}"
+        return f"{param}=" + (value or "")
+
+    return _OPTION.sub(said, text)
+
+
+def python_terms(names: Mapping[str, str]) -> Callable:
+    """Decorate a public function so that an EhrdxError it raises to a Python caller names its parameters
+    (`names`: option -> parameter, see `python_text`) instead of the command-line options. Only the outermost
+    such call rewrites (a public function calling another keeps its own parameter names); under `command_line`
+    nothing does."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if _surface.get() is not None:
+                return function(*args, **kwargs)
+            token = _surface.set("python")
+            try:
+                return function(*args, **kwargs)
+            except EhrdxError as exc:
+                exc.args = tuple(python_text(a, names) if isinstance(a, str) else a for a in exc.args)
+                if isinstance(exc, DataError):
+                    exc.fix = exc.fix and python_text(exc.fix, names)
+                    exc.problem = python_text(exc.problem, names)
+                raise
+            finally:
+                _surface.reset(token)
+        return wrapper
+    return decorate

@@ -35,7 +35,7 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
-from ehrdx.errors import DataError, ModelError
+from ehrdx.errors import DataError, ModelError, python_terms
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
@@ -55,6 +55,16 @@ from ehrdx.train.settings import check_settings
 DEFAULT_MODEL = {TABLE: "mlp", EVENTS: "auto"}
 DEFAULT_LABELS = "prefix:DX//"  # event streams: codes DX//<label>
 DEFAULT_PATIENCE = {TABLE: 4, EVENTS: 3}
+# Errors say the command-line options behind the settings (most are raised for `ehrdx`); raised to a Python
+# caller of the methods below they say these parameters (ehrdx.errors.python_terms).
+PARAMETERS = {"--labels": "labels", "--task": "task", "--model": "model", "--hidden": "hidden", "--heads": "heads",
+              "--layers": "layers", "--dropout": "dropout", "--lr": "lr", "--weight-decay": "weight_decay",
+              "--batch-size": "batch_size", "--epochs": "max_epochs", "--patience": "patience", "--seed": "seed",
+              "--val-fraction": "val_fraction", "--context": "context", "--init": "init", "--probe": "probe=True",
+              "--new-onset": "new_onset=True", "--no-censor": "censor=False",
+              "--infer-introduced": "infer_introduced=True", "--device": "device", "--precision": "precision",
+              "--until": "open_store(until=...)", "--test-fraction": "patient_splits(fractions=...)"}
+in_python_terms = python_terms(PARAMETERS)
 EVENT_ONLY = {"task": "next-visit", "labels": None, "new_onset": False, "censor": True, "infer_introduced": False}
 
 
@@ -161,8 +171,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
                             fix="store = ehrdx.open_store(meds=PATH) (or omop=PATH, or events=FILE for a long table), then "
                                 "fit(store) / predict_proba(store)")
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
-        kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True} if fitted
-                  else {"schema": self.schema, "require_labels": True})
+        # predicting needs no patient id: a table without one is read in row order (ids 1, 2, ...)
+        kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True, "row_ids": True}
+                  if fitted else {"schema": self.schema, "require_labels": True})
         table = read_table(data, **kwargs) if isinstance(data, str | os.PathLike) else table_from_frame(
             frame_of(data), **kwargs)
         return TableSource(table)
@@ -179,6 +190,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         return tr, va
 
     # -- fit -------------------------------------------------------------------------------------
+    @in_python_terms
     def fit(self, data, train_rows=None, val_rows=None, *, val=None, targets=None,
             on_epoch: Callable[[int, float, float | None], None] | None = None,
             checkpoint: str | Path | None = None, resume: bool = False,
@@ -189,7 +201,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         `targets`: given labels for an event store. `checkpoint`/`resume`: per-epoch checkpoints. `on_start` is
         called once the labels and samples are checked, before the model is fitted (e.g. to show a progress bar
         only then)."""
-        check_settings(self.get_params(), self.init)
+        # both default models (mlp for a table, auto for events) are networks
+        check_settings(self.get_params(), self.init, epochs=get_model(self.model or DEFAULT_MODEL[TABLE]).epochs)
         source = self.source(data, targets, for_fit=True)
         spec = self.resolve_settings(source.kind)
         val_source = source if val is None else self.source(val, for_fit=True)
@@ -323,6 +336,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         self._check_fitted()
         return list(self.label_vocab_.labels)
 
+    @in_python_terms
     def samples(self, data, rows: np.ndarray | None = None, *, times=None, require_labels: bool = True,
                 targets=None) -> Samples:
         """Samples of the given patients (all by default): for event streams at visit ends, at given
@@ -352,9 +366,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
             return np.zeros((0, len(self.label_vocab_)), dtype=np.float32)
         return model_probabilities(self.model_, self.dataset(data, samples))
 
+    @in_python_terms
     def predict_proba(self, data, rows: np.ndarray | None = None) -> np.ndarray:
         """Probability of every label for every patient row of a table, or every sample (visit end) of the
-        given patients of an event store. `last_prediction_summary_` says what was unseen in training."""
+        given patients of an event store. `last_prediction_summary_` says what was unseen in training. A table
+        needs no patient id column: its rows come back in their order (a row with an empty id in an id column
+        is refused, as a broken export)."""
         source = self.source(data)
         samples = self.samples(source, rows, require_labels=False)
         proba = self.predict_samples(source, samples)
@@ -362,6 +379,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
             self.last_prediction_summary_ = source.summary(samples, self.dataset(source, samples))
         return proba
 
+    @in_python_terms
     def predict(self, data, rows: np.ndarray | None = None, *, threshold: float | None = None) -> np.ndarray:
         """Multi-hot predictions for the rows predict_proba scores, at the tuned per-label thresholds (or one
         fixed threshold)."""
@@ -373,6 +391,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
         thr = self.thresholds_ if threshold is None else np.full(proba.shape[1], threshold)
         return proba >= thr[None, :]
 
+    @in_python_terms
     def evaluate(self, data, rows: np.ndarray | None = None, proba: np.ndarray | None = None,
                  samples: Samples | None = None) -> dict:
         """Metrics at 0.5 and at the tuned thresholds. Event streams: per prediction time, for all labels, new

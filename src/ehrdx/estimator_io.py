@@ -78,8 +78,8 @@ class Artifacts:
             params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
             params.update(new_onset=task.new_onset, censor=task.censor)  # also when a TaskSpec was given whole
             selector = LabelSelector.from_dict(files["labels.json"]["selector"])
-            # A prefix or regex selection is its spec; a label map is kept whole (its file may be gone).
-            clf = cls(task=task.name, labels=selector.spec if selector.kind != "map" else selector, **params)
+            # The selection as saved (a label map's file may be gone or changed since) makes selector_ below
+            clf = cls(task=task.name, labels=selector, **params)
             clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
             if files.get("input.json"):
                 clf.input_ = files["input.json"]
@@ -88,6 +88,8 @@ class Artifacts:
             if config.get("pretrained"):  # the encoder it came from (ehrdx train --init)
                 clf.pretrained_ = config["pretrained"]
         clf.resolve_settings("table" if family == "table" else "events")
+        if family != "table" and clf.selector_.spec:  # the setting as the user gave it ("map:FILE"): a refit
+            clf.labels = clf.selector_.spec  # (clone, set_params) reads it again, as any fit of a setting does
         clf.context_ = clf.context  # saved as the model was fitted to read (artifact_parts)
         clf.model_name_ = name  # the saved one, whatever the default for model=None is today
         spec = get_model(name)

@@ -16,7 +16,7 @@ from ehrdx.data.descriptions import attach_descriptions
 from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
-from ehrdx.errors import DataError, identifiers_shown
+from ehrdx.errors import DataError, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.sources.events import EventSource
 from ehrdx.tasks.labels import LabelVocab
@@ -24,7 +24,15 @@ from ehrdx.tasks.task import code_label_index
 from ehrdx.tempdirs import temporary_directory
 from ehrdx.times import utc_seconds
 
+# `ehrdx`'s options in the errors of open_store and patient_splits, as their parameters (ehrdx.errors.python_terms)
+COLUMN_OPTIONS = ("subject_col", "time_col", "code_col", "value_col", "time_format")  # open_store's `columns`
+PARAMETERS = {"--until": "until", "--meds": "meds", "--events": "events", "--omop": "omop",
+              "--visit-gap": "visit_gap_seconds", "--split-names": "split_names", "--seed": "seed",
+              **{f"--{c.replace('_', '-')} NAME": f'columns={{"{c}": NAME}}' for c in COLUMN_OPTIONS},
+              **{f"--{c.replace('_', '-')}": f'columns={{"{c}": ...}}' for c in COLUMN_OPTIONS}}
 
+
+@python_terms(PARAMETERS)
 def open_store(
     *,
     meds: str | Path | None = None,
@@ -172,6 +180,7 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
     return _not_empty(EventStore(store_dir), meds, until)  # every rank stops with the same error
 
 
+@python_terms(PARAMETERS)
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                    selector=None, split_names: dict[str, str] | None = None

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ehrdx.data.batches import ConcatSet
 from ehrdx.data.bits import label_counts
 from ehrdx.data.splits import check_rows
-from ehrdx.errors import DataError, ModelError
+from ehrdx.errors import DataError, ModelError, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions, patients_per_label, tune_thresholds
 from ehrdx.models.grow import STRATEGIES as INIT_STRATEGIES
@@ -47,6 +47,12 @@ from ehrdx.train.probe import probe_new_rows
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
+# the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
+PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+              "--add": "new_labels", "--labels": "selector",
+              "--epochs": "epochs", "--lr": "lr", "--patience": "patience", "--init": "init", "--protect": "protect",
+              "--replay-meds": "replay", "--infer-introduced": "infer_introduced=True", "--device": "device",
+              "--precision": "precision", "--until": "open_store(until=...)"}
 # How an auto model's new labels mix its members (update_report.json's `ensemble.chosen_on`)
 UPDATE_MIX_RULE = ("the new data's tuning (validation) patients, for the labels this update adds (the old labels keep "
                    "their weights; 'all labels' in a row means every label this update adds), by the rule auto is "
@@ -64,12 +70,62 @@ def introduction_date(text: str) -> str:
     return (when.astimezone(UTC) if when.tzinfo else when).replace(tzinfo=None).isoformat()
 
 
+def _spec(selector) -> str:
+    return repr(selector.spec or selector.kind)
+
+
+def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = None, selector=None, init: str = "probe",
+                 protect: str = "distill", replay: bool = False, introduced: dict[str, str] | None = None
+                 ) -> list[str] | None:
+    """What update_model can check before any data is read (the command checks it before building the event
+    store): the options, a model that can grow, labels to add that it already has (or, with a label map, that
+    the map cannot give), and dates for labels not added. Returns the labels to add as a list (None: all the
+    data's new ones)."""
+    if protect not in PROTECT:
+        raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
+    if init not in INIT_STRATEGIES:
+        raise ModelError(f"unknown init '{init}' (choose from {', '.join(INIT_STRATEGIES)})")
+    labels = old.labels_  # a ModelError where `old` is not fitted
+    if old.source_kind_ == TABLE:  # no events to find new labels in, nor a label selection to find them by
+        raise ModelError("update_model adds labels found in newer events; this model learned from a patient table\n"
+                         "  fix: retrain on the table with the new labels in its label column (a table model "
+                         "trains in seconds)")
+    if replay and not isinstance(old.model_, torch.nn.Module):
+        raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{old.model_name_}' model "
+                        "is not fine-tuned: its old labels' outputs are kept as they are",
+                        fix="leave out --replay-meds for this model")
+    if isinstance(new_labels, str):  # one label, not its letters
+        new_labels = [new_labels]
+    if new_labels is not None and all(lab in labels for lab in new_labels):
+        raise DataError(f"the model already has label(s) {', '.join(new_labels)}: nothing to add",
+                        column="--add", fix="give labels the model lacks (its labels are in labels.json)")
+    dated_old = sorted(lab for lab in (introduced or {}) if lab in labels)
+    if dated_old:
+        raise DataError(f"a date was given for label(s) {', '.join(dated_old)} that this update does not add (the "
+                        "model has them)", column="--add", fix="give dates only for the labels added (--add LABEL=DATE)")
+    chosen = selector if selector is not None else old.selector_
+    if chosen.kind == "map":  # a map names every label it can give: checked without the data
+        mapped = {lab for labs in chosen.mapping.values() for lab in labs}
+        lost = [lab for lab in labels if lab not in mapped] if selector is not None else []
+        if lost:
+            raise DataError(f"the new label selection no longer selects old label(s) {', '.join(lost)}",
+                            column="--labels", fix="keep every old label in the new label map")
+        absent = [lab for lab in new_labels or [] if lab not in mapped and lab not in labels]
+        if absent:
+            raise DataError(f"label(s) {', '.join(absent)} are not among the labels of the label map "
+                            f"{_spec(chosen)}: no code would record them", column="--add",
+                            fix="add a row (code,label) for each to the label map and give it with --labels, or "
+                                "check the names")
+    return new_labels
+
+
 def _file_sha(path: Path) -> str | None:
     if not path.exists():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@python_terms(PARAMETERS)
 def update_model(
     old: EHRClassifier,
     store,
@@ -100,17 +156,8 @@ def update_model(
     it must still select every old label. `replay` = (store, rows): old training data mixed into the
     fine-tuning, with its old labels as targets and the new labels unknown. `on_start` is called when a
     network's fine-tuning starts, after every check (e.g. to show a progress bar only then)."""
-    if protect not in PROTECT:
-        raise ModelError(f"unknown protection '{protect}' (choose from {', '.join(PROTECT)})")
-    if init not in INIT_STRATEGIES:
-        raise ModelError(f"unknown init '{init}' (choose from {', '.join(INIT_STRATEGIES)})")
-    old.labels_  # noqa: B018  (a ModelError where `old` is not fitted)
-    if old.source_kind_ == TABLE:  # no events to find new labels in, nor a label selection to find them by
-        raise ModelError("update_model adds labels found in newer events; this model learned from a patient table\n"
-                         "  fix: retrain on the table with the new labels in its label column (a table model "
-                         "trains in seconds)")
-    if isinstance(new_labels, str):  # one label, not its letters
-        new_labels = [new_labels]
+    new_labels = check_update(old, new_labels=new_labels, selector=selector, init=init, protect=protect,
+                              replay=replay is not None, introduced=introduced)
     tr, va, te = (check_rows(x, len(store), what, str(store.directory))
                   for x, what in zip(splits, ("train rows", "validation rows", "test rows"), strict=True))
     ids = np.asarray(store.subject_ids)
@@ -131,12 +178,11 @@ def update_model(
     else:
         missing = [lab for lab in new_labels if lab not in first and lab not in vocab_before]
         if missing:  # named by the option that asked for them (the store's folder is a temporary one)
-            raise DataError(f"label(s) {', '.join(missing)} never recorded in the new training patients",
-                            column="--add", fix="check the names against the label selection")
+            raise DataError(f"label(s) {', '.join(missing)} never recorded in the events of the {len(tr):,} new "
+                            f"training patients, as the label selection {_spec(new.selector_)} reads their codes",
+                            column="--add", fix="check the names against the codes in the data; a label recorded "
+                            "only in validation or test patients, or after --until, cannot be learned")
         found = [lab for lab in new_labels if lab not in vocab_before]
-        if not found:
-            raise DataError(f"the model already has label(s) {', '.join(new_labels)}: nothing to add",
-                            column="--add", fix="give labels the model lacks (its labels are in labels.json)")
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add",
                         fix="give the labels to add (--add), or data in which new labels are recorded")
@@ -175,10 +221,6 @@ def update_model(
 
     probe_c: dict[str, float] = {}  # each probed label's penalty (train/probe.py)
     if not isinstance(new.model_, torch.nn.Module):  # a model that fits itself: new labels fit, old ones kept
-        if replay is not None:
-            raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{new.model_name_}' model "
-                            "is not fine-tuned: its old labels' outputs are kept as they are",
-                            fix="leave out --replay-meds for this model")
         protect = "not needed (old labels' outputs kept as they are)"
         members = getattr(new.model_, "has_members", False)  # auto: its network member's probe starts from
         codes = {"label_codes": [label_codes.get(lab, []) for lab in found]} if members else {}  # pretrained rows

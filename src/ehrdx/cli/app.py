@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from ehrdx.cli.options import GlobalOptions, fail
-from ehrdx.errors import EhrdxError, show_identifiers
+from ehrdx.errors import EhrdxError, command_line, show_identifiers
 from ehrdx.evaluate.privacy import DEFAULT_MIN_CELL
 
 # The order of `ehrdx --help`: the way through the tool, whichever module defines each command.
@@ -27,7 +27,8 @@ class Commands(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with command_line():  # errors raised by the library name this command's options, not Python's
+                return super().invoke(ctx)
         except EhrdxError as exc:
             fail(exc)
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,38 @@ CHECKPOINT_DIR = "checkpoint"
 TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv")
 EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers",
                "context", "init", "probe")
+
+
+# Options that do not change what a resumed run computes (where it runs, where it writes), and the inputs'
+# locations (their contents are checked by the checkpoint's data fingerprint: moved files still resume).
+NOT_RESUMED = ("out", "resume", "device", "workers", "store", "budget", "oracle", "baselines", "data", "meds",
+               "events", "omop", "targets", "init")
+
+
+def _resume_check(ctx: typer.Context, out: Path, resume: bool):
+    """With --resume, refuse a checkpoint of other options before any data is read (train/checkpoint.py's
+    run.json); returns what to call when training starts: a run that does not resume a checkpoint replaces
+    any there and keeps its options."""
+    from ehrdx.train.checkpoint import check_run_options, start_run
+    from ehrdx.train.distributed import is_main
+
+    params = dict(ctx.params)
+    if params.get("layers") is None:  # --depth is --layers' old name: the same run either way
+        params["layers"] = params.get("depth")
+    label_map = label_map_path(params.get("labels"))
+    if label_map is not None and label_map.is_file():  # its contents, not where it lies (as for the data)
+        params["labels"] = f"map file, sha256 {hashlib.sha256(label_map.read_bytes()).hexdigest()[:12]}"
+    options = {f"--{k.replace('_', '-')}": v for k, v in params.items() if k not in (*NOT_RESUMED, "depth")}
+    where = out / CHECKPOINT_DIR
+    try:
+        resuming = resume and check_run_options(where, options)
+    except EhrdxError as exc:
+        fail(exc)
+
+    def started() -> None:
+        if not resuming and is_main():
+            start_run(where, options)
+    return started
 
 
 def _note_resume(clf, resume: bool) -> None:
@@ -168,6 +201,7 @@ def train(
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
     event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
+    run_started = _resume_check(ctx, out, resume)
     from ehrdx.train.distributed import init_distributed, is_main
 
     try:
@@ -196,7 +230,7 @@ def train(
         _train_events(opts, event_data, out=out, task=task, new_onset=new_onset, censor=censor, labels=labels,
                       model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
                       fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                      resume=resume, workers=workers, search=(search, budget),
+                      resume=resume, run_started=run_started, workers=workers, search=(search, budget),
                       fractions_given=given_options(ctx, ("val_fraction", "test_fraction")),
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
@@ -256,7 +290,8 @@ def train(
         progress = EpochProgress(epochs)  # shown once the labels and samples are checked
         try:
             clf, metrics = train_and_evaluate(table, clf, splits, oracle=oracle_frame, on_epoch=progress,
-                                              checkpoint=out / CHECKPOINT_DIR, resume=resume, on_start=progress.start)
+                                              checkpoint=out / CHECKPOINT_DIR, resume=resume,
+                                              on_start=lambda: (run_started(), progress.start()))
         finally:
             progress.stop()
     except EhrdxError as exc:
@@ -281,7 +316,7 @@ def read_oracle(path: Path | None):
 
 
 def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
-                  targets, oracle, fractions, params, resume=False, workers=1, split_names=None,
+                  targets, oracle, fractions, params, resume=False, run_started=None, workers=1, split_names=None,
                   search=(0, None), fractions_given=()) -> None:
     from ehrdx.estimator import DEFAULT_MODEL, EHRClassifier
     from ehrdx.evaluate.report import print_events_report
@@ -347,7 +382,8 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
-                checkpoint=out / CHECKPOINT_DIR, resume=resume, on_start=progress.start)
+                checkpoint=out / CHECKPOINT_DIR, resume=resume,
+                on_start=lambda: (run_started and run_started(), progress.start()))
         finally:
             progress.stop()
     except EhrdxError as exc:

@@ -76,21 +76,23 @@ def update(
     from ehrdx.input_settings import columns_of, settings_to_save
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.task import parse_duration
-    from ehrdx.update import below_retraining, compare_update, update_model
+    from ehrdx.update import below_retraining, check_update, compare_update, update_model
 
-    try:  # the option alone is checked before the data is read or any progress is shown
+    try:  # the options, and what the model alone can say of them, are checked before the data is read
         add_labels, introduced = labels_to_add(add)
+        old = ehrdx.load(model)
+        require_events_model(old, model, "update")
+        selector = LabelSelector.parse(labels) if labels else None
+        add_labels = check_update(old, new_labels=add_labels, selector=selector, init=init, protect=protect,
+                                  replay=replay_meds is not None, introduced=introduced)
     except EhrdxError as exc:
         fail(exc)
 
     settings, events = event_data.resolve(model, split_names)
     try:
-        old = ehrdx.load(model)
-        require_events_model(old, model, "update")
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector_,
                                 split_names=settings["split_names"])
-        selector = LabelSelector.parse(labels) if labels else None
         replay = None
         if replay_meds is not None:
             old_st = open_store(meds=replay_meds, until=replay_until,

@@ -2,7 +2,9 @@
 the header ("found more fields than defined in 'Schema'") names neither the row nor the cause, most often a
 value holding the separator unquoted (`5,5`); a row with fewer fields polars fills with nulls without a word
 (its last columns read as empty: a measurement without its value), so such rows are looked for here; a column
-not found may be a header in another separator or with spaces around a name."""
+not found may be a header in another separator or with spaces around a name. A blank line polars reads as a
+row of empty cells ("empty subject ids", row N); it is no row (the csv module, pandas and R skip it too), so it is
+skipped here (`without_blank_lines`) and rows are counted without it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import csv
 import gzip
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ehrdx.errors import DataError, reader_detail
@@ -72,6 +75,42 @@ def short_rows_error(path: str | Path, separator: str = ",") -> DataError | None
                      file=str(path), rows=rows,
                      fix=f"export the table again; an empty value still needs its separator (such as "
                          f"1{separator}2020-01-01{separator}{separator} for two empty last columns)")
+
+
+def blank_rows(path: str | Path, separator: str = ",") -> list[int]:
+    """The 0-based rows that polars makes of the file's blank lines (outside quoted fields), each a row of empty
+    cells; [] when there is none, or when the csv module does not count the rows as polars does. One quick pass
+    of polars' line reader first: a file without an empty line is not read again."""
+    path = Path(path)
+    try:
+        if pl.scan_lines(path, glob=False).slice(1).filter(
+                pl.col("line").str.strip_chars_end("\r") == "").head(1).collect().height == 0:
+            return []
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            reader = csv.reader(f, delimiter=separator)
+            next(reader, None)
+            return [i for i, record in enumerate(reader) if not record]
+    except (pl.exceptions.PolarsError, OSError, csv.Error, EOFError):
+        return []
+
+
+def without_blank_lines(frame: pl.DataFrame, path: str | Path, separator: str = ",") -> pl.DataFrame:
+    """`frame` (a CSV just read) without the rows of empty cells polars made of blank lines. A row of empty
+    fields that is written out (`,,`) stays: it is a row, and the checks after say what is missing in it. Only
+    where every row said blank is empty in `frame` (the files' rows counted alike); a one-column file keeps its
+    blank lines (an empty value there)."""
+    if frame.width < 2 or not frame.select(pl.all_horizontal(pl.all().is_null()).any()).item():
+        return frame
+    rows = blank_rows(path, separator)
+    if not rows or rows[-1] >= frame.height:
+        return frame
+    empty = frame[rows].select(pl.all_horizontal(pl.all().is_null()).all()).item()
+    if not empty:
+        return frame
+    keep = np.ones(frame.height, dtype=bool)
+    keep[rows] = False
+    return frame.filter(pl.Series(keep))
 
 
 def file_lines(lines: list[int]) -> str:

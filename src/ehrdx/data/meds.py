@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error, header_hint
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error, header_hint, without_blank_lines
 from ehrdx.data.subject_ids import is_text_ids, map_text_ids
 from ehrdx.data.table import column_names_text
 from ehrdx.errors import DataError, ident, reader_detail
@@ -255,6 +255,7 @@ def iter_event_table(
             # every column as text: the value column is parsed below, naming the rows that are not numbers
             # (type inference from the first rows stopped at a late text cell, in any column, unnamed)
             frame = pl.read_csv(path, glob=False, infer_schema=False)
+            frame = without_blank_lines(frame, path)
             check_short_rows(frame, path)
     except pl.exceptions.PolarsError as exc:
         raise csv_read_error(path, exc) from exc

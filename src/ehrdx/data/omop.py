@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrdx.data.csv_errors import csv_read_error, short_rows_error
+from ehrdx.data.csv_errors import blank_rows, csv_read_error, short_rows_error
 from ehrdx.data.meds import EventShard, normalise_events
 from ehrdx.errors import DataError, reader_detail
 
@@ -83,7 +83,9 @@ def _scan(path: Path) -> pl.LazyFrame:
             return pl.scan_parquet(str(path / "*.parquet"))
         if path.suffix == ".parquet":
             return pl.scan_parquet(path, glob=False)
-        return pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
+        frame = pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
+        blank = blank_rows(path)  # rows of empty cells polars makes of blank lines: no rows (csv_errors.py)
+        return frame.with_row_index("_row").filter(~pl.col("_row").is_in(blank)).drop("_row") if blank else frame
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
 

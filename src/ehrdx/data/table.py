@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
 from ehrdx.data.table_cells import (
     ID_NAMES,
     LABEL_NAMES,
@@ -124,6 +124,7 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
             sep = "\t" if suffix == ".tsv" else ","
             frame = pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
                                 schema_overrides=_csv_ids_as_text(path, sep, id_column))
+            frame = without_blank_lines(frame, path, sep)
             check_short_rows(frame, path, sep)
             return frame
     except pl.exceptions.PolarsError as exc:
@@ -196,23 +197,27 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
     )
 
 
-def _prediction_id_column(frame: pl.DataFrame, schema: TableSchema, file: str) -> TableSchema:
-    """The trained schema with the id column of this table: the trained (or given) name where the table
-    has it, else the first usual id name that is not a feature column (as in training)."""
+def _prediction_id_column(frame: pl.DataFrame, schema: TableSchema, file: str, row_ids: bool = False
+                          ) -> tuple[pl.DataFrame, TableSchema]:
+    """The table and the trained schema with the id column of this table: the trained (or given) name where the
+    table has it, else the first usual id name that is not a feature column (as in training). With `row_ids`,
+    a table with neither gets its row numbers (1, 2, ...) as ids in a column of the trained name."""
     if schema.id_column in frame.columns:
-        return schema
+        return frame, schema
     taken = {schema.label_column, *schema.feature_columns()}
     found = find_column([c for c in frame.columns if c not in taken], ID_NAMES)
     if found is None and header_looks_like_data(frame.columns):
         raise no_header_error(frame.columns, file)
+    if found is None and row_ids:
+        return frame.with_columns(pl.Series(schema.id_column, [str(i + 1) for i in range(frame.height)])), schema
     if found is None:
         raise DataError(
             f"no patient id column: '{schema.id_column}' is not in the file and none of "
             f"{', '.join(ID_NAMES)} is either",
             file=file,
-            fix="name the id column with --id-col (Python: a PatientTable read with TableSchema(id_column=...))",
+            fix="name the id column with --id-col",
         )
-    return TableSchema(**{**schema.to_dict(), "id_column": found})
+    return frame, TableSchema(**{**schema.to_dict(), "id_column": found})
 
 
 def table_from_frame(
@@ -222,17 +227,19 @@ def table_from_frame(
     schema: TableSchema | None = None,
     require_labels: bool = True,
     fixed_schema: bool = False,
+    row_ids: bool = False,
 ) -> PatientTable:
     """Validate a polars DataFrame as a patient table.
 
     With ``fixed_schema`` (prediction with a trained model) the roles are taken as given and every
-    feature column must be present; the label column is optional.
+    feature column must be present; the label column is optional. With ``row_ids`` too, a table without a
+    patient id column has its row numbers as ids (predicting from Python: the results are in row order).
     """
     if frame.height == 0:
         raise DataError("the table is empty (no data rows)", file=source, fix="give a table with at least one patient")
     if fixed_schema:
         assert schema is not None
-        schema = _prediction_id_column(frame, schema, source)
+        frame, schema = _prediction_id_column(frame, schema, source, row_ids)
         missing = [c for c in [schema.id_column, *schema.feature_columns()] if c not in frame.columns]
         if missing:
             raise DataError(
@@ -253,7 +260,8 @@ def table_from_frame(
     if null_ids.any():
         raise DataError(
             "empty patient ids", file=source, column=schema.id_column, rows=np.flatnonzero(null_ids).tolist(),
-            fix="give every row a patient id",
+            fix="give every row a patient id" + (", or leave the id column out (the rows are then read in their "
+                                                 "order)" if row_ids else ""),
         )
     if ids.dtype.is_float():
         bad = ~np.isfinite(ids.to_numpy())
@@ -340,10 +348,12 @@ def read_table(
     schema: TableSchema | None = None,
     require_labels: bool = True,
     fixed_schema: bool = False,
+    row_ids: bool = False,
 ) -> PatientTable:
     """Read and validate a CSV or Parquet patient table. See :func:`table_from_frame`."""
     path = Path(path)
     frame = _read_frame(path, schema.id_column if schema is not None else None)
     return table_from_frame(
-        frame, source=str(path), schema=schema, require_labels=require_labels, fixed_schema=fixed_schema
+        frame, source=str(path), schema=schema, require_labels=require_labels, fixed_schema=fixed_schema,
+        row_ids=row_ids,
     )

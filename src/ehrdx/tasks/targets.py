@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.bits import BitTable, PackedTargets
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
 from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore
@@ -110,6 +110,7 @@ def read_targets(path: str | Path) -> Targets:
         else:
             frame = pl.read_csv(path, glob=False, schema_overrides={
                 "subject_id": pl.Utf8, "prediction_time": pl.Datetime("us"), "label": pl.Utf8, "value": pl.Boolean})
+            frame = without_blank_lines(frame, path)
             check_short_rows(frame, path)
     except pl.exceptions.PolarsError as exc:
         raise csv_read_error(path, exc, problem="could not be read as a targets table (subject_id, prediction_time, "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error
+from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
 from ehrdx.data.samples import Samples
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
@@ -70,6 +70,7 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path),
                         fix="a prediction times file is CSV or Parquet with subject_id and prediction_time") from exc
     if csv:
+        frame = without_blank_lines(frame, path)
         check_short_rows(frame, path)
     if "prediction_time" not in frame.columns:
         raise DataError("no 'prediction_time' column", file=str(path), column="prediction_time",

@@ -15,12 +15,16 @@ A model that fits itself in one go (gbm, logistic) has no epochs: `FittedCheckpo
 the registry's own saved form (config and JSON files, for gbm LightGBM's model text; tensors, if any, in a
 safetensors file), so a resumed run reads it instead of fitting it again. The `auto` ensemble gives each member
 a subfolder of the run's checkpoint directory (`gbm/`, `gru/`) and keeps its own settings beside them.
+
+`run.json` keeps the options of the command that started the run (`start_run`), so that a resume with other
+options is refused (`check_run_options`) before the data is read; the fingerprints above still check the data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from ehrdx.io import atomic_save_tensors, atomic_write_json
 
 CHECKPOINT_VERSION = 1
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+RUN = "run.json"  # the options of the command that started the run
 FITTED = "fitted"  # FittedCheckpoint's file names: fitted.json (and fitted.safetensors)
 
 
@@ -134,6 +139,43 @@ def check_fingerprint(path: Path, saved: dict, expected: dict) -> None:
     if diff:
         raise ModelError(f"{path}: the checkpoint is from a different run ({', '.join(diff)} differ); "
                          "resume with the same data and options, or remove the checkpoint to start afresh")
+
+
+def _as_json(options: dict) -> dict:
+    return json.loads(json.dumps(options, default=str))
+
+
+def check_run_options(directory: str | Path, options: dict) -> bool:
+    """Whether a checkpoint is in `directory` to resume; refuse it (ModelError) when the run that made it had
+    other `options` (option -> value, as `start_run` keeps them), naming each with both values. Cheap: it
+    reads one JSON file, so a command checks it before reading its data. A checkpoint without run.json (an
+    older version's) is left to the fingerprints."""
+    directory = Path(directory)
+    path = directory / RUN
+    if not path.exists():
+        return directory.is_dir() and any(directory.iterdir())
+    try:
+        saved = json.loads(path.read_text())["options"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}); remove {directory} to start "
+                         "afresh") from exc
+    now = _as_json(options)
+    diff = [k for k in sorted({*saved, *now}) if saved.get(k) != now.get(k)]
+    if diff:
+        said = ", ".join(f"{k} {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+        raise ModelError(f"{directory}: the checkpoint is from a run with other options ({said})\n  fix: resume "
+                         "with the options it was started with, or leave out --resume to start afresh (the "
+                         "checkpoint is replaced)")
+    return True
+
+
+def start_run(directory: str | Path, options: dict) -> None:
+    """A fresh run: any older checkpoint in `directory` is removed (it must not be resumed later by mistake)
+    and the run's `options` are kept in run.json."""
+    directory = Path(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / RUN, {"checkpoint_version": CHECKPOINT_VERSION, "options": _as_json(options)})
 
 
 def _digest(config: dict, files: dict) -> str:

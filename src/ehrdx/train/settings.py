@@ -26,9 +26,15 @@ def _problem(value, least: float, whole: bool) -> str | None:
     return None if value >= least else f"at least {least}"
 
 
-def check_settings(params: dict, init: object = None) -> None:
-    """Raise ModelError naming every numeric setting of `params` (get_params()) out of range, and the range."""
+def check_settings(params: dict, init: object = None, epochs: bool = False) -> None:
+    """Raise ModelError naming every numeric setting of `params` (get_params()) out of range, and the range.
+    `epochs`: the model learns epoch by epoch (a network), so that max_epochs 0 would leave it as it started
+    (random weights) unless a pretrained encoder (`init`) starts it or min_steps asks for steps."""
     bad = []
+    if epochs and init is None and params.get("max_epochs") == 0 and not params.get("min_steps"):
+        bad.append(f"max_epochs=0 (at least 1 for the {params.get('model') or 'default'} model, which learns epoch "
+                   "by epoch: with none its network would keep its random start weights, untrained; 0 only with "
+                   "init, a pretrained encoder, or min_steps)")
     for name, (least, whole, none) in BOUNDS.items():
         value = params.get(name)
         if value is None and (none is True or (none == "init" and init is not None)):
