@@ -178,8 +178,8 @@ Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event stream
 Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
                                      "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
 ModelKind = Annotated[str | None, typer.Option(help="A model of the registry (`ehrdx models` lists them). Event "
-                                               "streams: auto (gbm, gru and gbm-counts averaged per label; train's "
-                                               "default), gru, lstm, transformer, gbm (gradient boosting on history "
+                                               "streams: auto (gbm, gru and gbm-counts averaged with one weighting "
+                                               "for all labels; train's default), gru, lstm, transformer, gbm (gradient boosting on history "
                                                "features), gbm-counts (the same on code counts and age), or the "
                                                "baselines mlp, logistic; a patient table: mlp (default), logistic "
                                                "or gbm.")]
