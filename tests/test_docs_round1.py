@@ -1,6 +1,9 @@
 """What a new user reads (README.md, `ehrdx --help`, `ehrdx COMMAND --help`) against what the commands do."""
 
+import json
 import re
+
+import pytest
 
 from cli_run import run, words
 
@@ -16,3 +19,36 @@ def test_help_says_auto_mixes_its_members_with_one_weighting_for_all_labels():
         said = plain(run(*args).output)
         assert "averaged per label" not in said
         assert "one weighting for all labels" in said
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A small built-in cohort as MEDS (label map beside it) and a GRU encoder pretrained on it (out/enc)."""
+    from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+    from ehrdx.events_pipeline import open_store, patient_splits
+    from ehrdx.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("docs")
+    paths = write_longitudinal(generate_longitudinal(120, seed=11), out)
+    store = open_store(meds=paths["meds"], store_dir=out / "store")
+    pretrain(store, patient_splits(store, paths["meds"], 0), hidden=16, max_epochs=1, min_count=5).save(out / "enc")
+    return {**paths, "out": out, "enc": out / "enc"}
+
+
+def test_train_from_an_encoder_without_model_says_it_trains_the_encoders_model(cohort, monkeypatch, tmp_path):
+    # Without --model, --init trains the encoder's own model (README: Pretraining); the bar said "training auto".
+    import ehrdx.cli.train as cli_train
+
+    said = []
+
+    class Bar(cli_train.EpochProgress):
+        def __init__(self, total, description="training"):
+            said.append(description)
+            super().__init__(total, description)
+
+    monkeypatch.setattr(cli_train, "EpochProgress", Bar)
+    r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--init", cohort["enc"],
+            "--probe", "--epochs", "1", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert said == ["training gru"]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_name"] == "gru"

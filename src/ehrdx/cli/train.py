@@ -342,8 +342,10 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                           "split[/yellow]")
         if search[0]:
             run_search(opts, clf, st, splits, search[0], search[1], out, targets=given)
-        # shown once the labels and samples are checked (no label code in the training patients: no bar)
-        progress = EpochProgress(params["max_epochs"], f"training {model or DEFAULT_MODEL['events']}")
+        # shown once the labels and samples are checked (no label code in the training patients: no bar);
+        # without --model, --init trains the encoder's own model
+        trained = model or (enc.model_name if enc is not None else DEFAULT_MODEL["events"])
+        progress = EpochProgress(params["max_epochs"], f"training {trained}")
         try:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
