@@ -52,3 +52,30 @@ def test_train_from_an_encoder_without_model_says_it_trains_the_encoders_model(c
     assert r.exit_code == 0, r.output
     assert said == ["training gru"]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_name"] == "gru"
+
+
+@pytest.fixture(scope="module")
+def logistic_model(cohort):
+    """A logistic model trained on the cohort (next-visit, the label map's labels and dates)."""
+    out = cohort["out"] / "logistic"
+    r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--model", "logistic",
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_predict_gives_every_visit_a_row_and_prints_no_label_counts_that_read_as_rows_left_out(
+        cohort, logistic_model, tmp_path):
+    # It printed "samples without next visit: 120" (every patient's last visit) and the label entries masked
+    # before their introduction: counts about targets, which predictions do not have; those rows are written.
+    import polars as pl
+
+    from ehrdx.events_pipeline import open_store
+
+    r = run("predict", "--meds", cohort["meds"], "--model", logistic_model, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    visits = len(open_store(meds=cohort["meds"], store_dir=tmp_path / "store").visit_starts)
+    assert len(pl.read_csv(tmp_path / "p.csv")) == visits
+    said = words(r.output)
+    assert f"predicted {visits:,} (patient, time) rows" in said
+    assert "without next visit" not in said and "before introduction" not in said
