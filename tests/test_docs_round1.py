@@ -79,3 +79,17 @@ def test_predict_gives_every_visit_a_row_and_prints_no_label_counts_that_read_as
     said = words(r.output)
     assert f"predicted {visits:,} (patient, time) rows" in said
     assert "without next visit" not in said and "before introduction" not in said
+
+
+def test_synth_says_how_many_patients_the_table_leaves_out(tmp_path):
+    # README: the table is a snapshot at 2023-01-01 and those who died before are left out, counted in
+    # cohort.json; synth printed "300 patients" beside a table of fewer rows and did not say so.
+    import polars as pl
+
+    r = run("synth", "--out", tmp_path / "d", "--patients", 300)
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "d" / "cohort.json").read_text())
+    died = info["excluded"]["died_before_index_date"]
+    assert died > 0 and len(pl.read_parquet(tmp_path / "d" / "patients.parquet")) == 300 - died
+    assert (f"patient table: {300 - died} patients at the index date 2023-01-01 (left out: {died} died before "
+            "index date)") in words(r.output)

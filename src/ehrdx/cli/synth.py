@@ -71,6 +71,10 @@ def synth(
     except (EhrdxError, ValueError) as exc:
         fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")
+    if "n_table_rows" in cohort.info:  # the table is a snapshot: patients not in follow-up then are left out
+        left = [f"{n:,} {why.replace('_', ' ')}" for why, n in cohort.info.get("excluded", {}).items() if n]
+        console.print(f"patient table: {cohort.info['n_table_rows']:,} patients at the index date "
+                      f"{cohort.info['index_date'][:10]}" + (f" (left out: {', '.join(left)})" if left else ""))
     for name, path in paths.items():
         console.print(f"  {name:9s} {escape(str(path))}")
 
