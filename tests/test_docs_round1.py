@@ -93,3 +93,20 @@ def test_synth_says_how_many_patients_the_table_leaves_out(tmp_path):
     assert died > 0 and len(pl.read_parquet(tmp_path / "d" / "patients.parquet")) == 300 - died
     assert (f"patient table: {300 - died} patients at the index date 2023-01-01 (left out: {died} died before "
             "index date)") in words(r.output)
+
+
+def test_evaluate_prints_its_headline_titles_on_one_line_and_names_the_patients_it_scored(
+        cohort, logistic_model, seed_table_path, tmp_path):
+    # One model column is narrower than the title: rich wrapped it into six lines of the column's width.
+    r = run("evaluate", "--meds", cohort["meds"], "--model", logistic_model)
+    assert r.exit_code == 0, r.output
+    before_table = words(r.output.split("┏")[0])  # the text above the first table's top edge
+    assert re.search(rf"{re.escape(str(cohort['meds']))}: held_out patients \(\d+, MEDS subject_splits\), "
+                     r"all labels: \d+ prediction times of \d+ patients, \d+ labels$", before_table), r.output
+    # A table is evaluated whole: its per-label table said "test set".
+    assert run("train", seed_table_path, "--out", tmp_path / "m", "--epochs", 2).exit_code == 0
+    r = run("evaluate", seed_table_path, "--model", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert words(r.output.split("┏")[0]).endswith(f"{seed_table_path}: 10 patients, 3 labels"), r.output
+    said = plain(r.output)
+    assert "Per label (this table;" in said and "test set" not in said

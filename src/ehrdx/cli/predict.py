@@ -79,7 +79,7 @@ def evaluate(
     clf, table = _table_model_and_data(model, data, id_col, device)
     excluded = _table_exclusions(table)  # e.g. the columns the model does not use, as train says them
     result = {**clf.evaluate(table), **excluded}  # its summary's unseen values: said by print_report
-    print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)))
+    print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)), scope="this table")
     if out:
         opts.write_json(out, result)
         console.print(f"wrote {escape(str(out))}")
