@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from cli_run import run, words
+from cli_run import run, runner, words
+from ehrdx.cli import app
 
 
 def plain(text: str) -> str:
@@ -13,10 +14,16 @@ def plain(text: str) -> str:
     return words(re.sub(r"[\u2500-\u257f]", " ", text))
 
 
+def help_text(*args: str) -> str:
+    """A command's --help (or output) as one line of words, rendered wide so that option columns do not
+    interleave."""
+    return plain(runner.invoke(app, list(args), env={"COLUMNS": "300"}).output)
+
+
 def test_help_says_auto_mixes_its_members_with_one_weighting_for_all_labels():
     # The rule (train/mixing.py, README): one weighting for all labels, not weights per label.
     for args in (("train", "--help"), ("models",), ("demo", "--help")):
-        said = plain(run(*args).output)
+        said = help_text(*args)
         assert "averaged per label" not in said
         assert "one weighting for all labels" in said
 
@@ -110,3 +117,17 @@ def test_evaluate_prints_its_headline_titles_on_one_line_and_names_the_patients_
     assert words(r.output.split("┏")[0]).endswith(f"{seed_table_path}: 10 patients, 3 labels"), r.output
     said = plain(r.output)
     assert "Per label (this table;" in said and "test set" not in said
+
+
+def test_batch_size_and_layers_help_give_each_commands_real_defaults():
+    # pretrain trains gru, lstm or transformer only: its help spoke of tables and MLP layers. train's said
+    # "patients ... 64 for event streams", but mlp, logistic and gbm batch rows (256) there too.
+    from ehrdx.models.registry import get_model
+
+    said = help_text("pretrain", "--help")
+    assert "tables" not in said and "MLP" not in said and "mlp" not in said
+    assert "Patients per training batch (default 64" in said
+    assert {get_model(m, "events").default_batch_size for m in ("gru", "lstm", "transformer", "auto")} == {64}
+    assert {get_model(m, "events").default_batch_size for m in ("mlp", "logistic", "gbm")} == {256}
+    said = help_text("train", "--help")
+    assert "patients for gru, lstm, transformer and auto (default 64" in said and "rows (default 256)" in said

@@ -163,8 +163,9 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(min=0, help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
-BatchSize = Annotated[int | None, typer.Option(min=1, help="Patients per training batch (default 256 for tables, 64 "
-                                               "for event streams, where a patient brings all their visits).")]
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Training batch: patients for gru, lstm, transformer and "
+                                               "auto (default 64: a patient brings all their visits), else rows "
+                                               "(default 256).")]
 Layers = Annotated[int | None, typer.Option(min=1, help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
 Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
