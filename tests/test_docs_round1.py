@@ -2,11 +2,14 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from cli_run import run, runner, words
 from ehrdx.cli import app
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def plain(text: str) -> str:
@@ -131,3 +134,15 @@ def test_batch_size_and_layers_help_give_each_commands_real_defaults():
     assert {get_model(m, "events").default_batch_size for m in ("mlp", "logistic", "gbm")} == {256}
     said = help_text("train", "--help")
     assert "patients for gru, lstm, transformer and auto (default 64" in said and "rows (default 256)" in said
+
+
+def test_the_demo_is_described_with_the_baselines_it_fits():
+    # README and demo --help spoke of an MLP on counts ("count baselines"); the demo fits gbm and logistic.
+    from ehrdx.demo import BASELINES
+
+    assert BASELINES == ("gbm", "logistic")
+    assert "beside the gbm (gradient boosting on history features) and logistic baselines" in help_text(
+        "demo", "--help")
+    shows = words(README.split("## What the demo shows")[1].split("`ehrdx demo --table`")[0])
+    assert "baselines (`gbm`, gradient boosting on history features, and a logistic regression" in shows
+    assert "MLP" not in shows

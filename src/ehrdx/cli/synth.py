@@ -117,8 +117,8 @@ def demo(
 ) -> None:
     """The whole thing on built-in synthetic data: generate a longitudinal cohort as MEDS, convert it to
     the event store, train a sequence model that predicts the diseases coded at the next visit at the end
-    of every visit, evaluate on held-out patients (all labels and new onset) beside count baselines and
-    the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
+    of every visit, evaluate on held-out patients (all labels and new onset) beside the gbm (gradient
+    boosting on history features) and logistic baselines and the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
     the data as of 2020 takes the labels that appeared later (U07.1, E11.2, E11.9) with ehrdx update."""
     opts: GlobalOptions = ctx.obj
     check_out(out, {}, kind="dir")
