@@ -146,3 +146,11 @@ def test_the_demo_is_described_with_the_baselines_it_fits():
     shows = words(README.split("## What the demo shows")[1].split("`ehrdx demo --table`")[0])
     assert "baselines (`gbm`, gradient boosting on history features, and a logistic regression" in shows
     assert "MLP" not in shows
+
+
+def test_the_architecture_section_names_every_top_level_and_command_module():
+    package = Path(__file__).resolve().parents[1] / "src" / "ehrdx"
+    architecture = README.split("## Architecture")[1]
+    for path in [*package.glob("*.py"), *(package / "cli").glob("*.py")]:
+        if path.stem not in ("__init__", "__main__"):
+            assert f"{path.name}" in architecture, f"README's Architecture does not name {path.relative_to(package)}"
