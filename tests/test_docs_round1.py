@@ -189,3 +189,12 @@ def test_the_readmes_python_snippets_run_as_written(cohort, seed_table_path, tmp
     assert proba.shape == (len(samples), len(clf.labels_)) and len(samples) > 0
     assert {"all", "new_onset", "by_prior_visits"} <= set(metrics)
     assert metrics["all"]["n_samples"] == len(samples)
+
+
+def test_new_onset_help_says_at_or_before_and_fits_targets_too():
+    # A label recorded at the prediction time itself is history (tasks/positives.py: t >= k), as the README
+    # says; the help said "before", and "train on" in targets --help, which trains nothing.
+    for command in ("train", "targets"):
+        said = help_text(command, "--help")
+        assert "new onsets only: a label already recorded at or before the prediction time is masked" in said
+        assert "train on new onsets" not in said

@@ -171,8 +171,8 @@ Layers = Annotated[int | None, typer.Option(min=1, help="Hidden layers: recurren
 Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
                                    "window:365d.")]
-NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "
-                                        "already recorded before the prediction time is masked, not a negative.")]
+NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: new onsets only: a label already "
+                                        "recorded at or before the prediction time is masked, not a negative.")]
 Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event streams: mask labels that did not occur "
                                       "when follow-up ends before the window does (default), or count them as "
                                       "negatives.")]
