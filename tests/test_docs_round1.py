@@ -198,3 +198,10 @@ def test_new_onset_help_says_at_or_before_and_fits_targets_too():
         said = help_text(command, "--help")
         assert "new onsets only: a label already recorded at or before the prediction time is masked" in said
         assert "train on new onsets" not in said
+
+
+def test_the_readme_names_every_command_that_takes_device():
+    sentence = words(README.split("## GPUs and several processes")[1].split("take `--device")[0])
+    for command in ("train", "pretrain", "update", "evaluate", "predict", "report", "explain", "targets", "synth"):
+        takes = "--device" in help_text(command, "--help")
+        assert (f"`{command}`" in sentence) == takes, command
