@@ -205,3 +205,11 @@ def test_the_readme_names_every_command_that_takes_device():
     for command in ("train", "pretrain", "update", "evaluate", "predict", "report", "explain", "targets", "synth"):
         takes = "--device" in help_text(command, "--help")
         assert (f"`{command}`" in sentence) == takes, command
+
+
+def test_evaluate_names_the_patients_it_scored_in_its_counts(cohort, logistic_model):
+    # `evaluate --split all` printed "test: samples without next visit: 120" for every patient's last visit.
+    r = run("evaluate", "--meds", cohort["meds"], "--model", logistic_model, "--split", "all")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "all patients: samples without next visit: 120" in said and "test: " not in said

@@ -263,8 +263,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                       format_value(row["all"]["macro_auprc"]), format_value(row["new_onset"]["macro_auroc"]),
                       format_value(row["new_onset"]["macro_auprc"]))
         console.print(b)
+    # evaluate names the patients it scored (--split: held_out, all, ...); train's are its test patients
+    scored = f"{metrics['split']} patients" if isinstance(metrics.get("split"), str) else "test"
     for line in [*count_lines(metrics.get("excluded", {}), metrics.get("excluded_names", {})),
-                 *count_lines(ts.get("excluded", {}), part="test")]:
+                 *count_lines(ts.get("excluded", {}), part=scored)]:
         console.print(f"[yellow]{escape(line)}[/yellow]")
     print_warnings(console, metrics)
     print_one_class(console, metrics)
