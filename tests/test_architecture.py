@@ -3,7 +3,8 @@
 Layers of src/ehrdx, from the bottom. A module may import from its own layer or from any layer below it,
 never from one above:
 
-  0 base       errors.py, io.py, tempdirs.py, version.py: errors, atomic writes, temporary directories
+  0 base       errors.py, io.py, paths.py, ranking.py, times.py, tempdirs.py, version.py: errors, atomic writes,
+               output paths, per-label ranking metrics, times, temporary directories
   1 data       data/: readers (patient table, MEDS, OMOP), the event store, sample containers, encoders
                that turn samples into model inputs, patient splits, synthetic cohorts
   2 tasks      tasks/: prediction times, label windows and masks, label vocabularies and selection, targets;
@@ -12,7 +13,8 @@ never from one above:
   4 train      train/: the training loop, devices, checkpoints, distributed training
   5 evaluate   evaluate/: metrics, small-cell suppression, terminal and HTML reports
   6 estimator  estimator.py, estimator_io.py, artifacts.py, update.py, explain.py, pipeline.py, events_pipeline.py,
-               input_settings.py, report.py, demo.py: the classifiers, saving and loading, and the runs built on them
+               input_settings.py, report.py, demo.py, search.py, pretrain.py, pretrained.py: the classifiers,
+               saving and loading, and the runs built on them
   7 surface    ehrdx/__init__.py: the public names (`__all__`), imported lazily
   8 cli        cli.py (or a cli/ package) and __main__.py: parse, call the library, print
 

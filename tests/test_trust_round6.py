@@ -109,7 +109,7 @@ def test_predict_evaluate_and_update_say_labels_the_model_lacks_as_one_sentence(
     assert "not in model" not in r.output
     r = run("evaluate", "--model", tmp_path / "m", "--events", later, "--split", "all", "--out", tmp_path / "e.json")
     assert r.exit_code == 0, r.output
-    assert f"test: 2 {lacks} J44, K21" in words(r.output) and "not in model" not in r.output
+    assert f"all patients: 2 {lacks} J44, K21" in words(r.output) and "not in model" not in r.output
     assert json.loads((tmp_path / "e.json").read_text())["test_samples"]["excluded"]["label_not_in_model:K21"] == 1
     r = run("report", "--model", tmp_path / "m", "--events", later, "--split", "all", "--bootstrap", 0,
             "--out", tmp_path / "r.html")

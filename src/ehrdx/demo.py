@@ -1,9 +1,9 @@
 """The runs of `ehrdx demo` on built-in synthetic data, as library calls: the command prints what they return.
 
 Event streams: a longitudinal cohort written as MEDS, a sequence model predicting the diseases coded at the next
-visit (beside count baselines and the oracle), and a growing label list: a model trained on the data as of
-2020-01-01 (before U07.1 and the E11 split) that takes the newer labels with `update_model`. Patient table: a
-snapshot cohort and an MLP."""
+visit (beside the gbm and logistic baselines and the oracle), and a growing label list: a model trained on the
+data as of 2020-01-01 (before U07.1 and the E11 split) that takes the newer labels with `update_model`. Patient
+table: a snapshot cohort and an MLP."""
 
 from __future__ import annotations
 

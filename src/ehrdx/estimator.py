@@ -72,8 +72,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
     """Multi-label disease prediction. Settings (one name each, for tables and event streams alike):
 
     model           a name from the registry (`ehrdx.models.registry.model_names()`); None: mlp for a table,
-                    auto (gbm, gru and gbm-counts averaged per label, equal weights unless the validation
-                    patients clearly prefer others) for event streams
+                    auto (gbm, gru and gbm-counts averaged with one weighting for all labels, equal weights
+                    unless the validation patients clearly prefer another) for event streams
     task, labels    event streams: prediction task (next-visit, window:365d) and label selection (prefix:DX//,
                     regex:..., map:FILE); new_onset, censor, infer_introduced refine them. A table's labels are
                     its label column.

@@ -163,23 +163,24 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on validation loss may end sooner.")]
 Patience = Annotated[int | None, typer.Option(min=0, help="Epochs without validation improvement before stopping "
                                               "(default 4 for tables, 3 for event streams).")]
-BatchSize = Annotated[int | None, typer.Option(min=1, help="Patients per training batch (default 256 for tables, 64 "
-                                               "for event streams, where a patient brings all their visits).")]
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Training batch: patients for gru, lstm, transformer and "
+                                               "auto (default 64: a patient brings all their visits), else rows "
+                                               "(default 256).")]
 Layers = Annotated[int | None, typer.Option(min=1, help="Hidden layers: recurrent or Transformer layers, MLP layers "
                                               "(default: the model's, 1 for gru/lstm, 2 for transformer and mlp).")]
 Heads = Annotated[int, typer.Option(min=1, help="Event streams: attention heads (transformer).")]
 Task = Annotated[str, typer.Option(help="Event streams: next-visit, or window:<N><unit> for (t, t+N], e.g. "
                                    "window:365d.")]
-NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: train on new onsets only: a label "
-                                        "already recorded before the prediction time is masked, not a negative.")]
+NewOnset = Annotated[bool, typer.Option("--new-onset", help="Event streams: new onsets only: a label already "
+                                        "recorded at or before the prediction time is masked, not a negative.")]
 Censor = Annotated[bool, typer.Option("--censor/--no-censor", help="Event streams: mask labels that did not occur "
                                       "when follow-up ends before the window does (default), or count them as "
                                       "negatives.")]
 Labels = Annotated[str, typer.Option(help="Event streams: which codes are labels: prefix:PREFIX[:N chars], "
                                      "regex:PATTERN or map:FILE (.csv code,label / .json / .yaml).")]
 ModelKind = Annotated[str | None, typer.Option(help="A model of the registry (`ehrdx models` lists them). Event "
-                                               "streams: auto (gbm, gru and gbm-counts averaged per label; train's "
-                                               "default), gru, lstm, transformer, gbm (gradient boosting on history "
+                                               "streams: auto (gbm, gru and gbm-counts averaged with one weighting "
+                                               "for all labels; train's default), gru, lstm, transformer, gbm (gradient boosting on history "
                                                "features), gbm-counts (the same on code counts and age), or the "
                                                "baselines mlp, logistic; a patient table: mlp (default), logistic "
                                                "or gbm.")]

@@ -34,6 +34,11 @@ from ehrdx.cli.options import (
 from ehrdx.cli.predict_meds_eval import predict_meds_eval, refuse_table_input
 from ehrdx.errors import EhrdxError
 from ehrdx.paths import TABLE_SUFFIXES
+from ehrdx.tasks.positives import INTRODUCTION_MASKED
+
+# Counts about the task's labels (windows, censoring, introduction dates): predictions carry no labels and
+# every such sample still gets its row, so `predict` does not print them (they read as rows left out).
+LABEL_ONLY_COUNTS = (INTRODUCTION_MASKED, "censored_samples", "samples_without_next_visit")
 
 
 @app.command()
@@ -74,7 +79,7 @@ def evaluate(
     clf, table = _table_model_and_data(model, data, id_col, device)
     excluded = _table_exclusions(table)  # e.g. the columns the model does not use, as train says them
     result = {**clf.evaluate(table), **excluded}  # its summary's unseen values: said by print_report
-    print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)))
+    print_report(console, opts.release({"test": result, **excluded}), title=escape(str(data)), scope="this table")
     if out:
         opts.write_json(out, result)
         console.print(f"wrote {escape(str(out))}")
@@ -287,7 +292,7 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     if early:  # the patient has visits, just none yet
         console.print(f"[yellow]{early:,} prediction time(s) before the patient's first visit: nothing to predict "
                       "from, no row in the output[/yellow]")
-    print_counts(counts)
+    print_counts({k: n for k, n in counts.items() if not k.startswith(LABEL_ONLY_COUNTS)})
     _print_coverage(coverage)
 
 

@@ -12,14 +12,12 @@ from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import open_events
 from ehrdx.cli.options import (
-    BatchSize,
     Device,
     Dropout,
     EpochProgress,
     Heads,
     Hidden,
     Labels,
-    Layers,
     Lr,
     Precision,
     Seed,
@@ -42,14 +40,16 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="Encoder directory to write (give it to ehrdx train --init).")],
     model: Annotated[str, typer.Option(help="The encoder: gru, lstm or transformer.")] = "gru",
     hidden: Hidden = 128,
-    layers: Layers = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Recurrent or Transformer layers (default: 1 for gru and "
+                                               "lstm, 2 for transformer).")] = None,
     heads: Heads = 4,
     dropout: Dropout = 0.1,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs; early stopping on the tuning patients' next-visit "
                                         "loss may end sooner.")] = 10,
     patience: Annotated[int, typer.Option(min=0, help="Epochs without improvement on the tuning patients before "
                                           "stopping.")] = 2,
-    batch_size: BatchSize = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Patients per training batch (default 64: a patient "
+                                                   "brings all their visits).")] = None,
     lr: Lr = 2e-3,
     weight_decay: WeightDecay = 1e-4,
     min_count: Annotated[int, typer.Option(help="A code is a target when at least this many training patients "

@@ -71,6 +71,10 @@ def synth(
     except (EhrdxError, ValueError) as exc:
         fail(exc)
     console.print(f"{patients:,} patients, {cohort.info['n_events']:,} events in {cohort.info['seconds']:.1f}s")
+    if "n_table_rows" in cohort.info:  # the table is a snapshot: patients not in follow-up then are left out
+        left = [f"{n:,} {why.replace('_', ' ')}" for why, n in cohort.info.get("excluded", {}).items() if n]
+        console.print(f"patient table: {cohort.info['n_table_rows']:,} patients at the index date "
+                      f"{cohort.info['index_date'][:10]}" + (f" (left out: {', '.join(left)})" if left else ""))
     for name, path in paths.items():
         console.print(f"  {name:9s} {escape(str(path))}")
 
@@ -113,8 +117,8 @@ def demo(
 ) -> None:
     """The whole thing on built-in synthetic data: generate a longitudinal cohort as MEDS, convert it to
     the event store, train a sequence model that predicts the diseases coded at the next visit at the end
-    of every visit, evaluate on held-out patients (all labels and new onset) beside count baselines and
-    the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
+    of every visit, evaluate on held-out patients (all labels and new onset) beside the gbm (gradient
+    boosting on history features) and logistic baselines and the oracle, save the model and DIR/metrics.json. Then show a growing label list: a model trained on
     the data as of 2020 takes the labels that appeared later (U07.1, E11.2, E11.9) with ehrdx update."""
     opts: GlobalOptions = ctx.obj
     check_out(out, {}, kind="dir")

@@ -187,10 +187,11 @@ def train(
     """Train a model: split by patient into train/validation/test, fit on train, stop early and tune
     thresholds on validation, evaluate on test, save the model directory with metrics.json.
 
-    Patient table: one prediction per patient (MLP, or logistic). With --cv K, K-fold mean and spread instead.
-    Event streams (--meds or --events): a prediction at every prediction time (end of each visit) with auto
-    (the default: gradient boosting on history features, a GRU and gradient boosting on code counts, averaged
-    per label with weights chosen on the validation patients), a GRU, LSTM, causal Transformer, gbm, or the count baselines (mlp, logistic).
+    Patient table: one prediction per patient (MLP, logistic or gbm). With --cv K, K-fold mean and spread
+    instead. Event streams (--meds, --events or --omop): a prediction at every prediction time (end of each
+    visit) with auto (the default: gradient boosting on history features, a GRU and gradient boosting on code
+    counts, averaged with one weighting for all labels chosen on the validation patients), a GRU, LSTM,
+    causal Transformer, gbm, or the count baselines (mlp, logistic).
     `ehrdx models` lists them all. --resume works for every model (gbm and auto's gbm members: the fitted model).
 
     Under torchrun (torchrun --nproc_per_node=N -m ehrdx train ...) it trains data parallel: gloo on
@@ -376,8 +377,10 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                           "split[/yellow]")
         if search[0]:
             run_search(opts, clf, st, splits, search[0], search[1], out, targets=given)
-        # shown once the labels and samples are checked (no label code in the training patients: no bar)
-        progress = EpochProgress(params["max_epochs"], f"training {model or DEFAULT_MODEL['events']}")
+        # shown once the labels and samples are checked (no label code in the training patients: no bar);
+        # without --model, --init trains the encoder's own model
+        trained = model or (enc.model_name if enc is not None else DEFAULT_MODEL["events"])
+        progress = EpochProgress(params["max_epochs"], f"training {trained}")
         try:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,

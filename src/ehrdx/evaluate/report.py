@@ -91,7 +91,18 @@ def description_cell(row: dict, described: bool) -> list[Text]:
     return [Text(row.get("description") or "")] if described else []
 
 
-def print_report(console: Console, metrics: dict, title: str = "Test set") -> None:
+def print_titled(console: Console, table: Table) -> None:
+    """Print a table; a title wider than its columns goes on a line of its own (rich wraps a title to the
+    table's width: one model column made a six-line title)."""
+    title = table.title
+    if isinstance(title, str) and Text.from_markup(title).cell_len > console.measure(table).maximum:
+        table.title = None
+        console.print(f"[italic]{title}[/italic]")
+    console.print(table)
+
+
+def print_report(console: Console, metrics: dict, title: str = "Test set", scope: str = "the test set") -> None:
+    """`scope`: the patients evaluated, as the per-label table and the macro-average note name them."""
     test = metrics.get("test")
     if test is None:
         console.print("[yellow]no test patients: nothing to evaluate[/yellow]")
@@ -109,10 +120,10 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
             for key in AT_THRESHOLD:
                 t.add_row(f"{key} @ {thr.replace('threshold_', '')}", format_value(test[thr][key]),
                           *([format_value(oracle.get(thr, {}).get(key))] if oracle else []))
-    console.print(t)
+    print_titled(console, t)
 
     shown, hidden = most_positive(test["per_label"], TERMINAL_LABELS)
-    p = Table(title="Per label (test set; precision/recall/F1 at tuned thresholds"
+    p = Table(title=f"Per label ({scope.removeprefix('the ')}; precision/recall/F1 at tuned thresholds"
                     + (f"; the {len(shown)} with the most positives of {len(shown) + hidden})" if hidden else ")"))
     described = has_descriptions(test["per_label"])
     for col in ("label", *(["description"] if described else []), "pos", "prev", "AUROC", "AUPRC", "thr", "prec",
@@ -131,7 +142,7 @@ def print_report(console: Console, metrics: dict, title: str = "Test set") -> No
     print_one_class(console, metrics)
     left_out = test.get("labels_left_out_of_macro") or []
     if left_out:
-        console.print(f"[yellow]left out of macro averages (no positives or no negatives in the test set): "
+        console.print(f"[yellow]left out of macro averages (no positives or no negatives in {scope}): "
                       f"{escape(', '.join(left_out))}[/yellow]")
 
 
@@ -225,7 +236,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
             if oracle_key in metrics:
                 cells.append(format_value(metrics[oracle_key].get(row)))
             t.add_row(row, *cells)
-        console.print(t)
+        print_titled(console, t)
     if metrics.get("ensemble"):
         console.print(escape(ensemble_line(metrics["ensemble"])))
     shown, hidden = most_positive(metrics["test"]["per_label"], TERMINAL_LABELS)
@@ -252,8 +263,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                       format_value(row["all"]["macro_auprc"]), format_value(row["new_onset"]["macro_auroc"]),
                       format_value(row["new_onset"]["macro_auprc"]))
         console.print(b)
+    # evaluate names the patients it scored (--split: held_out, all, ...); train's are its test patients
+    scored = f"{metrics['split']} patients" if isinstance(metrics.get("split"), str) else "test"
     for line in [*count_lines(metrics.get("excluded", {}), metrics.get("excluded_names", {})),
-                 *count_lines(ts.get("excluded", {}), part="test")]:
+                 *count_lines(ts.get("excluded", {}), part=scored)]:
         console.print(f"[yellow]{escape(line)}[/yellow]")
     print_warnings(console, metrics)
     print_one_class(console, metrics)

@@ -312,6 +312,6 @@ def _load(config: dict, state: dict, files: dict) -> EnsembleModel:
 
 register_model(ModelKind(
     ENSEMBLE, {EVENTS: (HISTORY, SEQUENCE)}, (EVENTS,),
-    "the chosen ensemble: gbm, gru and gbm-counts averaged per label (equal weights unless the tuning patients "
-    "clearly prefer others)",
+    "the chosen ensemble: gbm, gru and gbm-counts averaged, one weighting for all labels (equal weights unless "
+    "the tuning patients clearly prefer another)",
     _build, _save, _load, default_layers=1, default_batch_size=64))
