@@ -72,6 +72,27 @@ def ehrdx_pretrained(model: str, pretrain_epochs: int = 5) -> Runner:
     return run
 
 
+def ehrdx_searched(model: str, trials: int) -> Runner:
+    """`ehrdx train --search TRIALS` as a user runs it: Optuna's seeded search of the model's settings (each
+    member's for auto) scored on the tuning patients, then the model fitted with the best, as ehrdx_model."""
+
+    def run(p: Prepared, s: Settings) -> tuple[np.ndarray, dict]:
+        from ehrdx.estimator import EventClassifier
+        from ehrdx.search import search_settings
+
+        clf = EventClassifier(model=model, task=p.task, labels=p.selector, max_epochs=s.max_epochs, seed=s.seed)
+        t0 = time.perf_counter()
+        found = search_settings(clf, p.store, (p.rows["train"], p.rows["tuning"], p.rows["held_out"]), trials,
+                                targets=p.targets)
+        search_seconds = time.perf_counter() - t0
+        proba, info = ehrdx_model(model, **{k: v for k, v in found["chosen"].items()})(p, s)
+        best = {m: round(r["best_tuning_auprc"], 4) for m, r in found["members"].items()}
+        return proba, {**info, "search_seconds": round(search_seconds, 2), "chosen": found["chosen"],
+                       "best_tuning_auprc": best}
+
+    return run
+
+
 def new_onset_training(runner: Runner) -> Runner:
     """`runner` on the task in new-onset mode: trained (and stopped, thresholds tuned) only on the samples
     where a label was not recorded at or before the prediction time; predicted and scored as before."""
@@ -145,6 +166,8 @@ MODELS: dict[str, Runner] = {
     "auto-pretrained": ehrdx_pretrained("auto"),  # the same from an encoder pretrained on the training patients
     "gru-pretrained": ehrdx_pretrained("gru"),
     "lgbm-counts": lgbm_counts,
+    "auto-search10": ehrdx_searched("auto", 10),  # train --search 10 (10 settings of gbm, then of the GRU)
+    "gbm-search10": ehrdx_searched("gbm", 10),
     # trained on new onset only (the task's new_onset mode; lgbm-counts on the same samples)
     "gru-newonset": new_onset_training(ehrdx_model("gru")),
     "gbm-newonset": new_onset_training(ehrdx_model("gbm")),

@@ -47,7 +47,7 @@ def update(
     init: Annotated[str, typer.Option(help="How new label rows start: probe (logistic regression on the frozen "
                                       "model's states, its L2 penalty C chosen per label on the validation "
                                       "patients), auto, parent, code, description, mean.")] = "probe",
-    protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill (default) or none.")] = "distill",
+    protect: Annotated[str, typer.Option(help="Against forgetting old labels: distill or none.")] = "distill",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after the new rows start (0: rows only).")] = 2,
     lr: Lr = 1e-3,
     replay_meds: Annotated[Path | None, typer.Option(help="Old training data (MEDS) to replay during fine-tuning; "
