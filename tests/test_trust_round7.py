@@ -349,3 +349,12 @@ def test_the_command_line_still_needs_patient_ids_to_write_predictions(tmp_path)
     r = run("predict", table, "--model", GOLDEN / "table_model", "--out", tmp_path / "p.csv")
     assert r.exit_code == 2, r.output
     assert "no patient id column" in words(r.output) and "fix: name the id column with --id-col" in words(r.output)
+
+
+def test_a_model_that_fits_in_one_go_shows_no_bar_of_epochs(tmp_path):
+    """gbm on a table showed 'training 0/30' epochs it never runs; it gets its name and a spinner."""
+    from cli_run import GOLDEN, run, words
+
+    result = run("train", GOLDEN / "table.csv", "--model", "logistic", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    assert "training logistic" in words(result.output) and "0/30" not in result.output

@@ -120,15 +120,26 @@ def print_warnings(warnings: list[str]) -> None:
 class EpochProgress:
     """A rich progress bar over epochs, showing train and validation loss."""
 
-    def __init__(self, total: int, description: str = "training") -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, total: int, description: str = "training", epochs: bool = True) -> None:
+        """`epochs` False: a model that fits in one go (gbm, logistic) gets a spinner and the time, not a bar
+        of epochs it never runs."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from ehrdx.train.distributed import is_main
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err,
-                                 transient=False, disable=not is_main())
-        self.task = self.progress.add_task(description, total=total, losses="")
+        columns = ((TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[losses]}")) if epochs else (TextColumn("{task.description}"),
+                                                                          SpinnerColumn()))
+        self.progress = Progress(*columns, TimeElapsedColumn(), console=err, transient=False,
+                                 disable=not is_main())
+        self.task = self.progress.add_task(description, total=total if epochs else None, losses="")
         self.started = False
 
     def __enter__(self):

@@ -288,7 +288,9 @@ def train(
         splits = clf.source(table, for_fit=True).default_splits(seed, fractions)
         if search:
             run_search(opts, clf, table, splits, search, budget, out)
-        progress = EpochProgress(epochs)  # shown once the labels and samples are checked
+        kind = get_model(clf.model or "mlp", "table")
+        # shown once the labels and samples are checked
+        progress = EpochProgress(epochs, f"training {kind.name}", epochs=kind.epochs)
         try:
             clf, metrics = train_and_evaluate(table, clf, splits, oracle=oracle_frame, on_epoch=progress,
                                               checkpoint=out / CHECKPOINT_DIR, resume=resume,
@@ -380,7 +382,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         # shown once the labels and samples are checked (no label code in the training patients: no bar);
         # without --model, --init trains the encoder's own model
         trained = model or (enc.model_name if enc is not None else DEFAULT_MODEL["events"])
-        progress = EpochProgress(params["max_epochs"], f"training {trained}")
+        progress = EpochProgress(params["max_epochs"], f"training {trained}", epochs=get_model(trained).epochs)
         try:
             clf, metrics = train_and_evaluate(
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
