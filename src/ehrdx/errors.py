@@ -105,10 +105,15 @@ class LeakageError(EhrdxError):
 # instead (`python_terms`); under the `ehrdx` command (`command_line`) messages stay as written.
 _surface: contextvars.ContextVar[str | None] = contextvars.ContextVar("ehrdx_surface", default=None)
 
-# a word after an option that is prose, not the option's value ("check --labels against ...")
-_PROSE = {"a", "an", "and", "against", "as", "for", "given", "in", "instead", "is", "not", "of", "only", "or", "out",
-          "the", "to", "with"}
-_OPTION = re.compile(r"(?P<cli>ehrdx [a-z]+ (?:--[a-z-]+ (?:[^\s;,()-][^\s;,()]* )?)*)?(?P<option>option )?(?P<leave>leave )?--(?P<name>[a-z][a-z-]*)"
+# a word after an option that is prose, not the option's value ("check --labels against ...", "the date given
+# with --add are masked"): English's small words and the verbs messages put after an option
+_PROSE = {"a", "after", "against", "all", "also", "an", "and", "are", "as", "at", "be", "before", "but", "by", "can",
+          "cannot", "checks", "could", "does", "each", "for", "from", "gives", "given", "had", "has", "have", "if",
+          "in", "instead", "into", "is", "it", "its", "may", "must", "needs", "no", "not", "of", "on", "only", "or",
+          "out", "reads", "says", "should", "shows", "so", "than", "that", "the", "then", "there", "this", "to",
+          "was", "were", "when", "where", "which", "will", "with", "would"}
+# an option stands alone: not inside a path or a word ("run--seed1/events.csv" is a file's name)
+_OPTION = re.compile(r"(?P<cli>ehrdx [a-z]+ (?:--[a-z-]+ (?:[^\s;,()-][^\s;,()]* )?)*)?(?P<option>option )?(?P<leave>leave )?(?<![\w./\\-])--(?P<name>[a-z][a-z-]*)"
                      r"(?P<value> (?!--)[^\s,;()]+?(?=[\s,;()]|\.\s|\.$|$))?")
 
 

@@ -49,6 +49,7 @@ RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retra
 ADDED = "update --add"  # introduced_from of a date given with the label to add
 # the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
 PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+              "the date given with --add": "the date given in introduced",
               "--add": "new_labels", "--labels": "selector",
               "--epochs": "epochs", "--lr": "lr", "--patience": "patience", "--init": "init", "--protect": "protect",
               "--replay-meds": "replay", "--infer-introduced": "infer_introduced=True", "--device": "device",

@@ -1,0 +1,76 @@
+"""Review of session 14's changes: defects found in them, each with the test that shows it."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from cli_run import GOLDEN
+
+SRC = Path(__file__).parent.parent / "src" / "ehrdx"
+
+
+# -- errors said to Python (ehrdx.errors.python_text) ----------------------------------------------------------
+
+def _messages() -> list[str]:
+    """Every string literal of the library (not the command line's own modules), f-strings with {X} in their
+    holes: the texts python_text may be given."""
+    found = set()
+    for path in sorted(SRC.rglob("*.py")):
+        if "cli" in path.relative_to(SRC).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+            elif isinstance(node, ast.JoinedStr):
+                found.add("".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values))
+    return sorted(t for t in found if "--" in t)
+
+
+WORD_VALUE = r"\b\w+=([a-z]+)(?![\w:/.-])"  # name=word, not name=map:FILE or name=next-visit
+
+
+def test_a_word_of_prose_after_an_option_is_never_said_as_its_value():
+    """"the date given with --add are masked" was said to update_model's caller as "the date given with
+    new_labels=are masked" (and "--val-fraction that leave" as "val_fraction=that leave"): the word after an
+    option was taken for its value unless it was one of a few listed words."""
+    import ehrdx.estimator
+    import ehrdx.events_pipeline
+    import ehrdx.update
+    from ehrdx.errors import python_text
+    from ehrdx.models.registry import model_names
+
+    values = {*model_names(), "auto", "cpu", "cuda", "none", "distill", "probe"}  # an option's lower-case values
+    wrong = []
+    for names in (ehrdx.estimator.PARAMETERS, ehrdx.update.PARAMETERS, ehrdx.events_pipeline.PARAMETERS):
+        for text in _messages():
+            said = python_text(text, names)
+            before = set(re.findall(WORD_VALUE, text))
+            wrong += [m for m in re.findall(WORD_VALUE, said) if m not in values and m not in before]
+    assert not wrong, wrong
+
+
+def test_an_option_s_letters_inside_a_path_or_a_word_are_not_rewritten():
+    """python_text rewrote "--seed" wherever it stood: a file in "run--seed1/" was named "runseed=1/" to a Python
+    caller, a file that does not exist."""
+    from ehrdx.errors import python_text
+
+    names = {"--seed": "seed", "--until": "open_store(until=...)"}
+    text = "/data/run--seed1/events.csv: no events at or before --until 2020-01-01 (give --seed 3)"
+    assert python_text(text, names) == ("/data/run--seed1/events.csv: no events at or before "
+                                        "open_store(until=...) 2020-01-01 (give seed=3)")
+
+
+def test_update_model_says_where_the_dates_of_new_labels_are_given(tmp_path):
+    from ehrdx import load, open_store, patient_splits, update_model
+    from ehrdx.errors import DataError
+
+    store = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "store")
+    splits = patient_splits(store, GOLDEN / "meds", 0)
+    with pytest.raises(DataError) as caught:
+        update_model(load(GOLDEN / "gru_model"), store, splits, new_labels=["U07.1"],
+                     introduced={"U07.1": "2100-01-01"})
+    said = str(caught.value)
+    assert "once the entries before the date given in introduced are masked" in said, said
+    assert "--" not in said and "=are" not in said
