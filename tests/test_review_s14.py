@@ -74,3 +74,21 @@ def test_update_model_says_where_the_dates_of_new_labels_are_given(tmp_path):
     said = str(caught.value)
     assert "once the entries before the date given in introduced are masked" in said, said
     assert "--" not in said and "=are" not in said
+
+
+# -- a blank line in a CSV is no row: the rows named after it -------------------------------------------------
+
+@pytest.mark.parametrize(("bad_row", "problem"), [("2,2020-01-02", "a row has fewer fields than the header's 3"),
+                                                  ("2,2020-01-02,DX//I10,5,6", "a row has more fields than")])
+def test_a_row_after_a_blank_line_is_counted_as_the_other_errors_count_it(tmp_path, bad_row, problem):
+    """A blank line is no row (an empty subject id after one is "row 2"), but a row with fewer or more fields
+    than the header after one was "row 3": the csv module's rows were counted with the blank line."""
+    from ehrdx import open_store
+    from ehrdx.errors import DataError
+
+    events = tmp_path / "events.csv"
+    for last, said in ((",2020-01-02,DX//I10", "empty subject ids"), (bad_row, problem)):
+        events.write_text(f"subject_id,time,code\n1,2020-01-01,DX//E11\n\n{last}\n")
+        with pytest.raises(DataError) as caught:
+            open_store(events=events, store_dir=tmp_path / "store")
+        assert said in str(caught.value) and "first offending rows: row 2\n" in str(caught.value), caught.value

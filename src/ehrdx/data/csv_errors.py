@@ -23,14 +23,16 @@ RAGGED = "more fields than defined"  # polars' words for a row longer than the h
 def long_rows(path: Path, separator: str = ",", limit: int = 5, *, shorter: bool = False
               ) -> tuple[int, list[int], list[int]]:
     """The header's field count, and the first `limit` data rows (0-based, as DataError counts them) with more
-    fields (fewer with `shorter`; a blank line is no row here), with their line numbers in the file. Read with
-    the csv module, so quoted separators and line breaks inside a quoted field count as polars counts them."""
+    fields (fewer with `shorter`), with their line numbers in the file. Read with the csv module, so quoted
+    separators and line breaks inside a quoted field count as polars counts them; a blank line is no row, as
+    in the table read (`without_blank_lines`: a one-column file keeps them)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows, lines = [], []
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=separator)
         width = len(next(reader, []))
-        for i, record in enumerate(reader):
+        records = (record for record in reader if record or width < 2)
+        for i, record in enumerate(records):
             if (0 < len(record) < width) if shorter else len(record) > width:
                 rows.append(i)
                 lines.append(reader.line_num)
