@@ -92,3 +92,19 @@ def test_a_row_after_a_blank_line_is_counted_as_the_other_errors_count_it(tmp_pa
         with pytest.raises(DataError) as caught:
             open_store(events=events, store_dir=tmp_path / "store")
         assert said in str(caught.value) and "first offending rows: row 2\n" in str(caught.value), caught.value
+
+
+def test_an_omop_table_drops_only_the_rows_its_blank_lines_make(tmp_path):
+    """The OMOP reader dropped the rows the csv module counts as blank lines without checking that polars' rows
+    there are empty, as the other readers do: a lone carriage return inside a field (polars: part of the value;
+    the csv module: a line break) shifted the count, and person 2's condition was dropped without a word while
+    the empty row stayed (counted as a condition of a person not in person)."""
+    from ehrdx import open_store
+
+    omop = tmp_path / "omop"
+    omop.mkdir()
+    (omop / "person.csv").write_text("person_id,year_of_birth\n1,1960\n2,1970\n3,1980\n")
+    (omop / "condition_occurrence.csv").write_bytes(b"person_id,condition_start_date,condition_source_value\n"
+                                                    b"1,2020-01-01,E1\r1\n\n2,2020-01-02,E11\n3,2020-01-03,E11\n")
+    store = open_store(omop=omop, store_dir=tmp_path / "store")
+    assert store.meta["visits"] == 3, store.meta  # every person's condition

@@ -85,7 +85,11 @@ def _scan(path: Path) -> pl.LazyFrame:
             return pl.scan_parquet(path, glob=False)
         frame = pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
         blank = blank_rows(path)  # rows of empty cells polars makes of blank lines: no rows (csv_errors.py)
-        return frame.with_row_index("_row").filter(~pl.col("_row").is_in(blank)).drop("_row") if blank else frame
+        if not blank:
+            return frame
+        # only where polars' row is empty too (where the csv module counts rows otherwise, nothing is dropped)
+        empty = pl.all_horizontal(pl.all().exclude("_row").is_null())
+        return frame.with_row_index("_row").filter(~(pl.col("_row").is_in(blank) & empty)).drop("_row")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"could not be read ({reader_detail(exc)})", file=str(path)) from exc
 
