@@ -64,17 +64,25 @@ WRITING = ".ehrdx-writing"  # the lock file in a store folder while a process co
 @contextmanager
 def writing_store(store_dir: Path) -> Iterator[None]:
     """One process at a time converts into a store folder: a second one (two commands given the same
-    --store) gets a clear error instead of a crash halfway or a store whose arrays come from two builds."""
-    import fcntl
+    --store) gets a clear error instead of a crash halfway or a store whose arrays come from two builds. Where
+    the file system has no file locks (NFS mounted with nolock, Lustre without flock) or the platform none
+    (no fcntl), it converts unlocked, as before there was a lock."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
 
     store_dir.mkdir(parents=True, exist_ok=True)
     with open(store_dir / WRITING, "w") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DataError("another ehrdx process is converting event data into this store folder now",
                             file=str(store_dir), fix="wait for it to finish, or give each run its own --store "
                             "folder") from None
+        except OSError:  # no locks here (ENOLCK, ENOSYS, EOPNOTSUPP): not a reason to refuse the conversion
+            pass
         yield
 
 
