@@ -127,3 +127,31 @@ def test_a_store_folder_on_a_file_system_without_locks_still_converts(tmp_path, 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     store = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "store")
     assert len(store) > 0
+
+
+# -- train --resume: options that do not change the run ------------------------------------------------------
+
+def test_a_resume_giving_the_defaults_it_ran_with_resumes(tmp_path, monkeypatch):
+    """A run started without --patience or --batch-size (their defaults: 3 and logistic's 256) was refused on a
+    resume that gave them ("--patience None there, 3 now"): the same run, said another way."""
+    from cli_run import run, words
+    from ehrdx import EHRClassifier
+
+    args = ("train", "--meds", GOLDEN / "meds", "--labels", f"map:{GOLDEN / 'label_map.csv'}", "--model", "logistic",
+            "--out", tmp_path / "m")
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stopped
+
+    with monkeypatch.context() as patch:  # stopped after fitting, before saving: the checkpoint stays
+        patch.setattr(EHRClassifier, "save", stop)
+        r = run(*args)
+    assert isinstance(r.exception, Stopped), r.output
+    r = run(*args, "--resume", "--patience", 4)  # another patience is another run
+    assert r.exit_code == 2 and "(--patience 3 there, 4 now)" in words(r.output), r.output
+    r = run(*args, "--resume", "--patience", 3, "--batch-size", 256)
+    assert r.exit_code == 0, r.output
+    assert "resumed: the fitted model was read from the checkpoint" in words(r.output)

@@ -74,6 +74,7 @@ def _resume_check(ctx: typer.Context, out: Path, resume: bool):
     params = dict(ctx.params)
     if params.get("layers") is None:  # --depth is --layers' old name: the same run either way
         params["layers"] = params.get("depth")
+    params.update(_defaults_given(params))
     label_map = label_map_path(params.get("labels"))
     if label_map is not None and label_map.is_file():  # its contents, not where it lies (as for the data)
         params["labels"] = f"map file, sha256 {hashlib.sha256(label_map.read_bytes()).hexdigest()[:12]}"
@@ -88,6 +89,25 @@ def _resume_check(ctx: typer.Context, out: Path, resume: bool):
         if not resuming and is_main():
             start_run(where, options)
     return started
+
+
+def _defaults_given(params: dict) -> dict:
+    """The settings left out (None) as the model takes them (EHRClassifier.resolve_settings), so that a resume
+    giving a default (--patience 3) is the run that left it out. With --init the encoder decides the model and
+    its sizes: left as given. An unknown model is left for the run to refuse."""
+    from ehrdx.estimator import DEFAULT_MODEL, DEFAULT_PATIENCE
+    from ehrdx.models.registry import EVENTS, TABLE, get_model
+
+    kind = TABLE if params.get("data") is not None else EVENTS
+    out = {"patience": params.get("patience") or DEFAULT_PATIENCE[kind]}
+    if params.get("init") is None:
+        try:
+            spec = get_model(params.get("model") or DEFAULT_MODEL[kind])
+        except EhrdxError:
+            return out
+        out.update(model=spec.name, batch_size=params.get("batch_size") or spec.default_batch_size,
+                   layers=params["layers"] if params.get("layers") is not None else spec.default_layers)
+    return out
 
 
 def _note_resume(clf, resume: bool) -> None:
