@@ -25,6 +25,7 @@ counted and left out. Persons are read in chunks (`persons_per_shard`), so memor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,13 @@ def _find(root: Path, table: str) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _blank_rows(path: Path, size: int, mtime_ns: int) -> tuple[int, ...]:
+    """blank_rows of a file as it is now (its size and time): a table is scanned again for every chunk of
+    persons, and a pass over a large file (the csv module's, where it has a blank line) once is enough."""
+    return tuple(blank_rows(path))
+
+
 def _scan(path: Path) -> pl.LazyFrame:
     try:
         if path.is_dir():
@@ -84,8 +92,9 @@ def _scan(path: Path) -> pl.LazyFrame:
         if path.suffix == ".parquet":
             return pl.scan_parquet(path, glob=False)
         frame = pl.scan_csv(path, glob=False, infer_schema=False)  # text first; each column is parsed on purpose below
-        blank = blank_rows(path)  # rows of empty cells polars makes of blank lines: no rows (csv_errors.py)
-        if not blank:
+        stat = path.stat()
+        blank = _blank_rows(path, stat.st_size, stat.st_mtime_ns)  # rows of empty cells polars makes of blank
+        if not blank:  # lines: no rows (csv_errors.py)
             return frame
         # only where polars' row is empty too (where the csv module counts rows otherwise, nothing is dropped)
         empty = pl.all_horizontal(pl.all().exclude("_row").is_null())
