@@ -323,6 +323,13 @@ def test_predict_proba_on_a_table_without_patient_ids_scores_its_rows_in_order()
                     table.drop("patient_id").to_dict(as_series=False)):
         np.testing.assert_allclose(clf.predict_proba(without), with_ids, rtol=1e-6)
     assert clf.predict(table.drop("patient_id")).shape == with_ids.shape
+    clf.predict_proba(table)
+    assert "rows_without_patient_id_column" not in clf.last_prediction_summary_
+    # an id column under a name ehrdx does not know is not read as ids, and that is said, not silent
+    renamed = table.rename({"patient_id": "PatientKey"})
+    np.testing.assert_allclose(clf.predict_proba(renamed), with_ids, rtol=1e-6)
+    said = clf.last_prediction_summary_
+    assert said["rows_without_patient_id_column"] == 6 and said["ignored_columns"] == ["PatientKey"]
 
 
 def test_rows_with_empty_patient_ids_are_refused_naming_the_rows_and_both_fixes():

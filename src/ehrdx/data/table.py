@@ -237,9 +237,12 @@ def table_from_frame(
     """
     if frame.height == 0:
         raise DataError("the table is empty (no data rows)", file=source, fix="give a table with at least one patient")
+    made_ids = False
     if fixed_schema:
         assert schema is not None
+        given_columns = set(frame.columns)
         frame, schema = _prediction_id_column(frame, schema, source, row_ids)
+        made_ids = schema.id_column not in given_columns
         missing = [c for c in [schema.id_column, *schema.feature_columns()] if c not in frame.columns]
         if missing:
             raise DataError(
@@ -298,6 +301,8 @@ def table_from_frame(
     ignored = [c for c in frame.columns if c not in used]
     if ignored:
         notes["ignored_columns"], names["ignored_columns"] = len(ignored), ignored
+    if fixed_schema and made_ids:  # no id column: the rows are the patients, in order (said, not silent)
+        notes["rows_without_patient_id_column"] = frame.height
     identifiers = [c for c in schema.identifier_like if c in frame.columns]
     if identifiers:
         notes["identifier_like_columns"], names["identifier_like_columns"] = len(identifiers), identifiers

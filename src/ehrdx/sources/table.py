@@ -76,6 +76,8 @@ class TableSource:
         labels = {k[len(NOT_IN_MODEL):]: v for k, v in samples.counts.items() if k.startswith(NOT_IN_MODEL)}
         if labels:
             out["labels_not_in_model"] = labels
+        # what reading the table left out (extra columns, by name) or made up (row numbers as ids)
+        out.update({k: self.table.names.get(k, v) for k, v in self.table.notes.items()})
         return out
 
     @property
