@@ -408,6 +408,11 @@ class EHRClassifier(Artifacts, BaseEstimator):
     # -- artifacts (the parts are written and read by ehrdx.estimator_io.Artifacts) ----------------
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
+        encoder = (getattr(self, "pretrained_", None) or {}).get("directory")
+        if encoder is not None and Path(directory).resolve() == Path(encoder).resolve():
+            # the encoder is an input: a model saved over it loses it, and update can no longer check it
+            raise ModelError(f"{directory}: this is the pretrained encoder the model started from (init): saving "
+                             f"here would replace it\n  fix: save the model to another directory")
         return save_model(self, directory)
 
     @classmethod
