@@ -65,3 +65,58 @@ def test_a_model_is_not_saved_over_the_encoder_it_started_from(encoder):
     with pytest.raises(ModelError, match="the pretrained encoder the model started from"):
         clf.save(encoder["enc"])
     assert digest(encoder["enc"]) == before
+
+
+# --- config.json edited by hand: the entry is named, never a traceback or a model that loads wrong --------------
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory) -> Path:
+    """A small MLP of the golden table, saved as this version saves it (with its settings, `params`)."""
+    out = tmp_path_factory.mktemp("table_model")
+    ehrdx.EHRClassifier(hidden=8, max_epochs=1).fit(GOLDEN / "table.csv").save(out / "model")
+    return out / "model"
+
+
+def _edited(model: Path, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "edited"
+    shutil.copytree(model, copy)
+    config = json.loads((copy / "config.json").read_text())
+    result = edit(config)
+    (copy / "config.json").write_text(json.dumps(config if result is None else result))
+    return copy
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda c: [c], "config.json: a list, where a JSON object {...} is expected"),
+    (lambda c: c.update(thresholds=[5.0] * len(c["thresholds"])), "config.json: thresholds: the number 5.0"),
+    (lambda c: c["thresholds"].__setitem__(0, None), "config.json: thresholds: null among them"),
+    (lambda c: c.update(thresholds="0.5"), "config.json: thresholds: text ('0.5'), where a list"),
+    (lambda c: c.update(model=[1]), "config.json: model: a list, where an object"),
+    (lambda c: c.pop("train") and None, "config.json: train: missing"),
+    (lambda c: c["train"].update(lr="fast"), "config.json: train.lr: text ('fast'), where a number"),
+    (lambda c: c["train"].update(speed=2), "config.json: train.speed: not a training setting"),
+    (lambda c: c["params"].update(hidden="sixteen"), "config.json: params: settings out of range: hidden='sixteen'"),
+    (lambda c: c["params"].update(colour="red"), "config.json: params.colour: not a setting of this ehrdx"),
+    (lambda c: c.update(model_name="xgboost"), "config.json: model_name: 'xgboost' is not a model of this ehrdx"),
+    (lambda c: c.update(family=["table"]), "config.json: unknown model family ['table']"),
+    (lambda c: c.update(sha256="abc"), "config.json: sha256 is text ('abc')"),
+    (lambda c: c["sha256"].update({"../labels.json": "0" * 64}), "sha256 names '../labels.json', which is not a file"),
+    (lambda c: c.update(pretrained="enc"), "config.json: pretrained: text ('enc'), where an object"),
+    (lambda c: c.update(format_version="1"), "config.json: format_version is text ('1')"),
+])
+def test_a_hand_edited_config_is_refused_naming_the_entry_and_the_fix(table_model, tmp_path, edit, said):
+    r = run("predict", GOLDEN / "table.csv", "--model", _edited(table_model, tmp_path, edit), "--out",
+            tmp_path / "p.csv")
+    assert_clean_error(r, said, "fix: use the model directory as ehrdx wrote it")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_model_from_a_newer_ehrdx_says_to_upgrade(table_model, tmp_path):
+    edited = _edited(table_model, tmp_path, lambda c: c.update(format_version=2, ehrdx_version="9.0.0"))
+    r = run("predict", GOLDEN / "table.csv", "--model", edited, "--out", tmp_path / "p.csv")
+    assert_clean_error(r, "model format 2 (written by ehrdx 9.0.0) is newer than this ehrdx", "fix: upgrade ehrdx")
+
+
+def test_a_note_added_to_the_config_and_a_newer_ehrdx_version_of_the_same_format_still_load(table_model, tmp_path):
+    edited = _edited(table_model, tmp_path, lambda c: c.update(note="trained for the Q3 audit", ehrdx_version="0.9"))
+    assert ehrdx.load(edited).labels_ == ehrdx.load(table_model).labels_
+
