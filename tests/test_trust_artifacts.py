@@ -120,3 +120,14 @@ def test_a_note_added_to_the_config_and_a_newer_ehrdx_version_of_the_same_format
     edited = _edited(table_model, tmp_path, lambda c: c.update(note="trained for the Q3 audit", ehrdx_version="0.9"))
     assert ehrdx.load(edited).labels_ == ehrdx.load(table_model).labels_
 
+
+def test_the_encoder_a_model_started_from_is_found_from_any_working_directory(encoder, tmp_path, monkeypatch):
+    from ehrdx.pretrained import check_model_patients
+
+    monkeypatch.chdir(encoder["enc"].parent)  # a relative --init, as typed in the folder that holds it
+    r = run("train", "--meds", "meds", "--model", "gru", "--init", "enc", "--epochs", 1, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(tmp_path)  # ehrdx update run from elsewhere reads the encoder again
+    clf = ehrdx.load(tmp_path / "m")
+    assert clf.pretrained_["directory"] == str(encoder["enc"].resolve())
+    check_model_patients(clf, {"test": []})

@@ -237,7 +237,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
             if members:
                 self.model_.start_network = None  # the encoder is not kept with the model
         if start is not None:
-            self.pretrained_ = {"directory": pretrained.where, "probe": bool(self.probe),
+            # its absolute path: ehrdx update reads the encoder again, maybe from another working directory
+            self.pretrained_ = {"directory": str(Path(pretrained.where).resolve()), "probe": bool(self.probe),
                                 "config_sha256": file_sha256(Path(pretrained.where) / "config.json"),
                                 "labels_from_encoder": start.labels_started}
         self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.scores(
