@@ -131,3 +131,34 @@ def test_the_encoder_a_model_started_from_is_found_from_any_working_directory(en
     clf = ehrdx.load(tmp_path / "m")
     assert clf.pretrained_["directory"] == str(encoder["enc"].resolve())
     check_model_patients(clf, {"test": []})
+
+
+# --- Another file edited and its checksum recomputed: still named, never a traceback or a silent mislabelling ---
+def _resummed(tmp_path: Path, name: str, edit) -> Path:
+    """A copy of the golden GRU with `name` edited (or added) and its checksum in config.json made to match."""
+    copy = tmp_path / "edited"
+    shutil.copytree(GOLDEN / "gru_model", copy)
+    path = copy / name
+    content = json.loads(path.read_text()) if path.exists() else {}
+    edit(content)
+    path.write_text(json.dumps(content))
+    config = json.loads((copy / "config.json").read_text())
+    config["sha256"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize("name, edit, said", [
+    ("labels.json", lambda f: f["labels"].__setitem__(0, 7), "labels.json: labels: a list, where a list of label"),
+    ("labels.json", lambda f: f["labels"].__setitem__(0, f["labels"][1]), "labels.json: labels: a label is named twice"),
+    ("preprocessing.json", lambda f: f["codes"].__setitem__(0, f["codes"][1]), "preprocessing.json: codes: a code"),
+    ("preprocessing.json", lambda f: f["codes"].pop(), "preprocessing.json: codes: 57 codes for a model of 59 inputs"),
+    ("task.json", lambda f: f.update(task="banana"), "task.json: task: unknown task 'banana'"),
+    ("input.json", lambda f: f.update(split_names=["test"]), "input.json: split_names: a list, where an object"),
+    ("input.json", lambda f: f.update(visit_gap="soon"), "input.json: visit_gap: text ('soon'), where a duration"),
+    ("input.json", lambda f: f.update(split_fractions=[1, 2]), "input.json: split_fractions: a list, where three"),
+])
+def test_an_edited_model_file_with_a_matching_checksum_is_named_with_its_entry(tmp_path, name, edit, said):
+    with pytest.raises(ModelError, match="fix: use the model directory as ehrdx wrote it") as caught:
+        ehrdx.load(_resummed(tmp_path, name, edit))
+    assert said in str(caught.value)

@@ -20,7 +20,8 @@ from ehrdx.artifacts import EntryError, json_kind
 from ehrdx.data.preprocess import TablePreprocessor
 from ehrdx.data.sequences import EventEncoder
 from ehrdx.data.table import TableSchema
-from ehrdx.errors import ModelError
+from ehrdx.errors import DataError, ModelError
+from ehrdx.input_settings import check_saved
 from ehrdx.models.registry import TABLE, get_model, model_names
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
@@ -76,18 +77,21 @@ class Artifacts:
             params["hidden"] = model_cfg["hidden"]
         if params.get("schema"):
             params["schema"] = TableSchema.from_dict(params["schema"])
+        check_labels(files["labels.json"].get("labels"))
         if family == "table":
             clf = cls(**params)
             clf.encoder_ = TablePreprocessor.from_dict(files["preprocessing.json"])
         else:
-            task = TaskSpec.from_dict(files["task.json"])
+            task = read_task(files)
             params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
             params.update(new_onset=task.new_onset, censor=task.censor)  # also when a TaskSpec was given whole
             selector = LabelSelector.from_dict(files["labels.json"]["selector"])
             # A prefix or regex selection is its spec; a label map is kept whole (its file may be gone).
             clf = cls(task=task.name, labels=selector.spec if selector.kind != "map" else selector, **params)
             clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
+            check_codes(clf.encoder_.codes, model_cfg.get("n_codes"))
             if files.get("input.json"):
+                check_saved(files["input.json"])
                 clf.input_ = files["input.json"]
             if config.get("lineage"):
                 clf.lineage_ = config["lineage"]
@@ -121,7 +125,7 @@ def params_of_older_model(config: dict, files: dict[str, dict]) -> dict:
     if config.get("family", "table") == "table":
         params.update(code_dim=model_cfg.get("code_dim", 32), dropout=model_cfg["dropout"])
         return params
-    task = TaskSpec.from_dict(files["task.json"])
+    task = read_task(files)
     params.update(model=config["model_name"], new_onset=task.new_onset, censor=task.censor,
                   min_code_count=files["preprocessing.json"].get("min_count", 1))
     if model_cfg.get("kind") in ("sequence", "mlp"):
@@ -181,3 +185,27 @@ def check_config(config: dict, setting_names: set[str]) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def read_task(files: dict[str, dict]) -> TaskSpec:
+    try:
+        return TaskSpec.from_dict(files["task.json"])
+    except DataError as exc:  # said of an option (--task) when parsed from the command line
+        raise EntryError("task.json", "task", exc.problem) from None
+
+
+def check_labels(labels: object) -> None:
+    """labels.json `labels`: distinct names (predictions are written under them)."""
+    if not isinstance(labels, list) or not all(isinstance(lab, str) for lab in labels):
+        raise EntryError("labels.json", "labels", f"{json_kind(labels)}, where a list of label names is expected")
+    if len(set(labels)) != len(labels):
+        raise EntryError("labels.json", "labels", "a label is named twice")
+
+
+def check_codes(codes: list, n_codes: object) -> None:
+    """preprocessing.json `codes`: distinct code names, one per input row of the model (and the unknown code)."""
+    if not all(isinstance(code, str) for code in codes) or len(set(codes)) != len(codes):
+        raise EntryError("preprocessing.json", "codes", "a code that is not text, or one named twice")
+    if n_codes is not None and n_codes != len(codes) + 1:
+        raise EntryError("preprocessing.json", "codes", f"{len(codes):,} codes for a model of {n_codes} inputs "
+                         "(the codes and the unknown code)")
