@@ -162,3 +162,31 @@ def test_an_edited_model_file_with_a_matching_checksum_is_named_with_its_entry(t
     with pytest.raises(ModelError, match="fix: use the model directory as ehrdx wrote it") as caught:
         ehrdx.load(_resummed(tmp_path, name, edit))
     assert said in str(caught.value)
+
+
+# --- Data the model never saw ---------------------------------------------------------------------------------
+def _events_with_codes(tmp_path: Path, rename) -> Path:
+    """The golden MEDS dataset as one long events CSV, each code passed through `rename`."""
+    import polars as pl
+
+    frame = pl.read_parquet(GOLDEN / "meds" / "data", glob=True).sort("subject_id", "time")
+    frame = frame.with_columns(pl.col("code").map_elements(rename, return_dtype=pl.Utf8),
+                               pl.col("time").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    frame.write_csv(tmp_path / "events.csv")
+    return tmp_path / "events.csv"
+
+
+def test_evaluate_on_data_recording_none_of_the_model_s_labels_is_refused_not_scored(tmp_path):
+    events = _events_with_codes(tmp_path, lambda code: f"LOCAL//{code}")
+    for command in ("evaluate", "report"):
+        r = run(command, "--events", events, "--model", GOLDEN / "gru_model", "--out", tmp_path / f"{command}.out")
+        assert_clean_error(r, f"{events}: none of the model's 10 labels is recorded", "nothing to evaluate",
+                           "fix: check that the data codes diagnoses as the model's labels select them")
+        assert not (tmp_path / f"{command}.out").exists()
+
+
+def test_evaluate_says_how_many_events_had_codes_the_model_never_saw(tmp_path):
+    events = _events_with_codes(tmp_path, lambda code: code.replace("LAB//", "LOCAL_LAB//"))
+    r = run("evaluate", "--events", events, "--model", GOLDEN / "gru_model")
+    assert r.exit_code == 0, r.output
+    assert "code(s) not seen in training were read as the unknown code" in r.output
