@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ehrdx
-from cli_run import GOLDEN, run
+from cli_run import GOLDEN, run, words
 from ehrdx.errors import ModelError
 
 
@@ -190,3 +190,13 @@ def test_evaluate_says_how_many_events_had_codes_the_model_never_saw(tmp_path):
     r = run("evaluate", "--events", events, "--model", GOLDEN / "gru_model")
     assert r.exit_code == 0, r.output
     assert "code(s) not seen in training were read as the unknown code" in r.output
+
+
+def test_predict_on_data_whose_every_code_is_new_to_the_model_says_so(tmp_path):
+    events = _events_with_codes(tmp_path, lambda code: f"LOCAL//{code}")
+    r = run("predict", "--events", events, "--model", GOLDEN / "gru_model", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert "no event read has a code the model saw in training" in words(r.output)
+    r = run("predict", "--events", _events_with_codes(tmp_path, str), "--model", GOLDEN / "gru_model", "--out",
+            tmp_path / "p.csv")
+    assert "no event read has a code" not in words(r.output)

@@ -302,8 +302,13 @@ def _print_coverage(coverage: dict) -> None:
     if coverage.get("patients_without_prediction_time"):
         console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
                       "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
-    if coverage.get("events_with_unseen_codes"):
-        console.print(f"[yellow]{coverage['events_with_unseen_codes']:,} event(s) with {coverage['unseen_codes']:,} "
+    unseen = coverage.get("events_with_unseen_codes", 0)
+    if unseen:
+        console.print(f"[yellow]{unseen:,} event(s) with {coverage['unseen_codes']:,} "
                       "code(s) not seen in training were read as the unknown code[/yellow]")
+    if unseen and unseen == coverage["events_read"]:  # likely another coding
+        console.print("[yellow]no event read has a code the model saw in training: its probabilities here rest on no "
+                      "code it knows; check that the data is coded as the training data was (the same vocabularies "
+                      "and prefixes, e.g. DX//E11)[/yellow]")
 
 
