@@ -200,3 +200,20 @@ def test_predict_on_data_whose_every_code_is_new_to_the_model_says_so(tmp_path):
     r = run("predict", "--events", _events_with_codes(tmp_path, str), "--model", GOLDEN / "gru_model", "--out",
             tmp_path / "p.csv")
     assert "no event read has a code" not in words(r.output)
+
+
+# --- Saving where something already is ----------------------------------------------------------------------
+def test_saving_a_model_over_an_existing_file_is_refused_naming_it(tmp_path):
+    (tmp_path / "model").write_text("my notes")
+    with pytest.raises(ModelError, match="model: an existing file, where the model directory is to be written"):
+        ehrdx.load(GOLDEN / "gru_model").save(tmp_path / "model")
+    assert (tmp_path / "model").read_text() == "my notes"
+
+
+def test_an_encoder_saved_over_a_trained_model_leaves_none_of_its_metrics(encoder, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(GOLDEN / "gru_model", out)
+    (out / "metrics.json").write_text('{"test": {"macro_auroc": 0.81}}')  # what ehrdx train wrote beside it
+    r = run("pretrain", "--meds", encoder["meds"], "--out", out, "--hidden", 8, "--epochs", 1)
+    assert r.exit_code == 0, r.output
+    assert not (out / "metrics.json").exists()

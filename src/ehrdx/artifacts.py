@@ -81,6 +81,9 @@ def _sha256(path: Path) -> str:
 def save_model(clf, directory: str | Path) -> Path:
     parts = clf.artifact_parts()
     out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: an existing file, where the model directory is to be written\n  fix: give a "
+                         "directory path (it is created if needed)")
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_files(out, [*parts["json"], "model.safetensors"])
     # config.json last: until it is replaced, a directory that held an older model fails its checksums
@@ -100,8 +103,9 @@ def save_model(clf, directory: str | Path) -> Path:
     return out
 
 
-# Written beside a model by the command that saved it (ehrdx update), so about the model saved before.
-_ABOUT_THE_SAVED_MODEL = ("update_report.json",)
+# Written beside a model by the command that saved it (ehrdx train, ehrdx update), so about the model saved
+# before: a model saved over it another way (ehrdx pretrain, EHRClassifier.save) would be shown its metrics.
+_ABOUT_THE_SAVED_MODEL = ("update_report.json", "metrics.json")
 
 
 def _remove_stale_files(out: Path, files: list[str]) -> None:
