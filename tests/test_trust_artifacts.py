@@ -217,3 +217,14 @@ def test_an_encoder_saved_over_a_trained_model_leaves_none_of_its_metrics(encode
     r = run("pretrain", "--meds", encoder["meds"], "--out", out, "--hidden", 8, "--epochs", 1)
     assert r.exit_code == 0, r.output
     assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda c: c.update(model_name="lstm"), "model_name is lstm and the model config's kind 'sequence', encoder 'gru'"),
+    (lambda c: c.update(model_name="mlp"), "model_name is mlp and the model config's kind is 'sequence'"),
+    (lambda c: c.pop("model_name") and None, "config.json: model_name: missing"),
+])
+def test_a_model_name_edited_to_another_model_is_refused_not_loaded_under_the_wrong_name(tmp_path, edit, said):
+    with pytest.raises(ModelError, match="fix: use the model directory as ehrdx wrote it") as caught:
+        ehrdx.load(_edited(GOLDEN / "gru_model", tmp_path, edit))
+    assert said in str(caught.value)

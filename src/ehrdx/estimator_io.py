@@ -157,6 +157,8 @@ def check_config(config: dict, setting_names: set[str]) -> None:
         raise EntryError("config.json", "thresholds", f"{json_kind(bad[0])} among them, where each label's threshold "
                          "is a probability from 0 to 1")
     name = config.get("model_name")
+    if name is None and config.get("family") == "events":  # only table models were saved without it (all MLPs)
+        raise EntryError("config.json", "model_name", "missing, where the name of the model is expected")
     if name is not None and name not in model_names():
         raise EntryError("config.json", "model_name", f"{name!r} is not a model of this ehrdx (known: "
                          f"{', '.join(model_names())})")
@@ -176,7 +178,7 @@ def check_config(config: dict, setting_names: set[str]) -> None:
     if unknown:
         raise EntryError("config.json", f"params.{unknown[0]}", "not a setting of this ehrdx (EHRClassifier's "
                          "settings: EHRClassifier().get_params())")
-    if config.get("params_version") == PARAMS_VERSION:
+    if config.get("params") is not None and config.get("params_version") == PARAMS_VERSION:
         try:
             check_settings(params, params.get("init"))
         except ModelError as exc:
