@@ -228,3 +228,29 @@ def test_a_model_name_edited_to_another_model_is_refused_not_loaded_under_the_wr
     with pytest.raises(ModelError, match="fix: use the model directory as ehrdx wrote it") as caught:
         ehrdx.load(_edited(GOLDEN / "gru_model", tmp_path, edit))
     assert said in str(caught.value)
+
+
+# --- A training checkpoint (train --resume) edited by hand ------------------------------------------------------
+def _checkpoint(tmp_path: Path):
+    import torch
+
+    from ehrdx.train.checkpoint import Checkpointer
+    from ehrdx.train.loop import TrainHistory
+
+    model = torch.nn.Linear(3, 2)
+    ckpt = Checkpointer(tmp_path / "checkpoint", {"run": "this one"})
+    ckpt.save(epoch=4, model=model, optimizer=torch.optim.AdamW(model.parameters()), best_state=None, best_val=0.5,
+              stale=0, stopped=False, history=TrainHistory(train_loss=[0.7] * 5), generator=torch.Generator())
+    return ckpt, tmp_path / "checkpoint" / "checkpoint.json"
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.update(epoch="4"), lambda m: m.update(stale=-1),
+                                  lambda m: m["history"].update(epochs_run=99), lambda m: [m]])
+def test_a_checkpoint_edited_by_hand_is_refused_with_the_fix_not_resumed_or_a_traceback(tmp_path, edit):
+    ckpt, path = _checkpoint(tmp_path)
+    assert ckpt.load()[0]["epoch"] == 4  # as written: resumes
+    meta = json.loads(path.read_text())
+    result = edit(meta)
+    path.write_text(json.dumps(meta if result is None else result))
+    with pytest.raises(ModelError, match="changed since ehrdx wrote it .*\n  fix: remove .*checkpoint to train from"):
+        ckpt.load()
