@@ -254,3 +254,16 @@ def test_a_checkpoint_edited_by_hand_is_refused_with_the_fix_not_resumed_or_a_tr
     path.write_text(json.dumps(meta if result is None else result))
     with pytest.raises(ModelError, match="changed since ehrdx wrote it .*\n  fix: remove .*checkpoint to train from"):
         ckpt.load()
+
+
+@pytest.mark.parametrize("edit", [lambda m: [m], lambda m: m.update(fingerprint="mine")])
+def test_a_fitted_model_s_checkpoint_edited_by_hand_is_refused_not_a_traceback(tmp_path, edit):
+    from ehrdx.train.checkpoint import FittedCheckpoint
+
+    ckpt = FittedCheckpoint(tmp_path / "checkpoint", {"run": "this one"})
+    ckpt.save({"kind": "gbm"}, {}, {"gbm.json": {}})
+    meta = json.loads(ckpt.meta.read_text())
+    result = edit(meta)
+    ckpt.meta.write_text(json.dumps(meta if result is None else result))
+    with pytest.raises(ModelError, match="changed since ehrdx wrote it"):
+        ckpt.load()

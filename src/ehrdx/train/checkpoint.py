@@ -185,6 +185,9 @@ class FittedCheckpoint:
             meta = json.loads(self.meta.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{self.meta}: unreadable checkpoint ({exc}); remove it to start afresh") from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), dict):  # an edit by hand
+            raise ModelError(f"{self.meta}: changed since ehrdx wrote it (an edit by hand), so the run cannot be "
+                             f"resumed from it\n  fix: remove {self.directory} to train from the start")
         if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
             raise ModelError(f"{self.meta}: checkpoint format {meta.get('checkpoint_version')!r} is not supported")
         if _digest(meta.get("config"), meta.get("files")) != meta.get("sha256"):
