@@ -149,7 +149,7 @@ def _resummed(tmp_path: Path, name: str, edit) -> Path:
 
 
 @pytest.mark.parametrize("name, edit, said", [
-    ("labels.json", lambda f: f["labels"].__setitem__(0, 7), "labels.json: labels: a list, where a list of label"),
+    ("labels.json", lambda f: f["labels"].__setitem__(0, 7), "labels.json: labels: the number 7 among them, where each"),
     ("labels.json", lambda f: f["labels"].__setitem__(0, f["labels"][1]), "labels.json: labels: a label is named twice"),
     ("preprocessing.json", lambda f: f["codes"].__setitem__(0, f["codes"][1]), "preprocessing.json: codes: a code"),
     ("preprocessing.json", lambda f: f["codes"].pop(), "preprocessing.json: codes: 57 codes for a model of 59 inputs"),

@@ -198,8 +198,11 @@ def read_task(files: dict[str, dict]) -> TaskSpec:
 
 def check_labels(labels: object) -> None:
     """labels.json `labels`: distinct names (predictions are written under them)."""
-    if not isinstance(labels, list) or not all(isinstance(lab, str) for lab in labels):
+    if not isinstance(labels, list):
         raise EntryError("labels.json", "labels", f"{json_kind(labels)}, where a list of label names is expected")
+    odd = [lab for lab in labels if not isinstance(lab, str)]
+    if odd:
+        raise EntryError("labels.json", "labels", f"{json_kind(odd[0])} among them, where each label's name is text")
     if len(set(labels)) != len(labels):
         raise EntryError("labels.json", "labels", "a label is named twice")
 
