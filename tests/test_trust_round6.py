@@ -145,7 +145,8 @@ def test_train_refuses_a_bad_option_file_before_reading_the_events(lower_case_mo
     value, said = {"--baselines": ("nope", "option --baselines: unknown model 'nope'"),
                    "--oracle": (events, "option --oracle: could not be read as Parquet"),
                    "--targets": (bad, "targets.csv: a row has more fields than the header's 4 (file line 3)"),
-                   "--init": (tmp_path, "not a complete ehrdx model directory")}[option]
+                   "--init": (tmp_path / "enc", "not a complete ehrdx model directory")}[option]
+    (tmp_path / "enc").mkdir()  # a folder that is no encoder (and that --out is not inside)
     r = run("train", "--events", events, "--labels", "prefix:DX//:3", "--model", "gru", option, value,
             "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output

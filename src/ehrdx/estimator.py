@@ -254,7 +254,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
             if members:
                 self.model_.start_network = None  # the encoder is not kept with the model
         if start is not None:
-            self.pretrained_ = {"directory": pretrained.where, "probe": bool(self.probe),
+            # its absolute path: ehrdx update reads the encoder again, maybe from another working directory
+            self.pretrained_ = {"directory": str(Path(pretrained.where).resolve()), "probe": bool(self.probe),
                                 "config_sha256": file_sha256(Path(pretrained.where) / "config.json"),
                                 "labels_from_encoder": start.labels_started}
         self.thresholds_ = (tune_thresholds(val_s.y_bits, val_s.train_mask_bits(self.new_onset_), self.scores(
@@ -431,6 +432,11 @@ class EHRClassifier(Artifacts, BaseEstimator):
     # -- artifacts (the parts are written and read by ehrdx.estimator_io.Artifacts) ----------------
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
+        encoder = (getattr(self, "pretrained_", None) or {}).get("directory")
+        if encoder is not None and Path(directory).resolve() == Path(encoder).resolve():
+            # the encoder is an input: a model saved over it loses it, and update can no longer check it
+            raise ModelError(f"{directory}: this is the pretrained encoder the model started from (init): saving "
+                             f"here would replace it\n  fix: save the model to another directory")
         return save_model(self, directory)
 
     @classmethod

@@ -10,18 +10,24 @@ Directories written before there was one estimator load too: their settings are 
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from pathlib import Path
 
 import numpy as np
 
+from ehrdx.artifacts import EntryError, json_kind
 from ehrdx.data.preprocess import TablePreprocessor
 from ehrdx.data.sequences import EventEncoder
 from ehrdx.data.table import TableSchema
-from ehrdx.models.registry import TABLE, get_model
+from ehrdx.errors import DataError, ModelError
+from ehrdx.input_settings import check_saved
+from ehrdx.models.registry import TABLE, get_model, model_names
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec
 from ehrdx.train.loop import TrainConfig, TrainHistory
+from ehrdx.train.settings import check_settings
 
 NOT_SAVED = ("task", "labels", "device", "schema")  # in their own files, or the machine's
 PARAMS_VERSION = 2  # 2: the one estimator's settings, as given; before: each classifier's own meaning
@@ -54,6 +60,7 @@ class Artifacts:
 
     @classmethod
     def from_parts(cls, config: dict, files: dict[str, dict], state: dict):
+        check_config(config, set(cls().get_params()))
         family = config.get("family", "table")
         model_cfg, train = config["model"], config["train"]
         name = config.get("model_name") or "mlp"  # table models before the registry were all MLPs
@@ -70,18 +77,21 @@ class Artifacts:
             params["hidden"] = model_cfg["hidden"]
         if params.get("schema"):
             params["schema"] = TableSchema.from_dict(params["schema"])
+        check_labels(files["labels.json"].get("labels"))
         if family == "table":
             clf = cls(**params)
             clf.encoder_ = TablePreprocessor.from_dict(files["preprocessing.json"])
         else:
-            task = TaskSpec.from_dict(files["task.json"])
+            task = read_task(files)
             params.setdefault("infer_introduced", bool(config.get("infer_introduced", False)))  # absent before it
             params.update(new_onset=task.new_onset, censor=task.censor)  # also when a TaskSpec was given whole
             selector = LabelSelector.from_dict(files["labels.json"]["selector"])
             # The selection as saved (a label map's file may be gone or changed since) makes selector_ below
             clf = cls(task=task.name, labels=selector, **params)
             clf.encoder_ = EventEncoder.from_dict(files["preprocessing.json"])
+            check_codes(clf.encoder_.codes, model_cfg.get("n_codes"))
             if files.get("input.json"):
+                check_saved(files["input.json"])
                 clf.input_ = files["input.json"]
             if config.get("lineage"):
                 clf.lineage_ = config["lineage"]
@@ -117,7 +127,7 @@ def params_of_older_model(config: dict, files: dict[str, dict]) -> dict:
     if config.get("family", "table") == "table":
         params.update(code_dim=model_cfg.get("code_dim", 32), dropout=model_cfg["dropout"])
         return params
-    task = TaskSpec.from_dict(files["task.json"])
+    task = read_task(files)
     params.update(model=config["model_name"], new_onset=task.new_onset, censor=task.censor,
                   min_code_count=files["preprocessing.json"].get("min_count", 1))
     if model_cfg.get("kind") in ("sequence", "mlp"):
@@ -125,3 +135,84 @@ def params_of_older_model(config: dict, files: dict[str, dict]) -> dict:
     if model_cfg.get("kind") == "sequence":
         params["heads"] = model_cfg["heads"]
     return params
+
+
+# config.json's entries: (kind, required). Checked before anything is built from them: an entry edited to
+# another kind was a traceback deep in loading, a threshold above 1 a model that never predicts a label.
+ENTRIES = {"model": (dict, True), "train": (dict, True), "thresholds": (list, True), "model_name": (str, False),
+           "params": (dict, False), "history": (dict, False), "lineage": (dict, False), "pretrained": (dict, False)}
+KIND_NAMES = {dict: "an object {...}", list: "a list [...]", str: "text"}
+
+
+def check_config(config: dict, setting_names: set[str]) -> None:
+    """Raise EntryError naming the first entry of config.json that ehrdx did not write so (`setting_names`: the
+    estimator's settings, what `params` may hold). Entries it does not read (an added note) are left alone."""
+    for key, (kind, required) in ENTRIES.items():
+        value = config.get(key)
+        if value is None and not required:
+            continue
+        if not isinstance(value, kind):
+            raise EntryError("config.json", key, f"missing, where {KIND_NAMES[kind]} is expected" if key not in config
+                             else f"{json_kind(value)}, where {KIND_NAMES[kind]} is expected")
+    bad = [t for t in config["thresholds"] if not _is_number(t) or not 0 <= t <= 1]  # NaN too
+    if bad:
+        raise EntryError("config.json", "thresholds", f"{json_kind(bad[0])} among them, where each label's threshold "
+                         "is a probability from 0 to 1")
+    name = config.get("model_name")
+    if name is None and config.get("family") == "events":  # only table models were saved without it (all MLPs)
+        raise EntryError("config.json", "model_name", "missing, where the name of the model is expected")
+    if name is not None and name not in model_names():
+        raise EntryError("config.json", "model_name", f"{name!r} is not a model of this ehrdx (known: "
+                         f"{', '.join(model_names())})")
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, value in config["train"].items():
+        if key not in fields:
+            raise EntryError("config.json", f"train.{key}", "not a training setting of this ehrdx (known: "
+                             f"{', '.join(fields)})")
+        expected = type(fields[key])
+        if not (isinstance(value, bool) if expected is bool else _is_number(value) if expected in (int, float)
+                else isinstance(value, expected)):
+            raise EntryError("config.json", f"train.{key}", f"{json_kind(value)}, where "
+                             f"{'true or false' if expected is bool else 'a number' if expected in (int, float) else 'text'}"
+                             " is expected")
+    params = config.get("params") or {}
+    unknown = sorted(set(params) - setting_names)
+    if unknown:
+        raise EntryError("config.json", f"params.{unknown[0]}", "not a setting of this ehrdx (EHRClassifier's "
+                         "settings: EHRClassifier().get_params())")
+    if config.get("params") is not None and config.get("params_version") == PARAMS_VERSION:
+        try:
+            check_settings(params, params.get("init"))
+        except ModelError as exc:
+            raise EntryError("config.json", "params", str(exc).splitlines()[0]) from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def read_task(files: dict[str, dict]) -> TaskSpec:
+    try:
+        return TaskSpec.from_dict(files["task.json"])
+    except DataError as exc:  # said of an option (--task) when parsed from the command line
+        raise EntryError("task.json", "task", exc.problem) from None
+
+
+def check_labels(labels: object) -> None:
+    """labels.json `labels`: distinct names (predictions are written under them)."""
+    if not isinstance(labels, list):
+        raise EntryError("labels.json", "labels", f"{json_kind(labels)}, where a list of label names is expected")
+    odd = [lab for lab in labels if not isinstance(lab, str)]
+    if odd:
+        raise EntryError("labels.json", "labels", f"{json_kind(odd[0])} among them, where each label's name is text")
+    if len(set(labels)) != len(labels):
+        raise EntryError("labels.json", "labels", "a label is named twice")
+
+
+def check_codes(codes: list, n_codes: object) -> None:
+    """preprocessing.json `codes`: distinct code names, one per input row of the model (and the unknown code)."""
+    if not all(isinstance(code, str) for code in codes) or len(set(codes)) != len(codes):
+        raise EntryError("preprocessing.json", "codes", "a code that is not text, or one named twice")
+    if n_codes is not None and n_codes != len(codes) + 1:
+        raise EntryError("preprocessing.json", "codes", f"{len(codes):,} codes for a model of {n_codes} inputs "
+                         "(the codes and the unknown code)")

@@ -218,6 +218,7 @@ def prediction_coverage(clf: EHRClassifier, store: EventStore, samples: Samples,
         hit = unseen[codes]
         out["events_with_unseen_codes"] = int(hit.sum())
         out["unseen_codes"] = len(np.unique(codes[hit]))
+        out["events_read"] = len(codes)
     return {k: v for k, v in out.items() if v}
 
 

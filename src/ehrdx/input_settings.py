@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ehrdx.artifacts import EntryError, json_kind
 from ehrdx.data.meds import MEDS_SPLITS
-from ehrdx.errors import EhrdxError
+from ehrdx.errors import DataError, EhrdxError
+from ehrdx.tasks.task import parse_duration
 
 INPUT_FILE = "input.json"
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -59,6 +61,32 @@ def read_input_settings(model_dir: str | Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}  # loading the model reports the damaged file
     return saved if isinstance(saved, dict) else {}
+
+
+def check_saved(saved: dict) -> None:
+    """Raise EntryError on an input.json entry that ehrdx did not write so: every command reads the data with
+    these settings, and an odd one surfaced as an error about a command-line option never given."""
+    for key, value in saved.items():
+        if key == "split_names":
+            ok = isinstance(value, dict) and all(isinstance(v, str) and v in MEDS_SPLITS for v in value.values())
+            expected = f"an object of split names, each mapped to one of {', '.join(MEDS_SPLITS)}"
+        elif key == "split_fractions":
+            ok = (isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
+                and abs(sum(value) - 1) < 1e-6)
+            expected = "three shares (train, validation, test) that add up to 1"
+        elif key == "visit_gap":
+            try:
+                ok = isinstance(value, str) and parse_duration(value) >= 0
+            except DataError:
+                ok = False
+            expected = "a duration such as 0, 6h or 1d"
+        elif key in REUSED or key in ("until", "source"):
+            ok, expected = value is None or isinstance(value, str), "text"
+        else:
+            continue  # not read
+        if not ok:
+            raise EntryError(INPUT_FILE, key, f"{json_kind(value)}, where {expected} is expected")
 
 
 def resolve(saved: dict, given: dict) -> tuple[dict, list[str]]:

@@ -251,10 +251,13 @@ def check_model_patients(clf, subject_ids: dict[str, np.ndarray]) -> None:
     where = Path(info["directory"])
     config = where / "config.json"
     if not config.exists() or file_sha256(config) != info.get("config_sha256"):
+        # models saved before the path was made absolute: it is read from the directory ehrdx runs in
+        relative = "" if where.is_absolute() else (", from the directory ehrdx train ran in: run this command "
+                                                   "there")
         raise DataError("this model came from a pretrained encoder that is no longer there as it was, so its "
                         "pretraining patients cannot be kept out of this run's validation and test patients",
                         file=str(config), fix="put the encoder directory back where it was when the model was "
-                        "trained (its path is in the model's config.json, `pretrained`)")
+                        f"trained (its path is in the model's config.json, `pretrained`{relative})")
     check_pretrained_patients(load_encoder(where), subject_ids)
 
 

@@ -89,6 +89,20 @@ def times_in_split(pt, rows, scored: str):
     return pt[0][keep], pt[1][keep]
 
 
+def require_positives(clf, samples, data, scored: str, targets=None) -> None:
+    """Refuse to score prediction times none of which has a label recorded: every metric would be of nothing
+    (AUROC undefined, F1 0), as when the data codes its diagnoses otherwise than the model's labels select."""
+    from ehrdx.data.bits import label_counts
+
+    if len(samples) == 0 or label_counts(samples.y_bits, samples.mask_bits)[0].any():
+        return
+    fix = ("check that --targets names the model's labels (ehrdx targets writes them)" if targets is not None else
+           f"check that the data codes diagnoses as the model's labels select them: ehrdx targets --labels "
+           f"{clf.selector_.spec} shows what that selection finds in it")
+    raise EhrdxError(f"{data}: none of the model's {len(clf.labels_):,} labels is recorded at any of the {len(samples):,} "
+                     f"prediction times of the {scored}: there is nothing to evaluate\n  fix: {fix}")
+
+
 def open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):
     from ehrdx.data.omop import OmopSource
     from ehrdx.data.store import EventStore

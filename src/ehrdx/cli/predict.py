@@ -15,6 +15,7 @@ from ehrdx.cli.inputs import (
     events_model_and_times,
     open_events,
     require_events_model,
+    require_positives,
     require_table_model,
     split_rows,
     times_in_split,
@@ -87,8 +88,11 @@ def evaluate(
 
 def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settings, split, times, out, targets=None,
                      device="cpu") -> None:
+    import numpy as np
+
     import ehrdx
     from ehrdx.evaluate.report import print_events_report
+    from ehrdx.events_pipeline import prediction_coverage
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.scan import codes_missed_by_case
     from ehrdx.tasks.targets import read_targets
@@ -104,6 +108,8 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
         given = read_targets(targets) if targets else None
         samples = clf.samples(st, rows, times=pt, targets=given)
+        require_positives(clf, samples, meds or events, scored, given)
+        coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if rows is None else rows)
         result = clf.evaluate(st, samples=samples)
         # the targets come from the data's codes (unless given): codes the labels miss by case are said, as by train
         missed = codes_missed_by_case(st, clf.selector_, rows, model=True) if given is None else {}
@@ -117,6 +123,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
     if missed:
         console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    _print_coverage(coverage)  # codes the model never saw read as the unknown code, as predict says it
     if out:
         opts.write_json(out, metrics)
         console.print(f"wrote {escape(str(out))}")
@@ -300,8 +307,13 @@ def _print_coverage(coverage: dict) -> None:
     if coverage.get("patients_without_prediction_time"):
         console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
                       "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
-    if coverage.get("events_with_unseen_codes"):
-        console.print(f"[yellow]{coverage['events_with_unseen_codes']:,} event(s) with {coverage['unseen_codes']:,} "
+    unseen = coverage.get("events_with_unseen_codes", 0)
+    if unseen:
+        console.print(f"[yellow]{unseen:,} event(s) with {coverage['unseen_codes']:,} "
                       "code(s) not seen in training were read as the unknown code[/yellow]")
+    if unseen and unseen == coverage["events_read"]:  # likely another coding
+        console.print("[yellow]no event read has a code the model saw in training: its probabilities here rest on no "
+                      "code it knows; check that the data is coded as the training data was (the same vocabularies "
+                      "and prefixes, e.g. DX//E11)[/yellow]")
 
 

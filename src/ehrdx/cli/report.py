@@ -13,6 +13,7 @@ from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     open_events,
     require_events_model,
+    require_positives,
     split_rows,
     subject_row,
     times_in_split,
@@ -74,8 +75,9 @@ def report(
     rows, scored = split_rows(st, meds, clf, settings, split)
     console.print(f"scoring {scored}")
     pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    samples = clf.samples(st, rows, times=pt)
+    require_positives(clf, samples, meds or events, scored)
     with console.status("predicting and drawing"):
-        samples = clf.samples(st, rows, times=pt)
         examples = explain_latest(clf, st, [subject_row(st, sid, "--explain-patients")
                                             for sid in split_list(explain_patients)],
                                   identifiers_shown())

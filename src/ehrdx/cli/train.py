@@ -220,7 +220,8 @@ def train(
     opts: GlobalOptions = ctx.obj
     check_fractions(val_fraction, test_fraction)
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
-                     "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels)}, kind="dir")
+                     "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels),
+                     "pretrained encoder (--init)": init}, kind="dir")
     event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
     run_started = _resume_check(ctx, out, resume)
     from ehrdx.train.distributed import init_distributed, is_main

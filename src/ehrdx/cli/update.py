@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +70,8 @@ def update(
     meds, store = event_data.meds, event_data.store
     opts: GlobalOptions = ctx.obj
     check_out(out, {**event_data.paths(model), "replay data (--replay-meds)": replay_meds,
-                     "label map (--labels)": label_map_path(labels)}, kind="dir")
+                     "label map (--labels)": label_map_path(labels),
+                     "pretrained encoder of --model": _encoder_of(model)}, kind="dir")
     import ehrdx
     from ehrdx.evaluate.report import few_positive_labels
     from ehrdx.events_pipeline import open_store, patient_splits
@@ -199,3 +201,12 @@ def print_update(report: dict) -> None:
                       f"{w['train_positives']:,} training positives): for this label, retraining is better[/yellow]")
 
 
+def _encoder_of(model: Path) -> Path | None:
+    """The encoder directory the model started from (ehrdx train --init): update reads it again, so it is an
+    input too. None when there is none or config.json cannot say (loading the model says what is wrong)."""
+    try:
+        info = json.loads((model / "config.json").read_text()).get("pretrained")
+    except (OSError, ValueError, AttributeError):
+        return None
+    where = info.get("directory") if isinstance(info, dict) else None
+    return Path(where) if isinstance(where, str) else None

@@ -77,6 +77,8 @@ def _build(train_set, n_labels: int, params: dict) -> MLPModel:
 
 
 def _load(config: dict, state: dict, files: dict) -> MLPModel:
+    if config.get("kind") != "mlp":  # another model's config under the name mlp (an edited model_name)
+        raise ValueError(f"model_name is mlp and the model config's kind is {config.get('kind')!r}")
     model = build_model(config)
     model.load_state_dict(state)
     return model.eval()

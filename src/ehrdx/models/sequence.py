@@ -216,7 +216,10 @@ def _build(train_set, n_labels: int, params: dict, encoder: str = "gru") -> Sequ
                                         prior_summary=getattr(train_set, "context", None) is not None))
 
 
-def _load(config: dict, state: dict, files: dict) -> SequenceModel:
+def _load(config: dict, state: dict, files: dict, name: str) -> SequenceModel:
+    if config.get("kind") != "sequence" or config.get("encoder") != name:  # an edited model_name
+        raise ValueError(f"model_name is {name} and the model config's kind {config.get('kind')!r}, encoder "
+                         f"{config.get('encoder')!r}")
     model = SequenceModel(SequenceConfig(**{k: v for k, v in config.items() if k != "kind"}))
     model.load_state_dict(state)
     return model.eval()
@@ -227,5 +230,6 @@ _WHAT = {"gru": "a GRU over visits", "lstm": "an LSTM over visits",
 for _name in ENCODERS:
     register_model(ModelKind(
         _name, SEQUENCE, (EVENTS,), _WHAT[_name] + ": a state after every visit, read at each prediction time",
-        lambda train_set, n_labels, params, _e=_name: _build(train_set, n_labels, params, _e), torch_save, _load,
+        lambda train_set, n_labels, params, _e=_name: _build(train_set, n_labels, params, _e), torch_save,
+        lambda config, state, files, _e=_name: _load(config, state, files, _e),
         default_layers=2 if _name == "transformer" else 1, default_batch_size=64, explains=True))

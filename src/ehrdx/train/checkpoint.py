@@ -88,11 +88,11 @@ class Checkpointer:
                 tensors[f"rng.cuda.{i}"] = state
         atomic_save_tensors(self.directory / TENSORS, tensors)
         digest = hashlib.sha256((self.directory / TENSORS).read_bytes()).hexdigest()
-        atomic_write_json(self.directory / META, {
-            "checkpoint_version": CHECKPOINT_VERSION, "epoch": epoch, "best_val": best_val, "stale": stale,
-            "stopped": stopped, "has_best": best_state is not None, "history": asdict(history),
-            "param_groups": opt["param_groups"], "fingerprint": self.fingerprint, "sha256": digest,
-        })
+        meta = {"checkpoint_version": CHECKPOINT_VERSION, "epoch": epoch, "best_val": best_val, "stale": stale,
+                "stopped": stopped, "has_best": best_state is not None, "history": asdict(history),
+                "param_groups": opt["param_groups"], "fingerprint": self.fingerprint, "sha256": digest}
+        meta = json.loads(json.dumps(meta))  # as read back (tuples become lists, integer keys text)
+        atomic_write_json(self.directory / META, {**meta, "meta_sha256": _meta_digest(meta)})
 
     def load(self) -> tuple[dict, dict[str, torch.Tensor]]:
         meta_path, tensor_path = self.directory / META, self.directory / TENSORS
@@ -100,6 +100,10 @@ class Checkpointer:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{meta_path}: unreadable checkpoint ({exc}); remove it to start afresh") from exc
+        # checkpoints of versions before meta_sha256 have none: read as they were
+        if not isinstance(meta, dict) or meta.get("meta_sha256", _meta_digest(meta)) != _meta_digest(meta):
+            raise ModelError(f"{meta_path}: changed since ehrdx wrote it (an edit by hand), so the run cannot be "
+                             f"resumed from it\n  fix: remove {self.directory} to train from the start")
         if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
             raise ModelError(f"{meta_path}: checkpoint format {meta.get('checkpoint_version')!r} is not supported")
         try:
@@ -178,6 +182,14 @@ def start_run(directory: str | Path, options: dict) -> None:
     atomic_write_json(directory / RUN, {"checkpoint_version": CHECKPOINT_VERSION, "options": _as_json(options)})
 
 
+def _meta_digest(meta: object) -> str | None:
+    """SHA-256 of checkpoint.json's entries but its own digest (None for what is not a JSON object)."""
+    if not isinstance(meta, dict):
+        return None
+    rest = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def _digest(config: dict, files: dict) -> str:
     return hashlib.sha256(json.dumps({"config": config, "files": files}, sort_keys=True).encode()).hexdigest()
 
@@ -215,6 +227,9 @@ class FittedCheckpoint:
             meta = json.loads(self.meta.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{self.meta}: unreadable checkpoint ({exc}); remove it to start afresh") from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), dict):  # an edit by hand
+            raise ModelError(f"{self.meta}: changed since ehrdx wrote it (an edit by hand), so the run cannot be "
+                             f"resumed from it\n  fix: remove {self.directory} to train from the start")
         if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
             raise ModelError(f"{self.meta}: checkpoint format {meta.get('checkpoint_version')!r} is not supported")
         if _digest(meta.get("config"), meta.get("files")) != meta.get("sha256"):
