@@ -72,7 +72,7 @@ def check_saved(saved: dict) -> None:
             expected = f"an object of split names, each mapped to one of {', '.join(MEDS_SPLITS)}"
         elif key == "split_fractions":
             ok = (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in value)
                 and abs(sum(value) - 1) < 1e-6)
             expected = "three shares (train, validation, test) that add up to 1"
         elif key == "visit_gap":
