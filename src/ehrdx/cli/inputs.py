@@ -63,12 +63,19 @@ def split_rows(st, meds, clf, settings: dict, split: str):
         return None, "all patients"
     if split not in parts:
         raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
-    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
-                          split_names=settings["split_names"])[parts[split]]
+    every = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
+                           split_names=settings["split_names"])
+    rows = every[parts[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"
     else:
         how = f"the seeded split of training, seed {clf.seed}"
+    if len(rows) == 0:  # scoring no patient would print and write metrics of nothing (f1 0.0) as a result
+        named = list(zip(("train", "tuning", "held_out"), every))
+        sizes = ", ".join(f"{name} {len(part):,}" for name, part in named)
+        others = " or ".join(f"--split {name}" for name, part in named if len(part))
+        raise EhrdxError(f"the {split} part has no patient ({how}: {sizes}): nothing to score\n  fix: --split all "
+                         f"scores every patient" + (f", or name a part that has patients: {others}" if others else ""))
     return rows, f"{split} patients ({len(rows):,}, {how})"
 
 

@@ -1,0 +1,53 @@
+"""Trust at the edges (session s14): inputs at the limits of size and range, as real data sometimes is: one
+patient, empty parts of the split, labels few or too many, extreme times, values and codes."""
+
+import pytest
+
+from cli_run import run, words
+
+
+def _events(path, patients: int, visits: int = 4):
+    """A small events table: every patient a birth and `visits` visits of two codes each, E11 and I10 alternating."""
+    rows = ["subject_id,time,code,numeric_value"]
+    for p in range(1, patients + 1):
+        rows.append(f"{p},1960-01-01,MEDS_BIRTH,")
+        for v in range(visits):
+            rows += [f"{p},{2010 + v}-03-0{1 + p % 9},DX//{'E11' if (p + v) % 2 else 'I10'},",
+                     f"{p},{2010 + v}-03-0{1 + p % 9},LAB//A,{5 + p % 3}"]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_patient(tmp_path_factory):
+    """One patient's events and a model trained on them: every patient in training, none to validate or test."""
+    d = tmp_path_factory.mktemp("one")
+    events = _events(d / "events.csv", 1)
+    r = run("train", "--events", events, "--model", "logistic", "--out", d / "model")
+    assert r.exit_code == 0, r.output
+    assert "patients: train 1, validation 0, test 0" in r.output
+    return events, d / "model"
+
+
+@pytest.mark.parametrize("command", [("evaluate",), ("evaluate", "--split", "tuning"), ("report", "--out", "r.html"),
+                                     ("predict", "--split", "held_out", "--out", "p.csv")])
+def test_a_part_of_the_split_with_no_patient_is_an_error_not_metrics_of_nothing(one_patient, tmp_path, command):
+    """`evaluate` of a model whose held-out part has no patient (one patient, or a MEDS split without held_out) printed
+    and wrote metrics of 0 samples (f1_micro 0.000, every label "no positives"), exit 0; `report` drew empty figures
+    and `predict --split held_out` wrote an empty file. Each stops naming the part, the parts' sizes and the fix."""
+    events, model = one_patient
+    args = [a if a not in ("r.html", "p.csv") else tmp_path / a for a in command]
+    r = run(args[0], "--events", events, "--model", model, *args[1:])
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert "part has no patient (the seeded split of training, seed 0: train 1, tuning 0, held_out 0)" in said
+    assert "nothing to score" in said and "fix: --split all scores every patient" in said
+    assert "--split tuning" not in said.split("fix:")[1]  # only parts that have patients are offered
+    assert "Traceback" not in r.output and not list(tmp_path.iterdir())
+
+
+def test_split_all_still_scores_the_one_patient(one_patient, tmp_path):
+    events, model = one_patient
+    r = run("evaluate", "--events", events, "--model", model, "--split", "all", "--out", tmp_path / "m.json")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.json").exists()
