@@ -51,3 +51,16 @@ def test_split_all_still_scores_the_one_patient(one_patient, tmp_path):
     r = run("evaluate", "--events", events, "--model", model, "--split", "all", "--out", tmp_path / "m.json")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.json").exists()
+
+
+def test_metrics_of_no_sample_are_not_computed_not_zero(one_patient):
+    """EHRClassifier.evaluate(store, rows) of no patient gave f1_micro, precision_micro and recall_micro 0.0 beside
+    every other metric None: a score of nothing read as a model that finds nothing. They are None too."""
+    import ehrdx
+
+    events, model = one_patient
+    store = ehrdx.open_store(events=events)
+    result = ehrdx.load(model).evaluate(store, [])["all"]
+    assert result["n_samples"] == 0 and result["f1_micro"] is None
+    for at in ("threshold_0.5", "tuned"):
+        assert all(result[at][k] is None for k in ("precision_micro", "recall_micro", "f1_micro")), result[at]
