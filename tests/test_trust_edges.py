@@ -64,3 +64,43 @@ def test_metrics_of_no_sample_are_not_computed_not_zero(one_patient):
     assert result["n_samples"] == 0 and result["f1_micro"] is None
     for at in ("threshold_0.5", "tuned"):
         assert all(result[at][k] is None for k in ("precision_micro", "recall_micro", "f1_micro")), result[at]
+
+
+def _meds(path, split_of, extra_code_of=lambda p, split: None, patients: int = 30):
+    """A MEDS dataset of `patients` with subject_splits from `split_of(p)`; `extra_code_of(p, split)`: a code added to
+    the patient's last three visits."""
+    import datetime as dt
+
+    import polars as pl
+
+    rows = []
+    for p in range(1, patients + 1):
+        rows.append((p, dt.datetime(1960, 1, 1), "MEDS_BIRTH", None))
+        extra = extra_code_of(p, split_of(p))
+        for v in range(5):
+            t = dt.datetime(2010 + v, 3, 1 + p % 9)
+            rows += [(p, t, f"DX//{'E11' if (p + v) % 2 else 'I10'}", None), (p, t, "LAB//A", 5.0 + p % 3)]
+            if extra and v >= 2:
+                rows.append((p, t, extra, None))
+    (path / "data").mkdir(parents=True)
+    (path / "metadata").mkdir()
+    pl.DataFrame(rows, schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.Utf8,
+                               "numeric_value": pl.Float32}, orient="row").write_parquet(path / "data" / "0.parquet")
+    pl.DataFrame({"subject_id": list(range(1, patients + 1)), "split": [split_of(p) for p in range(1, patients + 1)]}
+                 ).write_parquet(path / "metadata" / "subject_splits.parquet")
+    return path
+
+
+@pytest.mark.parametrize("held_out", [True, False])
+def test_a_label_recorded_only_in_validation_patients_is_said_by_train(tmp_path, held_out):
+    """A label whose only records are in tuning patients is not in the model (labels come from training patients):
+    metrics.json counted it under train_summary.val.excluded, the terminal said nothing (the test part's such labels
+    are said). It is said, with or without test patients."""
+    def split_of(p):
+        return "tuning" if p % 5 == 0 else "held_out" if held_out and p % 5 == 1 else "train"
+
+    meds = _meds(tmp_path / "meds", split_of, lambda p, split: "DX//VAL" if split == "tuning" else None)
+    r = run("train", "--meds", meds, "--model", "logistic", "--out", tmp_path / "model")
+    assert r.exit_code == 0, r.output
+    assert ("validation: 1 label(s) recorded in the data are not among the model's labels: VAL (the model has no "
+            "output for them: left out)") in words(r.output)
