@@ -212,3 +212,40 @@ def test_a_bag_of_distinct_codes_weighted_by_count_is_the_mean_over_the_events()
     counted = TableBatch(code_ids=torch.tensor([1, 4, 2]), code_offsets=torch.tensor([0, 2]),
                          code_weights=torch.tensor([0.75, 0.25, 1.0]), **common)
     torch.testing.assert_close(model(counted), model(events))
+
+
+# -- times: after death, fractions of a second -----------------------------------------------------------------
+
+def test_events_after_the_patient_s_death_are_counted_as_events_before_birth_are(tmp_path):
+    """Events dated after MEDS_DEATH (an export or a join gone wrong) were kept without a word, and made prediction
+    times after death (which predict --times refuses); events before birth were already counted."""
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n1,2015-01-01,DX//E11\n1,2016-01-01,MEDS_DEATH\n1,2017-06-01,DX//I10\n"
+                      "1,2018-01-01,DX//E11\n2,2015-01-01,DX//E11\n2,2016-01-01,DX//I10\n")
+    r = run("targets", "--events", events, "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    assert "events after death: 2" in words(r.output)
+
+
+def test_a_fraction_of_a_second_cut_by_the_store_is_counted_in_events_and_prediction_times(one_patient, tmp_path):
+    """The store keeps whole seconds: 10:00:00.750 was read as 10:00:00 without a word, and predict wrote that time
+    back, so a join of the predictions to the times file on prediction_time missed the row. Both are counted and
+    said; two times of one patient within one second are one prediction time, refused as given twice."""
+    events, model = one_patient
+    frac = tmp_path / "events.csv"
+    frac.write_text(events.read_text().replace("2011-03-02,DX", "2011-03-02T08:00:00.5+01:00,DX"))
+    r = run("targets", "--events", frac, "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    assert "times with a fraction of a second cut to the second: 1" in words(r.output)
+
+    times = tmp_path / "times.csv"
+    times.write_text("subject_id,prediction_time\n1,2012-06-01T10:00:00.750\n1,2013-06-01\n")
+    r = run("predict", "--events", events, "--model", model, "--times", times, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert f"{times}: times with a fraction of a second cut to the second: 1" in words(r.output)
+    assert "2012-06-01T10:00:00.000000" in (tmp_path / "p.csv").read_text()
+
+    times.write_text("subject_id,prediction_time\n1,2012-06-01T10:00:00.250\n1,2012-06-01T10:00:00.750\n")
+    r = run("predict", "--events", events, "--model", model, "--times", times, "--out", tmp_path / "p2.csv")
+    assert r.exit_code == 2, r.output
+    assert "give a patient's prediction time more than once" in words(r.output)

@@ -79,6 +79,20 @@ def split_rows(st, meds, clf, settings: dict, split: str):
     return rows, f"{split} patients ({len(rows):,}, {how})"
 
 
+def read_times(times, st):
+    """The --times file's (store rows, seconds), or None without one; what reading it changed is said."""
+    from ehrdx.evaluate.report import count_lines
+    from ehrdx.tasks.task import read_prediction_times
+
+    if not times:
+        return None
+    counts: dict[str, int] = {}
+    pt = read_prediction_times(times, st, counts)
+    for line in count_lines(counts, part=str(times)):  # e.g. fractions of a second cut: the output's times
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+    return pt
+
+
 def times_in_split(pt, rows, scored: str):
     """Prediction times of the chosen patients only; those of other patients are counted, not scored."""
     import numpy as np
@@ -167,12 +181,11 @@ def events_model_and_times(model_dir, meds, events, store, settings: dict, times
     (clf, store, rows, scored, times)."""
     import ehrdx
     from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.task import read_prediction_times
 
     clf = ehrdx.load(model_dir)
     require_events_model(clf, model_dir)
     clf.to(device)
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
-    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    pt = times_in_split(read_times(times, st), rows, scored)
     return clf, st, rows, scored, pt

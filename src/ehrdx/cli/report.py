@@ -12,6 +12,7 @@ from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     open_events,
+    read_times,
     require_events_model,
     split_rows,
     subject_row,
@@ -58,7 +59,6 @@ def report(
     check_out(out, {**event_data.paths(model), "prediction times (--times)": times})
     import ehrdx
     from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.task import read_prediction_times
 
     if not event_data.given:
         raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
@@ -73,7 +73,7 @@ def report(
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
     console.print(f"scoring {scored}")
-    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    pt = times_in_split(read_times(times, st), rows, scored)
     with console.status("predicting and drawing"):
         samples = clf.samples(st, rows, times=pt)
         examples = explain_latest(clf, st, [subject_row(st, sid, "--explain-patients")
