@@ -249,3 +249,30 @@ def test_a_fraction_of_a_second_cut_by_the_store_is_counted_in_events_and_predic
     r = run("predict", "--events", events, "--model", model, "--times", times, "--out", tmp_path / "p2.csv")
     assert r.exit_code == 2, r.output
     assert "give a patient's prediction time more than once" in words(r.output)
+
+
+# -- codes ------------------------------------------------------------------------------------------------
+
+def test_labels_spelled_two_ways_name_the_label_selection_not_the_temporary_store(tmp_path):
+    """`DX// E11` beside `DX//E11` (a space after the prefix) gives labels ' E11' and 'E11', refused as two spellings of
+    one label: the error named the temporary store folder (/tmp/ehrdx_store_..., gone at exit) as the file. It names
+    --labels and its value; so does update's, for a model's label and a new one."""
+    rows = [f"{p},{2010 + v}-01-01,{'DX// E11' if p == 1 and v == 1 else 'DX//E11' if v % 2 else 'DX//I10'}"
+            for p in range(1, 21) for v in range(3)]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    r = run("train", "--events", events, "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert "error: option --labels: 1 label(s) are spelled in more than one case (' E11' / 'E11')" in said
+    assert "--labels 'prefix:DX//' reads these labels from" in said and "ehrdx_store" not in said
+
+    old = tmp_path / "old.csv"
+    old.write_text("subject_id,time,code\n" + "\n".join(r.replace("DX// E11", "DX//E11") for r in rows) + "\n")
+    assert run("train", "--events", old, "--model", "logistic", "--out", tmp_path / "m").exit_code == 0
+    new = tmp_path / "new.csv"
+    new.write_text(old.read_text() + "1,2014-01-01,DX// I10\n")
+    r = run("update", "--model", tmp_path / "m", "--events", new, "--out", tmp_path / "m2")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert "option --labels: 1 label(s) are spelled in more than one case" in said and "ehrdx_store" not in said

@@ -81,16 +81,17 @@ class EventSource:
                 pos = targets.y_bits[:, j] & targets.mask_bits[:, j] & in_train
                 if pos.any():
                     first[lab] = int(targets.time[pos].min())
-        check_label_spellings(first, file=self.name, column="code",
-                              fix="the codes behind these labels differ only in case or spaces: correct the "
-                              "codes, or give --labels map:FILE mapping every spelling to one label")
+        spec = str(selector.spec)  # named by what the user gave, not the store's (often temporary) folder
+        check_label_spellings(first, file=spec[4:] if spec.startswith("map:") else None, column="--labels",
+                              fix=f"the event codes that --labels '{spec}' reads these labels from differ only in "
+                              "case or spaces: correct the codes, or give --labels map:FILE mapping every spelling "
+                              "to one label")
         codes = codes_of_labels(store, selector, rows)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **selector.info.get(lab, {})} for lab in first}
         describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         vocab = LabelVocab.from_first_times(first, info, infer_introduced)
         if len(vocab) == 0:  # named by what the user gave (--labels, its map), not the store's folder
-            spec = str(selector.spec)
             raise DataError(f"no label code of --labels '{spec}' occurs in the {len(rows):,} training patients' events"
                             + ("" if targets is None else " (targets: no known positive among them)"),
                             file=spec[4:] if spec.startswith("map:") else None,
