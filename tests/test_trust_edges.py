@@ -4,6 +4,7 @@ patient, empty parts of the split, labels few or too many, extreme times, values
 import pytest
 
 from cli_run import run, words
+from ehrdx.errors import EhrdxError
 
 
 def _events(path, patients: int, visits: int = 4):
@@ -276,3 +277,87 @@ def test_labels_spelled_two_ways_name_the_label_selection_not_the_temporary_stor
     assert r.exit_code == 2, r.output
     said = words(r.output)
     assert "option --labels: 1 label(s) are spelled in more than one case" in said and "ehrdx_store" not in said
+
+
+# -- too many labels: the split ---------------------------------------------------------------------------------
+
+def _many_labels(path, patients: int = 200, codes: int = 3000):
+    """`patients` with 6 visits of 8 codes drawn from `codes` distinct DX codes: nearly every patient's rarest label
+    is theirs alone, as with a too-wide --labels on a small cohort."""
+    import random
+
+    r = random.Random(2)
+    rows = ["subject_id,time,code"]
+    for p in range(1, patients + 1):
+        for v in range(6):
+            rows += [f"{p},{2010 + v}-03-01,DX//C{c}" for c in r.sample(range(codes), 8)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_split_by_rarest_label_still_gives_every_part_its_share_when_labels_outnumber_patients():
+    """Stratifying by each patient's rarest label dealt every stratum alone: one of 1 or 2 patients went wholly to
+    training, so 200 patients with 2,900 labels gave train 200, validation 0, test 0 (no early stopping, no
+    thresholds, nothing evaluated), and 2,000 with 1,500 labels 76% / 12% / 12%. Strata too small to reach every part
+    are dealt together, to each part's shortfall; every other patient keeps its part (rule 1 stays for models saved
+    with it)."""
+    import numpy as np
+
+    from ehrdx.data.splits import _strata, split_patients
+
+    rng = np.random.default_rng(0)
+    for n, labels in ((200, 3000), (2000, 1500)):
+        p = 1 / np.arange(1, labels + 1) ** 1.1
+        y = np.zeros((n, labels), np.float32)
+        for i in range(n):
+            y[i, rng.choice(labels, 5, p=p / p.sum())] = 1
+        tr, va, te = split_patients(y)
+        assert abs(len(tr) / n - 0.7) < 0.02 and abs(len(va) / n - 0.15) < 0.02 and abs(len(te) / n - 0.15) < 0.02
+        assert len(np.unique(np.concatenate([tr, va, te]))) == n
+        old = split_patients(y, rule=1)
+        assert len(old[0]) / n > 0.75  # what rule 1 gave
+        strata, part_of = _strata(y), {}
+        for rule, parts in ((1, old), (2, (tr, va, te))):
+            part_of[rule] = np.empty(n, int)
+            for k, rows in enumerate(parts):
+                part_of[rule][rows] = k
+        sizes = np.unique(strata, return_counts=True)
+        big = np.isin(strata, sizes[0][sizes[1] >= 3])
+        np.testing.assert_array_equal(part_of[2][big], part_of[1][big])
+    # a cohort of large strata is split as before
+    y = (rng.random((500, 5)) < 0.3).astype(np.float32)
+    for new, old in zip(split_patients(y, seed=3), split_patients(y, seed=3, rule=1)):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_train_with_far_too_many_labels_keeps_patients_to_validate_and_test_and_evaluate_finds_them(tmp_path):
+    """The command line: `--labels regex:.*` on 200 patients and 3,000 codes trained on every patient and evaluated
+    nothing. The parts are kept, and the model's split rule travels with it (evaluate scores its own test part;
+    a model saved before the rule existed is read with rule 1)."""
+    import json
+
+    events = _many_labels(tmp_path / "events.csv")
+    r = run("train", "--events", events, "--labels", "regex:.*", "--model", "gru", "--epochs", "1", "--hidden", "8",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "patients: train 140, validation 30, test 30" in r.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["split_rule"] == 2
+    r = run("evaluate", "--events", events, "--model", tmp_path / "m", "--out", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "e.json").read_text())["test_samples"]["patients"] == 30
+
+    import ehrdx
+    from ehrdx.cli.inputs import split_rows
+    from ehrdx.input_settings import resolve
+
+    store = ehrdx.open_store(events=events)
+    clf = ehrdx.load(tmp_path / "m")
+    settings = resolve({}, {})[0]
+    assert len(split_rows(store, None, clf, settings, "held_out")[0]) == 30
+    del config["split_rule"]  # a model saved before the rule existed is read as trained on rule 1's parts
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    clf = ehrdx.load(tmp_path / "m")
+    assert clf.split_rule_ == 1
+    with pytest.raises(EhrdxError, match="train 200, tuning 0, held_out 0"):
+        split_rows(store, None, clf, settings, "held_out")

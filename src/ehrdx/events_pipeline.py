@@ -15,6 +15,7 @@ import numpy as np
 from ehrdx.data.descriptions import attach_descriptions
 from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
 from ehrdx.data.samples import Samples
+from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
 from ehrdx.errors import DataError, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
@@ -183,12 +184,13 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
 @python_terms(PARAMETERS)
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                   selector=None, split_names: dict[str, str] | None = None
+                   selector=None, split_names: dict[str, str] | None = None, rule: int = SPLIT_RULE
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train/validation/test store rows: MEDS subject_splits where the dataset has them (other split names
     mapped by `split_names`), else a seeded split stratified by each patient's rarest label
-    (`EventSource.default_splits`)."""
-    return EventSource(store).default_splits(seed, fractions, selector, meds=meds, split_names=split_names)
+    (`EventSource.default_splits`); `rule`: how that split deals patients (a saved model's `split_rule_` finds the
+    parts it was trained with)."""
+    return EventSource(store).default_splits(seed, fractions, selector, meds=meds, split_names=split_names, rule=rule)
 
 
 def prediction_coverage(clf: EHRClassifier, store: EventStore, samples: Samples, rows: np.ndarray) -> dict:

@@ -64,7 +64,7 @@ def split_rows(st, meds, clf, settings: dict, split: str):
     if split not in parts:
         raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
     every = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
-                           split_names=settings["split_names"])
+                           split_names=settings["split_names"], rule=clf.split_rule_)  # the model's own parts
     rows = every[parts[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"

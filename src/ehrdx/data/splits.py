@@ -46,18 +46,41 @@ def _deal(n: int, fractions: list[float]) -> np.ndarray:
     return part
 
 
+# How the seeded split deals patients; saved with every model (config.json `split_rule`; models saved without it:
+# 1), so that evaluate, report and update find the parts a model was trained with. Rule 1 dealt each stratum alone:
+# one too small to reach every part (1 or 2 patients with the default shares) went wholly to the largest part, and
+# with many labels, where most patients are alone in theirs, every patient did (train 200, validation 0, test 0).
+# Rule 2 deals the strata of rule 1 as rule 1 did, and those too small to reach every part together, as one group
+# that brings each part to its share of the whole cohort (the other strata keep every patient's part).
+SPLIT_RULE = 2
+
+
 def split_patients(
-    y: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+    y: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0,
+    rule: int = SPLIT_RULE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of train, validation and test patients (one row per patient), disjoint."""
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError("split fractions must sum to 1")
     rng = np.random.default_rng(seed)
     strata = _strata(y)
-    part = np.empty(len(y), dtype=np.int64)
+    part = np.full(len(y), -1, dtype=np.int64)
+    reach = max(int(np.count_nonzero(np.asarray(fractions) > 0)), 1)  # the parts a stratum should reach
+    small = []
     for s in np.unique(strata):
         members = rng.permutation(np.flatnonzero(strata == s))
-        part[members] = rng.permutation(_deal(len(members), list(fractions)))
+        dealt = rng.permutation(_deal(len(members), list(fractions)))  # drawn for every stratum, as rule 1 did
+        if rule >= 2 and len(members) < reach:
+            small.append(members)
+        else:
+            part[members] = dealt
+    if small:  # from a stream of their own (the strata above keep their draws), to the parts' shortfalls
+        members = np.concatenate(small)
+        want = np.bincount(_deal(len(y), list(fractions)), minlength=3)
+        need = np.maximum(want - np.bincount(part[part >= 0], minlength=3), 0)
+        while need.sum() > len(members):  # a part already over its share takes none; the others shrink
+            need[np.argmax(need)] -= 1
+        part[members] = np.random.default_rng([seed, rule]).permutation(np.repeat(np.arange(3), need))
     return tuple(np.sort(np.flatnonzero(part == k)) for k in range(3))  # type: ignore[return-value]
 
 

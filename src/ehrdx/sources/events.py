@@ -17,7 +17,7 @@ from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.splits import split_patients
+from ehrdx.data.splits import SPLIT_RULE, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.sources.base import NOT_IN_MODEL
@@ -181,10 +181,12 @@ class EventSource:
 
     # -- splits and the oracle -------------------------------------------------------------------
     def default_splits(self, seed: int, fractions=(0.7, 0.15, 0.15), selector: LabelSelector | None = None,
-                       meds: str | Path | None = None, split_names: dict[str, str] | None = None):
+                       meds: str | Path | None = None, split_names: dict[str, str] | None = None,
+                       rule: int = SPLIT_RULE):
         """Train/validation/test rows: MEDS subject_splits (train/tuning/held_out) where the dataset has
         them, else a seeded split stratified by each patient's rarest label. `split_names` maps other split
-        names (test, val ...) to those three; an unmapped other name is an error."""
+        names (test, val ...) to those three; an unmapped other name is an error. `rule`: the seeded split's
+        (data.splits.SPLIT_RULE; a saved model's own is `split_rule_`)."""
         ids = np.asarray(self.store.subject_ids)
         if meds is not None:
             splits = read_subject_splits(meds)
@@ -206,7 +208,7 @@ class EventSource:
                 return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
                              for s in MEDS_SPLITS)
         y = self.patient_labels(selector) if selector is not None else np.zeros((len(ids), 0), np.float32)
-        return split_patients(y, fractions, seed=seed)
+        return split_patients(y, fractions, seed=seed, rule=rule)
 
     def patient_labels(self, selector: LabelSelector) -> np.ndarray:
         """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
