@@ -361,3 +361,27 @@ def test_train_with_far_too_many_labels_keeps_patients_to_validate_and_test_and_
     assert clf.split_rule_ == 1
     with pytest.raises(EhrdxError, match="train 200, tuning 0, held_out 0"):
         split_rows(store, None, clf, settings, "held_out")
+
+
+def test_train_says_how_many_labels_a_selection_makes_and_what_they_cost(tmp_path, monkeypatch):
+    """`--labels regex:.*` (every code a label, birth included) trained thousands of labels without a word about
+    them: no count, and the default model (auto, a booster per label for its gbm members) ran for many minutes with
+    its bar at 0. The count is said before training; MEDS_BIRTH as a label, and a model fit per label with many
+    labels, are said with what to do."""
+    import ehrdx.cli.train as train_cli
+
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(
+        f"{p},1960-01-01,MEDS_BIRTH\n{p},2010-01-01,DX//E{p % 4}\n{p},2011-01-01,DX//I{p % 3}\n{p},2012-01-01,DX//E1"
+        for p in range(1, 21)) + "\n")
+    monkeypatch.setattr(train_cli, "MANY_LABELS", 5)  # as thousands of labels would
+    r = run("train", "--events", events, "--labels", "regex:.*", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "labels: 8 (from --labels 'regex:.*', in the training patients)" in said
+    assert "--labels 'regex:.*' makes MEDS_BIRTH a label" in said and "narrow --labels" in said
+    assert "8 labels: logistic fits a model per label" in said and "--model gru" in said
+    assert said.index("labels: 8") < said.index("model saved")
+    r = run("train", "--events", events, "--model", "gru", "--epochs", "1", "--out", tmp_path / "m2")
+    said = words(r.output)
+    assert "labels: 7 (from --labels 'prefix:DX//'" in said and "MEDS_BIRTH" not in said and "per label" not in said
