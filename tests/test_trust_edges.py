@@ -303,7 +303,7 @@ def test_a_split_by_rarest_label_still_gives_every_part_its_share_when_labels_ou
     with it)."""
     import numpy as np
 
-    from ehrdx.data.splits import _strata, split_patients
+    from ehrdx.data.splits import rarest_label, split_patients
 
     rng = np.random.default_rng(0)
     for n, labels in ((200, 3000), (2000, 1500)):
@@ -316,7 +316,7 @@ def test_a_split_by_rarest_label_still_gives_every_part_its_share_when_labels_ou
         assert len(np.unique(np.concatenate([tr, va, te]))) == n
         old = split_patients(y, rule=1)
         assert len(old[0]) / n > 0.75  # what rule 1 gave
-        strata, part_of = _strata(y), {}
+        strata, part_of = rarest_label(n, *np.nonzero(y), labels), {}
         for rule, parts in ((1, old), (2, (tr, va, te))):
             part_of[rule] = np.empty(n, int)
             for k, rows in enumerate(parts):
@@ -385,3 +385,19 @@ def test_train_says_how_many_labels_a_selection_makes_and_what_they_cost(tmp_pat
     r = run("train", "--events", events, "--model", "gru", "--epochs", "1", "--out", tmp_path / "m2")
     said = words(r.output)
     assert "labels: 7 (from --labels 'prefix:DX//'" in said and "MEDS_BIRTH" not in said and "per label" not in said
+
+
+def test_the_split_s_strata_come_from_label_pairs_as_from_the_patients_by_labels_table():
+    """The strata of an event store's split are read from its (patient, label) pairs: the [patients, labels] table
+    they came from took 5 GB at 300,000 patients and 1,500 labels. Each patient's rarest label, the lowest of equally
+    rare ones, as that table's argmin gave it."""
+    import numpy as np
+
+    from ehrdx.data.splits import rarest_label
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((300, 40)) < rng.random(40) * 0.2).astype(np.float32)
+    y[:20] = 0  # patients with no label
+    freq = y.sum(0)
+    dense = np.where(y.any(1), np.argmin(np.where(y > 0, freq[None, :], np.inf), axis=1), -1)
+    np.testing.assert_array_equal(rarest_label(300, *np.nonzero(y), 40), dense)

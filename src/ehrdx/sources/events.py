@@ -17,7 +17,7 @@ from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.splits import SPLIT_RULE, split_patients
+from ehrdx.data.splits import SPLIT_RULE, rarest_label, split_strata
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.sources.base import NOT_IN_MODEL
@@ -207,18 +207,19 @@ class EventSource:
                                     column="split", fix="list every subject in subject_splits.parquet")
                 return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
                              for s in MEDS_SPLITS)
-        y = self.patient_labels(selector) if selector is not None else np.zeros((len(ids), 0), np.float32)
-        return split_patients(y, fractions, seed=seed, rule=rule)
+        strata = self.patient_strata(selector) if selector is not None else np.full(len(ids), -1, np.int64)
+        return split_strata(strata, fractions, seed=seed, rule=rule)
 
-    def patient_labels(self, selector: LabelSelector) -> np.ndarray:
-        """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
+    def patient_strata(self, selector: LabelSelector) -> np.ndarray:
+        """Each patient's rarest label ever recorded (data.splits.rarest_label): the strata of the seeded split."""
         store = self.store
         vocab = LabelVocab(sorted({lab for c in store.code_names for lab in selector.labels_of(c)}))
+        if len(vocab) == 0:
+            return np.full(len(store), -1, np.int64)
         at, lab = code_label_index(store, selector, vocab).expand(np.asarray(store.codes).astype(np.int64))
         row = np.searchsorted(np.asarray(store.offsets), at, side="right") - 1
-        y = np.zeros((len(store), len(vocab)), dtype=np.float32)
-        y[row, lab] = 1.0
-        return y
+        pairs = np.unique(row * len(vocab) + lab)  # each (patient, label) once
+        return rarest_label(len(store), pairs // len(vocab), pairs % len(vocab), len(vocab))
 
     def oracle(self, oracle: pl.DataFrame, samples: Samples, labels: list[str]) -> np.ndarray:
         """Oracle probabilities (from ehrdx synth) aligned to samples (by subject and prediction time)."""
