@@ -401,3 +401,20 @@ def test_the_split_s_strata_come_from_label_pairs_as_from_the_patients_by_labels
     freq = y.sum(0)
     dense = np.where(y.any(1), np.argmin(np.where(y > 0, freq[None, :], np.inf), axis=1), -1)
     np.testing.assert_array_equal(rarest_label(300, *np.nonzero(y), 40), dense)
+
+
+# -- a patient table of one or two patients ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("patients, cv, said", [
+    (2, 1, "error: --cv 1: cross-validation needs at least 2 folds"),
+    (2, -1, "error: --cv -1: cross-validation needs at least 2 folds"),
+    (2, 3, "option --cv: 3 folds need 3 patients or more (a test patient each); the table has 2 fix: give --cv from 2 to 2"),
+    (1, 2, "option --cv: 2 folds need 2 patients or more (a test patient each); the table has 1"),
+])
+def test_cross_validation_with_too_few_folds_or_patients_is_an_error_not_a_traceback(tmp_path, patients, cv, said):
+    """`train table.csv --cv 3` on 2 patients, or `--cv 1`, ended in a ValueError traceback (exit 1)."""
+    table = tmp_path / "t.csv"
+    table.write_text("patient_id,age,diseases\n" + "".join(f"p{i},{50 + i},D1\n" for i in range(patients)))
+    r = run("train", table, "--cv", cv, "--out", tmp_path / "m")
+    assert r.exit_code == 2, r.output
+    assert said in words(r.output) and "Traceback" not in r.output

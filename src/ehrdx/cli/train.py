@@ -244,6 +244,9 @@ def train(
     if infer_introduced:
         fail(EhrdxError("--infer-introduced is for event streams (--meds/--events): a patient table has one "
                          "prediction per patient and no event times"))
+    if cv < 0 or cv == 1:  # before the table is read
+        fail(EhrdxError(f"--cv {cv}: cross-validation needs at least 2 folds\n  fix: give --cv 5 (or another number "
+                        "from 2 to the number of patients), or --cv 0 / leave it out to train once"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
