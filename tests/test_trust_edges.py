@@ -418,3 +418,27 @@ def test_cross_validation_with_too_few_folds_or_patients_is_an_error_not_a_trace
     r = run("train", table, "--cv", cv, "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output
     assert said in words(r.output) and "Traceback" not in r.output
+
+
+def test_meds_subject_ids_beyond_int64_are_an_error_naming_the_shard_not_a_traceback(tmp_path):
+    """A MEDS shard whose subject_id is uint64 with ids above 2**63 - 1 (hashed ids) stopped with polars'
+    InvalidOperationError (exit 1); uint64 ids that fit are read as before."""
+    import datetime as dt
+
+    import polars as pl
+
+    for name, first in (("big", 2**63 + 5), ("fits", 7)):
+        meds = tmp_path / name
+        (meds / "data").mkdir(parents=True)
+        pl.DataFrame({"subject_id": pl.Series([first, first + 1] * 2, dtype=pl.UInt64),
+                      "time": [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 1), dt.datetime(2021, 1, 1),
+                               dt.datetime(2021, 1, 1)], "code": ["DX//E11", "DX//I10", "DX//I10", "DX//E11"],
+                      "numeric_value": pl.Series([None] * 4, dtype=pl.Float32)}).write_parquet(meds / "data" / "0.parquet")
+        r = run("targets", "--meds", meds, "--out", tmp_path / f"{name}.csv")
+        if name == "big":
+            assert r.exit_code == 2, r.output
+            said = words(r.output)
+            assert f"{meds / 'data' / '0.parquet'}, column 'subject_id': subject ids beyond the int64 range" in said
+            assert "Traceback" not in r.output
+        else:
+            assert r.exit_code == 0, r.output

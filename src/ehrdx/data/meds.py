@@ -118,11 +118,13 @@ def normalise_events(
     subject_map = None
     if text_ids and is_text_ids(subj):
         subj, subject_map = map_text_ids(subj)
-    if not subj.dtype.is_integer():
+    if not subj.dtype.is_integer() or subj.dtype == pl.UInt64:  # a uint64 above 2**63 - 1 has no int64
         cast, rows = _cast_keeping_track(subj, pl.Int64)
         if rows:
-            raise DataError("subject ids must be integers", file=source, column=subject_col, rows=rows,
-                            values=[subj[r] for r in rows], fix="map subject ids to integers (MEDS uses int64)")
+            wide = subj.dtype.is_integer()
+            raise DataError("subject ids beyond the int64 range MEDS allows" if wide else "subject ids must be integers",
+                            file=source, column=subject_col, rows=rows, values=[subj[r] for r in rows],
+                            fix="map subject ids to integers of at most 2**63 - 1 (MEDS uses int64)")
         subj = cast
     if subj.is_null().any():
         rows = subj.is_null().arg_true().head(5).to_list()
