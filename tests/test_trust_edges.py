@@ -442,3 +442,16 @@ def test_meds_subject_ids_beyond_int64_are_an_error_naming_the_shard_not_a_trace
             assert "Traceback" not in r.output
         else:
             assert r.exit_code == 0, r.output
+
+
+def test_a_decimal_comma_in_the_value_column_is_refused_with_the_decimal_point_as_fix(tmp_path):
+    """`"5,5"` (a European decimal comma, quoted) was refused with "put text results in text_value, or empty the
+    cell": the fix for a lab comment, not for a number written the other way. The fix says the decimal point, as
+    the OMOP reader's does."""
+    events = tmp_path / "events.csv"
+    events.write_text('subject_id,time,code,numeric_value\n1,2020-01-01,LAB//A,"5,5"\n1,2021-01-01,DX//E11,\n')
+    r = run("targets", "--events", events, "--out", tmp_path / "t.csv")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert "column 'numeric_value': text in the numeric value column" in said
+    assert "fix: write numbers with a decimal point (5.5, not 5,5)" in said

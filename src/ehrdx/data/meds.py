@@ -175,7 +175,8 @@ def normalise_events(
             if rows:
                 raise DataError(f"text in the numeric value column; first subject {ident(shown[rows[0]])}",
                                 file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
-                                fix="put text results in text_value, or empty the cell")
+                                fix="write numbers with a decimal point (5.5, not 5,5), put text results in "
+                                    "text_value, or empty the cell")
             v = cast
         v = v.cast(pl.Float64)
         nonfinite = v.is_not_null() & ~v.is_finite()
