@@ -455,3 +455,30 @@ def test_a_decimal_comma_in_the_value_column_is_refused_with_the_decimal_point_a
     said = words(r.output)
     assert "column 'numeric_value': text in the numeric value column" in said
     assert "fix: write numbers with a decimal point (5.5, not 5,5)" in said
+
+
+@pytest.mark.parametrize("labels, said", [
+    ("prefix:NOPE//", "error: no label code of --labels 'prefix:NOPE//' occurs in the 2 patients' events"),
+    ("regex:()", "error: no label code of --labels 'regex:()' occurs"),  # an empty match was a label named ''
+    ("map:", "error: option --labels: unknown label spec 'map:'"),  # was: --out lies inside '.', the label map
+])
+def test_targets_of_a_selection_that_makes_no_label_is_an_error_not_an_empty_table(tmp_path, monkeypatch, labels,
+                                                                                    said):
+    """`targets --labels prefix:NOPE//` wrote a header-only table ("0 prediction times x 0 labels", exit 0), as train
+    refuses; `regex:()` made every code a record of a label named '' (the long table's marker for a prediction
+    time); `map:` without a file was taken for the current directory."""
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n1,2020-01-01,DX//E11\n1,2021-01-01,DX//I10\n2,2020-01-01,DX//E11\n"
+                      "2,2021-01-01,DX//E11\n")
+    monkeypatch.chdir(tmp_path)  # an output in the current directory, where `map:` pointed
+    r = run("targets", "--events", events, "--labels", labels, "--out", "t.csv")
+    assert r.exit_code == 2, r.output
+    assert said in words(r.output) and not (tmp_path / "t.csv").exists()
+
+
+def test_a_regex_whose_match_is_empty_gives_no_label():
+    from ehrdx.tasks.select import LabelSelector
+
+    assert LabelSelector.parse("regex:x*").labels_of("DX//E11") == []
+    assert LabelSelector.parse("regex:^DX//(E11)").labels_of("DX//E11.9") == ["E11"]
+    assert LabelSelector.parse("regex:^DX//").labels_of("DX//E11") == ["DX//"]  # no group: the match, as before

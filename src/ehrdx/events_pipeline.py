@@ -223,6 +223,11 @@ def task_targets(store: EventStore, task, selector, infer_introduced: bool = Fal
 
     rows = np.arange(len(store))
     vocab = LabelVocab.from_first_times(label_first_times(store, rows, selector), selector.info, infer_introduced)
+    if len(vocab) == 0:  # targets of no label would be written as an empty table, as if all were well
+        spec = str(selector.spec)
+        raise DataError(f"no label code of --labels '{spec}' occurs in the {len(store):,} patients' events",
+                        file=spec[4:] if spec.startswith("map:") else None,
+                        fix="check --labels against the codes in the data (--until decides which events there are)")
     samples = build_samples(store, rows, task, code_label_index(store, selector, vocab), len(vocab),
                             introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
     return targets_from_samples(store, samples, vocab.labels, task.new_onset), samples
