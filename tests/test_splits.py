@@ -63,8 +63,9 @@ BEFORE_1000 = {  # cohort(1000): digests of (train, validation, test)
 
 
 def test_splits_with_every_part_above_zero_are_as_before():
+    # cohort(40) has a label group of one patient: rule 2 deals it otherwise; a model saved with rule 1 keeps these
     for fractions, parts in BEFORE_40.items():
-        got = split_patients(cohort(40, seed=2), fractions, seed=0)
+        got = split_patients(cohort(40, seed=2), fractions, seed=0, rule=1)
         assert [p.tolist() for p in got] == [list(p) for p in parts], fractions
     y = cohort()
     for (fractions, seed), digests in BEFORE_1000.items():
@@ -89,11 +90,11 @@ def test_with_a_part_of_fraction_zero_the_other_small_part_keeps_its_patients():
     part is exactly what it was, so a model trained with --val-fraction 0 keeps its test patients and one
     with a test fraction of 0 (EHRClassifier.fit without rows, cross-validation) its validation patients."""
     y = cohort(40, seed=2)
-    tr, va, te = split_patients(y, (0.85, 0.0, 0.15), seed=0)
+    tr, va, te = split_patients(y, (0.85, 0.0, 0.15), seed=0, rule=1)
     assert te.tolist() == [28, 32, 35, 37, 39] and va.tolist() == []  # before: validation [5, 12, 20]
     assert tr.tolist() == sorted([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24,
                                   25, 26, 27, 29, 30, 31, 33, 34, 36, 38, 5, 12, 20])
-    tr, va, te = split_patients(y, (0.85, 0.15, 0.0), seed=0)
+    tr, va, te = split_patients(y, (0.85, 0.15, 0.0), seed=0, rule=1)
     assert va.tolist() == [5, 12, 20, 28, 39] and te.tolist() == []  # before: test [32, 35, 37]
     assert set(tr.tolist()) == set(range(40)) - {5, 12, 20, 28, 39}
     y = cohort()

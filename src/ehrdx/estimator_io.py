@@ -19,6 +19,7 @@ import numpy as np
 from ehrdx.artifacts import EntryError, json_kind
 from ehrdx.data.preprocess import TablePreprocessor
 from ehrdx.data.sequences import EventEncoder
+from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.table import TableSchema
 from ehrdx.errors import DataError, ModelError
 from ehrdx.input_settings import check_saved
@@ -43,6 +44,8 @@ class Artifacts:
         if isinstance(self.schema, TableSchema):  # the roles the user gave (not the inferred ones)
             params["schema"] = self.schema.to_dict()
         common = {"model": config, "model_name": self.model_name_, "params": params, "params_version": PARAMS_VERSION,
+                  # the rule of the seeded split its patients came from (a loaded or updated model keeps its own)
+                  "split_rule": getattr(self, "split_rule_", SPLIT_RULE),
                   "train": self.train_config_.to_dict(), "thresholds": [float(t) for t in self.thresholds_],
                   "history": self.history_.to_artifact() if hasattr(self, "history_") else None,
                   **({"pretrained": self.pretrained_} if getattr(self, "pretrained_", None) else {})}
@@ -101,6 +104,7 @@ class Artifacts:
         if family != "table" and clf.selector_.spec:  # the setting as the user gave it ("map:FILE"): a refit
             clf.labels = clf.selector_.spec  # (clone, set_params) reads it again, as any fit of a setting does
         clf.context_ = clf.context  # saved as the model was fitted to read (artifact_parts)
+        clf.split_rule_ = int(config.get("split_rule", 1))  # saved before rule 2: trained on rule 1's parts
         clf.model_name_ = name  # the saved one, whatever the default for model=None is today
         spec = get_model(name)
         clf.train_config_ = TrainConfig(**train)

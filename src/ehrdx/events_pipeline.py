@@ -15,6 +15,7 @@ import numpy as np
 from ehrdx.data.descriptions import attach_descriptions
 from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_subject_splits
 from ehrdx.data.samples import Samples
+from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
 from ehrdx.errors import DataError, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
@@ -191,12 +192,13 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
 @python_terms(PARAMETERS)
 def patient_splits(store: EventStore, meds: str | Path | None, seed: int,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                   selector=None, split_names: dict[str, str] | None = None
+                   selector=None, split_names: dict[str, str] | None = None, rule: int = SPLIT_RULE
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train/validation/test store rows: MEDS subject_splits where the dataset has them (other split names
     mapped by `split_names`), else a seeded split stratified by each patient's rarest label
-    (`EventSource.default_splits`)."""
-    return EventSource(store).default_splits(seed, fractions, selector, meds=meds, split_names=split_names)
+    (`EventSource.default_splits`); `rule`: how that split deals patients (a saved model's `split_rule_` finds the
+    parts it was trained with)."""
+    return EventSource(store).default_splits(seed, fractions, selector, meds=meds, split_names=split_names, rule=rule)
 
 
 def prediction_coverage(clf: EHRClassifier, store: EventStore, samples: Samples, rows: np.ndarray) -> dict:
@@ -230,6 +232,11 @@ def task_targets(store: EventStore, task, selector, infer_introduced: bool = Fal
 
     rows = np.arange(len(store))
     vocab = LabelVocab.from_first_times(label_first_times(store, rows, selector), selector.info, infer_introduced)
+    if len(vocab) == 0:  # targets of no label would be written as an empty table, as if all were well
+        spec = str(selector.spec)
+        raise DataError(f"no label code of --labels '{spec}' occurs in the {len(store):,} patients' events",
+                        file=spec[4:] if spec.startswith("map:") else None,
+                        fix="check --labels against the codes in the data (--until decides which events there are)")
     samples = build_samples(store, rows, task, code_label_index(store, selector, vocab), len(vocab),
                             introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
     return targets_from_samples(store, samples, vocab.labels, task.new_onset), samples

@@ -39,8 +39,8 @@ def _writable(directory: Path) -> bool:
 
 
 def label_map_path(labels: str | None) -> Path | None:
-    """The file of a `map:FILE` label selection, else None."""
-    if labels and labels.startswith("map:"):
+    """The file of a `map:FILE` label selection, else None (also for `map:` without a file: refused as a spec)."""
+    if labels and labels.startswith("map:") and labels[len("map:"):]:
         return Path(labels[len("map:"):])
     return None
 

@@ -143,6 +143,11 @@ def cross_validate(
         raise DataError("cross-validation is for patient tables", fix="split event streams with MEDS subject_splits")
     labels = source.table.labels
     y_all, _ = LabelVocab.fit(labels).encode(labels)
+    if k < 2 or k > len(source):  # each fold's test part needs a patient (kfold_patients' ValueError named neither)
+        raise DataError(f"{k} folds need {k} patients or more (a test patient each); the table has {len(source):,}"
+                        if k >= 2 else f"{k} folds: cross-validation needs at least 2", file=source.name, column="--cv",
+                        fix=f"give --cv from 2 to {len(source):,}" if len(source) >= 2 else
+                        "cross-validation needs at least 2 patients: train once (leave --cv out)")
     folds = kfold_patients(y_all, k, seed=seed)
     per_fold = []
     for f, test_rows in enumerate(folds):

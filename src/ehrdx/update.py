@@ -187,9 +187,10 @@ def update_model(
     if not found:
         raise DataError("the new data has no label the model lacks: nothing to add",
                         fix="give the labels to add (--add), or data in which new labels are recorded")
-    check_label_spellings([*vocab_before.labels, *found], file=str(store.directory), column="code",
-                          fix="the model's labels and the new ones differ only in case or spaces: correct the "
-                          "codes, or give --labels map:FILE mapping every spelling to one label")
+    check_label_spellings([*vocab_before.labels, *found], column="--labels",  # not the store's temporary folder
+                          fix=f"the model's labels and the new ones the label selection {_spec(new.selector_)} reads "
+                          "differ only in case or spaces: correct the codes, or give --labels map:FILE mapping every "
+                          "spelling to one label")
     unknown = sorted(set(introduced or {}) - set(found))
     if unknown:
         raise DataError(f"a date was given for label(s) {', '.join(unknown)} that this update does not add",

@@ -63,13 +63,34 @@ def split_rows(st, meds, clf, settings: dict, split: str):
         return None, "all patients"
     if split not in parts:
         raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
-    rows = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
-                          split_names=settings["split_names"])[parts[split]]
+    every = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
+                           split_names=settings["split_names"], rule=clf.split_rule_)  # the model's own parts
+    rows = every[parts[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"
     else:
         how = f"the seeded split of training, seed {clf.seed}"
+    if len(rows) == 0:  # scoring no patient would print and write metrics of nothing (f1 0.0) as a result
+        named = list(zip(("train", "tuning", "held_out"), every))
+        sizes = ", ".join(f"{name} {len(part):,}" for name, part in named)
+        others = " or ".join(f"--split {name}" for name, part in named if len(part))
+        raise EhrdxError(f"the {split} part has no patient ({how}: {sizes}): nothing to score\n  fix: --split all "
+                         f"scores every patient" + (f", or name a part that has patients: {others}" if others else ""))
     return rows, f"{split} patients ({len(rows):,}, {how})"
+
+
+def read_times(times, st):
+    """The --times file's (store rows, seconds), or None without one; what reading it changed is said."""
+    from ehrdx.evaluate.report import count_lines
+    from ehrdx.tasks.task import read_prediction_times
+
+    if not times:
+        return None
+    counts: dict[str, int] = {}
+    pt = read_prediction_times(times, st, counts)
+    for line in count_lines(counts, part=str(times)):  # e.g. fractions of a second cut: the output's times
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+    return pt
 
 
 def times_in_split(pt, rows, scored: str):
@@ -174,12 +195,11 @@ def events_model_and_times(model_dir, meds, events, store, settings: dict, times
     (clf, store, rows, scored, times)."""
     import ehrdx
     from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.task import read_prediction_times
 
     clf = ehrdx.load(model_dir)
     require_events_model(clf, model_dir)
     clf.to(device)
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
-    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    pt = times_in_split(read_times(times, st), rows, scored)
     return clf, st, rows, scored, pt

@@ -14,6 +14,7 @@ from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     events_model_and_times,
     open_events,
+    read_times,
     require_events_model,
     require_positives,
     require_table_model,
@@ -96,7 +97,6 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.scan import codes_missed_by_case
     from ehrdx.tasks.targets import read_targets
-    from ehrdx.tasks.task import read_prediction_times
 
     try:
         clf = ehrdx.load(model_dir)
@@ -105,7 +105,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         rows, scored = split_rows(st, meds, clf, settings, split)
         console.print(f"scoring {scored}")
-        pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+        pt = times_in_split(read_times(times, st), rows, scored)
         given = read_targets(targets) if targets else None
         samples = clf.samples(st, rows, times=pt, targets=given)
         require_positives(clf, samples, meds or events, scored, given)

@@ -12,6 +12,7 @@ from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     open_events,
+    read_times,
     require_events_model,
     require_positives,
     split_rows,
@@ -59,7 +60,6 @@ def report(
     check_out(out, {**event_data.paths(model), "prediction times (--times)": times})
     import ehrdx
     from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.task import read_prediction_times
 
     if not event_data.given:
         raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
@@ -74,7 +74,7 @@ def report(
     st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
     rows, scored = split_rows(st, meds, clf, settings, split)
     console.print(f"scoring {scored}")
-    pt = times_in_split(read_prediction_times(times, st) if times else None, rows, scored)
+    pt = times_in_split(read_times(times, st), rows, scored)
     samples = clf.samples(st, rows, times=pt)
     require_positives(clf, samples, meds or events, scored)
     with console.status("predicting and drawing"):

@@ -266,6 +266,9 @@ def train(
     if infer_introduced:
         fail(EhrdxError("--infer-introduced is for event streams (--meds/--events): a patient table has one "
                          "prediction per patient and no event times"))
+    if cv < 0 or cv == 1:  # before the table is read
+        fail(EhrdxError(f"--cv {cv}: cross-validation needs at least 2 folds\n  fix: give --cv 5 (or another number "
+                        "from 2 to the number of patients), or --cv 0 / leave it out to train once"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
@@ -339,6 +342,30 @@ def read_oracle(path: Path | None):
                         fix="give the oracle file that ehrdx synth wrote (oracle.parquet)") from exc
 
 
+# Labels from which a model fit per label (logistic, gbm, auto's gbm members) is said to be slow: a booster per label
+# is minutes per hundred labels on a large cohort (README), where a network's one head costs the same for any number.
+MANY_LABELS = 1000
+
+
+def say_labels(clf, from_targets: bool = False) -> None:
+    """How many labels the selection made, once they are known (before the training bar): a selection far wider than
+    meant (regex:.* makes every code a label) is seen at once, and so is what it costs a model fit per label."""
+    from ehrdx.models.registry import get_model
+
+    n = len(clf.label_vocab_)
+    spec = "--targets" if from_targets else f"--labels '{clf.selector_.spec}'"
+    console.print(escape(f"labels: {n:,} (from {spec}, in the training patients)"))
+    birth = [lab for lab in clf.label_vocab_.labels if "MEDS_BIRTH" in (clf.label_vocab_.info[lab].get("codes") or [])]
+    if birth and not from_targets:
+        console.print(f"[yellow]{escape(spec)} makes MEDS_BIRTH a label ({escape(birth[0])}): every patient's birth "
+                      "is no diagnosis to predict; narrow --labels to the diagnosis codes (e.g. prefix:DX//)[/yellow]")
+    if n >= MANY_LABELS and get_model(clf.model_name_).per_label:
+        console.print(f"[yellow]{n:,} labels: {clf.model_name_} fits a model per label"
+                      + (" (its gbm members)" if clf.model_name_ == "auto" else "")
+                      + ", minutes per hundred labels on a large cohort; a network (--model gru or transformer) "
+                      "learns every label in one head, at the same cost for any number[/yellow]")
+
+
 def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset, censor, labels, model, baselines,
                   targets, oracle, fractions, params, resume=False, run_started=None, workers=1, split_names=None,
                   search=(0, None), fractions_given=()) -> None:
@@ -409,7 +436,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
                 st, clf, splits, oracle=oracle_frame, baselines=tuple(split_list(baselines)), on_epoch=progress,
                 on_baseline=lambda name: console.print(f"fitting baseline {name}"), targets=given,
                 checkpoint=out / CHECKPOINT_DIR, resume=resume,
-                on_start=lambda: (run_started and run_started(), progress.start()))
+                on_start=lambda: (run_started and run_started(), say_labels(clf, given is not None), progress.start()))
         finally:
             progress.stop()
     except EhrdxError as exc:

@@ -94,13 +94,13 @@ def update(
     try:
         st = open_events(meds, events, store, settings["visit_gap"], columns_of(settings), settings["until"])
         splits = patient_splits(st, meds, seed, settings["split_fractions"], old.selector_,
-                                split_names=settings["split_names"])
+                                split_names=settings["split_names"], rule=old.split_rule_)
         replay = None
         if replay_meds is not None:
             old_st = open_store(meds=replay_meds, until=replay_until,
                                 visit_gap_seconds=parse_duration(settings["visit_gap"]))
             replay = (old_st, patient_splits(old_st, replay_meds, seed, selector=old.selector_,
-                                             split_names=settings["split_names"])[0])
+                                             split_names=settings["split_names"], rule=old.split_rule_)[0])
         progress = EpochProgress(epochs, "fine-tuning")  # shown once the labels to add are checked
         try:
             new, report = update_model(old, st, splits, new_labels=add_labels, selector=selector, init=init,

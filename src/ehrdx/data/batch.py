@@ -73,6 +73,9 @@ class TableBatch(Batch):
     dense: torch.Tensor  # [B, D] float32 encoded numeric and one-hot features
     code_ids: torch.Tensor  # [C] int64 all rows' code ids, row after row
     code_offsets: torch.Tensor  # [B] int64 where each row's codes start in code_ids
+    # [C] float32 each code's share of its row's bag (a code once with its count / the row's events), or None:
+    # every code once, the bag their plain mean
+    code_weights: torch.Tensor | None = None
 
 
 @dataclass(kw_only=True)

@@ -93,10 +93,17 @@ def gather_codes(code_ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) ->
 def make_batch(samples: SampleSet, rows: np.ndarray, device: torch.device | str = "cpu") -> TableBatch:
     f = samples.features
     ids, offs = gather_codes(f.code_ids, f.code_offsets, rows)
+    weights = None
+    if f.code_counts is not None:  # each code once with its count: the mean over the events is count / total
+        count, _ = gather_codes(f.code_counts, f.code_offsets, rows)
+        owner = np.repeat(np.arange(len(rows)), np.diff(np.append(offs, len(ids))))
+        weights = torch.from_numpy((count / np.bincount(owner, weights=count, minlength=len(rows))[owner])
+                                   .astype(np.float32)).to(device)
     return TableBatch(
         dense=torch.from_numpy(f.dense[rows]).to(device),
         code_ids=torch.from_numpy(ids).to(device),
         code_offsets=torch.from_numpy(offs).to(device),
+        code_weights=weights,
         y=torch.from_numpy(samples.y_bits[rows].astype(np.float32)).to(device),  # this batch's rows only
         y_mask=torch.from_numpy(samples.mask_bits[rows]).to(device),
         sample_index=torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device),

@@ -30,6 +30,8 @@ from ehrdx.times import naive_utc, parse_offset_times
 
 MEDS_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 MEDS_SPLITS = ("train", "tuning", "held_out")
+# the count of times whose fraction of a second the store (whole seconds) cuts off: events, prediction times
+FRACTION_CUT = "times_with_a_fraction_of_a_second_cut_to_the_second"
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: the store keeps values as float32
 
 # The exact Arrow types of the MEDS 0.4 schemas (meds.DataSchema, CodeMetadataSchema, SubjectSplitSchema,
@@ -116,11 +118,13 @@ def normalise_events(
     subject_map = None
     if text_ids and is_text_ids(subj):
         subj, subject_map = map_text_ids(subj)
-    if not subj.dtype.is_integer():
+    if not subj.dtype.is_integer() or subj.dtype == pl.UInt64:  # a uint64 above 2**63 - 1 has no int64
         cast, rows = _cast_keeping_track(subj, pl.Int64)
         if rows:
-            raise DataError("subject ids must be integers", file=source, column=subject_col, rows=rows,
-                            values=[subj[r] for r in rows], fix="map subject ids to integers (MEDS uses int64)")
+            wide = subj.dtype.is_integer()
+            raise DataError("subject ids beyond the int64 range MEDS allows" if wide else "subject ids must be integers",
+                            file=source, column=subject_col, rows=rows, values=[subj[r] for r in rows],
+                            fix="map subject ids to integers of at most 2**63 - 1 (MEDS uses int64)")
         subj = cast
     if subj.is_null().any():
         rows = subj.is_null().arg_true().head(5).to_list()
@@ -150,6 +154,12 @@ def normalise_events(
         raise DataError(f"times have type {t.dtype}, expected timestamps or ISO 8601 text",
                         file=source, column=time_col, fix="store times as timestamps")
 
+    # the store keeps whole seconds: a time's fraction of a second is cut off (events 0.3 s apart then share a
+    # visit, and a prediction time is written back without its fraction), counted so that it is seen
+    n_fraction = int(((t.dt.epoch("us") % 1_000_000) != 0).sum() or 0)
+    if n_fraction:
+        counts[FRACTION_CUT] = n_fraction
+
     code = frame.get_column(code_col)
     if code.dtype != pl.Utf8:
         code = code.cast(pl.Utf8)
@@ -165,7 +175,8 @@ def normalise_events(
             if rows:
                 raise DataError(f"text in the numeric value column; first subject {ident(shown[rows[0]])}",
                                 file=source, column=value_col, rows=rows, values=[v[r] for r in rows],
-                                fix="put text results in text_value, or empty the cell")
+                                fix="write numbers with a decimal point (5.5, not 5,5), put text results in "
+                                    "text_value, or empty the cell")
             v = cast
         v = v.cast(pl.Float64)
         nonfinite = v.is_not_null() & ~v.is_finite()
@@ -191,7 +202,7 @@ def normalise_events(
         counts["null_codes_excluded"] = int(null_code.sum())
         out = out.filter(~null_code)
     # Exact duplicate rows are kept (a lab can be drawn twice at one time) but counted, so that a doubled
-    # export is seen; so are timed events before the patient's recorded birth.
+    # export is seen; so are timed events before the patient's recorded birth, and after the first recorded death.
     n_dup = out.height - out.n_unique()
     if n_dup:
         counts["duplicate_events"] = n_dup
@@ -200,6 +211,11 @@ def normalise_events(
         n_early = out.join(births, on="subject_id", how="inner").filter(pl.col("time") < pl.col("_b")).height
         if n_early:
             counts["events_before_birth"] = n_early
+    deaths = out.filter(pl.col("code") == "MEDS_DEATH").group_by("subject_id").agg(pl.col("time").min().alias("_d"))
+    if deaths.height:
+        n_late = out.join(deaths, on="subject_id", how="inner").filter(pl.col("time") > pl.col("_d")).height
+        if n_late:
+            counts["events_after_death"] = n_late
     # Events out of order (by subject, then time with static rows first) are sorted, and counted.
     key_t = out.get_column("time").dt.epoch("us").fill_null(-(2**63))
     key = pl.DataFrame({"s": out.get_column("subject_id"), "t": key_t})

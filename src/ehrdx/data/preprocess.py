@@ -26,6 +26,9 @@ class EncodedFeatures:
     code_ids: np.ndarray  # [total] int64, flat
     code_offsets: np.ndarray  # [N + 1] int64: sample i's codes are code_ids[off[i]:off[i+1]]
     unknown: dict[str, int] = field(default_factory=dict)  # unseen categories / codes, counted
+    # [total] float32 how often each code occurs in its sample (event histories: each distinct code once with
+    # its count); None: once each (a table's cells)
+    code_counts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.dense.shape[0]

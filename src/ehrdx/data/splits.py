@@ -12,13 +12,25 @@ import numpy as np
 from ehrdx.errors import DataError
 
 
+def rarest_label(n_patients: int, rows: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Stratum of each patient: index of its rarest label (the lowest index among equally rare ones), or -1 for
+    a patient with no label, from the distinct (patient row, label) pairs: no [patients, labels] table, which at
+    300,000 patients and 1,500 labels was 5 GB."""
+    rows, labels = np.asarray(rows, np.int64), np.asarray(labels, np.int64)
+    out = np.full(n_patients, -1, dtype=np.int64)
+    if len(rows) == 0:
+        return out
+    freq = np.bincount(labels, minlength=n_labels)  # patients per label
+    order = np.lexsort((labels, freq[labels], rows))  # each patient's pairs, rarest label first
+    first = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+    out[rows[first]] = labels[first]
+    return out
+
+
 def _strata(y: np.ndarray) -> np.ndarray:
-    """Stratum of each patient: index of its rarest label, or -1 for patients with no label."""
-    if y.shape[1] == 0:
-        return np.full(y.shape[0], -1)
-    freq = y.sum(0)
-    rank = np.where(y > 0, freq[None, :], np.inf)
-    return np.where(y.any(1), np.argmin(rank, axis=1), -1)
+    """rarest_label of a [patients, labels] table."""
+    rows, labels = np.nonzero(np.asarray(y) > 0)
+    return rarest_label(np.shape(y)[0], rows, labels, np.shape(y)[1])
 
 
 def _deal(n: int, fractions: list[float]) -> np.ndarray:
@@ -46,18 +58,46 @@ def _deal(n: int, fractions: list[float]) -> np.ndarray:
     return part
 
 
+# How the seeded split deals patients; saved with every model (config.json `split_rule`; models saved without it:
+# 1), so that evaluate, report and update find the parts a model was trained with. Rule 1 dealt each stratum alone:
+# one too small to reach every part (1 or 2 patients with the default shares) went wholly to the largest part, and
+# with many labels, where most patients are alone in theirs, every patient did (train 200, validation 0, test 0).
+# Rule 2 deals the strata of rule 1 as rule 1 did, and those too small to reach every part together, as one group
+# that brings each part to its share of the whole cohort (the other strata keep every patient's part).
+SPLIT_RULE = 2
+
+
 def split_patients(
-    y: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+    y: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0,
+    rule: int = SPLIT_RULE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of train, validation and test patients (one row per patient), disjoint."""
+    """Row indices of train, validation and test patients (one row per patient of `y` [patients, labels]), disjoint."""
+    return split_strata(_strata(y), fractions, seed, rule)
+
+
+def split_strata(strata: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0,
+                 rule: int = SPLIT_RULE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """split_patients of patients given by their strata (rarest_label)."""
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError("split fractions must sum to 1")
     rng = np.random.default_rng(seed)
-    strata = _strata(y)
-    part = np.empty(len(y), dtype=np.int64)
+    part = np.full(len(strata), -1, dtype=np.int64)
+    reach = max(int(np.count_nonzero(np.asarray(fractions) > 0)), 1)  # the parts a stratum should reach
+    small = []
     for s in np.unique(strata):
         members = rng.permutation(np.flatnonzero(strata == s))
-        part[members] = rng.permutation(_deal(len(members), list(fractions)))
+        dealt = rng.permutation(_deal(len(members), list(fractions)))  # drawn for every stratum, as rule 1 did
+        if rule >= 2 and len(members) < reach:
+            small.append(members)
+        else:
+            part[members] = dealt
+    if small:  # from a stream of their own (the strata above keep their draws), to the parts' shortfalls
+        members = np.concatenate(small)
+        want = np.bincount(_deal(len(strata), list(fractions)), minlength=3)
+        need = np.maximum(want - np.bincount(part[part >= 0], minlength=3), 0)
+        while need.sum() > len(members):  # a part already over its share takes none; the others shrink
+            need[np.argmax(need)] -= 1
+        part[members] = np.random.default_rng([seed, rule]).permutation(np.repeat(np.arange(3), need))
     return tuple(np.sort(np.flatnonzero(part == k)) for k in range(3))  # type: ignore[return-value]
 
 

@@ -146,6 +146,15 @@ def print_report(console: Console, metrics: dict, title: str = "Test set", scope
                       f"{escape(', '.join(left_out))}[/yellow]")
 
 
+def print_labels_only_in_validation(console: Console, metrics: dict) -> None:
+    """Labels recorded in validation patients and in no training patient: the model has no output for them, which
+    metrics.json keeps (train_summary.val.excluded) and the terminal says, as it says the test part's."""
+    val = metrics.get("train_summary", {}).get("val", {}).get("excluded", {})
+    absent = {what: n for what, n in val.items() if what.startswith(NOT_IN_MODEL)}
+    for line in count_lines(absent, part="validation"):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+
+
 def print_one_class(console: Console, metrics: dict) -> None:
     """Labels the training samples give one class only (train_summary): the model cannot learn them."""
     for what, names in metrics.get("train_summary", {}).get("labels_with_one_class_in_training", {}).items():
@@ -215,6 +224,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     """Per-prediction-time results: all labels and new onset, beside baselines and the oracle."""
     if "test" not in metrics:
         console.print("[yellow]no test patients: nothing to evaluate[/yellow]")
+        print_labels_only_in_validation(console, metrics)
         return
     # the ensemble's members, then the baselines fitted beside the model
     baselines = {**{f"{k} (member)": v for k, v in metrics.get("candidates", {}).items()},
@@ -268,6 +278,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
     for line in [*count_lines(metrics.get("excluded", {}), metrics.get("excluded_names", {})),
                  *count_lines(ts.get("excluded", {}), part=scored)]:
         console.print(f"[yellow]{escape(line)}[/yellow]")
+    print_labels_only_in_validation(console, metrics)
     print_warnings(console, metrics)
     print_one_class(console, metrics)
     left = metrics.get("train_summary", {}).get("map_labels_left_out")

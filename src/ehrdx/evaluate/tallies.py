@@ -215,9 +215,10 @@ class ThresholdTally:
             "element_accuracy": float(correct / known) if known else None,
             "hamming_loss": float(1 - correct / known) if known else None,
             "subset_accuracy": float(subset.mean()) if subset.size else None,
-            "precision_micro": float(tp / (tp + fp)) if tp + fp else 0.0,
-            "recall_micro": float(tp / (tp + fn)) if tp + fn else 0.0,
-            "f1_micro": float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0,
+            # nothing known (no sample scored) is no evidence of zero precision: said as not computed
+            "precision_micro": (float(tp / (tp + fp)) if tp + fp else 0.0) if known else None,
+            "recall_micro": (float(tp / (tp + fn)) if tp + fn else 0.0) if known else None,
+            "f1_micro": (float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0) if known else None,
             "f1_macro": nanmean([float(f) for f, ok in zip(f1_l, per_label_ok) if ok]),
             "f1_samples": float(f1_s[has_known].mean()) if has_known.any() else None,
             "_per_label": {"precision": prec_l, "recall": rec_l, "f1": f1_l},

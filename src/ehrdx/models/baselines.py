@@ -88,4 +88,5 @@ def _load(config: dict, state: dict, files: dict) -> LogisticBaseline:
 
 register_model(ModelKind(
     "logistic", MATRIX, (TABLE, EVENTS), "one-vs-rest logistic regression on code counts and last values",
-    lambda train_set, n_labels, params: LogisticBaseline(train_set.X.shape[1], n_labels), _save, _load, epochs=False))
+    lambda train_set, n_labels, params: LogisticBaseline(train_set.X.shape[1], n_labels), _save, _load, epochs=False,
+    per_label=True))

@@ -368,8 +368,8 @@ def _load(config: dict, state: dict, files: dict) -> HistoryGBM:
 register_model(ModelKind(
     "gbm", {EVENTS: HISTORY, TABLE: MATRIX}, (TABLE, EVENTS),
     "gradient boosting (LightGBM), one booster per label, on history features: counts in windows, recency, "
-    "value trends", _build, _save, _load, epochs=False))
+    "value trends", _build, _save, _load, epochs=False, per_label=True))
 register_model(ModelKind(
     "gbm-counts", {EVENTS: HISTORY}, (EVENTS,),
     "gradient boosting (LightGBM) as gbm, on each code's count and age only (the count baseline; an auto member)",
-    _build_counts, _save, _load, epochs=False))
+    _build_counts, _save, _load, epochs=False, per_label=True))

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ehrdx.data.batch import TableBatch
 from ehrdx.models.head import LabelHead
@@ -47,7 +48,11 @@ class MLPModel(nn.Module):
         self.head = LabelHead(width, config.n_labels, config.label_blocks)
 
     def encode(self, batch: TableBatch) -> torch.Tensor:
-        bag = self.code_bag(batch.code_ids, batch.code_offsets)
+        if batch.code_weights is None:
+            bag = self.code_bag(batch.code_ids, batch.code_offsets)
+        else:  # the same mean, each distinct code weighted by its share of the row's events
+            bag = F.embedding_bag(batch.code_ids, self.code_bag.weight, batch.code_offsets, mode="sum",
+                                  per_sample_weights=batch.code_weights)
         return self.body(torch.cat([batch.dense, bag], dim=-1))
 
     def states(self, batch: TableBatch) -> torch.Tensor:

@@ -47,6 +47,7 @@ class ModelKind:
     default_batch_size: int = 256  # rows per batch; sequence models count whole patients
     explains: bool = False  # `ehrdx explain` can attribute its predictions to past events
     epochs: bool = True  # learns epoch by epoch in the training loop (a network); False: it fits itself in one go
+    per_label: bool = False  # fits a model per label (its time grows with the labels), not one head for all
 
     def inputs_for(self, source: str) -> str:
         """What the model reads from a source of this kind."""

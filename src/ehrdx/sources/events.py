@@ -17,7 +17,7 @@ from ehrdx.data.meds import MEDS_SPLITS, map_split_names, read_subject_splits
 from ehrdx.data.samples import Samples
 from ehrdx.data.sequences import EventEncoder, SequenceSet
 from ehrdx.data.sparse import SparseTable
-from ehrdx.data.splits import split_patients
+from ehrdx.data.splits import SPLIT_RULE, rarest_label, split_strata
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.sources.base import NOT_IN_MODEL
@@ -81,16 +81,17 @@ class EventSource:
                 pos = targets.y_bits[:, j] & targets.mask_bits[:, j] & in_train
                 if pos.any():
                     first[lab] = int(targets.time[pos].min())
-        check_label_spellings(first, file=self.name, column="code",
-                              fix="the codes behind these labels differ only in case or spaces: correct the "
-                              "codes, or give --labels map:FILE mapping every spelling to one label")
+        spec = str(selector.spec)  # named by what the user gave, not the store's (often temporary) folder
+        check_label_spellings(first, file=spec[4:] if spec.startswith("map:") else None, column="--labels",
+                              fix=f"the event codes that --labels '{spec}' reads these labels from differ only in "
+                              "case or spaces: correct the codes, or give --labels map:FILE mapping every spelling "
+                              "to one label")
         codes = codes_of_labels(store, selector, rows)
         info = {lab: {"codes": sorted(codes.get(lab, [])), **selector.info.get(lab, {})} for lab in first}
         describe_from_codes(info, store.code_descriptions())  # the data's own code descriptions
         fill_icd10(info, first)  # ICD-10-CM parents/descriptions where the optional package is installed
         vocab = LabelVocab.from_first_times(first, info, infer_introduced)
         if len(vocab) == 0:  # named by what the user gave (--labels, its map), not the store's folder
-            spec = str(selector.spec)
             raise DataError(f"no label code of --labels '{spec}' occurs in the {len(rows):,} training patients' events"
                             + ("" if targets is None else " (targets: no known positive among them)"),
                             file=spec[4:] if spec.startswith("map:") else None,
@@ -180,10 +181,12 @@ class EventSource:
 
     # -- splits and the oracle -------------------------------------------------------------------
     def default_splits(self, seed: int, fractions=(0.7, 0.15, 0.15), selector: LabelSelector | None = None,
-                       meds: str | Path | None = None, split_names: dict[str, str] | None = None):
+                       meds: str | Path | None = None, split_names: dict[str, str] | None = None,
+                       rule: int = SPLIT_RULE):
         """Train/validation/test rows: MEDS subject_splits (train/tuning/held_out) where the dataset has
         them, else a seeded split stratified by each patient's rarest label. `split_names` maps other split
-        names (test, val ...) to those three; an unmapped other name is an error."""
+        names (test, val ...) to those three; an unmapped other name is an error. `rule`: the seeded split's
+        (data.splits.SPLIT_RULE; a saved model's own is `split_rule_`)."""
         ids = np.asarray(self.store.subject_ids)
         if meds is not None:
             splits = read_subject_splits(meds)
@@ -204,18 +207,19 @@ class EventSource:
                                     column="split", fix="list every subject in subject_splits.parquet")
                 return tuple(np.sort(frame.filter(pl.col("split") == s).get_column("row").to_numpy())
                              for s in MEDS_SPLITS)
-        y = self.patient_labels(selector) if selector is not None else np.zeros((len(ids), 0), np.float32)
-        return split_patients(y, fractions, seed=seed)
+        strata = self.patient_strata(selector) if selector is not None else np.full(len(ids), -1, np.int64)
+        return split_strata(strata, fractions, seed=seed, rule=rule)
 
-    def patient_labels(self, selector: LabelSelector) -> np.ndarray:
-        """[patients, labels] 1 where a patient ever has the label (for stratified splits only)."""
+    def patient_strata(self, selector: LabelSelector) -> np.ndarray:
+        """Each patient's rarest label ever recorded (data.splits.rarest_label): the strata of the seeded split."""
         store = self.store
         vocab = LabelVocab(sorted({lab for c in store.code_names for lab in selector.labels_of(c)}))
+        if len(vocab) == 0:
+            return np.full(len(store), -1, np.int64)
         at, lab = code_label_index(store, selector, vocab).expand(np.asarray(store.codes).astype(np.int64))
         row = np.searchsorted(np.asarray(store.offsets), at, side="right") - 1
-        y = np.zeros((len(store), len(vocab)), dtype=np.float32)
-        y[row, lab] = 1.0
-        return y
+        pairs = np.unique(row * len(vocab) + lab)  # each (patient, label) once
+        return rarest_label(len(store), pairs // len(vocab), pairs % len(vocab), len(vocab))
 
     def oracle(self, oracle: pl.DataFrame, samples: Samples, labels: list[str]) -> np.ndarray:
         """Oracle probabilities (from ehrdx synth) aligned to samples (by subject and prediction time)."""

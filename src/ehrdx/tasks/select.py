@@ -70,7 +70,9 @@ class LabelSelector:
             m = re.search(self.pattern, code)
             if not m:
                 return []
-            return [m.group(1) if m.re.groups and m.group(1) else m.group(0)]
+            label = m.group(1) if m.re.groups and m.group(1) else m.group(0)
+            # an empty match (regex:x* on any code) is no label: an empty name is the targets table's marker row
+            return [label] if label else []
         out = list(self.mapping.get(code, []))
         for key, labels in self._prefixes():
             if code.startswith(key):

@@ -50,12 +50,14 @@ def parse_duration(text: str, what: str = "--visit-gap") -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
-def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarray, np.ndarray]:
+def read_prediction_times(path: str | Path, store: EventStore, counts: dict[str, int] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """(store rows, times in seconds) from a CSV/Parquet file with subject_id and prediction_time columns,
-    such as a MEDS label file (e.g. written by ACES). Other columns are ignored."""
+    such as a MEDS label file (e.g. written by ACES). Other columns are ignored. `counts` gets what reading
+    changed: times whose fraction of a second was cut off (meds.FRACTION_CUT)."""
     import polars as pl
 
-    from ehrdx.data.meds import normalise_events
+    from ehrdx.data.meds import FRACTION_CUT, normalise_events
 
     path = Path(path)
     if not path.exists():
@@ -94,16 +96,20 @@ def read_prediction_times(path: str | Path, store: EventStore) -> tuple[np.ndarr
         rows = f.get_column("time").is_null().arg_true().head(5).to_list()
         raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows,
                         fix="every row needs a time")
-    dup = f.select(pl.struct("subject_id", "time").is_duplicated()).to_series()
+    # in whole seconds, as they are kept: 10:00:00.2 and 10:00:00.7 are one prediction time
+    dup = f.select(pl.struct("subject_id", pl.col("time").dt.epoch("s")).is_duplicated()).to_series()
     if dup.any():  # each copy would be predicted and scored again, weighting that time several times
         rows = dup.arg_true().head(5).to_list()
         raise DataError(f"{int(dup.sum())} row(s) give a patient's prediction time more than once (after "
-                        "converting UTC offsets)", file=str(path), column="prediction_time", rows=rows,
+                        "converting UTC offsets and cutting fractions of a second)", file=str(path),
+                        column="prediction_time", rows=rows,
                         fix="give each (subject_id, prediction_time) once, e.g. "
                             "polars' unique(['subject_id', 'prediction_time']); a targets long table has a "
                             "row per label: give its unique pairs")
     rows = rows_of_subjects(store, f.get_column("subject_id").to_numpy(), str(path))
     seconds = f.get_column("time").dt.epoch("s").to_numpy()
+    if counts is not None and shard.counts.get(FRACTION_CUT):
+        counts[FRACTION_CUT] = counts.get(FRACTION_CUT, 0) + shard.counts[FRACTION_CUT]
     after = after_death(store, rows, seconds)
     if after.any():  # no prediction is made for a patient after death: an export or join gone wrong
         raise DataError(f"{int(after.sum())} prediction time(s) after the patient's death (MEDS_DEATH)",

@@ -314,4 +314,4 @@ register_model(ModelKind(
     ENSEMBLE, {EVENTS: (HISTORY, SEQUENCE)}, (EVENTS,),
     "the chosen ensemble: gbm, gru and gbm-counts averaged, one weighting for all labels (equal weights unless "
     "the tuning patients clearly prefer another)",
-    _build, _save, _load, default_layers=1, default_batch_size=64))
+    _build, _save, _load, default_layers=1, default_batch_size=64, per_label=True))  # its gbm members

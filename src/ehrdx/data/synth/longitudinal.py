@@ -181,7 +181,7 @@ def write_longitudinal(cohort: LongitudinalCohort, out_dir: str | Path) -> dict[
         [pl.col(f"coded_{d}").any() for d in SIMULATED]).sort("subject_id")
     ids = ever.get_column("subject_id").to_numpy()
     y = ever.select([f"coded_{d}" for d in SIMULATED]).to_numpy().astype(np.float32)
-    parts = split_patients(y, seed=cohort.info["seed"])
+    parts = split_patients(y, seed=cohort.info["seed"], rule=1)  # the cohort's splits as first published
     splits = pl.concat([pl.DataFrame({"subject_id": ids[rows], "split": [name] * len(rows)})
                         for name, rows in zip(MEDS_SPLITS, parts)])
     described = {LABEL_PREFIX + d: DISEASES[d] for d in DISEASE_NAMES}
