@@ -52,9 +52,9 @@ def test_train_from_an_encoder_without_model_says_it_trains_the_encoders_model(c
     said = []
 
     class Bar(cli_train.EpochProgress):
-        def __init__(self, total, description="training"):
+        def __init__(self, total, description="training", **kwargs):
             said.append(description)
-            super().__init__(total, description)
+            super().__init__(total, description, **kwargs)
 
     monkeypatch.setattr(cli_train, "EpochProgress", Bar)
     r = run("train", "--meds", cohort["meds"], "--labels", f"map:{cohort['label_map']}", "--init", cohort["enc"],

@@ -236,7 +236,7 @@ def task_targets(store: EventStore, task, selector, infer_introduced: bool = Fal
         spec = str(selector.spec)
         raise DataError(f"no label code of --labels '{spec}' occurs in the {len(store):,} patients' events",
                         file=spec[4:] if spec.startswith("map:") else None,
-                        fix="check --labels against the codes in the data (--until decides which events there are)")
+                        fix="check --labels against the codes in the data (which events there are depends on --until)")
     samples = build_samples(store, rows, task, code_label_index(store, selector, vocab), len(vocab),
                             introduced=vocab.introduced_seconds(), introduced_from=vocab.introduced_from())
     return targets_from_samples(store, samples, vocab.labels, task.new_onset), samples

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
@@ -48,80 +47,14 @@ from ehrdx.cli.options import (
     given_options,
     split_list,
 )
+from ehrdx.cli.resume import CHECKPOINT_DIR, note_resume, resume_check
 from ehrdx.cli.search import Budget, Search, run_search
 from ehrdx.errors import EhrdxError, ModelError
 from ehrdx.paths import label_map_path
 
-CHECKPOINT_DIR = "checkpoint"
 TABLE_ONLY = ("id_col", "label_col", "numeric", "categorical", "codes", "ignore", "cv")
 EVENTS_ONLY = ("task", "new_onset", "censor", "labels", "baselines", "targets", "split_names", "heads", "workers",
                "context", "init", "probe")
-
-
-# Options that do not change what a resumed run computes (where it runs, where it writes), and the inputs'
-# locations (their contents are checked by the checkpoint's data fingerprint: moved files still resume).
-NOT_RESUMED = ("out", "resume", "device", "workers", "store", "budget", "oracle", "baselines", "data", "meds",
-               "events", "omop", "targets", "init")
-
-
-def _resume_check(ctx: typer.Context, out: Path, resume: bool):
-    """With --resume, refuse a checkpoint of other options before any data is read (train/checkpoint.py's
-    run.json); returns what to call when training starts: a run that does not resume a checkpoint replaces
-    any there and keeps its options."""
-    from ehrdx.train.checkpoint import check_run_options, start_run
-    from ehrdx.train.distributed import is_main
-
-    params = dict(ctx.params)
-    if params.get("layers") is None:  # --depth is --layers' old name: the same run either way
-        params["layers"] = params.get("depth")
-    params.update(_defaults_given(params))
-    label_map = label_map_path(params.get("labels"))
-    if label_map is not None and label_map.is_file():  # its contents, not where it lies (as for the data)
-        params["labels"] = f"map file, sha256 {hashlib.sha256(label_map.read_bytes()).hexdigest()[:12]}"
-    options = {f"--{k.replace('_', '-')}": v for k, v in params.items() if k not in (*NOT_RESUMED, "depth")}
-    where = out / CHECKPOINT_DIR
-    try:
-        resuming = resume and check_run_options(where, options)
-    except EhrdxError as exc:
-        fail(exc)
-
-    def started() -> None:
-        if not resuming and is_main():
-            start_run(where, options)
-    return started
-
-
-def _defaults_given(params: dict) -> dict:
-    """The settings left out (None) as the model takes them (EHRClassifier.resolve_settings), so that a resume
-    giving a default (--patience 3) is the run that left it out. With --init the encoder decides the model and
-    its sizes: left as given. An unknown model is left for the run to refuse."""
-    from ehrdx.estimator import DEFAULT_MODEL, DEFAULT_PATIENCE
-    from ehrdx.models.registry import EVENTS, TABLE, get_model
-
-    kind = TABLE if params.get("data") is not None else EVENTS
-    out = {"patience": params.get("patience") or DEFAULT_PATIENCE[kind]}
-    if params.get("init") is None:
-        try:
-            spec = get_model(params.get("model") or DEFAULT_MODEL[kind])
-        except EhrdxError:
-            return out
-        out.update(model=spec.name, batch_size=params.get("batch_size") or spec.default_batch_size,
-                   layers=params["layers"] if params.get("layers") is not None else spec.default_layers)
-    return out
-
-
-def _note_resume(clf, resume: bool) -> None:
-    import torch
-
-    history, members = clf.history_, getattr(clf.model_, "resumed", None)
-    if members:  # the auto ensemble: what each member read from its checkpoint
-        console.print("resumed from the checkpoint: " + "; ".join(f"{k} {v}" for k, v in members.items()))
-    elif history is not None and history.resumed_after_epoch is not None:
-        console.print(f"resumed from the checkpoint after epoch {history.resumed_after_epoch}" if
-                      isinstance(clf.model_, torch.nn.Module) else "resumed: the fitted model was read from the "
-                      "checkpoint, not fitted again")
-    elif resume:
-        console.print("[yellow]--resume: no checkpoint found, trained from the start[/yellow]")
 
 
 def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bool, print_metrics) -> None:
@@ -131,7 +64,7 @@ def _save_trained(opts: GlobalOptions, clf, metrics: dict, out: Path, resume: bo
 
     from ehrdx.train.distributed import is_main
 
-    _note_resume(clf, resume)
+    note_resume(clf, resume)
     if "without_validation" in metrics.get("train_summary", {}):
         console.print(f"[yellow]{escape(metrics['train_summary']['without_validation'])}[/yellow]")
     if is_main():
@@ -223,7 +156,7 @@ def train(
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels),
                      "pretrained encoder (--init)": init}, kind="dir")
     event_data.source()  # --events with --omop, or an unreadable OMOP export, stop here
-    run_started = _resume_check(ctx, out, resume)
+    run_started = resume_check(ctx, out, resume)
     from ehrdx.train.distributed import init_distributed, is_main
 
     try:
