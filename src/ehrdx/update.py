@@ -7,6 +7,8 @@ frozen model's states, its penalty chosen per label on the validation patients, 
 fine-tunes briefly on the new data's training patients. Forgetting is held off by distillation: on every
 batch, the old labels' outputs are pulled towards the old model's predictions (`protect="distill"`); `protect="none"` fine-tunes without it.
 The old model object and directory are never modified; the new model records its lineage.
+
+One job in one file (over 400 lines): `check_update` is the same update's checks, run before the data is read.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Masks (True = known):
                the new-onset mask is `mask & ~history`).
 Everything is vectorised over events with numpy; no Python loop over patients or samples. Samples are
 built a run of patients at a time (tasks/chunks.py), so the index lists held at once are one run's.
+One job in one file (just over 400 lines): the task's definition, its samples and their masks.
 """
 
 from __future__ import annotations
