@@ -14,6 +14,8 @@ member's held-out probabilities once; every variant is then a per-label weightin
   auto-before     sessions 8-9's rule (best_on_tuning) on gbm + gru: what `auto` was
   auto3-before    best_on_tuning on the three members
   even3, even2    fixed equal weights of the three members; of gbm and gru
+  even3-logit     the three members' log-odds averaged
+  even3-rank      each member's score as its rank among its tuning scores of the label, averaged
   m-gbm, m-gru, m-gbm-counts   one member alone
 
     PYTHONPATH=src:benchmarks OMP_NUM_THREADS=1 python benchmarks/bench_external.py --data /tmp/ext/data \\
@@ -63,12 +65,6 @@ def _fit(p: Prepared, s) -> dict:
     seconds = {n: round(h.seconds, 1) for n, h in m.member_histories.items() if getattr(h, "seconds", None)}
     save = os.environ.get("AUTOMIX_SAVE")  # the arrays behind every variant, to try more rules offline
     if save:
-        from ehrdx.data.bits import as_table
-
-        def dense(t):
-            t = as_table(t)
-            return np.stack([np.asarray(t[:, j]) for j in range(t.shape[1])], 1)
-
         h = p.samples["held_out"]
         Path(save).mkdir(parents=True, exist_ok=True)
         np.savez_compressed(Path(save) / f"{p.name}_seed{s.seed}.npz", p_val=recorded["p"], y=dense(recorded["y"]),
@@ -78,6 +74,14 @@ def _fit(p: Prepared, s) -> dict:
     _FITS[key] = {"clf": clf, "held": held, "cols": [clf.labels_.index(lab) for lab in p.labels], **recorded,
                   "info": {"fit_seconds": round(fit, 1), "member_seconds": seconds}}
     return _FITS[key]
+
+
+def dense(t) -> np.ndarray:
+    """A (possibly bit-packed) label table as a dense array."""
+    from ehrdx.data.bits import as_table
+
+    t = as_table(t)
+    return np.stack([np.asarray(t[:, j]) for j in range(t.shape[1])], 1)
 
 
 def _summary(w: np.ndarray) -> dict:
@@ -120,7 +124,38 @@ def _fixed(row):
     return lambda f: np.tile(np.asarray(row, dtype=np.float64), (f["p"].shape[2], 1))
 
 
+def combined(combine):
+    """A model of the benchmark from `combine(fit) -> [N, L]` held-out probabilities (labels_ order): a rule
+    that is not a weighted mean of the members' probabilities."""
+
+    def run(p: Prepared, s) -> tuple[np.ndarray, dict]:
+        f = _fit(p, s)
+        return combine(f)[:, f["cols"]], f["info"]
+
+    return run
+
+
+def _logit_mean(f) -> np.ndarray:
+    """The members' log-odds averaged (a geometric mean of the odds)."""
+    q = np.clip(f["held"], 1e-6, 1 - 1e-6)
+    return 1 / (1 + np.exp(-np.log(q / (1 - q)).mean(0)))
+
+
+def _rank_mean(f) -> np.ndarray:
+    """Each member's score as its place among its own tuning scores of the label (known samples), averaged: a
+    mix that no member's scale dominates. Ties broken by the plain mean."""
+    mask = dense(f["mask"]).astype(bool)
+    out = np.zeros(f["held"].shape[1:])
+    for m in range(len(NAMES)):
+        for j in range(out.shape[1]):
+            ref = np.sort(f["p"][m][mask[:, j], j])
+            out[:, j] += np.searchsorted(ref, f["held"][m][:, j], side="right") / max(len(ref), 1)
+    return out / len(NAMES) + 1e-6 * f["held"].mean(0)
+
+
 VARIANTS = {
+    "even3-logit": combined(_logit_mean),
+    "even3-rank": combined(_rank_mean),
     "auto": variant(_rule()),
     "auto-members": variant(_rule(grid=False)),
     "auto-label": variant(_rule(shared=False, per_label=True)),
