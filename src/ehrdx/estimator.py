@@ -43,7 +43,7 @@ from ehrdx.pretrained import EncoderStart, check_pretrained_patients, file_sha25
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.scan import codes_missed_by_case
+from ehrdx.tasks.scan import label_code_notes
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec, codes_of_labels
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
@@ -309,9 +309,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
                 out["map_labels_left_out"] = {"count": len(absent), "labels": absent[:50],
                                               "why": "in the label map, but no training patient has a code of them"}
         if selector is not None and source.targets is None:  # given targets: labels are not read from codes
-            missed = codes_missed_by_case(source.store, selector, train_rows)
-            if missed:
-                out["codes_matching_labels_only_ignoring_case"] = missed
+            out.update(label_code_notes(source.store, selector, train_rows))
         return out
 
     def _without_validation(self, val_patients: int) -> str:

@@ -286,9 +286,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
                       f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
                       "[/yellow]")
-    missed = metrics.get("train_summary", {}).get("codes_matching_labels_only_ignoring_case")
-    if missed:
-        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix"):
+        missed = metrics.get("train_summary", {}).get(key)
+        if missed:
+            console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
     dated = metrics.get("train_summary", {}).get("labels_with_introduced_at")
     if dated:
         console.print("labels with an introduced_at (masked before it): "

@@ -1,0 +1,43 @@
+"""A new user's edge cases of the hospital-scale features (session s15): label selections over large
+vocabularies, bounded contexts, many-label reports."""
+
+import json
+
+from cli_run import run, words
+
+
+def _events_with_short_codes(tmp_path, patients: int = 30):
+    """Diagnosis codes in full (DX//E11.9, DX//I10) in every patient, the prefix alone (`DX//`) in the odd ones
+    and a code shorter than three characters (`DX//E1`) in every third."""
+    rows = []
+    for p in range(1, patients + 1):
+        rows += [f"{p},2020-01-01,DX//I10", f"{p},2020-03-01,DX//E11.9", f"{p},2020-06-01,DX//{'I10' if p % 2 else 'E11.2'}"]
+        rows += [f"{p},2020-09-01,DX//"] if p % 2 else []
+        rows += [f"{p},2020-10-01,DX//E1"] if p % 3 == 0 else []
+        rows += [f"{p},2020-12-01,DX//E11.9"]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    return events
+
+
+def test_codes_a_prefix_selection_cuts_short_are_counted_and_said(tmp_path):
+    """`DX//` itself gave no label and `DX//E1` under `prefix:DX//:3` a label `E1` of its own, without a word."""
+    events = _events_with_short_codes(tmp_path)
+    r = run("targets", "--events", events, "--labels", "prefix:DX//:3", "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert ("2 event code(s) start with the prefix of --labels 'prefix:DX//:3' but hold fewer than the 3 characters "
+            "asked after it (DX//, DX//E1; 25 events): the prefix alone is no label (15 events); a shorter code is a "
+            "label of its own") in said
+    r = run("targets", "--events", events, "--labels", "prefix:DX//", "--out", tmp_path / "u.csv")
+    assert r.exit_code == 0 and "(DX//; 15 events): the prefix alone is no label (15 events); fix:" in words(r.output)
+    assert "a shorter code" not in r.output
+    r = run("train", "--events", events, "--labels", "prefix:DX//:3", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "start with the prefix of --labels 'prefix:DX//:3'" in words(r.output)
+    found = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["codes_cut_short_by_the_prefix"]
+    assert found["codes"] == ["DX//", "DX//E1"] and found["events_without_label"] > 0
+    r = run("evaluate", "--events", events, "--model", tmp_path / "m", "--split", "all", "--out", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    assert "start with the prefix of the model's labels" in words(r.output)
+    assert json.loads((tmp_path / "e.json").read_text())["codes_cut_short_by_the_prefix"]["count"] == 2
