@@ -41,3 +41,14 @@ def test_codes_a_prefix_selection_cuts_short_are_counted_and_said(tmp_path):
     assert r.exit_code == 0, r.output
     assert "start with the prefix of the model's labels" in words(r.output)
     assert json.loads((tmp_path / "e.json").read_text())["codes_cut_short_by_the_prefix"]["count"] == 2
+
+
+def test_a_suppressed_count_sorts_above_labels_without_positives():
+    """A count shown as '<10' has 1 to 9 patients' positives: it sorted as 0, so a table 'of the labels with the
+    most positives' showed labels with none (A13: 0) and left out labels with some (by name among all of them)."""
+    from ehrdx.evaluate.report import most_positive
+
+    rows = [{"label": "A13", "positives": 0}, {"label": "Z99", "positives": "<10"}, {"label": "B20", "positives": 0},
+            {"label": "M54", "positives": 40}, {"label": "C50", "positives": "<10"}]
+    shown, hidden = most_positive(rows, 3)
+    assert [rows[j]["label"] for j in shown] == ["M54", "C50", "Z99"] and hidden == 2

@@ -38,11 +38,11 @@ def format_value(v) -> str:
 
 
 def most_positive(per_label: list[dict], limit: int | None) -> tuple[list[int], int]:
-    """Indices of the `limit` labels with the most positives (then by name; a suppressed count "<10"
-    sorts as 0), and how many labels that leaves out."""
+    """Indices of the `limit` labels with the most positives (then by name; a suppressed count "<10",
+    1 to 9 patients' positives, sorts below every count shown and above 0), and how many labels that leaves out."""
     def key(j: int):
         n = per_label[j].get("positives")
-        return (-(n if isinstance(n, int) else 0), str(per_label[j]["label"]))
+        return (-(n if isinstance(n, int) else 0.5 if isinstance(n, str) else 0), str(per_label[j]["label"]))
 
     order = sorted(range(len(per_label)), key=key)
     shown = order if limit is None else order[:limit]
