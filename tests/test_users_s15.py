@@ -3,6 +3,8 @@ vocabularies, bounded contexts, many-label reports."""
 
 import json
 
+import pytest
+
 from cli_run import run, words
 
 
@@ -52,3 +54,17 @@ def test_a_suppressed_count_sorts_above_labels_without_positives():
             {"label": "M54", "positives": 40}, {"label": "C50", "positives": "<10"}]
     shown, hidden = most_positive(rows, 3)
     assert [rows[j]["label"] for j in shown] == ["M54", "C50", "Z99"] and hidden == 2
+
+
+def test_a_resume_without_an_option_the_run_had_says_it_is_left_out_not_none(tmp_path):
+    """`train --context 2` stopped, resumed without --context: '(--context 2 there, None now)'."""
+    from ehrdx.errors import ModelError
+    from ehrdx.train.checkpoint import check_run_options, start_run
+
+    start_run(tmp_path, {"--context": 2, "--model": "gru"})
+    with pytest.raises(ModelError) as err:
+        check_run_options(tmp_path, {"--context": None, "--model": "gru"})
+    assert "(--context 2 there, left out now)" in str(err.value)
+    with pytest.raises(ModelError) as err:
+        check_run_options(tmp_path, {"--context": 2, "--model": "lstm"})
+    assert "(--model 'gru' there, 'lstm' now)" in str(err.value)
