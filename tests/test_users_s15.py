@@ -68,3 +68,21 @@ def test_a_resume_without_an_option_the_run_had_says_it_is_left_out_not_none(tmp
     with pytest.raises(ModelError) as err:
         check_run_options(tmp_path, {"--context": 2, "--model": "lstm"})
     assert "(--model 'gru' there, 'lstm' now)" in str(err.value)
+
+
+def test_more_than_50_labels_with_one_class_in_training_are_counted_not_cut_to_50(tmp_path):
+    """Thousands of labels on a few patients: most have no positive training sample. The first 50 names were
+    printed and kept with nothing saying there were more."""
+    rows = []
+    for p in range(1, 21):
+        rows += [f"{p},2020-01-01,DX//F{p:02d}{k}" for k in range(6)]  # first visits only: never a positive
+        rows += [f"{p},2020-0{v + 2}-01,DX//L{(p * 7 + v * 13 + k) % 40:03d}" for v in range(3) for k in range(3)]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    r = run("train", "--events", events, "--labels", "prefix:DX//", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]
+    n = summary["labels_with_one_class_in_training_counts"]["no_positives"]
+    assert n > 50 and len(summary["labels_with_one_class_in_training"]["no_positives"]) == 50
+    assert f"{n} label(s) with no positives among the training samples" in words(r.output)
+    assert f"and {n - 50} more" in words(r.output)

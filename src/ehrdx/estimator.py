@@ -282,10 +282,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
                **({"without_validation": self._without_validation(len(val_rows))} if len(val_s) == 0 else {})}
         # a label the training samples give one class only: the model cannot learn it, and says so
         pos, known = label_counts(train_s.y_bits, train_s.train_mask_bits(self.new_onset_))
-        one_class = {what: [self.labels_[j] for j in np.flatnonzero(hit)[:50]] for what, hit in
-                     (("no_positives", pos == 0), ("no_negatives", (pos == known) & (known > 0))) if hit.any()}
-        if one_class:
-            out["labels_with_one_class_in_training"] = one_class
+        hits = {what: hit for what, hit in (("no_positives", pos == 0), ("no_negatives", (pos == known) & (known > 0)))
+                if hit.any()}
+        if hits:  # the first 50 names, and how many in all (thousands of labels on a few patients: most of them)
+            out["labels_with_one_class_in_training"] = {what: [self.labels_[j] for j in np.flatnonzero(hit)[:50]]
+                                                        for what, hit in hits.items()}
+            out["labels_with_one_class_in_training_counts"] = {what: int(hit.sum()) for what, hit in hits.items()}
         if source.kind == TABLE:
             out.update(train=source.summary(train_s, train_set), val=val_source.summary(val_s, val_set),
                        # names only: columns left out because their values are (almost) unique per patient

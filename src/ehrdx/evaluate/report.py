@@ -157,9 +157,13 @@ def print_labels_only_in_validation(console: Console, metrics: dict) -> None:
 
 def print_one_class(console: Console, metrics: dict) -> None:
     """Labels the training samples give one class only (train_summary): the model cannot learn them."""
-    for what, names in metrics.get("train_summary", {}).get("labels_with_one_class_in_training", {}).items():
-        console.print(f"[yellow]labels with {what.replace('_', ' ')} among the training samples (not learnable: "
-                      f"a constant score): {escape(', '.join(names))}[/yellow]")
+    summary = metrics.get("train_summary", {})
+    counts = summary.get("labels_with_one_class_in_training_counts", {})  # absent in models saved before it
+    for what, names in summary.get("labels_with_one_class_in_training", {}).items():
+        n = counts.get(what, len(names))
+        more = f" and {n - len(names):,} more" if n > len(names) else ""
+        console.print(f"[yellow]{n:,} label(s) with {what.replace('_', ' ')} among the training samples (not "
+                      f"learnable: a constant score): {escape(', '.join(names))}{more}[/yellow]")
 
 
 def print_exclusions(console: Console, metrics: dict) -> None:
