@@ -86,3 +86,18 @@ def test_more_than_50_labels_with_one_class_in_training_are_counted_not_cut_to_5
     assert n > 50 and len(summary["labels_with_one_class_in_training"]["no_positives"]) == 50
     assert f"{n} label(s) with no positives among the training samples" in words(r.output)
     assert f"and {n - 50} more" in words(r.output)
+
+
+@pytest.mark.parametrize("shape", ["builtin", "hospital"])
+def test_synth_refuses_no_patients_naming_its_option_not_a_python_parameter(tmp_path, shape):
+    """`synth --patients 0` said 'n_patients must be at least 1', the generator's parameter."""
+    r = run("synth", "--shape", shape, "--patients", "0", "--out", tmp_path / "s")
+    assert r.exit_code == 2 and "--patients" in r.output and "n_patients" not in r.output, r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_synth_hospital_says_it_writes_meds_when_given_an_option_of_the_builtin_cohort(tmp_path):
+    r = run("synth", "--shape", "hospital", "--patients", "2", "--format", "events", "--out", tmp_path / "s")
+    assert r.exit_code == 2
+    assert "--format is an option for the built-in cohort (--shape builtin), and this run writes the hospital " \
+           "shape, always as MEDS" in words(r.output)
