@@ -101,3 +101,21 @@ def test_synth_hospital_says_it_writes_meds_when_given_an_option_of_the_builtin_
     assert r.exit_code == 2
     assert "--format is an option for the built-in cohort (--shape builtin), and this run writes the hospital " \
            "shape, always as MEDS" in words(r.output)
+
+
+def test_codes_a_regex_matches_outside_its_group_are_counted_and_said(tmp_path):
+    """`regex:^DX//(E1\\d)?` matches DX//I10 too, without its group: the label was the whole match, `DX//`, one label
+    for every other diagnosis, without a word."""
+    events = _events_with_short_codes(tmp_path)
+    r = run("targets", "--events", events, "--labels", r"regex:^DX//(E1\d)?", "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert (r"3 event code(s) match --labels 'regex:^DX//(E1\d)?' but not its group 1 (DX//, DX//E1, DX//I10; "
+            "70 events): each is labelled by the whole match instead (DX//)") in said
+    r = run("targets", "--events", events, "--labels", r"regex:^DX//(E1\d)", "--out", tmp_path / "u.csv")
+    assert r.exit_code == 0 and "group 1" not in r.output
+    r = run("train", "--events", events, "--labels", r"regex:^DX//(E1\d)?", "--model", "logistic",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    found = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["codes_outside_the_regex_group"]
+    assert found["labels"] == ["DX//"] and "DX//I10" in found["codes"]

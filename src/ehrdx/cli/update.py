@@ -178,7 +178,8 @@ def print_update(report: dict) -> None:
     for part in ("train", "test"):
         for line in count_lines(report.get(f"{part}_excluded", {}), part=part):
             console.print(f"[yellow]{escape(line)}[/yellow]")
-    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix"):
+    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
+                "codes_outside_the_regex_group"):
         if report.get(key):
             console.print(f"[yellow]{escape(report[key]['note'])}[/yellow]")
     if "compare" in report:

@@ -290,7 +290,8 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
                       f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
                       "[/yellow]")
-    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix"):
+    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
+                "codes_outside_the_regex_group"):
         missed = metrics.get("train_summary", {}).get(key)
         if missed:
             console.print(f"[yellow]{escape(missed['note'])}[/yellow]")

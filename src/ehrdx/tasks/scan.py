@@ -115,12 +115,37 @@ def codes_cut_short(store: EventStore, selector, rows: np.ndarray | None = None,
     return {"count": len(names), "events": events, "codes": names[:50], "events_without_label": bare, "note": note}
 
 
+def codes_outside_group(store: EventStore, selector, rows: np.ndarray | None = None, *, model: bool = False) -> dict:
+    """Store codes among these patients' events that a regular expression's group 1 misses (`selector.outside_group`):
+    each is labelled by the whole match, often one label for them all. {} if none; else as `codes_cut_short`."""
+    outside = np.array([i for i, c in enumerate(store.code_names) if selector.outside_group(c)], np.int64)
+    if len(outside) == 0:
+        return {}
+    n = code_events(store, rows)
+    hit = outside[n[outside] > 0]
+    if len(hit) == 0:
+        return {}
+    names = sorted(store.code_names[int(i)] for i in hit)
+    labels = sorted({lab for i in hit for lab in selector.labels_of(store.code_names[int(i)])})
+    events = int(n[hit].sum())
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    against = "the model's labels" if model else f"--labels '{selector.spec or 'regex:' + selector.pattern}'"  # as typed: no doubled backslash
+    fix = ("write the codes in the data as the model's expression reads them" if model else
+           "make the group match every code the expression matches (not optional), or leave those codes out of the "
+           "expression")
+    note = (f"{len(names):,} event code(s) match {against} but not its group 1 ({shown}; {events:,} events): each is "
+            f"labelled by the whole match instead ({', '.join(labels[:5])}{' ...' if len(labels) > 5 else ''}); "
+            f"fix: {fix}")
+    return {"count": len(names), "events": events, "codes": names[:50], "labels": labels[:50], "note": note}
+
+
 def label_code_notes(store: EventStore, selector, rows: np.ndarray | None = None, *,
                      model: bool = False) -> dict[str, dict]:
     """What the selection leaves out of these patients' codes, by the key each is reported under (none: {}):
     codes it misses by letter case, and codes a prefix selection cuts short."""
     found = {"codes_matching_labels_only_ignoring_case": codes_missed_by_case(store, selector, rows, model=model),
-             "codes_cut_short_by_the_prefix": codes_cut_short(store, selector, rows, model=model)}
+             "codes_cut_short_by_the_prefix": codes_cut_short(store, selector, rows, model=model),
+             "codes_outside_the_regex_group": codes_outside_group(store, selector, rows, model=model)}
     return {key: note for key, note in found.items() if note}
 
 
