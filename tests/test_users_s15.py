@@ -2,6 +2,7 @@
 vocabularies, bounded contexts, many-label reports."""
 
 import json
+import re
 
 import pytest
 
@@ -119,3 +120,20 @@ def test_codes_a_regex_matches_outside_its_group_are_counted_and_said(tmp_path):
     assert r.exit_code == 0, r.output
     found = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["codes_outside_the_regex_group"]
     assert found["labels"] == ["DX//"] and "DX//I10" in found["codes"]
+
+
+def test_the_report_names_the_first_50_labels_without_a_curve_and_counts_the_rest(tmp_path):
+    """Hundreds of labels on a few patients: every one is below the small-cell threshold, and the note under the
+    curves listed every name (thousands of labels: a page of names)."""
+    rows = []
+    for p in range(1, 41):
+        rows += [f"{p},2020-0{v + 1}-01,DX//L{(p * 31 + v * 17 + k * 7) % 300:03d}" for v in range(5) for k in range(10)]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    r = run("train", "--events", events, "--labels", "prefix:DX//", "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    r = run("report", "--events", events, "--model", tmp_path / "m", "--out", tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    note = (tmp_path / "r.html").read_text().split("No per-label curve", 1)[1].split("</p>", 1)[0]
+    n = int(note.split(" label(s)", 1)[0].removeprefix(" for ").replace(",", ""))
+    assert n > 50 and len(re.findall(r"\bL\d{3}\b", note)) == 50 and f" and {n - 50:,} more." in note
