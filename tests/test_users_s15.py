@@ -137,3 +137,12 @@ def test_the_report_names_the_first_50_labels_without_a_curve_and_counts_the_res
     note = (tmp_path / "r.html").read_text().split("No per-label curve", 1)[1].split("</p>", 1)[0]
     n = int(note.split(" label(s)", 1)[0].removeprefix(" for ").replace(",", ""))
     assert n > 50 and len(re.findall(r"\bL\d{3}\b", note)) == 50 and f" and {n - 50:,} more." in note
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_the_help_of_context_says_how_many_visits_a_sample_reads(command):
+    """It said 'at most about N of the latest visits (N to 2N)': a sample reads between N + 1 and 2N (windows.py,
+    the README), more than the 'at most about N' a user sizes memory by."""
+    r = run(command, "--help")
+    said = words(r.output.replace("│", " ").replace("[x>=1]", " "))  # the range column wraps into the text
+    assert "latest visits (between N + 1 and 2N; all of a shorter history)" in said and "at most about N" not in said
