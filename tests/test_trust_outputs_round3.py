@@ -184,4 +184,4 @@ def test_a_table_label_with_one_class_in_training_is_named_in_the_summary_and_th
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "metrics.json").read_text())["train_summary"]
     assert summary["labels_with_one_class_in_training"] == {"no_negatives": ["E11"]}
-    assert "labels with no negatives among the training samples" in " ".join(result.output.split())
+    assert "1 label(s) with no negatives among the training samples" in " ".join(result.output.split())

@@ -43,7 +43,7 @@ from ehrdx.pretrained import EncoderStart, check_pretrained_patients, file_sha25
 from ehrdx.sources.events import EventSource
 from ehrdx.sources.table import TableSource
 from ehrdx.tasks.labels import LabelVocab
-from ehrdx.tasks.scan import codes_missed_by_case
+from ehrdx.tasks.scan import label_code_notes
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec, codes_of_labels
 from ehrdx.train.ensemble import ENSEMBLE  # noqa: F401  (registers the `auto` model)
@@ -282,10 +282,12 @@ class EHRClassifier(Artifacts, BaseEstimator):
                **({"without_validation": self._without_validation(len(val_rows))} if len(val_s) == 0 else {})}
         # a label the training samples give one class only: the model cannot learn it, and says so
         pos, known = label_counts(train_s.y_bits, train_s.train_mask_bits(self.new_onset_))
-        one_class = {what: [self.labels_[j] for j in np.flatnonzero(hit)[:50]] for what, hit in
-                     (("no_positives", pos == 0), ("no_negatives", (pos == known) & (known > 0))) if hit.any()}
-        if one_class:
-            out["labels_with_one_class_in_training"] = one_class
+        hits = {what: hit for what, hit in (("no_positives", pos == 0), ("no_negatives", (pos == known) & (known > 0)))
+                if hit.any()}
+        if hits:  # the first 50 names, and how many in all (thousands of labels on a few patients: most of them)
+            out["labels_with_one_class_in_training"] = {what: [self.labels_[j] for j in np.flatnonzero(hit)[:50]]
+                                                        for what, hit in hits.items()}
+            out["labels_with_one_class_in_training_counts"] = {what: int(hit.sum()) for what, hit in hits.items()}
         if source.kind == TABLE:
             out.update(train=source.summary(train_s, train_set), val=val_source.summary(val_s, val_set),
                        # names only: columns left out because their values are (almost) unique per patient
@@ -309,9 +311,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
                 out["map_labels_left_out"] = {"count": len(absent), "labels": absent[:50],
                                               "why": "in the label map, but no training patient has a code of them"}
         if selector is not None and source.targets is None:  # given targets: labels are not read from codes
-            missed = codes_missed_by_case(source.store, selector, train_rows)
-            if missed:
-                out["codes_matching_labels_only_ignoring_case"] = missed
+            out.update(label_code_notes(source.store, selector, train_rows))
         return out
 
     def _without_validation(self, val_patients: int) -> str:

@@ -13,7 +13,7 @@ them; the registry builds the network and `fit_model` trains it. The patient spl
 default on the same data and settings, so pretraining patients are training (and tuning) patients of a later
 `ehrdx train` with the same split settings, never its test patients (ehrdx.pretrained checks it).
 
-Long histories: `context=N` reads at most about the N latest visits before each sample (N to 2N) plus a
+Long histories: `context=N` reads the latest visits before each sample (between N + 1 and 2N) plus a
 summary of the earlier ones, as `ehrdx train --context N` does (data/windows.py); the encoder records it, and
 a fine-tune from it reads the same (`ehrdx train --init` takes it; another context is refused).
 """

@@ -38,7 +38,7 @@ from ehrdx.pretrained import check_model_patients
 from ehrdx.ranking import HeadScores
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
-from ehrdx.tasks.scan import codes_missed_by_case
+from ehrdx.tasks.scan import label_code_notes
 from ehrdx.tasks.select import check_label_spellings
 from ehrdx.tasks.task import codes_of_labels, label_first_times
 from ehrdx.train.device import autocast, resolve_device, resolve_precision
@@ -302,9 +302,7 @@ def update_model(
     }
     report = compare_before_after(old, new, store, te, train_s)
     report["train_excluded"] = dict(train_s.counts)
-    missed = codes_missed_by_case(store, new.selector_, tr, model=selector is None)  # as train says it
-    if missed:
-        report["codes_matching_labels_only_ignoring_case"] = missed
+    report.update(label_code_notes(store, new.selector_, tr, model=selector is None))  # as train says them
     report.update({"added": found, "init": dict(zip(found, used)), "probe_c": probe_c, "protect": protect,
                    "replay": replay is not None,
                    "seconds": round(seconds, 2),

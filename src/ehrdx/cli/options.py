@@ -92,14 +92,14 @@ def given_options(ctx: typer.Context, names) -> list[str]:
             and getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")]
 
 
-def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str) -> None:
+def refuse_options(ctx: typer.Context, names, *, meant_for: str, reading: str, verb: str = "reads") -> None:
     """Stop (exit 2) when options that only make sense for one kind of input (`meant_for`) were given to a
-    run that reads the other kind (`reading`)."""
+    run that reads the other kind (`reading`; `verb`: what the run does with it, e.g. synth 'writes')."""
     flags = given_options(ctx, names)
     if flags:
         one = len(flags) == 1
         fail(EhrdxError(f"{', '.join(flags)} {'is an option' if one else 'are options'} for {meant_for}, and this "
-                        f"run reads {reading}\n  fix: leave {'it' if one else 'them'} out"))
+                        f"run {verb} {reading}\n  fix: leave {'it' if one else 'them'} out"))
 
 
 def print_counts(counts: dict, names: dict[str, list[str]] | None = None) -> None:

@@ -95,7 +95,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     from ehrdx.evaluate.report import print_events_report
     from ehrdx.events_pipeline import prediction_coverage
     from ehrdx.input_settings import columns_of
-    from ehrdx.tasks.scan import codes_missed_by_case
+    from ehrdx.tasks.scan import label_code_notes
     from ehrdx.tasks.targets import read_targets
 
     try:
@@ -112,17 +112,17 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if rows is None else rows)
         result = clf.evaluate(st, samples=samples)
         # the targets come from the data's codes (unless given): codes the labels miss by case are said, as by train
-        missed = codes_missed_by_case(st, clf.selector_, rows, model=True) if given is None else {}
+        missed = label_code_notes(st, clf.selector_, rows, model=True) if given is None else {}
     except EhrdxError as exc:
         fail(exc)
     metrics = {"model": clf.model_name_, "split": split, "test": result["all"], "test_new_onset": result["new_onset"],
                "test_by_prior_visits": result["by_prior_visits"],
                "test_samples": {k: result[k] for k in ("samples", "patients", "excluded")}, "excluded": st.counts,
                **({"excluded_names": st.names} if st.names else {}), **({"warnings": st.warnings} if st.warnings else {}),
-               **({"codes_matching_labels_only_ignoring_case": missed} if missed else {})}
+               **missed}
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
-    if missed:
-        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    for note in missed.values():
+        console.print(f"[yellow]{escape(note['note'])}[/yellow]")
     _print_coverage(coverage)  # codes the model never saw read as the unknown code, as predict says it
     if out:
         opts.write_json(out, metrics)

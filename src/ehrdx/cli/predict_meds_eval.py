@@ -29,7 +29,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
     import numpy as np
 
     from ehrdx.evaluate.meds_eval import write_meds_eval
-    from ehrdx.tasks.scan import codes_missed_by_case
+    from ehrdx.tasks.scan import label_code_notes
     from ehrdx.tasks.targets import read_targets
 
     try:
@@ -46,7 +46,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
                 fix="give prediction times with follow-up after them (leave out --times: every visit end), "
                     "another --split, or the labels with --targets FILE")
         # the true labels come from the data's codes (unless given): codes they miss by case are said, as by evaluate
-        missed = codes_missed_by_case(st, clf.selector_, rows, model=True) if targets is None else {}
+        missed = label_code_notes(st, clf.selector_, rows, model=True) if targets is None else {}
         proba = clf.scores(st, samples)  # the scores ehrdx's own metrics read (computed a block at a time)
         thr = clf.thresholds_ if threshold is None else np.full(len(clf.labels_), threshold)
         ids = np.asarray(st.subject_ids)[samples.row]
@@ -56,7 +56,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
                  "thresholds": "--threshold" if threshold is not None else "tuned per label",
                  "samples": len(samples), "patients": len(np.unique(samples.row)),
                  "excluded": dict(samples.counts),
-                 **({"codes_matching_labels_only_ignoring_case": missed} if missed else {})}
+                 **missed}
         manifest = write_meds_eval(out, ids, samples.time, samples.y_bits, known, proba, clf.labels_, thr,
                                    original_ids=st.original_ids(ids) if st.id_map is not None else None,
                                    about=about)
@@ -72,8 +72,8 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
         if r["status"] != "ok":
             console.print(f"[yellow]label '{escape(r['label'])}': {r['status']}[/yellow]")
     print_counts(samples.counts)
-    if missed:
-        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    for note in missed.values():
+        console.print(f"[yellow]{escape(note['note'])}[/yellow]")
     first = files[0]["file"] if files else "FILE"
     console.print(f"score a label: meds-evaluation-cli predictions_path={escape(str(Path(out) / first))} output_file=OUT.json")
 

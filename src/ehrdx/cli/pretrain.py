@@ -65,8 +65,8 @@ def pretrain(
     test_fraction: Annotated[float, typer.Option(help="Share of patients held out (never read), as in ehrdx "
                                                  "train.")] = 0.15,
     split_names: SplitNames = None,
-    context: Annotated[int | None, typer.Option(min=1, help="Read at most about N of the latest visits (N to 2N) "
-                                                "plus a summary of the earlier ones, instead of whole histories "
+    context: Annotated[int | None, typer.Option(min=1, help="Read the latest visits (between N + 1 and 2N; all of "
+                                                "a shorter history) plus a summary of the earlier ones, instead of whole histories "
                                                 "(long histories); ehrdx train --init reads them the same way.")] = None,
     seed: Seed = 0,
     device: Device = "auto",

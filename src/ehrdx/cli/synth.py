@@ -32,7 +32,7 @@ from ehrdx.report import write_html_report
 def synth(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory to write the cohort into.")],
-    patients: Annotated[int, typer.Option(help="Number of patients.")] = 20_000,
+    patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 20_000,
     seed: Seed = 0,
     table_format: Annotated[str, typer.Option(help="Patient table format: parquet or csv.")] = "parquet",
     format: Annotated[str, typer.Option("--format", help="'meds': the longitudinal cohort as a MEDS dataset "
@@ -53,7 +53,7 @@ def synth(
         raise EhrdxError("--shape must be builtin or hospital")
     if shape == "hospital":
         refuse_options(ctx, ("format", "table_format"), meant_for="the built-in cohort (--shape builtin)",
-                       reading="the hospital shape, always MEDS")
+                       reading="the hospital shape, always as MEDS", verb="writes")
         _synth_hospital(out, patients, seed)
         return
     if table_format not in ("parquet", "csv"):

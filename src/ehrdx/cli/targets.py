@@ -51,7 +51,7 @@ def targets(
                kind="file" if format == "long" else "dir", suffixes=TABLE_SUFFIXES if format == "long" else None)
     events = event_data.source()
     from ehrdx.events_pipeline import task_targets
-    from ehrdx.tasks.scan import codes_missed_by_case
+    from ehrdx.tasks.scan import label_code_notes
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.targets import write_long, write_meds_tasks
     from ehrdx.tasks.task import TaskSpec
@@ -62,8 +62,7 @@ def targets(
     path = write_long(t, out) if format == "long" else write_meds_tasks(t, out)
     console.print(f"{len(t):,} prediction times x {len(t.labels)} labels -> {escape(str(path))}")
     print_counts(samples.counts)
-    missed = codes_missed_by_case(st, selector)
-    if missed:
+    for missed in label_code_notes(st, selector).values():
         console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
 
 

@@ -120,9 +120,9 @@ def train(
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = 1,
-    context: Annotated[int | None, typer.Option(min=1, help="Event streams, sequence models: read at most about N "
-                                                "of the latest visits (N to 2N) plus a summary of the earlier "
-                                                "ones, instead of the whole history.")] = None,
+    context: Annotated[int | None, typer.Option(min=1, help="Event streams, sequence models: read the latest visits "
+                                                "(between N + 1 and 2N; all of a shorter history) plus a summary of "
+                                                "the earlier ones, instead of the whole history.")] = None,
     init: Annotated[Path | None, typer.Option(help="Event streams: start from a pretrained encoder (the directory "
                                               "ehrdx pretrain wrote): its model, sizes, input vocabulary and "
                                               "weights; the label head is trained as usual. With --model auto: "

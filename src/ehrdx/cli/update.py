@@ -178,9 +178,10 @@ def print_update(report: dict) -> None:
     for part in ("train", "test"):
         for line in count_lines(report.get(f"{part}_excluded", {}), part=part):
             console.print(f"[yellow]{escape(line)}[/yellow]")
-    missed = report.get("codes_matching_labels_only_ignoring_case")
-    if missed:
-        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
+                "codes_outside_the_regex_group"):
+        if report.get(key):
+            console.print(f"[yellow]{escape(report[key]['note'])}[/yellow]")
     if "compare" in report:
         c = Table(title="Compared on the same patients")
         for col in ("way", "seconds", "old labels macro AUROC", "new labels macro AUROC"):

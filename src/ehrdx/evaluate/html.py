@@ -26,6 +26,7 @@ from ehrdx.ranking import block_elements, curve_counts, label_blocks, label_curv
 from ehrdx.sources.base import NOT_IN_MODEL
 
 REPORT_LABELS = 100  # rows of the per-label tables, the labels with the most positives first
+CURVE_NAMES = 50  # labels named in the note on labels without a curve of their own
 MAX_POOLED = 4_000_000  # known scores pooled whole for the micro curve; more: its thresholds from a sample
 
 
@@ -307,9 +308,11 @@ def build_report(*, title: str, samples, proba: np.ndarray, labels: list[str], t
     # -- curves
     roc, pr, left_out = curves_figures(y, mask, proba, labels, result["all"]["per_label"], min_cell)
     parts.append("<h2 id='curves'>ROC and precision-recall curves</h2>" + _img(roc, "ROC curves") + _img(pr, "PR curves"))
-    if left_out:
-        parts.append(f"<p class='note'>No per-label curve (fewer than {min_cell} patients, or one class only): "
-                     f"{html.escape(', '.join(left_out))}. Micro and macro include them.</p>")
+    if left_out:  # the first names only: thousands of labels on few patients would be a page of names
+        more = f" and {len(left_out) - CURVE_NAMES:,} more" if len(left_out) > CURVE_NAMES else ""
+        parts.append(f"<p class='note'>No per-label curve for {len(left_out):,} label(s) (fewer than {min_cell} "
+                     f"patients, or one class only): {html.escape(', '.join(left_out[:CURVE_NAMES]))}{more}. Micro "
+                     "and macro include them.</p>")
     parts.append("<h2 id='calibration'>Calibration</h2>" + _img(calibration_figure(y, mask, proba), "Calibration"))
     rk, rk_values = recall_figure(y, mask, proba)
     parts.append("<h2 id='recall'>Recall@k</h2>" + _img(rk, "Recall at k") +

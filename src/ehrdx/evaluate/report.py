@@ -38,11 +38,11 @@ def format_value(v) -> str:
 
 
 def most_positive(per_label: list[dict], limit: int | None) -> tuple[list[int], int]:
-    """Indices of the `limit` labels with the most positives (then by name; a suppressed count "<10"
-    sorts as 0), and how many labels that leaves out."""
+    """Indices of the `limit` labels with the most positives (then by name; a suppressed count "<10",
+    1 to 9 patients' positives, sorts below every count shown and above 0), and how many labels that leaves out."""
     def key(j: int):
         n = per_label[j].get("positives")
-        return (-(n if isinstance(n, int) else 0), str(per_label[j]["label"]))
+        return (-(n if isinstance(n, int) else 0.5 if isinstance(n, str) else 0), str(per_label[j]["label"]))
 
     order = sorted(range(len(per_label)), key=key)
     shown = order if limit is None else order[:limit]
@@ -157,9 +157,13 @@ def print_labels_only_in_validation(console: Console, metrics: dict) -> None:
 
 def print_one_class(console: Console, metrics: dict) -> None:
     """Labels the training samples give one class only (train_summary): the model cannot learn them."""
-    for what, names in metrics.get("train_summary", {}).get("labels_with_one_class_in_training", {}).items():
-        console.print(f"[yellow]labels with {what.replace('_', ' ')} among the training samples (not learnable: "
-                      f"a constant score): {escape(', '.join(names))}[/yellow]")
+    summary = metrics.get("train_summary", {})
+    counts = summary.get("labels_with_one_class_in_training_counts", {})  # absent in models saved before it
+    for what, names in summary.get("labels_with_one_class_in_training", {}).items():
+        n = counts.get(what, len(names))
+        more = f" and {n - len(names):,} more" if n > len(names) else ""
+        console.print(f"[yellow]{n:,} label(s) with {what.replace('_', ' ')} among the training samples (not "
+                      f"learnable: a constant score): {escape(', '.join(names))}{more}[/yellow]")
 
 
 def print_exclusions(console: Console, metrics: dict) -> None:
@@ -286,9 +290,11 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
                       f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
                       "[/yellow]")
-    missed = metrics.get("train_summary", {}).get("codes_matching_labels_only_ignoring_case")
-    if missed:
-        console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
+    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
+                "codes_outside_the_regex_group"):
+        missed = metrics.get("train_summary", {}).get(key)
+        if missed:
+            console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
     dated = metrics.get("train_summary", {}).get("labels_with_introduced_at")
     if dated:
         console.print("labels with an introduced_at (masked before it): "

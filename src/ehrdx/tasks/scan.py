@@ -69,11 +69,7 @@ def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = 
     missed = np.array([i for i, c in enumerate(store.code_names) if selector.labels_missed_by_case(c)], np.int64)
     if len(missed) == 0:
         return {}
-    rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
-    n = np.zeros(len(store.code_names), np.int64)
-    codes = np.asarray(store.codes)
-    for pos in event_blocks(store, rows):
-        n += np.bincount(codes[pos], minlength=len(n))
+    n = code_events(store, rows)
     hit = missed[n[missed] > 0]
     if len(hit) == 0:
         return {}
@@ -90,6 +86,77 @@ def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = 
     note = (f"{len(names):,} event code(s) would match {against} if letter case were ignored ({shown}; "
             f"{events:,} events): not counted as labels, codes are case-sensitive; fix: {fix}")
     return {"count": len(names), "events": events, "codes": names[:50], "note": note}
+
+
+def codes_cut_short(store: EventStore, selector, rows: np.ndarray | None = None, *, model: bool = False) -> dict:
+    """Store codes among these patients' events (all by default) that a prefix selection reads less of than it
+    asks (`selector.cut_short`): `ICD10CM//` alone gives no label, `ICD10CM//E1` under `:3` is a label `E1` of
+    its own. {} if none; else their count, their events, the first few (codes are vocabulary, so named) and a
+    note. `model`: the selector is a trained model's own, as in `codes_missed_by_case`."""
+    short = np.array([i for i, c in enumerate(store.code_names) if selector.cut_short(c)], np.int64)
+    if len(short) == 0:
+        return {}
+    n = code_events(store, rows)
+    hit = short[n[short] > 0]
+    if len(hit) == 0:
+        return {}
+    names = sorted(store.code_names[int(i)] for i in hit)
+    events = int(n[hit].sum())
+    bare = sum(int(n[i]) for i in hit if store.code_names[int(i)] == selector.pattern)  # no label at all
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    asked = f"fewer than the {selector.chars} characters asked" if selector.chars else "nothing"
+    against = "the model's labels" if model else f"--labels {selector.spec or 'prefix:' + selector.pattern!r}"
+    what = [f"the prefix alone is no label ({bare:,} events)"] if bare else []
+    if events > bare:
+        what.append(f"a shorter code is a label of its own, apart from the {selector.chars}-character ones")
+    fix = "write the codes in the data in full" + ("" if model else ", or give them their labels with map:FILE")
+    note = (f"{len(names):,} event code(s) start with the prefix of {against} but hold {asked} after it "
+            f"({shown}; {events:,} events): {'; '.join(what)}; fix: {fix}")
+    return {"count": len(names), "events": events, "codes": names[:50], "events_without_label": bare, "note": note}
+
+
+def codes_outside_group(store: EventStore, selector, rows: np.ndarray | None = None, *, model: bool = False) -> dict:
+    """Store codes among these patients' events that a regular expression's group 1 misses (`selector.outside_group`):
+    each is labelled by the whole match, often one label for them all. {} if none; else as `codes_cut_short`."""
+    outside = np.array([i for i, c in enumerate(store.code_names) if selector.outside_group(c)], np.int64)
+    if len(outside) == 0:
+        return {}
+    n = code_events(store, rows)
+    hit = outside[n[outside] > 0]
+    if len(hit) == 0:
+        return {}
+    names = sorted(store.code_names[int(i)] for i in hit)
+    labels = sorted({lab for i in hit for lab in selector.labels_of(store.code_names[int(i)])})
+    events = int(n[hit].sum())
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    against = "the model's labels" if model else f"--labels '{selector.spec or 'regex:' + selector.pattern}'"  # as typed: no doubled backslash
+    fix = ("write the codes in the data as the model's expression reads them" if model else
+           "make the group match every code the expression matches (not optional), or leave those codes out of the "
+           "expression")
+    note = (f"{len(names):,} event code(s) match {against} but not its group 1 ({shown}; {events:,} events): each is "
+            f"labelled by the whole match instead ({', '.join(labels[:5])}{' ...' if len(labels) > 5 else ''}); "
+            f"fix: {fix}")
+    return {"count": len(names), "events": events, "codes": names[:50], "labels": labels[:50], "note": note}
+
+
+def label_code_notes(store: EventStore, selector, rows: np.ndarray | None = None, *,
+                     model: bool = False) -> dict[str, dict]:
+    """What the selection leaves out of these patients' codes, by the key each is reported under (none: {}):
+    codes it misses by letter case, and codes a prefix selection cuts short."""
+    found = {"codes_matching_labels_only_ignoring_case": codes_missed_by_case(store, selector, rows, model=model),
+             "codes_cut_short_by_the_prefix": codes_cut_short(store, selector, rows, model=model),
+             "codes_outside_the_regex_group": codes_outside_group(store, selector, rows, model=model)}
+    return {key: note for key, note in found.items() if note}
+
+
+def code_events(store: EventStore, rows: np.ndarray | None = None) -> np.ndarray:
+    """[store codes] int64: how many events of each code these patients (all by default) have."""
+    rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = np.zeros(len(store.code_names), np.int64)
+    codes = np.asarray(store.codes)
+    for pos in event_blocks(store, rows):
+        n += np.bincount(codes[pos], minlength=len(n))
+    return n
 
 
 def codes_present(store: EventStore, rows: np.ndarray) -> np.ndarray:

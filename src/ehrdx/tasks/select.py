@@ -84,6 +84,22 @@ class LabelSelector:
             self._prefix_cache = [(k[:-1], v) for k, v in self.mapping.items() if k.endswith("*")]
         return self._prefix_cache
 
+    def cut_short(self, code: str) -> bool:
+        """Whether a prefix selection reads less of this code than it asks: the code is the prefix itself (no
+        label), or holds fewer characters after it than `:N` keeps (a label of its own, `E1` beside `E11`)."""
+        if self.kind != "prefix" or not code.startswith(self.pattern):
+            return False
+        rest = len(code) - len(self.pattern)
+        return rest == 0 or (self.chars is not None and rest < self.chars)
+
+    def outside_group(self, code: str) -> bool:
+        """Whether a regular expression with a group matches this code but its group 1 does not take part, or
+        takes nothing (`regex:^DX//(E1\\d)?` on DX//J35): the label is then the whole match (`DX//`)."""
+        if self.kind != "regex":
+            return False
+        m = re.search(self.pattern, code)
+        return bool(m and m.re.groups and not m.group(1) and m.group(0))
+
     def labels_missed_by_case(self, code: str) -> list[str]:
         """The labels this code would be a record of if letter case were ignored, but is not as written
         (`dx//e11.2` against a map's `DX//E11*`). Codes stay case-sensitive; this only says what that leaves out."""

@@ -145,6 +145,11 @@ def check_fingerprint(path: Path, saved: dict, expected: dict) -> None:
                          "resume with the same data and options, or remove the checkpoint to start afresh")
 
 
+def _given(value) -> str:
+    """An option's value as the command line has it: one left out (None, JSON null) is 'left out', not 'None'."""
+    return "left out" if value is None else repr(value)
+
+
 def _as_json(options: dict) -> dict:
     return json.loads(json.dumps(options, default=str))
 
@@ -166,7 +171,7 @@ def check_run_options(directory: str | Path, options: dict) -> bool:
     now = _as_json(options)
     diff = [k for k in sorted({*saved, *now}) if saved.get(k) != now.get(k)]
     if diff:
-        said = ", ".join(f"{k} {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+        said = ", ".join(f"{k} {_given(saved.get(k))} there, {_given(now.get(k))} now" for k in diff)
         raise ModelError(f"{directory}: the checkpoint is from a run with other options ({said})\n  fix: resume "
                          "with the options it was started with, or leave out --resume to start afresh (the "
                          "checkpoint is replaced)")
