@@ -17,7 +17,7 @@ from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_
 from ehrdx.data.samples import Samples
 from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
-from ehrdx.errors import DataError, identifiers_shown, python_terms
+from ehrdx.errors import DataError, how_to_show_ids, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.sources.events import EventSource
 from ehrdx.tasks.labels import LabelVocab
@@ -130,7 +130,7 @@ def note_split_subjects_without_events(store: EventStore, meds: str | Path, unti
     absent = np.setdiff1d(listed, np.asarray(store.subject_ids))
     if len(absent) == 0:
         return
-    shown = "ids hidden; run with ehrdx --show-ids to see them"  # patient ids stay out of logs unless asked for
+    shown = f"ids hidden; {how_to_show_ids()} to see them"  # patient ids stay out of logs unless asked for
     if identifiers_shown():
         shown = ", ".join(str(i) for i in absent[:5]) + (f" and {len(absent) - 5:,} more" if len(absent) > 5 else "")
     store.add_warning(str(DataError(
