@@ -70,3 +70,33 @@ def test_hidden_values_are_shown_by_a_call_to_python_and_by_an_option_on_the_com
     r = run("targets", "--events", events, "--out", tmp_path / "t.csv")
     assert r.exit_code == 2, r.output
     assert "Jane" not in r.output and "run with ehrdx --show-ids to see them" in words(r.output), r.output
+
+
+# -- a model used on a store whose visits are split at another gap: warned, naming both -----------------------
+
+def test_a_model_fitted_from_python_warns_when_a_store_splits_visits_at_another_gap(golden_store, tmp_path):
+    """A model fitted on visits split at 6 hours predicted silently on a store split at 0 (same timestamp): the
+    visits it reads, and a next-visit task's prediction times, are not those it learned from. It now records its
+    store's gap (input.json, as the command line does) and a Python caller is warned, with both values."""
+    import warnings
+
+    from ehrdx import EHRClassifier, load, open_store
+
+    store_6h = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "s6h", visit_gap_seconds=6 * 3600)
+    store_0, (tr, va, te) = golden_store
+    clf = EHRClassifier(model="logistic", labels=f"map:{GOLDEN / 'label_map.csv'}").fit(store_6h, tr, va)
+    clf.save(tmp_path / "m")
+    model = load(tmp_path / "m")
+    assert model.input_["visit_gap"] == "6h"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the store it was fitted on's gap: no warning
+        model.predict_proba(store_6h, te)
+    with pytest.warns(UserWarning) as caught:
+        model.predict_proba(store_0, te)
+    said = str(caught[0].message)
+    assert "the store's visits are split at a gap of 0 s (0), the model's at 21,600 s (6h)" in said
+    assert "open_store(..., visit_gap_seconds=21600)" in said
+    r = run("predict", "--model", tmp_path / "m", "--meds", GOLDEN / "meds", "--visit-gap", "0",
+            "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert "--visit-gap 0 given: the model was trained with 6h; using 0" in words(r.output)
