@@ -100,3 +100,46 @@ def test_a_model_fitted_from_python_warns_when_a_store_splits_visits_at_another_
             "--out", tmp_path / "p.csv")
     assert r.exit_code == 0, r.output
     assert "--visit-gap 0 given: the model was trained with 6h; using 0" in words(r.output)
+
+
+# -- given targets with fractions of a second: counted, as events and --times are -----------------------------
+
+EVENTS = "subject_id,time,code\n1,2020-01-01,DX//E11\n1,2020-02-01,DX//I10\n2,2020-01-01,DX//I10\n2,2020-03-01,DX//E11\n"
+
+
+def test_targets_with_fractions_of_a_second_are_counted_and_two_times_in_one_second_refused(tmp_path):
+    """train --targets cut 2020-01-15T00:00:00.5 to the second and said nothing (events and --times count it);
+    two times of a patient within one second became one prediction time, each taking the other's labels."""
+    events = tmp_path / "events.csv"
+    events.write_text(EVENTS)
+    targets = tmp_path / "targets.csv"
+    targets.write_text("subject_id,prediction_time,label,value\n1,2020-01-15T00:00:00.5,E11,true\n"
+                       "1,2020-01-15T00:00:00.5,I10,\n2,2020-02-01,I10,true\n")
+    r = run("train", "--events", events, "--targets", targets, "--model", "logistic", "--val-fraction", 0,
+            "--test-fraction", 0, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert f"{targets}: times with a fraction of a second cut to the second: 1" in words(r.output)
+    targets.write_text("subject_id,prediction_time,label,value\n2,2020-02-01,I10,true\n"
+                       "1,2020-01-15T00:00:00.2,E11,true\n1,2020-01-15T00:00:00.7,I10,true\n")
+    r = run("train", "--events", events, "--targets", targets, "--model", "logistic", "--val-fraction", 0,
+            "--test-fraction", 0, "--out", tmp_path / "m2")
+    assert r.exit_code == 2, r.output
+    said = words(r.output)
+    assert "1 prediction time(s) of a patient are given more than once within one second (2 different times)" in said
+    assert "first offending rows: row 2, row 3" in said and "Traceback" not in r.output
+
+
+def test_meds_task_folders_count_their_fractions_of_a_second(tmp_path):
+    import datetime as dt
+
+    import polars as pl
+
+    from ehrdx.data.meds import FRACTION_CUT
+    from ehrdx.tasks.targets import read_targets
+
+    for label in ("E11", "I10"):
+        (tmp_path / label).mkdir()
+        pl.DataFrame({"subject_id": [1, 2], "prediction_time": [dt.datetime(2020, 1, 15, 0, 0, 0, 500_000),
+                                                                dt.datetime(2020, 2, 1)],
+                      "boolean_value": [True, False]}).write_parquet(tmp_path / label / "labels.parquet")
+    assert read_targets(tmp_path).counts == {FRACTION_CUT: 1}  # one prediction time, in both files

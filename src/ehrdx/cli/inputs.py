@@ -93,6 +93,19 @@ def read_times(times, st):
     return pt
 
 
+def read_given_targets(targets):
+    """The --targets table or task folder, or None without one; what reading it changed is said (as --times)."""
+    from ehrdx.evaluate.report import count_lines
+    from ehrdx.tasks.targets import read_targets
+
+    if not targets:
+        return None
+    given = read_targets(targets)
+    for line in count_lines(given.counts, part=str(targets)):  # e.g. fractions of a second cut
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+    return given
+
+
 def times_in_split(pt, rows, scored: str):
     """Prediction times of the chosen patients only; those of other patients are counted, not scored."""
     import numpy as np

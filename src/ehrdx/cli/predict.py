@@ -14,6 +14,7 @@ from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     events_model_and_times,
     open_events,
+    read_given_targets,
     read_times,
     require_events_model,
     require_positives,
@@ -96,7 +97,6 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     from ehrdx.events_pipeline import prediction_coverage
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.scan import codes_missed_by_case
-    from ehrdx.tasks.targets import read_targets
 
     try:
         clf = ehrdx.load(model_dir)
@@ -106,7 +106,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         rows, scored = split_rows(st, meds, clf, settings, split)
         console.print(f"scoring {scored}")
         pt = times_in_split(read_times(times, st), rows, scored)
-        given = read_targets(targets) if targets else None
+        given = read_given_targets(targets)
         samples = clf.samples(st, rows, times=pt, targets=given)
         require_positives(clf, samples, meds or events, scored, given)
         coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if rows is None else rows)
