@@ -1,6 +1,8 @@
 """Defects left from earlier rounds (session s15): errors raised to Python callers name their parameters in
 their attributes too, ..."""
 
+import inspect
+
 import pytest
 
 from cli_run import GOLDEN, run, words
@@ -143,3 +145,28 @@ def test_meds_task_folders_count_their_fractions_of_a_second(tmp_path):
                                                                 dt.datetime(2020, 2, 1)],
                       "boolean_value": [True, False]}).write_parquet(tmp_path / label / "labels.parquet")
     assert read_targets(tmp_path).counts == {FRACTION_CUT: 1}  # one prediction time, in both files
+
+
+# -- report and evaluate score the same part by default, by MEDS's name for it ---------------------------------
+
+def test_report_and_evaluate_default_to_the_held_out_split_and_take_test_as_well(tmp_path):
+    """report --split defaulted to 'test' (and titled the report "test patients") while evaluate defaulted to
+    'held_out', MEDS's name of the same part."""
+    from ehrdx.cli.predict import evaluate
+    from ehrdx.cli.report import report
+
+    for command in (report, evaluate):
+        assert inspect.signature(command).parameters["split"].default == "held_out", command
+    r = run("report", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--bootstrap", 0,
+            "--out", tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    assert "scoring held_out patients" in words(r.output)
+    assert "(held_out patients)" in (tmp_path / "r.html").read_text()
+    r = run("report", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--split", "test",
+            "--bootstrap", 0, "--out", tmp_path / "r2.html")
+    assert r.exit_code == 0 and "scoring test patients" in words(r.output), r.output
+    r = run("report", "--model", GOLDEN / "gru_model", "--meds", GOLDEN / "meds", "--split", "heldout",
+            "--out", tmp_path / "r3.html")
+    assert r.exit_code == 2 and "--split must be held_out (or test), tuning, train or all, not 'heldout'" in words(
+        r.output), r.output
+    assert "event store:" not in r.output  # refused before the events are read

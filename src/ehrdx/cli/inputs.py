@@ -53,19 +53,29 @@ def resolve_input_settings(model_dir: Path, **given) -> dict:
     return settings
 
 
+# The parts --split names: held_out is MEDS's name of the held-out part (the default of evaluate and report); test
+# its older spelling, still taken
+SPLIT_PARTS = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+DEFAULT_SPLIT = "held_out"
+
+
+def check_split(split: str) -> None:
+    """Refuse a --split that names no part (before any data is read)."""
+    if split != "all" and split not in SPLIT_PARTS:
+        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
+
+
 def split_rows(st, meds, clf, settings: dict, split: str):
     """Store rows of one part of the training split (MEDS subject_splits, else the seeded split the model
     was trained with), or None for all patients; and a description for headers."""
     from ehrdx.events_pipeline import patient_splits
 
-    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+    check_split(split)
     if split == "all":
         return None, "all patients"
-    if split not in parts:
-        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
     every = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
                            split_names=settings["split_names"], rule=clf.split_rule_)  # the model's own parts
-    rows = every[parts[split]]
+    rows = every[SPLIT_PARTS[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"
     else:

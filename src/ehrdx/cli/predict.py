@@ -12,6 +12,7 @@ from rich.markup import escape
 from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
+    DEFAULT_SPLIT,
     events_model_and_times,
     open_events,
     read_given_targets,
@@ -54,7 +55,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
     split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
                                        "MEDS held_out split, else the seeded test split the model was trained "
-                                       "with), tuning, train, or all.")] = "held_out",
+                                       "with), tuning, train, or all.")] = DEFAULT_SPLIT,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time), e.g. a MEDS label file.")] = None,
     targets: TargetsOpt = None,
