@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,22 +170,30 @@ def parse_until(until: str | None, option: str = "--until") -> int | None:
                             "(an offset is converted to UTC)") from None
 
 
-def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int, barrier: Callable[[], None],
-                          visit_gap_seconds: int = 0, until: str | None = None) -> EventStore:
+def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int,
+                          together: Callable[[str], AbstractContextManager], visit_gap_seconds: int = 0,
+                          until: str | None = None) -> EventStore:
     """Every process of a distributed run converts its own consecutive MEDS shards into a part store;
-    rank 0 merges the parts once all are done. `store_dir` must be shared by the processes."""
+    rank 0 merges the parts once all are done. `store_dir` must be shared by the processes. Each step ends
+    `together` (train.distributed.all_or_none): where one process fails, every other stops with an error
+    instead of waiting for it. Rank 0 holds the store folder's lock (`writing_store`) throughout, taken before
+    any process writes: a second run given the same folder is refused, all its processes."""
     until_seconds = parse_until(until)
-    groups = shard_groups(meds_shard_paths(meds), world)
-    parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
-    if rank < len(groups):
-        build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, until_seconds)
-    barrier()
-    if rank == 0:
-        merged = merge_stores(parts, store_dir)
-        attach_descriptions(merged, meds=meds)
-        note_split_subjects_without_events(merged, meds, until)
-        shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
-    barrier()
+    with ExitStack() as lock:
+        with together("taking the store folder"):
+            if rank == 0:
+                lock.enter_context(writing_store(Path(store_dir)))
+        groups = shard_groups(meds_shard_paths(meds), world)
+        parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
+        with together("converting its MEDS shards"):
+            if rank < len(groups):
+                build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, until_seconds)
+        with together("merging the converted shards"):
+            if rank == 0:
+                merged = merge_stores(parts, store_dir)
+                attach_descriptions(merged, meds=meds)
+                note_split_subjects_without_events(merged, meds, until)
+                shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
     return _not_empty(EventStore(store_dir), meds, until)  # every rank stops with the same error
 
 

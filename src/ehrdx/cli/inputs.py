@@ -152,7 +152,7 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
     from ehrdx.data.store import EventStore
     from ehrdx.events_pipeline import convert_cooperatively, open_store
     from ehrdx.tasks.task import parse_duration
-    from ehrdx.train.distributed import barrier, is_distributed, is_main
+    from ehrdx.train.distributed import all_or_none, is_distributed, is_main
 
     shared = store is not None and is_distributed()
     gap = parse_duration(visit_gap)
@@ -160,13 +160,14 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
         if shared and meds is not None:  # each process converts its own MEDS shards; rank 0 merges
             import torch.distributed as dist
 
-            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), barrier, gap, until)
+            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), all_or_none, gap, until)
         elif shared:  # one events table or OMOP export: one process converts, the others open its store
-            if is_main():
-                st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
-                      if isinstance(events, OmopSource) else
-                      open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until))
-            barrier()
+            with all_or_none("converting the events into the store"):  # its error stops them all
+                if is_main():
+                    st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
+                          if isinstance(events, OmopSource) else
+                          open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns,
+                                     until=until))
             if not is_main():
                 st = EventStore(store)
         elif isinstance(events, OmopSource):
