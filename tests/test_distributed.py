@@ -88,3 +88,20 @@ def test_torchrun_gbm_and_auto_every_process_fits_the_same_gbm_and_the_gru_membe
     gbm = _train([*args, "--model", "gbm"], tmp_path / "gbm_two", 2, env)
     assert gbm.stdout.count("model saved to") == 1
     assert json.loads((tmp_path / "gbm_two" / "config.json").read_text())["model_name"] == "gbm"
+
+
+def test_torchrun_where_rank_0_fails_converting_the_events_every_process_stops_with_an_error(tmp_path):
+    """Rank 0 converts an events table for all; when it failed (a bad time), rank 1 waited for it at the barrier
+    until the process group's timeout (30 minutes). Rank 1 now stops at once, saying rank 0 failed."""
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n1,2020-01-01,DX//E11\n2,not a time,DX//I10\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ehrdx",
+           "train", "--events", str(events), "--model", "logistic", "--device", "cpu",
+           "--store", str(tmp_path / "store"), "--out", str(tmp_path / "m")]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=120)
+    said = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0
+    assert "column 'time': unparseable times" in said  # rank 0's own error
+    assert "the process of rank 0 failed converting the events into the store (its own error says why): this " \
+           "process (rank 1) stops too" in said, said[-3000:]

@@ -68,12 +68,26 @@ def test_a_cooperative_conversion_checks_what_a_single_one_does(meds, tmp_path):
     """The processes of a distributed run (torchrun) convert shards cooperatively; that path skipped the checks
     of open_store: a --until before every visit gave a store with no prediction time, without a word."""
     from ehrdx.events_pipeline import convert_cooperatively
+    from ehrdx.train.distributed import all_or_none
 
     with pytest.raises(DataError, match="no visit at or before --until 1900-01-01") as err:
-        convert_cooperatively(meds, tmp_path / "early", 0, 1, lambda: None, until="1900-01-01")
+        convert_cooperatively(meds, tmp_path / "early", 0, 1, all_or_none, until="1900-01-01")
     assert "the data's first visit is on" in str(err.value)
     with pytest.raises(DataError, match="unreadable date"):
-        convert_cooperatively(meds, tmp_path / "bad", 0, 1, lambda: None, until="soon")
+        convert_cooperatively(meds, tmp_path / "bad", 0, 1, all_or_none, until="soon")
     assert not (tmp_path / "bad").exists()  # refused before any work
-    store = convert_cooperatively(meds, tmp_path / "fine", 0, 1, lambda: None)
+    store = convert_cooperatively(meds, tmp_path / "fine", 0, 1, all_or_none)
     assert len(store) == len(open_store(meds=meds, store_dir=tmp_path / "single"))
+
+
+def test_a_cooperative_conversion_takes_the_store_folder_s_lock_before_any_process_writes(meds, tmp_path):
+    """torchrun's cooperative conversion took no lock: a second run given the same --store wrote its parts into
+    the folder another was converting into. Rank 0 takes it first; while another holds it, the run is refused."""
+    from ehrdx.events_pipeline import convert_cooperatively, writing_store
+    from ehrdx.train.distributed import all_or_none
+
+    folder = tmp_path / "store"
+    with writing_store(folder), pytest.raises(DataError, match="another ehrdx process is converting event data"):
+        convert_cooperatively(meds, folder, 0, 1, all_or_none)
+    assert not (folder / "parts").exists()  # nothing written
+    assert len(convert_cooperatively(meds, folder, 0, 1, all_or_none)) > 0  # free again: converts

@@ -52,6 +52,25 @@ def test_a_resume_with_other_options_is_refused_before_the_events_are_read(stopp
     assert "event store:" not in r.output and "training" not in r.output and "Traceback" not in r.output
 
 
+def test_a_resume_with_the_same_values_spelled_otherwise_resumes(tmp_path, monkeypatch):
+    """A run of --visit-gap 0 --task window:10m --until 2020-01-01 --dropout 0.1 resumed with --visit-gap 0s
+    --task window:600s --until 2020-01-01T00:00:00 --dropout .1 was refused as "a run with other options": the
+    strings were compared, not the values they stand for."""
+    out = tmp_path / "m"
+    _stopped_before_saving(monkeypatch, *_train_args(out, "--visit-gap", "0", "--task", "window:10m", "--until",
+                                                     "2030-01-01", "--dropout", "0.1"))
+    r = run(*_train_args(out, "--resume", "--visit-gap", "0s", "--task", "window:600s", "--until",
+                         "2030-01-01T00:00:00", "--dropout", ".1"))
+    assert r.exit_code == 0, r.output
+    assert "resumed: the fitted model was read from the checkpoint" in words(r.output)
+
+
+def test_a_resume_with_another_visit_gap_is_still_refused_naming_both_spellings(stopped_run):
+    r = run(*_train_args(stopped_run, "--resume", "--visit-gap", "1h"))
+    assert r.exit_code == 2, r.output
+    assert "(--visit-gap '0' there, '1h' now)" in words(r.output)
+
+
 def test_a_resume_with_the_same_options_resumes_and_a_fresh_run_replaces_the_checkpoint(stopped_run):
     r = run(*_train_args(stopped_run, "--resume"))
     assert r.exit_code == 0, r.output

@@ -34,10 +34,13 @@ def reader_detail(exc: Exception) -> str:
         return str(exc)
     if type(exc).__name__ == "NoDataError":  # polars' word for a file of 0 bytes: no cell to quote
         return "the file is empty"
-    return f"{type(exc).__name__}; its message may quote cell values, run with ehrdx --show-ids to see it"
+    return f"{type(exc).__name__}; its message may quote cell values, {how_to_show_ids()} to see it"
 
 
-HIDDEN_NOTE = "(patient ids and cell values hidden; run with ehrdx --show-ids to see them)"
+def how_to_show_ids() -> str:
+    """How to see what is hidden, in the caller's terms: the command's option, or for a Python caller the call
+    (ehrdx --show-ids is no option of theirs)."""
+    return "run with ehrdx --show-ids" if on_command_line() else "call ehrdx.errors.show_identifiers(True)"
 
 
 class EhrdxError(Exception):
@@ -46,7 +49,8 @@ class EhrdxError(Exception):
 
 class DataError(EhrdxError):
     """Bad input data. The message names file, column, first offending rows and how to fix it; a `column`
-    that starts with "--" is the command-line option the input came from (e.g. --add)."""
+    that starts with "--" is the command-line option the input came from (e.g. --add); raised to a Python caller
+    through a public function, it is the parameter instead (e.g. new_labels, `python_terms`)."""
 
     def __init__(
         self,
@@ -83,7 +87,7 @@ class DataError(EhrdxError):
             more = f" and {len(self.rows) - len(shown)} more" if len(self.rows) > len(shown) else ""
             msg += f"\n  first offending rows: {desc}{more}"
             if values is not None and not _show_ids:
-                msg += f"\n  {HIDDEN_NOTE}"
+                msg += f"\n  (patient ids and cell values hidden; {how_to_show_ids()} to see them)"
         if fix:
             msg += f"\n  fix: {fix}"
         super().__init__(msg)
@@ -127,6 +131,11 @@ def command_line() -> Iterator[None]:
         _surface.reset(token)
 
 
+def on_command_line() -> bool:
+    """Whether the ehrdx command runs (`command_line`): messages name its options; else a Python caller's."""
+    return _surface.get() == "cli"
+
+
 def python_text(text: str, names: Mapping[str, str]) -> str:
     """`text` with the command-line options in `names` (option -> parameter) said as Python parameters: "option
     --labels" as "parameter labels", "--hidden 128" as "hidden=128", "leave --model out" as "leave model out",
@@ -155,6 +164,20 @@ def python_text(text: str, names: Mapping[str, str]) -> str:
     return _OPTION.sub(said, text)
 
 
+def python_column(column: str | None, problem: str, names: Mapping[str, str]) -> str | None:
+    """A DataError's `column` that is a command-line option, as the parameter its message names to a Python
+    caller (the message's "option --add: a date ..." may be "parameter introduced: a date ..."); a setting given
+    whole ("infer_introduced=True") by its name; other columns, and options without a parameter, as they are."""
+    if not column or not column.startswith("--"):
+        return column
+    said = python_text(f"option {column}: {problem}", names)
+    m = re.match(r"(?:parameter |option )?(.+?): ", said)
+    if m is None or m[1] == column:
+        return column
+    setting = re.fullmatch(r"([A-Za-z_]\w*)=.*", m[1])
+    return setting[1] if setting else m[1]
+
+
 def python_terms(names: Mapping[str, str]) -> Callable:
     """Decorate a public function so that an EhrdxError it raises to a Python caller names its parameters
     (`names`: option -> parameter, see `python_text`) instead of the command-line options. Only the outermost
@@ -172,6 +195,7 @@ def python_terms(names: Mapping[str, str]) -> Callable:
             except EhrdxError as exc:
                 exc.args = tuple(python_text(a, names) if isinstance(a, str) else a for a in exc.args)
                 if isinstance(exc, DataError):
+                    exc.column = python_column(exc.column, exc.problem, names)
                     exc.fix = exc.fix and python_text(exc.fix, names)
                     exc.problem = python_text(exc.problem, names)
                 raise

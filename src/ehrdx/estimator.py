@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,9 +36,10 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
-from ehrdx.errors import DataError, ModelError, python_terms
+from ehrdx.errors import DataError, ModelError, on_command_line, python_terms
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
+from ehrdx.input_settings import visit_gap_differs, with_visit_gap
 from ehrdx.models.registry import EVENTS, SEQUENCE, TABLE, ModelKind, get_model
 from ehrdx.pretrained import EncoderStart, check_pretrained_patients, file_sha256, settings_from_encoder
 from ehrdx.sources.events import EventSource
@@ -163,6 +165,10 @@ class EHRClassifier(Artifacts, BaseEstimator):
         if isinstance(data, EventSource | TableSource):
             return data
         if isinstance(data, EventStore):
+            differs = None if for_fit else visit_gap_differs(getattr(self, "input_", None),
+                                                             int(data.meta.get("visit_gap_seconds", 0)))
+            if differs and not on_command_line():  # the command has said so (its --visit-gap note)
+                warnings.warn(differs, UserWarning, stacklevel=3)
             return EventSource(data, targets)
         if isinstance(data, PatientTable):
             return TableSource(data)
@@ -233,6 +239,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
         # What the model reads, at prediction too: set only once every check above passed (a fit that fails on
         # its input leaves a fitted model as it was), and not changed by set_params after fit
         self.context_ = self.context
+        if source.kind == EVENTS:  # how the store split visits: a store split otherwise is said at prediction
+            self.input_ = with_visit_gap(getattr(self, "input_", None), int(source.store.meta["visit_gap_seconds"]))
         train_set, val_set = self.dataset(source, train_s), self.dataset(val_source, val_s)
         settings = {"hidden": self.hidden, "layers": self.layers_, "heads": self.heads, "dropout": self.dropout,
                     "code_dim": self.code_dim, "n_codes": self.encoder_.n_codes, "train": self.train_config_,

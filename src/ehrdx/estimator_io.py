@@ -1,10 +1,11 @@
 """The estimator's model directory: what it saves and how it is read back, for both families.
 
 `table` (a model of a patient table): preprocessing.json (the table encoder), labels.json, model.safetensors.
-`events` (a model of event streams): the same plus task.json, the label selection inside labels.json and,
-when the command line recorded how the events were read, input.json. config.json holds the model's config,
-`model_name` (the registry name), `params` (the estimator's settings, `get_params()` without the machine's
-device and the objects saved in their own files), the training config, thresholds, history and lineage.
+`events` (a model of event streams): the same plus task.json, the label selection inside labels.json and
+input.json, how the events were read (the command line's options; a Python fit records the store's visit
+gap). config.json holds the model's config, `model_name` (the registry name), `params` (the estimator's
+settings, `get_params()` without the machine's device and the objects saved in their own files), the training
+config, thresholds, history and lineage.
 Directories written before there was one estimator load too: their settings are read from their configs.
 """
 

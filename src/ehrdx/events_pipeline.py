@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_
 from ehrdx.data.samples import Samples
 from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
-from ehrdx.errors import DataError, identifiers_shown, python_terms
+from ehrdx.errors import DataError, how_to_show_ids, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.sources.events import EventSource
 from ehrdx.tasks.labels import LabelVocab
@@ -130,7 +130,7 @@ def note_split_subjects_without_events(store: EventStore, meds: str | Path, unti
     absent = np.setdiff1d(listed, np.asarray(store.subject_ids))
     if len(absent) == 0:
         return
-    shown = "ids hidden; run with ehrdx --show-ids to see them"  # patient ids stay out of logs unless asked for
+    shown = f"ids hidden; {how_to_show_ids()} to see them"  # patient ids stay out of logs unless asked for
     if identifiers_shown():
         shown = ", ".join(str(i) for i in absent[:5]) + (f" and {len(absent) - 5:,} more" if len(absent) > 5 else "")
     store.add_warning(str(DataError(
@@ -170,22 +170,30 @@ def parse_until(until: str | None, option: str = "--until") -> int | None:
                             "(an offset is converted to UTC)") from None
 
 
-def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int, barrier: Callable[[], None],
-                          visit_gap_seconds: int = 0, until: str | None = None) -> EventStore:
+def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, world: int,
+                          together: Callable[[str], AbstractContextManager], visit_gap_seconds: int = 0,
+                          until: str | None = None) -> EventStore:
     """Every process of a distributed run converts its own consecutive MEDS shards into a part store;
-    rank 0 merges the parts once all are done. `store_dir` must be shared by the processes."""
+    rank 0 merges the parts once all are done. `store_dir` must be shared by the processes. Each step ends
+    `together` (train.distributed.all_or_none): where one process fails, every other stops with an error
+    instead of waiting for it. Rank 0 holds the store folder's lock (`writing_store`) throughout, taken before
+    any process writes: a second run given the same folder is refused, all its processes."""
     until_seconds = parse_until(until)
-    groups = shard_groups(meds_shard_paths(meds), world)
-    parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
-    if rank < len(groups):
-        build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, until_seconds)
-    barrier()
-    if rank == 0:
-        merged = merge_stores(parts, store_dir)
-        attach_descriptions(merged, meds=meds)
-        note_split_subjects_without_events(merged, meds, until)
-        shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
-    barrier()
+    with ExitStack() as lock:
+        with together("taking the store folder"):
+            if rank == 0:
+                lock.enter_context(writing_store(Path(store_dir)))
+        groups = shard_groups(meds_shard_paths(meds), world)
+        parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
+        with together("converting its MEDS shards"):
+            if rank < len(groups):
+                build_store(iter_meds(meds, groups[rank]), parts[rank], visit_gap_seconds, until_seconds)
+        with together("merging the converted shards"):
+            if rank == 0:
+                merged = merge_stores(parts, store_dir)
+                attach_descriptions(merged, meds=meds)
+                note_split_subjects_without_events(merged, meds, until)
+                shutil.rmtree(Path(store_dir) / "parts", ignore_errors=True)
     return _not_empty(EventStore(store_dir), meds, until)  # every rank stops with the same error
 
 

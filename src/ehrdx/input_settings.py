@@ -6,7 +6,8 @@ as `input.json`. `predict`, `evaluate`, `report`, `explain` and `update` read th
 default; an option given on the command line wins, and a value that differs from the model's is printed as
 a note. `--until` is the exception: it says where the training data stopped, so it is reported but not
 reapplied to the data a later command reads (that data is usually newer, by design). Models saved before
-`input.json` existed load as before and use the built-in defaults.
+`input.json` existed load as before and use the built-in defaults. A model fitted from Python records the visit
+gap of its store (`with_visit_gap`), and a store split otherwise is warned of when it predicts.
 """
 
 from __future__ import annotations
@@ -131,6 +132,37 @@ def settings_to_save(given: dict, fractions: tuple[float, float, float], source:
     out["split_fractions"] = [float(f) for f in fractions]
     out["source"] = source
     return out
+
+
+def duration_text(seconds: int) -> str:
+    """Seconds as --visit-gap takes them, in the largest unit that divides them: 0, 90s, 6h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s" if seconds else "0"
+
+
+def with_visit_gap(saved: dict | None, seconds: int) -> dict:
+    """The input settings of a model fitted on a store whose visits are split at `seconds`: the command's, with
+    the gap as the store has it (a Python fit records nothing else), so that every later use reads the same."""
+    out = dict(saved or {})
+    if out.get("visit_gap") is None or parse_duration(out["visit_gap"]) != seconds:
+        out["visit_gap"] = duration_text(seconds)
+    return out
+
+
+def visit_gap_differs(saved: dict | None, seconds: int) -> str | None:
+    """What to say when a store's visits are split at another gap than the model's (its input settings), else
+    None (also for a model saved before it kept its gap): the visits it reads are not those it learned from, and
+    a next-visit task predicts at other times."""
+    gap = (saved or {}).get("visit_gap")
+    if gap is None or parse_duration(gap) == seconds:
+        return None
+    trained = parse_duration(gap)
+    return (f"the store's visits are split at a gap of {seconds:,} s ({duration_text(seconds)}), the model's at "
+            f"{trained:,} s ({gap}): it reads other visits than it learned from, and a next-visit task predicts at "
+            f"other times\n  fix: open the store with open_store(..., visit_gap_seconds={trained}) (ehrdx "
+            f"commands read it with the model's --visit-gap {gap} unless given another)")
 
 
 def columns_of(settings: dict) -> dict:

@@ -49,8 +49,12 @@ from ehrdx.train.probe import probe_new_rows
 PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
+UNREADABLE_DATE = "unreadable introduction date"  # said of introduced= to a Python caller (PARAMETERS)
+DATE_FIX = "write LABEL=DATE with an ISO date, e.g. U07.1=2020-03-01"
 # the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
 PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+              f"option --add: {UNREADABLE_DATE}": f"parameter introduced: {UNREADABLE_DATE}",
+              DATE_FIX: "give introduced={LABEL: DATE} with ISO dates, e.g. introduced={'U07.1': '2020-03-01'}",
               "the date given with --add": "the date given in introduced",
               "--add": "new_labels", "--labels": "selector",
               "--epochs": "epochs", "--lr": "lr", "--patience": "patience", "--init": "init", "--protect": "protect",
@@ -68,8 +72,8 @@ def introduction_date(text: str) -> str:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise DataError(f"unreadable introduction date {text!r}", column="--add",
-                        fix="write LABEL=DATE with an ISO date, e.g. U07.1=2020-03-01") from None
+        raise DataError(f"{UNREADABLE_DATE} {text!r}", column="--add",
+                        fix=DATE_FIX) from None
     return (when.astimezone(UTC) if when.tzinfo else when).replace(tzinfo=None).isoformat()
 
 

@@ -53,19 +53,29 @@ def resolve_input_settings(model_dir: Path, **given) -> dict:
     return settings
 
 
+# The parts --split names: held_out is MEDS's name of the held-out part (the default of evaluate and report); test
+# its older spelling, still taken
+SPLIT_PARTS = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+DEFAULT_SPLIT = "held_out"
+
+
+def check_split(split: str) -> None:
+    """Refuse a --split that names no part (before any data is read)."""
+    if split != "all" and split not in SPLIT_PARTS:
+        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
+
+
 def split_rows(st, meds, clf, settings: dict, split: str):
     """Store rows of one part of the training split (MEDS subject_splits, else the seeded split the model
     was trained with), or None for all patients; and a description for headers."""
     from ehrdx.events_pipeline import patient_splits
 
-    parts = {"train": 0, "tuning": 1, "validation": 1, "test": 2, "held_out": 2}
+    check_split(split)
     if split == "all":
         return None, "all patients"
-    if split not in parts:
-        raise EhrdxError(f"--split must be held_out (or test), tuning, train or all, not '{split}'")
     every = patient_splits(st, meds, clf.seed, settings["split_fractions"], clf.selector_,
                            split_names=settings["split_names"], rule=clf.split_rule_)  # the model's own parts
-    rows = every[parts[split]]
+    rows = every[SPLIT_PARTS[split]]
     if meds is not None and (Path(meds) / "metadata" / "subject_splits.parquet").exists():
         how = "MEDS subject_splits"
     else:
@@ -91,6 +101,19 @@ def read_times(times, st):
     for line in count_lines(counts, part=str(times)):  # e.g. fractions of a second cut: the output's times
         console.print(f"[yellow]{escape(line)}[/yellow]")
     return pt
+
+
+def read_given_targets(targets):
+    """The --targets table or task folder, or None without one; what reading it changed is said (as --times)."""
+    from ehrdx.evaluate.report import count_lines
+    from ehrdx.tasks.targets import read_targets
+
+    if not targets:
+        return None
+    given = read_targets(targets)
+    for line in count_lines(given.counts, part=str(targets)):  # e.g. fractions of a second cut
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+    return given
 
 
 def times_in_split(pt, rows, scored: str):
@@ -129,7 +152,7 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
     from ehrdx.data.store import EventStore
     from ehrdx.events_pipeline import convert_cooperatively, open_store
     from ehrdx.tasks.task import parse_duration
-    from ehrdx.train.distributed import barrier, is_distributed, is_main
+    from ehrdx.train.distributed import all_or_none, is_distributed, is_main
 
     shared = store is not None and is_distributed()
     gap = parse_duration(visit_gap)
@@ -137,13 +160,14 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
         if shared and meds is not None:  # each process converts its own MEDS shards; rank 0 merges
             import torch.distributed as dist
 
-            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), barrier, gap, until)
+            st = convert_cooperatively(meds, store, dist.get_rank(), dist.get_world_size(), all_or_none, gap, until)
         elif shared:  # one events table or OMOP export: one process converts, the others open its store
-            if is_main():
-                st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
-                      if isinstance(events, OmopSource) else
-                      open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns, until=until))
-            barrier()
+            with all_or_none("converting the events into the store"):  # its error stops them all
+                if is_main():
+                    st = (open_store(omop=events, store_dir=store, visit_gap_seconds=gap, until=until)
+                          if isinstance(events, OmopSource) else
+                          open_store(events=events, store_dir=store, visit_gap_seconds=gap, columns=columns,
+                                     until=until))
             if not is_main():
                 st = EventStore(store)
         elif isinstance(events, OmopSource):

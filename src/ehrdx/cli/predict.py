@@ -12,8 +12,10 @@ from rich.markup import escape
 from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
+    DEFAULT_SPLIT,
     events_model_and_times,
     open_events,
+    read_given_targets,
     read_times,
     require_events_model,
     require_positives,
@@ -53,7 +55,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
     split: Annotated[str, typer.Option(help="Event streams: which patients: held_out (default; also 'test': the "
                                        "MEDS held_out split, else the seeded test split the model was trained "
-                                       "with), tuning, train, or all.")] = "held_out",
+                                       "with), tuning, train, or all.")] = DEFAULT_SPLIT,
     times: Annotated[Path | None, typer.Option(help="Event streams: prediction times file (subject_id, "
                                                "prediction_time), e.g. a MEDS label file.")] = None,
     targets: TargetsOpt = None,
@@ -96,7 +98,6 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     from ehrdx.events_pipeline import prediction_coverage
     from ehrdx.input_settings import columns_of
     from ehrdx.tasks.scan import label_code_notes
-    from ehrdx.tasks.targets import read_targets
 
     try:
         clf = ehrdx.load(model_dir)
@@ -106,7 +107,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
         rows, scored = split_rows(st, meds, clf, settings, split)
         console.print(f"scoring {scored}")
         pt = times_in_split(read_times(times, st), rows, scored)
-        given = read_targets(targets) if targets else None
+        given = read_given_targets(targets)
         samples = clf.samples(st, rows, times=pt, targets=given)
         require_positives(clf, samples, meds or events, scored, given)
         coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if rows is None else rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ehrdx.cli.inputs import events_model_and_times
+from ehrdx.cli.inputs import events_model_and_times, read_given_targets
 from ehrdx.cli.options import console, fail, print_counts
 from ehrdx.errors import DataError, EhrdxError
 
@@ -30,12 +30,11 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
 
     from ehrdx.evaluate.meds_eval import write_meds_eval
     from ehrdx.tasks.scan import label_code_notes
-    from ehrdx.tasks.targets import read_targets
 
     try:
         clf, st, rows, scored, pt = events_model_and_times(model_dir, meds, events, store, settings, times, split,
                                                            device)
-        samples = clf.samples(st, rows, times=pt, targets=read_targets(targets) if targets else None)
+        samples = clf.samples(st, rows, times=pt, targets=read_given_targets(targets))
         new_onset = clf.new_onset_
         known = samples.train_mask_bits(new_onset)  # what ehrdx's own metrics score; packed, read in blocks
         if not known.rows_any().any():

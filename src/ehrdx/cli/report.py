@@ -11,6 +11,8 @@ from rich.markup import escape
 from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
+    DEFAULT_SPLIT,
+    check_split,
     open_events,
     read_times,
     require_events_model,
@@ -39,8 +41,9 @@ def report(
     model: Annotated[Path, typer.Option(help="Model directory from ehrdx train or ehrdx update.")] = Path("model_out"),
     out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained, figures embedded).")] = Path(
         "report.html"),
-    split: Annotated[str, typer.Option(help="Which patients: test (the held-out part of the training split: MEDS "
-                                       "held_out, else the same seeded split), tuning, train, or all.")] = "test",
+    split: Annotated[str, typer.Option(help="Which patients: held_out (default; also 'test': the MEDS held_out "
+                                       "split, else the seeded test split the model was trained with, as ehrdx "
+                                       "evaluate), tuning, train, or all.")] = DEFAULT_SPLIT,
     times: Annotated[Path | None, typer.Option(help="Prediction times file (subject_id, prediction_time).")] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     explain_patients: Annotated[str | None, typer.Option(help="Comma-separated subject ids whose latest "
@@ -63,8 +66,7 @@ def report(
 
     if not event_data.given:
         raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
-    if split not in ("all", "train", "tuning", "validation", "test", "held_out"):
-        raise EhrdxError("--split must be test, tuning, train or all")
+    check_split(split)
     settings, events = event_data.resolve(model, split_names)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "report")

@@ -38,7 +38,7 @@ def resume_check(ctx: typer.Context, out: Path, resume: bool):
     options = {f"--{k.replace('_', '-')}": v for k, v in params.items() if k not in (*NOT_RESUMED, "depth")}
     where = out / CHECKPOINT_DIR
     try:
-        resuming = resume and check_run_options(where, options)
+        resuming = resume and check_run_options(where, options, value_of=_value_of)
     except EhrdxError as exc:
         fail(exc)
 
@@ -46,6 +46,23 @@ def resume_check(ctx: typer.Context, out: Path, resume: bool):
         if not resuming and is_main():
             start_run(where, options)
     return started
+
+
+def _value_of(option: str, value: object) -> object:
+    """What an option's text stands for, so that a resume spelling it otherwise (--visit-gap 0 and 0s, --task
+    window:10m and window:600s, --until 2020-01-01 and 2020-01-01T00:00) is the same run. Numbers were parsed
+    already (0.1 and .1 are one float); text that does not parse is compared as written (the run refuses it)."""
+    from ehrdx.events_pipeline import parse_until
+    from ehrdx.tasks.task import TaskSpec, parse_duration
+
+    parse = {"--visit-gap": parse_duration, "--task": lambda text: TaskSpec.parse(text).name,
+             "--until": parse_until}.get(option)
+    if parse is None or not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except EhrdxError:
+        return value
 
 
 def _defaults_given(params: dict) -> dict:

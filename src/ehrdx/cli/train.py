@@ -12,6 +12,7 @@ from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     open_events,
+    read_given_targets,
 )
 from ehrdx.cli.options import (
     Baselines,
@@ -311,7 +312,6 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     from ehrdx.pipeline import train_and_evaluate
     from ehrdx.pretrained import check_pretrained_patients, load_encoder
     from ehrdx.tasks.select import LabelSelector
-    from ehrdx.tasks.targets import read_targets
     from ehrdx.tasks.task import TaskSpec
 
     try:
@@ -327,7 +327,7 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
         if not params.get("init"):  # with --init the sizes are the encoder's (asking others is refused later)
             check_heads(model or DEFAULT_MODEL["events"], params["hidden"], params["heads"])
         oracle_frame = read_oracle(oracle)
-        given = read_targets(targets) if targets else None
+        given = read_given_targets(targets)
         enc = load_encoder(params["init"]) if params.get("init") else None
         clf = EHRClassifier(model=model, task=TaskSpec.parse(task, new_onset, censor), labels=selector,
                             new_onset=new_onset, censor=censor, **params)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from itertools import pairwise
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import polars as pl
 
 from ehrdx.data.meds import EventShard
 from ehrdx.data.subject_ids import SubjectIdMap, canonical_ints, write_map
-from ehrdx.errors import DataError, ident
+from ehrdx.errors import DataError, command_line, ident, on_command_line
 
 STATIC_TIME = np.iinfo(np.int64).min
 ARRAYS = {
@@ -176,10 +176,12 @@ def shard_groups(paths: list[Path], n: int) -> list[list[Path]]:
 
 
 def _build_part(meds_root: str, paths: list[str], out_dir: str, visit_gap_seconds: int,
-                until_seconds: int | None) -> None:
+                until_seconds: int | None, for_command_line: bool) -> None:
     from ehrdx.data.meds import iter_meds
 
-    build_store(iter_meds(meds_root, paths), out_dir, visit_gap_seconds, until_seconds)
+    # a spawned process starts outside the command: its errors are to name the command's options all the same
+    with command_line() if for_command_line else nullcontext():
+        build_store(iter_meds(meds_root, paths), out_dir, visit_gap_seconds, until_seconds)
 
 
 def build_store_parallel(meds_root: str | Path, out_dir: str | Path, workers: int, visit_gap_seconds: int = 0,
@@ -195,8 +197,8 @@ def build_store_parallel(meds_root: str | Path, out_dir: str | Path, workers: in
     groups = shard_groups(meds_shard_paths(meds_root), workers)
     parts = [out / "parts" / str(k) for k in range(len(groups))]
     with ProcessPoolExecutor(len(groups), mp_context=get_context("spawn")) as pool:
-        jobs = [pool.submit(_build_part, str(meds_root), [str(p) for p in g], str(d), visit_gap_seconds, until_seconds)
-                for g, d in zip(groups, parts)]
+        jobs = [pool.submit(_build_part, str(meds_root), [str(p) for p in g], str(d), visit_gap_seconds,
+                            until_seconds, on_command_line()) for g, d in zip(groups, parts)]
         for job in jobs:
             job.result()
     store = merge_stores(parts, out)

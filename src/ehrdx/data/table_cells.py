@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from ehrdx.data.spelling import spelling_clashes
-from ehrdx.errors import DataError, ident, identifiers_shown
+from ehrdx.errors import DataError, how_to_show_ids, ident, identifiers_shown
 
 ID_NAMES = ("patient_id", "subject_id", "person_id", "patient", "id")
 LABEL_NAMES = ("diseases", "labels", "label", "targets", "target", "disease")
@@ -201,7 +201,7 @@ def header_looks_like_data(columns: list[str]) -> bool:
 def column_names_text(columns: list[str]) -> str:
     """The column names for a message: hidden (without --show-ids) when they look like data."""
     if header_looks_like_data(columns) and not identifiers_shown():
-        return (f"{len(columns)} names hidden: they look like data, not a header; ehrdx --show-ids shows them")
+        return (f"{len(columns)} names hidden: they look like data, not a header; {how_to_show_ids()} to see them")
     return ", ".join(columns)
 
 
@@ -209,7 +209,7 @@ def some_names(names: list[str], shown: int = 5) -> str:
     """The first `shown` names for a message, then "and K more" (hidden, as column_names_text, when they
     look like data)."""
     if header_looks_like_data(names) and not identifiers_shown():
-        return f"{len(names)} names hidden: they look like data; ehrdx --show-ids shows them"
+        return f"{len(names)} names hidden: they look like data; {how_to_show_ids()} to see them"
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
 

@@ -15,7 +15,7 @@ label's file means that label is unknown there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import polars as pl
 
 from ehrdx.data.bits import BitTable, PackedTargets
 from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
-from ehrdx.data.meds import MEDS_LABEL_TYPES, write_parquet_typed
+from ehrdx.data.meds import FRACTION_CUT, MEDS_LABEL_TYPES, write_parquet_typed
 from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import EventStore
 from ehrdx.data.subject_ids import is_text_ids
@@ -41,6 +41,7 @@ class Targets(PackedTargets):
     labels: list[str]
     y_bits: BitTable  # [S, L] positives
     mask_bits: BitTable  # [S, L] True where known
+    counts: dict[str, int] = field(default_factory=dict)  # what reading changed: times cut to the second
 
     def __post_init__(self) -> None:
         self.y_bits = self.y_bits if isinstance(self.y_bits, BitTable) else SparseTable.from_dense(
@@ -128,6 +129,7 @@ def read_targets(path: str | Path) -> Targets:
     if bad.any():
         rows = bad.arg_true().head(5).to_list()
         raise DataError("empty prediction times", file=str(path), column="prediction_time", rows=rows)
+    counts = whole_seconds(frame, str(path))
     times = frame.select("subject_id", "t").unique().sort("subject_id", "t")
     labels = sorted(frame.get_column("label").drop_nulls().unique().to_list())
     index = {lab: j for j, lab in enumerate(labels)}
@@ -141,7 +143,28 @@ def read_targets(path: str | Path) -> Targets:
     # Index lists, not [S, L] arrays: the positives, and per time its unknown labels (every other is known).
     y = SparseTable.from_entries(n, L, i[positive], j[positive])
     mask = SparseTable.from_entries(n, L, i[~known], j[~known], flip=np.ones(n, bool))
-    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
+    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask,
+                   counts)
+
+
+def whole_seconds(frame: pl.DataFrame, source: str, rows_named: bool = True) -> dict[str, int]:
+    """The store keeps whole seconds, and so do given targets (`t`): their prediction times whose fraction of a
+    second is cut are counted (as the events' are, meds.FRACTION_CUT); two times of a patient that become one
+    are refused, as --times refuses them (each would take the other's labels)."""
+    us = pl.col("prediction_time").cast(pl.Datetime("us")).dt.epoch("us")
+    times = frame.select("subject_id", "t", us.alias("us")).unique()
+    cut = int((times.get_column("us") != times.get_column("t") * 1_000_000).sum())
+    clash = times.select(pl.struct("subject_id", "t").is_duplicated()).to_series()
+    if clash.any():
+        both = times.filter(clash).select("subject_id", "t").unique()
+        rows = (frame.with_row_index("row").join(both, on=["subject_id", "t"]).get_column("row").sort().head(5)
+                .to_list() if rows_named else None)
+        raise DataError(f"{both.height} prediction time(s) of a patient are given more than once within one second "
+                        f"({int(clash.sum())} different times): cut to the whole seconds the event store keeps, each "
+                        "would be one prediction time",
+                        file=source, column="prediction_time", rows=rows,
+                        fix="give each patient's prediction times at least a second apart, or as one time")
+    return {FRACTION_CUT: cut} if cut else {}
 
 
 def boolean_values(value: pl.Series, path: Path, column: str) -> pl.Series:
@@ -170,6 +193,7 @@ def _read_meds_tasks(root: Path) -> Targets:
                                 pl.lit(f.parent.name).alias("label"),
                                 boolean_values(fr.get_column("boolean_value"), f, "boolean_value").alias("value")))
     long = pl.concat(frames).with_columns(pl.col("prediction_time").dt.epoch("s").alias("t"))
+    counts = whole_seconds(long, str(root), rows_named=False)  # rows of several files: the folder is named
     times = long.select("subject_id", "t").unique().sort("subject_id", "t").with_row_index("i")
     labels = sorted({f.parent.name for f in files})
     index = {lab: j for j, lab in enumerate(labels)}
@@ -183,7 +207,8 @@ def _read_meds_tasks(root: Path) -> Targets:
     # absent from a label's file: unknown. Most entries are known: packed first, then each row lists its fewer
     # exceptions (its unknown labels where most are known).
     mask = SparseTable.from_dense(BitTable.from_entries(n, L, i[known], j[known]))
-    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask)
+    return Targets(times.get_column("subject_id").to_numpy(), times.get_column("t").to_numpy(), labels, y, mask,
+                   counts)
 
 
 def targets_from_samples(store: EventStore, samples, labels: list[str], new_onset: bool = False) -> Targets:

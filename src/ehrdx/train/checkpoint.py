@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -154,11 +155,13 @@ def _as_json(options: dict) -> dict:
     return json.loads(json.dumps(options, default=str))
 
 
-def check_run_options(directory: str | Path, options: dict) -> bool:
+def check_run_options(directory: str | Path, options: dict,
+                      value_of: Callable[[str, object], object] | None = None) -> bool:
     """Whether a checkpoint is in `directory` to resume; refuse it (ModelError) when the run that made it had
-    other `options` (option -> value, as `start_run` keeps them), naming each with both values. Cheap: it
-    reads one JSON file, so a command checks it before reading its data. A checkpoint without run.json (an
-    older version's) is left to the fingerprints."""
+    other `options` (option -> value, as `start_run` keeps them), naming each with both values. `value_of(option,
+    value)` gives what a value stands for, so that one spelled otherwise (a visit gap 0 and 0s) is the same.
+    Cheap: it reads one JSON file, so a command checks it before reading its data. A checkpoint without run.json
+    (an older version's) is left to the fingerprints."""
     directory = Path(directory)
     path = directory / RUN
     if not path.exists():
@@ -169,7 +172,8 @@ def check_run_options(directory: str | Path, options: dict) -> bool:
         raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}); remove {directory} to start "
                          "afresh") from exc
     now = _as_json(options)
-    diff = [k for k in sorted({*saved, *now}) if saved.get(k) != now.get(k)]
+    same = value_of or (lambda option, value: value)
+    diff = [k for k in sorted({*saved, *now}) if same(k, saved.get(k)) != same(k, now.get(k))]
     if diff:
         said = ", ".join(f"{k} {_given(saved.get(k))} there, {_given(now.get(k))} now" for k in diff)
         raise ModelError(f"{directory}: the checkpoint is from a run with other options ({said})\n  fix: resume "

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from ehrdx.errors import EhrdxError
 from ehrdx.train.device import resolve_device
 
 
@@ -104,6 +107,37 @@ def all_sum(values: list[torch.Tensor]) -> list[torch.Tensor]:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+@contextmanager
+def all_or_none(what: str) -> Iterator[None]:
+    """A step every process of the run takes (its own share of it, or rank 0's for all), ending at a barrier that
+    also says who failed: a process whose step raises tells the others before raising its error, and they raise
+    one naming it instead of waiting for it at the next barrier (until the process group's timeout, 30 minutes).
+    A process killed outright still leaves the others to that timeout. Without torchrun, just the step."""
+    if not is_distributed():
+        yield
+        return
+    try:
+        yield
+    except Exception:
+        failed_ranks(failed=True)
+        raise
+    failed = failed_ranks(failed=False)
+    if failed:
+        which = ", ".join(str(r) for r in failed)
+        raise EhrdxError(f"the process of rank {which} failed {what} (its own error says why): this process (rank "
+                         f"{rank()}) stops too")
+
+
+def failed_ranks(failed: bool) -> list[int]:
+    """The ranks that say they failed (every process calls this: it is a barrier)."""
+    cuda = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    flags = torch.zeros(dist.get_world_size(), dtype=torch.int32,
+                        device=torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu")
+    flags[dist.get_rank()] = int(failed)
+    dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return [r for r, f in enumerate(flags.tolist()) if f and r != dist.get_rank()]
 
 
 def shutdown() -> None:
