@@ -60,6 +60,7 @@ def main() -> None:
             points.append({"epoch": epoch + 1, "seconds": round(t_pause - state["t0"] - paused[0], 2),
                            "macro_auprc": round(r["all"]["macro_auprc"], 4),
                            "new_onset_macro_auprc": round(r["new_onset"]["macro_auprc"], 4),
+                           "new_onset_macro_auroc": round(r["new_onset"]["macro_auroc"], 4),
                            "macro_auroc": round(r["all"]["macro_auroc"], 4), "val_loss": val_loss})
             paused[0] += time.perf_counter() - t_pause
 
@@ -70,6 +71,7 @@ def main() -> None:
         best = {"seconds": round(total, 2), "best_epoch": clf.history_.best_epoch + 1,
                 "epochs_run": clf.history_.epochs_run, "macro_auprc": round(final["all"]["macro_auprc"], 4),
                 "new_onset_macro_auprc": round(final["new_onset"]["macro_auprc"], 4),
+                "new_onset_macro_auroc": round(final["new_onset"]["macro_auroc"], 4),
                 "macro_auroc": round(final["all"]["macro_auroc"], 4)}
         curves[name] = {"per_epoch": points, "final": best}
         print(json.dumps({"model": name, **best}), flush=True)
