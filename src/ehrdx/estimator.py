@@ -228,7 +228,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
         val_s = self.samples(val_source, val_rows)
         if len(train_s) == 0:
             raise DataError("no training samples with a known label (every patient has a single visit, or "
-                            "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
+                            "all windows are censored)", file=source.name,
+                            fix="use a window task (--task window:365d), or --no-censor, or both (a patient with "
+                                "one visit has no next visit, and a window after it is censored)")
         torch.manual_seed(self.seed)
         # What the model reads, at prediction too: set only once every check above passed (a fit that fails on
         # its input leaves a fitted model as it was), and not changed by set_params after fit

@@ -36,6 +36,7 @@ from ehrdx.models.grow import init_rows
 from ehrdx.models.registry import TABLE
 from ehrdx.pretrained import check_model_patients
 from ehrdx.ranking import HeadScores
+from ehrdx.sources.events import input_name
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
 from ehrdx.tasks.scan import codes_missed_by_case
@@ -161,7 +162,7 @@ def update_model(
     network's fine-tuning starts, after every check (e.g. to show a progress bar only then)."""
     new_labels = check_update(old, new_labels=new_labels, selector=selector, init=init, protect=protect,
                               replay=replay is not None, introduced=introduced)
-    tr, va, te = (check_rows(x, len(store), what, str(store.directory))
+    tr, va, te = (check_rows(x, len(store), what, input_name(store))
                   for x, what in zip(splits, ("train rows", "validation rows", "test rows"), strict=True))
     ids = np.asarray(store.subject_ids)
     check_model_patients(old, {"validation": ids[va], "test": ids[te]})  # a model from an encoder
