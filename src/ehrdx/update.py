@@ -51,7 +51,8 @@ PROTECT = ("distill", "none")
 RETRAIN_MARGIN = 0.02  # AUROC a new label may lose by updating instead of retraining before the report warns
 ADDED = "update --add"  # introduced_from of a date given with the label to add
 # the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
-PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "--add LABELS": "new_labels=[...]",
+              "option --add: a date": "parameter introduced: a date",
               "the date given with --add": "the date given in introduced",
               "--add": "new_labels", "--labels": "selector",
               "--epochs": "epochs", "--lr": "lr", "--patience": "patience", "--init": "init", "--protect": "protect",
@@ -78,6 +79,12 @@ def _spec(selector) -> str:
     return repr(selector.spec or selector.kind)
 
 
+def fine_tuned(model: EHRClassifier) -> bool:
+    """Whether update_model fine-tunes `model` (a network), so that init, protect, epochs, lr and replay apply;
+    a model that fits itself (gbm, logistic, auto) fits its new labels and keeps its old ones' outputs."""
+    return isinstance(model.model_, torch.nn.Module)
+
+
 def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = None, selector=None, init: str = "probe",
                  protect: str = "distill", replay: bool = False, introduced: dict[str, str] | None = None
                  ) -> list[str] | None:
@@ -94,7 +101,7 @@ def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = Non
         raise ModelError("update_model adds labels found in newer events; this model learned from a patient table\n"
                          "  fix: retrain on the table with the new labels in its label column (a table model "
                          "trains in seconds)")
-    if replay and not isinstance(old.model_, torch.nn.Module):
+    if replay and not fine_tuned(old):
         raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{old.model_name_}' model "
                         "is not fine-tuned: its old labels' outputs are kept as they are",
                         fix="leave out --replay-meds for this model")
@@ -219,7 +226,11 @@ def update_model(
                         + (" once the entries before the date given with --add are masked" if dated else ""),
                         column="--add" if new_labels is not None else None,
                         fix="give a date (--add LABEL=DATE) within the data, or data in which the label is "
-                            "recorded at a known prediction time")
+                            "recorded at a known prediction time" if new_labels is not None else
+                            "name the labels to add, leaving these out (--add LABELS), or give data in which they are "
+                            "recorded where a prediction's window sees them: these are recorded in the new training "
+                            "patients, but never inside a known window (e.g. only at a patient's first visit, "
+                            "which no next-visit prediction looks ahead to)")
     prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))
