@@ -378,6 +378,9 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     if getattr(clf, "pretrained_", None):
         console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
                       "pretrained rows of their codes")
+    if "not_evaluated" in metrics:
+        console.print(f"[yellow]{escape(' and '.join(metrics['not_evaluated']['what']))} not fitted or scored: "
+                      f"{metrics['not_evaluated']['why']}[/yellow]")
     _save_trained(opts, clf, metrics, out, resume, print_events_report)
 
 
