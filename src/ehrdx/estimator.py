@@ -170,6 +170,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("a folder, not a patient table: event data is read into a store first", file=str(data),
                             fix="store = ehrdx.open_store(meds=PATH) (or omop=PATH, or events=FILE for a long table), then "
                                 "fit(store) / predict_proba(store)")
+        if hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == EVENTS and not for_fit:
+            # read as a patient table, an events file was refused for want of a label column (--label-col)
+            given = "a file" if isinstance(data, str | os.PathLike) else f"a {type(data).__name__}"
+            raise DataError(f"this model learned from event streams, and {given} was given, which would be read as a "
+                            "patient table (one row per patient)",
+                            file=str(data) if isinstance(data, str | os.PathLike) else None,
+                            fix="read the events into a store first: store = ehrdx.open_store(events=FILE) (or meds=, "
+                                "omop=), then predict_proba(store) or predict_samples(store, samples(store, rows))")
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
         # predicting needs no patient id: a table without one is read in row order (ids 1, 2, ...)
         kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True, "row_ids": True}
