@@ -2,6 +2,7 @@
 to fix it, never a traceback from deep inside numpy, polars or torch, and never a silently different result."""
 
 import numpy as np
+import polars as pl
 import pytest
 
 from ehrdx import EHRClassifier, explain_sample, open_store, patient_splits, update_model
@@ -204,3 +205,15 @@ def test_a_folder_given_to_fit_or_predict_says_to_open_it_as_a_store(tmp_path, t
         with pytest.raises(DataError, match="a folder, not a patient table") as err:
             call()
         assert "open_store(meds=" in str(err.value) and str(tmp_path / "data") in str(err.value)
+
+
+def test_an_event_model_given_an_events_file_says_to_open_it_as_a_store(events, event_model, tmp_path):
+    # the file was read as a patient table and refused for want of a label column, "fix: ... with --label-col"
+    paths, store, _ = events
+    events_file = tmp_path / "events.parquet"
+    pl.read_parquet(sorted(paths["meds"].glob("data/**/*.parquet"))).write_parquet(events_file)
+    for given in (events_file, str(events_file), pl.read_parquet(events_file)):
+        with pytest.raises(DataError, match="learned from event streams") as err:
+            event_model.predict_proba(given)
+        assert "open_store(events=FILE)" in str(err.value) and "label-col" not in str(err.value)
+    assert event_model.predict_proba(store).shape[1] == len(event_model.labels_)  # the store, as the fix says

@@ -9,7 +9,7 @@ import ehrdx
 from ehrdx.data.batches import MATRIX
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
 from ehrdx.data.table import table_from_frame
-from ehrdx.errors import ModelError
+from ehrdx.errors import DataError, ModelError
 from ehrdx.estimator import EHRClassifier, EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.models import registry
@@ -145,7 +145,7 @@ def test_a_given_task_and_table_roles_travel_with_the_model(events, small_cohort
     clf.save(tmp_path / "e")
     assert ehrdx.load(tmp_path / "e").task_ == task
     # a separate validation store is refused (validation patients are rows of the same store)
-    with pytest.raises(ehrdx.errors.DataError, match="separate validation source"):
+    with pytest.raises(DataError, match="separate validation source"):
         EHRClassifier(model="logistic").fit(store, val=store)
     frame = small_cohort.table.head(300)
     schema = TableSchema(id_column="patient_id", label_column="diseases")
@@ -154,3 +154,19 @@ def test_a_given_task_and_table_roles_travel_with_the_model(events, small_cohort
     back = ehrdx.load(tmp_path / "t")
     assert back.get_params()["schema"] == schema
     assert clone(back).fit(frame).labels_ == t.labels_
+
+
+def test_errors_about_event_data_name_the_data_not_the_temporary_store(tmp_path):
+    # every patient with one visit: no next visit, so no training sample. The error named the store's temporary
+    # folder (/tmp/ehrdx_store_...), which the user never gave
+    lines = ["subject_id,time,code"] + [f"{i},2020-01-0{1 + i % 5},DX//A" for i in range(12)]
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n")
+    store = open_store(events=tmp_path / "events.csv")
+    tr, va, _ = patient_splits(store, None, 0)
+    with pytest.raises(DataError, match="no training samples with a known label") as err:
+        EHRClassifier(model="gbm").fit(store, tr, va)
+    assert str(err.value).startswith(f"{tmp_path / 'events.csv'}: ") and "ehrdx_store_" not in str(err.value)
+    assert "window:365d" in str(err.value)
+    # a MEDS dataset is named by its folder
+    meds = write_longitudinal(generate_longitudinal(20, seed=1), tmp_path / "c")["meds"]
+    assert EHRClassifier().source(open_store(meds=meds)).name == str(meds)

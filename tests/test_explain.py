@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from ehrdx.cli import app
 from ehrdx.data.sequences import SequenceSet
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.errors import DataError
 from ehrdx.estimator import EventClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
 from ehrdx.explain import _event_inputs, explain_sample, integrated_gradients, score_without
@@ -177,3 +179,32 @@ def test_explain_shows_no_exact_dates_or_values_without_show_ids(trained):
                 valued += 1
                 assert ev_h["value"] == round_significant(ev_e["value"]) == float(f"{ev_e['value']:.2g}")
     assert valued > 0
+
+
+def test_how_many_to_show_must_be_positive_and_unseen_codes_are_counted(tmp_path):
+    """--top -1 explained every label but one (a slice [:-1]) and --top 0 none, exit 0; and events whose codes the
+    model never saw, each read as the one unknown code, were explained with no word of it."""
+    paths = write_longitudinal(generate_longitudinal(60, seed=1), tmp_path / "c")
+    store = open_store(meds=paths["meds"])
+    tr, va, te = patient_splits(store, paths["meds"], 0)
+    clf = EventClassifier(model="gru", hidden=8, max_epochs=1, seed=0).fit(store, tr, va)
+    s = clf.samples(store, te)
+    for bad in ({"top_labels": -1}, {"top_labels": 0}, {"top_events": -2}):
+        with pytest.raises(DataError, match="at least 1"):
+            explain_sample(clf, store, s, 0, **bad)
+    assert explain_sample(clf, store, s, 0)["events_with_unseen_codes"] == 0
+    events = pl.read_parquet(sorted(paths["meds"].glob("data/**/*.parquet")))
+    recoded = events.with_columns(code=pl.when(pl.col("code").str.starts_with("MEDS_")).then(pl.col("code"))
+                                  .otherwise("OTHER//" + pl.col("code")))
+    recoded.write_parquet(tmp_path / "recoded.parquet")
+    other = open_store(events=tmp_path / "recoded.parquet")
+    e = explain_sample(clf, other, clf.samples(other, np.arange(len(other)), require_labels=False), 0)
+    assert e["events_with_unseen_codes"] == e["events_read"] > 0
+    clf.save(tmp_path / "m")
+    subject = str(int(np.asarray(other.subject_ids)[0]))
+    r = CliRunner().invoke(app, ["explain", "--model", str(tmp_path / "m"), "--events",
+                                 str(tmp_path / "recoded.parquet"), "--patient", subject])
+    assert r.exit_code == 0 and "have a code not seen in training" in " ".join(r.output.split()), r.output
+    r = CliRunner().invoke(app, ["explain", "--model", str(tmp_path / "m"), "--events",
+                                 str(tmp_path / "recoded.parquet"), "--patient", subject, "--top", "-1"])
+    assert r.exit_code == 2

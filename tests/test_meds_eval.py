@@ -253,3 +253,34 @@ def test_packed_tables_and_head_scores_write_the_same_files_a_block_at_a_time(tm
             got = pl.read_parquet(tmp_path / "head" / row["file"])
             assert got.drop(prob, "predicted_boolean_value").equals(want.drop(prob, "predicted_boolean_value"))
             np.testing.assert_allclose(got[prob].to_numpy(), want[prob].to_numpy(), atol=1e-6)
+
+
+def recoded_meds(meds, out, recode):
+    """A copy of the MEDS dataset `meds` with its event codes passed through `recode` (a polars expression)."""
+    import shutil
+
+    shutil.copytree(meds, out)
+    for shard in out.glob("data/**/*.parquet"):
+        frame = pl.read_parquet(shard)
+        frame.with_columns(code=recode).write_parquet(shard)
+    return out
+
+
+def test_codes_the_model_never_saw_are_counted_and_data_with_no_label_refused(meds_model, tmp_path):
+    d, code = meds_model, pl.col("code")
+    # the lab codes renamed: read as the unknown code, which predict --out FILE.csv says and meds-eval did not
+    meds = recoded_meds(d / "c" / "meds", tmp_path / "labs",
+                        pl.when(code.str.starts_with("LAB//")).then("NEWLAB//" + code).otherwise(code))
+    r = run("predict", "--meds", meds, "--model", d / "m", "--format", "meds-eval", "--out", tmp_path / "pe")
+    assert r.exit_code == 0, r.output
+    coverage = json.loads((tmp_path / "pe" / "labels.json").read_text())["coverage"]
+    assert coverage["events_with_unseen_codes"] > 0 and coverage["unseen_codes"] == 6
+    assert f"{coverage['events_with_unseen_codes']:,} event(s) with 6 code(s) not seen in training" in r.output
+    # every code renamed: no label is recorded anywhere, so no file could be scored; it wrote one 'no positives'
+    # file per label, exit 0, where evaluate refuses
+    meds = recoded_meds(d / "c" / "meds", tmp_path / "all",
+                        pl.when(code.str.starts_with("MEDS_")).then(code).otherwise("XX//" + code))
+    r = run("predict", "--meds", meds, "--model", d / "m", "--format", "meds-eval", "--split", "all",
+            "--out", tmp_path / "none")
+    assert r.exit_code == 2 and "none of the model's" in r.output and "of all patients" in r.output, r.output
+    assert not (tmp_path / "none").exists()

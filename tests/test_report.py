@@ -3,14 +3,17 @@ complete, small cells are suppressed and no patient id is written."""
 
 import base64
 import dataclasses
+import warnings
 from html.parser import HTMLParser
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from ehrdx.cli import app
 from ehrdx.data.synth_visits import generate_longitudinal, write_longitudinal
+from ehrdx.evaluate.html import curves_figures
 
 OFFSET = 6_100_000_000
 SECTIONS = {"cohort", "metrics", "curves", "calibration", "recall", "per-label", "by-visits", "fairness", "training"}
@@ -131,3 +134,14 @@ def test_an_auto_model_reports_every_member_beside_the_ensemble_and_its_weights(
     ensemble_row = rows[-1].split("<td>")
     assert macro.split("<td>")[1].split("</td>")[0] == ensemble_row[2].split("</td>")[0]  # all labels, macro AUROC
     assert all(cell.split("</td>")[0] not in ("", "None") for row in rows for cell in row.split("<td>")[2:])
+
+
+def test_curves_of_a_label_with_no_negatives_say_so_without_a_matplotlib_warning():
+    # `ehrdx report` on a model whose one label is positive at every prediction time printed matplotlib's
+    # "UserWarning: No artists with labels found to put in legend" with a line of ehrdx's source
+    y = np.ones((20, 1), dtype=np.float32)
+    per_label = [{"positives": 20, "known": 20, "positive_patients": 20}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roc, pr, left_out = curves_figures(y, np.ones_like(y, dtype=bool), np.full((20, 1), 0.9), ["A"], per_label, 10)
+    assert roc and pr and left_out == ["A"]  # named under the figures: one class only

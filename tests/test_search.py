@@ -1,6 +1,7 @@
 """--search: seeded trials on the tuning patients, the best settings set and saved, resumable from its journal."""
 
 import json
+import logging
 
 import pytest
 from typer.testing import CliRunner
@@ -8,9 +9,10 @@ from typer.testing import CliRunner
 from ehrdx import search_settings  # the public name (README, Python)
 from ehrdx.cli import app
 from ehrdx.data.synth import generate_longitudinal, write_longitudinal
+from ehrdx.errors import EhrdxError
 from ehrdx.estimator import EHRClassifier
 from ehrdx.events_pipeline import open_store, patient_splits
-from ehrdx.search import GBM_SPACE
+from ehrdx.search import GBM_SPACE, search_model
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,8 @@ def test_search_sets_the_best_settings_and_resumes_from_its_journal(cohort, tmp_
     r2 = search_settings(again, store, splits, 4, journal_dir=tmp_path)["members"]["gbm"]
     assert r2["resumed_trials"] == 3 and len(r2["trials"]) == 4
     assert [t["settings"] for t in r2["trials"][:3]] == [t["settings"] for t in r["trials"]]
+    # the resumed trial is a new setting, not the first trial's drawn again from the same seed
+    assert r2["trials"][3]["settings"] not in [t["settings"] for t in r["trials"]]
     # seeded: a fresh search with the same seed tries the same settings
     fresh = search_settings(EHRClassifier(model="gbm", labels=f"map:{paths['label_map']}", seed=3), store, splits, 3,
                             journal_dir=tmp_path / "fresh")["members"]["gbm"]
@@ -59,3 +63,46 @@ def test_train_search_from_the_command_line(cohort, tmp_path):
     r = CliRunner().invoke(app, ["train", "--meds", str(paths["meds"]), "--model", "logistic", "--search", "2",
                                  "--labels", f"map:{paths['label_map']}", "--out", str(tmp_path / "l")])
     assert r.exit_code == 2 and "no settings to search" in r.output
+
+
+def test_search_options_that_allow_no_trial_are_refused_before_the_data_is_read(cohort, tmp_path):
+    paths, store, splits = cohort
+    meds = ["train", "--meds", str(paths["meds"]), "--out", str(tmp_path / "m")]
+    for extra, said in ((["--search", "-1"], "option --search: -1 settings"),
+                        (["--budget", "10m"], "--budget limits --search, which is off"),
+                        (["--search", "2", "--budget", "abc"], "unreadable duration 'abc'"),
+                        (["--search", "2", "--budget", "0s"], "a budget of 0 seconds leaves no time")):
+        r = CliRunner().invoke(app, meds + extra)
+        assert r.exit_code == 2 and said in r.output and "event store" not in r.output, (extra, r.output)
+    # in Python the same checks name the parameters (it said "no trial finished within the budget" for trials=0)
+    for trials, budget, said in ((0, None, "parameter trials: 0 settings"),
+                                 (2, -5.0, "parameter budget_seconds: a budget of -5.0 seconds")):
+        with pytest.raises(EhrdxError, match=said):
+            search_settings(EHRClassifier(model="gbm"), store, splits, trials, budget)
+
+
+def test_a_budget_that_stops_the_search_early_is_said(cohort):
+    _paths, store, splits = cohort
+    r = search_model(EHRClassifier(model="gbm", seed=1), "gbm", EHRClassifier(model="gbm").source(store), splits[0],
+                     splits[1], 3, 1e-6, None)
+    assert len(r["trials"]) == 1 and r["requested_trials"] == 3 and r["stopped_by_budget"]
+
+
+def test_a_trial_stopped_by_an_error_leaves_no_optuna_traceback(cohort):
+    # Ctrl-C or an error in a trial: Optuna logged "Trial 0 failed ..." with the traceback, as a warning
+    _paths, store, splits = cohort
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("optuna").addHandler(handler)
+
+    def stop(*_):
+        raise EhrdxError("stopped")
+
+    try:
+        with pytest.raises(EhrdxError, match="stopped"):
+            search_model(EHRClassifier(model="gbm"), "gbm", EHRClassifier(model="gbm").source(store), splits[0],
+                         splits[1], 2, None, None, on_trial=stop)
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]

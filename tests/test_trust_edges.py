@@ -1,6 +1,8 @@
 """Trust at the edges (session s14): inputs at the limits of size and range, as real data sometimes is: one
 patient, empty parts of the split, labels few or too many, extreme times, values and codes."""
 
+import json
+
 import pytest
 
 from cli_run import run, words
@@ -482,3 +484,17 @@ def test_a_regex_whose_match_is_empty_gives_no_label():
     assert LabelSelector.parse("regex:x*").labels_of("DX//E11") == []
     assert LabelSelector.parse("regex:^DX//(E11)").labels_of("DX//E11.9") == ["E11"]
     assert LabelSelector.parse("regex:^DX//").labels_of("DX//E11") == ["DX//"]  # no group: the match, as before
+
+
+def test_baselines_are_fitted_once_each_and_said_when_there_is_no_test_patient(tmp_path):
+    """`--baselines logistic,,logistic` fitted logistic twice; with no test patients the baselines were skipped
+    without a word (metrics.json had no 'baselines', the terminal said nothing of them)."""
+    events = _events(tmp_path / "events.csv", 20)
+    r = run("train", "--events", events, "--model", "logistic", "--baselines", "logistic,,logistic",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0 and r.output.count("fitting baseline logistic") == 1, r.output
+    r = run("train", "--events", events, "--model", "logistic", "--baselines", "logistic", "--test-fraction", "0",
+            "--out", tmp_path / "m0")
+    assert r.exit_code == 0 and "baselines logistic not fitted or scored: no test patients" in words(r.output)
+    metrics = json.loads((tmp_path / "m0" / "metrics.json").read_text())
+    assert metrics["not_evaluated"] == {"what": ["baselines logistic"], "why": "no test patients"}

@@ -307,3 +307,31 @@ def test_a_model_that_fits_itself_shows_no_fine_tuning_bar(data, tmp_path):
     r = run("update", "--model", tmp_path / "old", "--meds", paths["meds"], "--out", tmp_path / "new")
     assert r.exit_code == 0, r.output
     assert "fine-tuning" not in r.output and "updated model saved" in " ".join(r.output.split())
+    # the options of fine-tuning, given to such a model, were taken without a word and not used
+    assert "not used" not in r.output
+    r = run("update", "--model", tmp_path / "old", "--meds", paths["meds"], "--out", tmp_path / "new2",
+            "--init", "parent", "--epochs", "3")
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0 and "--init, --epochs not used: a logistic model is not fine-tuned" in said, r.output
+
+
+def test_a_new_label_found_only_where_no_window_sees_it_names_the_way_out(tmp_path):
+    # B is recorded only at each patient's first visit, which no next-visit prediction looks ahead to: the fix
+    # said to give a date with --add, which cannot help; naming the other labels (or other data) does
+    def events(with_b: bool):
+        rows = ["subject_id,time,code"]
+        for i in range(30):
+            for v in range(3):
+                rows.append(f"{i},2020-0{v + 1}-1{i % 9},DX//{'A' if (i + v) % 3 else 'C'}")
+            if with_b:
+                rows.append(f"{i},2020-01-1{i % 9},DX//B")
+        path = tmp_path / f"events_{with_b}.csv"
+        path.write_text("\n".join(rows) + "\n")
+        return open_store(events=path)
+
+    old_store, new_store = events(False), events(True)
+    tr, va, _ = patient_splits(old_store, None, 0)
+    old = EventClassifier(model="logistic").fit(old_store, tr, va)
+    with pytest.raises(ehrdx.errors.DataError, match="no positive training sample") as err:
+        update_model(old, new_store, patient_splits(new_store, None, 0))
+    assert "new label(s) B" in str(err.value) and "leaving these out (new_labels=[...])" in str(err.value)

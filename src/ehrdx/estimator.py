@@ -176,6 +176,14 @@ class EHRClassifier(Artifacts, BaseEstimator):
             raise DataError("a folder, not a patient table: event data is read into a store first", file=str(data),
                             fix="store = ehrdx.open_store(meds=PATH) (or omop=PATH, or events=FILE for a long table), then "
                                 "fit(store) / predict_proba(store)")
+        if hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == EVENTS and not for_fit:
+            # read as a patient table, an events file was refused for want of a label column (--label-col)
+            given = "a file" if isinstance(data, str | os.PathLike) else f"a {type(data).__name__}"
+            raise DataError(f"this model learned from event streams, and {given} was given, which would be read as a "
+                            "patient table (one row per patient)",
+                            file=str(data) if isinstance(data, str | os.PathLike) else None,
+                            fix="read the events into a store first: store = ehrdx.open_store(events=FILE) (or meds=, "
+                                "omop=), then predict_proba(store) or predict_samples(store, samples(store, rows))")
         fitted = hasattr(self, "encoder_") and getattr(self, "source_kind_", TABLE) == TABLE and not for_fit
         # predicting needs no patient id: a table without one is read in row order (ids 1, 2, ...)
         kwargs = ({"schema": self.encoder_.schema, "require_labels": False, "fixed_schema": True, "row_ids": True}
@@ -234,7 +242,9 @@ class EHRClassifier(Artifacts, BaseEstimator):
         val_s = self.samples(val_source, val_rows)
         if len(train_s) == 0:
             raise DataError("no training samples with a known label (every patient has a single visit, or "
-                            "all windows are censored)", file=source.name, fix="use a window task, or --no-censor")
+                            "all windows are censored)", file=source.name,
+                            fix="use a window task (--task window:365d), or --no-censor, or both (a patient with "
+                                "one visit has no next visit, and a window after it is censored)")
         torch.manual_seed(self.seed)
         # What the model reads, at prediction too: set only once every check above passed (a fit that fails on
         # its input leaves a fitted model as it was), and not changed by set_params after fit

@@ -119,6 +119,10 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < len(samples):
         raise DataError(f"sample index {index!r} is not one of the {len(samples)} samples (0 to {len(samples) - 1})",
                         fix="give the position of one sample in `samples`")
+    for given, name in ((top_labels, "top_labels"), (top_events, "top_events")):  # a slice [:-1] keeps all but one
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 1:
+            raise DataError(f"{name} {given!r}: how many to show must be a whole number of at least 1",
+                            fix=f"give {name}=3, for example")
     model = model.cpu().eval()
     ds = SequenceSet(store, samples, clf.encoder_, context=clf.context_)
     seq = int(np.searchsorted(ds.seq_sample_offsets, np.flatnonzero(ds.sample_order == index)[0], side="right") - 1)
@@ -136,8 +140,10 @@ def explain_sample(clf, store, samples, index: int, top_labels: int = 3, top_eve
     times = np.asarray(store.times)[inputs.positions]
     names = np.asarray(store.code_names, dtype=object)[np.asarray(store.codes)[inputs.positions]]
     values = np.asarray(store.values)[inputs.positions]
+    # events whose code the model never saw are read as its one unknown code: their attributions are that code's
+    unseen = int((clf.encoder_.code_map(store)[np.asarray(store.codes)[inputs.positions]] == 0).sum())
     out = {"prediction_time": int(samples.time[index]), "prior_visits": int(samples.n_visits[index]),
-           "events_read": len(inputs.positions), "model": explained, "labels": []}
+           "events_read": len(inputs.positions), "events_with_unseen_codes": unseen, "model": explained, "labels": []}
     for j in chosen:
         attr, full, empty = integrated_gradients(model, inputs, sample_pos, int(j))
         order = np.argsort(-np.abs(attr))[:top_events]

@@ -47,6 +47,7 @@ def train_and_evaluate(
     named model with default settings. `on_start`: as `EHRClassifier.fit`'s (the model's fit only). Returns the
     fitted model and metrics.json's content."""
     source = clf.source(data, targets, for_fit=True)
+    baselines = tuple(dict.fromkeys(baselines))  # one fit each ("gbm,gbm" fitted it twice)
     for name in baselines:  # a typo fails now, not after the model is fitted
         get_model(name, source.kind)
     tr, va, te = splits if splits is not None else source.default_splits(
@@ -65,7 +66,11 @@ def train_and_evaluate(
         "excluded": source.notes, **({"excluded_names": source.names} if source.names else {}),
         **({"warnings": source.warnings} if source.warnings else {}),
     }
-    if len(te) == 0:
+    if len(te) == 0:  # nothing to compare the baselines or the oracle on: said, not skipped without a word
+        skipped = [*(["baselines " + ",".join(baselines)] if baselines else []),
+                   *(["oracle"] if oracle is not None else [])]
+        if skipped:
+            metrics["not_evaluated"] = {"what": skipped, "why": "no test patients"}
         return clf, metrics
     test_s = clf.samples(source, te)
     result = clf.evaluate(source, samples=test_s)

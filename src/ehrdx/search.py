@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
-from ehrdx.errors import EhrdxError
+from ehrdx.errors import EhrdxError, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.evaluate.metrics import evaluate_predictions
 from ehrdx.models.registry import get_model
@@ -31,6 +31,8 @@ ROWS_SPACE = {"hidden": ("int", 32, 512, True), "layers": ("int", 1, 3, False), 
 GBM_SPACE = {"learning_rate": ("float", 0.01, 0.2, True), "num_leaves": ("int", 7, 63, True),
              "min_data_in_leaf": ("int", 5, 200, True), "feature_fraction": ("float", 0.4, 1.0, False),
              "lambda_l2": ("float", 1e-3, 10.0, True)}
+# the options of `ehrdx train --search` in the errors of search_settings, as its parameters (ehrdx.errors)
+PARAMETERS = {"--search": "trials", "--budget": "budget_seconds"}
 
 
 def _suggest(trial, name: str, spec: tuple):
@@ -81,12 +83,16 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
         from optuna.storages.journal import JournalFileBackend
     except ImportError:
         raise EhrdxError("--search needs Optuna\n  fix: pip install 'ehrdx[search]' (or optuna)") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a trial stopped by Ctrl-C or an error is logged by Optuna as a warning with its traceback; the
+    # error itself reaches the caller (the command line says it without one)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     space, where = space_of(model)
     storage = JournalStorage(JournalFileBackend(str(journal))) if journal is not None else None
     study = optuna.create_study(study_name=study_name(clf, model, train_rows, val_rows), direction="maximize",
-                                storage=storage,
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=clf.seed))
+                                storage=storage, load_if_exists=True)
+    # seeded by the trials already in the journal too: a resumed search reseeded as a fresh one would draw the
+    # settings it already tried again (a fresh search: the seed alone, as before)
+    study.sampler = optuna.samplers.TPESampler(seed=clf.seed + len(study.trials))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
     def objective(trial) -> float:
@@ -101,24 +107,44 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
 
     left = max(trials - len(done), 0)
     t0 = time.perf_counter()
+    if left and not done:  # Optuna checks the budget before each trial: the first runs whatever is left of it,
+        study.optimize(objective, n_trials=1)  # so that there is a best (a slow earlier member left none)
+        left -= 1
     if left:
-        study.optimize(objective, n_trials=left, timeout=budget_seconds)
+        spent = time.perf_counter() - t0
+        study.optimize(objective, n_trials=left,
+                       timeout=None if budget_seconds is None else max(budget_seconds - spent, 0.0))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise EhrdxError("--search: no trial finished within the budget\n  fix: a larger --budget or fewer --search")
+    if not complete:  # e.g. every trial's score was not a number (Optuna marks those failed, raising nothing)
+        raise EhrdxError(f"--search: no trial of {model} finished with a score\n  fix: check the tuning patients' "
+                         "labels (ehrdx targets shows them)")
     best = study.best_trial
     best_settings = ({"gbm_params": {**(clf.gbm_params or {}), **best.params}} if where == "gbm_params"
                      else dict(best.params))
     return {"model": model, "best": best_settings, "best_tuning_auprc": best.value, "resumed_trials": len(done),
+            "requested_trials": trials, "stopped_by_budget": len(complete) < trials,
             "seconds": round(time.perf_counter() - t0, 2),
             "trials": [{"number": t.number, "settings": t.params, "tuning_auprc": t.value} for t in complete]}
 
 
+def check_search(trials: int, budget_seconds: float | None) -> None:
+    """Refuse a number of trials or a budget that allows no trial (Optuna would run none and find no best)."""
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
+        raise EhrdxError(f"option --search: {trials!r} settings to try: a search tries at least 1\n"
+                         "  fix: a whole number of settings, at least 1")
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise EhrdxError(f"option --budget: a budget of {budget_seconds!r} seconds leaves no time for a trial\n"
+                         "  fix: a positive budget, or none (every trial runs)")
+
+
+@python_terms(PARAMETERS)
 def search_settings(clf: EHRClassifier, data, splits, trials: int, budget_seconds: float | None = None,
                     journal_dir: str | Path | None = None, targets=None,
                     on_trial: Callable[[str, int, dict, float], None] | None = None) -> dict:
     """Search the settings of `clf`'s model (of each member for `auto`) on the tuning rows of `splits`, set the
-    best ones on `clf` and return what was tried. The budget is shared by the members."""
+    best ones on `clf` and return what was tried. The budget is shared by the members; each member runs at
+    least one trial (the budget is checked between trials), and `stopped_by_budget` says where it cut one short."""
+    check_search(trials, budget_seconds)
     source = clf.source(data, targets, for_fit=True)
     kind = clf.resolve_settings(source.kind)
     # auto: gbm-counts fits with gbm's settings (one gbm_params), so gbm's search sets both

@@ -36,6 +36,7 @@ from ehrdx.models.grow import init_rows
 from ehrdx.models.registry import TABLE
 from ehrdx.pretrained import check_model_patients
 from ehrdx.ranking import HeadScores
+from ehrdx.sources.events import input_name
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes, introduction_info
 from ehrdx.tasks.scan import label_code_notes
@@ -52,7 +53,8 @@ ADDED = "update --add"  # introduced_from of a date given with the label to add
 UNREADABLE_DATE = "unreadable introduction date"  # said of introduced= to a Python caller (PARAMETERS)
 DATE_FIX = "write LABEL=DATE with an ISO date, e.g. U07.1=2020-03-01"
 # the command-line options of `ehrdx update` in its errors, as update_model's parameters (ehrdx.errors.python_terms)
-PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "option --add: a date": "parameter introduced: a date",
+PARAMETERS = {"--add LABEL=DATE": "introduced={LABEL: DATE}", "--add LABELS": "new_labels=[...]",
+              "option --add: a date": "parameter introduced: a date",
               f"option --add: {UNREADABLE_DATE}": f"parameter introduced: {UNREADABLE_DATE}",
               DATE_FIX: "give introduced={LABEL: DATE} with ISO dates, e.g. introduced={'U07.1': '2020-03-01'}",
               "the date given with --add": "the date given in introduced",
@@ -81,6 +83,12 @@ def _spec(selector) -> str:
     return repr(selector.spec or selector.kind)
 
 
+def fine_tuned(model: EHRClassifier) -> bool:
+    """Whether update_model fine-tunes `model` (a network), so that init, protect, epochs, lr and replay apply;
+    a model that fits itself (gbm, logistic, auto) fits its new labels and keeps its old ones' outputs."""
+    return isinstance(model.model_, torch.nn.Module)
+
+
 def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = None, selector=None, init: str = "probe",
                  protect: str = "distill", replay: bool = False, introduced: dict[str, str] | None = None
                  ) -> list[str] | None:
@@ -97,7 +105,7 @@ def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = Non
         raise ModelError("update_model adds labels found in newer events; this model learned from a patient table\n"
                          "  fix: retrain on the table with the new labels in its label column (a table model "
                          "trains in seconds)")
-    if replay and not isinstance(old.model_, torch.nn.Module):
+    if replay and not fine_tuned(old):
         raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{old.model_name_}' model "
                         "is not fine-tuned: its old labels' outputs are kept as they are",
                         fix="leave out --replay-meds for this model")
@@ -165,7 +173,7 @@ def update_model(
     network's fine-tuning starts, after every check (e.g. to show a progress bar only then)."""
     new_labels = check_update(old, new_labels=new_labels, selector=selector, init=init, protect=protect,
                               replay=replay is not None, introduced=introduced)
-    tr, va, te = (check_rows(x, len(store), what, str(store.directory))
+    tr, va, te = (check_rows(x, len(store), what, input_name(store))
                   for x, what in zip(splits, ("train rows", "validation rows", "test rows"), strict=True))
     ids = np.asarray(store.subject_ids)
     check_model_patients(old, {"validation": ids[va], "test": ids[te]})  # a model from an encoder
@@ -222,7 +230,11 @@ def update_model(
                         + (" once the entries before the date given with --add are masked" if dated else ""),
                         column="--add" if new_labels is not None else None,
                         fix="give a date (--add LABEL=DATE) within the data, or data in which the label is "
-                            "recorded at a known prediction time")
+                            "recorded at a known prediction time" if new_labels is not None else
+                            "name the labels to add, leaving these out (--add LABELS), or give data in which they are "
+                            "recorded where a prediction's window sees them: these are recorded in the new training "
+                            "patients, but never inside a known window (e.g. only at a patient's first visit, "
+                            "which no next-visit prediction looks ahead to)")
     prevalence = positives / np.maximum(known, 1)
     p_new = np.clip(prevalence[L_old:], 1e-4, 1 - 1e-4)
     bias = torch.from_numpy(np.log(p_new / (1 - p_new)).astype(np.float32))

@@ -133,6 +133,11 @@ def times_in_split(pt, rows, scored: str):
     return pt[0][keep], pt[1][keep]
 
 
+def the(scored: str) -> str:
+    """`scored` (split_rows' description) after "of": "the test patients (...)", but "all patients"."""
+    return scored if scored == "all patients" else f"the {scored}"
+
+
 def require_positives(clf, samples, data, scored: str, targets=None) -> None:
     """Refuse to score prediction times none of which has a label recorded: every metric would be of nothing
     (AUROC undefined, F1 0), as when the data codes its diagnoses otherwise than the model's labels select."""
@@ -144,7 +149,22 @@ def require_positives(clf, samples, data, scored: str, targets=None) -> None:
            f"check that the data codes diagnoses as the model's labels select them: ehrdx targets --labels "
            f"{clf.selector_.spec} shows what that selection finds in it")
     raise EhrdxError(f"{data}: none of the model's {len(clf.labels_):,} labels is recorded at any of the {len(samples):,} "
-                     f"prediction times of the {scored}: there is nothing to evaluate\n  fix: {fix}")
+                     f"prediction times of {the(scored)}: there is nothing to evaluate\n  fix: {fix}")
+
+
+def print_coverage(coverage: dict) -> None:
+    """Say what a prediction run could not use as-is (ehrdx.events_pipeline.prediction_coverage)."""
+    if coverage.get("patients_without_prediction_time"):
+        console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
+                      "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
+    unseen = coverage.get("events_with_unseen_codes", 0)
+    if unseen:
+        console.print(f"[yellow]{unseen:,} event(s) with {coverage['unseen_codes']:,} "
+                      "code(s) not seen in training were read as the unknown code[/yellow]")
+    if unseen and unseen == coverage["events_read"]:  # likely another coding
+        console.print("[yellow]no event read has a code the model saw in training: its probabilities here rest on no "
+                      "code it knows; check that the data is coded as the training data was (the same vocabularies "
+                      "and prefixes, e.g. DX//E11)[/yellow]")
 
 
 def open_events(meds, events, store, visit_gap, columns=None, until=None, workers=1):

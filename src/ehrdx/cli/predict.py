@@ -15,6 +15,7 @@ from ehrdx.cli.inputs import (
     DEFAULT_SPLIT,
     events_model_and_times,
     open_events,
+    print_coverage,
     read_given_targets,
     read_times,
     require_events_model,
@@ -124,7 +125,7 @@ def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settin
     print_events_report(console, opts.release(metrics), title=escape(f"{meds or events}: {scored}"))
     for note in missed.values():
         console.print(f"[yellow]{escape(note['note'])}[/yellow]")
-    _print_coverage(coverage)  # codes the model never saw read as the unknown code, as predict says it
+    print_coverage(coverage)  # codes the model never saw read as the unknown code, as predict says it
     if out:
         opts.write_json(out, metrics)
         console.print(f"wrote {escape(str(out))}")
@@ -301,20 +302,4 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
         console.print(f"[yellow]{early:,} prediction time(s) before the patient's first visit: nothing to predict "
                       "from, no row in the output[/yellow]")
     print_counts({k: n for k, n in counts.items() if not k.startswith(LABEL_ONLY_COUNTS)})
-    _print_coverage(coverage)
-
-
-def _print_coverage(coverage: dict) -> None:
-    if coverage.get("patients_without_prediction_time"):
-        console.print(f"[yellow]{coverage['patients_without_prediction_time']:,} patient(s) with no prediction "
-                      "time (no visit, e.g. only MEDS_BIRTH or other static facts): no row in the output[/yellow]")
-    unseen = coverage.get("events_with_unseen_codes", 0)
-    if unseen:
-        console.print(f"[yellow]{unseen:,} event(s) with {coverage['unseen_codes']:,} "
-                      "code(s) not seen in training were read as the unknown code[/yellow]")
-    if unseen and unseen == coverage["events_read"]:  # likely another coding
-        console.print("[yellow]no event read has a code the model saw in training: its probabilities here rest on no "
-                      "code it knows; check that the data is coded as the training data was (the same vocabularies "
-                      "and prefixes, e.g. DX//E11)[/yellow]")
-
-
+    print_coverage(coverage)

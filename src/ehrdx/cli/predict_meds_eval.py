@@ -7,7 +7,13 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ehrdx.cli.inputs import events_model_and_times, read_given_targets
+from ehrdx.cli.inputs import (
+    events_model_and_times,
+    print_coverage,
+    read_given_targets,
+    require_positives,
+    the,
+)
 from ehrdx.cli.options import console, fail, print_counts
 from ehrdx.errors import DataError, EhrdxError
 
@@ -29,21 +35,26 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
     import numpy as np
 
     from ehrdx.evaluate.meds_eval import write_meds_eval
+    from ehrdx.events_pipeline import prediction_coverage
     from ehrdx.tasks.scan import label_code_notes
 
     try:
         clf, st, rows, scored, pt = events_model_and_times(model_dir, meds, events, store, settings, times, split,
                                                            device)
-        samples = clf.samples(st, rows, times=pt, targets=read_given_targets(targets))
+        given = read_given_targets(targets)
+        samples = clf.samples(st, rows, times=pt, targets=given)
         new_onset = clf.new_onset_
         known = samples.train_mask_bits(new_onset)  # what ehrdx's own metrics score; packed, read in blocks
         if not known.rows_any().any():
             raise DataError(
-                f"none of the prediction times of the {scored} has a known label"
+                f"none of the prediction times of {the(scored)} has a known label"
                 f"{' not already in the history (a new-onset model)' if new_onset else ''}: "
                 f"nothing to score ({_said(samples.counts)})", file=str(targets or times or meds or events),
                 fix="give prediction times with follow-up after them (leave out --times: every visit end), "
                     "another --split, or the labels with --targets FILE")
+        # no label recorded anywhere: every file would say 'no positives' and none could be scored (as evaluate)
+        require_positives(clf, samples, targets or meds or events, scored, given)
+        coverage = prediction_coverage(clf, st, samples, np.arange(len(st)) if rows is None else rows)
         # the true labels come from the data's codes (unless given): codes they miss by case are said, as by evaluate
         missed = label_code_notes(st, clf.selector_, rows, model=True) if targets is None else {}
         proba = clf.scores(st, samples)  # the scores ehrdx's own metrics read (computed a block at a time)
@@ -55,7 +66,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
                  "thresholds": "--threshold" if threshold is not None else "tuned per label",
                  "samples": len(samples), "patients": len(np.unique(samples.row)),
                  "excluded": dict(samples.counts),
-                 **missed}
+                 **missed, **({"coverage": coverage} if coverage else {})}
         manifest = write_meds_eval(out, ids, samples.time, samples.y_bits, known, proba, clf.labels_, thr,
                                    original_ids=st.original_ids(ids) if st.id_map is not None else None,
                                    about=about)
@@ -73,6 +84,7 @@ def predict_meds_eval(model_dir: Path, meds, events, store, settings: dict, spli
     print_counts(samples.counts)
     for note in missed.values():
         console.print(f"[yellow]{escape(note['note'])}[/yellow]")
+    print_coverage(coverage)  # codes the model never saw read as the unknown code, as predict says it
     first = files[0]["file"] if files else "FILE"
     console.print(f"score a label: meds-evaluation-cli predictions_path={escape(str(Path(out) / first))} output_file=OUT.json")
 

@@ -99,8 +99,8 @@ def explain(
                                               "at or before this (ISO date or time); default: the latest.")] = None,
     labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (default: the top "
                                                "predicted).")] = None,
-    top: Annotated[int, typer.Option(help="How many top predicted labels to explain.")] = 3,
-    top_events: Annotated[int, typer.Option(help="Events shown per label, largest attribution first.")] = 8,
+    top: Annotated[int, typer.Option(min=1, help="How many top predicted labels to explain.")] = 3,
+    top_events: Annotated[int, typer.Option(min=1, help="Events shown per label, largest attribution first.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Also write the explanation as JSON here.")] = None,
     *,
     event_data: EventData,
@@ -156,6 +156,10 @@ def explain(
     if not exact:
         console.print(f"event times are days from the prediction time and values have {VALUE_DIGITS} significant "
                       "digits (ehrdx --show-ids shows exact dates and values)")
+    if result["events_with_unseen_codes"]:  # as predict says it: these events all read as one unknown code
+        console.print(f"[yellow]{result['events_with_unseen_codes']:,} of the {result['events_read']:,} events read "
+                      "have a code not seen in training: each is read as the unknown code, and its attribution is "
+                      "that code's[/yellow]")
     for lab in result["labels"]:
         t = Table(title=f"{escape(lab['label'])}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
                         f"{lab['logit_without_events']:.2f} without any event)")

@@ -49,7 +49,7 @@ from ehrdx.cli.options import (
     split_list,
 )
 from ehrdx.cli.resume import CHECKPOINT_DIR, note_resume, resume_check
-from ehrdx.cli.search import Budget, Search, run_search
+from ehrdx.cli.search import Budget, Search, check_search_options, run_search
 from ehrdx.errors import EhrdxError, ModelError
 from ehrdx.paths import label_map_path
 
@@ -153,6 +153,7 @@ def train(
     patients); only rank 0 writes the model and prints."""
     opts: GlobalOptions = ctx.obj
     check_fractions(val_fraction, test_fraction)
+    budget_seconds = check_search_options(search, budget)
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels),
                      "pretrained encoder (--init)": init}, kind="dir")
@@ -186,7 +187,7 @@ def train(
         _train_events(opts, event_data, out=out, task=task, new_onset=new_onset, censor=censor, labels=labels,
                       model=model, baselines=baselines, targets=targets, split_names=split_names, oracle=oracle,
                       fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                      resume=resume, run_started=run_started, workers=workers, search=(search, budget),
+                      resume=resume, run_started=run_started, workers=workers, search=(search, budget_seconds),
                       fractions_given=given_options(ctx, ("val_fraction", "test_fraction")),
                       params={"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout,
                               "weight_decay": weight_decay, "lr": lr, "max_epochs": epochs,
@@ -245,7 +246,7 @@ def train(
         clf = EHRClassifier(**params)
         splits = clf.source(table, for_fit=True).default_splits(seed, fractions)
         if search:
-            run_search(opts, clf, table, splits, search, budget, out)
+            run_search(opts, clf, table, splits, search, budget_seconds, out)
         kind = get_model(clf.model or "mlp", "table")
         # shown once the labels and samples are checked
         progress = EpochProgress(epochs, f"training {kind.name}", epochs=kind.epochs)
@@ -377,6 +378,9 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     if getattr(clf, "pretrained_", None):
         console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
                       "pretrained rows of their codes")
+    if "not_evaluated" in metrics:
+        console.print(f"[yellow]{escape(' and '.join(metrics['not_evaluated']['what']))} not fitted or scored: "
+                      f"{metrics['not_evaluated']['why']}[/yellow]")
     _save_trained(opts, clf, metrics, out, resume, print_events_report)
 
 

@@ -27,6 +27,7 @@ from ehrdx.cli.options import (
     check_out,
     console,
     fail,
+    given_options,
     split_list,
 )
 from ehrdx.errors import DataError, EhrdxError
@@ -78,7 +79,7 @@ def update(
     from ehrdx.input_settings import columns_of, settings_to_save
     from ehrdx.tasks.select import LabelSelector
     from ehrdx.tasks.task import parse_duration
-    from ehrdx.update import below_retraining, check_update, compare_update, update_model
+    from ehrdx.update import below_retraining, check_update, compare_update, fine_tuned, update_model
 
     try:  # the options, and what the model alone can say of them, are checked before the data is read
         add_labels, introduced = labels_to_add(add)
@@ -89,6 +90,11 @@ def update(
                                   replay=replay_meds is not None, introduced=introduced)
     except EhrdxError as exc:
         fail(exc)
+    unused = given_options(ctx, ("init", "protect", "epochs", "lr"))
+    if unused and not fine_tuned(old):  # these shape a network's fine-tuning, which this model does not have
+        console.print(f"[yellow]{', '.join(unused)} not used: a {escape(old.model_name_)} model is not fine-tuned; "
+                      "its new labels are fitted (auto's network member by a probe on its frozen states) and its old "
+                      "labels' outputs kept as they are[/yellow]")
 
     settings, events = event_data.resolve(model, split_names)
     try:

@@ -182,7 +182,11 @@ def curves_figures(y, mask, proba, labels, per_label: list[dict], min_cell,
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curves")
         if len(shown) > len(per):
             ax.set_title(f"{ax.get_title()}: the {len(per)} most frequent of {len(shown)} labels", fontsize=10)
-        ax.legend(fontsize=7, ncol=2, loc="lower right" if kind == "roc" else "upper right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2, loc="lower right" if kind == "roc" else "upper right")
+        else:  # matplotlib warned "No artists with labels found to put in legend" on the terminal
+            ax.text(0.5, 0.5, "no curve: every known entry is positive, or none is", ha="center", va="center",
+                    transform=ax.transAxes)
         out.append(_png(fig))
     return out[0], out[1], left_out
 

@@ -3,6 +3,7 @@ the events or from given targets (a long table or MEDS task directories)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -56,13 +57,25 @@ def given_tables(targets: Targets, given: np.ndarray, col: np.ndarray, window_en
     return SparseTable.concat(ys), SparseTable.concat(masks), dict(masked)
 
 
+def input_name(store: EventStore) -> str:
+    """What messages call the store: the data it was read from (its MEDS folder, events file or OMOP folder),
+    since the store itself is by default a temporary folder the user never named; else its folder."""
+    sources = [Path(s) for s in store.meta.get("sources", [])]
+    if not sources:
+        return str(store.directory)
+    common = Path(os.path.commonpath(sources)) if len(sources) > 1 else sources[0]
+    if common.name == "data" and (common.parent / "metadata").is_dir():  # a MEDS dataset's data/ folder
+        common = common.parent
+    return str(common)
+
+
 class EventSource:
     kind = "events"
 
     def __init__(self, store: EventStore, targets: Targets | None = None) -> None:
         self.store = store
         self.targets = targets
-        self.name = str(store.directory)
+        self.name = input_name(store)
 
     def __len__(self) -> int:
         return len(self.store)
