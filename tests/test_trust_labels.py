@@ -184,7 +184,8 @@ def test_update_add_takes_a_date_and_does_not_infer_one(cohort, tmp_path):
     assert report["test_excluded"]["label_entries_before_introduction_masked:update --add"] > 0
     plain, _ = update_model(old, st, splits, new_labels=["U07.1"])
     assert plain.label_vocab_.info["U07.1"]["introduced_at"] is None
-    with pytest.raises(DataError, match="U07.1=2020-03-01"):
+    # a Python caller is told the fix in its own terms (introduced=), not the command's U07.1=2020-03-01
+    with pytest.raises(DataError, match=r"introduced=\{'U07.1': '2020-03-01'\}"):
         update_model(old, st, splits, new_labels=["U07.1"], introduced={"U07.1": "March 2020"})
 
 

@@ -135,7 +135,7 @@ def settings_to_save(given: dict, fractions: tuple[float, float, float], source:
 
 
 def duration_text(seconds: int) -> str:
-    """Seconds as --visit-gap takes them, in the largest unit that divides them: 0, 90s, 6h, 2d."""
+    """Seconds written as the visit-gap option reads them, in the largest unit that divides them: 0, 90s, 6h, 2d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
