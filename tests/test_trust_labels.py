@@ -112,6 +112,15 @@ def test_event_codes_giving_labels_that_differ_only_in_case_are_refused(tmp_path
     assert "'E11' / 'e11'" in str(err.value) and "map:FILE" in str(err.value)
 
 
+def test_a_label_that_only_looks_like_an_icd10_code_gets_no_icd10_description(tmp_path):
+    st = _store(tmp_path, ["OPCS//L0213", "LAB//X", "ICD10CM//E11.65", "OPCS//L0213", "LAB//X", "ICD10CM//E11.65"])
+    clf = EventClassifier(model="logistic", labels="regex:^(?:OPCS|ICD10CM)//(.*)$")
+    clf.fit(st, np.array([0, 1]), np.array([], np.int64))
+    info = clf.label_vocab_.info
+    assert info["L0213"]["description"] is None and info["L0213"]["parent"] is None  # not "Carbuncle of neck"
+    assert "hyperglycemia" in info["E11.65"]["description"].lower()  # its vocabulary says ICD-10-CM
+
+
 # -- introduced_at only when given or asked for ---------------------------------------------------------
 
 def test_labels_are_masked_before_a_first_record_only_when_inference_is_asked(tmp_path):

@@ -181,13 +181,27 @@ def test_icd10_parents_come_from_the_offline_code_set():
     from ehrdx.tasks.icd10 import available, fill_icd10
 
     assert available()  # installed with the dev extra, so CI exercises it
-    info = {"E11.65": {}, "N18.3": {"parent": "given"}, "U07.1": {}, "MY_LABEL": {}}
+    info = {"E11.65": {"codes": ["ICD10CM//E11.65"]}, "N18.3": {"codes": ["ICD10CM//N183"], "parent": "given"},
+            "U07.1": {"codes": ["DIAGNOSIS//ICD//10//U071"]}, "MY_LABEL": {"codes": ["ICD10CM//MY_LABEL"]}}
     filled = fill_icd10(info, ["E11", "N18"])
     assert info["E11.65"]["parent"] == "E11"  # nearest ancestor that is a label
     assert "hyperglycemia" in info["E11.65"]["description"].lower()
     assert info["N18.3"]["parent"] == "given"  # the label map wins
     assert info["U07.1"]["parent"] == "U07"  # no ancestor in the vocabulary: the direct parent
-    assert "MY_LABEL" not in filled and info["MY_LABEL"] == {}
+    assert "MY_LABEL" not in filled and info["MY_LABEL"] == {"codes": ["ICD10CM//MY_LABEL"]}
+
+
+def test_icd10_descriptions_only_for_codes_of_the_icd10cm_vocabulary():
+    from ehrdx.tasks.icd10 import fill_icd10
+
+    # L0213 is a valid ICD-10-CM code ("Carbuncle of neck"), but these codes say another vocabulary (or none)
+    info = {"L0213": {"codes": ["OPCS//L0213"]}, "E11": {"codes": ["E11"]}, "I10": {"codes": None},
+            "J44": {"codes": ["ICD10CM//I10"]}, "N18": {"codes": ["ICD10CM//N18.3"]}}
+    assert fill_icd10(info, list(info)) == ["N18"]
+    assert "description" not in info["L0213"] and "parent" not in info["L0213"]
+    assert "description" not in info["E11"] and "description" not in info["I10"]
+    assert "description" not in info["J44"]  # an ICD-10-CM code, but of another label
+    assert "kidney" in info["N18"]["description"].lower()
 
 
 def test_replay_mixes_old_data_with_new_labels_unknown(data):

@@ -15,7 +15,6 @@ from ehrdx.data.splits import split_patients
 from ehrdx.data.table import PatientTable
 from ehrdx.errors import DataError, ModelError
 from ehrdx.sources.base import NOT_IN_MODEL
-from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab
 
 
@@ -32,7 +31,7 @@ class TableSource:
     def fit_labels(self, rows: np.ndarray, selector=None, infer_introduced: bool = False) -> LabelVocab:
         labels = self.table.labels or []
         vocab = LabelVocab.fit([labels[i] for i in rows])
-        fill_icd10(vocab.info, vocab.labels)  # ICD-10-CM descriptions, if the optional package is installed
+        # no ICD-10-CM descriptions: a table's label column does not say which vocabulary its labels are from
         if len(vocab) == 0:
             raise DataError("no disease labels in the training patients", file=self.name,
                             column=self.table.schema.label_column,
