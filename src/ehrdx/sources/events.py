@@ -22,6 +22,7 @@ from ehrdx.data.splits import SPLIT_RULE, rarest_label, split_strata
 from ehrdx.data.store import EventStore
 from ehrdx.errors import DataError, ModelError
 from ehrdx.sources.base import NOT_IN_MODEL
+from ehrdx.tasks.chunks import PATIENTS_WITHOUT_SAMPLES
 from ehrdx.tasks.icd10 import fill_icd10
 from ehrdx.tasks.labels import LabelVocab, describe_from_codes
 from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from
@@ -155,7 +156,11 @@ class EventSource:
             usable = s.mask_bits.rows_any()
             if (~usable).any():
                 s.counts["samples_without_known_labels_left_out"] = int((~usable).sum())
+                before = len(np.unique(s.row))
                 s = s.subset(usable)
+                lost = before - len(np.unique(s.row)) + s.counts.get(PATIENTS_WITHOUT_SAMPLES, 0)
+                if lost:  # patients none of whose samples is left: said as patients too
+                    s.counts[PATIENTS_WITHOUT_SAMPLES] = lost
         return s
 
     def dataset(self, samples: Samples, encoder: EventEncoder, inputs: str, new_onset: bool,

@@ -25,7 +25,8 @@ from ehrdx.tasks.positives import INTRODUCTION_MASKED
 CHUNK_ENTRIES = 8_000_000  # events + samples + label entries per run: about 0.5 GB of index lists
 COUNT_ORDER = ("prediction_times_before_first_visit", "prediction_times_of_patients_without_visits", INTRODUCTION_MASKED,
                "censored_samples", "samples_without_next_visit",
-               "samples_without_known_labels_left_out")  # as one build adds them
+               "samples_without_known_labels_left_out", "patients_left_without_any_sample")  # as one build adds them
+PATIENTS_WITHOUT_SAMPLES = COUNT_ORDER[-1]  # counted once for the whole build, not per run
 
 
 def patient_runs(s_row: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from ehrdx.data.sparse import SparseTable
 from ehrdx.data.store import STATIC_TIME, EventStore, concat_ranges
 from ehrdx.errors import DataError, reader_detail
 from ehrdx.tasks import chunks
-from ehrdx.tasks.chunks import EntryBudget, concat_samples, patient_runs
+from ehrdx.tasks.chunks import PATIENTS_WITHOUT_SAMPLES, EntryBudget, concat_samples, patient_runs
 from ehrdx.tasks.positives import introduction_counts, known_entries, label_entries
 from ehrdx.tasks.scan import codes_of_labels, label_first_times, labels_missing_from  # noqa: F401 (read from here too)
 
@@ -312,7 +312,14 @@ def build_samples(
     if not parts:  # no sample: the empty tables, as a build of nothing gives them
         parts.append(_samples_of(store, s_row, s_time, task, label_index, n_labels, origin, require_labels,
                                  introduced, introduced_from)[0])
-    return concat_samples(parts)
+    out = concat_samples(parts)
+    # The counts above are of samples; a patient all of whose samples went (one visit and no next one, no
+    # visit at all) would vanish from the patient counts unsaid.
+    given = np.unique(rows if times is None else s_row)
+    lost = len(given) - len(np.unique(out.row))
+    if lost:
+        out.counts[PATIENTS_WITHOUT_SAMPLES] = int(lost)
+    return out
 
 
 def _key(r: np.ndarray, t: np.ndarray, origin: int) -> np.ndarray:
