@@ -2,10 +2,14 @@
 
 import numpy as np
 import polars as pl
+from rich.console import Console
 
 from ehrdx.data.meds import normalise_events
 from ehrdx.data.store import build_store
-from ehrdx.evaluate.report import count_lines
+from ehrdx.estimator import EventClassifier
+from ehrdx.evaluate.report import count_lines, print_events_report
+from ehrdx.events_pipeline import patient_splits
+from ehrdx.pipeline import train_and_evaluate
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
@@ -29,3 +33,18 @@ def test_a_next_visit_patient_with_one_visit_is_counted_as_a_patient_too(tmp_pat
     assert s.counts["samples_without_next_visit"] == 3  # each patient's last visit
     assert s.counts["patients_left_without_any_sample"] == 1  # patient 3: its one sample went
     assert "patients left without any sample: 1" in count_lines(s.counts)
+
+
+def test_a_context_longer_than_every_history_is_said_to_bound_nothing(tmp_path):
+    # 30 patients of 4 visits, so next-visit samples of up to 3: a context of 1 cuts a history of 3 (a
+    # sequence reads up to 2 visits), a context of 2 cuts none (up to 4)
+    st = _store(tmp_path, {s: ["2020-01-01", "2020-03-01", "2020-06-01", "2020-09-01"] for s in range(30)})
+    splits = patient_splits(st, None, 0)
+    clf, metrics = train_and_evaluate(st, EventClassifier(model="gru", hidden=8, max_epochs=1, context=2), splits)
+    note = clf.fit_summary_["context_bounds_no_history"]["note"]
+    assert "context of 2 visit(s) bounds no history" in note and "at most 3 visit(s)" in note
+    console = Console(record=True, width=300)
+    print_events_report(console, metrics)
+    assert "bounds no history" in console.export_text()
+    cut = EventClassifier(model="gru", hidden=8, max_epochs=1, context=1).fit(st, splits[0], splits[1])
+    assert "context_bounds_no_history" not in cut.fit_summary_

@@ -36,6 +36,7 @@ from ehrdx.data.samples import Samples
 from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
+from ehrdx.data.windows import context_note
 from ehrdx.errors import DataError, ModelError, on_command_line, python_terms
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
@@ -330,6 +331,8 @@ class EHRClassifier(Artifacts, BaseEstimator):
                                               "why": "in the label map, but no training patient has a code of them"}
         if selector is not None and source.targets is None:  # given targets: labels are not read from codes
             out.update(label_code_notes(source.store, selector, train_rows))
+        if self.context_ is not None:
+            out.update(context_note(self.context_, [train_s, val_s]))
         return out
 
     def _without_validation(self, val_patients: int) -> str:

@@ -73,3 +73,19 @@ def prior_summary(store: EventStore, code_map: np.ndarray, first_visit: np.ndarr
     features = np.stack([np.log1p(n_visits) / 5.0, np.log1p(n_events) / 10.0, has.astype(np.float64)], axis=1)
     return PriorSummary(ids.astype(np.int64), offsets, (w / total[seq]).astype(np.float32),
                         features.astype(np.float32))
+
+
+CONTEXT_BOUNDS_NOTHING = "context_bounds_no_history"
+
+
+def context_note(context: int, sample_sets: list) -> dict:
+    """{CONTEXT_BOUNDS_NOTHING: {"note": ...}} when no sample of `sample_sets` (Samples) has a history long
+    enough for `context` to cut (one past 2 x context visits): the option changed nothing, and a user who
+    set it to bound long histories should know; else {}."""
+    longest = max((int(np.max(s.n_visits)) for s in sample_sets if len(s)), default=0)
+    if longest == 0 or window_starts(np.array([longest - 1]), context)[0] > 0:
+        return {}
+    return {CONTEXT_BOUNDS_NOTHING: {"note": (
+        f"the context of {context:,} visit(s) bounds no history: every training and validation history is at most "
+        f"{longest:,} visit(s), and a sequence reads up to {2 * context:,} before summarising earlier ones, so the "
+        "whole history is read (as without a context)")}}

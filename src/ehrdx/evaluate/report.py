@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ehrdx.data.table_cells import some_names
+from ehrdx.data.windows import CONTEXT_BOUNDS_NOTHING
 from ehrdx.evaluate.metrics import HEADLINE
 from ehrdx.sources.base import NOT_IN_MODEL
 from ehrdx.tasks.positives import INTRODUCTION_MASKED
@@ -291,7 +292,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                       f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
                       "[/yellow]")
     for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
-                "codes_outside_the_regex_group"):
+                "codes_outside_the_regex_group", CONTEXT_BOUNDS_NOTHING):
         missed = metrics.get("train_summary", {}).get(key)
         if missed:
             console.print(f"[yellow]{escape(missed['note'])}[/yellow]")
