@@ -9,7 +9,7 @@ from ehrdx.data.store import build_store
 from ehrdx.estimator import EventClassifier
 from ehrdx.evaluate.report import count_lines, print_events_report
 from ehrdx.events_pipeline import patient_splits
-from ehrdx.pipeline import train_and_evaluate
+from ehrdx.pipeline import baseline_is_the_model, train_and_evaluate
 from ehrdx.tasks.labels import LabelVocab
 from ehrdx.tasks.select import LabelSelector
 from ehrdx.tasks.task import TaskSpec, build_samples, code_label_index, label_first_times
@@ -48,3 +48,18 @@ def test_a_context_longer_than_every_history_is_said_to_bound_nothing(tmp_path):
     assert "bounds no history" in console.export_text()
     cut = EventClassifier(model="gru", hidden=8, max_epochs=1, context=1).fit(st, splits[0], splits[1])
     assert "context_bounds_no_history" not in cut.fit_summary_
+
+
+def test_a_baseline_that_is_the_model_itself_is_left_out_and_said(tmp_path):
+    assert baseline_is_the_model(EventClassifier(model="gbm"), "gbm", "events")
+    assert not baseline_is_the_model(EventClassifier(model="gbm", gbm_params={"num_leaves": 7}), "gbm", "events")
+    assert not baseline_is_the_model(EventClassifier(model="gru", hidden=8), "gru", "events")  # another size
+    assert baseline_is_the_model(EventClassifier(), "auto", "events")  # the default model, named
+    st = _store(tmp_path, {s: ["2020-01-01", "2020-03-01", "2020-06-01"] for s in range(30)})
+    _, metrics = train_and_evaluate(st, EventClassifier(model="logistic"), patient_splits(st, None, 0),
+                                    baselines=("logistic",))
+    assert "baselines" not in metrics and metrics["baselines_left_out"]["names"] == ["logistic"]
+    console = Console(record=True, width=300)
+    print_events_report(console, metrics)
+    text = console.export_text()
+    assert "logistic (baseline)" not in text and "baseline(s) logistic left out: the model itself" in text

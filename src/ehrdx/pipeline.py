@@ -13,7 +13,7 @@ import polars as pl
 
 from ehrdx.data.splits import kfold_patients, split_patients
 from ehrdx.errors import DataError
-from ehrdx.estimator import EHRClassifier
+from ehrdx.estimator import DEFAULT_MODEL, EHRClassifier
 from ehrdx.evaluate.metrics import HEADLINE, K_VALUES, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.models.registry import EVENTS, TABLE, get_model
 from ehrdx.tasks.labels import LabelVocab
@@ -50,6 +50,8 @@ def train_and_evaluate(
     baselines = tuple(dict.fromkeys(baselines))  # one fit each ("gbm,gbm" fitted it twice)
     for name in baselines:  # a typo fails now, not after the model is fitted
         get_model(name, source.kind)
+    same = [name for name in baselines if baseline_is_the_model(clf, name, source.kind)]
+    baselines = tuple(name for name in baselines if name not in same)
     tr, va, te = splits if splits is not None else source.default_splits(
         clf.seed if seed is None else seed, fractions)
     for a, b in ((tr, va), (tr, te), (va, te)):
@@ -65,6 +67,8 @@ def train_and_evaluate(
         "history": clf.history_.to_dict(), "fit_seconds": round(time.perf_counter() - t0, 2),
         "excluded": source.notes, **({"excluded_names": source.names} if source.names else {}),
         **({"warnings": source.warnings} if source.warnings else {}),
+        **({"baselines_left_out": {"names": same, "why": "the model itself, with the same settings: its column "
+                                   "would repeat the model's"}} if same else {}),
     }
     if len(te) == 0:  # nothing to compare the baselines or the oracle on: said, not skipped without a word
         skipped = [*(["baselines " + ",".join(baselines)] if baselines else []),
@@ -103,6 +107,21 @@ def train_and_evaluate(
                                            "fit_seconds": seconds} if events else
                                           {"test": headline(r), "fit_seconds": seconds})
     return clf, metrics
+
+
+# Settings a baseline takes from the model whatever they are (the task, labels, split, input), so they do not
+# tell a baseline from the model; the others do (a gbm with its own gbm_params is another model).
+_SHARED_WITH_BASELINES = ("model", "task", "labels", "new_onset", "censor", "infer_introduced", "schema",
+                          "val_fraction", "seed", "max_epochs", "device", "precision")
+
+
+def baseline_is_the_model(clf: EHRClassifier, name: str, kind: str) -> bool:
+    """Whether the baseline `name` (fitted with default settings) would be `clf` again: same model, and every
+    setting of `clf` that a baseline does not share at its default."""
+    if name != (clf.model or DEFAULT_MODEL[kind]):
+        return False
+    mine, default = clf.get_params(), EHRClassifier(model=name).get_params()
+    return all(mine[k] == default[k] for k in mine if k not in _SHARED_WITH_BASELINES)
 
 
 def _candidates(clf: EHRClassifier, source, test_s) -> dict:

@@ -254,6 +254,10 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         print_titled(console, t)
     if metrics.get("ensemble"):
         console.print(escape(ensemble_line(metrics["ensemble"])))
+    left = metrics.get("baselines_left_out")
+    if left:
+        console.print(f"[yellow]baseline(s) {escape(', '.join(left['names']))} left out: {escape(left['why'])}"
+                      "[/yellow]")
     shown, hidden = most_positive(metrics["test"]["per_label"], TERMINAL_LABELS)
     per = Table(title="Per label (all labels; new onset beside"
                       + (f"; the {len(shown)} with the most positives of {len(shown) + hidden})" if hidden else ")"))
