@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
+from cli_run import run, words
 from ehrdx.data.meds import normalise_events
 from ehrdx.data.store import build_store
 from ehrdx.estimator import EventClassifier
@@ -63,3 +64,18 @@ def test_a_baseline_that_is_the_model_itself_is_left_out_and_said(tmp_path):
     print_events_report(console, metrics)
     text = console.export_text()
     assert "logistic (baseline)" not in text and "baseline(s) logistic left out: the model itself" in text
+
+
+def test_search_without_tuning_patients_is_refused_before_the_data_is_read(tmp_path):
+    # the inputs are not even readable: the refusal comes first, without reading (or failing on) them
+    bad = tmp_path / "events.csv"
+    bad.write_bytes(b"\x00\xff not a table")
+    for given in (["--events", bad], [bad]):
+        r = run("train", *given, "--search", "3", "--val-fraction", "0", "--out", tmp_path / "m")
+        assert r.exit_code == 2 and "--val-fraction 0 leaves none" in words(r.output), r.output
+    # MEDS subject_splits give tuning patients whatever --val-fraction says: not refused for it
+    meds = tmp_path / "meds"
+    (meds / "metadata").mkdir(parents=True)
+    pl.DataFrame({"subject_id": [1], "split": ["tuning"]}).write_parquet(meds / "metadata" / "subject_splits.parquet")
+    r = run("train", "--meds", meds, "--search", "3", "--val-fraction", "0", "--out", tmp_path / "m2")
+    assert "--val-fraction 0 leaves none" not in words(r.output)

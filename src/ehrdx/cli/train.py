@@ -154,6 +154,10 @@ def train(
     opts: GlobalOptions = ctx.obj
     check_fractions(val_fraction, test_fraction)
     budget_seconds = check_search_options(search, budget)
+    meds_split = event_data.meds is not None and (Path(event_data.meds) / "metadata" / "subject_splits.parquet").exists()
+    if search and val_fraction == 0 and not cv and not meds_split:  # known now, not after the data is read
+        fail(EhrdxError("--search scores settings on the tuning patients, and --val-fraction 0 leaves none\n"
+                        "  fix: a validation share above 0 (--val-fraction) or MEDS tuning patients"))
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels),
                      "pretrained encoder (--init)": init}, kind="dir")
