@@ -79,3 +79,17 @@ def test_search_without_tuning_patients_is_refused_before_the_data_is_read(tmp_p
     pl.DataFrame({"subject_id": [1], "split": ["tuning"]}).write_parquet(meds / "metadata" / "subject_splits.parquet")
     r = run("train", "--meds", meds, "--search", "3", "--val-fraction", "0", "--out", tmp_path / "m2")
     assert "--val-fraction 0 leaves none" not in words(r.output)
+
+
+def test_averages_over_hidden_labels_only_are_hidden_too():
+    # a 1-patient test set: every label's cell is suppressed, so the averages rest on that patient alone
+    from ehrdx.evaluate.privacy import suppress_small_cells
+
+    rows = [{"label": lab, "known": 3, "positives": 1, "positive_patients": 1, "auroc": a, "auprc": 0.5,
+             "status": "ok"} for lab, a in (("E11", 1.0), ("I10", 0.5))]
+    metrics = {"test": {"macro_auroc": 0.75, "macro_auprc": 0.5, "micro_auroc": 0.7, "micro_auprc": 0.6,
+                        "recall_at_5": 1.0, "per_label": rows}}
+    out = suppress_small_cells(metrics)["test"]
+    assert all(r["auroc"] is None for r in out["per_label"])
+    assert out["macro_auroc"] is None and out["macro_auprc"] is None
+    assert out["micro_auroc"] is None and out["recall_at_5"] is None

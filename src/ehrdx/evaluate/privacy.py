@@ -6,8 +6,8 @@ its label name but loses its counts (shown as "<10") and every metric computed f
 row of the by-prior-visits table with fewer than `min_cell` patients loses its metrics. Macro
 averages still include those labels; where exactly one label in an average is hidden, the average and
 the labels shown would give it away, so the next smallest label is hidden too (complementary
-suppression); where no label is shown at all, every average over the labels (macro, micro, calibration,
-recall@k, the metrics at thresholds) is hidden.
+suppression); where no label is shown at all (however many are hidden), every average over the labels
+(macro, micro, calibration, recall@k, the metrics at thresholds) is hidden.
 Data-quality counts (rows excluded, unseen codes) are not suppressed: they describe the user's own
 input, and anything excluded must be reported.
 """
@@ -79,11 +79,12 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
                                         "f1": None}
                     row["status"] = f"suppressed: fewer than {min_cell} patients"
                     hidden["per_label_rows"] += 1
-            # A macro average with exactly one hidden label in it would give that label away (from the
-            # average and the labels shown): the next smallest label shown is hidden too (complementary
-            # suppression), so the average can stay.
+            # An average over hidden labels only rests on small cells alone (a 1-patient test set hides every
+            # label, however many): hidden with them. A macro average with exactly one hidden label among
+            # shown ones would give that label away (from the average and the labels shown): the next
+            # smallest label shown is hidden too (complementary suppression), so the average can stay.
             for group, k in suppressed_scored.items():
-                if k != 1:
+                if k == 0:
                     continue
                 shown = [r for r in node["per_label"] if _in_group(r, group)
                          and (r.get("status") == "ok" or ("status" not in r and r.get("auroc_after") is not None))
@@ -92,8 +93,10 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
                     for key in _MACROS[group]:
                         if key in node:
                             node[key] = None
-                    if group == "all":  # nothing shown: every average over the labels is the hidden one's
+                    if group == "all":  # nothing shown: every average over the labels is the hidden ones'
                         _blank_aggregates(node)
+                    continue
+                if k != 1:
                     continue
                 extra = min(shown, key=lambda r: r.get("positive_patients", r.get("test_positive_patients")))
                 for key in _METRICS:
