@@ -93,3 +93,24 @@ def test_averages_over_hidden_labels_only_are_hidden_too():
     assert all(r["auroc"] is None for r in out["per_label"])
     assert out["macro_auroc"] is None and out["macro_auprc"] is None
     assert out["micro_auroc"] is None and out["recall_at_5"] is None
+
+
+def test_predict_says_patients_without_a_prediction_time_once(tmp_path):
+    # predict keeps every sample (no labels needed): a patient without one has no visit, which predict
+    # already says as such; the total of patients without samples would say it twice
+    import csv
+
+    events = tmp_path / "events.csv"
+    with events.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "time", "code"])
+        for s in range(30):
+            for day in ("2020-01-01", "2020-03-01", "2020-06-01"):
+                w.writerow([s, day, "DX//E11" if s % 2 else "DX//I10"])
+        w.writerow([99, "", "MEDS_BIRTH"])  # a static fact only: no visit
+    r = run("train", "--events", events, "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    r = run("predict", "--events", events, "--model", tmp_path / "m", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    text = words(r.output)
+    assert "1 patient(s) with no prediction time" in text and "patients left without any sample" not in text

@@ -39,6 +39,7 @@ from ehrdx.cli.options import (
 from ehrdx.cli.predict_meds_eval import predict_meds_eval, refuse_table_input
 from ehrdx.errors import EhrdxError
 from ehrdx.paths import TABLE_SUFFIXES
+from ehrdx.tasks.chunks import PATIENTS_WITHOUT_SAMPLES
 from ehrdx.tasks.positives import INTRODUCTION_MASKED
 
 # Counts about the task's labels (windows, censoring, introduction dates): predictions carry no labels and
@@ -297,6 +298,7 @@ def _predict_events(model_dir, meds, events, store, settings, times, out, thresh
     console.print(f"predicted {len(samples):,} (patient, time) rows x {len(labels)} labels in {seconds:.2f}s "
                   f"({rate:,.0f} rows/s) -> {escape(str(out))}")
     counts = dict(samples.counts)
+    counts.pop(PATIENTS_WITHOUT_SAMPLES, None)  # said by cause: the line below and print_coverage's
     early = counts.pop("prediction_times_before_first_visit", 0)
     if early:  # the patient has visits, just none yet
         console.print(f"[yellow]{early:,} prediction time(s) before the patient's first visit: nothing to predict "
