@@ -208,6 +208,10 @@ def train(
     if cv < 0 or cv == 1:  # before the table is read
         fail(EhrdxError(f"--cv {cv}: cross-validation needs at least 2 folds\n  fix: give --cv 5 (or another number "
                         "from 2 to the number of patients), or --cv 0 / leave it out to train once"))
+    if cv and search:  # cross-validation scores the settings given; it would skip the search without a word
+        fail(EhrdxError(f"--cv {cv} with --search {search}: cross-validation scores the settings given, and the "
+                        "search chooses settings on one split's tuning patients; they do not run together\n  fix: "
+                        "run --search first, then --cv with the settings it chose (search.json), or leave one out"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
