@@ -14,3 +14,17 @@ def test_a_misspelt_split_is_refused_before_the_events_are_read(command, out, tm
     assert r.exit_code == 2, r.output
     assert "--split must be held_out (or test), tuning, train or all, not 'heldout'" in words(r.output)
     assert "event store:" not in r.output
+
+
+def test_the_visit_gap_warning_names_the_caller_s_line_not_ehrdx_s(tmp_path):
+    # stacklevel=3 counted from EHRClassifier.source reached python_terms' wrapper: the warning read
+    # ".../ehrdx/errors.py:194: UserWarning: the store's visits are split at ..."
+    from ehrdx import EHRClassifier, open_store, patient_splits
+
+    store_6h = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "s6h", visit_gap_seconds=6 * 3600)
+    store_0 = open_store(meds=GOLDEN / "meds", store_dir=tmp_path / "s0")
+    tr, va, te = patient_splits(store_0, GOLDEN / "meds", 0)
+    clf = EHRClassifier(model="logistic", labels=f"map:{GOLDEN / 'label_map.csv'}").fit(store_6h, tr, va)
+    with pytest.warns(UserWarning, match="split at a gap of 0 s") as caught:
+        clf.predict_proba(store_0, te)
+    assert [w.filename for w in caught] == [__file__]
