@@ -204,6 +204,10 @@ def train(
     if cv < 0 or cv == 1:  # before the table is read
         fail(EhrdxError(f"--cv {cv}: cross-validation needs at least 2 folds\n  fix: give --cv 5 (or another number "
                         "from 2 to the number of patients), or --cv 0 / leave it out to train once"))
+    if cv and search:  # cross_validate trains each fold with the settings given: the search would be skipped
+        fail(EhrdxError(f"--search {search} chooses the settings of one training, and --cv {cv} cross-validates the "
+                        "settings given\n  fix: leave out --cv to search and then train once, or --search to "
+                        "cross-validate the settings given"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
