@@ -30,11 +30,13 @@ def test_the_visit_gap_warning_names_the_caller_s_line_not_ehrdx_s(tmp_path):
     assert [w.filename for w in caught] == [__file__]
 
 
-def test_search_with_cross_validation_is_refused_not_skipped(tmp_path):
-    # --cv 2 --search 2 cross-validated the default settings, exit 0, with no word of the search
+def test_search_or_an_oracle_with_cross_validation_is_refused_not_skipped(tmp_path):
+    # --cv 2 --search 2 cross-validated the default settings, exit 0, with no word of the search; --oracle likewise
     table = tmp_path / "patients.csv"
     table.write_text("patient_id,age,diseases\n" + "".join(f"{i},{40 + i},{'A' if i % 2 else ''}\n" for i in range(20)))
     r = run("train", table, "--model", "gbm", "--cv", "2", "--search", "2", "--out", tmp_path / "m")
     assert r.exit_code == 2, r.output
     assert "--search 2 chooses the settings of one training, and --cv 2 cross-validates the settings given" in words(
         r.output)
+    r = run("train", table, "--model", "logistic", "--cv", "2", "--oracle", table, "--out", tmp_path / "m")
+    assert r.exit_code == 2 and "--oracle is scored on the test patients of one training" in words(r.output), r.output

@@ -208,6 +208,9 @@ def train(
         fail(EhrdxError(f"--search {search} chooses the settings of one training, and --cv {cv} cross-validates the "
                         "settings given\n  fix: leave out --cv to search and then train once, or --search to "
                         "cross-validate the settings given"))
+    if cv and oracle is not None:  # cross_validate scores the folds only
+        fail(EhrdxError(f"--oracle is scored on the test patients of one training, and --cv {cv} scores its folds "
+                        "only\n  fix: leave out --cv to compare the model with the oracle, or --oracle"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
