@@ -170,3 +170,13 @@ def test_errors_about_event_data_name_the_data_not_the_temporary_store(tmp_path)
     # a MEDS dataset is named by its folder
     meds = write_longitudinal(generate_longitudinal(20, seed=1), tmp_path / "c")["meds"]
     assert EHRClassifier().source(open_store(meds=meds)).name == str(meds)
+
+
+def test_a_meds_dataset_of_one_shard_or_one_split_is_named_by_its_folder(tmp_path):
+    # the shards' common path was taken as the name: a dataset of one shard (data/train/0.parquet) was named by it
+    import shutil
+
+    meds = write_longitudinal(generate_longitudinal(20, seed=1), tmp_path / "c")["meds"]
+    shutil.rmtree(meds / "data" / "held_out")
+    shutil.rmtree(meds / "data" / "tuning")
+    assert EHRClassifier().source(open_store(meds=meds)).name == str(meds)

@@ -81,14 +81,6 @@ def test_search_without_tuning_patients_is_refused_before_the_data_is_read(tmp_p
     assert "--val-fraction 0 leaves none" not in words(r.output)
 
 
-def test_search_with_cross_validation_is_refused_before_the_table_is_read(tmp_path):
-    # --cv returned before the search ran: the search was asked for and skipped without a word
-    bad = tmp_path / "table.csv"
-    bad.write_bytes(b"\x00\xff not a table")
-    r = run("train", bad, "--cv", "3", "--search", "2", "--out", tmp_path / "m")
-    assert r.exit_code == 2 and "--cv 3 with --search 2" in words(r.output), r.output
-
-
 def test_averages_over_hidden_labels_only_are_hidden_too():
     # a 1-patient test set: every label's cell is suppressed, so the averages rest on that patient alone
     from ehrdx.evaluate.privacy import suppress_small_cells

@@ -106,3 +106,16 @@ def test_a_trial_stopped_by_an_error_leaves_no_optuna_traceback(cohort):
     finally:
         logging.getLogger("optuna").removeHandler(handler)
     assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]
+
+
+def test_a_trial_without_a_score_is_not_said_to_be_stopped_by_a_budget(cohort, monkeypatch):
+    """A trial whose score is not a number is marked failed by Optuna: 2 of 3 trials complete, and with no budget
+    at all the search was said 'stopped_by_budget' (the command: 'the --budget ran out')."""
+    import ehrdx.search
+
+    _paths, store, splits = cohort
+    scores = iter([float("nan"), 0.5, 0.6])
+    monkeypatch.setattr(ehrdx.search, "tuning_score", lambda *_: next(scores))
+    r = search_model(EHRClassifier(model="gbm", seed=1), "gbm", EHRClassifier(model="gbm").source(store), splits[0],
+                     splits[1], 3, None, None)
+    assert len(r["trials"]) == 2 and not r["stopped_by_budget"]

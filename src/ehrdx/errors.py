@@ -7,6 +7,8 @@ import contextvars
 import functools
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 # Patient identifiers and raw cell values are kept out of messages unless asked for (`ehrdx --show-ids`,
@@ -21,6 +23,15 @@ def show_identifiers(flag: bool) -> None:
 
 def identifiers_shown() -> bool:
     return _show_ids
+
+
+def warn_caller(message: str) -> None:
+    """A UserWarning attributed to the first caller outside ehrdx (a fixed stacklevel names ehrdx's own
+    wrappers, e.g. python_terms', when the call came through them)."""
+    package, frame, level = os.path.dirname(__file__) + os.sep, sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def ident(value: object) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from ehrdx.data.splits import check_rows, split_patients
 from ehrdx.data.store import EventStore
 from ehrdx.data.table import PatientTable, frame_of, read_table, table_from_frame
 from ehrdx.data.windows import context_note
-from ehrdx.errors import DataError, ModelError, on_command_line, python_terms
+from ehrdx.errors import DataError, ModelError, on_command_line, python_terms, warn_caller
 from ehrdx.estimator_io import Artifacts
 from ehrdx.evaluate.metrics import describe_rows, evaluate_predictions, evaluate_samples, tune_thresholds
 from ehrdx.input_settings import visit_gap_differs, with_visit_gap
@@ -169,7 +168,7 @@ class EHRClassifier(Artifacts, BaseEstimator):
             differs = None if for_fit else visit_gap_differs(getattr(self, "input_", None),
                                                              int(data.meta.get("visit_gap_seconds", 0)))
             if differs and not on_command_line():  # the command has said so (its --visit-gap note)
-                warnings.warn(differs, UserWarning, stacklevel=3)
+                warn_caller(differs)
             return EventSource(data, targets)
         if isinstance(data, PatientTable):
             return TableSource(data)

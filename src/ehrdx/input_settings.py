@@ -18,7 +18,7 @@ from pathlib import Path
 from ehrdx.artifacts import EntryError, json_kind
 from ehrdx.data.meds import MEDS_SPLITS
 from ehrdx.errors import DataError, EhrdxError
-from ehrdx.tasks.task import parse_duration
+from ehrdx.tasks.task import duration_text, parse_duration
 
 INPUT_FILE = "input.json"
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -132,14 +132,6 @@ def settings_to_save(given: dict, fractions: tuple[float, float, float], source:
     out["split_fractions"] = [float(f) for f in fractions]
     out["source"] = source
     return out
-
-
-def duration_text(seconds: int) -> str:
-    """Seconds written as the visit-gap option reads them, in the largest unit that divides them: 0, 90s, 6h, 2d."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s" if seconds else "0"
 
 
 def with_visit_gap(saved: dict | None, seconds: int) -> dict:

@@ -105,8 +105,8 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
             on_trial(model, trial.number, values, score)
         return score
 
-    left = max(trials - len(done), 0)
-    t0 = time.perf_counter()
+    asked = left = max(trials - len(done), 0)
+    before, t0 = len(study.trials), time.perf_counter()
     if left and not done:  # Optuna checks the budget before each trial: the first runs whatever is left of it,
         study.optimize(objective, n_trials=1)  # so that there is a best (a slow earlier member left none)
         left -= 1
@@ -115,6 +115,8 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
         study.optimize(objective, n_trials=left,
                        timeout=None if budget_seconds is None else max(budget_seconds - spent, 0.0))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # fewer trials run than were left: the timeout stopped them (a trial without a score is run, and failed)
+    stopped = budget_seconds is not None and len(study.trials) - before < asked
     if not complete:  # e.g. every trial's score was not a number (Optuna marks those failed, raising nothing)
         raise EhrdxError(f"--search: no trial of {model} finished with a score\n  fix: check the tuning patients' "
                          "labels (ehrdx targets shows them)")
@@ -122,7 +124,7 @@ def search_model(clf: EHRClassifier, model: str, source, train_rows, val_rows, t
     best_settings = ({"gbm_params": {**(clf.gbm_params or {}), **best.params}} if where == "gbm_params"
                      else dict(best.params))
     return {"model": model, "best": best_settings, "best_tuning_auprc": best.value, "resumed_trials": len(done),
-            "requested_trials": trials, "stopped_by_budget": len(complete) < trials,
+            "requested_trials": trials, "stopped_by_budget": stopped,
             "seconds": round(time.perf_counter() - t0, 2),
             "trials": [{"number": t.number, "settings": t.params, "tuning_auprc": t.value} for t in complete]}
 

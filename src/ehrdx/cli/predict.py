@@ -13,6 +13,7 @@ from ehrdx.cli.app import app
 from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     DEFAULT_SPLIT,
+    check_split,
     events_model_and_times,
     open_events,
     print_coverage,
@@ -77,6 +78,7 @@ def evaluate(
     from ehrdx.evaluate.report import print_report
 
     if event_data.given:
+        _check_split(split)  # a misspelt part is refused before the data is read, as by report
         settings, events = event_data.resolve(model, split_names)
         _evaluate_events(opts, model, meds, events, store, settings, split, times, out, targets, device)
         return
@@ -89,6 +91,13 @@ def evaluate(
     if out:
         opts.write_json(out, result)
         console.print(f"wrote {escape(str(out))}")
+
+
+def _check_split(split: str) -> None:
+    try:
+        check_split(split)
+    except EhrdxError as exc:
+        fail(exc)
 
 
 def _evaluate_events(opts: GlobalOptions, model_dir, meds, events, store, settings, split, times, out, targets=None,
@@ -217,6 +226,8 @@ def predict(
     if threshold is not None and not 0 <= threshold <= 1:
         fail(EhrdxError(f"--threshold {threshold} is not a probability\n  fix: give a number from 0 to 1, or "
                          "leave it out to use the thresholds tuned per label"))
+    if event_data.given:
+        _check_split(split)
     if meds_eval:
         if not event_data.given:
             refuse_table_input(data)

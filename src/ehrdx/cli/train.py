@@ -208,10 +208,13 @@ def train(
     if cv < 0 or cv == 1:  # before the table is read
         fail(EhrdxError(f"--cv {cv}: cross-validation needs at least 2 folds\n  fix: give --cv 5 (or another number "
                         "from 2 to the number of patients), or --cv 0 / leave it out to train once"))
-    if cv and search:  # cross-validation scores the settings given; it would skip the search without a word
-        fail(EhrdxError(f"--cv {cv} with --search {search}: cross-validation scores the settings given, and the "
-                        "search chooses settings on one split's tuning patients; they do not run together\n  fix: "
-                        "run --search first, then --cv with the settings it chose (search.json), or leave one out"))
+    if cv and search:  # cross_validate trains each fold with the settings given: the search would be skipped
+        fail(EhrdxError(f"--search {search} chooses the settings of one training, and --cv {cv} cross-validates the "
+                        "settings given\n  fix: leave out --cv to search and then train once, or --search to "
+                        "cross-validate the settings given"))
+    if cv and oracle is not None:  # cross_validate scores the folds only
+        fail(EhrdxError(f"--oracle is scored on the test patients of one training, and --cv {cv} scores its folds "
+                        "only\n  fix: leave out --cv to compare the model with the oracle, or --oracle"))
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier

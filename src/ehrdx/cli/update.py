@@ -160,6 +160,7 @@ def print_update(report: dict) -> None:
 
     from ehrdx.evaluate.report import count_lines
     from ehrdx.evaluate.report import format_value as _fmt
+    from ehrdx.tasks.scan import LABEL_CODE_NOTES
 
     t = Table(title=f"Update: added {escape(', '.join(report['added']))} in {report['seconds']}s "
                     f"({report['epochs']} epochs, protection: {report['protect']})")
@@ -184,8 +185,7 @@ def print_update(report: dict) -> None:
     for part in ("train", "test"):
         for line in count_lines(report.get(f"{part}_excluded", {}), part=part):
             console.print(f"[yellow]{escape(line)}[/yellow]")
-    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
-                "codes_outside_the_regex_group"):
+    for key in LABEL_CODE_NOTES:
         if report.get(key):
             console.print(f"[yellow]{escape(report[key]['note'])}[/yellow]")
     if "compare" in report:

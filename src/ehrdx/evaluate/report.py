@@ -14,6 +14,7 @@ from ehrdx.data.windows import CONTEXT_BOUNDS_NOTHING
 from ehrdx.evaluate.metrics import HEADLINE
 from ehrdx.sources.base import NOT_IN_MODEL
 from ehrdx.tasks.positives import INTRODUCTION_MASKED
+from ehrdx.tasks.scan import LABEL_CODE_NOTES
 
 TERMINAL_LABELS = 30  # per-label rows printed; the rest are in metrics.json (said below the table)
 # Positive training patients below which a new label's test AUROC/AUPRC are not to be trusted: the update
@@ -295,8 +296,7 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
         console.print(f"[yellow]label map labels left out ({escape(left['why'])}): {left['count']:,}: "
                       f"{escape(', '.join(left['labels']))}{' ...' if left['count'] > len(left['labels']) else ''}"
                       "[/yellow]")
-    for key in ("codes_matching_labels_only_ignoring_case", "codes_cut_short_by_the_prefix",
-                "codes_outside_the_regex_group", CONTEXT_BOUNDS_NOTHING):
+    for key in (*LABEL_CODE_NOTES, CONTEXT_BOUNDS_NOTHING):
         missed = metrics.get("train_summary", {}).get(key)
         if missed:
             console.print(f"[yellow]{escape(missed['note'])}[/yellow]")

@@ -65,8 +65,9 @@ def input_name(store: EventStore) -> str:
     if not sources:
         return str(store.directory)
     common = Path(os.path.commonpath(sources)) if len(sources) > 1 else sources[0]
-    if common.name == "data" and (common.parent / "metadata").is_dir():  # a MEDS dataset's data/ folder
-        common = common.parent
+    for folder in (common, *common.parents):  # MEDS shards lie under data/, at any depth (one shard: its file)
+        if folder.name == "data" and (folder.parent / "metadata").is_dir():
+            return str(folder.parent)
     return str(common)
 
 

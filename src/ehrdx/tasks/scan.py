@@ -66,16 +66,10 @@ def codes_missed_by_case(store: EventStore, selector, rows: np.ndarray | None = 
     patient data, so they are named) and a note. Scans the events only when some store code is such a code.
     `model`: the selector is a trained model's own (evaluate, update without --labels), so the note says so
     and the fix is in the data, not in --labels."""
-    missed = np.array([i for i, c in enumerate(store.code_names) if selector.labels_missed_by_case(c)], np.int64)
-    if len(missed) == 0:
+    found = picked_codes(store, selector.labels_missed_by_case, rows)
+    if found is None:
         return {}
-    n = code_events(store, rows)
-    hit = missed[n[missed] > 0]
-    if len(hit) == 0:
-        return {}
-    names = sorted(store.code_names[int(i)] for i in hit)
-    events = int(n[hit].sum())
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    _, names, events, shown = found
     if model:
         fix = "write the codes in the data as the model's labels spell them"
     elif selector.kind == "map":
@@ -93,17 +87,11 @@ def codes_cut_short(store: EventStore, selector, rows: np.ndarray | None = None,
     asks (`selector.cut_short`): `ICD10CM//` alone gives no label, `ICD10CM//E1` under `:3` is a label `E1` of
     its own. {} if none; else their count, their events, the first few (codes are vocabulary, so named) and a
     note. `model`: the selector is a trained model's own, as in `codes_missed_by_case`."""
-    short = np.array([i for i, c in enumerate(store.code_names) if selector.cut_short(c)], np.int64)
-    if len(short) == 0:
+    found = picked_codes(store, selector.cut_short, rows)
+    if found is None:
         return {}
-    n = code_events(store, rows)
-    hit = short[n[short] > 0]
-    if len(hit) == 0:
-        return {}
-    names = sorted(store.code_names[int(i)] for i in hit)
-    events = int(n[hit].sum())
-    bare = sum(int(n[i]) for i in hit if store.code_names[int(i)] == selector.pattern)  # no label at all
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    hit, names, events, shown = found
+    bare = hit.get(selector.pattern, 0)  # the prefix alone: no label at all
     asked = f"fewer than the {selector.chars} characters asked" if selector.chars else "nothing"
     against = "the model's labels" if model else f"--labels {selector.spec or 'prefix:' + selector.pattern!r}"
     what = [f"the prefix alone is no label ({bare:,} events)"] if bare else []
@@ -118,17 +106,11 @@ def codes_cut_short(store: EventStore, selector, rows: np.ndarray | None = None,
 def codes_outside_group(store: EventStore, selector, rows: np.ndarray | None = None, *, model: bool = False) -> dict:
     """Store codes among these patients' events that a regular expression's group 1 misses (`selector.outside_group`):
     each is labelled by the whole match, often one label for them all. {} if none; else as `codes_cut_short`."""
-    outside = np.array([i for i, c in enumerate(store.code_names) if selector.outside_group(c)], np.int64)
-    if len(outside) == 0:
+    found = picked_codes(store, selector.outside_group, rows)
+    if found is None:
         return {}
-    n = code_events(store, rows)
-    hit = outside[n[outside] > 0]
-    if len(hit) == 0:
-        return {}
-    names = sorted(store.code_names[int(i)] for i in hit)
-    labels = sorted({lab for i in hit for lab in selector.labels_of(store.code_names[int(i)])})
-    events = int(n[hit].sum())
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    _, names, events, shown = found
+    labels = sorted({lab for code in names for lab in selector.labels_of(code)})
     against = "the model's labels" if model else f"--labels '{selector.spec or 'regex:' + selector.pattern}'"  # as typed: no doubled backslash
     fix = ("write the codes in the data as the model's expression reads them" if model else
            "make the group match every code the expression matches (not optional), or leave those codes out of the "
@@ -139,14 +121,35 @@ def codes_outside_group(store: EventStore, selector, rows: np.ndarray | None = N
     return {"count": len(names), "events": events, "codes": names[:50], "labels": labels[:50], "note": note}
 
 
+# the keys label_code_notes reports under (metrics.json, train_summary, the update report), in the order said
+LABEL_CODE_NOTES = {"codes_matching_labels_only_ignoring_case": codes_missed_by_case,
+                    "codes_cut_short_by_the_prefix": codes_cut_short,
+                    "codes_outside_the_regex_group": codes_outside_group}
+
+
 def label_code_notes(store: EventStore, selector, rows: np.ndarray | None = None, *,
                      model: bool = False) -> dict[str, dict]:
     """What the selection leaves out of these patients' codes, by the key each is reported under (none: {}):
-    codes it misses by letter case, and codes a prefix selection cuts short."""
-    found = {"codes_matching_labels_only_ignoring_case": codes_missed_by_case(store, selector, rows, model=model),
-             "codes_cut_short_by_the_prefix": codes_cut_short(store, selector, rows, model=model),
-             "codes_outside_the_regex_group": codes_outside_group(store, selector, rows, model=model)}
+    codes it misses by letter case, codes a prefix selection cuts short, codes outside a regex's group 1."""
+    found = {key: note(store, selector, rows, model=model) for key, note in LABEL_CODE_NOTES.items()}
     return {key: note for key, note in found.items() if note}
+
+
+def picked_codes(store: EventStore, pick, rows: np.ndarray | None = None
+                 ) -> tuple[dict[str, int], list[str], int, str] | None:
+    """The store codes `pick(code)` is true of that these patients' events hold (events scanned only when some
+    store code is picked): their events by code, their names sorted, their events in all and the first five for a
+    note; None if none."""
+    picked = np.array([i for i, c in enumerate(store.code_names) if pick(c)], np.int64)
+    if len(picked) == 0:
+        return None
+    n = code_events(store, rows)
+    hit = {store.code_names[int(i)]: int(n[i]) for i in picked if n[i] > 0}
+    if not hit:
+        return None
+    names = sorted(hit)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return hit, names, sum(hit.values()), shown
 
 
 def code_events(store: EventStore, rows: np.ndarray | None = None) -> np.ndarray:

@@ -51,6 +51,14 @@ def parse_duration(text: str, what: str = "--visit-gap") -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def duration_text(seconds: int) -> str:
+    """Seconds written as parse_duration reads them, in the largest unit that divides them: 0, 90s, 6h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s" if seconds else "0"
+
+
 def read_prediction_times(path: str | Path, store: EventStore, counts: dict[str, int] | None = None
                           ) -> tuple[np.ndarray, np.ndarray]:
     """(store rows, times in seconds) from a CSV/Parquet file with subject_id and prediction_time columns,
@@ -172,11 +180,7 @@ class TaskSpec:
     def name(self) -> str:
         if self.kind == "next-visit":
             return "next-visit"
-        h = self.horizon_seconds or 0
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if h % size == 0:
-                return f"window:{h // size}{unit}"
-        return f"window:{h}s"
+        return f"window:{duration_text(self.horizon_seconds or 0)}"
 
     def to_dict(self) -> dict:
         return {"task": self.name, "new_onset": self.new_onset, "censor": self.censor}
