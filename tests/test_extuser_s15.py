@@ -46,3 +46,22 @@ def test_a_birth_at_the_first_visits_time_gives_the_patient_an_age(tmp_path):
         # any order and repeats of rows
         got = birth_times(store, np.array([4, 1, 1, 0]))
         np.testing.assert_allclose(got, [np.nan, want[1], want[1], want[0]], equal_nan=True)
+
+
+def test_cdm_tables_that_are_not_read_are_counted(tmp_path):
+    # An Eunomia export holds procedure_occurrence (37,409 rows) beside the tables ehrdx reads; it was
+    # ignored without a word, as though every table had been read
+    from ehrdx.data.omop import iter_omop
+
+    root = tmp_path / "omop"
+    root.mkdir()
+    pl.DataFrame({"person_id": [1, 2], "year_of_birth": [1970, 1980], "gender_source_value": ["F", "M"]}) \
+        .write_csv(root / "person.csv")
+    pl.DataFrame({"person_id": [1, 2], "condition_source_value": ["E11", "I10"],
+                  "condition_start_date": ["2020-01-01", "2020-02-01"]}).write_csv(root / "condition_occurrence.csv")
+    pl.DataFrame({"person_id": [1, 1, 2], "procedure_concept_id": [1, 2, 3],
+                  "procedure_date": ["2020-01-01"] * 3}).write_parquet(root / "procedure_occurrence.parquet")
+    store = build_store(iter_omop(root), tmp_path / "store")
+    counts = store.counts
+    assert counts["omop_procedure_occurrence_rows_not_read"] == 3
+    assert not any("device_exposure" in k for k in counts)
