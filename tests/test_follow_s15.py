@@ -1,5 +1,7 @@
 """Defects found by new-user trials (session 15): what a run leaves out or ignores is said."""
 
+import re
+
 import numpy as np
 import polars as pl
 from rich.console import Console
@@ -114,3 +116,18 @@ def test_predict_says_patients_without_a_prediction_time_once(tmp_path):
     assert r.exit_code == 0, r.output
     text = words(r.output)
     assert "1 patient(s) with no prediction time" in text and "patients left without any sample" not in text
+
+
+def test_training_says_each_epoch_where_the_output_is_no_terminal(tmp_path):
+    # a log file or a batch job's output: rich's live bar showed nothing until the run ended (minutes of
+    # silence for auto, whose boosted members fit first); now a line at the start and one per epoch
+    rows = [f"{p},2020-0{m}-01,DX//{'I10' if (p + m) % 3 else 'E11'}" for p in range(1, 41) for m in range(1, 7)]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    r = run("train", "--events", events, "--labels", "prefix:DX//", "--model", "gru", "--epochs", "2",
+            "--patience", "5", "--hidden", "8", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "training gru ..." in said
+    assert re.search(r"training gru: epoch 1/2 train \d\.\d{4} val \d\.\d{4} \(\d+ s\)", said), said
+    assert "training gru: epoch 2/2" in said

@@ -118,7 +118,9 @@ def print_warnings(warnings: list[str]) -> None:
 
 
 class EpochProgress:
-    """A rich progress bar over epochs, showing train and validation loss."""
+    """A rich progress bar over epochs, showing train and validation loss. Where the terminal is not one (a
+    log file, a batch job's output) the bar would show nothing until the run ends: it prints a line when
+    training starts and one per epoch instead."""
 
     def __init__(self, total: int, description: str = "training", epochs: bool = True) -> None:
         """`epochs` False: a model that fits in one go (gbm, logistic) gets a spinner and the time, not a bar
@@ -140,7 +142,9 @@ class EpochProgress:
         self.progress = Progress(*columns, TimeElapsedColumn(), console=err, transient=False,
                                  disable=not is_main())
         self.task = self.progress.add_task(description, total=total if epochs else None, losses="")
-        self.started = False
+        self.description, self.total = description, total
+        self.lines = is_main() and not err.is_terminal  # a line per step instead of a live bar
+        self.started, self.t0 = False, 0.0
 
     def __enter__(self):
         self.start()
@@ -150,19 +154,32 @@ class EpochProgress:
         self.stop()
 
     def start(self) -> None:
-        self.progress.start()
+        import time
+
+        self.t0 = time.perf_counter()
+        if self.lines:
+            err.print(f"{escape(self.description)} ...", highlight=False)
+        else:
+            self.progress.start()
         self.started = True
 
     def stop(self) -> None:
         """Stop the bar (nothing if it never started: rich would still print an empty line where the output is
         not a terminal, before the error that stopped the run)."""
         if self.started:
-            self.progress.stop()
+            if not self.lines:
+                self.progress.stop()
             self.started = False
 
     def __call__(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+        import time
+
         losses = f"train {train_loss:.4f}" + (f"  val {val_loss:.4f}" if val_loss is not None else "")
-        self.progress.update(self.task, completed=epoch + 1, losses=losses)
+        if self.lines:
+            err.print(f"{escape(self.description)}: epoch {epoch + 1}/{self.total}  {losses}  "
+                      f"({time.perf_counter() - self.t0:,.0f} s)", highlight=False)
+        else:
+            self.progress.update(self.task, completed=epoch + 1, losses=losses)
 
 
 # Options shared by train and demo.
