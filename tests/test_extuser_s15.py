@@ -65,3 +65,21 @@ def test_cdm_tables_that_are_not_read_are_counted(tmp_path):
     counts = store.counts
     assert counts["omop_procedure_occurrence_rows_not_read"] == 3
     assert not any("device_exposure" in k for k in counts)
+
+
+def test_patients_left_without_an_age_and_with_two_births_are_counted(tmp_path):
+    # events before birth were counted as events only: nothing said how many patients were left without an age
+    # (a birth after the first visit is not read), nor that some had two births (the earliest is used)
+    from cli_run import run, words
+
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n"
+                      "1,2015-01-01,DX//E11\n1,2016-01-01,DX//I10\n1,2017-01-01,MEDS_BIRTH\n1,2018-01-01,DX//E11\n"
+                      "2,1950-01-01,MEDS_BIRTH\n2,1951-06-01,MEDS_BIRTH\n2,2015-01-01,DX//E11\n2,2016-01-01,DX//I10\n"
+                      "3,1960-01-01,MEDS_BIRTH\n3,2015-01-01,DX//E11\n3,2016-01-01,DX//I10\n")
+    r = run("targets", "--events", events, "--out", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "events before birth: 2" in said
+    assert "patients with events before birth left without age: 1" in said
+    assert "patients with several birth times earliest taken: 1" in said

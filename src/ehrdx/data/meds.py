@@ -206,11 +206,17 @@ def normalise_events(
     n_dup = out.height - out.n_unique()
     if n_dup:
         counts["duplicate_events"] = n_dup
-    births = out.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(pl.col("time").min().alias("_b"))
+    births = out.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(
+        pl.col("time").min().alias("_b"), pl.col("time").n_unique().alias("_n"))
     if births.height:
-        n_early = out.join(births, on="subject_id", how="inner").filter(pl.col("time") < pl.col("_b")).height
-        if n_early:
-            counts["events_before_birth"] = n_early
+        early = out.join(births, on="subject_id", how="inner").filter(pl.col("time") < pl.col("_b"))
+        if early.height:
+            counts["events_before_birth"] = early.height
+            # their age is unknown: a birth after the first visit starts is not read (nothing later is)
+            counts["patients_with_events_before_birth_left_without_age"] = early.get_column("subject_id").n_unique()
+        n_twice = int((births.get_column("_n") > 1).sum())
+        if n_twice:  # the earliest is the birth (ehrdx.data.patients.birth_times)
+            counts["patients_with_several_birth_times_earliest_taken"] = n_twice
     deaths = out.filter(pl.col("code") == "MEDS_DEATH").group_by("subject_id").agg(pl.col("time").min().alias("_d"))
     if deaths.height:
         n_late = out.join(deaths, on="subject_id", how="inner").filter(pl.col("time") > pl.col("_d")).height
