@@ -122,6 +122,10 @@ def test_explain_command_prints_a_table_and_writes_json(trained):
     assert "attribution" in r.output and "without any event" in r.output
     e = json.loads((out / "e.json").read_text())
     assert len(e["labels"]) == 2 and all(lab["events"] for lab in e["labels"])
+    # each label is named as train's table names it (the code alone was shown: '444814009')
+    described = trained[3].label_vocab_.descriptions()
+    for lab in e["labels"]:
+        assert f"{lab['label']} ({described[lab['label']]}): p =" in " ".join(r.output.split())
     r = CliRunner().invoke(app, ["explain", "--model", str(out / "model"), "--meds", str(paths["meds"]),
                                  "--patient", str(subject), "--labels", "NOPE"])
     assert r.exit_code == 2 and "not in the model" in r.output

@@ -160,8 +160,10 @@ def explain(
         console.print(f"[yellow]{result['events_with_unseen_codes']:,} of the {result['events_read']:,} events read "
                       "have a code not seen in training: each is read as the unknown code, and its attribution is "
                       "that code's[/yellow]")
+    described = clf.label_vocab_.descriptions()  # as train's per-label table names them
     for lab in result["labels"]:
-        t = Table(title=f"{escape(lab['label'])}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
+        name = lab["label"] + (f" ({described[lab['label']]})" if described.get(lab["label"]) else "")
+        t = Table(title=f"{escape(name)}: p = {lab['probability']:.3f} (logit {lab['logit']:.2f}; "
                         f"{lab['logit_without_events']:.2f} without any event)")
         for col in ("visit", "date" if exact else "days", "code", "value", "attribution"):
             t.add_column(col, justify="left" if col in ("date", "code") else "right")
