@@ -112,7 +112,7 @@ def test_evaluate_prints_its_headline_titles_on_one_line_and_names_the_patients_
     assert r.exit_code == 0, r.output
     before_table = words(r.output.split("┏")[0])  # the text above the first table's top edge
     assert re.search(rf"{re.escape(str(cohort['meds']))}: held_out patients \(\d+, MEDS subject_splits\), "
-                     r"all labels: \d+ prediction times of \d+ patients, \d+ labels$", before_table), r.output
+                     r"all labels: [\d,]+ prediction times of [\d,]+ patients, [\d,]+ labels$", before_table), r.output
     # A table is evaluated whole: its per-label table said "test set".
     assert run("train", seed_table_path, "--out", tmp_path / "m", "--epochs", 2).exit_code == 0
     r = run("evaluate", seed_table_path, "--model", tmp_path / "m")

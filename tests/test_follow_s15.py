@@ -131,3 +131,13 @@ def test_training_says_each_epoch_where_the_output_is_no_terminal(tmp_path):
     assert "training gru ..." in said
     assert re.search(r"training gru: epoch 1/2 train \d\.\d{4} val \d\.\d{4} \(\d+ s\)", said), said
     assert "training gru: epoch 2/2" in said
+
+
+def test_report_titles_write_counts_with_thousands_separators(tmp_path):
+    # '16914 prediction times' where every other line says '2,500'
+    st = _store(tmp_path, {s: ["2020-01-01", "2020-03-01", "2020-06-01"] for s in range(30)})
+    _, metrics = train_and_evaluate(st, EventClassifier(model="logistic"), patient_splits(st, None, 0))
+    metrics["test_samples"].update(samples=16914, patients=1234)
+    console = Console(record=True, width=300)
+    print_events_report(console, metrics)
+    assert "16,914 prediction times of 1,234 patients" in console.export_text()

@@ -184,6 +184,11 @@ def print_exclusions(console: Console, metrics: dict) -> None:
     print_warnings(console, metrics)
 
 
+def _n(value) -> str:
+    """A count with thousands separators (a suppressed '<10' or a '?' as it is)."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def count_line(what: str, n, names: list[str] | None = None) -> str:
     """One counted exclusion in words, naming what it counts where that has names (the first few):
     `ignored columns: 7 (unit, ward, a, b, c and 2 more)`."""
@@ -237,8 +242,8 @@ def print_events_report(console: Console, metrics: dict, title: str = "Held-out 
                  **{f"{k} (baseline)": v for k, v in metrics.get("baselines", {}).items()}}
     ts = metrics.get("test_samples", {})
     for mode, key in (("all labels", "test"), ("new onset", "test_new_onset")):
-        t = Table(title=f"{title}, {mode}: {ts.get('samples', '?')} prediction times of "
-                        f"{ts.get('patients', '?')} patients, {len(metrics[key]['per_label'])} labels")
+        t = Table(title=f"{title}, {mode}: {_n(ts.get('samples', '?'))} prediction times of "
+                        f"{_n(ts.get('patients', '?'))} patients, {len(metrics[key]['per_label']):,} labels")
         t.add_column("metric")
         t.add_column(metrics.get("model", "model"), justify="right")
         for name in baselines:
