@@ -212,4 +212,5 @@ def test_evaluate_names_the_patients_it_scored_in_its_counts(cohort, logistic_mo
     r = run("evaluate", "--meds", cohort["meds"], "--model", logistic_model, "--split", "all")
     assert r.exit_code == 0, r.output
     said = words(r.output)
-    assert "all patients: samples without next visit: 120" in said and "test: " not in said
+    assert "all patients: samples without known labels left out: 120 (120 of them without a next visit)" in said
+    assert "test: " not in said

@@ -141,3 +141,11 @@ def test_report_titles_write_counts_with_thousands_separators(tmp_path):
     console = Console(record=True, width=300)
     print_events_report(console, metrics)
     assert "16,914 prediction times of 1,234 patients" in console.export_text()
+
+
+def test_samples_without_a_next_visit_are_said_within_the_left_out_line():
+    # 'samples without next visit: 500' then 'samples without known labels left out: 500' read as two drops
+    lines = count_lines({"samples_without_next_visit": 500, "samples_without_known_labels_left_out": 512},
+                        part="train")
+    assert lines == ["train: samples without known labels left out: 512 (500 of them without a next visit)"]
+    assert count_lines({"samples_without_next_visit": 7}) == ["samples without next visit: 7"]  # kept (predict)

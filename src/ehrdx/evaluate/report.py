@@ -184,6 +184,9 @@ def print_exclusions(console: Console, metrics: dict) -> None:
     print_warnings(console, metrics)
 
 
+LEFT_OUT = "samples_without_known_labels_left_out"
+
+
 def _n(value) -> str:
     """A count with thousands separators (a suppressed '<10' or a '?' as it is)."""
     return f"{value:,}" if isinstance(value, int) else str(value)
@@ -205,8 +208,15 @@ def count_lines(counts: dict, names: dict[str, list[str]] | None = None, part: s
     # label entries masked before their labels' introduction, per rule that gave the dates
     # (`...masked:label map`): said within the total's line, not as lines that repeat it
     rules = {what.split(":", 1)[1]: n for what, n in counts.items() if what.startswith(f"{INTRODUCTION_MASKED}:")}
+    # the samples without a next visit are among those left out without a known label: one line, not two
+    # that read as two drops
+    no_next = counts.get("samples_without_next_visit") if LEFT_OUT in counts else None
     for what, n in counts.items():
-        if what.startswith(NOT_IN_MODEL):
+        if what == "samples_without_next_visit" and no_next is not None:
+            continue
+        if what == LEFT_OUT and no_next is not None:
+            lines.append(head + count_line(what, n) + f" ({no_next:,} of them without a next visit)")
+        elif what.startswith(NOT_IN_MODEL):
             absent.append(what[len(NOT_IN_MODEL):])
         elif what == INTRODUCTION_MASKED and rules:
             by = ", ".join(f"{rule} {m:,}" if isinstance(m, int) else f"{rule} {m}" for rule, m in rules.items())
