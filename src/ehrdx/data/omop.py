@@ -21,6 +21,9 @@ OBSERVATION, VISIT, or as given, e.g. {"condition": "ICD10CM"}). With `codes="co
 standard concept: `<vocabulary_id>//<concept_code>` of *_concept_id, or OMOP_CONCEPT//<id> without a
 concept table. A date without a time is taken as midnight. Rows without a person, a time or a code are
 counted and left out. Persons are read in chunks (`persons_per_shard`), so memory is bounded by a chunk.
+Rows of the CDM's other event tables (procedure_occurrence, device_exposure, ...) are counted, not read.
+
+One job in one file (just over 400 lines): one format's reader, whose table-file helpers serve it alone.
 """
 
 from __future__ import annotations
