@@ -17,6 +17,7 @@ from ehrdx.data.meds import iter_event_table, iter_meds, meds_shard_paths, read_
 from ehrdx.data.samples import Samples
 from ehrdx.data.splits import SPLIT_RULE
 from ehrdx.data.store import EventStore, build_store, build_store_parallel, merge_stores, shard_groups
+from ehrdx.data.store_source import built_from, forget_source, record_source, source_record
 from ehrdx.errors import DataError, how_to_show_ids, identifiers_shown, python_terms
 from ehrdx.estimator import EHRClassifier
 from ehrdx.sources.events import EventSource
@@ -52,11 +53,30 @@ def open_store(
     if sum(x is not None for x in (meds, events, omop)) != 1:
         raise DataError("give exactly one of a MEDS directory (--meds), an events table (--events) or an OMOP "
                         "export (--omop)")
-    if store_dir is None:
+    temporary = store_dir is None
+    if temporary:
         store_dir = temporary_directory("ehrdx_store_")  # removed at exit, on SIGTERM and on Ctrl-C
     until_seconds = parse_until(until)
     with writing_store(Path(store_dir)):
-        return _open_store(meds, events, omop, store_dir, visit_gap_seconds, columns, until_seconds, until, workers)
+        if temporary:
+            return _open_store(meds, events, omop, store_dir, visit_gap_seconds, columns, until_seconds, until,
+                               workers)
+        # a store folder given again for the same data and settings is opened, not converted again
+        source = omop if omop is not None else meds if meds is not None else events
+        if not isinstance(source, str | Path):  # an OmopSource: its folder (a Path's own .root is '/' or '')
+            source = source.root
+        record = source_record(source, Path(store_dir), {
+            "kind": "omop" if omop is not None else "meds" if meds is not None else "events",
+            "visit_gap_seconds": visit_gap_seconds, "until_seconds": until_seconds, "columns": columns or {},
+            "omop": [getattr(omop, "codes", "source"), list(getattr(omop, "prefixes", ()))] if omop else None})
+        if built_from(Path(store_dir), record):
+            store = EventStore(store_dir)
+            store.reused = True
+            return store
+        forget_source(Path(store_dir))
+        store = _open_store(meds, events, omop, store_dir, visit_gap_seconds, columns, until_seconds, until, workers)
+        record_source(Path(store_dir), record)
+        return store
 
 
 WRITING = ".ehrdx-writing"  # the lock file in a store folder while a process converts into it
@@ -183,6 +203,7 @@ def convert_cooperatively(meds: str | Path, store_dir: str | Path, rank: int, wo
         with together("taking the store folder"):
             if rank == 0:
                 lock.enter_context(writing_store(Path(store_dir)))
+                forget_source(Path(store_dir))  # converted again here: no longer a store another run may reuse
         groups = shard_groups(meds_shard_paths(meds), world)
         parts = [Path(store_dir) / "parts" / str(k) for k in range(len(groups))]
         with together("converting its MEDS shards"):

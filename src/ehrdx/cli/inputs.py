@@ -197,7 +197,8 @@ def open_events(meds, events, store, visit_gap, columns=None, until=None, worker
                             until=until, workers=workers)
     m = st.meta
     console.print(f"event store: {m['patients']:,} patients, {m['events']:,} events, {m['visits']:,} visits, "
-                  f"{m['codes']:,} codes")
+                  f"{m['codes']:,} codes" + (f" (opened from {escape(str(store))}: converted before from the same "
+                                             "files and settings)" if getattr(st, "reused", False) else ""))
     print_counts(st.counts, st.names)
     print_warnings(st.warnings)
     return st

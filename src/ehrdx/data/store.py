@@ -280,6 +280,7 @@ class EventStore:
             raise DataError("not an ehrdx event store (no meta.json)", file=str(d),
                             fix="build one with ehrdx.data.store.build_store")
         self.directory = d
+        self.reused = False  # opened from a --store folder converted before from the same files (open_store)
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("store_version") != STORE_VERSION:
             raise DataError(f"unsupported store version {self.meta.get('store_version')!r}", file=str(meta_path))
