@@ -309,3 +309,12 @@ def test_the_command_line_pretrains_fine_tunes_and_refuses(data, tmp_path):
     assert r.exit_code == 2 and "--init" in r.output
     r = run("pretrain", "--out", tmp_path / "enc2")
     assert r.exit_code == 2 and "--meds" in r.output
+
+
+def test_an_init_path_that_is_no_directory_points_at_pretrain_not_train(tmp_path):
+    """`--init` takes an encoder: a missing path or a file is answered with pretrain's output, not train's."""
+    (tmp_path / "a_file").write_text("x")
+    for path in (tmp_path / "missing", tmp_path / "a_file"):
+        with pytest.raises(DataError) as e:
+            load_encoder(path)
+        assert "ehrdx pretrain wrote" in str(e.value) and "ehrdx train" not in str(e.value)

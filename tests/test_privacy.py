@@ -152,3 +152,23 @@ def test_auto_weights_report_hides_the_tuning_auprc_of_a_label_from_few_tuning_p
     assert out[0]["tuning_auprc"] == choices[0]["tuning_auprc"] and out[0]["tuning_positive_patients"] == 40
     assert out[1]["tuning_auprc"] is None and out[1]["tuning_auprc_equal"] is None
     assert out[1]["tuning_positive_patients"] == "<10" and out[1]["weights"] == {"a": 0.5, "b": 0.5}
+
+
+def test_update_compare_rows_hide_the_macro_averages_the_report_hides():
+    """`update --compare` copies the update's new-label macro AUROC into its table: where every new label is
+    a small cell, the report's average is hidden and so is the copy (and unprotected fine-tuning's, on the
+    same labels and patients)."""
+    rows = [{"label": "A", "new": False, "train_positives": 50, "train_positive_patients": 20,
+             "test_positives": 40, "test_positive_patients": 20, "auroc_before": 0.8, "auroc_after": 0.8},
+            {"label": "N", "new": True, "train_positives": 5, "train_positive_patients": 3,
+             "test_positives": 4, "test_positive_patients": 2, "auroc_before": None, "auroc_after": 0.7}]
+    compare = {"update (distill)": {"seconds": 1.0, "old_labels_macro_auroc_after": 0.8, "new_labels_macro_auroc": 0.7},
+               "fine-tune, no protection": {"seconds": 1.0, "old_labels_macro_auroc_after": 0.79,
+                                            "new_labels_macro_auroc": 0.69}}
+    report = {"per_label": rows, "old_labels_macro_auroc_after": 0.8, "new_labels_macro_auroc": 0.7,
+              "compare": compare}
+    out = suppress_small_cells(report)
+    assert out["new_labels_macro_auroc"] is None
+    assert out["compare"]["update (distill)"]["new_labels_macro_auroc"] is None
+    assert out["compare"]["fine-tune, no protection"]["new_labels_macro_auroc"] is None
+    assert out["compare"]["update (distill)"]["old_labels_macro_auroc_after"] == 0.8  # shown in the report too

@@ -120,6 +120,9 @@ def load_encoder(directory: str | Path) -> PretrainedEncoder:
     """Read an encoder directory, checking every file's checksum (ehrdx.artifacts.load_model)."""
     d = Path(directory)
     config_path = d / "config.json"
+    if not d.is_dir():  # load_model's own fix would point at ehrdx train's output, not pretrain's
+        what = "a file, not an encoder directory" if d.exists() else "encoder directory not found"
+        raise DataError(what, file=str(d), fix="give --init the directory that ehrdx pretrain wrote (its --out)")
     if config_path.is_file():
         try:
             family = json.loads(config_path.read_text()).get("family")

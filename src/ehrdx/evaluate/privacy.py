@@ -124,5 +124,12 @@ def suppress_small_cells(metrics: dict, min_cell: int = DEFAULT_MIN_CELL) -> dic
                 walk(item)
 
     walk(out)
+    # `update --compare`'s rows for the update and for unprotected fine-tuning give only the macro averages,
+    # over the same labels and test patients as the report's own: hidden where the report's are.
+    for row in out.get("compare", {}).values() if isinstance(out.get("compare"), dict) else ():
+        if isinstance(row, dict) and "per_label" not in row:
+            for key in (*_MACROS["new"], *_MACROS["old"]):
+                if key in row and out.get(key, 0) is None and metrics.get(key) is not None:
+                    row[key] = None
     out["small_cells"] = {"min_patients": min_cell, **hidden}
     return out
