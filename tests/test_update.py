@@ -326,7 +326,7 @@ def test_a_model_that_fits_itself_shows_no_fine_tuning_bar(data, tmp_path):
     r = run("update", "--model", tmp_path / "old", "--meds", paths["meds"], "--out", tmp_path / "new2",
             "--init", "parent", "--epochs", "3")
     said = " ".join(r.output.split())
-    assert r.exit_code == 0 and "--init, --epochs not used: a logistic model is not fine-tuned" in said, r.output
+    assert r.exit_code == 0 and "--init, --epochs not used: the logistic model is not fine-tuned" in said, r.output
 
 
 def test_a_new_label_found_only_where_no_window_sees_it_names_the_way_out(tmp_path):

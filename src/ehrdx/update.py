@@ -106,7 +106,7 @@ def check_update(old: EHRClassifier, *, new_labels: list[str] | str | None = Non
                          "  fix: retrain on the table with the new labels in its label column (a table model "
                          "trains in seconds)")
     if replay and not fine_tuned(old):
-        raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and a '{old.model_name_}' model "
+        raise DataError(f"replay (--replay-meds) mixes old data into fine-tuning, and the {old.model_name_} model "
                         "is not fine-tuned: its old labels' outputs are kept as they are",
                         fix="leave out --replay-meds for this model")
     if isinstance(new_labels, str):  # one label, not its letters

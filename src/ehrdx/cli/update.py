@@ -92,7 +92,7 @@ def update(
         fail(exc)
     unused = given_options(ctx, ("init", "protect", "epochs", "lr"))
     if unused and not fine_tuned(old):  # these shape a network's fine-tuning, which this model does not have
-        console.print(f"[yellow]{', '.join(unused)} not used: a {escape(old.model_name_)} model is not fine-tuned; "
+        console.print(f"[yellow]{', '.join(unused)} not used: the {escape(old.model_name_)} model is not fine-tuned; "
                       "its new labels are fitted (auto's network member by a probe on its frozen states) and its old "
                       "labels' outputs kept as they are[/yellow]")
 
