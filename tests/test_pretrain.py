@@ -318,3 +318,31 @@ def test_an_init_path_that_is_no_directory_points_at_pretrain_not_train(tmp_path
         with pytest.raises(DataError) as e:
             load_encoder(path)
         assert "ehrdx pretrain wrote" in str(e.value) and "ehrdx train" not in str(e.value)
+
+
+def test_events_of_codes_the_encoder_never_saw_are_counted(data, tmp_path):
+    # an encoder pretrained on other coding: every event is read as the unknown code, which train did not say
+    from ehrdx.data.meds import normalise_events
+    from ehrdx.data.store import build_store
+    from ehrdx.events_pipeline import unseen_code_events
+
+    frame = pl.DataFrame({"subject_id": [1, 1, 2], "time": ["2020-01-01", "2020-02-01", "2020-01-01"],
+                          "code": ["OTHER//A", "OTHER//B", "OTHER//A"], "numeric_value": [None, None, None]},
+                         schema={"subject_id": pl.Int64, "time": pl.Utf8, "code": pl.Utf8, "numeric_value": pl.Float64})
+    st = build_store([normalise_events(frame, "other.csv")], tmp_path / "store")
+    vocab = data["enc"].input_encoder  # the encoder's input vocabulary, which a model started from it reads with
+    said = unseen_code_events(vocab, st, np.arange(len(st)))
+    assert said == {"events_with_unseen_codes": 3, "unseen_codes": 2, "events_read": 3}
+    assert unseen_code_events(vocab, st, np.arange(0)) == {}
+    # through train --init: data coded otherwise than the encoder's (other patients: no overlap to refuse)
+    rows = [f"{900000 + p},2020-0{m}-01,OTHER//{'A' if (p + m) % 3 else 'B'}" for p in range(40) for m in range(1, 7)]
+    events = tmp_path / "events.csv"
+    events.write_text("subject_id,time,code\n" + "\n".join(rows) + "\n")
+    r = run("train", "--events", events, "--labels", "prefix:OTHER//", "--init", data["out"] / "gru", "--epochs", "1",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    unseen = json.loads((tmp_path / "m" / "metrics.json").read_text())["train_summary"]["codes_unknown_to_the_encoder"]
+    assert unseen["events_with_unseen_codes"] == unseen["events_read"] > 0
+    said = " ".join(r.output.split())
+    assert "(100%) have one of 2 code(s) outside the pretrained encoder's vocabulary" in said
+    assert "most of the data: pretrain on data coded as this data is" in said

@@ -240,17 +240,25 @@ def prediction_coverage(clf: EHRClassifier, store: EventStore, samples: Samples,
     predicted = np.unique(samples.row)
     missing = np.setdiff1d(rows, predicted)
     visit_offsets = np.asarray(store.visit_offsets)
-    out = {"patients_without_prediction_time": int((visit_offsets[missing + 1] == visit_offsets[missing]).sum())}
-    unseen = clf.encoder_.code_map(store) == 0
-    if unseen.any() and len(predicted):
-        chosen = np.zeros(len(store), dtype=bool)
-        chosen[predicted] = True
-        codes = np.asarray(store.codes)[np.repeat(chosen, np.diff(np.asarray(store.offsets)))]
-        hit = unseen[codes]
-        out["events_with_unseen_codes"] = int(hit.sum())
-        out["unseen_codes"] = len(np.unique(codes[hit]))
-        out["events_read"] = len(codes)
+    out = {"patients_without_prediction_time": int((visit_offsets[missing + 1] == visit_offsets[missing]).sum()),
+           **unseen_code_events(clf.encoder_, store, predicted)}
     return {k: v for k, v in out.items() if v}
+
+
+def unseen_code_events(encoder, store: EventStore, rows: np.ndarray) -> dict:
+    """The events of patients `rows` whose code `encoder` (a model's input vocabulary) does not know, read as
+    the unknown code: {events_with_unseen_codes, unseen_codes, events_read}, empty where there are none."""
+    unseen = encoder.code_map(store) == 0
+    if not unseen.any() or len(rows) == 0:
+        return {}
+    chosen = np.zeros(len(store), dtype=bool)
+    chosen[np.asarray(rows, dtype=np.int64)] = True
+    codes = np.asarray(store.codes)[np.repeat(chosen, np.diff(np.asarray(store.offsets)))]
+    hit = unseen[codes]
+    if not hit.any():
+        return {}
+    return {"events_with_unseen_codes": int(hit.sum()), "unseen_codes": len(np.unique(codes[hit])),
+            "events_read": len(codes)}
 
 
 def task_targets(store: EventStore, task, selector, infer_introduced: bool = False):

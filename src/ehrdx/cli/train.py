@@ -389,6 +389,19 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
     if getattr(clf, "pretrained_", None):
         console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
                       "pretrained rows of their codes")
+    if enc is not None and getattr(clf, "encoder_", None) is not None:  # the encoder's vocabulary reads the data
+        from ehrdx.events_pipeline import unseen_code_events
+
+        unseen = unseen_code_events(clf.encoder_, st, splits[0])
+        if unseen:
+            metrics.setdefault("train_summary", {})["codes_unknown_to_the_encoder"] = unseen
+            share = unseen["events_with_unseen_codes"] / unseen["events_read"]
+            console.print(f"[yellow]{unseen['events_with_unseen_codes']:,} of the training patients' "
+                          f"{unseen['events_read']:,} events ({share:.0%}) have one of {unseen['unseen_codes']:,} "
+                          "code(s) outside the pretrained encoder's vocabulary (never seen, or too rare when it was "
+                          "pretrained): each is read as the unknown code"
+                          + ("; most of the data: pretrain on data coded as this data is, or train without --init"
+                             if share > 0.5 else "") + "[/yellow]")
     if "not_evaluated" in metrics:
         console.print(f"[yellow]{escape(' and '.join(metrics['not_evaluated']['what']))} not fitted or scored: "
                       f"{metrics['not_evaluated']['why']}[/yellow]")
