@@ -346,3 +346,11 @@ def test_events_of_codes_the_encoder_never_saw_are_counted(data, tmp_path):
     said = " ".join(r.output.split())
     assert "(100%) have one of 2 code(s) outside the pretrained encoder's vocabulary" in said
     assert "most of the data: pretrain on data coded as this data is" in said
+
+
+def test_probe_without_init_is_refused_in_the_command_s_words_before_the_data_is_read(tmp_path):
+    # it said 'give init=ENCODER_DIR (--init), or leave probe out' (the estimator's terms), after the data
+    r = run("train", "--events", tmp_path / "absent.csv", "--probe", "--out", tmp_path / "m")
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "option --probe trains the label head" in said
+    assert "give --init ENCODER_DIR" in said and "init=" not in said

@@ -132,3 +132,23 @@ def pretrain(
                   + (f" (tuning loss {val[best]:.4f})" if len(val) > best else "")
                   + f", {history.get('samples_per_second', 0):,.0f} visits/s")
     console.print(f"encoder saved to {escape(str(out))}")
+
+
+def say_encoder_use(clf, st, train_rows, metrics: dict) -> None:
+    """After `train --init`: how many labels started from the encoder's rows, and the training patients' events
+    whose code is outside the encoder's vocabulary (read as the unknown code), counted in the train summary."""
+    from ehrdx.events_pipeline import unseen_code_events
+
+    if getattr(clf, "pretrained_", None):
+        console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
+                      "pretrained rows of their codes")
+    unseen = unseen_code_events(clf.encoder_, st, train_rows) if getattr(clf, "encoder_", None) is not None else {}
+    if unseen:
+        metrics.setdefault("train_summary", {})["codes_unknown_to_the_encoder"] = unseen
+        share = unseen["events_with_unseen_codes"] / unseen["events_read"]
+        console.print(f"[yellow]{unseen['events_with_unseen_codes']:,} of the training patients' "
+                      f"{unseen['events_read']:,} events ({share:.0%}) have one of {unseen['unseen_codes']:,} "
+                      "code(s) outside the pretrained encoder's vocabulary (never seen, or too rare when it was "
+                      "pretrained): each is read as the unknown code"
+                      + ("; most of the data: pretrain on data coded as this data is, or train without --init"
+                         if share > 0.5 else "") + "[/yellow]")

@@ -48,6 +48,7 @@ from ehrdx.cli.options import (
     given_options,
     split_list,
 )
+from ehrdx.cli.pretrain import say_encoder_use
 from ehrdx.cli.resume import CHECKPOINT_DIR, note_resume, resume_check
 from ehrdx.cli.search import Budget, Search, check_search_options, run_search
 from ehrdx.errors import EhrdxError, ModelError
@@ -158,6 +159,9 @@ def train(
     if search and val_fraction == 0 and not cv and not meds_split:  # known now, not after the data is read
         fail(EhrdxError("--search scores settings on the tuning patients, and --val-fraction 0 leaves none\n"
                         "  fix: a validation share above 0 (--val-fraction) or MEDS tuning patients"))
+    if probe and init is None:  # known now: the estimator would say it in its parameters' words, after reading
+        fail(EhrdxError("option --probe trains the label head on a pretrained encoder's frozen states, and no encoder "
+                        "is given\n  fix: give --init ENCODER_DIR (the folder ehrdx pretrain wrote), or leave --probe out"))
     check_out(out, {"patient table": data, **event_data.paths(), "targets (--targets)": targets,
                      "oracle (--oracle)": oracle, "label map (--labels)": label_map_path(labels),
                      "pretrained encoder (--init)": init}, kind="dir")
@@ -386,22 +390,8 @@ def _train_events(opts: GlobalOptions, data: EventData, *, out, task, new_onset,
             progress.stop()
     except EhrdxError as exc:
         fail(exc)
-    if getattr(clf, "pretrained_", None):
-        console.print(f"{clf.pretrained_['labels_from_encoder']:,} of {len(clf.labels_):,} labels started from the "
-                      "pretrained rows of their codes")
-    if enc is not None and getattr(clf, "encoder_", None) is not None:  # the encoder's vocabulary reads the data
-        from ehrdx.events_pipeline import unseen_code_events
-
-        unseen = unseen_code_events(clf.encoder_, st, splits[0])
-        if unseen:
-            metrics.setdefault("train_summary", {})["codes_unknown_to_the_encoder"] = unseen
-            share = unseen["events_with_unseen_codes"] / unseen["events_read"]
-            console.print(f"[yellow]{unseen['events_with_unseen_codes']:,} of the training patients' "
-                          f"{unseen['events_read']:,} events ({share:.0%}) have one of {unseen['unseen_codes']:,} "
-                          "code(s) outside the pretrained encoder's vocabulary (never seen, or too rare when it was "
-                          "pretrained): each is read as the unknown code"
-                          + ("; most of the data: pretrain on data coded as this data is, or train without --init"
-                             if share > 0.5 else "") + "[/yellow]")
+    if enc is not None:
+        say_encoder_use(clf, st, splits[0], metrics)
     if "not_evaluated" in metrics:
         console.print(f"[yellow]{escape(' and '.join(metrics['not_evaluated']['what']))} not fitted or scored: "
                       f"{metrics['not_evaluated']['why']}[/yellow]")
