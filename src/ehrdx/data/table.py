@@ -18,6 +18,7 @@ from ehrdx.data.table_cells import (
     LABEL_NAMES,
     column_names_text,
     find_column,
+    formatted_number_rows,
     header_looks_like_data,
     identifier_error,
     identifier_like,
@@ -175,6 +176,15 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
         if c in assigned:
             continue
         s = frame.get_column(c)
+        formatted = formatted_number_rows(s)
+        if formatted:
+            raise DataError(
+                f"numbers written for display ({len(formatted)} cell(s) with a thousands separator or a percent "
+                "sign, such as 2,146 or 12%): the column would be read as text, a category or an identifier",
+                file=file, column=c, rows=formatted, values=[s[i] for i in formatted[:5]],
+                fix="write plain numbers (2146, 12; export without number formatting), or name the column with "
+                    "--ignore",
+            )
         if identifier_like(s) and not (isinstance(s.dtype, pl.List) or looks_like_code_list(s)):
             identifiers.append(c)
         elif s.dtype.is_numeric() or s.dtype == pl.Boolean:

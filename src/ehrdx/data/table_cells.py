@@ -42,6 +42,25 @@ def numeric_share(values: pl.Series) -> float:
     return float(parsed.is_not_null().sum()) / s.len()
 
 
+FORMATTED_NUMBER = r"^[-+]?(\d{1,3}(,\d{3})+(\.\d+)?|\d+(\.\d+)?\s*%)$"  # 2,146 or 12.5%: an Excel display
+
+
+def formatted_number_rows(values: pl.Series) -> list[int]:
+    """The rows of a text column holding numbers written for display (thousands separators, percent signs),
+    where such cells and plain numbers make up at least 80% of its non-empty cells ([] otherwise): a
+    measurement that would be read as a category, or left out as identifier-like."""
+    if values.dtype != pl.Utf8:
+        return []
+    s = values.str.strip_chars()
+    filled = s.is_not_null() & (s != "")
+    formatted = (s.str.contains(FORMATTED_NUMBER) & filled).fill_null(False)
+    plain = s.cast(pl.Float64, strict=False).is_not_null()
+    n = int(filled.sum())
+    if not formatted.any() or n == 0 or int((formatted | plain).sum()) < 0.8 * n:
+        return []
+    return np.flatnonzero(formatted.to_numpy()).tolist()
+
+
 def parse_code_list(value: object) -> list[str] | None:
     """Parse one cell holding a list of codes: a JSON list, a ';'-separated string, or a list.
 
