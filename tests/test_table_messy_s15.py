@@ -1,7 +1,10 @@
 """A clinician's messy patient-table exports (Excel-style: another separator, BOM, CRLF, missing markers)."""
 
+import json
+
 import pytest
 
+from cli_run import run, words
 from ehrdx.data.table import TableSchema, read_table
 from ehrdx.errors import DataError
 
@@ -29,3 +32,15 @@ def test_numbers_written_with_thousands_separators_or_percent_signs_are_refused(
     said = str(exc.value)
     assert column in said and "numbers written for display" in said and "--ignore" in said
     read_table(path, schema=TableSchema(ignore=[column]))  # the way out the fix names
+
+
+@pytest.mark.parametrize("command", [["report", "--out", "r.html"], ["explain", "--patient", "P1"]])
+def test_report_or_explain_of_a_table_model_without_data_says_it_is_a_table_model(tmp_path, command):
+    """`ehrdx report --model TABLE_MODEL` asked for "--meds DIR, --events FILE or --omop DIR", which a patient
+    table does not have and which would only lead to the refusal of a table model; that is said first."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"family": "table"}))
+    r = run(*command[:1], "--model", model, *command[1:])
+    assert r.exit_code == 2, r.output
+    assert "is a patient-table model" in words(r.output) and "--meds DIR" not in r.output
