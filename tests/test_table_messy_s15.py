@@ -44,3 +44,16 @@ def test_report_or_explain_of_a_table_model_without_data_says_it_is_a_table_mode
     r = run(*command[:1], "--model", model, *command[1:])
     assert r.exit_code == 2, r.output
     assert "is a patient-table model" in words(r.output) and "--meds DIR" not in r.output
+
+
+def test_cv_counts_a_label_left_out_of_a_fold_whose_training_lacks_it(tmp_path):
+    """`train --cv` kept each fold's headline metrics only: a label on one patient (never in its fold's training,
+    left out of that fold's test metrics) was dropped without a word, where a single train says so."""
+    path = tmp_path / "patients.csv"
+    rows = [f"P{i},{30 + i},{'E11;I10' if i % 2 else 'I10'}" for i in range(30)] + ["P99,50,E11; X99"]
+    path.write_text("patient_id,age,diseases\n" + "\n".join(rows) + "\n")
+    r = run("train", path, "--model", "logistic", "--cv", "3", "--out", tmp_path / "cv")
+    assert r.exit_code == 0, r.output
+    assert "label 'X99' on 1 patient(s) never occurs in its fold's training" in words(r.output)
+    saved = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
+    assert saved["test_left_out"]["labels_not_in_model"] == {"X99": 1}
