@@ -57,3 +57,20 @@ def test_cv_counts_a_label_left_out_of_a_fold_whose_training_lacks_it(tmp_path):
     assert "label 'X99' on 1 patient(s) never occurs in its fold's training" in words(r.output)
     saved = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
     assert saved["test_left_out"]["labels_not_in_model"] == {"X99": 1}
+
+
+def test_empty_columns_are_left_out_said_and_not_needed_to_predict(tmp_path):
+    """An all-empty column and an Excel export's trailing unnamed one became categorical features of one value;
+    predict then refused a table without them ("missing: allmiss, " with an empty name). They are left out,
+    counted and named, and a table without them is scored."""
+    train = tmp_path / "patients.csv"
+    rows = [f"P{i},{30 + i},{'F' if i % 2 else 'M'},{'E11;I10' if i % 3 else 'I10'},," for i in range(30)]
+    train.write_text("patient_id,age,sex,diseases,allmiss,\n" + "\n".join(rows) + "\n")
+    r = run("train", train, "--model", "logistic", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "empty columns left out: 2 (allmiss, (no name))" in words(r.output)
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["excluded"]["empty_columns_left_out"] == 2
+    new = tmp_path / "new.csv"
+    new.write_text("patient_id,age,sex\nQ1,40,F\n")
+    r = run("predict", new, "--model", tmp_path / "m", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output

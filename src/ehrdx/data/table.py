@@ -136,6 +136,13 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
     )
 
 
+def no_value(values: pl.Series) -> bool:
+    """Whether every cell of a column is empty."""
+    if values.dtype == pl.Utf8:
+        values = values.str.strip_chars().replace("", None)
+    return values.null_count() == values.len()
+
+
 def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, require_labels: bool) -> TableSchema:
     """Fill in the roles the user did not set. Raises DataError for unknown or missing columns."""
     given = given or TableSchema()
@@ -176,6 +183,8 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
         if c in assigned:
             continue
         s = frame.get_column(c)
+        if no_value(s):  # an empty column (an Excel export's trailing one): no feature, and not needed to predict
+            continue  # counted and named with the table's other unused columns (ignored_columns)
         formatted = formatted_number_rows(s)
         if formatted:
             raise DataError(
@@ -309,6 +318,11 @@ def table_from_frame(
     notes, names = {}, {}
     used = {schema.id_column, schema.label_column, *schema.feature_columns(), *schema.identifier_like}
     ignored = [c for c in frame.columns if c not in used]
+    empty = [c for c in ignored if no_value(frame.get_column(c))]
+    if empty:  # said apart: why they are out, and a header cell left blank named so
+        notes["empty_columns_left_out"] = len(empty)
+        names["empty_columns_left_out"] = [c or "(no name)" for c in empty]
+        ignored = [c for c in ignored if c not in empty]
     if ignored:
         notes["ignored_columns"], names["ignored_columns"] = len(ignored), ignored
     if fixed_schema and made_ids:  # no id column: the rows are the patients, in order (said, not silent)
