@@ -74,3 +74,18 @@ def test_empty_columns_are_left_out_said_and_not_needed_to_predict(tmp_path):
     new.write_text("patient_id,age,sex\nQ1,40,F\n")
     r = run("predict", new, "--model", tmp_path / "m", "--out", tmp_path / "p.csv")
     assert r.exit_code == 0, r.output
+
+
+def test_evaluate_names_a_label_left_out_as_of_the_table_evaluated_not_a_test_set(tmp_path):
+    """`ehrdx evaluate TABLE` scores the whole table, but a label the model lacks was said as "test: label ...",
+    a test set evaluate does not have."""
+    train = tmp_path / "patients.csv"
+    rows = [f"P{i},{30 + i},{'E11;I10' if i % 3 else 'I10'}" for i in range(30)]
+    train.write_text("patient_id,age,diseases\n" + "\n".join(rows) + "\n")
+    assert run("train", train, "--model", "logistic", "--out", tmp_path / "m").exit_code == 0
+    new = tmp_path / "new.csv"
+    new.write_text("patient_id,age,diseases\nQ1,40,E11\nQ2,50,I10; X99\n")
+    r = run("evaluate", new, "--model", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    said = words(r.output)
+    assert "this table: label 'X99' on 1 patient(s) never occurs in training" in said and "test: label" not in said
