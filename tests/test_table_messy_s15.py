@@ -89,3 +89,14 @@ def test_evaluate_names_a_label_left_out_as_of_the_table_evaluated_not_a_test_se
     assert r.exit_code == 0, r.output
     said = words(r.output)
     assert "this table: label 'X99' on 1 patient(s) never occurs in training" in said and "test: label" not in said
+
+
+def test_a_declared_numeric_column_of_numbers_written_for_display_says_so(tmp_path):
+    """`--numeric chol` on `"2,146"` cells said only "text in a numeric column"; the thousands separator is named,
+    with the fix."""
+    path = tmp_path / "patients.csv"
+    path.write_text("patient_id,chol,diseases\n" + "\n".join(f'P{i},"2,{100 + i}",E11' for i in range(5)) + "\n")
+    with pytest.raises(DataError) as exc:
+        read_table(path, schema=TableSchema(numeric=["chol"]))
+    assert "5 written for display, with a thousands separator" in str(exc.value)
+    assert "write plain numbers" in str(exc.value)

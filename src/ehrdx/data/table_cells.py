@@ -171,14 +171,18 @@ def numeric_column(frame: pl.DataFrame, column: str, file: str) -> np.ndarray:
         bad_mask = (parsed.is_null() & text.is_not_null() & (text != "")).to_numpy()
         if bad_mask.any():
             rows = np.flatnonzero(bad_mask).tolist()
+            shown = text.gather(rows)
+            displayed = int(shown.str.contains(FORMATTED_NUMBER).sum())  # 2,146 or 12%: a number formatted by Excel
             raise DataError(
-                f"text in a numeric column ({len(rows)} cell(s) are not numbers)",
+                f"text in a numeric column ({len(rows)} cell(s) are not numbers"
+                + (f"; {displayed} written for display, with a thousands separator or a percent sign, such as "
+                   "2,146 or 12%" if displayed else "") + ")",
                 file=file,
                 column=column,
                 rows=rows,
                 values=[text[i] for i in rows[:5]],
-                fix="correct or empty those cells (an empty cell is a missing value), "
-                "or declare the column categorical",
+                fix=("write plain numbers (2146, 12), " if displayed else "")
+                + "correct or empty those cells (an empty cell is a missing value), or declare the column categorical",
             )
         s = parsed
     arr = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
