@@ -100,3 +100,13 @@ def test_a_declared_numeric_column_of_numbers_written_for_display_says_so(tmp_pa
         read_table(path, schema=TableSchema(numeric=["chol"]))
     assert "5 written for display, with a thousands separator" in str(exc.value)
     assert "write plain numbers" in str(exc.value)
+
+
+def test_a_semicolon_separated_table_without_commas_is_said_to_be_one_not_to_lack_an_id_column(tmp_path):
+    """Without a comma anywhere, a `;` export read as one column and was refused as having no patient id column
+    (the header `patient_id;age;diseases` named as one column)."""
+    path = tmp_path / "patients.csv"
+    path.write_text("patient_id;age;diseases\r\nP1;40;E11\r\nP2;50;I10\r\n")
+    with pytest.raises(DataError) as exc:
+        read_table(path)
+    assert "';'-separated" in str(exc.value) and "no patient id column" not in str(exc.value)

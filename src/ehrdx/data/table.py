@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
+from ehrdx.data.csv_errors import (
+    check_short_rows,
+    csv_read_error,
+    other_separator,
+    other_separator_error,
+    without_blank_lines,
+)
 from ehrdx.data.table_cells import (
     ID_NAMES,
     LABEL_NAMES,
@@ -125,6 +131,8 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
             sep = "\t" if suffix == ".tsv" else ","
             frame = pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
                                 schema_overrides=_csv_ids_as_text(path, sep, id_column))
+            if frame.width == 1 and (other := other_separator(path, sep)) is not None:
+                raise other_separator_error(path, sep, other)  # else "no patient id column", naming the header
             frame = without_blank_lines(frame, path, sep)
             check_short_rows(frame, path, sep)
             return frame
