@@ -174,11 +174,15 @@ def cross_validate(
                         "cross-validation needs at least 2 patients: train once (leave --cv out)")
     folds = kfold_patients(y_all, k, seed=seed)
     per_fold = []
+    left_out: dict[str, dict[str, int]] = {"labels_not_in_model": {}, "unknown": {}}
     for f, test_rows in enumerate(folds):
         rest = np.sort(np.concatenate([folds[g] for g in range(k) if g != f]))
         tr_local, va_local, _ = split_patients(y_all[rest], (1 - val_fraction, val_fraction, 0.0), seed=seed + f)
         _, m = train_and_evaluate(source, make_clf(), (rest[tr_local], rest[va_local], test_rows))
         fold_metrics = {key: m["test"][key] for key in HEADLINE}
+        for what, counts in left_out.items():  # each patient is tested in one fold: the sums count patients
+            for name, n in m["test"].get("summary", {}).get(what, {}).items():
+                counts[name] = counts.get(name, 0) + int(n)
         per_fold.append(fold_metrics)
         if on_fold is not None:
             on_fold(f, fold_metrics)
@@ -187,4 +191,5 @@ def cross_validate(
         vals = [fm[key] for fm in per_fold if fm[key] is not None]
         summary[key] = {"mean": float(np.mean(vals)) if vals else None,
                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
-    return {"k": k, "folds": per_fold, "summary": summary}
+    return {"k": k, "folds": per_fold, "summary": summary,
+            "test_left_out": {what: counts for what, counts in left_out.items() if counts}}

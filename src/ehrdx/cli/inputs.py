@@ -4,6 +4,7 @@ needs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.markup import escape
@@ -224,6 +225,19 @@ def require_events_model(clf, model_dir, command: str | None = None) -> None:
             raise EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
                              "(for a patient table, ehrdx evaluate prints and writes every metric)")
         raise EhrdxError(f"{model_dir} is a patient-table model: give a patient table, not --meds/--events")
+
+
+def no_event_data(model_dir: Path, command: str) -> EhrdxError:
+    """The error for `command` run without event data: a patient-table model is said to be one (asking for
+    --meds would lead nowhere), else the event data are asked for."""
+    try:
+        family = json.loads((Path(model_dir) / "config.json").read_text()).get("family", "table")
+    except (OSError, ValueError, AttributeError):
+        family = None  # no readable model: the data are asked for first, the model is read after
+    if family == "table":
+        return EhrdxError(f"{model_dir} is a patient-table model: ehrdx {command} works on event-stream models "
+                          "(for a patient table, ehrdx evaluate prints and writes every metric)")
+    return EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
 
 
 def require_table_model(clf, model_dir, data) -> None:

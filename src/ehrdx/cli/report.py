@@ -13,6 +13,7 @@ from ehrdx.cli.event_data import EventData, reads_events
 from ehrdx.cli.inputs import (
     DEFAULT_SPLIT,
     check_split,
+    no_event_data,
     open_events,
     read_times,
     require_events_model,
@@ -65,7 +66,7 @@ def report(
     from ehrdx.input_settings import columns_of
 
     if not event_data.given:
-        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
+        raise no_event_data(model, "report")
     check_split(split)
     settings, events = event_data.resolve(model, split_names)
     clf = ehrdx.load(model)
@@ -124,7 +125,7 @@ def explain(
     from ehrdx.tasks.task import after_death
 
     if not event_data.given:
-        raise EhrdxError("give the data: --meds DIR, --events FILE or --omop DIR")
+        raise no_event_data(model, "explain")
     settings, events = event_data.resolve(model)
     clf = ehrdx.load(model)
     require_events_model(clf, model, "explain")

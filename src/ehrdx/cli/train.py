@@ -253,6 +253,12 @@ def train(
                 if s["mean"] is not None:
                     spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
                     console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
+            for label, n in result["test_left_out"].get("labels_not_in_model", {}).items():
+                console.print(f"[yellow]label '{escape(label)}' on {n:,} patient(s) never occurs in its fold's "
+                              f"training: left out of that fold's test metrics[/yellow]")
+            for kind, n in result["test_left_out"].get("unknown", {}).items():
+                console.print(f"[yellow]test folds: {n:,} {escape(kind.replace(':', ' '))} value(s) unseen in "
+                              f"their fold's training -> unknown bucket[/yellow]")
             if is_main():
                 opts.write_json(out / "cv_metrics.json", result)
             console.print(f"wrote {escape(str(out / 'cv_metrics.json'))}")

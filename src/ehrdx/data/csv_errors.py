@@ -138,12 +138,38 @@ def csv_read_error(path: str | Path, exc: Exception, *, separator: str = ",",
             width, rows, lines = long_rows(path, separator)
         except (OSError, csv.Error, EOFError):
             width, rows, lines = 0, [], []
+        other = other_separator(path, separator) if width == 1 else None
+        if rows and other is not None:
+            return other_separator_error(path, separator, other, f" ({file_lines(lines)} have more fields, split at "
+                                                                 f"{separator!r})", rows)
         if rows:
             return DataError(f"a row has more fields than the header's {width} ({file_lines(lines)}), most often a value holding the separator {separator!r} unquoted, such as 5,5",
                              file=str(path), rows=rows,
                              fix=f'quote such a value ("5,5"), write it with a decimal point (5.5), or remove the '
                                  f"extra {separator!r}")
     return DataError(f"{problem} ({reader_detail(exc)})", file=str(path))
+
+
+SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
+
+
+def other_separator(path: Path, separator: str) -> str | None:
+    """The separator other than `separator` that the file's first line holds (None when none does)."""
+    try:
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(
+                path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            first = f.readline()
+    except (OSError, EOFError):
+        return None
+    return next((sep for sep in (";", "\t", "|") if sep != separator and sep in first), None)
+
+
+def other_separator_error(path: Path, separator: str, other: str, detail: str = "",
+                          rows: list[int] | None = None) -> DataError:
+    """One header field holding another separator: an Excel export in a locale whose separator is ';'."""
+    return DataError(f"the header is one field holding {other!r}{detail}: the file seems to be {other!r}-separated",
+                     file=str(path), rows=rows, fix=f"write it {SEPARATOR_NAMES.get(separator, repr(separator))}"
+                     "-separated" + " (in Excel: Save As 'CSV UTF-8 (Comma delimited)')" * (separator == ","))
 
 
 def header_hint(col: str, columns: list[str]) -> str | None:

@@ -12,12 +12,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ehrdx.data.csv_errors import check_short_rows, csv_read_error, without_blank_lines
+from ehrdx.data.csv_errors import (
+    check_short_rows,
+    csv_read_error,
+    other_separator,
+    other_separator_error,
+    without_blank_lines,
+)
 from ehrdx.data.table_cells import (
     ID_NAMES,
     LABEL_NAMES,
     column_names_text,
     find_column,
+    formatted_number_rows,
     header_looks_like_data,
     identifier_error,
     identifier_like,
@@ -124,6 +131,8 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
             sep = "\t" if suffix == ".tsv" else ","
             frame = pl.read_csv(path, glob=False, separator=sep, infer_schema_length=None, try_parse_dates=False,
                                 schema_overrides=_csv_ids_as_text(path, sep, id_column))
+            if frame.width == 1 and (other := other_separator(path, sep)) is not None:
+                raise other_separator_error(path, sep, other)  # else "no patient id column", naming the header
             frame = without_blank_lines(frame, path, sep)
             check_short_rows(frame, path, sep)
             return frame
@@ -133,6 +142,13 @@ def _read_frame(path: Path, id_column: str | None = None) -> pl.DataFrame:
     raise DataError(
         f"unsupported file type '{suffix}'", file=str(path), fix="give a .csv, .tsv or .parquet file"
     )
+
+
+def no_value(values: pl.Series) -> bool:
+    """Whether every cell of a column is empty."""
+    if values.dtype == pl.Utf8:
+        values = values.str.strip_chars().replace("", None)
+    return values.null_count() == values.len()
 
 
 def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, require_labels: bool) -> TableSchema:
@@ -175,6 +191,17 @@ def infer_schema(frame: pl.DataFrame, given: TableSchema | None, file: str, requ
         if c in assigned:
             continue
         s = frame.get_column(c)
+        if no_value(s):  # an empty column (an Excel export's trailing one): no feature, and not needed to predict
+            continue  # counted and named with the table's other unused columns (ignored_columns)
+        formatted = formatted_number_rows(s)
+        if formatted:
+            raise DataError(
+                f"numbers written for display ({len(formatted)} cell(s) with a thousands separator or a percent "
+                "sign, such as 2,146 or 12%): the column would be read as text, a category or an identifier",
+                file=file, column=c, rows=formatted, values=[s[i] for i in formatted[:5]],
+                fix="write plain numbers (2146, 12; export without number formatting), or name the column with "
+                    "--ignore",
+            )
         if identifier_like(s) and not (isinstance(s.dtype, pl.List) or looks_like_code_list(s)):
             identifiers.append(c)
         elif s.dtype.is_numeric() or s.dtype == pl.Boolean:
@@ -299,6 +326,11 @@ def table_from_frame(
     notes, names = {}, {}
     used = {schema.id_column, schema.label_column, *schema.feature_columns(), *schema.identifier_like}
     ignored = [c for c in frame.columns if c not in used]
+    empty = [c for c in ignored if no_value(frame.get_column(c))]
+    if empty:  # said apart: why they are out, and a header cell left blank named so
+        notes["empty_columns_left_out"] = len(empty)
+        names["empty_columns_left_out"] = [c or "(no name)" for c in empty]
+        ignored = [c for c in ignored if c not in empty]
     if ignored:
         notes["ignored_columns"], names["ignored_columns"] = len(ignored), ignored
     if fixed_schema and made_ids:  # no id column: the rows are the patients, in order (said, not silent)

@@ -42,6 +42,25 @@ def numeric_share(values: pl.Series) -> float:
     return float(parsed.is_not_null().sum()) / s.len()
 
 
+FORMATTED_NUMBER = r"^[-+]?(\d{1,3}(,\d{3})+(\.\d+)?|\d+(\.\d+)?\s*%)$"  # 2,146 or 12.5%: an Excel display
+
+
+def formatted_number_rows(values: pl.Series) -> list[int]:
+    """The rows of a text column holding numbers written for display (thousands separators, percent signs),
+    where such cells and plain numbers make up at least 80% of its non-empty cells ([] otherwise): a
+    measurement that would be read as a category, or left out as identifier-like."""
+    if values.dtype != pl.Utf8:
+        return []
+    s = values.str.strip_chars()
+    filled = s.is_not_null() & (s != "")
+    formatted = (s.str.contains(FORMATTED_NUMBER) & filled).fill_null(False)
+    plain = s.cast(pl.Float64, strict=False).is_not_null()
+    n = int(filled.sum())
+    if not formatted.any() or n == 0 or int((formatted | plain).sum()) < 0.8 * n:
+        return []
+    return np.flatnonzero(formatted.to_numpy()).tolist()
+
+
 def parse_code_list(value: object) -> list[str] | None:
     """Parse one cell holding a list of codes: a JSON list, a ';'-separated string, or a list.
 
@@ -152,14 +171,18 @@ def numeric_column(frame: pl.DataFrame, column: str, file: str) -> np.ndarray:
         bad_mask = (parsed.is_null() & text.is_not_null() & (text != "")).to_numpy()
         if bad_mask.any():
             rows = np.flatnonzero(bad_mask).tolist()
+            shown = text.gather(rows)
+            displayed = int(shown.str.contains(FORMATTED_NUMBER).sum())  # 2,146 or 12%: a number formatted by Excel
             raise DataError(
-                f"text in a numeric column ({len(rows)} cell(s) are not numbers)",
+                f"text in a numeric column ({len(rows)} cell(s) are not numbers"
+                + (f"; {displayed} written for display, with a thousands separator or a percent sign, such as "
+                   "2,146 or 12%" if displayed else "") + ")",
                 file=file,
                 column=column,
                 rows=rows,
                 values=[text[i] for i in rows[:5]],
-                fix="correct or empty those cells (an empty cell is a missing value), "
-                "or declare the column categorical",
+                fix=("write plain numbers (2146, 12), " if displayed else "")
+                + "correct or empty those cells (an empty cell is a missing value), or declare the column categorical",
             )
         s = parsed
     arr = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)

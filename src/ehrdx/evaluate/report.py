@@ -140,7 +140,7 @@ def print_report(console: Console, metrics: dict, title: str = "Test set", scope
     console.print(p)
     if hidden:
         console.print(more_labels_note(hidden))
-    print_exclusions(console, metrics)
+    print_exclusions(console, metrics, "test" if scope == "the test set" else scope)
     print_one_class(console, metrics)
     left_out = test.get("labels_left_out_of_macro") or []
     if left_out:
@@ -168,10 +168,11 @@ def print_one_class(console: Console, metrics: dict) -> None:
                       f"learnable: a constant score): {escape(', '.join(names))}{more}[/yellow]")
 
 
-def print_exclusions(console: Console, metrics: dict) -> None:
-    """Everything not used as-is is counted: unseen codes/categories, labels outside the vocabulary."""
+def print_exclusions(console: Console, metrics: dict, evaluated: str = "test") -> None:
+    """Everything not used as-is is counted: unseen codes/categories, labels outside the vocabulary.
+    `evaluated`: what the patients evaluated are called ("this table" for evaluate, which has no test part)."""
     parts = {"validation": metrics.get("train_summary", {}).get("val", {}),
-             "test": metrics.get("test", {}).get("summary", {})}
+             evaluated: metrics.get("test", {}).get("summary", {})}
     for part, summary in parts.items():
         for kind, n in summary.get("unknown", {}).items():
             console.print(f"[yellow]{part}: {n:,} {escape(kind.replace(':', ' '))} value(s) unseen in training -> "
