@@ -222,7 +222,7 @@ def train(
 
     from ehrdx.data.table import TableSchema, read_table
     from ehrdx.estimator import EHRClassifier
-    from ehrdx.evaluate.report import print_report
+    from ehrdx.evaluate.report import print_cv, print_report
     from ehrdx.models.registry import get_model
     from ehrdx.pipeline import cross_validate, train_and_evaluate
 
@@ -249,16 +249,7 @@ def train(
                 table, lambda: EHRClassifier(**params), cv, seed=seed, val_fraction=val_fraction,
                 on_fold=lambda f, m: console.print(f"fold {f + 1}/{cv}: " + ", ".join(
                     f"{k} {v:.3f}" for k, v in m.items() if v is not None)))
-            for key, s in result["summary"].items():
-                if s["mean"] is not None:
-                    spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
-                    console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
-            for label, n in result["test_left_out"].get("labels_not_in_model", {}).items():
-                console.print(f"[yellow]label '{escape(label)}' on {n:,} patient(s) never occurs in its fold's "
-                              f"training: left out of that fold's test metrics[/yellow]")
-            for kind, n in result["test_left_out"].get("unknown", {}).items():
-                console.print(f"[yellow]test folds: {n:,} {escape(kind.replace(':', ' '))} value(s) unseen in "
-                              f"their fold's training -> unknown bucket[/yellow]")
+            print_cv(console, result)
             if is_main():
                 opts.write_json(out / "cv_metrics.json", result)
             console.print(f"wrote {escape(str(out / 'cv_metrics.json'))}")

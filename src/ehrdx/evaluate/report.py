@@ -334,3 +334,17 @@ def ensemble_line(ensemble: dict) -> str:
     other = len(rows) - sum(k for _, k in top)
     return ("ensemble weights: " + "; ".join(parts) + (f"; other weights ({other} labels)" if other else "")
             + f". Chosen on {ensemble.get('chosen_on', 'the tuning patients')}")
+
+
+def print_cv(console: Console, result: dict) -> None:
+    """Cross-validation's mean and spread of each metric, and what its folds' test metrics left out."""
+    for key, s in result["summary"].items():
+        if s["mean"] is not None:
+            spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
+            console.print(f"  {key:12s} {s['mean']:.3f}{spread}")
+    for label, n in result["test_left_out"].get("labels_not_in_model", {}).items():
+        console.print(f"[yellow]label '{escape(label)}' on {n:,} patient(s) never occurs in its fold's "
+                      f"training: left out of that fold's test metrics[/yellow]")
+    for kind, n in result["test_left_out"].get("unknown", {}).items():
+        console.print(f"[yellow]test folds: {n:,} {escape(kind.replace(':', ' '))} value(s) unseen in "
+                      f"their fold's training -> unknown bucket[/yellow]")
