@@ -262,7 +262,7 @@ def test_update_refuses_replay_for_a_model_that_is_not_fine_tuned_before_reading
     r = run("update", "--model", tmp_path / "m", "--meds", GOLDEN / "meds", "--replay-meds", GOLDEN / "meds",
             "--out", tmp_path / "u")
     assert r.exit_code == 2, r.output
-    assert "replay (--replay-meds) mixes old data into fine-tuning, and a 'logistic' model" in words(r.output)
+    assert "replay (--replay-meds) mixes old data into fine-tuning, and the logistic model" in words(r.output)
     assert "event store:" not in r.output
 
 
